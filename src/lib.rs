@@ -1,14 +1,13 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+/*!
+clsync: a live file-sync daemon. The worker watches a tree with inotify, collects the
+changed paths into batches and mirrors them with rsync; see docs/architecture.md.
+*/
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod cli;
+pub mod config;
+pub mod logger;
+pub mod queue;
+pub mod rules;
+pub mod sync;
+pub mod watch;
+pub mod worker;

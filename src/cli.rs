@@ -1,0 +1,191 @@
+/*!
+The `clsync` command line: the short form `clsync SRC DST` and the original's classic
+options (`-M rsyncdirect -W SRC -D DST …`).
+
+The two forms differ only in their defaults: the short form is for a person watching the
+result (about one second from a change to the mirror), the classic form keeps the
+original's 30 s / 30 s / 1800 s so existing setups behave as before. An option of the
+original that is not implemented yet is rejected, never silently ignored.
+*/
+
+use crate::config::{parse_duration, parse_size, Config, StartError};
+use crate::queue::Delays;
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "clsync",
+    version,
+    about = "Live mirror of a directory tree: inotify + rsync",
+    after_help = "Short form: clsync [OPTIONS] SRC DST\nClassic form: clsync -M rsyncdirect -W SRC -D DST [OPTIONS]\nExit codes: 0 ok, 1 runtime failure, 2 usage, 3 bad source/destination, 4 rsync not found, 5 tree cannot be watched."
+)]
+struct Args {
+    /// Sync mode (only rsyncdirect is implemented)
+    #[arg(short = 'M', long = "mode", value_name = "MODE")]
+    mode: Option<String>,
+    /// Directory to watch (classic form)
+    #[arg(short = 'W', long = "watch-dir", value_name = "DIR")]
+    watch_dir: Option<PathBuf>,
+    /// Directory to mirror to (classic form)
+    #[arg(short = 'D', long = "destination-dir", value_name = "DIR")]
+    destination_dir: Option<PathBuf>,
+    /// The rsync binary
+    #[arg(short = 'S', long = "sync-handler", value_name = "PATH")]
+    sync_handler: Option<PathBuf>,
+    /// Minimal delay between syncs (seconds, or 200ms, 2m…)
+    #[arg(short = 'w', long = "delay-sync", value_name = "DUR", value_parser = parse_duration)]
+    delay_sync: Option<Duration>,
+    /// How long events are collected before a sync, from the first event
+    #[arg(short = 't', long = "delay-collect", value_name = "DUR", value_parser = parse_duration)]
+    delay_collect: Option<Duration>,
+    /// Collect delay for big files
+    #[arg(short = 'T', long = "delay-collect-bigfile", value_name = "DUR", value_parser = parse_duration)]
+    delay_collect_bigfile: Option<Duration>,
+    /// Size above which a file is a big file (bytes, or 128MiB…; 0 disables)
+    #[arg(short = 'B', long = "threshold-bigfile", value_name = "SIZE", value_parser = parse_size)]
+    threshold_bigfile: Option<u64>,
+    /// Filter rules file ([+-][fdWwms*]regex per line)
+    #[arg(short = 'R', long = "rules-file", value_name = "FILE")]
+    rules_file: Option<PathBuf>,
+    /// Label of this instance (shown in log lines)
+    #[arg(short = 'l', long = "label")]
+    label: Option<String>,
+    /// Split include lists into parts of about N lines (0 = no limit)
+    #[arg(long = "rsync-inclimit", value_name = "N", default_value_t = 20000)]
+    rsync_inclimit: usize,
+    /// Write the status (starting, initsync, running, terminating, exiting) to this file
+    #[arg(long = "status-file", value_name = "FILE")]
+    status_file: Option<PathBuf>,
+    /// Debug level: 0 info, 1 debug, 2 trace
+    #[arg(short = 'd', long = "debug", value_name = "LEVEL", default_value_t = 0)]
+    debug: u8,
+    /// SRC DST (short form)
+    #[arg(value_name = "SRC DST")]
+    paths: Vec<PathBuf>,
+}
+
+/// The modes of the original that later versions will implement.
+const LATER_MODES: &[&str] = &["simple", "direct", "shell", "rsyncshell", "rsyncso", "so"];
+
+/// Parses the command line into a worker configuration.
+pub fn parse<I, T>(args: I) -> Result<Config, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let a = Args::try_parse_from(args)?;
+    to_config(a)
+        .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")))
+}
+
+fn to_config(a: Args) -> Result<Config, StartError> {
+    let usage = |m: String| StartError::Usage(m);
+    if let Some(mode) = &a.mode {
+        match mode.as_str() {
+            "rsyncdirect" => {}
+            m if LATER_MODES.contains(&m) => {
+                return Err(usage(format!("mode {m:?} is not implemented yet (only rsyncdirect is)")))
+            }
+            m => {
+                return Err(usage(format!(
+                    "unknown mode {m:?}; valid modes: rsyncdirect, simple, direct, shell, rsyncshell, rsyncso, so"
+                )))
+            }
+        }
+    }
+    let classic = a.mode.is_some() || a.watch_dir.is_some() || a.destination_dir.is_some();
+    let (src, dst) = if classic {
+        if !a.paths.is_empty() {
+            return Err(usage(format!(
+                "unexpected argument {:?}: with -W/-D/-M give the directories as options (sync-handler arguments after -- are not implemented yet)",
+                a.paths[0]
+            )));
+        }
+        let src = a
+            .watch_dir
+            .ok_or_else(|| usage("-W/--watch-dir is required".into()))?;
+        let dst = a
+            .destination_dir
+            .ok_or_else(|| usage("-D/--destination-dir is required in mode rsyncdirect".into()))?;
+        (src, dst)
+    } else {
+        match <[PathBuf; 2]>::try_from(a.paths) {
+            Ok([s, d]) => (s, d),
+            Err(p) => {
+                return Err(usage(format!(
+                    "expected SRC and DST, got {} path{} (usage: clsync SRC DST, or clsync -M rsyncdirect -W SRC -D DST)",
+                    p.len(),
+                    if p.len() == 1 { "" } else { "s" }
+                )))
+            }
+        }
+    };
+    let (collect, sync, bigfile) = if classic { (30, 30, 1800) } else { (1, 1, 5) };
+    Ok(Config {
+        src,
+        dst,
+        rsync: a.sync_handler.unwrap_or_else(|| PathBuf::from("rsync")),
+        delays: Delays {
+            collect: a.delay_collect.unwrap_or(Duration::from_secs(collect)),
+            collect_bigfile: a
+                .delay_collect_bigfile
+                .unwrap_or(Duration::from_secs(bigfile)),
+            sync: a.delay_sync.unwrap_or(Duration::from_secs(sync)),
+        },
+        threshold_bigfile: a.threshold_bigfile.unwrap_or(128 << 20),
+        rules_file: a.rules_file,
+        label: a.label,
+        rsync_inclimit: a.rsync_inclimit,
+        status_file: a.status_file,
+        debug: a.debug,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_form_is_quick() {
+        let c = parse(["clsync", "/a", "/b"]).unwrap();
+        assert_eq!(c.src, PathBuf::from("/a"));
+        assert_eq!(c.delays.collect, Duration::from_secs(1));
+        assert_eq!(c.threshold_bigfile, 134217728);
+    }
+
+    #[test]
+    fn classic_form_keeps_the_original_defaults() {
+        let c = parse(["clsync", "-Mrsyncdirect", "-W/a", "-D", "/b", "-w5"]).unwrap();
+        assert_eq!(c.delays.collect, Duration::from_secs(30));
+        assert_eq!(c.delays.sync, Duration::from_secs(5));
+        assert_eq!(c.delays.collect_bigfile, Duration::from_secs(1800));
+        assert_eq!(c.dst, PathBuf::from("/b"));
+    }
+
+    #[test]
+    fn unimplemented_things_are_errors() {
+        assert!(parse(["clsync", "-M", "shell", "-W/a", "-D/b"])
+            .unwrap_err()
+            .to_string()
+            .contains("not implemented yet"));
+        assert!(parse(["clsync", "--background", "/a", "/b"]).is_err());
+        assert!(parse(["clsync", "/a"]).is_err());
+        assert!(parse(["clsync", "-W/a"]).is_err());
+        assert!(parse(["clsync", "-t", "abc", "/a", "/b"]).is_err());
+    }
+
+    #[test]
+    fn non_utf8_paths_pass_through() {
+        use std::os::unix::ffi::OsStrExt;
+        let s = std::ffi::OsStr::from_bytes(b"/tmp/\xff");
+        let c = parse([
+            std::ffi::OsStr::new("clsync"),
+            s,
+            std::ffi::OsStr::new("/b"),
+        ])
+        .unwrap();
+        assert_eq!(c.src.as_os_str().as_bytes(), b"/tmp/\xff");
+    }
+}

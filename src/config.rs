@@ -1,0 +1,254 @@
+/*!
+The worker's settings, value parsers, and the checks made before anything is touched.
+
+Everything a user can get wrong is checked here, before the destination is created or
+rsync is run, so a mistake costs an error message and never a deleted file. Each
+problem maps to a documented exit code ([`StartError::exit_code`]).
+*/
+
+use crate::queue::Delays;
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+/// The worker's settings after parsing.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    /// The rsync binary as given (`rsync` is looked up in `$PATH`).
+    pub rsync: PathBuf,
+    pub delays: Delays,
+    /// 0 disables the big-file queue.
+    pub threshold_bigfile: u64,
+    pub rules_file: Option<PathBuf>,
+    pub label: Option<String>,
+    pub rsync_inclimit: usize,
+    pub status_file: Option<PathBuf>,
+    pub debug: u8,
+}
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Path(String),
+    #[error("{0}")]
+    Handler(String),
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StartError {
+    /// The documented exit codes (docs/cli.md).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Usage(_) => 2,
+            StartError::Path(_) => 3,
+            StartError::Handler(_) => 4,
+            StartError::Watch(_) => 5,
+            StartError::Other(_) => 1,
+        }
+    }
+}
+
+/// Parses a duration: plain seconds (`30`, `0.5`) or humantime (`200ms`, `2m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(format!("invalid duration {s:?}: must not be negative"));
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!("invalid duration {s:?}: {e} (use seconds like 30 or 0.5, or 200ms, 2m, 1h)")
+    })
+}
+
+/// Parses a size: plain bytes, or a number with a binary unit: `K`/`KiB`, `M`/`MiB`,
+/// `G`/`GiB`, `T`/`TiB` (all powers of 1024). Decimal units (`KB`, `MB`…) are rejected as
+/// ambiguous rather than guessed.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid size {s:?}: expected bytes or a number with KiB, MiB, GiB, TiB")
+    })?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" | "k" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        "KB" | "kB" | "MB" | "GB" | "TB" => {
+            return Err(format!(
+                "invalid size {s:?}: decimal units are ambiguous here; write {num}{}iB (binary) or plain bytes",
+                &unit.trim()[..1].to_uppercase()
+            ))
+        }
+        u => return Err(format!("invalid size {s:?}: unknown unit {u:?} (use KiB, MiB, GiB, TiB)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("invalid size {s:?}: too large"))
+}
+
+/// Finds an executable: a path with a slash is taken as is, a bare name in `$PATH`.
+pub fn find_executable(prog: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if prog.components().count() > 1 || prog.is_absolute() {
+        return is_exec(prog).then(|| prog.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| is_exec(p))
+}
+
+/// Canonicalizes a path that may not exist yet: the longest existing prefix is resolved,
+/// the rest appended (`..` in the missing part is refused).
+fn canonical_maybe_missing(p: &Path) -> Result<PathBuf, String> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("cannot read the current directory: {e}"))?
+            .join(p)
+    };
+    let mut existing = abs.as_path();
+    let mut tail = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(c) => {
+                let mut out = c;
+                for part in tail.iter().rev() {
+                    out.push(part);
+                }
+                return Ok(out);
+            }
+            Err(_) => {
+                let name = existing
+                    .file_name()
+                    .ok_or_else(|| format!("{}: no existing parent directory", p.display()))?;
+                if existing.components().last() == Some(Component::ParentDir) {
+                    return Err(format!("{}: '..' below a missing directory", p.display()));
+                }
+                tail.push(name.to_os_string());
+                existing = existing.parent().unwrap_or(Path::new("/"));
+            }
+        }
+    }
+}
+
+/// Checks source, destination and rsync, and creates the destination directory if
+/// missing. Returns the canonical `(src, dst, rsync)`. Nothing else is touched.
+pub fn preflight(cfg: &Config) -> Result<(PathBuf, PathBuf, PathBuf), StartError> {
+    let src = match std::fs::metadata(&cfg.src) {
+        Ok(m) if m.is_dir() => cfg
+            .src
+            .canonicalize()
+            .map_err(|e| StartError::Path(format!("source {}: {e}", cfg.src.display())))?,
+        Ok(_) => {
+            return Err(StartError::Path(format!(
+                "source {}: not a directory",
+                cfg.src.display()
+            )))
+        }
+        Err(e) => {
+            return Err(StartError::Path(format!(
+                "source {}: {e}",
+                cfg.src.display()
+            )))
+        }
+    };
+    let dst = canonical_maybe_missing(&cfg.dst)
+        .map_err(|e| StartError::Path(format!("destination {e}")))?;
+    if dst == src {
+        return Err(StartError::Path(format!(
+            "destination {} is the source directory itself",
+            cfg.dst.display()
+        )));
+    }
+    if dst.starts_with(&src) {
+        return Err(StartError::Path(format!(
+            "destination {} is inside the source {}: it would sync into itself",
+            cfg.dst.display(),
+            src.display()
+        )));
+    }
+    if src.starts_with(&dst) {
+        return Err(StartError::Path(format!(
+            "source {} is inside the destination {}: --delete would remove everything else there",
+            cfg.src.display(),
+            dst.display()
+        )));
+    }
+    let rsync = find_executable(&cfg.rsync).ok_or_else(|| {
+        StartError::Handler(format!(
+            "sync handler {}: not found or not executable{}",
+            cfg.rsync.display(),
+            if cfg.rsync.components().count() == 1 {
+                " in $PATH (install rsync: apt-get install rsync)"
+            } else {
+                ""
+            }
+        ))
+    })?;
+    match std::fs::metadata(&dst) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(StartError::Path(format!(
+                "destination {}: not a directory",
+                cfg.dst.display()
+            )))
+        }
+        Err(_) => std::fs::create_dir_all(&dst).map_err(|e| {
+            StartError::Path(format!(
+                "destination {}: cannot create it: {e}",
+                cfg.dst.display()
+            ))
+        })?,
+    }
+    Ok((src, dst, rsync))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("abc").unwrap_err().contains("\"abc\""));
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn sizes_are_binary_and_decimal_units_rejected() {
+        assert_eq!(parse_size("134217728"), Ok(134217728));
+        assert_eq!(parse_size("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_size("128M"), Ok(128 << 20));
+        assert_eq!(parse_size("16KiB"), Ok(16 << 10));
+        assert!(parse_size("128MB").unwrap_err().contains("128MiB"));
+        assert!(parse_size("12x").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn missing_paths_canonicalize_through_their_existing_parent() {
+        let t = tempfile::tempdir().unwrap();
+        let c = canonical_maybe_missing(&t.path().join("a/b")).unwrap();
+        assert_eq!(c, t.path().canonicalize().unwrap().join("a/b"));
+    }
+}

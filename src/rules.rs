@@ -1,0 +1,189 @@
+/*!
+Filter rules in the original clsync's format: one rule per line, `[+-][fdWwms*]regex`.
+
+`+` includes, `-` excludes; the type letters say what the rule applies to: `f` files,
+`d` directories (walk, monitor and sync), `W` walk + monitor, `w` walk, `m` monitor,
+`s` sync, `*` everything. The regex is matched against the path relative to the watch
+directory without a leading slash (the root itself is the empty string, so `+d^$` names
+it). The first matching rule decides; a path no rule matches is included.
+
+In the rsync modes walking and syncing a directory cannot be separated (rsync descends
+into what it syncs), so every directory letter is treated as "the directory": a
+directory excluded by any of them is neither watched nor synced. Anything that is not a
+directory (regular files, symlinks, devices) is matched by `f` and `*` rules.
+
+Regexes are matched on bytes, so non-UTF-8 names are filtered like any other.
+*/
+
+use regex::bytes::Regex;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+struct Rule {
+    include: bool,
+    files: bool,
+    dirs: bool,
+    regex: Regex,
+}
+
+/// A parsed rules file.
+#[derive(Debug, Default)]
+pub struct Rules {
+    rules: Vec<Rule>,
+}
+
+/// A rules file that could not be read or parsed; names the file, line and value.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("{file}: cannot read the rules file: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: invalid rule {text:?}: {why}")]
+    Parse {
+        file: PathBuf,
+        line: usize,
+        text: String,
+        why: String,
+    },
+}
+
+impl Rules {
+    /// No rules: everything is included.
+    pub fn none() -> Self {
+        Rules::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn load(file: &Path) -> Result<Self, RulesError> {
+        let text = std::fs::read(file).map_err(|source| RulesError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&String::from_utf8_lossy(&text), file)
+    }
+
+    /// Parses rules text; `file` only names the source in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, RulesError> {
+        let mut rules = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err = |why: String| RulesError::Parse {
+                file: file.to_path_buf(),
+                line: i + 1,
+                text: line.to_string(),
+                why,
+            };
+            let mut chars = line.chars();
+            let include = match chars.next() {
+                Some('+') => true,
+                Some('-') => false,
+                Some(c) => return Err(err(format!("must start with '+' or '-', not {c:?}"))),
+                None => unreachable!("empty lines are skipped"),
+            };
+            let (files, dirs) = match chars.next() {
+                Some('f') => (true, false),
+                Some('d' | 'W' | 'w' | 'm' | 's') => (false, true),
+                Some('*') => (true, true),
+                Some(c) => {
+                    return Err(err(format!(
+                        "unknown type {c:?}; valid types are f, d, W, w, m, s, *"
+                    )))
+                }
+                None => return Err(err("missing type letter and regex".into())),
+            };
+            let regex = Regex::new(chars.as_str()).map_err(|e| err(e.to_string()))?;
+            rules.push(Rule {
+                include,
+                files,
+                dirs,
+                regex,
+            });
+        }
+        Ok(Rules { rules })
+    }
+
+    /// Whether the path (relative, no leading slash) is excluded.
+    pub fn excluded(&self, rel: &[u8], is_dir: bool) -> bool {
+        for r in &self.rules {
+            if (if is_dir { r.dirs } else { r.files }) && r.regex.is_match(rel) {
+                return !r.include;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> Rules {
+        Rules::parse(text, Path::new("rules")).unwrap()
+    }
+
+    #[test]
+    fn first_match_wins_and_default_is_include() {
+        let r = rules("+f^keep\\.tmp$\n-f\\.tmp$\n-d^cache$\n");
+        assert!(r.excluded(b"a/b.tmp", false));
+        assert!(!r.excluded(b"keep.tmp", false));
+        assert!(r.excluded(b"cache", true));
+        assert!(
+            !r.excluded(b"cache", false),
+            "a file named cache is not a dir"
+        );
+        assert!(!r.excluded(b"sub/cache", true));
+        assert!(!r.excluded(b"other", false));
+    }
+
+    #[test]
+    fn sparse_include_example_from_the_man_page() {
+        let r = rules("+f^passwd$\n+f^ssh/sshd_config$\n+d^$\n+d^ssh$\n-*\n");
+        assert!(!r.excluded(b"", true));
+        assert!(!r.excluded(b"passwd", false));
+        assert!(!r.excluded(b"ssh", true));
+        assert!(!r.excluded(b"ssh/sshd_config", false));
+        assert!(r.excluded(b"ssh/moduli", false));
+        assert!(r.excluded(b"hosts", false));
+        assert!(r.excluded(b"apt", true));
+    }
+
+    #[test]
+    fn non_utf8_names_match() {
+        let r = rules("-f^\\xff");
+        assert!(
+            !r.excluded(b"\xff", false),
+            "\\xff in the regex is U+00FF, UTF-8 encoded"
+        );
+        let r = rules("-f^(?-u:\\xff)");
+        assert!(r.excluded(b"\xff", false));
+    }
+
+    #[test]
+    fn bad_rules_name_file_line_and_value() {
+        let e = Rules::parse("+f^a$\nxf^b\n", Path::new("/etc/r")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/r:2: invalid rule \"xf^b\": must start with '+' or '-', not 'x'"
+        );
+        let e = Rules::parse("-q.*", Path::new("r")).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("r:1: invalid rule \"-q.*\": unknown type 'q'"));
+        let e = Rules::parse("-f(", Path::new("r")).unwrap_err();
+        assert!(e.to_string().starts_with("r:1: invalid rule \"-f(\""));
+    }
+
+    #[test]
+    fn comments_and_blank_lines_are_skipped() {
+        let r = rules("# comment\n\n-f^x$\n");
+        assert!(r.excluded(b"x", false));
+    }
+}

@@ -1,0 +1,378 @@
+//! Turns a batch of dirty paths into rsync filter lists.
+//!
+//! A targeted rsync run is `rsync -aH --delete --from0 [--exclude-from=EXCL]
+//! --include-from=INCL --exclude=* SRC/ DST/`: only what the include list names is looked at,
+//! on both sides. What each path needs, decided by an `lstat` at plan time (the batch may be
+//! seconds old, so the event's idea of the type is not trusted):
+//!
+//! - an existing directory synced recursively: `/dir/***` (the directory and all below);
+//! - an existing directory whose own attributes changed: `/dir`;
+//! - anything else (a file, a symlink, or a path that no longer exists): `/p` and `/p/***`.
+//!   A vanished directory then has its contents included too, so rsync can delete it (with
+//!   only `/dir` the contents stay protected by `--exclude=*` and rsync says "cannot delete
+//!   non-empty directory" and exits 0: a stale tree forever). A path whose type flipped
+//!   (file and directory) is matched in both forms.
+//! - A vanished path whose parent vanished too is replaced by its topmost vanished ancestor.
+//!
+//! Every entry is preceded by each of its ancestor directories (`/a`, `/a/b`), without which
+//! rsync would never descend to it. Entries are sorted so that siblings share their ancestor
+//! lines, entries below a recursive entry are dropped, and the list is split into parts of
+//! about `limit` lines (each part repeats the ancestors it needs) because rsync is slow with
+//! huge include lists.
+//!
+//! Lists are NUL-separated (`--from0`), so a newline cannot split a name. rsync treats `\`
+//! as an escape only in patterns that contain a wildcard (`*`, `?`, `[`): a name is written
+//! literally unless its pattern has one (always the case for `/***` lines), and then `\`,
+//! `*`, `?` and `[` of the name are escaped.
+
+use crate::queue::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+/// One rsync run's lists, NUL-separated patterns.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Lists {
+    pub include: Vec<u8>,
+    pub exclude: Vec<u8>,
+    pub lines: usize,
+}
+
+/// How a batch is carried out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Sync the whole tree (initial sync, overflow): no include list at all.
+    Full { exclude: Vec<u8> },
+    /// One rsync run per part.
+    Targeted(Vec<Lists>),
+}
+
+const PLAIN: u8 = 1;
+const TREE: u8 = 2;
+
+/// Appends one rsync pattern for `rel` (no leading slash) plus `suffix`, NUL-terminated.
+pub fn push_pattern(out: &mut Vec<u8>, rel: &[u8], suffix: &[u8]) {
+    let wild = |b: &u8| matches!(b, b'*' | b'?' | b'[');
+    let escape = rel.iter().any(wild) || suffix.iter().any(wild);
+    out.push(b'/');
+    for &b in rel {
+        if escape && (wild(&b) || b == b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.extend_from_slice(suffix);
+    out.push(0);
+}
+
+/// The sort key that orders paths component by component ("a/b" before "a-b").
+fn key(rel: &[u8]) -> Vec<u8> {
+    rel.iter().map(|&b| if b == b'/' { 0 } else { b }).collect()
+}
+
+fn unkey(k: &[u8]) -> Vec<u8> {
+    k.iter().map(|&b| if b == 0 { b'/' } else { b }).collect()
+}
+
+fn parent(rel: &[u8]) -> Option<&[u8]> {
+    if rel.is_empty() {
+        return None;
+    }
+    Some(match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => &rel[..i],
+        None => &[],
+    })
+}
+
+/// What an `lstat` at plan time says about a path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    Other,
+    Missing,
+}
+
+struct Stat<'a> {
+    root: &'a Path,
+    cache: HashMap<Vec<u8>, Kind>,
+}
+
+impl Stat<'_> {
+    fn kind(&mut self, rel: &[u8]) -> Kind {
+        if let Some(k) = self.cache.get(rel) {
+            return *k;
+        }
+        let k = match std::fs::symlink_metadata(crate::watch::abs_path(self.root, rel)) {
+            Ok(m) if m.is_dir() => Kind::Dir,
+            Ok(_) => Kind::Other,
+            Err(_) => Kind::Missing,
+        };
+        self.cache.insert(rel.to_vec(), k);
+        k
+    }
+}
+
+/// Plans the rsync runs for a batch. `excludes` are the rule-excluded paths known below
+/// the tree; those under a recursive entry are passed as excludes of its run.
+pub fn plan(root: &Path, entries: &[Entry], excludes: &BTreeSet<Vec<u8>>, limit: usize) -> Plan {
+    if entries.iter().any(|e| e.recursive && e.path.is_empty()) {
+        let mut exclude = Vec::new();
+        for x in excludes {
+            push_pattern(&mut exclude, x, b"");
+        }
+        return Plan::Full { exclude };
+    }
+    let mut merged: HashMap<&[u8], bool> = HashMap::new();
+    for e in entries {
+        *merged.entry(&e.path).or_insert(false) |= e.recursive;
+    }
+    let mut stat = Stat {
+        root,
+        cache: HashMap::new(),
+    };
+    let mut forms: BTreeMap<Vec<u8>, u8> = BTreeMap::new();
+    for (path, recursive) in merged {
+        let (path, form) = match stat.kind(path) {
+            Kind::Dir if recursive => (path, TREE),
+            Kind::Dir => (path, PLAIN),
+            Kind::Other => (path, PLAIN | TREE),
+            Kind::Missing => {
+                let mut top = path;
+                while let Some(p) = parent(top) {
+                    if p.is_empty() || stat.kind(p) == Kind::Dir {
+                        break;
+                    }
+                    top = p;
+                }
+                (top, PLAIN | TREE)
+            }
+        };
+        if path.is_empty() {
+            // The root's own attributes: every run transfers the root directory itself.
+            if form & TREE != 0 {
+                return plan(
+                    root,
+                    &[Entry {
+                        path: Vec::new(),
+                        recursive: true,
+                        class: crate::queue::Class::Normal,
+                    }],
+                    excludes,
+                    limit,
+                );
+            }
+            forms.entry(Vec::new()).or_insert(PLAIN);
+            continue;
+        }
+        *forms.entry(key(path)).or_insert(0) |= form;
+    }
+
+    let mut parts = Vec::new();
+    let mut cur = Lists::default();
+    // Ancestor directories already listed in the current part (as keys), a stack.
+    let mut listed: Vec<Vec<u8>> = Vec::new();
+    // The last entry with a `/***` line: entries below it are covered.
+    let mut covering: Option<Vec<u8>> = None;
+    for (k, form) in &forms {
+        if k.is_empty() {
+            continue;
+        }
+        if let Some(c) = &covering {
+            if k.len() > c.len() && k.starts_with(c) && k[c.len()] == 0 {
+                continue;
+            }
+        }
+        if limit > 0 && cur.lines >= limit {
+            parts.push(std::mem::take(&mut cur));
+            listed.clear();
+        }
+        while let Some(top) = listed.last() {
+            if k.len() > top.len() && k.starts_with(top) && k[top.len()] == 0 {
+                break;
+            }
+            listed.pop();
+        }
+        // Ancestors of k not listed yet.
+        let start = listed.last().map_or(0, |t| t.len() + 1);
+        for (i, &b) in k.iter().enumerate().skip(start) {
+            if b == 0 {
+                let anc = &k[..i];
+                push_pattern(&mut cur.include, &unkey(anc), b"");
+                cur.lines += 1;
+                listed.push(anc.to_vec());
+            }
+        }
+        let rel = unkey(k);
+        if form & PLAIN != 0 {
+            push_pattern(&mut cur.include, &rel, b"");
+            cur.lines += 1;
+        }
+        if form & TREE != 0 {
+            push_pattern(&mut cur.include, &rel, b"/***");
+            cur.lines += 1;
+            covering = Some(k.clone());
+            let mut lo = rel.clone();
+            lo.push(b'/');
+            let mut hi = rel.clone();
+            hi.push(b'/' + 1);
+            for x in excludes.range(lo..hi) {
+                push_pattern(&mut cur.exclude, x, b"");
+            }
+        } else {
+            listed.push(k.clone());
+        }
+    }
+    if cur.lines > 0 || parts.is_empty() {
+        parts.push(cur);
+    }
+    Plan::Targeted(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Class;
+    use std::fs;
+
+    fn entry(p: &str, recursive: bool) -> Entry {
+        Entry {
+            path: p.as_bytes().to_vec(),
+            recursive,
+            class: Class::Normal,
+        }
+    }
+
+    fn lines(list: &[u8]) -> Vec<String> {
+        list.split(|&b| b == 0)
+            .filter(|l| !l.is_empty())
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect()
+    }
+
+    fn targeted(p: Plan) -> Vec<Lists> {
+        match p {
+            Plan::Targeted(v) => v,
+            Plan::Full { .. } => panic!("expected a targeted plan"),
+        }
+    }
+
+    #[test]
+    fn escaping_only_where_rsync_sees_a_wildcard() {
+        let mut out = Vec::new();
+        push_pattern(&mut out, b"a\\b", b"");
+        push_pattern(&mut out, b"a\\b", b"/***");
+        push_pattern(&mut out, b"x[1]*?", b"");
+        push_pattern(&mut out, b"new\nline", b"");
+        assert_eq!(
+            out,
+            b"/a\\b\0/a\\\\b/***\0/x\\[1]\\*\\?\0/new\nline\0".to_vec()
+        );
+    }
+
+    #[test]
+    fn files_dirs_and_vanished_paths() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("a/b/new")).unwrap();
+        fs::write(t.path().join("a/b/f"), "x").unwrap();
+        fs::create_dir(t.path().join("c")).unwrap();
+        let p = plan(
+            t.path(),
+            &[
+                entry("a/b/f", false),
+                entry("a/b/new", true),
+                entry("a/b/new/inner", false),
+                entry("c", false),
+                entry("gone/deep/x", false),
+                entry("a/b/gone", false),
+            ],
+            &BTreeSet::new(),
+            0,
+        );
+        let parts = targeted(p);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(
+            lines(&parts[0].include),
+            [
+                "/a",
+                "/a/b",
+                "/a/b/f",
+                "/a/b/f/***",
+                "/a/b/gone",
+                "/a/b/gone/***",
+                "/a/b/new/***",
+                "/c",
+                "/gone",
+                "/gone/***"
+            ]
+        );
+    }
+
+    #[test]
+    fn component_order_keeps_ancestors_shared() {
+        let t = tempfile::tempdir().unwrap();
+        let p = plan(
+            t.path(),
+            &[
+                entry("a/x", false),
+                entry("a-b", false),
+                entry("a/y", false),
+            ],
+            &BTreeSet::new(),
+            0,
+        );
+        // a, a/x, a/y are missing: the topmost vanished ancestor `a` is listed once.
+        assert_eq!(
+            lines(&targeted(p)[0].include),
+            ["/a", "/a/***", "/a-b", "/a-b/***"]
+        );
+    }
+
+    #[test]
+    fn long_lists_are_split_and_repeat_ancestors() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("d")).unwrap();
+        let entries: Vec<Entry> = (0..10)
+            .map(|i| {
+                let p = format!("d/f{i}");
+                fs::write(t.path().join(&p), "x").unwrap();
+                entry(&p, false)
+            })
+            .collect();
+        let parts = targeted(plan(t.path(), &entries, &BTreeSet::new(), 5));
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        for part in &parts {
+            let l = lines(&part.include);
+            assert_eq!(l[0], "/d", "every part lists the ancestor first");
+        }
+        let files: usize = parts
+            .iter()
+            .map(|p| {
+                lines(&p.include)
+                    .iter()
+                    .filter(|l| l.ends_with("/***"))
+                    .count()
+            })
+            .sum();
+        assert_eq!(files, 10, "no entry lost in the split");
+    }
+
+    #[test]
+    fn excludes_below_recursive_entries_are_passed() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("n/sub")).unwrap();
+        let excludes: BTreeSet<Vec<u8>> = [b"n/sub/x.tmp".to_vec(), b"other.tmp".to_vec()].into();
+        let parts = targeted(plan(t.path(), &[entry("n", true)], &excludes, 0));
+        assert_eq!(lines(&parts[0].exclude), ["/n/sub/x.tmp"]);
+        match plan(t.path(), &[entry("", true)], &excludes, 0) {
+            Plan::Full { exclude } => assert_eq!(lines(&exclude), ["/n/sub/x.tmp", "/other.tmp"]),
+            _ => panic!("root recursive is a full sync"),
+        }
+    }
+
+    #[test]
+    fn root_attributes_only_give_an_empty_include_list() {
+        let t = tempfile::tempdir().unwrap();
+        let parts = targeted(plan(t.path(), &[entry("", false)], &BTreeSet::new(), 0));
+        assert_eq!(parts.len(), 1);
+        assert!(parts[0].include.is_empty());
+    }
+}

@@ -1,0 +1,603 @@
+/*!
+The recursive inotify watch: turns kernel events into dirty paths.
+
+Why we drive inotify ourselves: a recursive watch is the part where the peers lose changes
+(nested directories created before their watch existed, overflows dropped as "stale",
+paths that outlive a rename). Owning it lets us make one promise: any event we could not
+see turns into "this subtree is dirty: rescan it and sync it recursively".
+
+- A new or moved-in directory: add the watch first, then list it, so a file created in
+  between is seen either as an event or in the listing (both are fine: paths dedupe).
+- Directories are nodes `{parent, name}` ([`tree::Tree`]); a rename inside the tree is
+  paired by the inotify cookie and moves one node. An unpaired `MOVED_FROM` means the
+  directory left the tree: its watches are removed (the kernel would keep reporting it).
+- `IN_Q_OVERFLOW`, an event for an unknown watch descriptor, a watch the kernel dropped
+  while the directory still exists: rescan (re-adding watches) and sync recursively.
+- Out of watches (`ENOSPC`) at start: a fatal, actionable error. At run time the subtree
+  is polled (rescanned and synced recursively on an interval) until a watch can be added.
+- Symlinks are never followed (`IN_DONT_FOLLOW`, `lstat` semantics everywhere). A
+  directory whose inode is already watched at another place that still exists (a bind
+  mount, a loop) is not entered twice.
+
+The watcher only reports paths; it never decides when or how to sync.
+*/
+
+pub mod tree;
+
+use crate::rules::Rules;
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use log::{debug, error, warn};
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use tree::{NodeId, Tree, ROOT};
+
+/// What the worker needs to know about one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dirty {
+    /// Relative to the watch root, no leading slash; the root is empty.
+    pub path: Vec<u8>,
+    /// Sync the whole subtree (a new, moved-in or rescanned directory).
+    pub recursive: bool,
+    /// The event was a plain `IN_MODIFY`: a path already queued needs no new look.
+    pub modify_only: bool,
+}
+
+/// The output of handling events or a rescan.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub dirty: Vec<Dirty>,
+    /// Paths excluded by the rules that were seen inside the tree; a recursive sync of an
+    /// ancestor must exclude them explicitly.
+    pub excluded: Vec<Vec<u8>>,
+    /// The watch root itself was deleted or moved away.
+    pub root_gone: bool,
+}
+
+impl Changes {
+    fn dirty(&mut self, path: Vec<u8>, recursive: bool) {
+        self.dirty.push(Dirty {
+            path,
+            recursive,
+            modify_only: false,
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dirty.is_empty() && self.excluded.is_empty() && !self.root_gone
+    }
+}
+
+/// Errors that stop the worker at start-up; at run time the same conditions are logged
+/// and the subtree is polled instead.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot watch {path}: inotify watch limit reached: fs.inotify.max_user_watches = {limit}, this tree needs at least {needed} watches (plus those other programs use); raise it, e.g. `sysctl fs.inotify.max_user_watches={suggest}`")]
+    NoSpace {
+        path: PathBuf,
+        limit: u64,
+        needed: usize,
+        suggest: u64,
+    },
+    #[error("cannot watch {path}: {source}")]
+    Watch { path: PathBuf, source: io::Error },
+    #[error("cannot read directory {path}: {source}")]
+    Unreadable { path: PathBuf, source: io::Error },
+    #[error("cannot initialise inotify: {0}")]
+    Init(io::Error),
+}
+
+const MASK: WatchMask = WatchMask::CREATE
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MODIFY)
+    .union(WatchMask::CLOSE_WRITE)
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::DONT_FOLLOW)
+    .union(WatchMask::ONLYDIR)
+    .union(WatchMask::EXCL_UNLINK);
+
+struct PendingMove {
+    cookie: u32,
+    node: Option<NodeId>,
+}
+
+pub struct Watcher {
+    inotify: Inotify,
+    root: PathBuf,
+    rules: Rules,
+    tree: Tree,
+    wds: HashMap<i32, WatchDescriptor>,
+    /// Watches we removed ourselves; their late events and their `IN_IGNORED` are dropped.
+    retired: HashSet<i32>,
+    /// Directories that could not be watched: polled.
+    unwatched: HashSet<NodeId>,
+    pending: Option<PendingMove>,
+    /// Watches of nodes dropped because their directory was found elsewhere.
+    orphans: Vec<i32>,
+    buf: Vec<u8>,
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    p.extend_from_slice(dir);
+    if !dir.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// Absolute path of `rel` below `root`.
+pub fn abs_path(root: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(OsStr::from_bytes(rel))
+    }
+}
+
+fn max_user_watches() -> u64 {
+    std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Counts the directories below `dir` (itself included) without following symlinks.
+fn count_dirs(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        n += 1;
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    n
+}
+
+/// Is `err` "this path is gone or is no longer a directory"?
+fn vanished(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+}
+
+impl Watcher {
+    /// Sets up inotify for `root` and watches the whole tree. Returns the watcher and the
+    /// paths excluded by the rules (for the initial sync's exclude list).
+    pub fn new(root: &Path, rules: Rules) -> Result<(Self, Changes), WatchError> {
+        let inotify = Inotify::init().map_err(WatchError::Init)?;
+        let mut w = Watcher {
+            inotify,
+            root: root.to_path_buf(),
+            rules,
+            tree: Tree::new(),
+            wds: HashMap::new(),
+            retired: HashSet::new(),
+            unwatched: HashSet::new(),
+            pending: None,
+            orphans: Vec::new(),
+            buf: vec![0; 256 * 1024],
+        };
+        let mut out = Changes::default();
+        w.scan(ROOT, true, &mut out)?;
+        out.dirty.clear();
+        Ok((w, out))
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.inotify.as_raw_fd()
+    }
+
+    /// Number of watched directories.
+    pub fn watched(&self) -> usize {
+        self.wds.len()
+    }
+
+    /// Number of directories that could not be watched and are polled.
+    pub fn unwatched(&self) -> usize {
+        self.unwatched.len()
+    }
+
+    fn abs(&self, id: NodeId) -> PathBuf {
+        abs_path(&self.root, &self.tree.path(id))
+    }
+
+    fn rel_excluded(&self, rel: &[u8], is_dir: bool) -> bool {
+        !self.rules.is_empty() && self.rules.excluded(rel, is_dir)
+    }
+
+    /// Drops the kernel watches of nodes removed from the tree.
+    fn retire(&mut self, wds: Vec<i32>) {
+        for wd in wds {
+            if let Some(w) = self.wds.remove(&wd) {
+                // EINVAL when the kernel dropped it already (a deleted directory): fine,
+                // its IN_IGNORED is then on the way and is consumed via `retired`.
+                let _ = self.inotify.watches().remove(w);
+                self.retired.insert(wd);
+            }
+        }
+    }
+
+    fn remove_node(&mut self, id: NodeId) {
+        let wds = self.tree.remove(id);
+        self.unwatched.retain(|n| self.tree.contains(*n));
+        self.retire(wds);
+    }
+
+    /// Adds the watch for node `id` and decides whether to descend into it.
+    /// Returns Ok(false) when the directory must not be entered.
+    fn watch_node(
+        &mut self,
+        id: NodeId,
+        startup: bool,
+        out: &mut Changes,
+    ) -> Result<bool, WatchError> {
+        let abs = self.abs(id);
+        match self.inotify.watches().add(&abs, MASK) {
+            Ok(wd) => {
+                let raw = wd.get_watch_descriptor_id();
+                self.retired.remove(&raw);
+                match self.tree.by_wd(raw) {
+                    Some(other) if other != id => {
+                        let other_abs = self.abs(other);
+                        let same = match (
+                            std::fs::symlink_metadata(&abs),
+                            std::fs::symlink_metadata(&other_abs),
+                        ) {
+                            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                            _ => false,
+                        };
+                        if same || self.tree.is_within(id, other) {
+                            warn!(
+                                "not entering {}: it is the directory {} seen a second time (bind mount?)",
+                                abs.display(),
+                                other_abs.display()
+                            );
+                            self.tree.remove(id);
+                            return Ok(false);
+                        }
+                        // The directory moved here and we have not seen the move yet: the
+                        // last place it was seen wins; its old place is gone.
+                        out.dirty(self.tree.path(other), false);
+                        // Its subdirectories are found again (same wds) by this scan;
+                        // those that are not are retired when the scan ends.
+                        let orphaned = self.tree.remove(other);
+                        self.orphans
+                            .extend(orphaned.into_iter().filter(|o| *o != raw));
+                        self.unwatched.retain(|n| self.tree.contains(*n));
+                        self.tree.set_wd(id, Some(raw));
+                        self.wds.insert(raw, wd);
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.tree.set_wd(id, Some(raw));
+                        self.wds.insert(raw, wd);
+                    }
+                }
+                self.unwatched.remove(&id);
+                Ok(true)
+            }
+            Err(e) if vanished(&e) && id != ROOT => {
+                out.dirty(self.tree.path(id), false);
+                self.remove_node(id);
+                Ok(false)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                let limit = max_user_watches();
+                if startup {
+                    let needed = count_dirs(&self.root);
+                    return Err(WatchError::NoSpace {
+                        path: abs,
+                        limit,
+                        needed,
+                        suggest: (needed as u64 + 8192).max(limit * 2),
+                    });
+                }
+                if self.unwatched.insert(id) {
+                    error!(
+                        "cannot watch {}: inotify watch limit reached (fs.inotify.max_user_watches = {limit}, this tree needs at least {}); polling it until a watch can be added; raise it, e.g. `sysctl fs.inotify.max_user_watches={}`",
+                        abs.display(),
+                        self.tree.len(),
+                        (self.tree.len() as u64 + 8192).max(limit * 2)
+                    );
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                if startup {
+                    return Err(WatchError::Watch {
+                        path: abs,
+                        source: e,
+                    });
+                }
+                if self.unwatched.insert(id) {
+                    error!("cannot watch {}: {e}; polling it", abs.display());
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Watches and lists the subtree of node `id`: new directories get nodes and watches,
+    /// directories that are gone lose theirs. Reports `id` dirty recursively.
+    fn scan(&mut self, id: NodeId, startup: bool, out: &mut Changes) -> Result<(), WatchError> {
+        out.dirty(self.tree.path(id), true);
+        let mut stack = vec![id];
+        while let Some(cur) = stack.pop() {
+            if !self.tree.contains(cur) || !self.watch_node(cur, startup, out)? {
+                continue;
+            }
+            let abs = self.abs(cur);
+            let rd = match std::fs::read_dir(&abs) {
+                Ok(rd) => rd,
+                Err(e) if vanished(&e) && cur != ROOT => {
+                    out.dirty(self.tree.path(cur), false);
+                    self.remove_node(cur);
+                    continue;
+                }
+                Err(e) => {
+                    if startup {
+                        return Err(WatchError::Unreadable {
+                            path: abs,
+                            source: e,
+                        });
+                    }
+                    if self.unwatched.insert(cur) {
+                        error!("cannot read directory {}: {e}; polling it", abs.display());
+                    }
+                    continue;
+                }
+            };
+            let rel = self.tree.path(cur);
+            let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+            for entry in rd {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        if startup {
+                            return Err(WatchError::Unreadable {
+                                path: abs,
+                                source: e,
+                            });
+                        }
+                        error!("cannot read directory {}: {e}", abs.display());
+                        self.unwatched.insert(cur);
+                        break;
+                    }
+                };
+                let name = entry.file_name();
+                let name = name.as_bytes();
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if !is_dir {
+                    if !self.rules.is_empty() {
+                        let crel = join(&rel, name);
+                        if self.rules.excluded(&crel, false) {
+                            out.excluded.push(crel);
+                        }
+                    }
+                    continue;
+                }
+                let crel = join(&rel, name);
+                if self.rel_excluded(&crel, true) {
+                    if let Some(c) = self.tree.child(cur, name) {
+                        self.remove_node(c);
+                    }
+                    out.excluded.push(crel);
+                    continue;
+                }
+                seen.insert(name.into());
+                let child = match self.tree.child(cur, name) {
+                    Some(c) => c,
+                    None => {
+                        let (c, stale) = self.tree.insert(cur, name, None);
+                        self.retire(stale);
+                        c
+                    }
+                };
+                stack.push(child);
+            }
+            let gone: Vec<(Vec<u8>, NodeId)> = self
+                .tree
+                .children(cur)
+                .filter(|(n, _)| !seen.contains(*n))
+                .map(|(n, c)| (n.to_vec(), c))
+                .collect();
+            for (name, c) in gone {
+                out.dirty(join(&rel, &name), false);
+                self.remove_node(c);
+            }
+        }
+        let orphans = std::mem::take(&mut self.orphans);
+        let lost: Vec<i32> = orphans
+            .into_iter()
+            .filter(|o| self.tree.by_wd(*o).is_none())
+            .collect();
+        self.retire(lost);
+        Ok(())
+    }
+
+    /// Rescans a subtree after events were lost, and reports it for a recursive sync.
+    fn rescan(&mut self, id: NodeId, out: &mut Changes) {
+        if let Err(e) = self.scan(id, false, out) {
+            // Not reachable: run-time scans log and poll instead of failing.
+            error!("rescan of {} failed: {e}", self.abs(id).display());
+        }
+    }
+
+    /// Rescans and re-syncs every directory that could not be watched.
+    pub fn poll_unwatched(&mut self, out: &mut Changes) {
+        let ids: Vec<NodeId> = self.unwatched.iter().copied().collect();
+        for id in ids {
+            if self.tree.contains(id) {
+                debug!("polling unwatched {}", self.abs(id).display());
+                self.rescan(id, out);
+            }
+        }
+        self.unwatched.retain(|n| self.tree.contains(*n));
+    }
+
+    /// Reads every queued event (until the fd would block) and reports what changed.
+    pub fn drain(&mut self, out: &mut Changes) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = loop {
+            let events = match self.inotify.read_events(&mut buf) {
+                Ok(ev) => ev,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(e),
+            };
+            for ev in events {
+                self.handle(
+                    ev.wd.get_watch_descriptor_id(),
+                    ev.mask,
+                    ev.cookie,
+                    ev.name,
+                    out,
+                );
+            }
+        };
+        self.buf = buf;
+        self.resolve_pending(out);
+        result
+    }
+
+    /// A directory's `MOVED_FROM` not followed by its `MOVED_TO`: it left the tree.
+    fn resolve_pending(&mut self, _out: &mut Changes) {
+        if let Some(p) = self.pending.take() {
+            if let Some(n) = p.node {
+                if self.tree.contains(n) {
+                    debug!("{} moved out of the tree", self.abs(n).display());
+                    self.remove_node(n);
+                }
+            }
+        }
+    }
+
+    fn overflow(&mut self, out: &mut Changes) {
+        self.pending = None;
+        self.rescan(ROOT, out);
+    }
+
+    fn handle(
+        &mut self,
+        wd: i32,
+        mask: EventMask,
+        cookie: u32,
+        name: Option<&OsStr>,
+        out: &mut Changes,
+    ) {
+        if mask.contains(EventMask::Q_OVERFLOW) {
+            warn!("the kernel's inotify queue overflowed (fs.inotify.max_queued_events); rescanning the whole tree");
+            self.overflow(out);
+            return;
+        }
+        let paired = mask.contains(EventMask::MOVED_TO | EventMask::ISDIR)
+            && self.pending.as_ref().is_some_and(|p| p.cookie == cookie);
+        if !paired {
+            self.resolve_pending(out);
+        }
+        if mask.contains(EventMask::IGNORED) {
+            if self.retired.remove(&wd) {
+                return;
+            }
+            if let Some(id) = self.tree.by_wd(wd) {
+                self.wds.remove(&wd);
+                self.tree.set_wd(id, None);
+                if id == ROOT {
+                    out.root_gone = true;
+                    return;
+                }
+                // The kernel dropped the watch (the directory was deleted, or its file
+                // system unmounted). Look again: still there means re-watch it.
+                self.rescan(id, out);
+            }
+            return;
+        }
+        let Some(id) = self.tree.by_wd(wd) else {
+            if !self.retired.contains(&wd) {
+                warn!("event for an unknown watch descriptor {wd}; rescanning the whole tree");
+                self.overflow(out);
+            }
+            return;
+        };
+        let Some(name) = name else {
+            // An event about the watched directory itself.
+            if id == ROOT && mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
+                out.root_gone = true;
+            } else if mask.contains(EventMask::ATTRIB) {
+                out.dirty(self.tree.path(id), false);
+            }
+            return;
+        };
+        let name = name.as_bytes();
+        let rel = join(&self.tree.path(id), name);
+        if !mask.contains(EventMask::ISDIR) {
+            if self.rel_excluded(&rel, false) {
+                out.excluded.push(rel);
+                return;
+            }
+            let modify_only = mask == EventMask::MODIFY;
+            out.dirty.push(Dirty {
+                path: rel,
+                recursive: false,
+                modify_only,
+            });
+            return;
+        }
+        if mask.contains(EventMask::MOVED_FROM) {
+            let node = self.tree.child(id, name);
+            out.dirty(rel, false);
+            self.pending = Some(PendingMove { cookie, node });
+        } else if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+            if self.rel_excluded(&rel, true) {
+                if let Some(c) = self.tree.child(id, name) {
+                    self.remove_node(c);
+                }
+                out.excluded.push(rel);
+                return;
+            }
+            if paired {
+                let p = self.pending.take().expect("paired move");
+                if let Some(n) = p
+                    .node
+                    .filter(|n| self.tree.contains(*n) && !self.tree.is_within(id, *n))
+                {
+                    let stale = self.tree.rename(n, id, name);
+                    self.retire(stale);
+                    if self.rules.is_empty() && !self.unwatched.contains(&n) {
+                        out.dirty(rel, true);
+                    } else {
+                        // The excludes below it are known by their old paths: list again.
+                        self.rescan(n, out);
+                    }
+                    return;
+                }
+                if let Some(n) = p.node.filter(|n| self.tree.contains(*n)) {
+                    self.remove_node(n);
+                }
+            }
+            let (c, stale) = self.tree.insert(id, name, None);
+            self.retire(stale);
+            self.rescan(c, out);
+        } else if mask.contains(EventMask::DELETE) {
+            if let Some(c) = self.tree.child(id, name) {
+                self.remove_node(c);
+            }
+            out.dirty(rel, false);
+        } else {
+            out.dirty(rel, false);
+        }
+    }
+}

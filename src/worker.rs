@@ -1,0 +1,411 @@
+/*!
+The worker loop: one thread, one `mio::Poll`, four sources of wake-ups.
+
+- the inotify fd: drained completely on every wake-up ([`Watcher::drain`]), so the kernel
+  queue is emptied as fast as events arrive, whatever rsync is doing;
+- signals (signal-hook's pipe): TERM/INT/QUIT stop after a final sync, USR2 forces a full
+  resync, HUP is acknowledged (rules reload comes with profiles);
+- a `Waker` poked by the thread that waits for the running rsync;
+- the timeout: the batcher's next deadline, or the next poll of unwatchable directories.
+
+Start-up order matters: the watches are set first, then the initial full sync runs, so a
+change made while it runs is an event like any other. Ready (log line and status file)
+means both are done.
+*/
+
+use crate::config::{preflight, Config, StartError};
+use crate::queue::{Batch, Batcher, Class, Entry};
+use crate::rules::Rules;
+use crate::sync::plan::plan;
+use crate::sync::{Finished, RsyncConfig, Runner};
+use crate::watch::{abs_path, Changes, Watcher};
+use log::{debug, error, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use nix::sys::signal::Signal;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook_mio::v1_0::Signals;
+use std::collections::BTreeSet;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const INOTIFY: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const WAKER: Token = Token(2);
+
+/// How often directories that could not be watched are rescanned.
+const POLL_UNWATCHED: Duration = Duration::from_secs(5);
+/// How long a killed rsync gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// Writes the status word to the status file atomically (temp file + rename).
+pub struct Status(Option<PathBuf>);
+
+impl Status {
+    pub fn set(&self, word: &str) {
+        let Some(path) = &self.0 else { return };
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(format!(".tmp.{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let r = std::fs::write(&tmp, format!("{word}\n")).and_then(|_| std::fs::rename(&tmp, path));
+        if let Err(e) = r {
+            warn!("cannot write the status file {}: {e}", path.display());
+        }
+    }
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Phase {
+    Running,
+    /// Stop requested: finish the running sync, then one final sync of everything queued.
+    Stopping {
+        final_started: bool,
+    },
+    /// Second signal: rsync is being killed.
+    Aborting {
+        since: Instant,
+        killed: bool,
+    },
+}
+
+struct Worker {
+    cfg: Config,
+    src: PathBuf,
+    watcher: Watcher,
+    batcher: Batcher,
+    runner: Runner,
+    excludes: BTreeSet<Vec<u8>>,
+    status: Status,
+    ready: bool,
+    phase: Phase,
+    next_poll: Option<Instant>,
+    /// The exit code once the running rsync is gone, after an abort.
+    abort_code: i32,
+    exit: Option<i32>,
+}
+
+/// Runs the worker until it is told to stop. Returns the process exit code.
+pub fn run(cfg: Config) -> Result<i32, StartError> {
+    let status = Status(cfg.status_file.clone());
+    status.set("starting");
+    let rules = match &cfg.rules_file {
+        Some(f) => Rules::load(f).map_err(|e| StartError::Usage(e.to_string()))?,
+        None => Rules::none(),
+    };
+    let (src, dst, rsync) = preflight(&cfg)?;
+    let lists = tempfile::Builder::new()
+        .prefix("clsync-lists.")
+        .tempdir()
+        .map_err(|e| StartError::Other(format!("cannot create a directory for list files: {e}")))?;
+
+    let started = Instant::now();
+    let (watcher, init) = Watcher::new(&src, rules)?;
+    info!(
+        "watching {} directories under {} ({:.1}s)",
+        watcher.watched(),
+        src.display(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut poll = Poll::new().map_err(|e| StartError::Other(format!("epoll: {e}")))?;
+    let waker = Arc::new(
+        Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Other(format!("waker: {e}")))?,
+    );
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
+        .map_err(|e| StartError::Other(format!("signals: {e}")))?;
+    let ino_fd = watcher.fd();
+    let registry = poll.registry();
+    registry
+        .register(&mut SourceFd(&ino_fd), INOTIFY, Interest::READABLE)
+        .and_then(|_| registry.register(&mut signals, SIGNALS, Interest::READABLE))
+        .map_err(|e| StartError::Other(format!("epoll: {e}")))?;
+
+    let runner = Runner::new(
+        RsyncConfig {
+            program: rsync,
+            src: src.clone(),
+            dst: dst.clone(),
+            lists_dir: lists.path().to_path_buf(),
+        },
+        waker,
+    );
+    let mut w = Worker {
+        batcher: Batcher::new(cfg.delays),
+        cfg,
+        src,
+        watcher,
+        runner,
+        excludes: init.excluded.into_iter().collect(),
+        status,
+        ready: false,
+        phase: Phase::Running,
+        next_poll: None,
+        abort_code: 1,
+        exit: None,
+    };
+    w.status.set("initsync");
+    info!("initial sync of {} to {}", w.src.display(), dst.display());
+    w.batcher.start_external();
+    w.start(Batch {
+        entries: vec![Entry {
+            path: Vec::new(),
+            recursive: true,
+            class: Class::Normal,
+        }],
+    });
+
+    let mut events = Events::with_capacity(64);
+    let code = loop {
+        if let Some(code) = w.exit {
+            break code;
+        }
+        let timeout = w.timeout(Instant::now());
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(StartError::Other(format!("epoll: {e}")));
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                INOTIFY => w.drain(),
+                SIGNALS => {
+                    for sig in signals.pending() {
+                        w.signal(sig);
+                    }
+                }
+                WAKER => {
+                    if let Some(f) = w.runner.poll() {
+                        w.finished(f);
+                    }
+                }
+                _ => {}
+            }
+        }
+        w.tick(Instant::now());
+    };
+    w.status.set("exiting");
+    Ok(code)
+}
+
+impl Worker {
+    fn timeout(&self, now: Instant) -> Option<Duration> {
+        let mut t: Option<Instant> = None;
+        let mut consider = |d: Option<Instant>| {
+            if let Some(d) = d {
+                t = Some(t.map_or(d, |t| t.min(d)));
+            }
+        };
+        if !self.runner.busy() {
+            consider(self.batcher.deadline());
+        }
+        consider(self.next_poll);
+        if let Phase::Aborting { since, .. } = self.phase {
+            consider(Some(since + KILL_GRACE));
+        }
+        if matches!(self.phase, Phase::Stopping { .. }) && !self.runner.busy() {
+            return Some(Duration::ZERO);
+        }
+        t.map(|t| t.saturating_duration_since(now))
+    }
+
+    fn drain(&mut self) {
+        let mut changes = Changes::default();
+        if let Err(e) = self.watcher.drain(&mut changes) {
+            error!("reading inotify events: {e}");
+        }
+        self.apply(changes);
+    }
+
+    fn apply(&mut self, changes: Changes) {
+        if changes.root_gone {
+            error!(
+                "the watch directory {} was deleted or moved away; stopping without syncing (nothing is deleted at the destination)",
+                self.src.display()
+            );
+            self.abort(1);
+            return;
+        }
+        self.excludes.extend(changes.excluded);
+        let now = Instant::now();
+        for d in changes.dirty {
+            let class = if d.recursive || self.cfg.threshold_bigfile == 0 {
+                Class::Normal
+            } else {
+                if d.modify_only && self.batcher.contains(&d.path) {
+                    continue;
+                }
+                match std::fs::symlink_metadata(abs_path(&self.src, &d.path)) {
+                    Ok(m) if m.is_file() && m.len() > self.cfg.threshold_bigfile => Class::Big,
+                    _ => Class::Normal,
+                }
+            };
+            self.batcher.push(now, d.path, d.recursive, class);
+        }
+        if self.watcher.unwatched() > 0 && self.next_poll.is_none() {
+            self.next_poll = Some(now + POLL_UNWATCHED);
+        }
+    }
+
+    fn signal(&mut self, sig: i32) {
+        match sig {
+            SIGTERM | SIGINT | SIGQUIT => match self.phase {
+                Phase::Running => {
+                    info!(
+                        "signal {}: final sync of {} queued paths, then exit",
+                        signame(sig),
+                        self.batcher.len()
+                    );
+                    self.status.set("terminating");
+                    self.phase = Phase::Stopping {
+                        final_started: false,
+                    };
+                }
+                Phase::Stopping { .. } => {
+                    warn!("signal {} again: aborting the final sync", signame(sig));
+                    self.abort(1);
+                }
+                Phase::Aborting { .. } => {}
+            },
+            SIGUSR2 => {
+                info!("signal USR2: full resync");
+                self.batcher
+                    .push(Instant::now(), Vec::new(), true, Class::Normal);
+            }
+            SIGHUP => info!("signal HUP: nothing to reload (rules reload is not implemented yet)"),
+            _ => debug!("signal {sig} ignored"),
+        }
+    }
+
+    /// Stops now: kills a running rsync (TERM, then KILL after a grace period).
+    fn abort(&mut self, code: i32) {
+        if !self.runner.busy() {
+            self.exit = Some(code);
+            return;
+        }
+        self.runner.signal(Signal::SIGTERM);
+        self.phase = Phase::Aborting {
+            since: Instant::now(),
+            killed: false,
+        };
+        self.abort_code = code;
+    }
+
+    fn start(&mut self, batch: Batch) {
+        debug!("sync of {} paths", batch.entries.len());
+        let p = plan(
+            &self.src,
+            &batch.entries,
+            &self.excludes,
+            self.cfg.rsync_inclimit,
+        );
+        if let Some(f) = self.runner.start(batch, p) {
+            self.finished(f);
+        }
+    }
+
+    fn finished(&mut self, f: Finished) {
+        let now = Instant::now();
+        let full = f.batch.is_full();
+        let n = f.batch.entries.len();
+        let ok = f.result.is_ok();
+        self.batcher.complete(now, f.batch, ok);
+        if let Err(why) = &f.result {
+            if !matches!(self.phase, Phase::Aborting { .. }) {
+                error!(
+                    "sync failed: {why}; {n} paths stay queued, next try in {}s",
+                    self.batcher.backoff().as_secs_f64()
+                );
+            }
+        }
+        if ok && full && !self.ready {
+            self.ready = true;
+            info!(
+                "ready: watching {} directories, initial sync done",
+                self.watcher.watched()
+            );
+            self.status.set("running");
+        }
+        match self.phase {
+            Phase::Stopping {
+                final_started: true,
+            } => {
+                if ok {
+                    info!("final sync done");
+                    self.exit = Some(0);
+                } else {
+                    error!(
+                        "final sync failed: {} paths were not synced",
+                        self.batcher.len()
+                    );
+                    self.exit = Some(1);
+                }
+            }
+            Phase::Aborting { .. } => self.exit = Some(self.abort_code),
+            _ => {}
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if self.exit.is_some() {
+            return;
+        }
+        if let Some(t) = self.next_poll {
+            if now >= t {
+                let mut changes = Changes::default();
+                self.watcher.poll_unwatched(&mut changes);
+                self.next_poll = None;
+                self.apply(changes);
+            }
+        }
+        match self.phase {
+            Phase::Aborting { since, killed } => {
+                if !self.runner.busy() {
+                    self.exit = Some(self.abort_code);
+                } else if !killed && now >= since + KILL_GRACE {
+                    self.runner.signal(Signal::SIGKILL);
+                    self.phase = Phase::Aborting {
+                        since,
+                        killed: true,
+                    };
+                }
+            }
+            Phase::Stopping { final_started } => {
+                if self.runner.busy() || final_started {
+                    return;
+                }
+                // Pick up what happened up to now, then sync everything, ignoring delays.
+                self.drain();
+                if self.exit.is_some() {
+                    return;
+                }
+                self.phase = Phase::Stopping {
+                    final_started: true,
+                };
+                match self.batcher.take_all() {
+                    Some(batch) => self.start(batch),
+                    None => {
+                        info!("nothing queued; exiting");
+                        self.exit = Some(0);
+                    }
+                }
+            }
+            Phase::Running => {
+                if !self.runner.busy() {
+                    if let Some(batch) = self.batcher.take_due(now) {
+                        self.start(batch);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn signame(sig: i32) -> String {
+    Signal::try_from(sig).map_or_else(
+        |_| sig.to_string(),
+        |s| s.as_str().trim_start_matches("SIG").to_string(),
+    )
+}

@@ -1,0 +1,253 @@
+//! The worker refuses bad command lines and bad trees with the documented
+//! exit code, a first stderr line naming the offending path or value, and
+//! without touching DST.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+/// A refusal must come quickly; a worker that starts instead is a failure.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(15);
+
+const SENTINEL: &[u8] = b"sentinel: must survive\n";
+
+/// Everything under `dir` (names, types, modes, link targets, contents).
+fn fingerprint(dir: &Path) -> BTreeMap<Vec<u8>, (String, Option<Vec<u8>>)> {
+    let snap =
+        snapshot(dir, &no_filter).unwrap_or_else(|e| panic!("cannot read {}: {e}", showp(dir)));
+    snap.into_iter()
+        .map(|(k, e)| {
+            let content = (e.kind == Kind::File).then(|| {
+                std::fs::read(bp(dir, &k)).unwrap_or_else(|e| panic!("read {}: {e}", show(&k)))
+            });
+            (k, (format!("{:?} {:o}", e.kind, e.mode), content))
+        })
+        .collect()
+}
+
+#[track_caller]
+fn assert_unchanged(
+    dir: &Path,
+    before: &BTreeMap<Vec<u8>, (String, Option<Vec<u8>>)>,
+    out: &Finished,
+) {
+    let after = fingerprint(dir);
+    if &after != before {
+        let mut lines = Vec::new();
+        for k in before.keys().chain(after.keys()) {
+            if before.get(k) != after.get(k) && !lines.contains(&show(k)) {
+                lines.push(show(k));
+            }
+        }
+        panic!(
+            "{} was modified by a refused start; changed entries: {}\n{}",
+            showp(dir),
+            lines.join(", "),
+            out.describe()
+        );
+    }
+}
+
+fn os(s: &str) -> OsString {
+    OsString::from(s)
+}
+
+fn p(path: &Path) -> OsString {
+    path.as_os_str().to_os_string()
+}
+
+/// A test dir whose DST holds one sentinel file.
+fn setup(name: &str) -> TestDir {
+    let t = TestDir::new(name);
+    write(&t.d(b"sentinel"), SENTINEL);
+    write(&t.s(b"some_file"), b"source content");
+    t
+}
+
+#[track_caller]
+fn expect_refusal(
+    t: &TestDir,
+    args: &[OsString],
+    code: i32,
+    must_mention: &[&str],
+    guarded: &Path,
+) -> Finished {
+    let before = fingerprint(guarded);
+    let out = run(&t.root, args, REFUSE_TIMEOUT);
+    assert_eq!(
+        out.code(),
+        Some(code),
+        "clsync {args:?}: expected exit {code}, got {}",
+        out.describe()
+    );
+    assert!(
+        !out.stderr.trim().is_empty(),
+        "clsync {args:?}: no error message on stderr\n{}",
+        out.describe()
+    );
+    let first = out.first_line();
+    for m in must_mention {
+        assert!(
+            first.contains(m),
+            "clsync {args:?}: first stderr line does not mention {m:?}: {first:?}\n{}",
+            out.describe()
+        );
+    }
+    assert_unchanged(guarded, &before, &out);
+    out
+}
+
+fn s(path: &Path) -> String {
+    path.to_str().expect("test paths are UTF-8").to_string()
+}
+
+#[test]
+fn src_missing() {
+    let t = setup("src_missing");
+    let src = t.root.join("no_such_dir");
+    let out = expect_refusal(&t, &[p(&src), p(&t.dst)], 3, &[&s(&src)], &t.dst);
+    assert_eq!(
+        out.stderr.lines().count(),
+        1,
+        "expected exactly one line on stderr\n{}",
+        out.describe()
+    );
+    assert!(!src.exists(), "a missing SRC must not be created");
+}
+
+#[test]
+fn src_is_a_file() {
+    let t = setup("src_is_file");
+    let src = t.root.join("plain_file");
+    write(&src, b"not a directory");
+    expect_refusal(&t, &[p(&src), p(&t.dst)], 3, &[&s(&src)], &t.dst);
+}
+
+#[test]
+fn dst_equals_src() {
+    let t = setup("dst_equals_src");
+    write(&t.s(b"sentinel"), SENTINEL);
+    expect_refusal(&t, &[p(&t.src), p(&t.src)], 3, &[&s(&t.src)], &t.src);
+}
+
+#[test]
+fn dst_equals_src_other_spelling() {
+    let t = setup("dst_equals_src_spelling");
+    write(&t.s(b"sentinel"), SENTINEL);
+    // Same directory through a trailing "/." and through a symlink.
+    let dot = t.root.join("src/.");
+    let link = t.root.join("link_to_src");
+    symlink(pb(&t.src), &link);
+    for dst in [&dot, &link] {
+        let out = expect_refusal(&t, &[p(&t.src), p(dst)], 3, &[], &t.src);
+        let first = out.first_line();
+        assert!(
+            first.contains(&s(dst)) || first.contains(&s(&t.src)),
+            "first stderr line names neither {} nor {}: {first:?}",
+            s(dst),
+            s(&t.src)
+        );
+    }
+}
+
+#[test]
+fn dst_inside_src() {
+    let t = setup("dst_inside_src");
+    let dst = t.s(b"sub/dst");
+    mkdir_p(&dst);
+    write(&dst.join("sentinel"), SENTINEL);
+    expect_refusal(&t, &[p(&t.src), p(&dst)], 3, &[&s(&dst)], &t.src);
+}
+
+#[test]
+fn src_inside_dst() {
+    let t = setup("src_inside_dst");
+    let src = t.d(b"inner/src");
+    mkdir_p(&src);
+    write(&src.join("file"), b"in src");
+    // The sentinel in DST is outside SRC: a mirror would delete it.
+    expect_refusal(&t, &[p(&src), p(&t.dst)], 3, &[&s(&src)], &t.dst);
+    assert_eq!(std::fs::read(t.d(b"sentinel")).unwrap(), SENTINEL);
+}
+
+#[test]
+fn dst_not_creatable() {
+    let t = setup("dst_not_creatable");
+    let file = t.root.join("file");
+    write(&file, b"a regular file");
+    let dst = file.join("dst");
+    expect_refusal(&t, &[p(&t.src), p(&dst)], 3, &[&s(&dst)], &file);
+    assert_eq!(std::fs::read(&file).unwrap(), b"a regular file");
+}
+
+fn classic(t: &TestDir, handler: &Path) -> Vec<OsString> {
+    vec![
+        os("-M"),
+        os("rsyncdirect"),
+        os("-W"),
+        p(&t.src),
+        os("-D"),
+        p(&t.dst),
+        os("-S"),
+        p(handler),
+        os("-t"),
+        os("0.1"),
+        os("-w"),
+        os("0.1"),
+    ]
+}
+
+#[test]
+fn sync_handler_not_found() {
+    let t = setup("handler_not_found");
+    let handler = Path::new("/nonexistent/rsync");
+    expect_refusal(
+        &t,
+        &classic(&t, handler),
+        4,
+        &["/nonexistent/rsync"],
+        &t.dst,
+    );
+}
+
+#[test]
+fn sync_handler_not_executable() {
+    let t = setup("handler_not_exec");
+    let handler = t.root.join("rsync");
+    write(&handler, b"#!/bin/sh\nexit 0\n");
+    chmod(&handler, 0o644);
+    expect_refusal(&t, &classic(&t, &handler), 4, &[&s(&handler)], &t.dst);
+}
+
+#[test]
+fn unknown_option() {
+    let t = setup("unknown_option");
+    let args = [os("--no-such-option"), p(&t.src), p(&t.dst)];
+    expect_refusal(&t, &args, 2, &["--no-such-option"], &t.dst);
+}
+
+#[test]
+fn unimplemented_mode() {
+    let t = setup("unimplemented_mode");
+    let args = [
+        os("-M"),
+        os("shell"),
+        os("-W"),
+        p(&t.src),
+        os("-D"),
+        p(&t.dst),
+    ];
+    expect_refusal(&t, &args, 2, &["shell"], &t.dst);
+}
+
+#[test]
+fn invalid_duration() {
+    let t = setup("invalid_duration");
+    let args = [os("-t"), os("abc"), p(&t.src), p(&t.dst)];
+    expect_refusal(&t, &args, 2, &["abc"], &t.dst);
+}

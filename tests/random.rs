@@ -1,0 +1,526 @@
+//! Seeded randomized operations on SRC while the worker runs; after every
+//! round DST must converge to SRC.
+//!
+//! Reproduce a failure with `CLSYNC_TEST_SEED=<seed> cargo test --test random
+//! <test name>` (the seed is in the panic message; decimal or 0x-hex).
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+const ROUNDS: usize = 5;
+const OPS_PER_ROUND: usize = 200;
+const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// splitmix64: tiny, good enough, and reproducible everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        assert!(n > 0);
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
+        if v.is_empty() {
+            None
+        } else {
+            Some(&v[self.below(v.len())])
+        }
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+const SPECIAL_BYTES: &[u8] = b"\n\\-#[]*? '\"$\t+!\xff\xfe\x01";
+const FILE_MODES: &[u32] = &[0o644, 0o600, 0o755, 0o640, 0o444, 0o700];
+const DIR_MODES: &[u32] = &[0o755, 0o700, 0o750, 0o711, 0o775];
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Create,
+    Overwrite,
+    Append,
+    Truncate,
+    Chmod,
+    Symlink,
+    MkdirP,
+    RenameFile,
+    RenameDir,
+    MoveOut,
+    MoveIn,
+    WriteOutside,
+    Delete,
+    RmRf,
+    TypeChange,
+}
+
+/// (operation, weight)
+const OPS: &[(Op, usize)] = &[
+    (Op::Create, 20),
+    (Op::Overwrite, 10),
+    (Op::Append, 8),
+    (Op::Truncate, 5),
+    (Op::Chmod, 6),
+    (Op::Symlink, 6),
+    (Op::MkdirP, 10),
+    (Op::RenameFile, 8),
+    (Op::RenameDir, 5),
+    (Op::MoveOut, 3),
+    (Op::MoveIn, 3),
+    (Op::WriteOutside, 2),
+    (Op::Delete, 8),
+    (Op::RmRf, 2),
+    (Op::TypeChange, 5),
+];
+
+struct Tree {
+    dirs: Vec<Vec<u8>>,
+    /// regular files
+    files: Vec<Vec<u8>>,
+    /// files and symlinks (anything that is not a directory)
+    leaves: Vec<Vec<u8>>,
+}
+
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    if parent.is_empty() {
+        name.to_vec()
+    } else {
+        [parent, b"/", name].concat()
+    }
+}
+
+fn is_under(p: &[u8], dir: &[u8]) -> bool {
+    p == dir || (p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/')
+}
+
+struct Fuzzer {
+    seed: u64,
+    rng: Rng,
+    src: PathBuf,
+    outside: PathBuf,
+    /// names of directories currently moved out, under `outside`
+    out_dirs: Vec<Vec<u8>>,
+    counter: u64,
+    log: Vec<String>,
+}
+
+impl Fuzzer {
+    fn tree(&self) -> Tree {
+        let snap = snapshot(&self.src, &no_filter)
+            .unwrap_or_else(|e| panic!("seed {:#x}: cannot list src: {e}", self.seed));
+        let mut t = Tree {
+            dirs: Vec::new(),
+            files: Vec::new(),
+            leaves: Vec::new(),
+        };
+        for (k, e) in snap {
+            match e.kind {
+                Kind::Dir => t.dirs.push(k),
+                Kind::File => {
+                    t.files.push(k.clone());
+                    t.leaves.push(k);
+                }
+                _ => t.leaves.push(k),
+            }
+        }
+        t
+    }
+
+    fn name(&mut self) -> Vec<u8> {
+        let len = 1 + self.rng.below(8);
+        let mut v: Vec<u8> = (0..len)
+            .map(|_| ALNUM[self.rng.below(ALNUM.len())])
+            .collect();
+        if self.rng.chance(15) {
+            let b = SPECIAL_BYTES[self.rng.below(SPECIAL_BYTES.len())];
+            let at = self.rng.below(v.len() + 1);
+            v.insert(at, b);
+        }
+        if self.rng.chance(3) {
+            v.insert(0, b'-');
+        }
+        v
+    }
+
+    /// A name that does not exist yet in `parent` (a path under SRC or
+    /// outside); `None` after a few collisions.
+    fn fresh(&mut self, parent: &Path) -> Option<Vec<u8>> {
+        for _ in 0..5 {
+            let n = self.name();
+            if !exists_nofollow(&bp(parent, &n)) {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    fn content(&mut self) -> Vec<u8> {
+        let n = if self.rng.chance(5) {
+            self.rng.below(20_000)
+        } else {
+            self.rng.below(2048)
+        };
+        self.rng.bytes(n)
+    }
+
+    fn s(&self, rel: &[u8]) -> PathBuf {
+        bp(&self.src, rel)
+    }
+
+    fn choose_op(&mut self) -> Op {
+        let total: usize = OPS.iter().map(|(_, w)| w).sum();
+        let mut r = self.rng.below(total);
+        for (op, w) in OPS {
+            if r < *w {
+                return *op;
+            }
+            r -= w;
+        }
+        unreachable!()
+    }
+
+    /// Perform one random operation; returns what was done (or `None` when
+    /// the operation had nothing to work on).
+    fn step(&mut self) -> io::Result<Option<String>> {
+        let op = self.choose_op();
+        let t = self.tree();
+        let non_root: Vec<Vec<u8>> = t.dirs.iter().filter(|d| !d.is_empty()).cloned().collect();
+        match op {
+            Op::Create => {
+                let dir = self.rng.pick(&t.dirs).unwrap().clone();
+                let Some(n) = self.fresh(&self.s(&dir)) else {
+                    return Ok(None);
+                };
+                let rel = join(&dir, &n);
+                let c = self.content();
+                fs::write(self.s(&rel), &c)?;
+                Ok(Some(format!("create {} ({} bytes)", show(&rel), c.len())))
+            }
+            Op::Overwrite => {
+                let Some(f) = self.rng.pick(&t.files).cloned() else {
+                    return Ok(None);
+                };
+                let c = self.content();
+                fs::write(self.s(&f), &c)?;
+                Ok(Some(format!("overwrite {} ({} bytes)", show(&f), c.len())))
+            }
+            Op::Append => {
+                let Some(f) = self.rng.pick(&t.files).cloned() else {
+                    return Ok(None);
+                };
+                let c = self.content();
+                OpenOptions::new()
+                    .append(true)
+                    .open(self.s(&f))?
+                    .write_all(&c)?;
+                Ok(Some(format!("append {} (+{} bytes)", show(&f), c.len())))
+            }
+            Op::Truncate => {
+                let Some(f) = self.rng.pick(&t.files).cloned() else {
+                    return Ok(None);
+                };
+                let file = OpenOptions::new().write(true).open(self.s(&f))?;
+                let len = file.metadata()?.len();
+                let new_len = if len == 0 {
+                    0
+                } else {
+                    self.next_u64() % (len + 1)
+                };
+                file.set_len(new_len)?;
+                Ok(Some(format!("truncate {} {len} -> {new_len}", show(&f))))
+            }
+            Op::Chmod => {
+                let (p, mode) = if self.rng.chance(50) && !t.files.is_empty() {
+                    let f = self.rng.pick(&t.files).unwrap().clone();
+                    (f, *self.rng.pick(FILE_MODES).unwrap())
+                } else {
+                    let d = self.rng.pick(&t.dirs).unwrap().clone();
+                    (d, *self.rng.pick(DIR_MODES).unwrap())
+                };
+                fs::set_permissions(self.s(&p), fs::Permissions::from_mode(mode))?;
+                Ok(Some(format!("chmod {mode:o} {}", show(&p))))
+            }
+            Op::Symlink => {
+                let dir = self.rng.pick(&t.dirs).unwrap().clone();
+                let Some(n) = self.fresh(&self.s(&dir)) else {
+                    return Ok(None);
+                };
+                let target: Vec<u8> = match self.rng.below(4) {
+                    0 => match self.rng.pick(&t.leaves) {
+                        Some(l) => l.rsplit(|&b| b == b'/').next().unwrap().to_vec(),
+                        None => b"nothing".to_vec(),
+                    },
+                    1 => {
+                        let mut v = b"../".to_vec();
+                        v.extend(self.name());
+                        v
+                    }
+                    2 => pb(&self.outside).to_vec(),
+                    _ => self.name(),
+                };
+                let rel = join(&dir, &n);
+                std::os::unix::fs::symlink(OsStr::from_bytes(&target), self.s(&rel))?;
+                Ok(Some(format!("symlink {} -> {}", show(&rel), show(&target))))
+            }
+            Op::MkdirP => {
+                let mut rel = self.rng.pick(&t.dirs).unwrap().clone();
+                let depth = 1 + self.rng.below(4);
+                for _ in 0..depth {
+                    let Some(n) = self.fresh(&self.s(&rel)) else {
+                        break;
+                    };
+                    rel = join(&rel, &n);
+                    if exists_nofollow(&self.s(&rel)) {
+                        return Ok(None);
+                    }
+                    // Files in the new levels, sometimes.
+                    if self.rng.chance(30) {
+                        fs::create_dir_all(self.s(&rel))?;
+                        let f = join(&rel, &self.name());
+                        let c = self.content();
+                        fs::write(self.s(&f), c)?;
+                    }
+                }
+                fs::create_dir_all(self.s(&rel))?;
+                Ok(Some(format!("mkdir -p {}", show(&rel))))
+            }
+            Op::RenameFile => {
+                let Some(f) = self.rng.pick(&t.leaves).cloned() else {
+                    return Ok(None);
+                };
+                let to = if self.rng.chance(20) && t.files.len() > 1 {
+                    // Replace an existing file (atomic save).
+                    let g = self.rng.pick(&t.files).unwrap().clone();
+                    if g == f {
+                        return Ok(None);
+                    }
+                    g
+                } else {
+                    let dir = self.rng.pick(&t.dirs).unwrap().clone();
+                    let Some(n) = self.fresh(&self.s(&dir)) else {
+                        return Ok(None);
+                    };
+                    join(&dir, &n)
+                };
+                fs::rename(self.s(&f), self.s(&to))?;
+                Ok(Some(format!("mv {} {}", show(&f), show(&to))))
+            }
+            Op::RenameDir => {
+                let Some(d) = self.rng.pick(&non_root).cloned() else {
+                    return Ok(None);
+                };
+                let parents: Vec<Vec<u8>> = t
+                    .dirs
+                    .iter()
+                    .filter(|p| !is_under(p, &d))
+                    .cloned()
+                    .collect();
+                let parent = self.rng.pick(&parents).unwrap().clone();
+                let Some(n) = self.fresh(&self.s(&parent)) else {
+                    return Ok(None);
+                };
+                let to = join(&parent, &n);
+                fs::rename(self.s(&d), self.s(&to))?;
+                Ok(Some(format!("mv {}/ {}/", show(&d), show(&to))))
+            }
+            Op::MoveOut => {
+                let Some(d) = self.rng.pick(&non_root).cloned() else {
+                    return Ok(None);
+                };
+                self.counter += 1;
+                let n = format!("out{}", self.counter).into_bytes();
+                fs::rename(self.s(&d), bp(&self.outside, &n))?;
+                self.out_dirs.push(n.clone());
+                Ok(Some(format!("mv {}/ OUTSIDE/{}", show(&d), show(&n))))
+            }
+            Op::MoveIn => {
+                if self.out_dirs.is_empty() {
+                    return Ok(None);
+                }
+                let i = self.rng.below(self.out_dirs.len());
+                let n = self.out_dirs.swap_remove(i);
+                let parent = self.rng.pick(&t.dirs).unwrap().clone();
+                let Some(new) = self.fresh(&self.s(&parent)) else {
+                    self.out_dirs.push(n);
+                    return Ok(None);
+                };
+                let to = join(&parent, &new);
+                fs::rename(bp(&self.outside, &n), self.s(&to))?;
+                Ok(Some(format!("mv OUTSIDE/{} {}/", show(&n), show(&to))))
+            }
+            Op::WriteOutside => {
+                let Some(n) = self.rng.pick(&self.out_dirs).cloned() else {
+                    return Ok(None);
+                };
+                let dir = bp(&self.outside, &n);
+                let Some(f) = self.fresh(&dir) else {
+                    return Ok(None);
+                };
+                let c = self.content();
+                fs::write(bp(&dir, &f), c)?;
+                Ok(Some(format!("write OUTSIDE/{}/{}", show(&n), show(&f))))
+            }
+            Op::Delete => {
+                let Some(f) = self.rng.pick(&t.leaves).cloned() else {
+                    return Ok(None);
+                };
+                fs::remove_file(self.s(&f))?;
+                Ok(Some(format!("rm {}", show(&f))))
+            }
+            Op::RmRf => {
+                let Some(d) = self.rng.pick(&non_root).cloned() else {
+                    return Ok(None);
+                };
+                fs::remove_dir_all(self.s(&d))?;
+                Ok(Some(format!("rm -rf {}", show(&d))))
+            }
+            Op::TypeChange => {
+                if self.rng.chance(50) {
+                    let Some(f) = self.rng.pick(&t.leaves).cloned() else {
+                        return Ok(None);
+                    };
+                    fs::remove_file(self.s(&f))?;
+                    fs::create_dir(self.s(&f))?;
+                    if self.rng.chance(70) {
+                        let inner = join(&f, &self.name());
+                        let c = self.content();
+                        fs::write(self.s(&inner), c)?;
+                    }
+                    Ok(Some(format!("file -> dir {}", show(&f))))
+                } else {
+                    let Some(d) = self.rng.pick(&non_root).cloned() else {
+                        return Ok(None);
+                    };
+                    fs::remove_dir_all(self.s(&d))?;
+                    let c = self.content();
+                    fs::write(self.s(&d), c)?;
+                    Ok(Some(format!("dir -> file {}", show(&d))))
+                }
+            }
+        }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.rng.next()
+    }
+
+    fn run_ops(&mut self, n: usize) {
+        for i in 0..n {
+            match self.step() {
+                Ok(Some(what)) => self.log.push(what),
+                Ok(None) => {}
+                Err(e) => panic!(
+                    "seed {:#x}: operation {i} failed: {e}\nprevious operations:\n{}",
+                    self.seed,
+                    self.recent_log()
+                ),
+            }
+        }
+    }
+
+    fn recent_log(&self) -> String {
+        const MAX: usize = 80;
+        let start = self.log.len().saturating_sub(MAX);
+        let mut s = String::new();
+        if start > 0 {
+            s.push_str(&format!("  [... {start} earlier operations ...]\n"));
+        }
+        for l in &self.log[start..] {
+            s.push_str("  ");
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+fn parse_seed(s: &str) -> u64 {
+    let s = s.trim();
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.unwrap_or_else(|e| panic!("CLSYNC_TEST_SEED={s:?}: {e}"))
+}
+
+fn run_seed(name: &str, default_seed: u64) {
+    let seed = match std::env::var("CLSYNC_TEST_SEED") {
+        Ok(s) => parse_seed(&s),
+        Err(_) => default_seed,
+    };
+    eprintln!("{name}: seed {seed:#x}");
+    let t = TestDir::new(name);
+    let mut f = Fuzzer {
+        seed,
+        rng: Rng(seed),
+        src: t.src.clone(),
+        outside: t.outside.clone(),
+        out_dirs: Vec::new(),
+        counter: 0,
+        log: Vec::new(),
+    };
+    // A random tree before the worker starts (initial sync).
+    f.run_ops(60);
+    let mut w = t.start(NO_ARGS);
+    assert_synced_now(
+        &t.src,
+        &t.dst,
+        &format!(
+            "seed {seed:#x} (rerun: CLSYNC_TEST_SEED={seed:#x} cargo test --test random {name}): right after readiness"
+        ),
+    );
+    for round in 1..=ROUNDS {
+        f.log.clear();
+        f.run_ops(OPS_PER_ROUND);
+        let ctx = format!(
+            "seed {seed:#x} round {round}/{ROUNDS} (rerun: CLSYNC_TEST_SEED={seed:#x} cargo test --test random {name})\noperations of this round:\n{}",
+            f.recent_log()
+        );
+        w.wait_synced_ctx(ROUND_TIMEOUT, &ctx, &no_filter);
+    }
+    w.stop_ok();
+}
+
+#[test]
+fn random_seed_1() {
+    run_seed("random_seed_1", 0x5eed_0000_0000_0001);
+}
+
+#[test]
+fn random_seed_2() {
+    run_seed("random_seed_2", 0x5eed_0000_0000_0002);
+}
+
+#[test]
+fn random_seed_3() {
+    run_seed("random_seed_3", 0xdead_beef_cafe_f00d);
+}
+
+#[test]
+fn random_seed_4() {
+    run_seed("random_seed_4", 0x0123_4567_89ab_cdef);
+}

@@ -43,7 +43,12 @@ pub const NO_ARGS: &[&str] = &[];
 /// `base/rel` where `rel` is raw bytes (may contain anything but NUL; `/`
 /// separates components).
 pub fn bp(base: &Path, rel: &[u8]) -> PathBuf {
-    base.join(OsStr::from_bytes(rel))
+    if rel.is_empty() {
+        // `join("")` would append a trailing slash.
+        base.to_path_buf()
+    } else {
+        base.join(OsStr::from_bytes(rel))
+    }
 }
 
 /// Printable, unambiguous form of a byte path.

@@ -400,7 +400,19 @@ fn hardlinks() {
             }
         },
     );
-    // A new link to an existing, already mirrored inode.
+    w.stop_ok();
+}
+
+#[test]
+fn hardlink_to_already_mirrored_inode() {
+    let t = TestDir::new("hardlink_mirrored");
+    mkdir(&t.s(b"pre"));
+    write(&t.s(b"pre/h1"), b"one inode");
+    mkdir(&t.s(b"live"));
+    let mut w = t.start(NO_ARGS);
+    assert_synced_now(&t.src, &t.dst, "right after readiness");
+
+    // A new name, in another directory, for an inode mirrored long ago.
     hard_link(&t.s(b"pre/h1"), &t.s(b"live/h4"));
     w.wait_synced(SYNC_TIMEOUT);
     wait_until(

@@ -76,16 +76,17 @@ impl Changes {
 /// and the subtree is polled instead.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("cannot watch {path}: inotify watch limit reached: fs.inotify.max_user_watches = {limit}, this tree needs at least {needed} watches (plus those other programs use); raise it, e.g. `sysctl fs.inotify.max_user_watches={suggest}`")]
+    #[error("cannot watch {path}: inotify watch limit reached: {sysctl} = {limit}, this tree needs at least {needed} watches (plus those other programs use); raise it, e.g. `sysctl {sysctl}={suggest}`")]
     NoSpace {
         path: PathBuf,
+        sysctl: &'static str,
         limit: u64,
         needed: usize,
         suggest: u64,
     },
-    #[error("cannot watch {path}: {source}")]
+    #[error("cannot watch {path}: {source} (make it readable for this user, or exclude it with a rule)")]
     Watch { path: PathBuf, source: io::Error },
-    #[error("cannot read directory {path}: {source}")]
+    #[error("cannot read directory {path}: {source} (make it readable for this user, or exclude it with a rule)")]
     Unreadable { path: PathBuf, source: io::Error },
     #[error("cannot initialise inotify: {0}")]
     Init(io::Error),
@@ -144,11 +145,19 @@ pub fn abs_path(root: &Path, rel: &[u8]) -> PathBuf {
     }
 }
 
-fn max_user_watches() -> u64 {
-    std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+/// The watch limit in force and the name of the sysctl that sets it. Inside a user
+/// namespace `user.max_inotify_watches` may be lower than the global
+/// `fs.inotify.max_user_watches`; the lower one is what bites.
+fn watch_limit() -> (u64, &'static str) {
+    let read = |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+    let global = read("/proc/sys/fs/inotify/max_user_watches");
+    let user = read("/proc/sys/user/max_inotify_watches");
+    match (global, user) {
+        (Some(g), Some(u)) if u < g => (u, "user.max_inotify_watches"),
+        (Some(g), _) => (g, "fs.inotify.max_user_watches"),
+        (None, Some(u)) => (u, "user.max_inotify_watches"),
+        (None, None) => (0, "fs.inotify.max_user_watches"),
+    }
 }
 
 /// Counts the directories below `dir` (itself included) without following symlinks.
@@ -295,23 +304,27 @@ impl Watcher {
                 Ok(false)
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                let limit = max_user_watches();
+                let (limit, sysctl) = watch_limit();
                 if startup {
                     let needed = count_dirs(&self.root);
                     return Err(WatchError::NoSpace {
                         path: abs,
+                        sysctl,
                         limit,
                         needed,
                         suggest: (needed as u64 + 8192).max(limit * 2),
                     });
                 }
-                if self.unwatched.insert(id) {
+                if self.unwatched.insert(id) && self.unwatched.len() == 1 {
+                    // Logged once per episode; the other directories join the poll quietly.
                     error!(
-                        "cannot watch {}: inotify watch limit reached (fs.inotify.max_user_watches = {limit}, this tree needs at least {}); polling it until a watch can be added; raise it, e.g. `sysctl fs.inotify.max_user_watches={}`",
+                        "cannot watch {}: inotify watch limit reached ({sysctl} = {limit}, this tree needs at least {}); polling it until a watch can be added; raise it, e.g. `sysctl {sysctl}={}`",
                         abs.display(),
                         self.tree.len(),
                         (self.tree.len() as u64 + 8192).max(limit * 2)
                     );
+                } else {
+                    debug!("cannot watch {}: inotify watch limit reached; polling it", abs.display());
                 }
                 Ok(true)
             }

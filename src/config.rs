@@ -135,12 +135,12 @@ fn canonical_maybe_missing(p: &Path) -> Result<PathBuf, String> {
                 return Ok(out);
             }
             Err(_) => {
+                if existing.components().next_back() == Some(Component::ParentDir) {
+                    return Err(format!("{}: '..' below a missing directory", p.display()));
+                }
                 let name = existing
                     .file_name()
                     .ok_or_else(|| format!("{}: no existing parent directory", p.display()))?;
-                if existing.components().last() == Some(Component::ParentDir) {
-                    return Err(format!("{}: '..' below a missing directory", p.display()));
-                }
                 tail.push(name.to_os_string());
                 existing = existing.parent().unwrap_or(Path::new("/"));
             }

@@ -84,7 +84,9 @@ pub enum WatchError {
         needed: usize,
         suggest: u64,
     },
-    #[error("cannot watch {path}: {source} (make it readable for this user, or exclude it with a rule)")]
+    #[error(
+        "cannot watch {path}: {source} (make it readable for this user, or exclude it with a rule)"
+    )]
     Watch { path: PathBuf, source: io::Error },
     #[error("cannot read directory {path}: {source} (make it readable for this user, or exclude it with a rule)")]
     Unreadable { path: PathBuf, source: io::Error },
@@ -324,7 +326,10 @@ impl Watcher {
                         (self.tree.len() as u64 + 8192).max(limit * 2)
                     );
                 } else {
-                    debug!("cannot watch {}: inotify watch limit reached; polling it", abs.display());
+                    debug!(
+                        "cannot watch {}: inotify watch limit reached; polling it",
+                        abs.display()
+                    );
                 }
                 Ok(true)
             }

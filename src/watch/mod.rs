@@ -574,18 +574,21 @@ impl Watcher {
             });
             return;
         }
+        if self.rel_excluded(&rel, true) {
+            // Not ours: never watched, never synced, never deleted at the destination.
+            if let Some(c) = self.tree.child(id, name) {
+                self.remove_node(c);
+            }
+            if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+                out.excluded.push(rel);
+            }
+            return;
+        }
         if mask.contains(EventMask::MOVED_FROM) {
             let node = self.tree.child(id, name);
             out.dirty(rel, false);
             self.pending = Some(PendingMove { cookie, node });
         } else if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
-            if self.rel_excluded(&rel, true) {
-                if let Some(c) = self.tree.child(id, name) {
-                    self.remove_node(c);
-                }
-                out.excluded.push(rel);
-                return;
-            }
             if paired {
                 let p = self.pending.take().expect("paired move");
                 if let Some(n) = p

@@ -13,6 +13,9 @@
 //!   non-empty directory" and exits 0: a stale tree forever). A path whose type flipped
 //!   (file and directory) is matched in both forms.
 //! - A vanished path whose parent vanished too is replaced by its topmost vanished ancestor.
+//! - A regular file with several names (hard links) makes the whole batch a full run:
+//!   `rsync -H` can only link names that are in the same transfer, and the other names
+//!   may be anywhere in the tree. The cost falls only on trees that use hard links.
 //!
 //! Every entry is preceded by each of its ancestor directories (`/a`, `/a/b`), without which
 //! rsync would never descend to it. Entries are sorted so that siblings share their ancestor
@@ -27,6 +30,7 @@
 
 use crate::queue::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// One rsync run's lists, NUL-separated patterns.
@@ -94,6 +98,8 @@ enum Kind {
 struct Stat<'a> {
     root: &'a Path,
     cache: HashMap<Vec<u8>, Kind>,
+    /// A regular file with more than one name was seen.
+    hardlinked: bool,
 }
 
 impl Stat<'_> {
@@ -103,11 +109,22 @@ impl Stat<'_> {
         }
         let k = match std::fs::symlink_metadata(crate::watch::abs_path(self.root, rel)) {
             Ok(m) if m.is_dir() => Kind::Dir,
-            Ok(_) => Kind::Other,
+            Ok(m) => {
+                self.hardlinked |= m.is_file() && m.nlink() > 1;
+                Kind::Other
+            }
             Err(_) => Kind::Missing,
         };
         self.cache.insert(rel.to_vec(), k);
         k
+    }
+}
+
+fn root_entry() -> Entry {
+    Entry {
+        path: Vec::new(),
+        recursive: true,
+        class: crate::queue::Class::Normal,
     }
 }
 
@@ -128,6 +145,7 @@ pub fn plan(root: &Path, entries: &[Entry], excludes: &BTreeSet<Vec<u8>>, limit:
     let mut stat = Stat {
         root,
         cache: HashMap::new(),
+        hardlinked: false,
     };
     let mut forms: BTreeMap<Vec<u8>, u8> = BTreeMap::new();
     for (path, recursive) in merged {
@@ -149,16 +167,7 @@ pub fn plan(root: &Path, entries: &[Entry], excludes: &BTreeSet<Vec<u8>>, limit:
         if path.is_empty() {
             // The root's own attributes: every run transfers the root directory itself.
             if form & TREE != 0 {
-                return plan(
-                    root,
-                    &[Entry {
-                        path: Vec::new(),
-                        recursive: true,
-                        class: crate::queue::Class::Normal,
-                    }],
-                    excludes,
-                    limit,
-                );
+                return plan(root, &[root_entry()], excludes, limit);
             }
             forms.entry(Vec::new()).or_insert(PLAIN);
             continue;
@@ -166,6 +175,11 @@ pub fn plan(root: &Path, entries: &[Entry], excludes: &BTreeSet<Vec<u8>>, limit:
         *forms.entry(key(path)).or_insert(0) |= form;
     }
 
+    if stat.hardlinked {
+        // rsync -H links names it sees in one transfer; the other names of this inode may
+        // be anywhere in the tree, so only a full run keeps the destination's links.
+        return plan(root, &[root_entry()], excludes, limit);
+    }
     let mut parts = Vec::new();
     let mut cur = Lists::default();
     // Ancestor directories already listed in the current part (as keys), a stack.
@@ -366,6 +380,23 @@ mod tests {
             Plan::Full { exclude } => assert_eq!(lines(&exclude), ["/n/sub/x.tmp", "/other.tmp"]),
             _ => panic!("root recursive is a full sync"),
         }
+    }
+
+    #[test]
+    fn a_hard_linked_file_makes_a_full_run() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("a")).unwrap();
+        fs::write(t.path().join("a/one"), "x").unwrap();
+        fs::write(t.path().join("single"), "x").unwrap();
+        assert!(matches!(
+            plan(t.path(), &[entry("single", false)], &BTreeSet::new(), 0),
+            Plan::Targeted(_)
+        ));
+        fs::hard_link(t.path().join("a/one"), t.path().join("two")).unwrap();
+        assert!(matches!(
+            plan(t.path(), &[entry("two", false)], &BTreeSet::new(), 0),
+            Plan::Full { .. }
+        ));
     }
 
     #[test]

@@ -80,20 +80,20 @@ enum Op {
 
 /// (operation, weight)
 const OPS: &[(Op, usize)] = &[
-    (Op::Create, 20),
+    (Op::Create, 30),
     (Op::Overwrite, 10),
     (Op::Append, 8),
     (Op::Truncate, 5),
     (Op::Chmod, 6),
     (Op::Symlink, 6),
-    (Op::MkdirP, 10),
+    (Op::MkdirP, 12),
     (Op::RenameFile, 8),
     (Op::RenameDir, 5),
     (Op::MoveOut, 3),
     (Op::MoveIn, 3),
     (Op::WriteOutside, 2),
     (Op::Delete, 8),
-    (Op::RmRf, 2),
+    (Op::RmRf, 1),
     (Op::TypeChange, 5),
 ];
 
@@ -126,6 +126,8 @@ struct Fuzzer {
     out_dirs: Vec<Vec<u8>>,
     counter: u64,
     log: Vec<String>,
+    /// operations that found nothing to work on
+    skipped: usize,
 }
 
 impl Fuzzer {
@@ -428,11 +430,17 @@ impl Fuzzer {
         self.rng.next()
     }
 
+    /// Run `n` operations. Now and then a short random pause lets syncs run
+    /// in the middle of the changes (load shaping, not synchronisation).
     fn run_ops(&mut self, n: usize) {
         for i in 0..n {
+            if self.rng.chance(4) {
+                let ms = self.rng.below(150) as u64;
+                std::thread::sleep(Duration::from_millis(ms));
+            }
             match self.step() {
                 Ok(Some(what)) => self.log.push(what),
-                Ok(None) => {}
+                Ok(None) => self.skipped += 1,
                 Err(e) => panic!(
                     "seed {:#x}: operation {i} failed: {e}\nprevious operations:\n{}",
                     self.seed,
@@ -482,9 +490,12 @@ fn run_seed(name: &str, default_seed: u64) {
         out_dirs: Vec::new(),
         counter: 0,
         log: Vec::new(),
+        skipped: 0,
     };
     // A random tree before the worker starts (initial sync).
     f.run_ops(60);
+    let mut all_ops: Vec<String> = vec!["# before start".to_string()];
+    all_ops.extend(f.log.iter().cloned());
     let mut w = t.start(NO_ARGS);
     assert_synced_now(
         &t.src,
@@ -495,11 +506,25 @@ fn run_seed(name: &str, default_seed: u64) {
     );
     for round in 1..=ROUNDS {
         f.log.clear();
+        f.skipped = 0;
         f.run_ops(OPS_PER_ROUND);
+        // The whole history, for CLSYNC_TEST_KEEP=1 post-mortems.
+        all_ops.push(format!("# round {round}"));
+        all_ops.extend(f.log.iter().cloned());
+        write(&t.root.join("ops.log"), all_ops.join("\n").as_bytes());
+        let tree = f.tree();
         let ctx = format!(
-            "seed {seed:#x} round {round}/{ROUNDS} (rerun: CLSYNC_TEST_SEED={seed:#x} cargo test --test random {name})\noperations of this round:\n{}",
+            "seed {seed:#x} round {round}/{ROUNDS} (rerun: CLSYNC_TEST_SEED={seed:#x} cargo test --test random {name})\n\
+             {} operations done, {} skipped; src has {} dirs and {} other entries, {} dirs moved out\n\
+             operations of this round:\n{}",
+            f.log.len(),
+            f.skipped,
+            tree.dirs.len(),
+            tree.leaves.len(),
+            f.out_dirs.len(),
             f.recent_log()
         );
+        eprintln!("{}", ctx.lines().take(2).collect::<Vec<_>>().join("\n"));
         w.wait_synced_ctx(ROUND_TIMEOUT, &ctx, &no_filter);
     }
     w.stop_ok();

@@ -311,6 +311,13 @@ impl Worker {
         if !has_opt(extra, "-w", "--delay-sync") {
             args.extend(["-w", "0.1"].map(OsString::from));
         }
+        // Debug logging on request: CLSYNC_TEST_DEBUG=1 (or 2 for trace).
+        if let Some(level) = std::env::var_os("CLSYNC_TEST_DEBUG") {
+            if !has_opt(extra, "-d", "--debug") {
+                args.push("-d".into());
+                args.push(level);
+            }
+        }
         args.extend(extra.iter().map(|a| a.as_ref().to_os_string()));
         args.push("--status-file".into());
         args.push(status.clone().into());
@@ -471,9 +478,68 @@ impl Worker {
         exclude: &dyn Fn(&[u8], bool) -> bool,
     ) {
         let (src, dst) = (self.src.clone(), self.dst.clone());
-        wait_synced_impl(&src, &dst, timeout, context, exclude, &mut || {
-            self.assert_alive()
-        });
+        let pid = self.pid();
+        let diagnose = || unwatched_report(pid, &src, exclude);
+        wait_synced_impl(
+            &src,
+            &dst,
+            timeout,
+            context,
+            exclude,
+            &mut || self.assert_alive(),
+            &diagnose,
+        );
+    }
+}
+
+/// The inode numbers watched by process `pid`'s inotify instances (from
+/// /proc/PID/fdinfo), or None if they cannot be read.
+pub fn watched_inodes(pid: Pid) -> Option<BTreeSet<u64>> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut out = BTreeSet::new();
+    for de in fs::read_dir(dir).ok()?.flatten() {
+        let Ok(text) = fs::read_to_string(de.path()) else {
+            continue;
+        };
+        for line in text.lines().filter(|l| l.starts_with("inotify ")) {
+            if let Some(ino) = line
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("ino:"))
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+            {
+                out.insert(ino);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Directories of `src` that the worker `pid` has no inotify watch on:
+/// events there are lost. For the report after a sync timeout.
+fn unwatched_report(pid: Pid, src: &Path, exclude: &dyn Fn(&[u8], bool) -> bool) -> String {
+    let Some(watched) = watched_inodes(pid) else {
+        return "(cannot read the worker's inotify watches)\n".to_string();
+    };
+    let Ok(snap) = snapshot(src, exclude) else {
+        return String::new();
+    };
+    let missing: Vec<String> = snap
+        .iter()
+        .filter(|(_, e)| e.kind == Kind::Dir && !watched.contains(&e.ino))
+        .map(|(k, _)| show(k))
+        .collect();
+    if missing.is_empty() {
+        format!(
+            "the worker has an inotify watch on every source directory ({} watches)\n",
+            watched.len()
+        )
+    } else {
+        format!(
+            "source directories WITHOUT an inotify watch in the worker ({} of {} watches held): {}\n",
+            missing.len(),
+            watched.len(),
+            missing.join(", ")
+        )
     }
 }
 
@@ -482,9 +548,20 @@ impl Drop for Worker {
         if self.reaped.is_none() {
             if let Ok(None) = self.child.try_wait() {
                 // Not reaped yet, so the pid (= pgid) cannot have been reused.
-                let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
-                let _ = kill(self.pid(), Signal::SIGKILL);
-                let _ = self.child.wait();
+                // A short grace period lets it remove its temporary files.
+                let _ = kill(self.pid(), Signal::SIGCONT);
+                let _ = kill(self.pid(), Signal::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = self.child.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(POLL);
+                }
+                if let Ok(None) = self.child.try_wait() {
+                    let _ = kill(Pid::from_raw(-(self.child.id() as i32)), Signal::SIGKILL);
+                    let _ = self.child.wait();
+                }
             }
         }
         if std::thread::panicking() {
@@ -800,7 +877,7 @@ fn format_diff(diff: &[String]) -> String {
 /// Poll until the trees are equal; panic with the diff on timeout.
 #[track_caller]
 pub fn wait_synced(src: &Path, dst: &Path, timeout: Duration) {
-    wait_synced_impl(src, dst, timeout, "", &no_filter, &mut || {});
+    wait_synced_impl(src, dst, timeout, "", &no_filter, &mut || {}, &String::new);
 }
 
 #[track_caller]
@@ -811,6 +888,7 @@ fn wait_synced_impl(
     context: &str,
     exclude: &dyn Fn(&[u8], bool) -> bool,
     alive: &mut dyn FnMut(),
+    diagnose: &dyn Fn() -> String,
 ) {
     let start = Instant::now();
     loop {
@@ -821,12 +899,13 @@ fn wait_synced_impl(
         alive();
         if start.elapsed() > timeout {
             panic!(
-                "{context}{}trees not in sync after {timeout:?}: {} -> {} ({} differences)\n{}",
+                "{context}{}trees not in sync after {timeout:?}: {} -> {} ({} differences)\n{}{}",
                 if context.is_empty() { "" } else { ": " },
                 showp(src),
                 showp(dst),
                 diff.len(),
-                format_diff(&diff)
+                format_diff(&diff),
+                diagnose()
             );
         }
         std::thread::sleep(POLL);

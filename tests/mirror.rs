@@ -669,9 +669,60 @@ fn bigfile_queue_is_separate() {
         "big file synced {:?} after it was written with -T 30: not held back",
         written.elapsed()
     );
+    // Small files keep flowing for a few seconds while the big one waits.
+    let mut i = 0;
+    while written.elapsed() < Duration::from_secs(3) {
+        i += 1;
+        let name = format!("small{i}");
+        write(&t.s(name.as_bytes()), name.as_bytes());
+        wait_until(Duration::from_secs(10), "another small file in dst", || {
+            w.assert_alive();
+            match std::fs::read(t.d(name.as_bytes())) {
+                Ok(c) if c == name.as_bytes() => Ok(()),
+                Ok(c) => Err(format!("dst/{name} has {} bytes", c.len())),
+                Err(e) => Err(format!("dst/{name}: {e}")),
+            }
+        });
+        assert!(
+            !exists_nofollow(&t.d(b"big")),
+            "big file synced {:?} after it was written with -T 30: not held back",
+            written.elapsed()
+        );
+    }
     // SIGTERM flushes the big-file queue too.
     w.stop_ok();
     assert_synced_now(&t.src, &t.dst, "right after exit on SIGTERM");
+}
+
+#[test]
+fn include_list_split() {
+    // Tiny include-list parts: every part must still carry the ancestors of
+    // its paths, or rsync's final `--exclude=*` hides them.
+    let t = TestDir::new("inclimit");
+    let mut w = t.start(&["--rsync-inclimit", "7"]);
+    for d in 0..6 {
+        for e in 0..3 {
+            let dir = format!("a{d}/b{e}/c");
+            mkdir_p(&t.s(dir.as_bytes()));
+            for f in 0..8 {
+                write(
+                    &t.s(format!("{dir}/f{f}").as_bytes()),
+                    format!("{dir}/{f}").as_bytes(),
+                );
+            }
+        }
+        write(&t.s(format!("a{d}/top").as_bytes()), b"top");
+    }
+    w.wait_synced(SYNC_TIMEOUT);
+    // Live changes spread over many directories, then deletions.
+    for d in 0..6 {
+        for e in 0..3 {
+            append(&t.s(format!("a{d}/b{e}/c/f0").as_bytes()), b"+");
+            remove_file(&t.s(format!("a{d}/b{e}/c/f7").as_bytes()));
+        }
+    }
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
 }
 
 fn classic_args(t: &TestDir, mode: &[&str]) -> Vec<OsString> {

@@ -1,0 +1,131 @@
+//! rsync failures: paths stay queued and are retried; 24 is success; a signal is failure.
+//!
+//! The sync handler is a small script that counts its calls, misbehaves on a chosen call
+//! and otherwise runs the real rsync with the worker's argv.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Writes a handler script: call number `bad` does `action` (a shell snippet) instead of
+/// (or after) the real rsync; every call is counted in `calls`.
+fn handler(t: &TestDir, bad: u32, action: &str) -> (PathBuf, PathBuf) {
+    let script = t.root.join("handler.sh");
+    let calls = t.root.join("calls");
+    let text = format!(
+        "#!/bin/sh\nn=$(cat '{calls}' 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > '{calls}'\nif [ \"$n\" = {bad} ]; then\n{action}\nfi\nexec rsync \"$@\"\n",
+        calls = calls.display(),
+    );
+    std::fs::write(&script, text).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, calls)
+}
+
+fn calls(p: &Path) -> u32 {
+    std::fs::read_to_string(p)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn start_with_handler(t: &TestDir, script: &Path) -> Worker {
+    let s = script.as_os_str().to_os_string();
+    t.start(&[std::ffi::OsString::from("-S"), s])
+}
+
+#[test]
+fn exit_23_is_retried_and_nothing_is_lost() {
+    let t = TestDir::new("fail23");
+    // Call 1 is the initial sync; call 2 is the first live batch: it fails.
+    let (script, count) = handler(&t, 2, "exit 23");
+    let mut w = start_with_handler(&t, &script);
+    write(&t.s(b"a"), b"first");
+    mkdir_p(&t.s(b"d/e"));
+    write(&t.s(b"d/e/f"), b"deep");
+    w.wait_synced(SYNC_TIMEOUT);
+    assert!(calls(&count) >= 3, "the failed batch was retried");
+    let log = w.stderr();
+    assert!(
+        log.contains("sync failed: rsync exited with code 23"),
+        "the failure is reported:\n{log}"
+    );
+    w.stop_ok();
+}
+
+#[test]
+fn handler_killed_by_a_signal_is_a_failure() {
+    let t = TestDir::new("failsig");
+    let (script, count) = handler(&t, 2, "kill -KILL $$");
+    let mut w = start_with_handler(&t, &script);
+    write(&t.s(b"x"), b"payload");
+    w.wait_synced(SYNC_TIMEOUT);
+    assert!(calls(&count) >= 3, "the killed batch was retried");
+    let log = w.stderr();
+    assert!(
+        log.contains("killed by signal SIGKILL"),
+        "the failure is reported:\n{log}"
+    );
+    w.stop_ok();
+}
+
+#[test]
+fn exit_24_is_success_without_retry() {
+    let t = TestDir::new("exit24");
+    // Every call after the initial sync runs rsync and then says "files vanished".
+    let script = t.root.join("handler24.sh");
+    let count = t.root.join("calls");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nn=$(cat '{c}' 2>/dev/null || echo 0)\necho $((n+1)) > '{c}'\nrsync \"$@\" || exit $?\n[ \"$n\" = 0 ] || exit 24\n",
+            c = count.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut w = start_with_handler(&t, &script);
+    write(&t.s(b"one"), b"1");
+    w.wait_synced(SYNC_TIMEOUT);
+    // A second change must be a new batch, not a retry of the first.
+    let before = calls(&count);
+    write(&t.s(b"two"), b"2");
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    let log = w.stderr();
+    assert!(!log.contains("sync failed"), "24 is not a failure:\n{log}");
+    assert_eq!(
+        calls(&count),
+        before + 1,
+        "one run per batch, no retries:\n{log}"
+    );
+}
+
+#[test]
+fn failing_handler_keeps_paths_queued_across_many_failures() {
+    let t = TestDir::new("failmany");
+    // Calls 2..=4 fail: three consecutive failures with backoff 1 s, 2 s.
+    let script = t.root.join("handler.sh");
+    let count = t.root.join("calls");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nn=$(cat '{c}' 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > '{c}'\nif [ $n -ge 2 ] && [ $n -le 4 ]; then exit 12; fi\nexec rsync \"$@\"\n",
+            c = count.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut w = start_with_handler(&t, &script);
+    write(&t.s(b"kept"), b"must arrive");
+    w.wait_synced(SYNC_TIMEOUT);
+    assert!(calls(&count) >= 5);
+    assert_eq!(
+        w.stderr().matches("sync failed").count(),
+        3,
+        "{}",
+        w.stderr()
+    );
+    w.stop_ok();
+}

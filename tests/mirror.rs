@@ -813,3 +813,27 @@ fn rules_file() {
     assert!(!exists_nofollow(&t.d(b"b.tmp")));
     w.stop_ok();
 }
+
+/// Events are handled after the fact: a directory created in `p` is looked for at
+/// `p/d` after `p` was already renamed. It must still be watched once the rename is
+/// read, or later writes below it are lost.
+#[test]
+fn new_dir_whose_parent_was_renamed_before_the_event_was_read() {
+    let t = TestDir::new("stale_parent");
+    mkdir_p(&t.s(b"top/p"));
+    let mut w = t.start(NO_ARGS);
+    w.signal(Signal::SIGSTOP);
+    mkdir(&t.s(b"top/p/d"));
+    rename(&t.s(b"top/p"), &t.s(b"top/p2"));
+    mkdir_p(&t.s(b"top/p2/d/e"));
+    write(&t.s(b"top/p2/d/e/first"), b"1");
+    w.signal(Signal::SIGCONT);
+    w.wait_synced(SYNC_TIMEOUT);
+    // Only a watch on d and e brings these over.
+    write(&t.s(b"top/p2/d/later"), b"2");
+    write(&t.s(b"top/p2/d/e/later"), b"3");
+    mkdir(&t.s(b"top/p2/d/e/f"));
+    write(&t.s(b"top/p2/d/e/f/deeper"), b"4");
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+}

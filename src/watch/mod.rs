@@ -125,6 +125,13 @@ pub struct Watcher {
     pending: Option<PendingMove>,
     /// Watches of nodes dropped because their directory was found elsewhere.
     orphans: Vec<i32>,
+    /// Directories `(parent, name)` that were gone when we came to watch or list them.
+    /// Events are handled after the fact: the directory may not be gone but be below an
+    /// ancestor whose rename is still in the queue. When that rename arrives, these are
+    /// looked for again at the new place; an event for the name itself clears them.
+    missing: HashSet<(NodeId, Box<[u8]>)>,
+    /// The tree contradicted the kernel in a way only a full rescan resolves.
+    stale: bool,
     buf: Vec<u8>,
 }
 
@@ -199,6 +206,8 @@ impl Watcher {
             unwatched: HashSet::new(),
             pending: None,
             orphans: Vec::new(),
+            missing: HashSet::new(),
+            stale: false,
             buf: vec![0; 256 * 1024],
         };
         let mut out = Changes::default();
@@ -232,6 +241,7 @@ impl Watcher {
     /// Drops the kernel watches of nodes removed from the tree.
     fn retire(&mut self, wds: Vec<i32>) {
         for wd in wds {
+            log::trace!("retire watch {wd}");
             if let Some(w) = self.wds.remove(&wd) {
                 // EINVAL when the kernel dropped it already (a deleted directory): fine,
                 // its IN_IGNORED is then on the way and is consumed via `retired`.
@@ -244,7 +254,50 @@ impl Watcher {
     fn remove_node(&mut self, id: NodeId) {
         let wds = self.tree.remove(id);
         self.unwatched.retain(|n| self.tree.contains(*n));
+        self.missing.retain(|(p, _)| self.tree.contains(*p));
         self.retire(wds);
+    }
+
+    /// Node `id`'s directory was not found at its path: drop the node, remember where
+    /// it was, and queue the path (deleted at the destination if it is really gone).
+    fn lost(&mut self, id: NodeId, out: &mut Changes) {
+        out.dirty(self.tree.path(id), false);
+        if let Some(p) = self.tree.parent(id) {
+            self.missing.insert((p, self.tree.name(id).into()));
+        }
+        self.remove_node(id);
+    }
+
+    /// A directory appeared at `name` in `parent`: watch it and everything below.
+    fn new_dir(&mut self, parent: NodeId, name: &[u8], out: &mut Changes) {
+        let rel = join(&self.tree.path(parent), name);
+        if self.rel_excluded(&rel, true) {
+            out.excluded.push(rel);
+            return;
+        }
+        let (c, stale) = self.tree.insert(parent, name, None);
+        self.retire(stale);
+        self.rescan(c, out);
+    }
+
+    /// After node `n` moved: look again for directories that were missing below it.
+    fn find_missing_below(&mut self, n: NodeId, out: &mut Changes) {
+        let found: Vec<(NodeId, Box<[u8]>)> = self
+            .missing
+            .iter()
+            .filter(|(p, _)| self.tree.contains(*p) && self.tree.is_within(*p, n))
+            .cloned()
+            .collect();
+        for (p, name) in found {
+            self.missing.remove(&(p, name.clone()));
+            if self.tree.contains(p) && self.tree.child(p, &name).is_none() {
+                debug!(
+                    "looking again for {}",
+                    abs_path(&self.root, &join(&self.tree.path(p), &name)).display()
+                );
+                self.new_dir(p, &name, out);
+            }
+        }
     }
 
     /// Adds the watch for node `id` and decides whether to descend into it.
@@ -259,6 +312,11 @@ impl Watcher {
         match self.inotify.watches().add(&abs, MASK) {
             Ok(wd) => {
                 let raw = wd.get_watch_descriptor_id();
+                log::trace!(
+                    "watch {raw} node {id} {} (known as {:?})",
+                    abs.display(),
+                    self.tree.by_wd(raw)
+                );
                 self.retired.remove(&raw);
                 match self.tree.by_wd(raw) {
                     Some(other) if other != id => {
@@ -270,7 +328,13 @@ impl Watcher {
                             (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
                             _ => false,
                         };
-                        if same || self.tree.is_within(id, other) {
+                        if !same && self.tree.is_within(id, other) {
+                            // Our tree has this directory above itself: some moves are
+                            // still unread. A full rescan, top-down, sorts it out.
+                            self.stale = true;
+                            return Ok(false);
+                        }
+                        if same {
                             warn!(
                                 "not entering {}: it is the directory {} seen a second time (bind mount?)",
                                 abs.display(),
@@ -301,8 +365,7 @@ impl Watcher {
                 Ok(true)
             }
             Err(e) if vanished(&e) && id != ROOT => {
-                out.dirty(self.tree.path(id), false);
-                self.remove_node(id);
+                self.lost(id, out);
                 Ok(false)
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
@@ -361,8 +424,7 @@ impl Watcher {
             let rd = match std::fs::read_dir(&abs) {
                 Ok(rd) => rd,
                 Err(e) if vanished(&e) && cur != ROOT => {
-                    out.dirty(self.tree.path(cur), false);
-                    self.remove_node(cur);
+                    self.lost(cur, out);
                     continue;
                 }
                 Err(e) => {
@@ -488,6 +550,10 @@ impl Watcher {
         };
         self.buf = buf;
         self.resolve_pending(out);
+        if std::mem::take(&mut self.stale) {
+            warn!("the watch tree is out of step with the file system; rescanning the whole tree");
+            self.overflow(out);
+        }
         result
     }
 
@@ -561,6 +627,10 @@ impl Watcher {
         };
         let name = name.as_bytes();
         let rel = join(&self.tree.path(id), name);
+        log::trace!(
+            "event {mask:?} cookie {cookie} wd {wd} node {id}: {}",
+            String::from_utf8_lossy(&rel)
+        );
         if !mask.contains(EventMask::ISDIR) {
             if self.rel_excluded(&rel, false) {
                 out.excluded.push(rel);
@@ -584,6 +654,7 @@ impl Watcher {
             }
             return;
         }
+        self.missing.remove(&(id, Box::from(name)));
         if mask.contains(EventMask::MOVED_FROM) {
             let node = self.tree.child(id, name);
             out.dirty(rel, false);
@@ -595,10 +666,15 @@ impl Watcher {
                     .node
                     .filter(|n| self.tree.contains(*n) && !self.tree.is_within(id, *n))
                 {
+                    log::trace!(
+                        "move of node {n} paired: now {}",
+                        String::from_utf8_lossy(&rel)
+                    );
                     let stale = self.tree.rename(n, id, name);
                     self.retire(stale);
                     if self.rules.is_empty() && !self.unwatched.contains(&n) {
                         out.dirty(rel, true);
+                        self.find_missing_below(n, out);
                     } else {
                         // The excludes below it are known by their old paths: list again.
                         self.rescan(n, out);
@@ -609,9 +685,7 @@ impl Watcher {
                     self.remove_node(n);
                 }
             }
-            let (c, stale) = self.tree.insert(id, name, None);
-            self.retire(stale);
-            self.rescan(c, out);
+            self.new_dir(id, name, out);
         } else if mask.contains(EventMask::DELETE) {
             if let Some(c) = self.tree.child(id, name) {
                 self.remove_node(c);

@@ -91,6 +91,10 @@ impl Tree {
         (p != NO_PARENT).then_some(p)
     }
 
+    pub fn name(&self, id: NodeId) -> &[u8] {
+        &self.node(id).name
+    }
+
     pub fn child(&self, id: NodeId, name: &[u8]) -> Option<NodeId> {
         self.node(id).children.get(name).copied()
     }
@@ -110,6 +114,55 @@ impl Tree {
         if let Some(wd) = wd {
             self.by_wd.insert(wd, id);
         }
+    }
+
+    /// Checks the tree's internal links (debug builds and tests): every child entry
+    /// points to a live node that names the same parent and name, every watch
+    /// descriptor maps back to its node, and the free list holds only dead slots.
+    pub fn check(&self) -> Result<(), String> {
+        let mut live = 0;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(n) = n else { continue };
+            live += 1;
+            let id = i as NodeId;
+            for (name, c) in &n.children {
+                let Some(Some(child)) = self.nodes.get(*c as usize) else {
+                    return Err(format!("node {id} has dead child {c} under {name:?}"));
+                };
+                if child.parent != id || *child.name != **name {
+                    return Err(format!(
+                        "node {id}: child entry {name:?} -> {c}, but {c} is {:?} under {}",
+                        child.name, child.parent
+                    ));
+                }
+            }
+            if id != ROOT {
+                let p = self.nodes.get(n.parent as usize).and_then(|p| p.as_ref());
+                if p.and_then(|p| p.children.get(&n.name)) != Some(&id) {
+                    return Err(format!(
+                        "node {id} {:?} not listed by its parent {}",
+                        n.name, n.parent
+                    ));
+                }
+            }
+            if let Some(wd) = n.wd {
+                if self.by_wd.get(&wd) != Some(&id) {
+                    return Err(format!(
+                        "node {id} has wd {wd} but by_wd says {:?}",
+                        self.by_wd.get(&wd)
+                    ));
+                }
+            }
+        }
+        for f in &self.free {
+            if self.nodes[*f as usize].is_some() {
+                return Err(format!("free slot {f} is live"));
+            }
+        }
+        if live != self.len {
+            return Err(format!("len {} but {live} live nodes", self.len));
+        }
+        Ok(())
     }
 
     /// The path relative to the root, without a leading slash (the root is empty).

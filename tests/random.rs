@@ -476,6 +476,12 @@ fn parse_seed(s: &str) -> u64 {
 }
 
 fn run_seed(name: &str, default_seed: u64) {
+    run_seed_with(name, default_seed, NO_ARGS);
+}
+
+/// `args` are extra worker options (delays): different batching exercises
+/// different interleavings of events, scans and syncs.
+fn run_seed_with(name: &str, default_seed: u64, args: &[&str]) {
     let seed = match std::env::var("CLSYNC_TEST_SEED") {
         Ok(s) => parse_seed(&s),
         Err(_) => default_seed,
@@ -496,7 +502,7 @@ fn run_seed(name: &str, default_seed: u64) {
     f.run_ops(60);
     let mut all_ops: Vec<String> = vec!["# before start".to_string()];
     all_ops.extend(f.log.iter().cloned());
-    let mut w = t.start(NO_ARGS);
+    let mut w = t.start(args);
     assert_synced_now(
         &t.src,
         &t.dst,
@@ -548,4 +554,40 @@ fn random_seed_3() {
 #[test]
 fn random_seed_4() {
     run_seed("random_seed_4", 0x0123_4567_89ab_cdef);
+}
+
+#[test]
+fn random_seed_5_immediate_batches() {
+    run_seed_with(
+        "random_seed_5",
+        0x5eed_0000_0000_0005,
+        &["-t", "0", "-w", "0"],
+    );
+}
+
+#[test]
+fn random_seed_6_immediate_batches() {
+    run_seed_with(
+        "random_seed_6",
+        0x5eed_0000_0000_0006,
+        &["-t", "0", "-w", "0"],
+    );
+}
+
+#[test]
+fn random_seed_7_slow_batches() {
+    run_seed_with(
+        "random_seed_7",
+        0x5eed_0000_0000_0007,
+        &["-t", "0.7", "-w", "0.3"],
+    );
+}
+
+#[test]
+fn random_seed_8_tiny_include_lists() {
+    run_seed_with(
+        "random_seed_8",
+        0x5eed_0000_0000_0008,
+        &["-t", "0.05", "--rsync-inclimit", "3"],
+    );
 }

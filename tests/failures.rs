@@ -129,3 +129,64 @@ fn failing_handler_keeps_paths_queued_across_many_failures() {
     );
     w.stop_ok();
 }
+
+/// SIGTERM waits for the running sync; a second SIGTERM kills the sync's whole process
+/// group (the handler and what it started) and exits 1.
+#[test]
+fn second_sigterm_kills_the_sync_process_group() {
+    let t = TestDir::new("abort");
+    let script = t.root.join("slow.sh");
+    let count = t.root.join("calls");
+    let pidfile = t.root.join("handler.pid");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nn=$(cat '{c}' 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > '{c}'\nif [ $n -ge 2 ]; then echo $$ > '{p}'; sleep 600; fi\nexec rsync \"$@\"\n",
+            c = count.display(),
+            p = pidfile.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut w = start_with_handler(&t, &script);
+    write(&t.s(b"f"), b"x");
+    let mut pgid = 0;
+    wait_until(SYNC_TIMEOUT, "the slow handler to run", || {
+        pgid = std::fs::read_to_string(&pidfile)
+            .map_err(|e| e.to_string())?
+            .trim()
+            .parse()
+            .map_err(|e: std::num::ParseIntError| e.to_string())?;
+        Ok(())
+    });
+    let group = nix::unistd::Pid::from_raw(-pgid);
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    // The first signal waits for the sync: worker and handler stay.
+    wait_until(SYNC_TIMEOUT, "status terminating", || {
+        match w.status().as_str() {
+            "terminating" => Ok(()),
+            s => Err(s.to_string()),
+        }
+    });
+    w.assert_alive();
+    assert!(
+        nix::sys::signal::kill(group, None).is_ok(),
+        "the first SIGTERM must not kill the running sync"
+    );
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    let st = w.wait_exit(std::time::Duration::from_secs(20));
+    assert_eq!(
+        st.code(),
+        Some(1),
+        "an aborted final sync is a failure:\n{}",
+        w.stderr()
+    );
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the handler's group to be gone",
+        || match nix::sys::signal::kill(group, None) {
+            Err(nix::errno::Errno::ESRCH) => Ok(()),
+            other => Err(format!("kill(-{pgid}, 0) = {other:?}")),
+        },
+    );
+}

@@ -3,7 +3,7 @@ The `clsync` command line: the short form `clsync SRC DST` and the original's cl
 options (`-M rsyncdirect -W SRC -D DST …`).
 
 The two forms differ only in their defaults: the short form is for a person watching the
-result (about one second from a change to the mirror), the classic form keeps the
+result (about half a second from a change to the mirror), the classic form keeps the
 original's 30 s / 30 s / 1800 s so existing setups behave as before. An option of the
 original that is not implemented yet is rejected, never silently ignored.
 */
@@ -122,17 +122,21 @@ fn to_config(a: Args) -> Result<Config, StartError> {
             }
         }
     };
-    let (collect, sync, bigfile) = if classic { (30, 30, 1800) } else { (1, 1, 5) };
+    let (collect, sync, bigfile) = if classic {
+        (30_000, 30_000, 1_800_000)
+    } else {
+        (500, 500, 5_000)
+    };
     Ok(Config {
         src,
         dst,
         rsync: a.sync_handler.unwrap_or_else(|| PathBuf::from("rsync")),
         delays: Delays {
-            collect: a.delay_collect.unwrap_or(Duration::from_secs(collect)),
+            collect: a.delay_collect.unwrap_or(Duration::from_millis(collect)),
             collect_bigfile: a
                 .delay_collect_bigfile
-                .unwrap_or(Duration::from_secs(bigfile)),
-            sync: a.delay_sync.unwrap_or(Duration::from_secs(sync)),
+                .unwrap_or(Duration::from_millis(bigfile)),
+            sync: a.delay_sync.unwrap_or(Duration::from_millis(sync)),
         },
         threshold_bigfile: a.threshold_bigfile.unwrap_or(128 << 20),
         rules_file: a.rules_file,
@@ -151,7 +155,7 @@ mod tests {
     fn short_form_is_quick() {
         let c = parse(["clsync", "/a", "/b"]).unwrap();
         assert_eq!(c.src, PathBuf::from("/a"));
-        assert_eq!(c.delays.collect, Duration::from_secs(1));
+        assert_eq!(c.delays.collect, Duration::from_millis(500));
         assert_eq!(c.threshold_bigfile, 134217728);
     }
 

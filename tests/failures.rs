@@ -9,18 +9,26 @@ use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// Writes a handler script: call number `bad` does `action` (a shell snippet) instead of
-/// (or after) the real rsync; every call is counted in `calls`.
-fn handler(t: &TestDir, bad: u32, action: &str) -> (PathBuf, PathBuf) {
+/// Writes a handler script that counts its calls in `calls` (the call number is `$n`,
+/// 1 for the initial sync) and then runs `body`, which ends by running rsync or not.
+fn script(t: &TestDir, body: &str) -> (PathBuf, PathBuf) {
     let script = t.root.join("handler.sh");
     let calls = t.root.join("calls");
     let text = format!(
-        "#!/bin/sh\nn=$(cat '{calls}' 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > '{calls}'\nif [ \"$n\" = {bad} ]; then\n{action}\nfi\nexec rsync \"$@\"\n",
+        "#!/bin/sh\nn=$(cat '{calls}' 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > '{calls}'\n{body}\n",
         calls = calls.display(),
     );
     std::fs::write(&script, text).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     (script, calls)
+}
+
+/// A handler whose call number `bad` runs `action` first, then rsync.
+fn handler(t: &TestDir, bad: u32, action: &str) -> (PathBuf, PathBuf) {
+    script(
+        t,
+        &format!("if [ $n = {bad} ]; then {action}; fi\nexec rsync \"$@\""),
+    )
 }
 
 fn calls(p: &Path) -> u32 {
@@ -74,17 +82,7 @@ fn handler_killed_by_a_signal_is_a_failure() {
 fn exit_24_is_success_without_retry() {
     let t = TestDir::new("exit24");
     // Every call after the initial sync runs rsync and then says "files vanished".
-    let script = t.root.join("handler24.sh");
-    let count = t.root.join("calls");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nn=$(cat '{c}' 2>/dev/null || echo 0)\necho $((n+1)) > '{c}'\nrsync \"$@\" || exit $?\n[ \"$n\" = 0 ] || exit 24\n",
-            c = count.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (script, count) = script(&t, "rsync \"$@\" || exit $?\n[ $n = 1 ] || exit 24");
     let mut w = start_with_handler(&t, &script);
     write(&t.s(b"one"), b"1");
     w.wait_synced(SYNC_TIMEOUT);
@@ -106,17 +104,10 @@ fn exit_24_is_success_without_retry() {
 fn failing_handler_keeps_paths_queued_across_many_failures() {
     let t = TestDir::new("failmany");
     // Calls 2..=4 fail: three consecutive failures with backoff 1 s, 2 s.
-    let script = t.root.join("handler.sh");
-    let count = t.root.join("calls");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nn=$(cat '{c}' 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > '{c}'\nif [ $n -ge 2 ] && [ $n -le 4 ]; then exit 12; fi\nexec rsync \"$@\"\n",
-            c = count.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (script, count) = script(
+        &t,
+        "if [ $n -ge 2 ] && [ $n -le 4 ]; then exit 12; fi\nexec rsync \"$@\"",
+    );
     let mut w = start_with_handler(&t, &script);
     write(&t.s(b"kept"), b"must arrive");
     w.wait_synced(SYNC_TIMEOUT);
@@ -135,19 +126,14 @@ fn failing_handler_keeps_paths_queued_across_many_failures() {
 #[test]
 fn second_sigterm_kills_the_sync_process_group() {
     let t = TestDir::new("abort");
-    let script = t.root.join("slow.sh");
-    let count = t.root.join("calls");
     let pidfile = t.root.join("handler.pid");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nn=$(cat '{c}' 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > '{c}'\nif [ $n -ge 2 ]; then echo $$ > '{p}'; sleep 600; fi\nexec rsync \"$@\"\n",
-            c = count.display(),
-            p = pidfile.display()
+    let (script, _) = script(
+        &t,
+        &format!(
+            "if [ $n -ge 2 ]; then echo $$ > '{}'; sleep 600; fi\nexec rsync \"$@\"",
+            pidfile.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let mut w = start_with_handler(&t, &script);
     write(&t.s(b"f"), b"x");
     let mut pgid = 0;

@@ -176,3 +176,20 @@ fn second_sigterm_kills_the_sync_process_group() {
         },
     );
 }
+
+/// The watch root moved away (or unmounted, deleted): stop with an error and leave the
+/// destination alone rather than mirror an empty tree.
+#[test]
+fn watch_root_moved_away_stops_without_touching_the_destination() {
+    let t = TestDir::new("root_gone");
+    mkdir_p(&t.s(b"a/b"));
+    write(&t.s(b"a/b/f"), b"data");
+    write(&t.s(b"top"), b"data");
+    let mut w = t.start(NO_ARGS);
+    rename(&t.src, &t.root.join("src.moved"));
+    let st = w.wait_exit(SYNC_TIMEOUT);
+    let log = w.stderr();
+    assert_eq!(st.code(), Some(1), "{log}");
+    assert!(log.contains("was deleted or moved away"), "{log}");
+    assert_synced_now(&t.root.join("src.moved"), &t.dst, "the destination is untouched");
+}

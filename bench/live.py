@@ -844,6 +844,7 @@ def report(info: dict, results: list[dict], peers: list[str], error: str | None)
 
 
 def _on_signal(signum, _frame):
+    log(f"signal {signum}: stopping what was started and removing the temp dir")
     raise SystemExit(128 + signum)
 
 

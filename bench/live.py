@@ -737,7 +737,7 @@ def report(info: dict, results: list[dict], peers: list[str], error: str | None)
     m_ratio = med([c["ratio"] for c in cl])
     m_hwm = mib(med([c["vmhwm_kib"] for c in cl]))
     max_hwm = mib(max(c["vmhwm_kib"] for c in cl))
-    m_kids = mib(med([c["children_peak_kib"] for c in cl]))
+    m_kids = mib(med([c["children_peak_kib"] for c in cl if c["children_peak_kib"]]))
     watches = sorted({c["watches"] for c in cl})
     inw_watches = sorted({r["inotifywait"]["watches"] for r in results})
     expected = info["tree"]["expected_watches"]

@@ -83,6 +83,7 @@ struct Worker {
     next_poll: Option<Instant>,
     /// The exit code once the running rsync is gone, after an abort.
     abort_code: i32,
+    started: Instant,
     exit: Option<i32>,
 }
 
@@ -143,6 +144,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         phase: Phase::Running,
         next_poll: None,
         abort_code: 1,
+        started,
         exit: None,
     };
     w.status.set("initsync");
@@ -323,8 +325,9 @@ impl Worker {
         if ok && full && !self.ready {
             self.ready = true;
             info!(
-                "ready: watching {} directories, initial sync done",
-                self.watcher.watched()
+                "ready: watching {} directories, initial sync done ({:.1}s after start)",
+                self.watcher.watched(),
+                self.started.elapsed().as_secs_f64()
             );
             self.status.set("running");
         }

@@ -66,10 +66,6 @@ impl Changes {
             modify_only: false,
         });
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.dirty.is_empty() && self.excluded.is_empty() && !self.root_gone
-    }
 }
 
 /// Errors that stop the worker at start-up; at run time the same conditions are logged

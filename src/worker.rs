@@ -329,7 +329,9 @@ impl Worker {
                 self.watcher.watched(),
                 self.started.elapsed().as_secs_f64()
             );
-            self.status.set("running");
+            if self.phase == Phase::Running {
+                self.status.set("running");
+            }
         }
         match self.phase {
             Phase::Stopping {

@@ -69,7 +69,9 @@ fn too_few_watches_at_start_is_a_clear_error() {
     assert_eq!(status.unwrap().code(), Some(5), "exit code 5:\n{log}");
     let first = log.lines().next().unwrap_or_default();
     assert!(
-        first.contains("user.max_inotify_watches = 5") && first.contains("needs at least 21"),
+        first.contains("user.max_inotify_watches = 5")
+            && first.contains("fs.inotify.max_user_watches = ")
+            && first.contains("needs at least 21"),
         "names the limit in force, its value and the count needed: {first}"
     );
     assert_eq!(

@@ -72,14 +72,8 @@ impl Changes {
 /// and the subtree is polled instead.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("cannot watch {path}: inotify watch limit reached: {sysctl} = {limit}, this tree needs at least {needed} watches (plus those other programs use); raise it, e.g. `sysctl {sysctl}={suggest}`")]
-    NoSpace {
-        path: PathBuf,
-        sysctl: &'static str,
-        limit: u64,
-        needed: usize,
-        suggest: u64,
-    },
+    #[error("cannot watch {path}: inotify watch limit reached: {advice}")]
+    NoSpace { path: PathBuf, advice: String },
     #[error(
         "cannot watch {path}: {source} (make it readable for this user, or exclude it with a rule)"
     )]
@@ -150,19 +144,34 @@ pub fn abs_path(root: &Path, rel: &[u8]) -> PathBuf {
     }
 }
 
-/// The watch limit in force and the name of the sysctl that sets it. Inside a user
-/// namespace `user.max_inotify_watches` may be lower than the global
-/// `fs.inotify.max_user_watches`; the lower one is what bites.
-fn watch_limit() -> (u64, &'static str) {
+/// What to tell a user whose tree needs `needed` watches: the limit in force, the
+/// sysctl that sets it and a value that fits. Inside a user namespace
+/// `user.max_inotify_watches` may be lower than the global
+/// `fs.inotify.max_user_watches`; the lower one is what bites, and both are named.
+fn watch_limit_advice(needed: usize) -> String {
     let read = |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
     let global = read("/proc/sys/fs/inotify/max_user_watches");
     let user = read("/proc/sys/user/max_inotify_watches");
-    match (global, user) {
-        (Some(g), Some(u)) if u < g => (u, "user.max_inotify_watches"),
-        (Some(g), _) => (g, "fs.inotify.max_user_watches"),
-        (None, Some(u)) => (u, "user.max_inotify_watches"),
-        (None, None) => (0, "fs.inotify.max_user_watches"),
-    }
+    let show = |v: Option<u64>| v.map_or_else(|| "?".to_string(), |v| v.to_string());
+    let (limit, sysctl, state) = match (global, user) {
+        (g, Some(u)) if g.is_none_or(|g| u < g) => (
+            u,
+            "user.max_inotify_watches",
+            format!(
+                "user.max_inotify_watches = {u} in this user namespace (fs.inotify.max_user_watches = {})",
+                show(global)
+            ),
+        ),
+        (g, _) => (
+            g.unwrap_or(0),
+            "fs.inotify.max_user_watches",
+            format!("fs.inotify.max_user_watches = {}", show(g)),
+        ),
+    };
+    let suggest = (needed as u64 + 8192).max(limit.saturating_mul(2));
+    format!(
+        "{state}, this tree needs at least {needed} watches (plus those other programs use); raise it, e.g. `sysctl {sysctl}={suggest}`"
+    )
 }
 
 /// Counts the directories below `dir` (itself included) without following symlinks.
@@ -365,24 +374,18 @@ impl Watcher {
                 Ok(false)
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                let (limit, sysctl) = watch_limit();
                 if startup {
-                    let needed = count_dirs(&self.root);
                     return Err(WatchError::NoSpace {
                         path: abs,
-                        sysctl,
-                        limit,
-                        needed,
-                        suggest: (needed as u64 + 8192).max(limit * 2),
+                        advice: watch_limit_advice(count_dirs(&self.root)),
                     });
                 }
                 if self.unwatched.insert(id) && self.unwatched.len() == 1 {
                     // Logged once per episode; the other directories join the poll quietly.
                     error!(
-                        "cannot watch {}: inotify watch limit reached ({sysctl} = {limit}, this tree needs at least {}); polling it until a watch can be added; raise it, e.g. `sysctl {sysctl}={}`",
+                        "cannot watch {}: inotify watch limit reached: {}; polling it until a watch can be added",
                         abs.display(),
-                        self.tree.len(),
-                        (self.tree.len() as u64 + 8192).max(limit * 2)
+                        watch_limit_advice(self.tree.len())
                     );
                 } else {
                     debug!(

@@ -10,7 +10,8 @@ it). The first matching rule decides; a path no rule matches is included.
 In the rsync modes walking and syncing a directory cannot be separated (rsync descends
 into what it syncs), so every directory letter is treated as "the directory": a
 directory excluded by any of them is neither watched nor synced. Anything that is not a
-directory (regular files, symlinks, devices) is matched by `f` and `*` rules.
+directory is typed by `lstat`, as in the original: a regular file is matched by `f` and
+`*` rules, a symlink, device, fifo or socket only by `*` rules.
 
 Regexes are matched on bytes, so non-UTF-8 names are filtered like any other.
 */
@@ -18,11 +19,33 @@ Regexes are matched on bytes, so non-UTF-8 names are filtered like any other.
 use regex::bytes::Regex;
 use std::path::{Path, PathBuf};
 
+/// What a path is, by `lstat` (symlinks are not followed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    /// Symlinks, devices, fifos, sockets: only `*` rules apply.
+    Other,
+}
+
+impl Kind {
+    pub fn of(t: std::fs::FileType) -> Kind {
+        if t.is_dir() {
+            Kind::Dir
+        } else if t.is_file() {
+            Kind::File
+        } else {
+            Kind::Other
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Rule {
     include: bool,
     files: bool,
     dirs: bool,
+    other: bool,
     regex: Regex,
 }
 
@@ -88,10 +111,10 @@ impl Rules {
                 Some(c) => return Err(err(format!("must start with '+' or '-', not {c:?}"))),
                 None => unreachable!("empty lines are skipped"),
             };
-            let (files, dirs) = match chars.next() {
-                Some('f') => (true, false),
-                Some('d' | 'W' | 'w' | 'm' | 's') => (false, true),
-                Some('*') => (true, true),
+            let (files, dirs, other) = match chars.next() {
+                Some('f') => (true, false, false),
+                Some('d' | 'W' | 'w' | 'm' | 's') => (false, true, false),
+                Some('*') => (true, true, true),
                 Some(c) => {
                     return Err(err(format!(
                         "unknown type {c:?}; valid types are f, d, W, w, m, s, *"
@@ -104,6 +127,7 @@ impl Rules {
                 include,
                 files,
                 dirs,
+                other,
                 regex,
             });
         }
@@ -111,9 +135,14 @@ impl Rules {
     }
 
     /// Whether the path (relative, no leading slash) is excluded.
-    pub fn excluded(&self, rel: &[u8], is_dir: bool) -> bool {
+    pub fn excluded(&self, rel: &[u8], kind: Kind) -> bool {
         for r in &self.rules {
-            if (if is_dir { r.dirs } else { r.files }) && r.regex.is_match(rel) {
+            let applies = match kind {
+                Kind::File => r.files,
+                Kind::Dir => r.dirs,
+                Kind::Other => r.other,
+            };
+            if applies && r.regex.is_match(rel) {
                 return !r.include;
             }
         }
@@ -132,38 +161,48 @@ mod tests {
     #[test]
     fn first_match_wins_and_default_is_include() {
         let r = rules("+f^keep\\.tmp$\n-f\\.tmp$\n-d^cache$\n");
-        assert!(r.excluded(b"a/b.tmp", false));
-        assert!(!r.excluded(b"keep.tmp", false));
-        assert!(r.excluded(b"cache", true));
+        assert!(r.excluded(b"a/b.tmp", Kind::File));
+        assert!(!r.excluded(b"keep.tmp", Kind::File));
+        assert!(r.excluded(b"cache", Kind::Dir));
         assert!(
-            !r.excluded(b"cache", false),
+            !r.excluded(b"cache", Kind::File),
             "a file named cache is not a dir"
         );
-        assert!(!r.excluded(b"sub/cache", true));
-        assert!(!r.excluded(b"other", false));
+        assert!(!r.excluded(b"sub/cache", Kind::Dir));
+        assert!(!r.excluded(b"other", Kind::File));
     }
 
     #[test]
     fn sparse_include_example_from_the_man_page() {
         let r = rules("+f^passwd$\n+f^ssh/sshd_config$\n+d^$\n+d^ssh$\n-*\n");
-        assert!(!r.excluded(b"", true));
-        assert!(!r.excluded(b"passwd", false));
-        assert!(!r.excluded(b"ssh", true));
-        assert!(!r.excluded(b"ssh/sshd_config", false));
-        assert!(r.excluded(b"ssh/moduli", false));
-        assert!(r.excluded(b"hosts", false));
-        assert!(r.excluded(b"apt", true));
+        assert!(!r.excluded(b"", Kind::Dir));
+        assert!(!r.excluded(b"passwd", Kind::File));
+        assert!(!r.excluded(b"ssh", Kind::Dir));
+        assert!(!r.excluded(b"ssh/sshd_config", Kind::File));
+        assert!(r.excluded(b"ssh/moduli", Kind::File));
+        assert!(r.excluded(b"hosts", Kind::File));
+        assert!(r.excluded(b"apt", Kind::Dir));
+    }
+
+    #[test]
+    fn symlinks_and_specials_match_only_star_rules() {
+        let r = rules("-f\\.tmp$\n-d^cache$\n");
+        assert!(r.excluded(b"x.tmp", Kind::File));
+        assert!(!r.excluded(b"x.tmp", Kind::Other), "a symlink is not an f");
+        assert!(!r.excluded(b"cache", Kind::Other), "nor a d");
+        let r = rules("-*\\.tmp$");
+        assert!(r.excluded(b"x.tmp", Kind::Other));
     }
 
     #[test]
     fn non_utf8_names_match() {
         let r = rules("-f^\\xff");
         assert!(
-            !r.excluded(b"\xff", false),
+            !r.excluded(b"\xff", Kind::File),
             "\\xff in the regex is U+00FF, UTF-8 encoded"
         );
         let r = rules("-f^(?-u:\\xff)");
-        assert!(r.excluded(b"\xff", false));
+        assert!(r.excluded(b"\xff", Kind::File));
     }
 
     #[test]
@@ -184,6 +223,6 @@ mod tests {
     #[test]
     fn comments_and_blank_lines_are_skipped() {
         let r = rules("# comment\n\n-f^x$\n");
-        assert!(r.excluded(b"x", false));
+        assert!(r.excluded(b"x", Kind::File));
     }
 }

@@ -24,7 +24,7 @@ The watcher only reports paths; it never decides when or how to sync.
 
 pub mod tree;
 
-use crate::rules::Rules;
+use crate::rules::{Kind, Rules};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use log::{debug, error, warn};
 use std::collections::{HashMap, HashSet};
@@ -239,8 +239,15 @@ impl Watcher {
         abs_path(&self.root, &self.tree.path(id))
     }
 
-    fn rel_excluded(&self, rel: &[u8], is_dir: bool) -> bool {
-        !self.rules.is_empty() && self.rules.excluded(rel, is_dir)
+    fn rel_excluded(&self, rel: &[u8], kind: Kind) -> bool {
+        !self.rules.is_empty() && self.rules.excluded(rel, kind)
+    }
+
+    /// The rules' kind of a non-directory path, by `lstat` (a path that is gone by now
+    /// counts as a file).
+    fn kind_now(&self, rel: &[u8]) -> Kind {
+        std::fs::symlink_metadata(abs_path(&self.root, rel))
+            .map_or(Kind::File, |m| Kind::of(m.file_type()))
     }
 
     /// Drops the kernel watches of nodes removed from the tree.
@@ -276,7 +283,7 @@ impl Watcher {
     /// A directory appeared at `name` in `parent`: watch it and everything below.
     fn new_dir(&mut self, parent: NodeId, name: &[u8], out: &mut Changes) {
         let rel = join(&self.tree.path(parent), name);
-        if self.rel_excluded(&rel, true) {
+        if self.rel_excluded(&rel, Kind::Dir) {
             out.excluded.push(rel);
             return;
         }
@@ -458,18 +465,18 @@ impl Watcher {
                 };
                 let name = entry.file_name();
                 let name = name.as_bytes();
-                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-                if !is_dir {
+                let kind = entry.file_type().map_or(Kind::File, Kind::of);
+                if kind != Kind::Dir {
                     if !self.rules.is_empty() {
                         let crel = join(&rel, name);
-                        if self.rules.excluded(&crel, false) {
+                        if self.rules.excluded(&crel, kind) {
                             out.excluded.push(crel);
                         }
                     }
                     continue;
                 }
                 let crel = join(&rel, name);
-                if self.rel_excluded(&crel, true) {
+                if self.rel_excluded(&crel, Kind::Dir) {
                     if let Some(c) = self.tree.child(cur, name) {
                         self.remove_node(c);
                     }
@@ -631,7 +638,7 @@ impl Watcher {
             String::from_utf8_lossy(&rel)
         );
         if !mask.contains(EventMask::ISDIR) {
-            if self.rel_excluded(&rel, false) {
+            if !self.rules.is_empty() && self.rules.excluded(&rel, self.kind_now(&rel)) {
                 out.excluded.push(rel);
                 return;
             }
@@ -643,7 +650,7 @@ impl Watcher {
             });
             return;
         }
-        if self.rel_excluded(&rel, true) {
+        if self.rel_excluded(&rel, Kind::Dir) {
             // Not ours: never watched, never synced, never deleted at the destination.
             if let Some(c) = self.tree.child(id, name) {
                 self.remove_node(c);

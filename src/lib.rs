@@ -6,6 +6,7 @@ changed paths into batches and mirrors them with rsync; see docs/architecture.md
 pub mod cli;
 pub mod config;
 pub mod logger;
+pub mod profile;
 pub mod queue;
 pub mod rules;
 pub mod sync;

@@ -1,0 +1,3 @@
+/*!
+TOML profiles: loading, inheritance, substitution, templates (work in progress).
+*/

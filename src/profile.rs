@@ -16,6 +16,9 @@ Why it is shaped this way:
 - Every field is an `Option` so that "not set" differs from "set to the default"; that is
   what inheritance (`inherits = "base"`, child's set values win, field by field) needs.
   Defaults are applied later by whoever turns a profile into a running configuration.
+- Values whose set is closed and small (`threading`: off, safe, full) are checked while
+  parsing so that a typo gets a line and column; open-ended ones (`mode`, paths) are left
+  to whoever builds the running configuration.
 - Durations are seconds (`30`, `0.5`) or a string (`"200ms"`, `"2m"`), parsed by
   [`crate::config::parse_duration`] so the CLI and profiles agree; sizes are bytes or a
   binary-unit string parsed by [`crate::config::parse_size`] (which rejects the ambiguous
@@ -177,8 +180,12 @@ pub struct ProfileValues {
         serialize_with = "ser_duration"
     )]
     pub timeout_sync: Option<Duration>,
-    /// `off`, `safe` or `full`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `off`, `safe` or `full` (checked when parsing, so a typo is reported at its line).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_threading"
+    )]
     pub threading: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
@@ -315,6 +322,20 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::E
         }
     }
     d.deserialize_any(V).map(Some)
+}
+
+/// The values of `threading`, as in the original.
+pub const THREADING_MODES: &[&str] = &["off", "safe", "full"];
+
+fn de_threading<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if THREADING_MODES.contains(&s.as_str()) {
+        Ok(Some(s))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "invalid threading mode {s:?} (expected off, safe or full)"
+        )))
+    }
 }
 
 fn ser_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -490,10 +511,7 @@ fn key_at(text: &str, pos: usize) -> Option<String> {
             continue;
         };
         let k = k.trim().trim_matches('"');
-        if !k.is_empty()
-            && k.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if KEYS.contains(&k) {
             return Some(k.to_string());
         }
     }
@@ -546,8 +564,8 @@ pub fn parse_values(file: &Path, text: &str) -> Result<ProfileValues, ProfileErr
             }
         }
         let message = match span.and_then(|s| key_at(text, s.start)) {
-            Some(k) if KEYS.contains(&k.as_str()) => format!("{k}: {message}"),
-            _ => message,
+            Some(k) => format!("{k}: {message}"),
+            None => message,
         };
         ProfileError::Syntax {
             file: file.to_path_buf(),
@@ -1003,7 +1021,7 @@ mod tests {
             e.to_string().contains(":1:11: retries: invalid type"),
             "{e}"
         );
-        let e = parse("exclude = [\n  \"a\",\n  3,\n]\n").unwrap_err();
+        let e = parse("exclude = [\n  \"a=b\",\n  3,\n]\n").unwrap_err();
         assert!(e.to_string().contains(":3:3: exclude: invalid type"), "{e}");
     }
 
@@ -1013,6 +1031,25 @@ mod tests {
         let s = e.to_string();
         assert!(s.starts_with("/etc/clsync/web.toml:2:"), "{s}");
         assert!(!s.contains('\n'), "{s}");
+    }
+
+    #[test]
+    fn threading_is_checked() {
+        for m in THREADING_MODES {
+            assert_eq!(
+                parse(&format!("threading = \"{m}\""))
+                    .unwrap()
+                    .threading
+                    .as_deref(),
+                Some(*m)
+            );
+        }
+        let e = parse("mode = \"rsyncdirect\"\nthreading = \"ful\"").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(":2:13: threading: invalid threading mode \"ful\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1125,9 +1162,11 @@ mod tests {
     #[test]
     fn every_key_is_accepted_and_unknown_rejected() {
         for key in KEYS {
-            let ok = ["\"1\"", "[\"x\"]", "true", "1", "[1]"].iter().any(|v| {
-                parse(&format!("{key} = {v}")).is_ok_and(|p| p != ProfileValues::default())
-            });
+            let ok = ["\"1\"", "\"safe\"", "[\"x\"]", "true", "1", "[1]"]
+                .iter()
+                .any(|v| {
+                    parse(&format!("{key} = {v}")).is_ok_and(|p| p != ProfileValues::default())
+                });
             assert!(ok, "key {key} is not accepted");
         }
         assert!(parse("no-such-key = 1").is_err());

@@ -191,5 +191,9 @@ fn watch_root_moved_away_stops_without_touching_the_destination() {
     let log = w.stderr();
     assert_eq!(st.code(), Some(1), "{log}");
     assert!(log.contains("was deleted or moved away"), "{log}");
-    assert_synced_now(&t.root.join("src.moved"), &t.dst, "the destination is untouched");
+    assert_synced_now(
+        &t.root.join("src.moved"),
+        &t.dst,
+        "the destination is untouched",
+    );
 }

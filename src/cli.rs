@@ -52,15 +52,21 @@ struct Args {
     /// Label of this instance (shown in log lines)
     #[arg(short = 'l', long = "label")]
     label: Option<String>,
-    /// Split include lists into parts of about N lines (0 = no limit)
-    #[arg(long = "rsync-inclimit", value_name = "N", default_value_t = 20000)]
-    rsync_inclimit: usize,
+    /// Split include lists into parts of about N lines (0 = no limit) [default: 20000]
+    #[arg(long = "rsync-inclimit", value_name = "N")]
+    rsync_inclimit: Option<usize>,
     /// Write the status (starting, initsync, running, terminating, exiting) to this file
     #[arg(long = "status-file", value_name = "FILE")]
     status_file: Option<PathBuf>,
-    /// Debug level: 0 info, 1 debug, 2 trace
-    #[arg(short = 'd', long = "debug", value_name = "LEVEL", default_value_t = 0)]
-    debug: u8,
+    /// Debug level: 0 info, 1 debug, 2 trace [default: 0]
+    #[arg(short = 'd', long = "debug", value_name = "LEVEL")]
+    debug: Option<u8>,
+    /// Run a profile (PROFILE, PROFILE@LABEL or PROFILE-LABEL) from the profiles directory
+    #[arg(long = "profile", value_name = "NAME")]
+    profile: Option<String>,
+    /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
+    #[arg(long = "profiles-dir", value_name = "DIR")]
+    profiles_dir: Option<PathBuf>,
     /// SRC DST (short form)
     #[arg(value_name = "SRC DST")]
     paths: Vec<PathBuf>,
@@ -162,6 +168,75 @@ fn later_option<T: AsRef<std::ffi::OsStr>>(args: &[T]) -> Option<String> {
 /// The modes of the original that later versions will implement.
 const LATER_MODES: &[&str] = &["simple", "direct", "shell", "rsyncshell", "rsyncso", "so"];
 
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the worker.
+    Run(Config),
+    /// `clsync check [--profiles-dir DIR] [PROFILE|FILE…]`
+    Check { dir: PathBuf, targets: Vec<String> },
+    /// `clsync show-config [--profiles-dir DIR] [--label L] PROFILE[@LABEL]`
+    ShowConfig {
+        dir: PathBuf,
+        name: String,
+        label: Option<String>,
+    },
+}
+
+/// Parses the command line: the subcommands `check` and `show-config`, or a worker run
+/// (a directory literally named `check` is given as `./check`).
+pub fn parse_command(args: Vec<std::ffi::OsString>) -> Result<Command, clap::Error> {
+    let sub = args.get(1).and_then(|a| a.to_str());
+    if !matches!(sub, Some("check" | "show-config")) {
+        return parse(args).map(Command::Run);
+    }
+    let usage =
+        |m: String| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{m}\n"));
+    let mut dir = None;
+    let mut label = None;
+    let mut rest = Vec::new();
+    let mut it = args[2..].iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--profiles-dir=") {
+            dir = Some(PathBuf::from(v));
+        } else if a == "--profiles-dir" {
+            dir =
+                Some(PathBuf::from(it.next().ok_or_else(|| {
+                    usage("--profiles-dir needs a directory".into())
+                })?));
+        } else if let Some(v) = a.strip_prefix("--label=") {
+            label = Some(v.to_string());
+        } else if a == "--label" || a == "-l" {
+            label = Some(
+                it.next()
+                    .ok_or_else(|| usage("--label needs a value".into()))?,
+            );
+        } else if a.starts_with('-') {
+            return Err(usage(format!(
+                "unknown option {a:?} for {}",
+                sub.unwrap_or_default()
+            )));
+        } else {
+            rest.push(a);
+        }
+    }
+    let dir = crate::profile::profiles_dir(dir.as_deref());
+    if sub == Some("check") {
+        if label.is_some() {
+            return Err(usage(
+                "check takes no --label (templates are checked with a sample label)".into(),
+            ));
+        }
+        return Ok(Command::Check { dir, targets: rest });
+    }
+    match <[String; 1]>::try_from(rest) {
+        Ok([name]) => Ok(Command::ShowConfig { dir, name, label }),
+        Err(_) => Err(usage(
+            "usage: clsync show-config [--profiles-dir DIR] [--label L] PROFILE[@LABEL]".into(),
+        )),
+    }
+}
+
 /// Parses the command line into a worker configuration.
 pub fn parse<I, T>(args: I) -> Result<Config, clap::Error>
 where
@@ -180,7 +255,61 @@ where
         .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")))
 }
 
-fn to_config(a: Args) -> Result<Config, StartError> {
+/// `--profile NAME`: the profile's values, overridden by options given on the command line.
+fn profile_config(a: Args, name: &str) -> Result<Config, StartError> {
+    if !a.paths.is_empty() || a.watch_dir.is_some() || a.destination_dir.is_some() {
+        return Err(StartError::Usage(
+            "--profile takes the directories from the profile; do not give SRC/DST or -W/-D too"
+                .into(),
+        ));
+    }
+    let dir = crate::profile::profiles_dir(a.profiles_dir.as_deref());
+    let mut c = crate::profile_config::load(&dir, name, a.label.as_deref())?;
+    if let Some(m) = a.mode.filter(|m| m != "rsyncdirect") {
+        return Err(StartError::Usage(format!(
+            "mode {m:?} is not implemented yet (only rsyncdirect is)"
+        )));
+    }
+    if let Some(v) = a.sync_handler {
+        c.rsync = v;
+    }
+    if let Some(v) = a.delay_sync {
+        c.delays.sync = v;
+    }
+    if let Some(v) = a.delay_collect {
+        c.delays.collect = v;
+    }
+    if let Some(v) = a.delay_collect_bigfile {
+        c.delays.collect_bigfile = v;
+    }
+    if let Some(v) = a.threshold_bigfile {
+        c.threshold_bigfile = v;
+    }
+    if let Some(v) = a.rules_file {
+        c.rules_file = Some(v);
+        c.rules_inline = None;
+    }
+    if let Some(v) = a.rsync_inclimit {
+        c.rsync_inclimit = v;
+    }
+    if let Some(v) = a.status_file {
+        c.status_file = Some(v);
+    }
+    if let Some(v) = a.debug {
+        c.debug = v;
+    }
+    Ok(c)
+}
+
+fn to_config(mut a: Args) -> Result<Config, StartError> {
+    if let Some(name) = a.profile.take() {
+        return profile_config(a, &name);
+    }
+    if a.profiles_dir.is_some() {
+        return Err(StartError::Usage(
+            "--profiles-dir needs --profile NAME".into(),
+        ));
+    }
     let usage = |m: String| StartError::Usage(m);
     if let Some(mode) = &a.mode {
         match mode.as_str() {
@@ -240,10 +369,11 @@ fn to_config(a: Args) -> Result<Config, StartError> {
         },
         threshold_bigfile: a.threshold_bigfile.unwrap_or(128 << 20),
         rules_file: a.rules_file,
+        rules_inline: None,
         label: a.label,
-        rsync_inclimit: a.rsync_inclimit,
+        rsync_inclimit: a.rsync_inclimit.unwrap_or(20000),
         status_file: a.status_file,
-        debug: a.debug,
+        debug: a.debug.unwrap_or(0),
     })
 }
 

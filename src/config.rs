@@ -22,6 +22,8 @@ pub struct Config {
     /// 0 disables the big-file queue.
     pub threshold_bigfile: u64,
     pub rules_file: Option<PathBuf>,
+    /// Rules given inline (a profile's `rules`), with the file that holds them.
+    pub rules_inline: Option<(Vec<String>, PathBuf)>,
     pub label: Option<String>,
     pub rsync_inclimit: usize,
     pub status_file: Option<PathBuf>,

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod logger;
 pub mod profile;
+pub mod profile_config;
 pub mod queue;
 pub mod rules;
 pub mod sync;

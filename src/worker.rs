@@ -91,9 +91,12 @@ struct Worker {
 pub fn run(cfg: Config) -> Result<i32, StartError> {
     let status = Status(cfg.status_file.clone());
     status.set("starting");
-    let rules = match &cfg.rules_file {
-        Some(f) => Rules::load(f).map_err(|e| StartError::Usage(e.to_string()))?,
-        None => Rules::none(),
+    let rules = match (&cfg.rules_file, &cfg.rules_inline) {
+        (Some(f), _) => Rules::load(f).map_err(|e| StartError::Usage(e.to_string()))?,
+        (None, Some((lines, file))) => {
+            Rules::parse(&lines.join("\n"), file).map_err(|e| StartError::Usage(e.to_string()))?
+        }
+        (None, None) => Rules::none(),
     };
     let (src, dst, rsync) = preflight(&cfg)?;
     let lists = tempfile::Builder::new()

@@ -1,16 +1,36 @@
-//! `clsync`: parse the command line, run the worker, map errors to exit codes.
+//! `clsync`: parse the command line, run the worker or a subcommand, map errors to exit
+//! codes.
+
+use clsync::cli::Command;
 
 fn main() {
-    let cfg = match clsync::cli::parse(std::env::args_os()) {
+    let cmd = match clsync::cli::parse_command(std::env::args_os().collect()) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    clsync::logger::init(cfg.label.as_deref(), cfg.debug);
-    match clsync::worker::run(cfg) {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("clsync: error: {e}");
-            std::process::exit(e.exit_code());
+    match cmd {
+        Command::Run(cfg) => {
+            clsync::logger::init(cfg.label.as_deref(), cfg.debug);
+            match clsync::worker::run(cfg) {
+                Ok(code) => std::process::exit(code),
+                Err(e) => {
+                    eprintln!("clsync: error: {e}");
+                    std::process::exit(e.exit_code());
+                }
+            }
+        }
+        Command::Check { dir, targets } => {
+            let ok = clsync::profile_config::check(&dir, &targets, &mut std::io::stdout());
+            std::process::exit(if ok { 0 } else { 2 });
+        }
+        Command::ShowConfig { dir, name, label } => {
+            match clsync::profile_config::show(&dir, &name, label.as_deref()) {
+                Ok(text) => print!("{text}"),
+                Err(e) => {
+                    eprintln!("clsync: error: {e}");
+                    std::process::exit(e.exit_code());
+                }
+            }
         }
     }
 }

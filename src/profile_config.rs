@@ -1,0 +1,294 @@
+/*!
+From a resolved profile to the worker's [`Config`], and the `check` / `show-config`
+commands.
+
+A profile key that the worker does not implement yet is an error naming the key and the
+file, never silently ignored: a sysadmin who writes `retries = 3` must not believe it is in
+force. Keys that belong to the manager (`autostart`, `restart`) are accepted and left to
+it. Profiles run with the original's defaults (30 s, 30 s, 1800 s, 128 MiB) unless they
+set their own.
+*/
+
+use crate::config::{Config, StartError};
+use crate::profile::{self, ProfileValues, Profiles, Resolved};
+use crate::queue::Delays;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The keys a profile may set that the worker carries out (plus the manager's).
+const IMPLEMENTED: &[&str] = &[
+    "watch-dir",
+    "destination-dir",
+    "mode",
+    "sync-handler",
+    "rules-file",
+    "rules",
+    "delay-sync",
+    "delay-collect",
+    "delay-collect-bigfile",
+    "threshold-bigfile",
+    "label",
+    "status-file",
+    "rsync-inclimit",
+    "debug",
+    "inherits",
+    "autostart",
+    "restart",
+];
+
+/// Keys set in `v` (after inheritance) that the worker does not implement yet.
+fn unimplemented(v: &ProfileValues) -> Vec<String> {
+    let text = v.to_toml();
+    let mut keys = Vec::new();
+    for line in text.lines() {
+        let Some((k, _)) = line.split_once(" = ") else {
+            continue;
+        };
+        let k = k.trim();
+        if profile::keys().contains(&k) && !IMPLEMENTED.contains(&k) {
+            keys.push(k.to_string());
+        }
+    }
+    keys
+}
+
+/// The worker configuration of a resolved profile. `file` names the profile in errors.
+pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
+    let v = &r.values;
+    let err = |m: String| StartError::Usage(format!("{}: {m}", file.display()));
+    let later = unimplemented(v);
+    if !later.is_empty() {
+        return Err(err(format!(
+            "key{} {} {} not implemented yet (the worker would not honour {})",
+            if later.len() == 1 { "" } else { "s" },
+            later.join(", "),
+            if later.len() == 1 { "is" } else { "are" },
+            if later.len() == 1 { "it" } else { "them" },
+        )));
+    }
+    match v.mode.as_deref() {
+        None | Some("rsyncdirect") => {}
+        Some(m) => {
+            return Err(err(format!(
+                "mode {m:?} is not implemented yet (only rsyncdirect is)"
+            )))
+        }
+    }
+    let src = v
+        .watch_dir
+        .as_ref()
+        .ok_or_else(|| err("watch-dir is not set".into()))?;
+    let dst = v
+        .destination_dir
+        .as_ref()
+        .ok_or_else(|| err("destination-dir is not set".into()))?;
+    if v.rules_file.is_some() && v.rules.is_some() {
+        return Err(err("set either rules-file or rules, not both".into()));
+    }
+    Ok(Config {
+        src: PathBuf::from(src),
+        dst: PathBuf::from(dst),
+        rsync: PathBuf::from(v.sync_handler.as_deref().unwrap_or("rsync")),
+        delays: Delays {
+            collect: v.delay_collect.unwrap_or(Duration::from_secs(30)),
+            collect_bigfile: v.delay_collect_bigfile.unwrap_or(Duration::from_secs(1800)),
+            sync: v.delay_sync.unwrap_or(Duration::from_secs(30)),
+        },
+        threshold_bigfile: v.threshold_bigfile.unwrap_or(128 << 20),
+        rules_file: v.rules_file.as_ref().map(PathBuf::from),
+        rules_inline: v.rules.clone().map(|r| (r, file.to_path_buf())),
+        label: v.label.clone().or_else(|| Some(r.instance.clone())),
+        rsync_inclimit: v.rsync_inclimit.unwrap_or(20000) as usize,
+        status_file: v.status_file.as_ref().map(PathBuf::from),
+        debug: v.debug.unwrap_or(0),
+    })
+}
+
+fn file_of(profiles: &Profiles, r: &Resolved) -> PathBuf {
+    profiles
+        .get(&r.profile)
+        .map(|p| p.file.clone())
+        .unwrap_or_default()
+}
+
+/// Loads the profiles directory and resolves `name` (`PROFILE`, `PROFILE@LABEL` or
+/// `PROFILE-LABEL`) into a worker configuration.
+pub fn load(dir: &Path, name: &str, label: Option<&str>) -> Result<Config, StartError> {
+    let profiles = profile::load_dir(dir).map_err(|e| StartError::Usage(e.to_string()))?;
+    let r =
+        profile::resolve(&profiles, name, label).map_err(|e| StartError::Usage(e.to_string()))?;
+    let file = file_of(&profiles, &r);
+    config_of(&r, &file)
+}
+
+/// `clsync check [PROFILE|FILE…]`: validates without running. Prints one line per
+/// profile; returns false if any failed. Templates are checked with the label `check`.
+pub fn check(dir: &Path, targets: &[String], out: &mut dyn std::io::Write) -> bool {
+    let mut ok = true;
+    let mut report = |what: String, r: Result<(), String>| match r {
+        Ok(()) => {
+            let _ = writeln!(out, "{what}: ok");
+        }
+        Err(e) => {
+            ok = false;
+            let _ = writeln!(out, "{e}");
+        }
+    };
+    let check_one = |profiles: &Profiles, name: &str| -> Result<(), String> {
+        let label = profile::is_template_profile(profiles, name)
+            .map_err(|e| e.to_string())?
+            .then_some("check");
+        let r = profile::resolve(profiles, name, label).map_err(|e| e.to_string())?;
+        config_of(&r, &file_of(profiles, &r))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let (files, names): (Vec<&String>, Vec<&String>) = targets
+        .iter()
+        .partition(|t| t.contains('/') || t.ends_with(".toml"));
+    for f in files {
+        // A file is checked in its own directory, so that `inherits` resolves.
+        let path = Path::new(f);
+        let r = profile::load_file(path)
+            .map_err(|e| e.to_string())
+            .and_then(|p| {
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+                let profiles = profile::load_dir(parent.unwrap_or(Path::new(".")))
+                    .map_err(|e| e.to_string())?;
+                check_one(&profiles, &p.name)
+            });
+        report(f.clone(), r);
+    }
+    if names.is_empty() && !targets.is_empty() {
+        return ok;
+    }
+    match profile::load_dir(dir) {
+        Err(e) => report(dir.display().to_string(), Err(e.to_string())),
+        Ok(profiles) => {
+            let all: Vec<String> = if names.is_empty() {
+                profiles.keys().cloned().collect()
+            } else {
+                names.into_iter().cloned().collect()
+            };
+            if all.is_empty() {
+                report(
+                    dir.display().to_string(),
+                    Err(format!("{}: no profiles", dir.display())),
+                );
+            }
+            for name in all {
+                let r = check_one(&profiles, &name);
+                report(name, r);
+            }
+        }
+    }
+    ok
+}
+
+/// `clsync show-config PROFILE[@LABEL]`: the effective values after inheritance and
+/// substitution.
+pub fn show(dir: &Path, name: &str, label: Option<&str>) -> Result<String, StartError> {
+    let profiles = profile::load_dir(dir).map_err(|e| StartError::Usage(e.to_string()))?;
+    let r =
+        profile::resolve(&profiles, name, label).map_err(|e| StartError::Usage(e.to_string()))?;
+    Ok(format!(
+        "# {} ({})\n{}",
+        r.instance,
+        file_of(&profiles, &r).display(),
+        r.values.to_toml()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            fs::write(d.path().join(name), text).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn a_profile_becomes_a_config_with_the_original_defaults() {
+        let d = dir(&[(
+            "web.toml",
+            "watch-dir = \"/srv/www\"\ndestination-dir = \"/mnt/www\"\ndelay-collect = \"2s\"\n",
+        )]);
+        let c = load(d.path(), "web", None).unwrap();
+        assert_eq!(c.src, PathBuf::from("/srv/www"));
+        assert_eq!(c.delays.collect, Duration::from_secs(2));
+        assert_eq!(c.delays.sync, Duration::from_secs(30));
+        assert_eq!(c.label.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn templates_take_their_label() {
+        let d = dir(&[(
+            "lxc.toml",
+            "watch-dir = \"/srv/lxc/%label%\"\ndestination-dir = \"/mnt/lxc/%label%\"\n",
+        )]);
+        let c = load(d.path(), "lxc-web01", None).unwrap();
+        assert_eq!(c.src, PathBuf::from("/srv/lxc/web01"));
+        let c = load(d.path(), "lxc", Some("db")).unwrap();
+        assert_eq!(c.dst, PathBuf::from("/mnt/lxc/db"));
+        assert!(load(d.path(), "lxc", None).is_err());
+    }
+
+    #[test]
+    fn unimplemented_keys_are_errors_naming_them() {
+        let d = dir(&[(
+            "p.toml",
+            "watch-dir = \"/a\"\ndestination-dir = \"/b\"\nretries = 3\nthreading = \"safe\"\n",
+        )]);
+        let e = load(d.path(), "p", None).unwrap_err().to_string();
+        assert!(e.contains("p.toml"), "{e}");
+        assert!(
+            e.contains("retries") && e.contains("threading") && e.contains("not implemented yet"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn check_reports_every_profile() {
+        let d = dir(&[
+            (
+                "good.toml",
+                "watch-dir = \"/a\"\ndestination-dir = \"/b\"\n",
+            ),
+            ("bad.toml", "watch-dir = \"/a\"\ndelay-colect = 3\n"),
+        ]);
+        let mut out = Vec::new();
+        assert!(!check(d.path(), &[], &mut out));
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("bad.toml:2:1: unknown key \"delay-colect\""),
+            "{out}"
+        );
+        fs::remove_file(d.path().join("bad.toml")).unwrap();
+        let mut out = Vec::new();
+        assert!(check(d.path(), &["good".to_string()], &mut out));
+        assert_eq!(String::from_utf8(out).unwrap(), "good: ok\n");
+    }
+
+    #[test]
+    fn show_prints_effective_values() {
+        let d = dir(&[
+            (
+                "base.toml",
+                "delay-sync = 5\ndestination-dir = \"/b/%label%\"\n",
+            ),
+            (
+                "t.toml",
+                "inherits = \"base\"\nwatch-dir = \"/a/%label%\"\n",
+            ),
+        ]);
+        let s = show(d.path(), "t@x", None).unwrap();
+        assert!(s.contains("watch-dir = \"/a/x\""), "{s}");
+        assert!(s.contains("destination-dir = \"/b/x\""), "{s}");
+        assert!(s.contains("delay-sync"), "{s}");
+    }
+}

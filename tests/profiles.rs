@@ -1,0 +1,170 @@
+//! Profiles: every shipped profile passes `clsync check` and runs against temp dirs;
+//! templates run per label; a broken profile is refused with file, line and column.
+
+mod common;
+
+use common::*;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn shipped() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no profiles shipped in {}", dir.display());
+    v
+}
+
+#[test]
+fn shipped_profiles_pass_check() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+    let f = run(
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &[OsString::from("check"), "--profiles-dir".into(), dir.into()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        f.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        f.stdout,
+        f.stderr
+    );
+    for p in shipped() {
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+        assert!(
+            f.stdout.lines().any(|l| l == format!("{name}: ok")),
+            "{name} not reported ok:\n{}",
+            f.stdout
+        );
+    }
+}
+
+/// Each shipped profile, inherited by a test profile that points it at temp dirs.
+#[test]
+fn shipped_profiles_run_against_temp_dirs() {
+    for p in shipped() {
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let t = TestDir::new(&format!("profile-{name}"));
+        let prof = t.root.join("profiles");
+        mkdir(&prof);
+        std::fs::copy(&p, prof.join(p.file_name().unwrap())).unwrap();
+        write(
+            &prof.join(format!("test-{name}.toml")),
+            format!(
+                "inherits = \"{name}\"\nwatch-dir = \"{}\"\ndestination-dir = \"{}\"\nstatus-file = \"{}\"\ndelay-collect = 0.1\ndelay-sync = 0.1\n",
+                t.src.display(),
+                t.dst.display(),
+                t.status.display()
+            )
+            .as_bytes(),
+        );
+        mkdir_p(&t.s(b"a/b"));
+        write(&t.s(b"a/b/before"), b"initial");
+        let args: Vec<OsString> = vec![
+            "--profiles-dir".into(),
+            prof.clone().into(),
+            "--profile".into(),
+            format!("test-{name}").into(),
+        ];
+        let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args);
+        w.wait_synced(SYNC_TIMEOUT);
+        write(&t.s(b"a/b/live"), b"live change");
+        mkdir_p(&t.s(b"c/d"));
+        write(&t.s(b"c/d/e"), b"new dir");
+        w.wait_synced(SYNC_TIMEOUT);
+        w.stop_ok();
+    }
+}
+
+#[test]
+fn a_template_runs_per_label() {
+    let t = TestDir::new("template");
+    let prof = t.root.join("profiles");
+    mkdir(&prof);
+    mkdir(&t.s(b"web01"));
+    write(&t.s(b"web01/index.html"), b"hello");
+    write(
+        &prof.join("ct.toml"),
+        format!(
+            "watch-dir = \"{}/%label%\"\ndestination-dir = \"{}/%label%\"\nstatus-file = \"{}\"\ndelay-collect = \"100ms\"\ndelay-sync = \"100ms\"\n",
+            t.src.display(),
+            t.dst.display(),
+            t.status.display()
+        )
+        .as_bytes(),
+    );
+    // PROFILE-LABEL, as `clsync-manager start lxc-web01` will pass it.
+    let args: Vec<OsString> = vec![
+        "--profiles-dir".into(),
+        prof.into(),
+        "--profile".into(),
+        "ct-web01".into(),
+    ];
+    let mut w = Worker::start_raw(&t.root, &t.s(b"web01"), &t.d(b"web01"), &t.status, &args);
+    write(&t.s(b"web01/new"), b"x");
+    w.wait_synced(SYNC_TIMEOUT);
+    assert!(
+        w.stderr().contains("clsync[web01]"),
+        "log lines carry the label:\n{}",
+        w.stderr()
+    );
+    w.stop_ok();
+}
+
+#[test]
+fn a_broken_profile_is_refused_with_file_line_and_column() {
+    let t = TestDir::new("badprofile");
+    let prof = t.root.join("profiles");
+    mkdir(&prof);
+    write(&t.d(b"sentinel"), b"keep");
+    write(
+        &prof.join("web.toml"),
+        format!(
+            "watch-dir = \"{}\"\ndestination-dir = \"{}\"\ndelay-colect = 3\n",
+            t.src.display(),
+            t.dst.display()
+        )
+        .as_bytes(),
+    );
+    let check = run(
+        &t.root,
+        &[
+            OsString::from("check"),
+            "--profiles-dir".into(),
+            prof.clone().into(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(check.status.code(), Some(2), "{}", check.stdout);
+    assert!(
+        check.stdout.contains(
+            "web.toml:3:1: unknown key \"delay-colect\" (did you mean \"delay-collect\"?)"
+        ),
+        "{}",
+        check.stdout
+    );
+    let start = run(
+        &t.root,
+        &[
+            OsString::from("--profiles-dir"),
+            prof.into(),
+            "--profile".into(),
+            "web".into(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(start.status.code(), Some(2), "{}", start.stderr);
+    assert!(start.stderr.contains("web.toml:3:1"), "{}", start.stderr);
+    assert!(t.d(b"sentinel").exists());
+    assert_eq!(
+        std::fs::read_dir(&t.dst).unwrap().count(),
+        1,
+        "nothing synced"
+    );
+}

@@ -23,8 +23,10 @@ fn shipped() -> Vec<PathBuf> {
 #[test]
 fn shipped_profiles_pass_check() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+    // run() keeps the child's output in files in the directory it is given.
+    let t = TestDir::new("check-shipped");
     let f = run(
-        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &t.root,
         &[OsString::from("check"), "--profiles-dir".into(), dir.into()],
         Duration::from_secs(30),
     );

@@ -36,16 +36,22 @@ const IMPLEMENTED: &[&str] = &[
     "restart",
 ];
 
+/// Keys whose value is what the worker does anyway: accepted.
+const AS_IMPLEMENTED: &[(&str, &str)] = &[("threading", "\"off\"")];
+
 /// Keys set in `v` (after inheritance) that the worker does not implement yet.
 fn unimplemented(v: &ProfileValues) -> Vec<String> {
     let text = v.to_toml();
     let mut keys = Vec::new();
     for line in text.lines() {
-        let Some((k, _)) = line.split_once(" = ") else {
+        let Some((k, value)) = line.split_once(" = ") else {
             continue;
         };
         let k = k.trim();
-        if profile::keys().contains(&k) && !IMPLEMENTED.contains(&k) {
+        if profile::keys().contains(&k)
+            && !IMPLEMENTED.contains(&k)
+            && !AS_IMPLEMENTED.contains(&(k, value.trim()))
+        {
             keys.push(k.to_string());
         }
     }

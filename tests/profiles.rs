@@ -66,8 +66,25 @@ fn shipped_profiles_run_against_temp_dirs() {
             )
             .as_bytes(),
         );
+        // The profile's own rules decide what must arrive and what must not.
+        let values = clsync::profile::resolve(
+            &clsync::profile::load_dir(&prof).unwrap(),
+            &format!("test-{name}"),
+            None,
+        )
+        .unwrap()
+        .values;
+        let rules = match values.rules {
+            Some(r) => clsync::rules::Rules::parse(&r.join("\n"), &p).unwrap(),
+            None => clsync::rules::Rules::none(),
+        };
+        let excluded = |rel: &[u8], is_dir: bool| {
+            use clsync::rules::Kind as K;
+            rules.excluded(rel, if is_dir { K::Dir } else { K::File })
+        };
         mkdir_p(&t.s(b"a/b"));
         write(&t.s(b"a/b/before"), b"initial");
+        write(&t.s(b"passwd"), b"root:x:0:0::/root:/bin/sh");
         let args: Vec<OsString> = vec![
             "--profiles-dir".into(),
             prof.clone().into(),
@@ -75,12 +92,27 @@ fn shipped_profiles_run_against_temp_dirs() {
             format!("test-{name}").into(),
         ];
         let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args);
-        w.wait_synced(SYNC_TIMEOUT);
+        w.wait_synced_ctx(SYNC_TIMEOUT, &name, &excluded);
         write(&t.s(b"a/b/live"), b"live change");
         mkdir_p(&t.s(b"c/d"));
         write(&t.s(b"c/d/e"), b"new dir");
-        w.wait_synced(SYNC_TIMEOUT);
+        mkdir_p(&t.s(b"ssh"));
+        write(&t.s(b"ssh/sshd_config"), b"PermitRootLogin no");
+        write(&t.s(b"ssh/moduli"), b"not wanted by sparse-include");
+        w.wait_synced_ctx(SYNC_TIMEOUT, &name, &excluded);
         w.stop_ok();
+        assert!(
+            t.d(b"passwd").exists(),
+            "{name}: passwd arrives in every profile"
+        );
+        let got = snapshot(&t.dst, &no_filter).unwrap();
+        for (rel, e) in &got {
+            assert!(
+                rel.is_empty() || !excluded(rel, e.kind == Kind::Dir),
+                "{name}: {} is excluded by the profile's rules but was mirrored",
+                show(rel)
+            );
+        }
     }
 }
 

@@ -117,13 +117,23 @@ fn file_of(profiles: &Profiles, r: &Resolved) -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Loads the profiles directory and resolves `name` (`PROFILE`, `PROFILE@LABEL` or
-/// `PROFILE-LABEL`) into a worker configuration.
-pub fn load(dir: &Path, name: &str, label: Option<&str>) -> Result<Config, StartError> {
-    let profiles = profile::load_dir(dir).map_err(|e| StartError::Usage(e.to_string()))?;
-    let r =
-        profile::resolve(&profiles, name, label).map_err(|e| StartError::Usage(e.to_string()))?;
+/// Loads the profiles directory and resolves `name` in it; the file of the profile too.
+fn resolve_in(
+    dir: &Path,
+    name: &str,
+    label: Option<&str>,
+) -> Result<(Resolved, PathBuf), StartError> {
+    let usage = |e: profile::ProfileError| StartError::Usage(e.to_string());
+    let profiles = profile::load_dir(dir).map_err(usage)?;
+    let r = profile::resolve(&profiles, name, label).map_err(usage)?;
     let file = file_of(&profiles, &r);
+    Ok((r, file))
+}
+
+/// Resolves `name` (`PROFILE`, `PROFILE@LABEL` or `PROFILE-LABEL`) in the profiles
+/// directory into a worker configuration.
+pub fn load(dir: &Path, name: &str, label: Option<&str>) -> Result<Config, StartError> {
+    let (r, file) = resolve_in(dir, name, label)?;
     config_of(&r, &file)
 }
 
@@ -194,13 +204,11 @@ pub fn check(dir: &Path, targets: &[String], out: &mut dyn std::io::Write) -> bo
 /// `clsync show-config PROFILE[@LABEL]`: the effective values after inheritance and
 /// substitution.
 pub fn show(dir: &Path, name: &str, label: Option<&str>) -> Result<String, StartError> {
-    let profiles = profile::load_dir(dir).map_err(|e| StartError::Usage(e.to_string()))?;
-    let r =
-        profile::resolve(&profiles, name, label).map_err(|e| StartError::Usage(e.to_string()))?;
+    let (r, file) = resolve_in(dir, name, label)?;
     Ok(format!(
         "# {} ({})\n{}",
         r.instance,
-        file_of(&profiles, &r).display(),
+        file.display(),
         r.values.to_toml()
     ))
 }

@@ -1,0 +1,3 @@
+/*!
+The original clsync's INI configuration (work in progress).
+*/

@@ -172,7 +172,7 @@ const LATER_MODES: &[&str] = &["simple", "direct", "shell", "rsyncshell", "rsync
 #[derive(Debug)]
 pub enum Command {
     /// Run the worker.
-    Run(Config),
+    Run(Box<Config>),
     /// `clsync check [--profiles-dir DIR] [PROFILE|FILE…]`
     Check { dir: PathBuf, targets: Vec<String> },
     /// `clsync show-config [--profiles-dir DIR] [--label L] PROFILE[@LABEL]`
@@ -188,7 +188,7 @@ pub enum Command {
 pub fn parse_command(args: Vec<std::ffi::OsString>) -> Result<Command, clap::Error> {
     let sub = args.get(1).and_then(|a| a.to_str());
     if !matches!(sub, Some("check" | "show-config")) {
-        return parse(args).map(Command::Run);
+        return parse(args).map(|c| Command::Run(Box::new(c)));
     }
     let usage =
         |m: String| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{m}\n"));
@@ -370,6 +370,7 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         threshold_bigfile: a.threshold_bigfile.unwrap_or(128 << 20),
         rules_file: a.rules_file,
         rules_inline: None,
+        globs: None,
         label: a.label,
         rsync_inclimit: a.rsync_inclimit.unwrap_or(20000),
         status_file: a.status_file,

@@ -24,6 +24,8 @@ pub struct Config {
     pub rules_file: Option<PathBuf>,
     /// Rules given inline (a profile's `rules`), with the file that holds them.
     pub rules_inline: Option<(Vec<String>, PathBuf)>,
+    /// A profile's `include` and `exclude` globs, with the file that holds them.
+    pub globs: Option<(Vec<String>, Vec<String>, PathBuf)>,
     pub label: Option<String>,
     pub rsync_inclimit: usize,
     pub status_file: Option<PathBuf>,
@@ -54,6 +56,23 @@ impl StartError {
             StartError::Handler(_) => 4,
             StartError::Watch(_) => 5,
             StartError::Other(_) => 1,
+        }
+    }
+}
+
+impl Config {
+    /// The filter rules: the rules file or inline rules, behind the profile's globs.
+    /// Called at start and again on SIGHUP.
+    pub fn load_rules(&self) -> Result<crate::rules::Rules, crate::rules::RulesError> {
+        use crate::rules::Rules;
+        let rules = match (&self.rules_file, &self.rules_inline) {
+            (Some(f), _) => Rules::load(f)?,
+            (None, Some((lines, file))) => Rules::parse(&lines.join("\n"), file)?,
+            (None, None) => Rules::none(),
+        };
+        match &self.globs {
+            Some((include, exclude, file)) => rules.with_globs(include, exclude, file),
+            None => Ok(rules),
         }
     }
 }

@@ -23,6 +23,8 @@ const IMPLEMENTED: &[&str] = &[
     "sync-handler",
     "rules-file",
     "rules",
+    "exclude",
+    "include",
     "delay-sync",
     "delay-collect",
     "delay-collect-bigfile",
@@ -103,6 +105,13 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         threshold_bigfile: v.threshold_bigfile.unwrap_or(128 << 20),
         rules_file: v.rules_file.as_ref().map(PathBuf::from),
         rules_inline: v.rules.clone().map(|r| (r, file.to_path_buf())),
+        globs: (v.include.is_some() || v.exclude.is_some()).then(|| {
+            (
+                v.include.clone().unwrap_or_default(),
+                v.exclude.clone().unwrap_or_default(),
+                file.to_path_buf(),
+            )
+        }),
         label: v.label.clone().or_else(|| Some(r.instance.clone())),
         rsync_inclimit: v.rsync_inclimit.unwrap_or(20000) as usize,
         status_file: v.status_file.as_ref().map(PathBuf::from),

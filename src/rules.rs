@@ -14,6 +14,12 @@ directory is typed by `lstat`, as in the original: a regular file is matched by 
 `*` rules, a symlink, device, fifo or socket only by `*` rules.
 
 Regexes are matched on bytes, so non-UTF-8 names are filtered like any other.
+
+Profiles may also say `exclude = [globs]` and `include = [globs]`, the friendlier form:
+gitignore-style patterns where `*` does not cross `/`, `**` does, a pattern without a `/`
+matches a name at any depth, a leading or inner `/` anchors it at the watch root, and a
+trailing `/` matches directories only. Globs are checked before the regex rules, includes
+before excludes: a path matching an `include` is never excluded by an `exclude`.
 */
 
 use regex::bytes::Regex;
@@ -41,12 +47,30 @@ impl Kind {
 }
 
 #[derive(Debug)]
+enum Matcher {
+    Regex(Regex),
+    Glob(globset::GlobMatcher),
+}
+
+impl Matcher {
+    fn is_match(&self, rel: &[u8]) -> bool {
+        match self {
+            Matcher::Regex(r) => r.is_match(rel),
+            Matcher::Glob(g) => {
+                use std::os::unix::ffi::OsStrExt;
+                g.is_match(std::ffi::OsStr::from_bytes(rel))
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
 struct Rule {
     include: bool,
     files: bool,
     dirs: bool,
     other: bool,
-    regex: Regex,
+    regex: Matcher,
 }
 
 /// A parsed rules file.
@@ -68,6 +92,12 @@ pub enum RulesError {
         file: PathBuf,
         line: usize,
         text: String,
+        why: String,
+    },
+    #[error("{file}: invalid glob {pattern:?}: {why}")]
+    Glob {
+        file: PathBuf,
+        pattern: String,
         why: String,
     },
 }
@@ -128,10 +158,59 @@ impl Rules {
                 files,
                 dirs,
                 other,
-                regex,
+                regex: Matcher::Regex(regex),
             });
         }
         Ok(Rules { rules })
+    }
+
+    /// Puts gitignore-style `include` and `exclude` globs in front of the rules (includes
+    /// first, so they win). `file` names the source in errors.
+    pub fn with_globs(
+        mut self,
+        include: &[String],
+        exclude: &[String],
+        file: &Path,
+    ) -> Result<Self, RulesError> {
+        let mut front = Vec::new();
+        for (list, inc) in [(include, true), (exclude, false)] {
+            for pat in list {
+                let err = |why: String| RulesError::Glob {
+                    file: file.to_path_buf(),
+                    pattern: pat.clone(),
+                    why,
+                };
+                let (body, dirs_only) = match pat.strip_suffix('/') {
+                    Some(b) => (b, true),
+                    None => (pat.as_str(), false),
+                };
+                if body.is_empty() {
+                    return Err(err("empty pattern".into()));
+                }
+                let anchored = body.contains('/');
+                let body = body.trim_start_matches('/');
+                let full = if anchored {
+                    body.to_string()
+                } else {
+                    format!("**/{body}")
+                };
+                let glob = globset::GlobBuilder::new(&full)
+                    .literal_separator(true)
+                    .backslash_escape(true)
+                    .build()
+                    .map_err(|e| err(e.kind().to_string()))?;
+                front.push(Rule {
+                    include: inc,
+                    files: !dirs_only,
+                    dirs: true,
+                    other: !dirs_only,
+                    regex: Matcher::Glob(glob.compile_matcher()),
+                });
+            }
+        }
+        front.append(&mut self.rules);
+        self.rules = front;
+        Ok(self)
     }
 
     /// Whether the path (relative, no leading slash) is excluded.
@@ -192,6 +271,43 @@ mod tests {
         assert!(!r.excluded(b"cache", Kind::Other), "nor a d");
         let r = rules("-*\\.tmp$");
         assert!(r.excluded(b"x.tmp", Kind::Other));
+    }
+
+    #[test]
+    fn globs_are_gitignore_style_and_includes_win() {
+        let r = Rules::none()
+            .with_globs(
+                &["keep.log".into(), "/logs/important/".into()],
+                &[
+                    "*.log".into(),
+                    "/logs/".into(),
+                    "tmp/".into(),
+                    "a/*/c".into(),
+                ],
+                Path::new("p.toml"),
+            )
+            .unwrap();
+        assert!(r.excluded(b"x.log", Kind::File));
+        assert!(
+            r.excluded(b"deep/er/x.log", Kind::File),
+            "no slash: any depth"
+        );
+        assert!(!r.excluded(b"deep/keep.log", Kind::File), "include wins");
+        assert!(r.excluded(b"logs", Kind::Dir));
+        assert!(!r.excluded(b"sub/logs", Kind::Dir), "leading slash anchors");
+        assert!(!r.excluded(b"logs/important", Kind::Dir));
+        assert!(r.excluded(b"x/tmp", Kind::Dir));
+        assert!(
+            !r.excluded(b"x/tmp", Kind::File),
+            "trailing slash: directories only"
+        );
+        assert!(r.excluded(b"a/b/c", Kind::File));
+        assert!(!r.excluded(b"a/b/b/c", Kind::File), "* does not cross /");
+        assert!(Rules::none()
+            .with_globs(&[], &["a[".into()], Path::new("p.toml"))
+            .unwrap_err()
+            .to_string()
+            .contains("p.toml"));
     }
 
     #[test]

@@ -15,7 +15,6 @@ means both are done.
 
 use crate::config::{preflight, Config, StartError};
 use crate::queue::{Batch, Batcher, Class, Entry};
-use crate::rules::Rules;
 use crate::sync::plan::plan;
 use crate::sync::{Finished, RsyncConfig, Runner};
 use crate::watch::{abs_path, Changes, Watcher};
@@ -91,13 +90,9 @@ struct Worker {
 pub fn run(cfg: Config) -> Result<i32, StartError> {
     let status = Status(cfg.status_file.clone());
     status.set("starting");
-    let rules = match (&cfg.rules_file, &cfg.rules_inline) {
-        (Some(f), _) => Rules::load(f).map_err(|e| StartError::Usage(e.to_string()))?,
-        (None, Some((lines, file))) => {
-            Rules::parse(&lines.join("\n"), file).map_err(|e| StartError::Usage(e.to_string()))?
-        }
-        (None, None) => Rules::none(),
-    };
+    let rules = cfg
+        .load_rules()
+        .map_err(|e| StartError::Usage(e.to_string()))?;
     let (src, dst, rsync) = preflight(&cfg)?;
     let lists = tempfile::Builder::new()
         .prefix("clsync-lists.")
@@ -279,7 +274,17 @@ impl Worker {
                 self.batcher
                     .push(Instant::now(), Vec::new(), true, Class::Normal);
             }
-            SIGHUP => info!("signal HUP: nothing to reload (rules reload is not implemented yet)"),
+            SIGHUP => match self.cfg.load_rules() {
+                Ok(rules) => {
+                    info!("signal HUP: rules reloaded; rescanning the tree");
+                    // The rescan lists what the new rules exclude.
+                    self.excludes.clear();
+                    let mut changes = Changes::default();
+                    self.watcher.set_rules(rules, &mut changes);
+                    self.apply(changes);
+                }
+                Err(e) => error!("signal HUP: keeping the old rules: {e}"),
+            },
             _ => debug!("signal {sig} ignored"),
         }
     }

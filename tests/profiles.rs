@@ -202,3 +202,94 @@ fn a_broken_profile_is_refused_with_file_line_and_column() {
         "nothing synced"
     );
 }
+
+#[test]
+fn profile_globs_exclude_and_include() {
+    let t = TestDir::new("globs");
+    let prof = t.root.join("profiles");
+    mkdir(&prof);
+    write(
+        &prof.join("g.toml"),
+        format!(
+            "watch-dir = \"{}\"\ndestination-dir = \"{}\"\nstatus-file = \"{}\"\ndelay-collect = 0.1\ndelay-sync = 0.1\nexclude = [\"*.tmp\", \"cache/\"]\ninclude = [\"keep.tmp\"]\n",
+            t.src.display(),
+            t.dst.display(),
+            t.status.display()
+        )
+        .as_bytes(),
+    );
+    write(&t.s(b"a.tmp"), b"excluded");
+    write(&t.s(b"keep.tmp"), b"included");
+    mkdir_p(&t.s(b"cache"));
+    write(&t.s(b"cache/x"), b"excluded dir");
+    let args: Vec<OsString> = vec![
+        "--profiles-dir".into(),
+        prof.clone().into(),
+        "--profile".into(),
+        "g".into(),
+    ];
+    let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args);
+    mkdir_p(&t.s(b"sub/cache/deeper"));
+    write(&t.s(b"sub/b.tmp"), b"excluded at depth");
+    write(&t.s(b"sub/keep.tmp"), b"included at depth");
+    write(&t.s(b"sub/cache/deeper/y"), b"below an excluded dir");
+    mkdir_p(&t.s(b"other"));
+    write(
+        &t.s(b"other/cache"),
+        b"a file named cache is not a directory",
+    );
+    let excluded = |rel: &[u8], is_dir: bool| {
+        let name = rel.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        (name.ends_with(b".tmp") && name != b"keep.tmp") || (is_dir && name == b"cache")
+    };
+    w.wait_synced_ctx(SYNC_TIMEOUT, "globs", &excluded);
+    w.stop_ok();
+    for p in [&b"a.tmp"[..], b"cache", b"sub/b.tmp", b"sub/cache"] {
+        assert!(
+            !exists_nofollow(&t.d(p)),
+            "{} must not be mirrored",
+            show(p)
+        );
+    }
+    for p in [&b"keep.tmp"[..], b"sub/keep.tmp", b"other/cache"] {
+        assert!(exists_nofollow(&t.d(p)), "{} must be mirrored", show(p));
+    }
+}
+
+/// SIGHUP re-reads the rules: what they no longer exclude is synced, and a broken rules
+/// file keeps the old rules.
+#[test]
+fn sighup_reloads_the_rules() {
+    let t = TestDir::new("hup");
+    let rules = t.root.join("rules");
+    write(&rules, b"-f\\.tmp$\n");
+    write(&t.s(b"x.tmp"), b"held back");
+    write(&t.s(b"plain"), b"synced");
+    let mut w = t.start(&[OsString::from("-R"), rules.clone().into()]);
+    wait_until(SYNC_TIMEOUT, "plain synced", || {
+        exists_nofollow(&t.d(b"plain"))
+            .then_some(())
+            .ok_or_else(|| "not yet".into())
+    });
+    assert!(!exists_nofollow(&t.d(b"x.tmp")));
+    write(&rules, b"-fbroken(\n");
+    w.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until(SYNC_TIMEOUT, "the broken rules to be refused", || {
+        w.stderr()
+            .contains("keeping the old rules")
+            .then_some(())
+            .ok_or_else(|| "not yet".into())
+    });
+    write(&t.s(b"y.tmp"), b"still held back");
+    write(&t.s(b"plain2"), b"synced");
+    wait_until(SYNC_TIMEOUT, "plain2 synced", || {
+        exists_nofollow(&t.d(b"plain2"))
+            .then_some(())
+            .ok_or_else(|| "not yet".into())
+    });
+    assert!(!exists_nofollow(&t.d(b"y.tmp")), "old rules still in force");
+    write(&rules, b"# nothing excluded now\n");
+    w.signal(nix::sys::signal::Signal::SIGHUP);
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+}

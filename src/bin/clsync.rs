@@ -11,7 +11,7 @@ fn main() {
     match cmd {
         Command::Run(cfg) => {
             clsync::logger::init(cfg.label.as_deref(), cfg.debug);
-            match clsync::worker::run(cfg) {
+            match clsync::worker::run(*cfg) {
                 Ok(code) => std::process::exit(code),
                 Err(e) => {
                     eprintln!("clsync: error: {e}");

@@ -522,6 +522,14 @@ impl Watcher {
         }
     }
 
+    /// Replaces the filter rules (SIGHUP) and rescans the whole tree: directories the new
+    /// rules exclude lose their watches, directories they include get them, and the
+    /// excluded paths are listed again.
+    pub fn set_rules(&mut self, rules: Rules, out: &mut Changes) {
+        self.rules = rules;
+        self.overflow(out);
+    }
+
     /// Rescans and re-syncs every directory that could not be watched.
     pub fn poll_unwatched(&mut self, out: &mut Changes) {
         let ids: Vec<NodeId> = self.unwatched.iter().copied().collect();

@@ -7,9 +7,12 @@ Filter rules in the original clsync's format: one rule per line, `[+-][fdWwms*]r
 directory without a leading slash (the root itself is the empty string, so `+d^$` names
 it). The first matching rule decides; a path no rule matches is included.
 
-In the rsync modes walking and syncing a directory cannot be separated (rsync descends
-into what it syncs), so every directory letter is treated as "the directory": a
-directory excluded by any of them is neither watched nor synced. Anything that is not a
+For a directory each action is decided on its own, by the first rule that matches the
+path and names that action: walk (`w`, `W`, `d`, `*`), monitor (`m`, `W`, `d`, `*`) and
+sync (`s`, `d`, `*`). In the rsync modes walking and syncing cannot be separated (rsync
+descends into what it syncs), so a directory whose walk or sync is excluded is neither
+watched nor synced; one whose monitoring alone is excluded is synced (at start, and when
+an ancestor is synced recursively) but gets no inotify watch. Anything that is not a
 directory is typed by `lstat`, as in the original: a regular file is matched by `f` and
 `*` rules, a symlink, device, fifo or socket only by `*` rules.
 
@@ -68,7 +71,9 @@ impl Matcher {
 struct Rule {
     include: bool,
     files: bool,
-    dirs: bool,
+    walk: bool,
+    monitor: bool,
+    sync: bool,
     other: bool,
     regex: Matcher,
 }
@@ -141,10 +146,15 @@ impl Rules {
                 Some(c) => return Err(err(format!("must start with '+' or '-', not {c:?}"))),
                 None => unreachable!("empty lines are skipped"),
             };
-            let (files, dirs, other) = match chars.next() {
-                Some('f') => (true, false, false),
-                Some('d' | 'W' | 'w' | 'm' | 's') => (false, true, false),
-                Some('*') => (true, true, true),
+            // (files, walk, monitor, sync, other)
+            let (files, walk, monitor, sync, other) = match chars.next() {
+                Some('f') => (true, false, false, false, false),
+                Some('d') => (false, true, true, true, false),
+                Some('W') => (false, true, true, false, false),
+                Some('w') => (false, true, false, false, false),
+                Some('m') => (false, false, true, false, false),
+                Some('s') => (false, false, false, true, false),
+                Some('*') => (true, true, true, true, true),
                 Some(c) => {
                     return Err(err(format!(
                         "unknown type {c:?}; valid types are f, d, W, w, m, s, *"
@@ -156,7 +166,9 @@ impl Rules {
             rules.push(Rule {
                 include,
                 files,
-                dirs,
+                walk,
+                monitor,
+                sync,
                 other,
                 regex: Matcher::Regex(regex),
             });
@@ -202,7 +214,9 @@ impl Rules {
                 front.push(Rule {
                     include: inc,
                     files: !dirs_only,
-                    dirs: true,
+                    walk: true,
+                    monitor: true,
+                    sync: true,
                     other: !dirs_only,
                     regex: Matcher::Glob(glob.compile_matcher()),
                 });
@@ -213,19 +227,27 @@ impl Rules {
         Ok(self)
     }
 
-    /// Whether the path (relative, no leading slash) is excluded.
+    /// The first matching rule that `applies`; no match permits.
+    fn permits(&self, rel: &[u8], applies: impl Fn(&Rule) -> bool) -> bool {
+        self.rules
+            .iter()
+            .find(|r| applies(r) && r.regex.is_match(rel))
+            .is_none_or(|r| r.include)
+    }
+
+    /// Whether the path (relative, no leading slash) is excluded: for a directory, when
+    /// walking or syncing it is excluded.
     pub fn excluded(&self, rel: &[u8], kind: Kind) -> bool {
-        for r in &self.rules {
-            let applies = match kind {
-                Kind::File => r.files,
-                Kind::Dir => r.dirs,
-                Kind::Other => r.other,
-            };
-            if applies && r.regex.is_match(rel) {
-                return !r.include;
-            }
+        match kind {
+            Kind::File => !self.permits(rel, |r| r.files),
+            Kind::Other => !self.permits(rel, |r| r.other),
+            Kind::Dir => !self.permits(rel, |r| r.walk) || !self.permits(rel, |r| r.sync),
         }
-        false
+    }
+
+    /// Whether a (not excluded) directory gets an inotify watch.
+    pub fn monitored(&self, rel: &[u8]) -> bool {
+        self.permits(rel, |r| r.monitor)
     }
 }
 
@@ -271,6 +293,22 @@ mod tests {
         assert!(!r.excluded(b"cache", Kind::Other), "nor a d");
         let r = rules("-*\\.tmp$");
         assert!(r.excluded(b"x.tmp", Kind::Other));
+    }
+
+    #[test]
+    fn each_directory_action_has_its_own_first_match() {
+        let r = rules("-m^logs$\n-s^nosync$\n+W^walked$\n-d^walked$\n-w^nowalk$\n");
+        assert!(!r.excluded(b"logs", Kind::Dir), "walked and synced");
+        assert!(!r.monitored(b"logs"), "but not monitored");
+        assert!(
+            r.excluded(b"nosync", Kind::Dir),
+            "sync excluded: not mirrored at all"
+        );
+        assert!(r.excluded(b"nowalk", Kind::Dir));
+        // +W permits walk and monitor; the sync action falls through to -d.
+        assert!(r.monitored(b"walked"));
+        assert!(r.excluded(b"walked", Kind::Dir));
+        assert!(r.monitored(b"other") && !r.excluded(b"other", Kind::Dir));
     }
 
     #[test]

@@ -321,6 +321,11 @@ impl Watcher {
         out: &mut Changes,
     ) -> Result<bool, WatchError> {
         let abs = self.abs(id);
+        if id != ROOT && !self.rules.is_empty() && !self.rules.monitored(&self.tree.path(id)) {
+            // The rules say: walk and sync it, but do not monitor it.
+            debug!("not monitoring {} (rules)", abs.display());
+            return Ok(true);
+        }
         match self.inotify.watches().add(&abs, MASK) {
             Ok(wd) => {
                 let raw = wd.get_watch_descriptor_id();

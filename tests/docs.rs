@@ -1,0 +1,253 @@
+//! Documentation in step with the code: man/clsync.toml.5 documents every profile key (and
+//! no other), in the order of `profile::keys()`, says truthfully whether the worker carries
+//! it out today, and quotes every shipped profile in its EXAMPLES.
+
+use clsync::profile::{self, Profile, Profiles};
+use std::path::{Path, PathBuf};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The text of a man page with roff's `\-` turned into `-`.
+fn man_page(name: &str) -> String {
+    let path = root().join("man").join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .replace("\\-", "-")
+}
+
+/// The lines of section `.SH name`, up to the next `.SH`.
+fn section<'a>(page: &'a str, name: &str) -> Vec<&'a str> {
+    let head = format!(".SH {name}");
+    let mut lines = page.lines().skip_while(|l| l.trim() != head);
+    assert!(lines.next().is_some(), "no section {head:?} in the page");
+    lines.take_while(|l| !l.starts_with(".SH")).collect()
+}
+
+/// The entries of the KEYS section of clsync.toml(5): each `.TP` followed by `.B key`,
+/// with the text of the entry up to the next `.TP`.
+fn key_entries() -> Vec<(String, String)> {
+    let page = man_page("clsync.toml.5");
+    let lines = section(&page, "KEYS");
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim() == ".TP" {
+            let tag = lines.get(i + 1).copied().unwrap_or("");
+            let key = tag.strip_prefix(".B ").unwrap_or_else(|| {
+                panic!("clsync.toml.5, KEYS: a .TP entry whose tag is not `.B key`: {tag:?}")
+            });
+            entries.push((key.trim().to_string(), String::new()));
+            i += 2;
+            continue;
+        }
+        if let Some((_, text)) = entries.last_mut() {
+            text.push_str(lines[i]);
+            text.push(' ');
+        }
+        i += 1;
+    }
+    entries
+}
+
+#[test]
+fn every_profile_key_has_an_entry_in_order_and_no_other() {
+    let documented: Vec<String> = key_entries().into_iter().map(|(k, _)| k).collect();
+    let keys: Vec<String> = profile::keys().iter().map(|k| k.to_string()).collect();
+    let missing: Vec<&String> = keys.iter().filter(|k| !documented.contains(k)).collect();
+    let unknown: Vec<&String> = documented.iter().filter(|k| !keys.contains(k)).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "man/clsync.toml.5 is out of step with profile::KEYS:\n  \
+         keys without an entry: {missing:?}\n  entries that are no key: {unknown:?}"
+    );
+    assert_eq!(
+        documented, keys,
+        "man/clsync.toml.5 lists the keys in another order (or twice); keep the order of KEYS"
+    );
+}
+
+/// A value of the right type for each key, to set it in a profile.
+const SAMPLES: &[(&str, &str)] = &[
+    ("watch-dir", "\"/srv/a\""),
+    ("destination-dir", "\"/srv/b\""),
+    ("mode", "\"rsyncdirect\""),
+    ("sync-handler", "\"rsync\""),
+    ("sync-handler-args", "[\"-a\"]"),
+    ("rules-file", "\"/etc/clsync/rules\""),
+    ("rules", "[\"+*\"]"),
+    ("exclude", "[\"*.tmp\"]"),
+    ("include", "[\"keep.tmp\"]"),
+    ("delay-sync", "1"),
+    ("delay-collect", "1"),
+    ("delay-collect-bigfile", "1"),
+    ("threshold-bigfile", "\"1MiB\""),
+    ("retries", "1"),
+    ("ignore-exitcode", "[24]"),
+    ("timeout-sync", "1"),
+    ("threading", "\"off\""),
+    ("label", "\"web\""),
+    ("lists-dir", "\"/run/clsync/lists\""),
+    ("status-file", "\"/run/clsync/status\""),
+    ("pid-file", "\"/run/clsync/pid\""),
+    ("exit-hook", "\"/bin/true\""),
+    ("pre-exit-hook", "\"/bin/true\""),
+    ("full-initialsync", "true"),
+    ("only-initialsync", "true"),
+    ("skip-initialsync", "true"),
+    ("exit-on-no-events", "true"),
+    ("sync-on-quit", "true"),
+    ("one-file-system", "true"),
+    ("exclude-mount-points", "true"),
+    ("rsync-prefer-include", "true"),
+    ("dont-unlink-lists", "true"),
+    ("have-recursive-sync", "true"),
+    ("synclist-simplify", "true"),
+    ("ignore-failures", "true"),
+    ("max-iterations", "1"),
+    ("standby-file", "\"/run/clsync/standby\""),
+    ("modification-signature", "\"*\""),
+    ("rsync-inclimit", "1"),
+    ("output", "\"syslog\""),
+    ("debug", "1"),
+    ("uid", "\"nobody\""),
+    ("gid", "\"nogroup\""),
+    ("autostart", "true"),
+    ("restart", "\"on-failure\""),
+    ("inherits", "\"base\""),
+];
+
+/// Whether a profile with watch-dir, destination-dir and `key = value` is refused as
+/// "not implemented yet" by the worker.
+fn refused(key: &str, value: &str) -> bool {
+    let file = PathBuf::from("/etc/clsync/p.toml");
+    let mut text = format!("{key} = {value}\n");
+    for base in ["watch-dir", "destination-dir"] {
+        if base != key {
+            text.push_str(&format!("{base} = \"/srv/{base}\"\n"));
+        }
+    }
+    let values = profile::parse_values(&file, &text)
+        .unwrap_or_else(|e| panic!("sample for {key} does not parse: {e}"));
+    let mut profiles = Profiles::new();
+    profiles.insert(
+        "p".into(),
+        Profile {
+            name: "p".into(),
+            file: file.clone(),
+            values,
+        },
+    );
+    profiles.insert(
+        "base".into(),
+        Profile {
+            name: "base".into(),
+            file: PathBuf::from("/etc/clsync/base.toml"),
+            values: Default::default(),
+        },
+    );
+    let r = profile::resolve(&profiles, "p", None)
+        .unwrap_or_else(|e| panic!("sample for {key} does not resolve: {e}"));
+    match clsync::profile_config::config_of(&r, &file) {
+        Ok(_) => false,
+        Err(e) => {
+            let e = e.to_string();
+            assert!(
+                e.contains("not implemented yet"),
+                "sample {key} = {value} fails otherwise: {e}"
+            );
+            true
+        }
+    }
+}
+
+#[test]
+fn every_entry_says_truthfully_whether_it_is_carried_out() {
+    let sampled: Vec<&str> = SAMPLES.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        sampled,
+        profile::keys(),
+        "tests/docs.rs SAMPLES: give every key of KEYS a sample value, in KEYS order"
+    );
+    let mut wrong = Vec::new();
+    let entries = key_entries();
+    for (key, text) in &entries {
+        let says_refused = text.contains("Not implemented yet");
+        let says_status = says_refused || text.contains("Carried out") || text.contains("Accepted");
+        assert!(
+            says_status,
+            "clsync.toml.5, {key}: say \"Carried out\", \"Accepted\" or \"Not implemented yet\""
+        );
+        let value = SAMPLES.iter().find(|(k, _)| k == key).unwrap().1;
+        let is_refused = refused(key, value);
+        if says_refused != is_refused {
+            wrong.push(format!(
+                "{key}: the page says {}, the worker {}",
+                if says_refused {
+                    "not implemented yet"
+                } else {
+                    "carried out"
+                },
+                if is_refused {
+                    "refuses it"
+                } else {
+                    "accepts it"
+                },
+            ));
+        }
+    }
+    // Keys carried out for some values only: the page must say which are refused.
+    for (key, value) in [("mode", "\"direct\""), ("threading", "\"safe\"")] {
+        let text = &entries.iter().find(|(k, _)| k == key).unwrap().1;
+        if !refused(key, value) {
+            wrong.push(format!("{key} = {value}: the worker accepts it now"));
+        } else if !text.contains("refused as not implemented yet") {
+            wrong.push(format!(
+                "{key}: say which values are refused as not implemented yet"
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "man/clsync.toml.5 is wrong about:\n  {}",
+        wrong.join("\n  ")
+    );
+}
+
+fn shipped() -> Vec<PathBuf> {
+    let dir = root().join("profiles");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no profiles shipped in {}", dir.display());
+    v
+}
+
+#[test]
+fn shipped_profiles_use_documented_keys_and_are_quoted_in_examples() {
+    let documented: Vec<String> = key_entries().into_iter().map(|(k, _)| k).collect();
+    let page = man_page("clsync.toml.5");
+    let examples = section(&page, "EXAMPLES").join("\n");
+    for path in shipped() {
+        let p = profile::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        for line in p.values.to_toml().lines() {
+            let Some((key, _)) = line.split_once(" = ") else {
+                continue;
+            };
+            assert!(
+                documented.iter().any(|d| d == key.trim()),
+                "{}: key {key} has no entry in man/clsync.toml.5",
+                path.display()
+            );
+        }
+        let file = path.file_name().unwrap().to_string_lossy();
+        assert!(
+            examples.contains(&*file),
+            "man/clsync.toml.5: EXAMPLES does not show the shipped profile {file}"
+        );
+    }
+}

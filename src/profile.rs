@@ -25,7 +25,10 @@ Why it is shaped this way:
   `"128MB"`).
 - Substitution as in the original: `%label%`, `%option-name%` (effective value after
   inheritance, itself substituted, with cycle detection) and `%%` for a literal `%`.
-  Unknown names are errors, not left as is, so that typos show up at start.
+  Unknown names are errors, not left as is, so that typos show up at start. The
+  original's per-run placeholders (`%INCLUDE-LIST%`, `%INCLUDE-LIST-PATH%`,
+  `%EXCLUDE-LIST-PATH%`, `%RSYNC-ARGS%`, `%EVENT-MASK%`, `%TYPE%`) are kept as they are:
+  the sync handler's runs fill them in.
 - `%label%` is the instance label (`PROFILE@LABEL`, `PROFILE-LABEL` or `--label`). A
   profile that uses `%label%` and has no fixed label of its own is a *template*: it needs
   a label, and a non-template refuses one. A profile with a fixed `label = "web"` may use
@@ -759,6 +762,16 @@ struct Subst<'a> {
     label: Option<&'a str>,
 }
 
+/// The original's placeholders that each sync-handler run fills in.
+const RUNTIME_PLACEHOLDERS: &[&str] = &[
+    "INCLUDE-LIST",
+    "INCLUDE-LIST-PATH",
+    "EXCLUDE-LIST-PATH",
+    "RSYNC-ARGS",
+    "EVENT-MASK",
+    "TYPE",
+];
+
 impl Subst<'_> {
     fn expand(&self, s: &str, stack: &mut Vec<String>) -> Result<String, String> {
         let mut out = String::new();
@@ -772,6 +785,9 @@ impl Subst<'_> {
     }
 
     fn value_of(&self, name: &str, text: &str, stack: &mut Vec<String>) -> Result<String, String> {
+        if RUNTIME_PLACEHOLDERS.contains(&name) {
+            return Ok(format!("%{name}%"));
+        }
         if name == "label" {
             if let Some(l) = self.label {
                 return Ok(l.to_string());
@@ -961,6 +977,21 @@ pub fn resolve(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn runtime_placeholders_are_kept_for_the_handler() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("h.toml"),
+            "sync-handler-args = [\"--include-from=%INCLUDE-LIST-PATH%\", \"%RSYNC-ARGS%\", \"%watch-dir%/\"]\nwatch-dir = \"/w\"\n",
+        )
+        .unwrap();
+        let r = resolve(&load_dir(d.path()).unwrap(), "h", None).unwrap();
+        assert_eq!(
+            r.values.sync_handler_args.unwrap(),
+            ["--include-from=%INCLUDE-LIST-PATH%", "%RSYNC-ARGS%", "/w/"]
+        );
+    }
+
     use super::*;
 
     fn parse(text: &str) -> Result<ProfileValues, ProfileError> {

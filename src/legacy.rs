@@ -44,8 +44,10 @@ Why it is shaped this way (the original's behaviour is taken from its source, `m
   the original used whatever value was set at that point of its parsing, which for
   `%label%` is often the default "nolabel"). `%watch_dir%` is written `%watch-dir%`, the
   name our substitution knows. A lone `%` (the original keeps it) becomes `%%`. The
-  original's run-time macros (`%INCLUDE-LIST%`, `%RSYNC-ARGS%`, `%PID%`…) are kept as they
-  are; [`to_profiles`] notes them, because our profiles do not know them.
+  original's run-time macros (`%INCLUDE-LIST%`, `%RSYNC-ARGS%`…) are kept as they are, as
+  the profile's substitution keeps them for the sync handler; the few it does not know
+  (`%PID%`, `%EXCLUDE-LIST%`…) are kept too and noted by [`to_profiles`], because
+  resolving such a profile fails until they are rewritten.
 - `config-block-inherits` becomes `inherits`. [`load_block`] applies the chain itself
   (child's values win) and returns values without `inherits`; a missing parent or a cycle
   is an error (the original silently stops at a missing block, and loops on a cycle).
@@ -277,7 +279,7 @@ pub fn to_profiles(blocks: &[LegacyBlock]) -> Vec<(String, String)> {
             let macros = runtime_macros(&values);
             if !macros.is_empty() {
                 text.push_str(&format!(
-                    "# Note: run-time macros of the original, unknown to profiles: {}\n",
+                    "# Note: placeholders of the original that profiles do not know: {}\n",
                     macros.into_iter().collect::<Vec<_>>().join(" ")
                 ));
             }
@@ -308,8 +310,19 @@ fn profile_name(block: &str) -> String {
     name
 }
 
-/// The `%NAME%` references in the string values that are not option names (the
-/// original's run-time macros such as `%INCLUDE-LIST%`).
+/// The per-run placeholders of the original that the profile's substitution keeps for the
+/// sync handler (`RUNTIME_PLACEHOLDERS` in profile.rs; a test checks them against it).
+const KNOWN_PLACEHOLDERS: &[&str] = &[
+    "INCLUDE-LIST",
+    "INCLUDE-LIST-PATH",
+    "EXCLUDE-LIST-PATH",
+    "RSYNC-ARGS",
+    "EVENT-MASK",
+    "TYPE",
+];
+
+/// The `%NAME%` references in the string values that the profile's substitution does
+/// not know (such as the original's `%PID%`).
 fn runtime_macros(values: &ProfileValues) -> BTreeSet<String> {
     let table: toml::Table = toml::from_str(&values.to_toml()).unwrap_or_default();
     let mut out = BTreeSet::new();
@@ -327,7 +340,11 @@ fn runtime_macros(values: &ProfileValues) -> BTreeSet<String> {
             let after = &rest[i + 1..];
             let Some(j) = after.find('%') else { break };
             let name = &after[..j];
-            if !name.is_empty() && name != "label" && !profile::keys().contains(&name) {
+            if !name.is_empty()
+                && name != "label"
+                && !profile::keys().contains(&name)
+                && !KNOWN_PLACEHOLDERS.contains(&name)
+            {
                 out.insert(format!("%{name}%"));
             }
             rest = &after[j + 1..];
@@ -1068,12 +1085,33 @@ debug=3
         assert!(web.contains("inherits = \"default\""), "{web}");
         assert!(web.contains("delay-sync = \"15s\""), "{web}");
         assert!(web.contains("ignore-exitcode = [23, 24]"), "{web}");
+        assert!(!web.contains("# Note"), "{web}");
+        let b = p("[a]\n-- = %EXCLUDE-LIST% %INCLUDE-LIST% %PID% %label% %watch-dir%\n").unwrap();
+        let a = &to_profiles(&b)[0].1;
         assert!(
-            web.contains(
-                "# Note: run-time macros of the original, unknown to profiles: %RSYNC-ARGS%\n"
+            a.contains(
+                "# Note: placeholders of the original that profiles do not know: \
+                 %EXCLUDE-LIST% %PID%\n"
             ),
-            "{web}"
+            "{a}"
         );
+    }
+
+    #[test]
+    fn known_placeholders_are_kept_by_profiles() {
+        let d = tempfile::tempdir().unwrap();
+        let args: Vec<String> = KNOWN_PLACEHOLDERS
+            .iter()
+            .map(|n| format!("%{n}%"))
+            .collect();
+        let v = ProfileValues {
+            sync_handler_args: Some(args.clone()),
+            ..Default::default()
+        };
+        std::fs::write(d.path().join("h.toml"), v.to_toml()).unwrap();
+        let profiles = profile::load_dir(d.path()).unwrap();
+        let r = profile::resolve(&profiles, "h", None).unwrap();
+        assert_eq!(r.values.sync_handler_args, Some(args));
     }
 
     #[test]

@@ -164,9 +164,17 @@ pub fn check(dir: &Path, targets: &[String], out: &mut dyn std::io::Write) -> bo
             .map_err(|e| e.to_string())?
             .then_some("check");
         let r = profile::resolve(profiles, name, label).map_err(|e| e.to_string())?;
-        config_of(&r, &file_of(profiles, &r))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let result = config_of(&r, &file_of(profiles, &r)).map(|_| ());
+        // A base profile that others inherit from need not run on its own: it only has
+        // to parse and resolve; its heirs are checked in full.
+        let heirs = profiles
+            .values()
+            .any(|p| p.values.inherits.as_deref() == Some(name));
+        let incomplete = r.values.watch_dir.is_none() || r.values.destination_dir.is_none();
+        if heirs && incomplete {
+            return Ok(());
+        }
+        result.map_err(|e| e.to_string())
     };
     let (files, names): (Vec<&String>, Vec<&String>) = targets
         .iter()
@@ -295,6 +303,26 @@ mod tests {
         let mut out = Vec::new();
         assert!(check(d.path(), &["good".to_string()], &mut out));
         assert_eq!(String::from_utf8(out).unwrap(), "good: ok\n");
+    }
+
+    #[test]
+    fn check_accepts_an_incomplete_base_profile_with_heirs() {
+        let d = dir(&[
+            ("base.toml", "delay-sync = 5\n"),
+            (
+                "web.toml",
+                "inherits = \"base\"\nwatch-dir = \"/a\"\ndestination-dir = \"/b\"\n",
+            ),
+            ("lonely.toml", "delay-sync = 5\n"),
+        ]);
+        let mut out = Vec::new();
+        assert!(!check(d.path(), &[], &mut out));
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("base: ok") && out.contains("web: ok"), "{out}");
+        assert!(
+            out.contains("watch-dir is not set"),
+            "a profile nobody inherits must run: {out}"
+        );
     }
 
     #[test]

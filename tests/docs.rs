@@ -251,3 +251,43 @@ fn shipped_profiles_use_documented_keys_and_are_quoted_in_examples() {
         );
     }
 }
+
+/// The `--long` options in `clsync --help`.
+fn long_options() -> Vec<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clsync"))
+        .arg("--help")
+        .output()
+        .expect("run clsync --help");
+    assert!(out.status.success(), "clsync --help failed: {out:?}");
+    let help = String::from_utf8(out.stdout).expect("--help output is UTF-8");
+    let mut opts: Vec<String> = help
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter_map(|t| t.strip_prefix("--"))
+        .filter(|t| t.starts_with(|c: char| c.is_ascii_lowercase()))
+        .map(|t| format!("--{t}"))
+        .collect();
+    opts.sort();
+    opts.dedup();
+    assert!(!opts.is_empty(), "no --options in clsync --help:\n{help}");
+    opts
+}
+
+#[test]
+fn every_long_option_is_in_clsync_1() {
+    let page = man_page("clsync.1");
+    // `--profile` must not count as documented because `--profiles-dir` is.
+    let mentions = |opt: &str| {
+        page.match_indices(opt).any(|(i, _)| {
+            !page[i + opt.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+        })
+    };
+    let missing: Vec<String> = long_options()
+        .into_iter()
+        .filter(|o| !mentions(o))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "options of clsync --help missing from man/clsync.1: {}",
+        missing.join(" ")
+    );
+}

@@ -61,6 +61,12 @@ struct Args {
     /// Debug level: 0 info, 1 debug, 2 trace [default: 0]
     #[arg(short = 'd', long = "debug", value_name = "LEVEL")]
     debug: Option<u8>,
+    /// The original's INI configuration file (`/NULL/`: none)
+    #[arg(short = 'H', long = "config-file", value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// The block of the configuration file to use [default: default]
+    #[arg(short = 'K', long = "config-block", value_name = "BLOCK")]
+    config_block: Option<String>,
     /// Run a profile (PROFILE, PROFILE@LABEL or PROFILE-LABEL) from the profiles directory
     #[arg(long = "profile", value_name = "NAME")]
     profile: Option<String>,
@@ -78,8 +84,6 @@ const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (Some('b'), "background"),
     (Some('C'), "preserve-capabilities"),
     (Some('F'), "full-initialsync"),
-    (Some('H'), "config-file"),
-    (Some('K'), "config-block"),
     (Some('L'), "lists-dir"),
     (Some('U'), "dont-unlink-lists"),
     (Some('X'), "exclude-mount-points"),
@@ -175,6 +179,8 @@ pub enum Command {
     Run(Box<Config>),
     /// `clsync check [--profiles-dir DIR] [PROFILE|FILE…]`
     Check { dir: PathBuf, targets: Vec<String> },
+    /// `clsync import FILE [--profiles-dir DIR]`
+    Import { file: PathBuf, dir: PathBuf },
     /// `clsync show-config [--profiles-dir DIR] [--label L] PROFILE[@LABEL]`
     ShowConfig {
         dir: PathBuf,
@@ -187,7 +193,7 @@ pub enum Command {
 /// (a directory literally named `check` is given as `./check`).
 pub fn parse_command(args: Vec<std::ffi::OsString>) -> Result<Command, clap::Error> {
     let sub = args.get(1).and_then(|a| a.to_str());
-    if !matches!(sub, Some("check" | "show-config")) {
+    if !matches!(sub, Some("check" | "show-config" | "import")) {
         return parse(args).map(|c| Command::Run(Box::new(c)));
     }
     let usage =
@@ -221,6 +227,17 @@ pub fn parse_command(args: Vec<std::ffi::OsString>) -> Result<Command, clap::Err
         }
     }
     let dir = crate::profile::profiles_dir(dir.as_deref());
+    if sub == Some("import") {
+        return match <[String; 1]>::try_from(rest) {
+            Ok([file]) if label.is_none() => Ok(Command::Import {
+                file: PathBuf::from(file),
+                dir,
+            }),
+            _ => Err(usage(
+                "usage: clsync import [--profiles-dir DIR] CLSYNC.CONF (writes one profile per block into DIR)".into(),
+            )),
+        };
+    }
     if sub == Some("check") {
         if label.is_some() {
             return Err(usage(
@@ -264,7 +281,39 @@ fn profile_config(a: Args, name: &str) -> Result<Config, StartError> {
         ));
     }
     let dir = crate::profile::profiles_dir(a.profiles_dir.as_deref());
-    let mut c = crate::profile_config::load(&dir, name, a.label.as_deref())?;
+    let c = crate::profile_config::load(&dir, name, a.label.as_deref())?;
+    overridden(c, a)
+}
+
+/// `-H FILE [-K BLOCK]`: a block of the original's INI file, with the options given on
+/// the command line on top (as in the original, the command line wins; -W and -D too).
+fn legacy_config(mut a: Args, file: &std::path::Path) -> Result<Config, StartError> {
+    let block = a.config_block.take().unwrap_or_else(|| "default".into());
+    let mut c = crate::profile_config::load_legacy(
+        file,
+        &block,
+        a.label.as_deref(),
+        (a.watch_dir.as_deref(), a.destination_dir.as_deref()),
+    )?;
+    if !a.paths.is_empty() {
+        return Err(StartError::Usage(
+            "with -H give the directories as -W/-D (or in the file), not as SRC DST".into(),
+        ));
+    }
+    if let Some(w) = a.watch_dir.take() {
+        c.src = w;
+    }
+    if let Some(d) = a.destination_dir.take() {
+        c.dst = d;
+    }
+    if let Some(l) = a.label.take() {
+        c.label = Some(l);
+    }
+    overridden(c, a)
+}
+
+/// Options given on the command line override a profile's or config block's values.
+fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
     if let Some(m) = a.mode.filter(|m| m != "rsyncdirect") {
         return Err(StartError::Usage(format!(
             "mode {m:?} is not implemented yet (only rsyncdirect is)"
@@ -303,7 +352,19 @@ fn profile_config(a: Args, name: &str) -> Result<Config, StartError> {
 
 fn to_config(mut a: Args) -> Result<Config, StartError> {
     if let Some(name) = a.profile.take() {
+        if a.config_file.is_some() {
+            return Err(StartError::Usage(
+                "give either --profile or -H, not both".into(),
+            ));
+        }
         return profile_config(a, &name);
+    }
+    match a.config_file.take() {
+        Some(f) if f.as_os_str() != crate::legacy::NULL_CONFIG => return legacy_config(a, &f),
+        _ => {}
+    }
+    if a.config_block.is_some() {
+        return Err(StartError::Usage("-K/--config-block needs -H FILE".into()));
     }
     if a.profiles_dir.is_some() {
         return Err(StartError::Usage(

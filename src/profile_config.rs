@@ -146,6 +146,82 @@ pub fn load(dir: &Path, name: &str, label: Option<&str>) -> Result<Config, Start
     config_of(&r, &file)
 }
 
+/// A block of the original's INI configuration file (`-H FILE -K BLOCK`) as a worker
+/// configuration: inheritance between blocks, then our substitution (the original's
+/// default label is `nolabel`, which a block that uses `%label%` gets when no `-l` is
+/// given). The block's keys that have no meaning here are reported, not silently dropped.
+/// `dirs` are `-W`/`-D` from the command line, which win over the file.
+pub fn load_legacy(
+    file: &Path,
+    block: &str,
+    label: Option<&str>,
+    dirs: (Option<&Path>, Option<&Path>),
+) -> Result<Config, StartError> {
+    use crate::legacy;
+    let usage = |m: String| StartError::Usage(m);
+    let mut values = legacy::load_block(file, block).map_err(|e| usage(e.to_string()))?;
+    if let Some(w) = dirs.0 {
+        values.watch_dir = Some(w.to_string_lossy().replace('%', "%%"));
+    }
+    if let Some(d) = dirs.1 {
+        values.destination_dir = Some(d.to_string_lossy().replace('%', "%%"));
+    }
+    let text =
+        std::fs::read_to_string(file).map_err(|e| usage(format!("{}: {e}", file.display())))?;
+    for b in legacy::parse(file, &text).map_err(|e| usage(e.to_string()))? {
+        if b.name == block {
+            for (key, why) in &b.ignored {
+                log::warn!("{}: [{block}] {key}: {why}", file.display());
+            }
+        }
+    }
+    let mut profiles = Profiles::new();
+    profiles.insert(
+        block.to_string(),
+        profile::Profile {
+            name: block.to_string(),
+            file: file.to_path_buf(),
+            values,
+        },
+    );
+    let template =
+        profile::is_template_profile(&profiles, block).map_err(|e| usage(e.to_string()))?;
+    let label = match (template, label) {
+        (true, l) => Some(l.unwrap_or("nolabel")),
+        (false, _) => None,
+    };
+    let r = profile::resolve(&profiles, block, label).map_err(|e| usage(e.to_string()))?;
+    config_of(&r, file)
+}
+
+/// `clsync import FILE [DIR]`: one profile per block of the original's configuration
+/// file, written to DIR; an existing profile is never overwritten. Returns the files.
+pub fn import(file: &Path, dir: &Path) -> Result<Vec<PathBuf>, StartError> {
+    use crate::legacy;
+    let usage = |m: String| StartError::Usage(m);
+    let text =
+        std::fs::read_to_string(file).map_err(|e| usage(format!("{}: {e}", file.display())))?;
+    let blocks = legacy::parse(file, &text).map_err(|e| usage(e.to_string()))?;
+    let out = legacy::to_profiles(&blocks);
+    for (name, _) in &out {
+        let p = dir.join(name);
+        if p.exists() {
+            return Err(usage(format!(
+                "{}: exists; not overwriting (import into an empty directory)",
+                p.display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
+    let mut written = Vec::new();
+    for (name, toml) in out {
+        let p = dir.join(name);
+        std::fs::write(&p, toml).map_err(|e| usage(format!("{}: {e}", p.display())))?;
+        written.push(p);
+    }
+    Ok(written)
+}
+
 /// `clsync check [PROFILE|FILE…]`: validates without running. Prints one line per
 /// profile; returns false if any failed. Templates are checked with the label `check`.
 pub fn check(dir: &Path, targets: &[String], out: &mut dyn std::io::Write) -> bool {

@@ -293,3 +293,80 @@ fn sighup_reloads_the_rules() {
     w.wait_synced(SYNC_TIMEOUT);
     w.stop_ok();
 }
+
+/// An existing configuration of the original runs as it is: `-H FILE -K BLOCK`.
+#[test]
+fn the_original_ini_config_runs_with_dash_h() {
+    let t = TestDir::new("legacy");
+    mkdir(&t.s(b"web"));
+    write(&t.s(b"web/index.html"), b"hello");
+    let conf = t.root.join("clsync.conf");
+    write(
+        &conf,
+        format!(
+            "# the original's format\n[default]\nmode = rsyncdirect\ndelay-sync = 30\ndelay-collect = 30\nwatch-dir = {src}/%label%\ndestination-dir = {dst}/%label%\n\n[fast]\nconfig-block-inherits = default\ndelay-sync = 0\ndelay-collect = 0\n",
+            src = t.src.display(),
+            dst = t.dst.display()
+        )
+        .as_bytes(),
+    );
+    let args: Vec<OsString> = vec![
+        "-H".into(),
+        conf.into(),
+        "-K".into(),
+        "fast".into(),
+        "-l".into(),
+        "web".into(),
+        "--status-file".into(),
+        t.status.clone().into(),
+    ];
+    let mut w = Worker::start_raw(&t.root, &t.s(b"web"), &t.d(b"web"), &t.status, &args);
+    write(&t.s(b"web/live"), b"changed");
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+}
+
+/// `clsync import` turns the original's production example into profiles that resolve.
+#[test]
+fn import_of_the_originals_production_example() {
+    let t = TestDir::new("import");
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/legacy/production.conf");
+    let prof = t.root.join("profiles");
+    let f = run(
+        &t.root,
+        &[
+            OsString::from("import"),
+            "--profiles-dir".into(),
+            prof.clone().into(),
+            conf.clone().into(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert!(prof.join("lxc-brother.toml").exists(), "{}", f.stdout);
+    let show = run(
+        &t.root,
+        &[
+            OsString::from("show-config"),
+            "--profiles-dir".into(),
+            prof.clone().into(),
+            "lxc-brother@web01".into(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(show.status.code(), Some(0), "{}", show.stderr);
+    assert!(show.stdout.contains("web01"), "{}", show.stdout);
+    // A second import never overwrites.
+    let again = run(
+        &t.root,
+        &[
+            OsString::from("import"),
+            "--profiles-dir".into(),
+            prof.into(),
+            conf.into(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(again.status.code(), Some(2), "{}", again.stderr);
+    assert!(again.stderr.contains("not overwriting"), "{}", again.stderr);
+}

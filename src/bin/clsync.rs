@@ -23,6 +23,17 @@ fn main() {
             let ok = clsync::profile_config::check(&dir, &targets, &mut std::io::stdout());
             std::process::exit(if ok { 0 } else { 2 });
         }
+        Command::Import { file, dir } => match clsync::profile_config::import(&file, &dir) {
+            Ok(written) => {
+                for p in written {
+                    println!("{}", p.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("clsync: error: {e}");
+                std::process::exit(e.exit_code());
+            }
+        },
         Command::ShowConfig { dir, name, label } => {
             match clsync::profile_config::show(&dir, &name, label.as_deref()) {
                 Ok(text) => print!("{text}"),

@@ -61,6 +61,9 @@ struct Args {
     /// Debug level: 0 info, 1 debug, 2 trace [default: 0]
     #[arg(short = 'd', long = "debug", value_name = "LEVEL")]
     debug: Option<u8>,
+    /// FS monitor subsystem: inotify (the others of the original are for BSD/macOS)
+    #[arg(long = "monitor", value_name = "SUBSYSTEM")]
+    monitor: Option<String>,
     /// The original's INI configuration file (`/NULL/`: none)
     #[arg(short = 'H', long = "config-file", value_name = "FILE")]
     config_file: Option<PathBuf>,
@@ -118,7 +121,6 @@ const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (None, "inherit-capabilities"),
     (None, "max-iterations"),
     (None, "modification-signature"),
-    (None, "monitor"),
     (None, "mountpoints"),
     (None, "one-file-system"),
     (None, "only-initialsync"),
@@ -351,6 +353,19 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
 }
 
 fn to_config(mut a: Args) -> Result<Config, StartError> {
+    match a.monitor.as_deref() {
+        None | Some("inotify") => {}
+        Some(m @ ("kqueue" | "bsm" | "bsm_prefetch" | "gio" | "dtracepipe")) => {
+            return Err(StartError::Usage(format!(
+                "--monitor {m} is not supported: it is for BSD, macOS or GLib; on Linux clsync watches with inotify"
+            )))
+        }
+        Some(m) => {
+            return Err(StartError::Usage(format!(
+                "unknown --monitor {m:?}; this build watches with inotify"
+            )))
+        }
+    }
     if let Some(name) = a.profile.take() {
         if a.config_file.is_some() {
             return Err(StartError::Usage(
@@ -478,6 +493,15 @@ mod tests {
         assert!(parse(["clsync", "/a"]).is_err());
         assert!(parse(["clsync", "-W/a"]).is_err());
         assert!(parse(["clsync", "-t", "abc", "/a", "/b"]).is_err());
+    }
+
+    #[test]
+    fn monitor_inotify_only() {
+        assert!(parse(["clsync", "--monitor", "inotify", "/a", "/b"]).is_ok());
+        assert!(parse(["clsync", "--monitor=kqueue", "/a", "/b"])
+            .unwrap_err()
+            .to_string()
+            .contains("not supported"));
     }
 
     #[test]

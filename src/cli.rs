@@ -8,7 +8,7 @@ original's 30 s / 30 s / 1800 s so existing setups behave as before. An option o
 original that is not implemented yet is rejected, never silently ignored.
 */
 
-use crate::config::{parse_duration, parse_size, Config, StartError};
+use crate::config::{parse_duration, parse_size, Config, Initial, StartError};
 use crate::queue::Delays;
 use clap::Parser;
 use std::path::PathBuf;
@@ -61,6 +61,21 @@ struct Args {
     /// Debug level: 0 info, 1 debug, 2 trace [default: 0]
     #[arg(short = 'd', long = "debug", value_name = "LEVEL")]
     debug: Option<u8>,
+    /// Write the pid here; refuse to start if it names a live process
+    #[arg(short = 'z', long = "pid-file", value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// rsync exit codes that are not failures (besides 0 and 24): 23,24 or repeated; 0 resets
+    #[arg(short = 'x', long = "ignore-exitcode", value_name = "CODES")]
+    ignore_exitcode: Vec<String>,
+    /// Kill a sync (its whole process group) that runs longer, and count it as failed; 0: none
+    #[arg(short = 'k', long = "timeout-sync", value_name = "DUR", value_parser = parse_duration)]
+    timeout_sync: Option<Duration>,
+    /// Do not run the initial full sync: mirror only changes from now on
+    #[arg(long = "skip-initialsync")]
+    skip_initialsync: bool,
+    /// Run the initial full sync, then exit
+    #[arg(long = "only-initialsync")]
+    only_initialsync: bool,
     /// FS monitor subsystem: inotify (the others of the original are for BSD/macOS)
     #[arg(long = "monitor", value_name = "SUBSYSTEM")]
     monitor: Option<String>,
@@ -92,14 +107,11 @@ const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (Some('X'), "exclude-mount-points"),
     (Some('Y'), "output"),
     (Some('g'), "gid"),
-    (Some('k'), "timeout-sync"),
     (Some('p'), "threading"),
     (Some('q'), "quiet"),
     (Some('r'), "retries"),
     (Some('u'), "uid"),
     (Some('v'), "verbose"),
-    (Some('x'), "ignore-exitcode"),
-    (Some('z'), "pid-file"),
     (None, "add-permitted-hook-files"),
     (None, "cancel-syscalls"),
     (None, "cgroup-group-name"),
@@ -123,7 +135,6 @@ const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (None, "modification-signature"),
     (None, "mountpoints"),
     (None, "one-file-system"),
-    (None, "only-initialsync"),
     (None, "permit-mprotect"),
     (None, "pivot-root"),
     (None, "pre-exit-hook"),
@@ -133,7 +144,6 @@ const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (None, "seccomp-filter"),
     (None, "secure-splitting"),
     (None, "shm-mprotect"),
-    (None, "skip-initialsync"),
     (None, "socket"),
     (None, "socket-mod"),
     (None, "socket-own"),
@@ -349,7 +359,31 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
     if let Some(v) = a.debug {
         c.debug = v;
     }
+    if let Some(v) = a.pid_file {
+        c.pid_file = Some(v);
+    }
+    if !a.ignore_exitcode.is_empty() {
+        c.ignore_exitcodes =
+            crate::config::parse_exitcodes(&a.ignore_exitcode).map_err(StartError::Usage)?;
+    }
+    if let Some(v) = a.timeout_sync {
+        c.timeout_sync = (!v.is_zero()).then_some(v);
+    }
+    c.initial = initial(a.skip_initialsync, a.only_initialsync, c.initial)?;
     Ok(c)
+}
+
+/// `skip-initialsync` and `only-initialsync` together make no sense (the original
+/// refuses the pair too).
+fn initial(skip: bool, only: bool, default: Initial) -> Result<Initial, StartError> {
+    match (skip, only) {
+        (true, true) => Err(StartError::Usage(
+            "--skip-initialsync and --only-initialsync exclude each other".into(),
+        )),
+        (true, false) => Ok(Initial::Skip),
+        (false, true) => Ok(Initial::Only),
+        (false, false) => Ok(default),
+    }
 }
 
 fn to_config(mut a: Args) -> Result<Config, StartError> {
@@ -451,6 +485,10 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         rsync_inclimit: a.rsync_inclimit.unwrap_or(20000),
         status_file: a.status_file,
         debug: a.debug.unwrap_or(0),
+        pid_file: a.pid_file,
+        ignore_exitcodes: crate::config::parse_exitcodes(&a.ignore_exitcode).map_err(usage)?,
+        timeout_sync: a.timeout_sync.filter(|t| !t.is_zero()),
+        initial: initial(a.skip_initialsync, a.only_initialsync, Initial::Sync)?,
     })
 }
 

@@ -30,6 +30,48 @@ pub struct Config {
     pub rsync_inclimit: usize,
     pub status_file: Option<PathBuf>,
     pub debug: u8,
+    /// Written at start, removed at exit; a live pid in it refuses the start.
+    pub pid_file: Option<PathBuf>,
+    /// Exit codes of rsync that are not failures (besides 0 and 24).
+    pub ignore_exitcodes: Vec<i32>,
+    /// A sync running longer is killed and fails (`None`: no limit).
+    pub timeout_sync: Option<Duration>,
+    pub initial: Initial,
+}
+
+/// What happens with the initial full sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Initial {
+    /// Sync the whole tree, then mirror changes.
+    #[default]
+    Sync,
+    /// Do not: only changes from now on are mirrored (`skip-initialsync`).
+    Skip,
+    /// Sync the whole tree and exit (`only-initialsync`).
+    Only,
+}
+
+/// Parses `ignore-exitcode` values as the original: comma-separated codes, repeatable;
+/// a `0` drops the codes given before it.
+pub fn parse_exitcodes(values: &[String]) -> Result<Vec<i32>, String> {
+    let mut out = Vec::new();
+    for v in values {
+        for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let code: i32 = part
+                .parse()
+                .map_err(|_| format!("invalid exit code {part:?} in {v:?}"))?;
+            if code == 0 {
+                out.clear();
+            } else if !(1..=255).contains(&code) {
+                return Err(format!(
+                    "invalid exit code {code} in {v:?}: must be 1 to 255"
+                ));
+            } else {
+                out.push(code);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Why the worker could not start.
@@ -244,6 +286,14 @@ pub fn preflight(cfg: &Config) -> Result<(PathBuf, PathBuf, PathBuf), StartError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_codes_as_the_original() {
+        assert_eq!(parse_exitcodes(&["23,24".into()]), Ok(vec![23, 24]));
+        assert_eq!(parse_exitcodes(&["23".into(), "0,24".into()]), Ok(vec![24]));
+        assert!(parse_exitcodes(&["x".into()]).is_err());
+        assert!(parse_exitcodes(&["300".into()]).is_err());
+    }
 
     #[test]
     fn durations() {

@@ -33,6 +33,11 @@ const IMPLEMENTED: &[&str] = &[
     "status-file",
     "rsync-inclimit",
     "debug",
+    "pid-file",
+    "ignore-exitcode",
+    "timeout-sync",
+    "skip-initialsync",
+    "only-initialsync",
     "inherits",
     "autostart",
     "restart",
@@ -116,6 +121,28 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         rsync_inclimit: v.rsync_inclimit.unwrap_or(20000) as usize,
         status_file: v.status_file.as_ref().map(PathBuf::from),
         debug: v.debug.unwrap_or(0),
+        pid_file: v.pid_file.as_ref().map(PathBuf::from),
+        ignore_exitcodes: match &v.ignore_exitcode {
+            Some(codes) => {
+                let text: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
+                crate::config::parse_exitcodes(&text).map_err(err)?
+            }
+            None => Vec::new(),
+        },
+        timeout_sync: v.timeout_sync.filter(|t| !t.is_zero()),
+        initial: match (
+            v.skip_initialsync == Some(true),
+            v.only_initialsync == Some(true),
+        ) {
+            (true, true) => {
+                return Err(err(
+                    "skip-initialsync and only-initialsync exclude each other".into(),
+                ))
+            }
+            (true, false) => crate::config::Initial::Skip,
+            (false, true) => crate::config::Initial::Only,
+            (false, false) => crate::config::Initial::Sync,
+        },
     })
 }
 

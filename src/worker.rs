@@ -13,7 +13,7 @@ change made while it runs is an event like any other. Ready (log line and status
 means both are done.
 */
 
-use crate::config::{preflight, Config, StartError};
+use crate::config::{preflight, Config, Initial, StartError};
 use crate::queue::{Batch, Batcher, Class, Entry};
 use crate::sync::plan::plan;
 use crate::sync::{Finished, RsyncConfig, Runner};
@@ -38,6 +38,49 @@ const WAKER: Token = Token(2);
 const POLL_UNWATCHED: Duration = Duration::from_secs(5);
 /// How long a killed rsync gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// The pid file: refuses to start over a live pid, replaces a stale one, and is removed
+/// at exit if it still names this process.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: &std::path::Path) -> Result<PidFile, StartError> {
+        let me = std::process::id() as i32;
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(pid) = text.trim().parse::<i32>() {
+                let alive = pid > 0
+                    && pid != me
+                    && !matches!(
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                        Err(nix::errno::Errno::ESRCH)
+                    );
+                if alive {
+                    return Err(StartError::Other(format!(
+                        "pid file {}: another process is running as pid {pid}; not starting a second instance",
+                        path.display()
+                    )));
+                }
+                warn!("pid file {}: replacing the stale pid {pid}", path.display());
+            }
+        }
+        let mut tmp = path.as_os_str().to_os_string();
+        tmp.push(format!(".tmp.{me}"));
+        std::fs::write(&tmp, format!("{me}\n"))
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| StartError::Other(format!("pid file {}: {e}", path.display())))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let mine = std::fs::read_to_string(&self.0)
+            .is_ok_and(|t| t.trim() == std::process::id().to_string());
+        if mine {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
 
 /// Writes the status word to the status file atomically (temp file + rename).
 pub struct Status(Option<PathBuf>);
@@ -94,6 +137,10 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         .load_rules()
         .map_err(|e| StartError::Usage(e.to_string()))?;
     let (src, dst, rsync) = preflight(&cfg)?;
+    let _pid_file = match &cfg.pid_file {
+        Some(p) => Some(PidFile::create(p)?),
+        None => None,
+    };
     let lists = tempfile::Builder::new()
         .prefix("clsync-lists.")
         .tempdir()
@@ -127,6 +174,8 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             src: src.clone(),
             dst: dst.clone(),
             lists_dir: lists.path().to_path_buf(),
+            ignore_exitcodes: cfg.ignore_exitcodes.clone(),
+            timeout: cfg.timeout_sync,
         },
         waker,
     );
@@ -147,14 +196,19 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     };
     w.status.set("initsync");
     info!("initial sync of {} to {}", w.src.display(), dst.display());
-    w.batcher.start_external();
-    w.start(Batch {
-        entries: vec![Entry {
-            path: Vec::new(),
-            recursive: true,
-            class: Class::Normal,
-        }],
-    });
+    if w.cfg.initial == Initial::Skip {
+        info!("initial sync skipped (skip-initialsync)");
+        w.became_ready();
+    } else {
+        w.batcher.start_external();
+        w.start(Batch {
+            entries: vec![Entry {
+                path: Vec::new(),
+                recursive: true,
+                class: Class::Normal,
+            }],
+        });
+    }
 
     let mut events = Events::with_capacity(64);
     let code = loop {
@@ -202,6 +256,7 @@ impl Worker {
             consider(self.batcher.deadline());
         }
         consider(self.next_poll);
+        consider(self.runner.deadline());
         if let Phase::Aborting { since, .. } = self.phase {
             consider(Some(since + KILL_GRACE));
         }
@@ -246,6 +301,18 @@ impl Worker {
         }
         if self.watcher.unwatched() > 0 && self.next_poll.is_none() {
             self.next_poll = Some(now + POLL_UNWATCHED);
+        }
+    }
+
+    fn became_ready(&mut self) {
+        self.ready = true;
+        info!(
+            "ready: watching {} directories ({:.1}s after start)",
+            self.watcher.watched(),
+            self.started.elapsed().as_secs_f64()
+        );
+        if self.phase == Phase::Running {
+            self.status.set("running");
         }
     }
 
@@ -331,14 +398,14 @@ impl Worker {
             }
         }
         if ok && full && !self.ready {
-            self.ready = true;
             info!(
-                "ready: watching {} directories, initial sync done ({:.1}s after start)",
-                self.watcher.watched(),
+                "initial sync done ({:.1}s after start)",
                 self.started.elapsed().as_secs_f64()
             );
-            if self.phase == Phase::Running {
-                self.status.set("running");
+            self.became_ready();
+            if self.cfg.initial == Initial::Only && self.phase == Phase::Running {
+                info!("only-initialsync: exiting");
+                self.exit = Some(0);
             }
         }
         match self.phase {
@@ -365,6 +432,7 @@ impl Worker {
         if self.exit.is_some() {
             return;
         }
+        self.runner.enforce_timeout(now);
         if let Some(t) = self.next_poll {
             if now >= t {
                 let mut changes = Changes::default();

@@ -197,3 +197,57 @@ fn watch_root_moved_away_stops_without_touching_the_destination() {
         "the destination is untouched",
     );
 }
+
+/// `-x 23`: exit 23 of the handler is not a failure.
+#[test]
+fn ignore_exitcode_makes_a_code_success() {
+    let t = TestDir::new("ignore23");
+    let (script, count) = script(&t, "rsync \"$@\" || exit $?\n[ $n = 1 ] || exit 23");
+    let s = script.as_os_str().to_os_string();
+    let mut w = t.start(&[std::ffi::OsString::from("-S"), s, "-x".into(), "23".into()]);
+    write(&t.s(b"one"), b"1");
+    w.wait_synced(SYNC_TIMEOUT);
+    let before = calls(&count);
+    write(&t.s(b"two"), b"2");
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    let log = w.stderr();
+    assert!(!log.contains("sync failed"), "23 is ignored:\n{log}");
+    assert_eq!(calls(&count), before + 1, "no retries:\n{log}");
+}
+
+/// `-k 1`: a sync that runs past the timeout is killed with its whole process group,
+/// counts as a failure, and its paths are synced by the retry.
+#[test]
+fn timeout_sync_kills_the_process_group_and_retries() {
+    let t = TestDir::new("timeout");
+    let pidfile = t.root.join("handler.pid");
+    let (script, count) = script(
+        &t,
+        &format!(
+            "if [ $n = 2 ]; then echo $$ > '{}'; sleep 600; fi\nexec rsync \"$@\"",
+            pidfile.display()
+        ),
+    );
+    let s = script.as_os_str().to_os_string();
+    let mut w = t.start(&[std::ffi::OsString::from("-S"), s, "-k".into(), "1".into()]);
+    write(&t.s(b"f"), b"x");
+    w.wait_synced(SYNC_TIMEOUT);
+    let pgid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(calls(&count) >= 3, "retried after the timeout");
+    let log = w.stderr();
+    assert!(log.contains("longer than timeout-sync"), "{log}");
+    wait_until(
+        SYNC_TIMEOUT,
+        "the timed-out handler's group to be gone",
+        || match nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pgid), None) {
+            Err(nix::errno::Errno::ESRCH) => Ok(()),
+            other => Err(format!("kill(-{pgid}, 0) = {other:?}")),
+        },
+    );
+    w.stop_ok();
+}

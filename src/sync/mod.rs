@@ -38,6 +38,10 @@ pub struct RsyncConfig {
     pub dst: PathBuf,
     /// Where list files are written (a private directory).
     pub lists_dir: PathBuf,
+    /// Exit codes that count as success besides 0 and 24 (`ignore-exitcode`).
+    pub ignore_exitcodes: Vec<i32>,
+    /// A run that takes longer is killed (its process group: TERM, then KILL) and fails.
+    pub timeout: Option<std::time::Duration>,
 }
 
 enum Run {
@@ -50,6 +54,10 @@ struct Job {
     runs: VecDeque<Run>,
     pid: Option<Pid>,
     files: Vec<PathBuf>,
+    /// When the current run started.
+    started: std::time::Instant,
+    /// Set once the current run overran `timeout` and was signalled.
+    timed_out: Option<std::time::Instant>,
 }
 
 struct Done {
@@ -71,6 +79,9 @@ pub struct Runner {
     job: Option<Job>,
     seq: u64,
 }
+
+/// How long a run that overran its timeout gets between TERM and KILL.
+const KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Success, as far as a mirror is concerned.
 pub fn rsync_ok(status: &ExitStatus) -> bool {
@@ -135,6 +146,8 @@ impl Runner {
             runs,
             pid: None,
             files: Vec::new(),
+            started: std::time::Instant::now(),
+            timed_out: None,
         });
         self.next_run()
     }
@@ -197,7 +210,10 @@ impl Runner {
         match spawned {
             Ok(mut child) => {
                 let pid = Pid::from_raw(child.id() as i32);
-                self.job.as_mut().expect("job").pid = Some(pid);
+                let job = self.job.as_mut().expect("job");
+                job.pid = Some(pid);
+                job.started = std::time::Instant::now();
+                job.timed_out = None;
                 let tx = self.tx.clone();
                 let waker = self.waker.clone();
                 std::thread::spawn(move || {
@@ -232,9 +248,22 @@ impl Runner {
             if done.seq != self.seq || self.job.is_none() {
                 continue;
             }
-            self.job.as_mut().expect("job").pid = None;
+            let job = self.job.as_mut().expect("job");
+            job.pid = None;
+            if job.timed_out.is_some() {
+                let t = self.cfg.timeout.unwrap_or_default();
+                return self.finish(Err(format!(
+                    "rsync ran longer than timeout-sync ({}s) and was killed",
+                    t.as_secs_f64()
+                )));
+            }
             match done.status {
-                Ok(st) if rsync_ok(&st) => {
+                Ok(st)
+                    if rsync_ok(&st)
+                        || st
+                            .code()
+                            .is_some_and(|c| self.cfg.ignore_exitcodes.contains(&c)) =>
+                {
                     if let Some(f) = self.next_run() {
                         return Some(f);
                     }
@@ -244,6 +273,40 @@ impl Runner {
             }
         }
         None
+    }
+
+    /// When the running run overruns its timeout (or, once signalled, when it gets KILL).
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        let job = self.job.as_ref()?;
+        job.pid?;
+        match job.timed_out {
+            Some(at) => Some(at + KILL_GRACE),
+            None => Some(job.started + self.cfg.timeout?),
+        }
+    }
+
+    /// Enforces the timeout: TERM to the run's process group when it overruns, KILL
+    /// after a grace period. Call on every loop turn.
+    pub fn enforce_timeout(&mut self, now: std::time::Instant) {
+        let Some(limit) = self.cfg.timeout else {
+            return;
+        };
+        let Some(job) = self.job.as_mut() else { return };
+        let Some(pid) = job.pid else { return };
+        match job.timed_out {
+            None if now >= job.started + limit => {
+                log::error!(
+                    "rsync has run for {}s, longer than timeout-sync: killing its process group",
+                    limit.as_secs_f64()
+                );
+                job.timed_out = Some(now);
+                let _ = killpg(pid, Signal::SIGTERM);
+            }
+            Some(at) if now >= at + KILL_GRACE => {
+                let _ = killpg(pid, Signal::SIGKILL);
+            }
+            _ => {}
+        }
     }
 
     /// Sends `sig` to the running rsync's process group.

@@ -1,0 +1,100 @@
+//! Start-up and exit options: pid file, skip-initialsync, only-initialsync.
+
+mod common;
+
+use common::*;
+use std::ffi::OsString;
+use std::time::Duration;
+
+#[test]
+fn pid_file_refuses_a_second_instance_and_is_removed_at_exit() {
+    let t = TestDir::new("pidfile");
+    let pid = t.root.join("clsync.pid");
+    let mut w = t.start(&[OsString::from("--pid-file"), pid.clone().into()]);
+    let text = std::fs::read_to_string(&pid).unwrap();
+    assert_eq!(text.trim(), w.pid().to_string());
+    // A second worker on the same pid file (another destination) refuses to start.
+    let other = t.root.join("dst2");
+    let second = run(
+        &t.root,
+        &[
+            OsString::from("--pid-file"),
+            pid.clone().into(),
+            t.src.clone().into(),
+            other.clone().into(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(second.status.code(), Some(1), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("another process is running"),
+        "{}",
+        second.stderr
+    );
+    assert!(!other.join("x").exists());
+    w.stop_ok();
+    assert!(!pid.exists(), "removed at exit");
+}
+
+#[test]
+fn a_stale_pid_file_is_replaced() {
+    let t = TestDir::new("stalepid");
+    let pid = t.root.join("clsync.pid");
+    // pid_max is at most 2^22: this pid cannot be alive.
+    write(&pid, b"4194304999\n");
+    let mut w = t.start(&[OsString::from("--pid-file"), pid.clone().into()]);
+    assert_eq!(
+        std::fs::read_to_string(&pid).unwrap().trim(),
+        w.pid().to_string()
+    );
+    w.stop_ok();
+}
+
+#[test]
+fn only_initialsync_syncs_and_exits() {
+    let t = TestDir::new("onlyinit");
+    mkdir_p(&t.s(b"a/b"));
+    write(&t.s(b"a/b/f"), b"data");
+    let f = run(
+        &t.root,
+        &[
+            OsString::from("--only-initialsync"),
+            t.src.clone().into(),
+            t.dst.clone().into(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert_synced_now(&t.src, &t.dst, "after --only-initialsync");
+}
+
+#[test]
+fn skip_initialsync_mirrors_only_changes() {
+    let t = TestDir::new("skipinit");
+    write(&t.s(b"old"), b"not synced at start");
+    let mut w = t.start(&[OsString::from("--skip-initialsync")]);
+    write(&t.s(b"new"), b"synced");
+    wait_until(SYNC_TIMEOUT, "the new file", || {
+        exists_nofollow(&t.d(b"new"))
+            .then_some(())
+            .ok_or_else(|| "not yet".into())
+    });
+    assert!(!exists_nofollow(&t.d(b"old")), "no initial sync");
+    w.stop_ok();
+    let both = run(
+        &t.root,
+        &[
+            OsString::from("--skip-initialsync"),
+            "--only-initialsync".into(),
+            t.src.clone().into(),
+            t.dst.clone().into(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(both.status.code(), Some(2), "{}", both.stderr);
+    assert!(
+        both.stderr.contains("exclude each other"),
+        "{}",
+        both.stderr
+    );
+}

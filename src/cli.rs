@@ -76,6 +76,15 @@ struct Args {
     /// Run the initial full sync, then exit
     #[arg(long = "only-initialsync")]
     only_initialsync: bool,
+    /// Run as `HOOK LABEL` when a stop is requested, before the final sync
+    #[arg(long = "pre-exit-hook", value_name = "PROGRAM")]
+    pre_exit_hook: Option<PathBuf>,
+    /// Run as `HOOK LABEL` when the worker exits
+    #[arg(long = "exit-hook", value_name = "PROGRAM")]
+    exit_hook: Option<PathBuf>,
+    /// While this file exists no sync runs (events keep queuing)
+    #[arg(long = "standby-file", value_name = "FILE")]
+    standby_file: Option<PathBuf>,
     /// FS monitor subsystem: inotify (the others of the original are for BSD/macOS)
     #[arg(long = "monitor", value_name = "SUBSYSTEM")]
     monitor: Option<String>,
@@ -123,7 +132,6 @@ const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (None, "detach-miscellanea"),
     (None, "detach-network"),
     (None, "dump-dir"),
-    (None, "exit-hook"),
     (None, "exit-on-no-events"),
     (None, "exit-on-sync-skip"),
     (None, "forbid-devices"),
@@ -137,7 +145,6 @@ const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (None, "one-file-system"),
     (None, "permit-mprotect"),
     (None, "pivot-root"),
-    (None, "pre-exit-hook"),
     (None, "privileged-gid"),
     (None, "privileged-uid"),
     (None, "rsync-prefer-include"),
@@ -148,7 +155,6 @@ const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (None, "socket-mod"),
     (None, "socket-own"),
     (None, "splitting"),
-    (None, "standby-file"),
     (None, "sync-handler-gid"),
     (None, "sync-handler-uid"),
     (None, "sync-on-quit"),
@@ -370,6 +376,15 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
         c.timeout_sync = (!v.is_zero()).then_some(v);
     }
     c.initial = initial(a.skip_initialsync, a.only_initialsync, c.initial)?;
+    if let Some(v) = a.pre_exit_hook {
+        c.pre_exit_hook = Some(v);
+    }
+    if let Some(v) = a.exit_hook {
+        c.exit_hook = Some(v);
+    }
+    if let Some(v) = a.standby_file {
+        c.standby_file = Some(v);
+    }
     Ok(c)
 }
 
@@ -489,6 +504,9 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         ignore_exitcodes: crate::config::parse_exitcodes(&a.ignore_exitcode).map_err(usage)?,
         timeout_sync: a.timeout_sync.filter(|t| !t.is_zero()),
         initial: initial(a.skip_initialsync, a.only_initialsync, Initial::Sync)?,
+        pre_exit_hook: a.pre_exit_hook,
+        exit_hook: a.exit_hook,
+        standby_file: a.standby_file,
     })
 }
 

@@ -37,6 +37,12 @@ pub struct Config {
     /// A sync running longer is killed and fails (`None`: no limit).
     pub timeout_sync: Option<Duration>,
     pub initial: Initial,
+    /// Run as `HOOK LABEL` when a stop is requested, before the final sync.
+    pub pre_exit_hook: Option<PathBuf>,
+    /// Run as `HOOK LABEL` when the worker exits (after the final sync, or a failure).
+    pub exit_hook: Option<PathBuf>,
+    /// While this file exists no sync runs; events keep queuing.
+    pub standby_file: Option<PathBuf>,
 }
 
 /// What happens with the initial full sync.

@@ -38,6 +38,9 @@ const IMPLEMENTED: &[&str] = &[
     "timeout-sync",
     "skip-initialsync",
     "only-initialsync",
+    "exit-hook",
+    "pre-exit-hook",
+    "standby-file",
     "inherits",
     "autostart",
     "restart",
@@ -143,6 +146,9 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
             (false, true) => crate::config::Initial::Only,
             (false, false) => crate::config::Initial::Sync,
         },
+        pre_exit_hook: v.pre_exit_hook.as_ref().map(PathBuf::from),
+        exit_hook: v.exit_hook.as_ref().map(PathBuf::from),
+        standby_file: v.standby_file.as_ref().map(PathBuf::from),
     })
 }
 

@@ -36,6 +36,10 @@ const WAKER: Token = Token(2);
 
 /// How often directories that could not be watched are rescanned.
 const POLL_UNWATCHED: Duration = Duration::from_secs(5);
+/// How often a standby file is looked at.
+const STANDBY_CHECK: Duration = Duration::from_secs(1);
+/// How long a pre-exit or exit hook may run.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a killed rsync gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(3);
 
@@ -125,6 +129,8 @@ struct Worker {
     next_poll: Option<Instant>,
     /// The exit code once the running rsync is gone, after an abort.
     abort_code: i32,
+    /// Set while the standby file exists: when to look at it again.
+    standby_check: Option<Instant>,
     started: Instant,
     exit: Option<i32>,
 }
@@ -191,6 +197,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         phase: Phase::Running,
         next_poll: None,
         abort_code: 1,
+        standby_check: None,
         started,
         exit: None,
     };
@@ -241,6 +248,11 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         w.tick(Instant::now());
     };
     w.status.set("exiting");
+    if let Some(hook) = w.cfg.exit_hook.clone() {
+        if w.ready {
+            w.run_hook(&hook, "exiting", Some(code));
+        }
+    }
     Ok(code)
 }
 
@@ -257,10 +269,14 @@ impl Worker {
         }
         consider(self.next_poll);
         consider(self.runner.deadline());
+        consider(self.standby_check);
         if let Phase::Aborting { since, .. } = self.phase {
             consider(Some(since + KILL_GRACE));
         }
-        if matches!(self.phase, Phase::Stopping { .. }) && !self.runner.busy() {
+        if matches!(self.phase, Phase::Stopping { .. })
+            && !self.runner.busy()
+            && self.standby_check.is_none()
+        {
             return Some(Duration::ZERO);
         }
         t.map(|t| t.saturating_duration_since(now))
@@ -325,6 +341,12 @@ impl Worker {
                         signame(sig),
                         self.batcher.len()
                     );
+                    if let Some(hook) = self.cfg.pre_exit_hook.clone() {
+                        if self.ready {
+                            self.status.set("preexit");
+                            self.run_hook(&hook, "preexit", None);
+                        }
+                    }
                     self.status.set("terminating");
                     self.phase = Phase::Stopping {
                         final_started: false,
@@ -454,7 +476,7 @@ impl Worker {
                 }
             }
             Phase::Stopping { final_started } => {
-                if self.runner.busy() || final_started {
+                if self.runner.busy() || final_started || self.on_standby(now) {
                     return;
                 }
                 // Pick up what happened up to now, then sync everything, ignoring delays.
@@ -474,11 +496,91 @@ impl Worker {
                 }
             }
             Phase::Running => {
-                if !self.runner.busy() {
-                    if let Some(batch) = self.batcher.take_due(now) {
-                        self.start(batch);
-                    }
+                if self.runner.busy() || self.on_standby(now) {
+                    return;
                 }
+                if let Some(batch) = self.batcher.take_due(now) {
+                    self.start(batch);
+                }
+            }
+        }
+    }
+
+    /// While the standby file exists no sync starts; it is looked at again every second.
+    fn on_standby(&mut self, now: Instant) -> bool {
+        let Some(file) = &self.cfg.standby_file else {
+            return false;
+        };
+        if file.exists() {
+            if self.standby_check.is_none() {
+                info!(
+                    "standby: {} exists; no sync until it is gone ({} paths queued)",
+                    file.display(),
+                    self.batcher.len()
+                );
+                if self.phase == Phase::Running && self.ready {
+                    self.status.set("hold on");
+                }
+            }
+            self.standby_check = Some(now + STANDBY_CHECK);
+            return true;
+        }
+        if self.standby_check.take().is_some() {
+            info!("standby: {} is gone; syncing again", file.display());
+            if self.phase == Phase::Running && self.ready {
+                self.status.set("running");
+            }
+        }
+        false
+    }
+
+    /// Runs a hook as `HOOK LABEL` in the watch directory, with `CLSYNC_STATUS` (and
+    /// `CLSYNC_EXIT_CODE` at exit) in its environment, in its own process group; waits
+    /// for it at most `HOOK_TIMEOUT`. A failing hook is logged, not fatal.
+    fn run_hook(&self, hook: &std::path::Path, status: &str, code: Option<i32>) {
+        use std::os::unix::process::CommandExt;
+        let label = self.cfg.label.clone().unwrap_or_else(|| "nolabel".into());
+        let mut cmd = std::process::Command::new(hook);
+        cmd.arg(&label)
+            .current_dir(&self.src)
+            .env("CLSYNC_STATUS", status)
+            .env("CLSYNC_LABEL", &label)
+            .stdin(std::process::Stdio::null())
+            .process_group(0);
+        if let Some(c) = code {
+            cmd.env("CLSYNC_EXIT_CODE", c.to_string());
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                error!("{status} hook {}: {e}", hook.display());
+                return;
+            }
+        };
+        let deadline = Instant::now() + HOOK_TIMEOUT;
+        let st = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => break None,
+            }
+        };
+        match st {
+            Some(st) if st.success() => info!("{status} hook {} done", hook.display()),
+            Some(st) => error!("{status} hook {} failed: {st}", hook.display()),
+            None => {
+                error!(
+                    "{status} hook {} still running after {}s: killed",
+                    hook.display(),
+                    HOOK_TIMEOUT.as_secs()
+                );
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    Signal::SIGKILL,
+                );
+                let _ = child.wait();
             }
         }
     }

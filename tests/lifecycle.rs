@@ -98,3 +98,75 @@ fn skip_initialsync_mirrors_only_changes() {
         both.stderr
     );
 }
+
+/// A hook that records its arguments and environment.
+fn recording_hook(t: &TestDir, name: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let hook = t.root.join(name);
+    let log = t.root.join(format!("{name}.log"));
+    write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$0 $* status=$CLSYNC_STATUS code=$CLSYNC_EXIT_CODE cwd=$(pwd)\" >> '{}'\n",
+            log.display()
+        )
+        .as_bytes(),
+    );
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    hook
+}
+
+#[test]
+fn pre_exit_and_exit_hooks_run_with_the_label() {
+    let t = TestDir::new("hooks");
+    let pre = recording_hook(&t, "pre");
+    let post = recording_hook(&t, "post");
+    let mut w = t.start(&[
+        OsString::from("--pre-exit-hook"),
+        pre.clone().into(),
+        "--exit-hook".into(),
+        post.clone().into(),
+        "-l".into(),
+        "web01".into(),
+    ]);
+    write(&t.s(b"f"), b"x");
+    w.stop_ok();
+    let pre_log = std::fs::read_to_string(t.root.join("pre.log")).unwrap();
+    let post_log = std::fs::read_to_string(t.root.join("post.log")).unwrap();
+    let src = t.src.display().to_string();
+    assert_eq!(
+        pre_log,
+        format!("{} web01 status=preexit code= cwd={src}\n", pre.display())
+    );
+    assert_eq!(
+        post_log,
+        format!("{} web01 status=exiting code=0 cwd={src}\n", post.display())
+    );
+    assert_synced_now(&t.src, &t.dst, "after the stop");
+}
+
+#[test]
+fn standby_file_holds_syncs_and_events_keep_queuing() {
+    let t = TestDir::new("standby");
+    let standby = t.root.join("standby");
+    let mut w = t.start(&[OsString::from("--standby-file"), standby.clone().into()]);
+    write(&standby, b"");
+    wait_until(SYNC_TIMEOUT, "status hold on", || {
+        // The status changes at the first batch that is held back.
+        write(&t.s(b"probe"), b"p");
+        match w.status().as_str() {
+            "hold on" => Ok(()),
+            s => Err(s.to_string()),
+        }
+    });
+    write(&t.s(b"held"), b"waits for the standby file to go");
+    assert!(!exists_nofollow(&t.d(b"held")));
+    assert!(
+        !exists_nofollow(&t.d(b"probe")),
+        "nothing synced on standby"
+    );
+    std::fs::remove_file(&standby).unwrap();
+    w.wait_synced(SYNC_TIMEOUT);
+    assert_eq!(w.status(), "running");
+    w.stop_ok();
+}

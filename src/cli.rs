@@ -85,6 +85,9 @@ struct Args {
     /// While this file exists no sync runs (events keep queuing)
     #[arg(long = "standby-file", value_name = "FILE")]
     standby_file: Option<PathBuf>,
+    /// Give up after N failed syncs in a row, exiting with rsync's code; 0: retry forever [default: 0]
+    #[arg(short = 'r', long = "retries", value_name = "N")]
+    retries: Option<u32>,
     /// FS monitor subsystem: inotify (the others of the original are for BSD/macOS)
     #[arg(long = "monitor", value_name = "SUBSYSTEM")]
     monitor: Option<String>,
@@ -118,7 +121,6 @@ const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (Some('g'), "gid"),
     (Some('p'), "threading"),
     (Some('q'), "quiet"),
-    (Some('r'), "retries"),
     (Some('u'), "uid"),
     (Some('v'), "verbose"),
     (None, "add-permitted-hook-files"),
@@ -385,6 +387,9 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
     if let Some(v) = a.standby_file {
         c.standby_file = Some(v);
     }
+    if let Some(v) = a.retries {
+        c.retries = v;
+    }
     Ok(c)
 }
 
@@ -507,6 +512,7 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         pre_exit_hook: a.pre_exit_hook,
         exit_hook: a.exit_hook,
         standby_file: a.standby_file,
+        retries: a.retries.unwrap_or(0),
     })
 }
 
@@ -542,10 +548,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("option -b (--background) of the original clsync is not implemented yet"));
-        assert!(parse(["clsync", "--retries=3", "/a", "/b"])
+        assert!(parse(["clsync", "--lists-dir=/l", "/a", "/b"])
             .unwrap_err()
             .to_string()
-            .contains("--retries (-r)"));
+            .contains("--lists-dir (-L)"));
         assert!(parse(["clsync", "/a"]).is_err());
         assert!(parse(["clsync", "-W/a"]).is_err());
         assert!(parse(["clsync", "-t", "abc", "/a", "/b"]).is_err());

@@ -43,6 +43,9 @@ pub struct Config {
     pub exit_hook: Option<PathBuf>,
     /// While this file exists no sync runs; events keep queuing.
     pub standby_file: Option<PathBuf>,
+    /// Give up after this many failed tries in a row and exit with rsync's exit code;
+    /// 0 (the default): retry forever, keeping the paths queued.
+    pub retries: u32,
 }
 
 /// What happens with the initial full sync.

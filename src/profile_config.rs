@@ -41,6 +41,7 @@ const IMPLEMENTED: &[&str] = &[
     "exit-hook",
     "pre-exit-hook",
     "standby-file",
+    "retries",
     "inherits",
     "autostart",
     "restart",
@@ -149,6 +150,7 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         pre_exit_hook: v.pre_exit_hook.as_ref().map(PathBuf::from),
         exit_hook: v.exit_hook.as_ref().map(PathBuf::from),
         standby_file: v.standby_file.as_ref().map(PathBuf::from),
+        retries: v.retries.unwrap_or(0),
     })
 }
 
@@ -382,12 +384,12 @@ mod tests {
     fn unimplemented_keys_are_errors_naming_them() {
         let d = dir(&[(
             "p.toml",
-            "watch-dir = \"/a\"\ndestination-dir = \"/b\"\nretries = 3\nthreading = \"safe\"\n",
+            "watch-dir = \"/a\"\ndestination-dir = \"/b\"\nlists-dir = \"/l\"\nthreading = \"safe\"\n",
         )]);
         let e = load(d.path(), "p", None).unwrap_err().to_string();
         assert!(e.contains("p.toml"), "{e}");
         assert!(
-            e.contains("retries") && e.contains("threading") && e.contains("not implemented yet"),
+            e.contains("lists-dir") && e.contains("threading") && e.contains("not implemented yet"),
             "{e}"
         );
     }

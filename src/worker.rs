@@ -86,12 +86,21 @@ impl Drop for PidFile {
     }
 }
 
-/// Writes the status word to the status file atomically (temp file + rename).
-pub struct Status(Option<PathBuf>);
+/// Writes the status word to the status file atomically (temp file + rename), only
+/// when it changes.
+pub struct Status(Option<PathBuf>, std::cell::RefCell<String>);
 
 impl Status {
+    pub fn new(path: Option<PathBuf>) -> Self {
+        Status(path, Default::default())
+    }
+
     pub fn set(&self, word: &str) {
         let Some(path) = &self.0 else { return };
+        if *self.1.borrow() == word {
+            return;
+        }
+        *self.1.borrow_mut() = word.to_string();
         let mut tmp = path.clone().into_os_string();
         tmp.push(format!(".tmp.{}", std::process::id()));
         let tmp = PathBuf::from(tmp);
@@ -137,7 +146,7 @@ struct Worker {
 
 /// Runs the worker until it is told to stop. Returns the process exit code.
 pub fn run(cfg: Config) -> Result<i32, StartError> {
-    let status = Status(cfg.status_file.clone());
+    let status = Status::new(cfg.status_file.clone());
     status.set("starting");
     let rules = cfg
         .load_rules()
@@ -412,12 +421,27 @@ impl Worker {
         let ok = f.result.is_ok();
         self.batcher.complete(now, f.batch, ok);
         if let Err(why) = &f.result {
-            if !matches!(self.phase, Phase::Aborting { .. }) {
+            let give_up = self.cfg.retries > 0 && self.batcher.failures() >= self.cfg.retries;
+            let aborting = matches!(self.phase, Phase::Aborting { .. });
+            if give_up && self.phase == Phase::Running {
+                error!(
+                    "sync failed: {why}; giving up after {} tries in a row (retries = {}): exiting; {n} paths were not synced",
+                    self.batcher.failures(),
+                    self.cfg.retries
+                );
+                self.exit = Some(f.code.filter(|c| *c != 0).unwrap_or(1));
+                return;
+            } else if !aborting {
                 error!(
                     "sync failed: {why}; {n} paths stay queued, next try in {}s",
                     self.batcher.backoff().as_secs_f64()
                 );
+                if self.ready && self.phase == Phase::Running {
+                    self.status.set("synchandler error");
+                }
             }
+        } else if self.ready && self.phase == Phase::Running && self.standby_check.is_none() {
+            self.status.set("running");
         }
         if ok && full && !self.ready {
             info!(

@@ -251,3 +251,19 @@ fn timeout_sync_kills_the_process_group_and_retries() {
     );
     w.stop_ok();
 }
+
+/// `-r 2`: two failed tries in a row end the worker with rsync's exit code, and the exit
+/// hook sees it.
+#[test]
+fn retries_gives_up_with_rsyncs_exit_code() {
+    let t = TestDir::new("retries");
+    let (script, count) = script(&t, "[ $n = 1 ] || exit 12\nexec rsync \"$@\"");
+    let s = script.as_os_str().to_os_string();
+    let mut w = t.start(&[std::ffi::OsString::from("-S"), s, "-r".into(), "2".into()]);
+    write(&t.s(b"f"), b"x");
+    let st = w.wait_exit(SYNC_TIMEOUT);
+    let log = w.stderr();
+    assert_eq!(st.code(), Some(12), "rsync's exit code:\n{log}");
+    assert_eq!(calls(&count), 3, "the initial sync and two tries:\n{log}");
+    assert!(log.contains("giving up after 2 tries in a row"), "{log}");
+}

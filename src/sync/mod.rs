@@ -69,6 +69,8 @@ struct Done {
 pub struct Finished {
     pub batch: Batch,
     pub result: Result<(), String>,
+    /// The failing run's exit code, when it exited with one.
+    pub code: Option<i32>,
 }
 
 pub struct Runner {
@@ -78,6 +80,8 @@ pub struct Runner {
     waker: Arc<Waker>,
     job: Option<Job>,
     seq: u64,
+    /// Exit code of the run that failed the current job.
+    last_code: Option<i32>,
 }
 
 /// How long a run that overran its timeout gets between TERM and KILL.
@@ -126,6 +130,7 @@ impl Runner {
             waker,
             job: None,
             seq: 0,
+            last_code: None,
         }
     }
 
@@ -238,6 +243,7 @@ impl Runner {
         Some(Finished {
             batch: job.batch,
             result,
+            code: self.last_code.take(),
         })
     }
 
@@ -268,7 +274,10 @@ impl Runner {
                         return Some(f);
                     }
                 }
-                Ok(st) => return self.finish(Err(describe(&st))),
+                Ok(st) => {
+                    self.last_code = st.code();
+                    return self.finish(Err(describe(&st)));
+                }
                 Err(e) => return self.finish(Err(format!("waiting for rsync: {e}"))),
             }
         }

@@ -88,6 +88,12 @@ struct Args {
     /// Give up after N failed syncs in a row, exiting with rsync's code; 0: retry forever [default: 0]
     #[arg(short = 'r', long = "retries", value_name = "N")]
     retries: Option<u32>,
+    /// Do not cross into other file systems (mount points are synced empty)
+    #[arg(long = "one-file-system")]
+    one_file_system: bool,
+    /// Leave the content of mount points out (the same as --one-file-system here)
+    #[arg(short = 'X', long = "exclude-mount-points")]
+    exclude_mount_points: bool,
     /// FS monitor subsystem: inotify (the others of the original are for BSD/macOS)
     #[arg(long = "monitor", value_name = "SUBSYSTEM")]
     monitor: Option<String>,
@@ -116,7 +122,6 @@ const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (Some('F'), "full-initialsync"),
     (Some('L'), "lists-dir"),
     (Some('U'), "dont-unlink-lists"),
-    (Some('X'), "exclude-mount-points"),
     (Some('Y'), "output"),
     (Some('g'), "gid"),
     (Some('p'), "threading"),
@@ -144,7 +149,6 @@ const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (None, "max-iterations"),
     (None, "modification-signature"),
     (None, "mountpoints"),
-    (None, "one-file-system"),
     (None, "permit-mprotect"),
     (None, "pivot-root"),
     (None, "privileged-gid"),
@@ -390,6 +394,7 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
     if let Some(v) = a.retries {
         c.retries = v;
     }
+    c.one_file_system |= a.one_file_system || a.exclude_mount_points;
     Ok(c)
 }
 
@@ -513,6 +518,7 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         exit_hook: a.exit_hook,
         standby_file: a.standby_file,
         retries: a.retries.unwrap_or(0),
+        one_file_system: a.one_file_system || a.exclude_mount_points,
     })
 }
 

@@ -46,6 +46,9 @@ pub struct Config {
     /// Give up after this many failed tries in a row and exit with rsync's exit code;
     /// 0 (the default): retry forever, keeping the paths queued.
     pub retries: u32,
+    /// Do not cross into other file systems (`one-file-system`, `exclude-mount-points`):
+    /// a mount point is synced as an empty directory, its content is not watched or synced.
+    pub one_file_system: bool,
 }
 
 /// What happens with the initial full sync.

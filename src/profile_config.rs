@@ -42,6 +42,8 @@ const IMPLEMENTED: &[&str] = &[
     "pre-exit-hook",
     "standby-file",
     "retries",
+    "one-file-system",
+    "exclude-mount-points",
     "inherits",
     "autostart",
     "restart",
@@ -151,6 +153,7 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         exit_hook: v.exit_hook.as_ref().map(PathBuf::from),
         standby_file: v.standby_file.as_ref().map(PathBuf::from),
         retries: v.retries.unwrap_or(0),
+        one_file_system: v.one_file_system == Some(true) || v.exclude_mount_points == Some(true),
     })
 }
 

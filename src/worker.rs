@@ -162,7 +162,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         .map_err(|e| StartError::Other(format!("cannot create a directory for list files: {e}")))?;
 
     let started = Instant::now();
-    let (watcher, init) = Watcher::new(&src, rules)?;
+    let (watcher, init) = Watcher::new(&src, rules, cfg.one_file_system)?;
     info!(
         "watching {} directories under {} ({:.1}s)",
         watcher.watched(),
@@ -191,6 +191,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             lists_dir: lists.path().to_path_buf(),
             ignore_exitcodes: cfg.ignore_exitcodes.clone(),
             timeout: cfg.timeout_sync,
+            one_file_system: cfg.one_file_system,
         },
         waker,
     );

@@ -42,6 +42,8 @@ pub struct RsyncConfig {
     pub ignore_exitcodes: Vec<i32>,
     /// A run that takes longer is killed (its process group: TERM, then KILL) and fails.
     pub timeout: Option<std::time::Duration>,
+    /// `rsync -x`: do not cross file system boundaries.
+    pub one_file_system: bool,
 }
 
 enum Run {
@@ -165,6 +167,9 @@ impl Runner {
 
     fn argv(&mut self, run: &Run) -> io::Result<Vec<OsString>> {
         let mut args: Vec<OsString> = vec!["-aH".into(), "--delete".into()];
+        if self.cfg.one_file_system {
+            args.push("-x".into());
+        }
         let mut files = Vec::new();
         let (exclude, include) = match run {
             Run::Full { exclude } => (exclude, None),

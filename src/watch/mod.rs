@@ -122,6 +122,8 @@ pub struct Watcher {
     missing: HashSet<(NodeId, Box<[u8]>)>,
     /// The tree contradicted the kernel in a way only a full rescan resolves.
     stale: bool,
+    /// With one-file-system: the root's device; directories on others are not entered.
+    device: Option<u64>,
     buf: Vec<u8>,
 }
 
@@ -199,9 +201,23 @@ fn vanished(err: &io::Error) -> bool {
 impl Watcher {
     /// Sets up inotify for `root` and watches the whole tree. Returns the watcher and the
     /// paths excluded by the rules (for the initial sync's exclude list).
-    pub fn new(root: &Path, rules: Rules) -> Result<(Self, Changes), WatchError> {
+    pub fn new(
+        root: &Path,
+        rules: Rules,
+        one_file_system: bool,
+    ) -> Result<(Self, Changes), WatchError> {
         let inotify = Inotify::init().map_err(WatchError::Init)?;
+        let device = if one_file_system {
+            let m = std::fs::metadata(root).map_err(|source| WatchError::Unreadable {
+                path: root.to_path_buf(),
+                source,
+            })?;
+            Some(m.dev())
+        } else {
+            None
+        };
         let mut w = Watcher {
+            device,
             inotify,
             root: root.to_path_buf(),
             rules,
@@ -321,6 +337,14 @@ impl Watcher {
         out: &mut Changes,
     ) -> Result<bool, WatchError> {
         let abs = self.abs(id);
+        if let (Some(dev), true) = (self.device, id != ROOT) {
+            if std::fs::symlink_metadata(&abs).is_ok_and(|m| m.dev() != dev) {
+                // A mount point: the directory itself is synced (rsync -x), not its content.
+                debug!("not entering {}: another file system", abs.display());
+                self.remove_node(id);
+                return Ok(false);
+            }
+        }
         if id != ROOT && !self.rules.is_empty() && !self.rules.monitored(&self.tree.path(id)) {
             // The rules say: walk and sync it, but do not monitor it.
             debug!("not monitoring {} (rules)", abs.display());

@@ -94,6 +94,18 @@ struct Args {
     /// Leave the content of mount points out (the same as --one-file-system here)
     #[arg(short = 'X', long = "exclude-mount-points")]
     exclude_mount_points: bool,
+    /// Ignore the rules' excludes on the initial sync
+    #[arg(short = 'F', long = "full-initialsync")]
+    full_initialsync: bool,
+    /// After the initial sync, sync what is queued and exit when nothing is left
+    #[arg(long = "exit-on-no-events")]
+    exit_on_no_events: bool,
+    /// Exit after N sync iterations (the initial sync counts); 0: no limit
+    #[arg(long = "max-iterations", value_name = "N")]
+    max_iterations: Option<u32>,
+    /// Sync the queue before exiting on SIGQUIT (always done, on every stop signal)
+    #[arg(long = "sync-on-quit")]
+    sync_on_quit: bool,
     /// FS monitor subsystem: inotify (the others of the original are for BSD/macOS)
     #[arg(long = "monitor", value_name = "SUBSYSTEM")]
     monitor: Option<String>,
@@ -119,7 +131,6 @@ struct Args {
 const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (Some('b'), "background"),
     (Some('C'), "preserve-capabilities"),
-    (Some('F'), "full-initialsync"),
     (Some('L'), "lists-dir"),
     (Some('U'), "dont-unlink-lists"),
     (Some('Y'), "output"),
@@ -139,14 +150,12 @@ const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (None, "detach-miscellanea"),
     (None, "detach-network"),
     (None, "dump-dir"),
-    (None, "exit-on-no-events"),
     (None, "exit-on-sync-skip"),
     (None, "forbid-devices"),
     (None, "fts-experimental-optimization"),
     (None, "have-recursive-sync"),
     (None, "ignore-failures"),
     (None, "inherit-capabilities"),
-    (None, "max-iterations"),
     (None, "modification-signature"),
     (None, "mountpoints"),
     (None, "permit-mprotect"),
@@ -163,7 +172,6 @@ const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (None, "splitting"),
     (None, "sync-handler-gid"),
     (None, "sync-handler-uid"),
-    (None, "sync-on-quit"),
     (None, "synclist-simplify"),
 ];
 
@@ -395,6 +403,12 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
         c.retries = v;
     }
     c.one_file_system |= a.one_file_system || a.exclude_mount_points;
+    c.full_initialsync |= a.full_initialsync;
+    c.exit_on_no_events |= a.exit_on_no_events;
+    if let Some(v) = a.max_iterations {
+        c.max_iterations = v;
+    }
+    let _ = a.sync_on_quit; // what every stop does anyway
     Ok(c)
 }
 
@@ -519,6 +533,9 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         standby_file: a.standby_file,
         retries: a.retries.unwrap_or(0),
         one_file_system: a.one_file_system || a.exclude_mount_points,
+        full_initialsync: a.full_initialsync,
+        exit_on_no_events: a.exit_on_no_events,
+        max_iterations: a.max_iterations.unwrap_or(0),
     })
 }
 

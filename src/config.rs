@@ -49,6 +49,12 @@ pub struct Config {
     /// Do not cross into other file systems (`one-file-system`, `exclude-mount-points`):
     /// a mount point is synced as an empty directory, its content is not watched or synced.
     pub one_file_system: bool,
+    /// Ignore the rules' excludes on the initial sync (`full-initialsync`).
+    pub full_initialsync: bool,
+    /// After the initial sync, sync what is queued and exit when nothing is left.
+    pub exit_on_no_events: bool,
+    /// Exit after this many sync iterations (the initial sync counts); 0: no limit.
+    pub max_iterations: u32,
 }
 
 /// What happens with the initial full sync.

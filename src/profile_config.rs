@@ -44,13 +44,16 @@ const IMPLEMENTED: &[&str] = &[
     "retries",
     "one-file-system",
     "exclude-mount-points",
+    "full-initialsync",
+    "exit-on-no-events",
+    "max-iterations",
     "inherits",
     "autostart",
     "restart",
 ];
 
 /// Keys whose value is what the worker does anyway: accepted.
-const AS_IMPLEMENTED: &[(&str, &str)] = &[("threading", "\"off\"")];
+const AS_IMPLEMENTED: &[(&str, &str)] = &[("threading", "\"off\""), ("sync-on-quit", "true")];
 
 /// Keys set in `v` (after inheritance) that the worker does not implement yet.
 fn unimplemented(v: &ProfileValues) -> Vec<String> {
@@ -154,6 +157,9 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         standby_file: v.standby_file.as_ref().map(PathBuf::from),
         retries: v.retries.unwrap_or(0),
         one_file_system: v.one_file_system == Some(true) || v.exclude_mount_points == Some(true),
+        full_initialsync: v.full_initialsync == Some(true),
+        exit_on_no_events: v.exit_on_no_events == Some(true),
+        max_iterations: v.max_iterations.unwrap_or(0),
     })
 }
 

@@ -140,6 +140,8 @@ struct Worker {
     abort_code: i32,
     /// Set while the standby file exists: when to look at it again.
     standby_check: Option<Instant>,
+    /// Sync iterations done (batches, the initial sync included).
+    iterations: u32,
     started: Instant,
     exit: Option<i32>,
 }
@@ -208,6 +210,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         next_poll: None,
         abort_code: 1,
         standby_check: None,
+        iterations: 0,
         started,
         exit: None,
     };
@@ -374,14 +377,19 @@ impl Worker {
                     .push(Instant::now(), Vec::new(), true, Class::Normal);
             }
             SIGHUP => match self.cfg.load_rules() {
-                Ok(rules) => {
+                Ok(rules) if self.phase == Phase::Running => {
+                    self.status.set("rehashing");
                     info!("signal HUP: rules reloaded; rescanning the tree");
                     // The rescan lists what the new rules exclude.
                     self.excludes.clear();
                     let mut changes = Changes::default();
                     self.watcher.set_rules(rules, &mut changes);
                     self.apply(changes);
+                    if self.ready {
+                        self.status.set("running");
+                    }
                 }
+                Ok(_) => info!("signal HUP: stopping; rules not reloaded"),
                 Err(e) => error!("signal HUP: keeping the old rules: {e}"),
             },
             _ => debug!("signal {sig} ignored"),
@@ -404,12 +412,13 @@ impl Worker {
 
     fn start(&mut self, batch: Batch) {
         debug!("sync of {} paths", batch.entries.len());
-        let p = plan(
-            &self.src,
-            &batch.entries,
-            &self.excludes,
-            self.cfg.rsync_inclimit,
-        );
+        let none = BTreeSet::new();
+        let excludes = if !self.ready && self.cfg.full_initialsync && batch.is_full() {
+            &none // full-initialsync: the initial sync ignores the rules' excludes
+        } else {
+            &self.excludes
+        };
+        let p = plan(&self.src, &batch.entries, excludes, self.cfg.rsync_inclimit);
         if let Some(f) = self.runner.start(batch, p) {
             self.finished(f);
         }
@@ -421,6 +430,7 @@ impl Worker {
         let n = f.batch.entries.len();
         let ok = f.result.is_ok();
         self.batcher.complete(now, f.batch, ok);
+        self.iterations += 1;
         if let Err(why) = &f.result {
             let give_up = self.cfg.retries > 0 && self.batcher.failures() >= self.cfg.retries;
             let aborting = matches!(self.phase, Phase::Aborting { .. });
@@ -523,6 +533,23 @@ impl Worker {
             Phase::Running => {
                 if self.runner.busy() || self.on_standby(now) {
                     return;
+                }
+                if self.cfg.max_iterations > 0 && self.iterations >= self.cfg.max_iterations {
+                    info!(
+                        "max-iterations: {} sync iterations done; exiting ({} paths queued)",
+                        self.iterations,
+                        self.batcher.len()
+                    );
+                    self.exit = Some(0);
+                    return;
+                }
+                if self.cfg.exit_on_no_events && self.ready && self.batcher.is_empty() {
+                    self.drain();
+                    if self.batcher.is_empty() && self.exit.is_none() {
+                        info!("exit-on-no-events: nothing left to sync; exiting");
+                        self.exit = Some(0);
+                        return;
+                    }
                 }
                 if let Some(batch) = self.batcher.take_due(now) {
                     self.start(batch);

@@ -209,3 +209,61 @@ fn one_file_system_leaves_mount_points_empty() {
         "nothing from the other file system"
     );
 }
+
+#[test]
+fn max_iterations_counts_the_initial_sync() {
+    let t = TestDir::new("maxiter");
+    write(&t.s(b"before"), b"initial sync = iteration 1");
+    let mut w = t.start(&[OsString::from("--max-iterations"), "2".into()]);
+    write(&t.s(b"second"), b"iteration 2");
+    let st = w.wait_exit(SYNC_TIMEOUT);
+    assert_eq!(st.code(), Some(0), "{}", w.stderr());
+    assert!(exists_nofollow(&t.d(b"before")) && exists_nofollow(&t.d(b"second")));
+    assert!(
+        w.stderr()
+            .contains("max-iterations: 2 sync iterations done"),
+        "{}",
+        w.stderr()
+    );
+}
+
+#[test]
+fn exit_on_no_events_exits_once_synced() {
+    let t = TestDir::new("noevents");
+    mkdir_p(&t.s(b"d/e"));
+    write(&t.s(b"d/e/f"), b"x");
+    let f = run(
+        &t.root,
+        &[
+            OsString::from("--exit-on-no-events"),
+            t.src.clone().into(),
+            t.dst.clone().into(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert!(f.stderr.contains("exit-on-no-events"), "{}", f.stderr);
+    assert_synced_now(&t.src, &t.dst, "after --exit-on-no-events");
+}
+
+#[test]
+fn full_initialsync_ignores_the_rules_once() {
+    let t = TestDir::new("fullinit");
+    let rules = t.root.join("rules");
+    write(&rules, b"-f\\.log$\n");
+    write(&t.s(b"old.log"), b"synced once, at start");
+    let mut w = t.start(&[OsString::from("-F"), "-R".into(), rules.into()]);
+    assert!(
+        exists_nofollow(&t.d(b"old.log")),
+        "the initial sync ignores the rules"
+    );
+    write(&t.s(b"new.log"), b"excluded");
+    write(&t.s(b"marker"), b"synced");
+    wait_until(SYNC_TIMEOUT, "marker", || {
+        exists_nofollow(&t.d(b"marker"))
+            .then_some(())
+            .ok_or_else(|| "not yet".into())
+    });
+    assert!(!exists_nofollow(&t.d(b"new.log")), "later, the rules apply");
+    w.stop_ok();
+}

@@ -106,6 +106,15 @@ struct Args {
     /// Sync the queue before exiting on SIGQUIT (always done, on every stop signal)
     #[arg(long = "sync-on-quit")]
     sync_on_quit: bool,
+    /// Errors only
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+    /// Where the log goes: stderr, syslog or journal [default: stderr]
+    #[arg(short = 'Y', long = "output", value_name = "OUTPUT")]
+    output: Option<crate::logger::Output>,
+    /// Detach into the background once the tree is watched (log with --output syslog)
+    #[arg(short = 'b', long = "background")]
+    background: bool,
     /// FS monitor subsystem: inotify (the others of the original are for BSD/macOS)
     #[arg(long = "monitor", value_name = "SUBSYSTEM")]
     monitor: Option<String>,
@@ -129,14 +138,11 @@ struct Args {
 /// Options of the original clsync that this version does not implement yet: named in
 /// a clear error rather than a generic "unexpected argument".
 const LATER_OPTIONS: &[(Option<char>, &str)] = &[
-    (Some('b'), "background"),
     (Some('C'), "preserve-capabilities"),
     (Some('L'), "lists-dir"),
     (Some('U'), "dont-unlink-lists"),
-    (Some('Y'), "output"),
     (Some('g'), "gid"),
     (Some('p'), "threading"),
-    (Some('q'), "quiet"),
     (Some('u'), "uid"),
     (Some('v'), "verbose"),
     (None, "add-permitted-hook-files"),
@@ -409,6 +415,11 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
         c.max_iterations = v;
     }
     let _ = a.sync_on_quit; // what every stop does anyway
+    c.quiet |= a.quiet;
+    if let Some(o) = a.output {
+        c.output = o;
+    }
+    c.background |= a.background;
     Ok(c)
 }
 
@@ -536,6 +547,9 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         full_initialsync: a.full_initialsync,
         exit_on_no_events: a.exit_on_no_events,
         max_iterations: a.max_iterations.unwrap_or(0),
+        quiet: a.quiet,
+        output: a.output.unwrap_or_default(),
+        background: a.background,
     })
 }
 
@@ -566,11 +580,11 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not implemented yet"));
-        assert!(parse(["clsync", "--background", "/a", "/b"]).is_err());
-        assert!(parse(["clsync", "-b", "/a", "/b"])
+        assert!(parse(["clsync", "--no-such-option", "/a", "/b"]).is_err());
+        assert!(parse(["clsync", "-p", "safe", "/a", "/b"])
             .unwrap_err()
             .to_string()
-            .contains("option -b (--background) of the original clsync is not implemented yet"));
+            .contains("option -p (--threading) of the original clsync is not implemented yet"));
         assert!(parse(["clsync", "--lists-dir=/l", "/a", "/b"])
             .unwrap_err()
             .to_string()

@@ -55,6 +55,11 @@ pub struct Config {
     pub exit_on_no_events: bool,
     /// Exit after this many sync iterations (the initial sync counts); 0: no limit.
     pub max_iterations: u32,
+    /// Errors only in the log.
+    pub quiet: bool,
+    pub output: crate::logger::Output,
+    /// Detach (fork, setsid, stdio to /dev/null) once the tree is watched.
+    pub background: bool,
 }
 
 /// What happens with the initial full sync.

@@ -47,6 +47,7 @@ const IMPLEMENTED: &[&str] = &[
     "full-initialsync",
     "exit-on-no-events",
     "max-iterations",
+    "output",
     "inherits",
     "autostart",
     "restart",
@@ -160,6 +161,12 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         full_initialsync: v.full_initialsync == Some(true),
         exit_on_no_events: v.exit_on_no_events == Some(true),
         max_iterations: v.max_iterations.unwrap_or(0),
+        quiet: false,
+        output: match &v.output {
+            Some(o) => o.parse().map_err(err)?,
+            None => crate::logger::Output::Stderr,
+        },
+        background: false,
     })
 }
 

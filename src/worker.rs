@@ -48,7 +48,8 @@ const KILL_GRACE: Duration = Duration::from_secs(3);
 struct PidFile(PathBuf);
 
 impl PidFile {
-    fn create(path: &std::path::Path) -> Result<PidFile, StartError> {
+    /// Refuses to go on if the file names a live process other than this one.
+    fn check(path: &std::path::Path) -> Result<(), StartError> {
         let me = std::process::id() as i32;
         if let Ok(text) = std::fs::read_to_string(path) {
             if let Ok(pid) = text.trim().parse::<i32>() {
@@ -64,8 +65,23 @@ impl PidFile {
                         path.display()
                     )));
                 }
-                warn!("pid file {}: replacing the stale pid {pid}", path.display());
             }
+        }
+        Ok(())
+    }
+
+    fn create(path: &std::path::Path) -> Result<PidFile, StartError> {
+        Self::check(path)?;
+        let me = std::process::id() as i32;
+        if let Some(stale) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+            .filter(|pid| *pid != me)
+        {
+            warn!(
+                "pid file {}: replacing the stale pid {stale}",
+                path.display()
+            );
         }
         let mut tmp = path.as_os_str().to_os_string();
         tmp.push(format!(".tmp.{me}"));
@@ -154,10 +170,9 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         .load_rules()
         .map_err(|e| StartError::Usage(e.to_string()))?;
     let (src, dst, rsync) = preflight(&cfg)?;
-    let _pid_file = match &cfg.pid_file {
-        Some(p) => Some(PidFile::create(p)?),
-        None => None,
-    };
+    if let Some(p) = &cfg.pid_file {
+        PidFile::check(p)?;
+    }
     let lists = tempfile::Builder::new()
         .prefix("clsync-lists.")
         .tempdir()
@@ -171,6 +186,19 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         src.display(),
         started.elapsed().as_secs_f64()
     );
+    if cfg.background {
+        if cfg.output == crate::logger::Output::Stderr {
+            warn!("going to the background: the log goes to /dev/null (use --output syslog)");
+        }
+        // No thread exists yet: the inotify fd and the watches survive the fork.
+        nix::unistd::daemon(true, false)
+            .map_err(|e| StartError::Other(format!("cannot go to the background: {e}")))?;
+    }
+    // After the fork, so the file names the process that stays.
+    let _pid_file = match &cfg.pid_file {
+        Some(p) => Some(PidFile::create(p)?),
+        None => None,
+    };
 
     let mut poll = Poll::new().map_err(|e| StartError::Other(format!("epoll: {e}")))?;
     let waker = Arc::new(

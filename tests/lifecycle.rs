@@ -267,3 +267,89 @@ fn full_initialsync_ignores_the_rules_once() {
     assert!(!exists_nofollow(&t.d(b"new.log")), "later, the rules apply");
     w.stop_ok();
 }
+
+#[test]
+fn background_detaches_and_the_pid_file_names_the_daemon() {
+    let t = TestDir::new("background");
+    let pid = t.root.join("clsync.pid");
+    write(&t.s(b"before"), b"x");
+    let f = run(
+        &t.root,
+        &[
+            OsString::from("-b"),
+            "-t".into(),
+            "0.1".into(),
+            "-w".into(),
+            "0.1".into(),
+            "--pid-file".into(),
+            pid.clone().into(),
+            "--status-file".into(),
+            t.status.clone().into(),
+            t.src.clone().into(),
+            t.dst.clone().into(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        f.status.code(),
+        Some(0),
+        "the foreground process returns: {}",
+        f.stderr
+    );
+    let mut daemon = 0;
+    wait_until(SYNC_TIMEOUT, "the daemon to be running", || {
+        daemon = std::fs::read_to_string(&pid)
+            .map_err(|e| e.to_string())?
+            .trim()
+            .parse()
+            .map_err(|e: std::num::ParseIntError| e.to_string())?;
+        match std::fs::read_to_string(&t.status) {
+            Ok(s) if s.trim() == "running" => Ok(()),
+            s => Err(format!("status {s:?}")),
+        }
+    });
+    let daemon = nix::unistd::Pid::from_raw(daemon);
+    // Stops the daemon however the test ends.
+    struct Kill(nix::unistd::Pid);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _guard = Kill(daemon);
+    write(&t.s(b"live"), b"y");
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_until(SYNC_TIMEOUT, "the daemon to exit", || {
+        if pid.exists() {
+            Err("pid file still there".into())
+        } else {
+            Ok(())
+        }
+    });
+}
+
+#[test]
+fn journal_output_carries_priorities_and_quiet_keeps_errors_only() {
+    let t = TestDir::new("journal");
+    let mut w = t.start(&[OsString::from("--output"), "journal".into()]);
+    w.stop_ok();
+    let log = w.stderr();
+    assert!(
+        log.lines().any(|l| l.starts_with("<6>clsync: ready")),
+        "info lines carry <6>:\n{log}"
+    );
+    let t = TestDir::new("quiet");
+    let mut w = t.start(&[OsString::from("-q")]);
+    write(&t.s(b"f"), b"x");
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    assert_eq!(w.stderr(), "", "nothing but errors with -q");
+    // syslog(3): nothing on stderr, and the worker runs as usual.
+    let t = TestDir::new("syslog");
+    let mut w = t.start(&[OsString::from("-Y"), "syslog".into()]);
+    write(&t.s(b"f"), b"x");
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    assert_eq!(w.stderr(), "", "the log goes to syslog");
+}

@@ -10,7 +10,7 @@ fn main() {
     };
     match cmd {
         Command::Run(cfg) => {
-            clsync::logger::init(cfg.label.as_deref(), cfg.debug);
+            clsync::logger::init(cfg.label.as_deref(), cfg.debug, cfg.quiet, cfg.output);
             match clsync::worker::run(*cfg) {
                 Ok(code) => std::process::exit(code),
                 Err(e) => {

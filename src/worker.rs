@@ -22,7 +22,7 @@ use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::signal::Signal;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGIO, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use std::collections::BTreeSet;
 use std::io;
@@ -204,7 +204,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     let waker = Arc::new(
         Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Other(format!("waker: {e}")))?,
     );
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGIO])
         .map_err(|e| StartError::Other(format!("signals: {e}")))?;
     let ino_fd = watcher.fd();
     let registry = poll.registry();
@@ -361,6 +361,27 @@ impl Worker {
         }
     }
 
+    /// The worker's state as one JSON object (SIGUSR1, SIGIO), for people and scripts.
+    fn state_json(&self) -> String {
+        let phase = match self.phase {
+            Phase::Running => "running",
+            Phase::Stopping { .. } => "stopping",
+            Phase::Aborting { .. } => "aborting",
+        };
+        format!(
+            "{{\"phase\":\"{phase}\",\"ready\":{},\"queued\":{},\"syncing\":{},\"consecutive_failures\":{},\"iterations\":{},\"watches\":{},\"unwatched_dirs\":{},\"standby\":{},\"uptime_s\":{:.1}}}",
+            self.ready,
+            self.batcher.len(),
+            self.runner.busy(),
+            self.batcher.failures(),
+            self.iterations,
+            self.watcher.watched(),
+            self.watcher.unwatched(),
+            self.standby_check.is_some(),
+            self.started.elapsed().as_secs_f64()
+        )
+    }
+
     fn became_ready(&mut self) {
         self.ready = true;
         info!(
@@ -420,6 +441,7 @@ impl Worker {
                 Ok(_) => info!("signal HUP: stopping; rules not reloaded"),
                 Err(e) => error!("signal HUP: keeping the old rules: {e}"),
             },
+            SIGUSR1 | SIGIO => info!("state: {}", self.state_json()),
             _ => debug!("signal {sig} ignored"),
         }
     }

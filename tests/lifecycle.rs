@@ -353,3 +353,34 @@ fn journal_output_carries_priorities_and_quiet_keeps_errors_only() {
     w.stop_ok();
     assert_eq!(w.stderr(), "", "the log goes to syslog");
 }
+
+#[test]
+fn sigusr1_logs_the_state_as_json() {
+    let t = TestDir::new("usr1");
+    mkdir_p(&t.s(b"a/b"));
+    let mut w = t.start(&[OsString::from("-t"), "30".into(), "-w".into(), "30".into()]);
+    write(&t.s(b"queued"), b"waits 30 s");
+    wait_until(SYNC_TIMEOUT, "the state line", || {
+        w.signal(nix::sys::signal::Signal::SIGUSR1);
+        let log = w.stderr();
+        match log
+            .lines()
+            .find(|l| l.starts_with("clsync: state: ") && l.contains("\"queued\":1"))
+        {
+            Some(_) => Ok(()),
+            None => Err(log),
+        }
+    });
+    let log = w.stderr();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("clsync: state: "))
+        .unwrap();
+    assert!(
+        line.contains("\"phase\":\"running\",\"ready\":true"),
+        "{line}"
+    );
+    assert!(line.contains("\"watches\":3"), "root, a and a/b: {line}");
+    w.stop_ok();
+}

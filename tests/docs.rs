@@ -291,3 +291,116 @@ fn every_long_option_is_in_clsync_1() {
         missing.join(" ")
     );
 }
+
+/// Every option of the original's man page (clsync 0.4, OPTIONS), short and long.
+const ORIGINAL_OPTIONS: &[(Option<char>, &str)] = &[
+    (None, "add-permitted-hook-files"),
+    (None, "cancel-syscalls"),
+    (None, "cgroup-group-name"),
+    (None, "check-execvp-arguments"),
+    (None, "chroot"),
+    (None, "config-block-inherits"),
+    (None, "custom-signals"),
+    (None, "detach-ipc"),
+    (None, "detach-miscellanea"),
+    (None, "detach-network"),
+    (None, "dump-dir"),
+    (None, "exit-hook"),
+    (None, "exit-on-no-events"),
+    (None, "exit-on-sync-skip"),
+    (None, "forbid-devices"),
+    (None, "fts-experimental-optimization"),
+    (None, "have-recursive-sync"),
+    (None, "ignore-failures"),
+    (None, "inherit-capabilities"),
+    (None, "max-iterations"),
+    (None, "modification-signature"),
+    (None, "monitor"),
+    (None, "mountpoints"),
+    (None, "one-file-system"),
+    (None, "only-initialsync"),
+    (None, "permit-mprotect"),
+    (None, "pivot-root"),
+    (None, "pre-exit-hook"),
+    (None, "privileged-gid"),
+    (None, "privileged-uid"),
+    (None, "rsync-inclimit"),
+    (None, "rsync-prefer-include"),
+    (None, "seccomp-filter"),
+    (None, "secure-splitting"),
+    (None, "shm-mprotect"),
+    (None, "skip-initialsync"),
+    (None, "socket"),
+    (None, "socket-mod"),
+    (None, "socket-own"),
+    (None, "splitting"),
+    (None, "standby-file"),
+    (None, "status-file"),
+    (None, "sync-handler-gid"),
+    (None, "sync-handler-uid"),
+    (None, "sync-on-quit"),
+    (None, "synclist-simplify"),
+    (Some('B'), "threshold-bigfile"),
+    (Some('C'), "preserve-capabilities"),
+    (Some('D'), "destination-dir"),
+    (Some('F'), "full-initialsync"),
+    (Some('H'), "config-file"),
+    (Some('K'), "config-block"),
+    (Some('L'), "lists-dir"),
+    (Some('M'), "mode"),
+    (Some('R'), "rules-file"),
+    (Some('S'), "sync-handler"),
+    (Some('T'), "delay-collect-bigfile"),
+    (Some('U'), "dont-unlink-lists"),
+    (Some('V'), "version"),
+    (Some('W'), "watch-dir"),
+    (Some('X'), "exclude-mount-points"),
+    (Some('Y'), "output"),
+    (Some('b'), "background"),
+    (Some('d'), "debug"),
+    (Some('g'), "gid"),
+    (Some('h'), "help"),
+    (Some('k'), "timeout-sync"),
+    (Some('l'), "label"),
+    (Some('p'), "threading"),
+    (Some('q'), "quiet"),
+    (Some('r'), "retries"),
+    (Some('t'), "delay-collect"),
+    (Some('u'), "uid"),
+    (Some('v'), "verbose"),
+    (Some('w'), "delay-sync"),
+    (Some('x'), "ignore-exitcode"),
+    (Some('z'), "pid-file"),
+];
+
+/// None of the original's options is unknown to clsync: each is either implemented (it
+/// parses, or asks for its value) or refused by name as not implemented / not supported.
+#[test]
+fn every_option_of_the_original_is_recognised() {
+    let mut unknown = Vec::new();
+    for (short, long) in ORIGINAL_OPTIONS {
+        let mut forms = vec![format!("--{long}")];
+        if let Some(c) = short {
+            forms.push(format!("-{c}"));
+        }
+        for form in forms {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_clsync"))
+                .arg(&form)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("run clsync");
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("unexpected argument") || err.contains("unknown option") {
+                unknown.push(format!(
+                    "{form}: {}",
+                    err.lines().next().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "options of the original that clsync does not know:\n{}",
+        unknown.join("\n")
+    );
+}

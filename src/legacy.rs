@@ -54,6 +54,7 @@ Why it is shaped this way (the original's behaviour is taken from its source, `m
 - Errors are one line, `FILE:LINE: message`, quoting the offending value.
 */
 
+use crate::profile::edit_distance;
 use crate::profile::{self, ProfileValues};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -586,21 +587,6 @@ fn unknown_key(key: &str, value: &str) -> String {
         .map(|(_, k)| format!(" (did you mean {k:?}?)"))
         .unwrap_or_default();
     format!("unknown key {key:?} (= {value:?}){suggestion}")
-}
-
-/// Levenshtein distance in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let subst = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// A number as the original's `xstrtol_trim` reads it (`strtol` base 0: decimal, `0x`

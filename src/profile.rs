@@ -521,8 +521,8 @@ fn key_at(text: &str, pos: usize) -> Option<String> {
     None
 }
 
-/// Levenshtein distance in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance in characters (also used for the INI keys in `legacy`).
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -4,9 +4,10 @@ The worker loop: one thread, one `mio::Poll`, four sources of wake-ups.
 - the inotify fd: drained completely on every wake-up ([`Watcher::drain`]), so the kernel
   queue is emptied as fast as events arrive, whatever rsync is doing;
 - signals (signal-hook's pipe): TERM/INT/QUIT stop after a final sync, USR2 forces a full
-  resync, HUP is acknowledged (rules reload comes with profiles);
+  resync, HUP reloads the rules, USR1/IO log the state;
 - a `Waker` poked by the thread that waits for the running rsync;
-- the timeout: the batcher's next deadline, or the next poll of unwatchable directories.
+- the timeout: the batcher's next deadline, the next poll of unwatchable directories, a
+  sync's timeout, the next look at a standby file.
 
 Start-up order matters: the watches are set first, then the initial full sync runs, so a
 change made while it runs is an event like any other. Ready (log line and status file)
@@ -581,7 +582,13 @@ impl Worker {
                 }
             }
             Phase::Running => {
-                if self.runner.busy() || self.on_standby(now) {
+                if self.runner.busy() {
+                    return;
+                }
+                // The standby file is looked at only when a sync is due (or was held).
+                let due = self.batcher.deadline().is_some_and(|d| d <= now);
+                let recheck = self.standby_check.is_some_and(|t| now >= t);
+                if (due || recheck) && self.on_standby(now) {
                     return;
                 }
                 if self.cfg.max_iterations > 0 && self.iterations >= self.cfg.max_iterations {

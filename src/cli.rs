@@ -115,6 +115,15 @@ struct Args {
     /// Detach into the background once the tree is watched (log with --output syslog)
     #[arg(short = 'b', long = "background")]
     background: bool,
+    /// Directory for the list files handed to rsync (0700; created if missing)
+    #[arg(short = 'L', long = "lists-dir", value_name = "DIR")]
+    lists_dir: Option<PathBuf>,
+    /// Keep the list files after each run (debugging)
+    #[arg(short = 'U', long = "dont-unlink-lists")]
+    dont_unlink_lists: bool,
+    /// More log detail (the same as -d 1)
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
     /// FS monitor subsystem: inotify (the others of the original are for BSD/macOS)
     #[arg(long = "monitor", value_name = "SUBSYSTEM")]
     monitor: Option<String>,
@@ -139,12 +148,9 @@ struct Args {
 /// a clear error rather than a generic "unexpected argument".
 const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (Some('C'), "preserve-capabilities"),
-    (Some('L'), "lists-dir"),
-    (Some('U'), "dont-unlink-lists"),
     (Some('g'), "gid"),
     (Some('p'), "threading"),
     (Some('u'), "uid"),
-    (Some('v'), "verbose"),
     (None, "add-permitted-hook-files"),
     (None, "cancel-syscalls"),
     (None, "cgroup-group-name"),
@@ -420,6 +426,13 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
         c.output = o;
     }
     c.background |= a.background;
+    if let Some(d) = a.lists_dir {
+        c.lists_dir = Some(d);
+    }
+    c.dont_unlink_lists |= a.dont_unlink_lists;
+    if a.verbose {
+        c.debug = c.debug.max(1);
+    }
     Ok(c)
 }
 
@@ -534,7 +547,10 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         label: a.label,
         rsync_inclimit: a.rsync_inclimit.unwrap_or(20000),
         status_file: a.status_file,
-        debug: a.debug.unwrap_or(0),
+        debug: a
+            .debug
+            .unwrap_or(u8::from(a.verbose))
+            .max(u8::from(a.verbose)),
         pid_file: a.pid_file,
         ignore_exitcodes: crate::config::parse_exitcodes(&a.ignore_exitcode).map_err(usage)?,
         timeout_sync: a.timeout_sync.filter(|t| !t.is_zero()),
@@ -550,6 +566,8 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         quiet: a.quiet,
         output: a.output.unwrap_or_default(),
         background: a.background,
+        lists_dir: a.lists_dir,
+        dont_unlink_lists: a.dont_unlink_lists,
     })
 }
 
@@ -585,10 +603,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("option -p (--threading) of the original clsync is not implemented yet"));
-        assert!(parse(["clsync", "--lists-dir=/l", "/a", "/b"])
+        assert!(parse(["clsync", "--uid=nobody", "/a", "/b"])
             .unwrap_err()
             .to_string()
-            .contains("--lists-dir (-L)"));
+            .contains("--uid (-u)"));
         assert!(parse(["clsync", "/a"]).is_err());
         assert!(parse(["clsync", "-W/a"]).is_err());
         assert!(parse(["clsync", "-t", "abc", "/a", "/b"]).is_err());

@@ -60,6 +60,10 @@ pub struct Config {
     pub output: crate::logger::Output,
     /// Detach (fork, setsid, stdio to /dev/null) once the tree is watched.
     pub background: bool,
+    /// Where list files go (default: a private temporary directory).
+    pub lists_dir: Option<PathBuf>,
+    /// Keep list files after each run.
+    pub dont_unlink_lists: bool,
 }
 
 /// What happens with the initial full sync.
@@ -140,6 +144,48 @@ impl Config {
             None => Ok(rules),
         }
     }
+}
+
+/// Makes sure a lists directory is safe to write lists into: created 0700 if missing;
+/// refused if others may write to it (a list could be swapped under rsync).
+pub fn check_lists_dir(dir: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                StartError::Path(format!(
+                    "lists-dir {}: cannot create it: {e}",
+                    dir.display()
+                ))
+            })?;
+    }
+    let m = std::fs::metadata(dir)
+        .map_err(|e| StartError::Path(format!("lists-dir {}: {e}", dir.display())))?;
+    if !m.is_dir() {
+        return Err(StartError::Path(format!(
+            "lists-dir {}: not a directory",
+            dir.display()
+        )));
+    }
+    let mode = m.permissions().mode();
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky {
+        return Err(StartError::Path(format!(
+            "lists-dir {}: writable by others (mode {:o}); use a private directory (0700)",
+            dir.display(),
+            mode & 0o7777
+        )));
+    }
+    if m.uid() != nix::unistd::geteuid().as_raw() && mode & 0o022 != 0 {
+        return Err(StartError::Path(format!(
+            "lists-dir {}: a shared directory owned by someone else",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Parses a duration: plain seconds (`30`, `0.5`) or humantime (`200ms`, `2m`).

@@ -48,6 +48,8 @@ const IMPLEMENTED: &[&str] = &[
     "exit-on-no-events",
     "max-iterations",
     "output",
+    "lists-dir",
+    "dont-unlink-lists",
     "inherits",
     "autostart",
     "restart",
@@ -167,6 +169,8 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
             None => crate::logger::Output::Stderr,
         },
         background: false,
+        lists_dir: v.lists_dir.as_ref().map(PathBuf::from),
+        dont_unlink_lists: v.dont_unlink_lists == Some(true),
     })
 }
 
@@ -400,12 +404,14 @@ mod tests {
     fn unimplemented_keys_are_errors_naming_them() {
         let d = dir(&[(
             "p.toml",
-            "watch-dir = \"/a\"\ndestination-dir = \"/b\"\nlists-dir = \"/l\"\nthreading = \"safe\"\n",
+            "watch-dir = \"/a\"\ndestination-dir = \"/b\"\nsynclist-simplify = true\nthreading = \"safe\"\n",
         )]);
         let e = load(d.path(), "p", None).unwrap_err().to_string();
         assert!(e.contains("p.toml"), "{e}");
         assert!(
-            e.contains("lists-dir") && e.contains("threading") && e.contains("not implemented yet"),
+            e.contains("synclist-simplify")
+                && e.contains("threading")
+                && e.contains("not implemented yet"),
             "{e}"
         );
     }

@@ -174,10 +174,27 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     if let Some(p) = &cfg.pid_file {
         PidFile::check(p)?;
     }
-    let lists = tempfile::Builder::new()
-        .prefix("clsync-lists.")
-        .tempdir()
-        .map_err(|e| StartError::Other(format!("cannot create a directory for list files: {e}")))?;
+    // List files: in lists-dir if given (checked, kept with dont-unlink-lists), else in a
+    // private temporary directory removed at exit.
+    let lists = match &cfg.lists_dir {
+        Some(d) => {
+            crate::config::check_lists_dir(d)?;
+            None
+        }
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("clsync-lists.")
+                .tempdir()
+                .map_err(|e| {
+                    StartError::Other(format!("cannot create a directory for list files: {e}"))
+                })?,
+        ),
+    };
+    let lists_dir = match (&lists, &cfg.lists_dir) {
+        (Some(t), _) => t.path().to_path_buf(),
+        (None, Some(d)) => d.clone(),
+        (None, None) => unreachable!("one of the two is set"),
+    };
 
     let started = Instant::now();
     let (watcher, init) = Watcher::new(&src, rules, cfg.one_file_system)?;
@@ -219,10 +236,11 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             program: rsync,
             src: src.clone(),
             dst: dst.clone(),
-            lists_dir: lists.path().to_path_buf(),
+            lists_dir,
             ignore_exitcodes: cfg.ignore_exitcodes.clone(),
             timeout: cfg.timeout_sync,
             one_file_system: cfg.one_file_system,
+            keep_lists: cfg.dont_unlink_lists,
         },
         waker,
     );

@@ -384,3 +384,53 @@ fn sigusr1_logs_the_state_as_json() {
     assert!(line.contains("\"watches\":3"), "root, a and a/b: {line}");
     w.stop_ok();
 }
+
+#[test]
+fn lists_dir_keeps_the_lists_with_dont_unlink_lists() {
+    let t = TestDir::new("listsdir");
+    let lists = t.root.join("lists");
+    mkdir(&t.s(b"d"));
+    let mut w = t.start(&[OsString::from("-L"), lists.clone().into(), "-U".into()]);
+    write(&t.s(b"d/new file"), b"x");
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&lists).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "created private"
+    );
+    let includes: Vec<Vec<u8>> = std::fs::read_dir(&lists)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("include.")
+        })
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(
+        includes
+            .iter()
+            .any(|l| l.windows(12).any(|w| w == b"/d/new file\0")),
+        "a kept include list names the file, NUL-terminated: {includes:?}"
+    );
+    // A lists directory others may write to is refused before anything is synced.
+    let open = t.root.join("open");
+    mkdir(&open);
+    chmod(&open, 0o777);
+    let f = run(
+        &t.root,
+        &[
+            OsString::from("-L"),
+            open.into(),
+            t.src.clone().into(),
+            t.root.join("dst2").into(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(f.status.code(), Some(3), "{}", f.stderr);
+    assert!(f.stderr.contains("writable by others"), "{}", f.stderr);
+}

@@ -44,6 +44,8 @@ pub struct RsyncConfig {
     pub timeout: Option<std::time::Duration>,
     /// `rsync -x`: do not cross file system boundaries.
     pub one_file_system: bool,
+    /// Keep list files after the run (`dont-unlink-lists`, for debugging).
+    pub keep_lists: bool,
 }
 
 enum Run {
@@ -160,7 +162,10 @@ impl Runner {
     }
 
     fn write_list(&self, name: &str, data: &[u8]) -> io::Result<PathBuf> {
-        let path = self.cfg.lists_dir.join(format!("{name}.{}", self.seq));
+        let path = self
+            .cfg
+            .lists_dir
+            .join(format!("{name}.{}.{}", std::process::id(), self.seq));
         std::fs::write(&path, data)?;
         Ok(path)
     }
@@ -243,7 +248,9 @@ impl Runner {
     fn finish(&mut self, result: Result<(), String>) -> Option<Finished> {
         let job = self.job.take()?;
         for f in &job.files {
-            let _ = std::fs::remove_file(f);
+            if !self.cfg.keep_lists {
+                let _ = std::fs::remove_file(f);
+            }
         }
         Some(Finished {
             batch: job.batch,

@@ -311,17 +311,6 @@ fn profile_name(block: &str) -> String {
     name
 }
 
-/// The per-run placeholders of the original that the profile's substitution keeps for the
-/// sync handler (`RUNTIME_PLACEHOLDERS` in profile.rs; a test checks them against it).
-const KNOWN_PLACEHOLDERS: &[&str] = &[
-    "INCLUDE-LIST",
-    "INCLUDE-LIST-PATH",
-    "EXCLUDE-LIST-PATH",
-    "RSYNC-ARGS",
-    "EVENT-MASK",
-    "TYPE",
-];
-
 /// The `%NAME%` references in the string values that the profile's substitution does
 /// not know (such as the original's `%PID%`).
 fn runtime_macros(values: &ProfileValues) -> BTreeSet<String> {
@@ -344,7 +333,7 @@ fn runtime_macros(values: &ProfileValues) -> BTreeSet<String> {
             if !name.is_empty()
                 && name != "label"
                 && !profile::keys().contains(&name)
-                && !KNOWN_PLACEHOLDERS.contains(&name)
+                && !profile::RUNTIME_PLACEHOLDERS.contains(&name)
             {
                 out.insert(format!("%{name}%"));
             }
@@ -1086,7 +1075,7 @@ debug=3
     #[test]
     fn known_placeholders_are_kept_by_profiles() {
         let d = tempfile::tempdir().unwrap();
-        let args: Vec<String> = KNOWN_PLACEHOLDERS
+        let args: Vec<String> = profile::RUNTIME_PLACEHOLDERS
             .iter()
             .map(|n| format!("%{n}%"))
             .collect();

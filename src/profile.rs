@@ -762,8 +762,9 @@ struct Subst<'a> {
     label: Option<&'a str>,
 }
 
-/// The original's placeholders that each sync-handler run fills in.
-const RUNTIME_PLACEHOLDERS: &[&str] = &[
+/// The original's placeholders that each sync-handler run fills in (kept as they are by
+/// substitution; `legacy` leaves them unescaped on import).
+pub(crate) const RUNTIME_PLACEHOLDERS: &[&str] = &[
     "INCLUDE-LIST",
     "INCLUDE-LIST-PATH",
     "EXCLUDE-LIST-PATH",

@@ -2,7 +2,10 @@
 //! no other), in the order of `profile::keys()`, says truthfully whether the worker carries
 //! it out today, and quotes every shipped profile in its EXAMPLES.
 
+mod common;
+
 use clsync::profile::{self, Profile, Profiles};
+use common::shipped_profiles;
 use std::path::{Path, PathBuf};
 
 fn root() -> &'static Path {
@@ -215,24 +218,12 @@ fn every_entry_says_truthfully_whether_it_is_carried_out() {
     );
 }
 
-fn shipped() -> Vec<PathBuf> {
-    let dir = root().join("profiles");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    v.sort();
-    assert!(!v.is_empty(), "no profiles shipped in {}", dir.display());
-    v
-}
-
 #[test]
 fn shipped_profiles_use_documented_keys_and_are_quoted_in_examples() {
     let documented: Vec<String> = key_entries().into_iter().map(|(k, _)| k).collect();
     let page = man_page("clsync.toml.5");
     let examples = section(&page, "EXAMPLES").join("\n");
-    for path in shipped() {
+    for path in shipped_profiles() {
         let p = profile::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
         for line in p.values.to_toml().lines() {
             let Some((key, _)) = line.split_once(" = ") else {

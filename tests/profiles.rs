@@ -5,20 +5,8 @@ mod common;
 
 use common::*;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-fn shipped() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    v.sort();
-    assert!(!v.is_empty(), "no profiles shipped in {}", dir.display());
-    v
-}
 
 #[test]
 fn shipped_profiles_pass_check() {
@@ -37,7 +25,7 @@ fn shipped_profiles_pass_check() {
         f.stdout,
         f.stderr
     );
-    for p in shipped() {
+    for p in shipped_profiles() {
         let name = p.file_stem().unwrap().to_string_lossy().into_owned();
         assert!(
             f.stdout.lines().any(|l| l == format!("{name}: ok")),
@@ -50,7 +38,7 @@ fn shipped_profiles_pass_check() {
 /// Each shipped profile, inherited by a test profile that points it at temp dirs.
 #[test]
 fn shipped_profiles_run_against_temp_dirs() {
-    for p in shipped() {
+    for p in shipped_profiles() {
         let name = p.file_stem().unwrap().to_string_lossy().into_owned();
         let t = TestDir::new(&format!("profile-{name}"));
         let prof = t.root.join("profiles");

@@ -983,3 +983,16 @@ pub fn processes_mentioning(needle: &[u8]) -> Vec<(i32, String)> {
     }
     out
 }
+
+/// The example profiles shipped in `profiles/`, sorted.
+pub fn shipped_profiles() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+    let mut v: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no profiles shipped in {}", dir.display());
+    v
+}

@@ -121,6 +121,12 @@ struct Args {
     /// Keep the list files after each run (debugging)
     #[arg(short = 'U', long = "dont-unlink-lists")]
     dont_unlink_lists: bool,
+    /// Parallel syncs: off, safe (a path is never in two syncs at once) or full [default: off]
+    #[arg(short = 'p', long = "threading", value_name = "MODE")]
+    threading: Option<crate::queue::Threading>,
+    /// How many syncs may run at once with --threading safe or full [default: 4]
+    #[arg(long = "max-parallel-syncs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_parallel_syncs: Option<u32>,
     /// More log detail (the same as -d 1)
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
@@ -149,7 +155,6 @@ struct Args {
 const LATER_OPTIONS: &[(Option<char>, &str)] = &[
     (Some('C'), "preserve-capabilities"),
     (Some('g'), "gid"),
-    (Some('p'), "threading"),
     (Some('u'), "uid"),
     (None, "add-permitted-hook-files"),
     (None, "cancel-syscalls"),
@@ -430,6 +435,12 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
         c.lists_dir = Some(d);
     }
     c.dont_unlink_lists |= a.dont_unlink_lists;
+    if let Some(t) = a.threading {
+        c.threading = t;
+    }
+    if let Some(n) = a.max_parallel_syncs {
+        c.max_parallel_syncs = n as usize;
+    }
     if a.verbose {
         c.debug = c.debug.max(1);
     }
@@ -568,6 +579,10 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         background: a.background,
         lists_dir: a.lists_dir,
         dont_unlink_lists: a.dont_unlink_lists,
+        threading: a.threading.unwrap_or_default(),
+        max_parallel_syncs: a
+            .max_parallel_syncs
+            .map_or(crate::config::MAX_PARALLEL_SYNCS, |n| n as usize),
     })
 }
 
@@ -599,10 +614,14 @@ mod tests {
             .to_string()
             .contains("not implemented yet"));
         assert!(parse(["clsync", "--no-such-option", "/a", "/b"]).is_err());
-        assert!(parse(["clsync", "-p", "safe", "/a", "/b"])
+        assert!(parse(["clsync", "--chroot", "/x", "/a", "/b"])
             .unwrap_err()
             .to_string()
-            .contains("option -p (--threading) of the original clsync is not implemented yet"));
+            .contains("option --chroot of the original clsync is not implemented yet"));
+        assert!(parse(["clsync", "-p", "sometimes", "/a", "/b"])
+            .unwrap_err()
+            .to_string()
+            .contains("expected off, safe or full"));
         assert!(parse(["clsync", "--uid=nobody", "/a", "/b"])
             .unwrap_err()
             .to_string()

@@ -64,7 +64,14 @@ pub struct Config {
     pub lists_dir: Option<PathBuf>,
     /// Keep list files after each run.
     pub dont_unlink_lists: bool,
+    /// Parallel syncs (`threading`: off, safe, full).
+    pub threading: crate::queue::Threading,
+    /// How many syncs may run at once with threading safe or full.
+    pub max_parallel_syncs: usize,
 }
+
+/// The default of `max-parallel-syncs`.
+pub const MAX_PARALLEL_SYNCS: usize = 4;
 
 /// What happens with the initial full sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -75,6 +75,7 @@ pub const KEYS: &[&str] = &[
     "ignore-exitcode",
     "timeout-sync",
     "threading",
+    "max-parallel-syncs",
     "label",
     "lists-dir",
     "status-file",
@@ -190,6 +191,9 @@ pub struct ProfileValues {
         deserialize_with = "de_threading"
     )]
     pub threading: Option<String>,
+    /// How many syncs may run at once with threading safe or full (not in the original).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_syncs: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,8 +273,8 @@ impl ProfileValues {
         merge_fields!(self, parent;
             watch_dir, destination_dir, mode, sync_handler, sync_handler_args, rules_file,
             rules, exclude, include, delay_sync, delay_collect, delay_collect_bigfile,
-            threshold_bigfile, retries, ignore_exitcode, timeout_sync, threading, label,
-            lists_dir, status_file, pid_file, exit_hook, pre_exit_hook, full_initialsync,
+            threshold_bigfile, retries, ignore_exitcode, timeout_sync, threading,
+            max_parallel_syncs, label, lists_dir, status_file, pid_file, exit_hook, pre_exit_hook, full_initialsync,
             only_initialsync, skip_initialsync, exit_on_no_events, sync_on_quit,
             one_file_system, exclude_mount_points, rsync_prefer_include, dont_unlink_lists,
             have_recursive_sync, synclist_simplify, ignore_failures, max_iterations,
@@ -1138,6 +1142,7 @@ mod tests {
             ignore_exitcode: Some(vec![23, 24]),
             timeout_sync: Some(Duration::from_millis(200)),
             threading: s("safe"),
+            max_parallel_syncs: Some(8),
             label: s("web"),
             lists_dir: s("/run/clsync/%label%"),
             status_file: s("/run/clsync/%label%.status"),

@@ -50,13 +50,15 @@ const IMPLEMENTED: &[&str] = &[
     "output",
     "lists-dir",
     "dont-unlink-lists",
+    "threading",
+    "max-parallel-syncs",
     "inherits",
     "autostart",
     "restart",
 ];
 
 /// Keys whose value is what the worker does anyway: accepted.
-const AS_IMPLEMENTED: &[(&str, &str)] = &[("threading", "\"off\""), ("sync-on-quit", "true")];
+const AS_IMPLEMENTED: &[(&str, &str)] = &[("sync-on-quit", "true")];
 
 /// Keys set in `v` (after inheritance) that the worker does not implement yet.
 fn unimplemented(v: &ProfileValues) -> Vec<String> {
@@ -171,6 +173,15 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         background: false,
         lists_dir: v.lists_dir.as_ref().map(PathBuf::from),
         dont_unlink_lists: v.dont_unlink_lists == Some(true),
+        threading: match &v.threading {
+            Some(t) => t.parse().map_err(err)?,
+            None => crate::queue::Threading::Off,
+        },
+        max_parallel_syncs: match v.max_parallel_syncs {
+            Some(0) => return Err(err("max-parallel-syncs must be at least 1".into())),
+            Some(n) => n as usize,
+            None => crate::config::MAX_PARALLEL_SYNCS,
+        },
     })
 }
 
@@ -404,13 +415,13 @@ mod tests {
     fn unimplemented_keys_are_errors_naming_them() {
         let d = dir(&[(
             "p.toml",
-            "watch-dir = \"/a\"\ndestination-dir = \"/b\"\nsynclist-simplify = true\nthreading = \"safe\"\n",
+            "watch-dir = \"/a\"\ndestination-dir = \"/b\"\nsynclist-simplify = true\nmodification-signature = \"*\"\n",
         )]);
         let e = load(d.path(), "p", None).unwrap_err().to_string();
         assert!(e.contains("p.toml"), "{e}");
         assert!(
             e.contains("synclist-simplify")
-                && e.contains("threading")
+                && e.contains("modification-signature")
                 && e.contains("not implemented yet"),
             "{e}"
         );

@@ -13,10 +13,45 @@ file being written does not drag every small change into an expensive transfer.
 
 A failed sync gives its paths back (`complete(.., false)`): they are merged into the queues
 again and the next try waits for an exponential backoff. Nothing is ever dropped here.
+
+Parallel syncs (`threading`): with `off` one batch runs at a time. With `full` up to
+`max-parallel-syncs` batches run at once and a path may be in two of them (the original's
+"full": a big transfer never holds back small ones, at the price of the same file being
+synced twice at once). With `safe` a queued path that overlaps a path of a running batch
+(the same path, below a recursive one, or above it when the queued one is recursive) stays
+queued until that batch ends: no path is ever in two runs at once. In both parallel modes
+delay-sync is counted from the start of the last batch as well as from the end of the
+last one, so it still limits how often runs start.
 */
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// How many batches may run at once (`threading`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Threading {
+    /// One batch at a time.
+    #[default]
+    Off,
+    /// Parallel batches; a path is never in two running batches.
+    Safe,
+    /// Parallel batches, no exclusion.
+    Full,
+}
+
+impl std::str::FromStr for Threading {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Threading::Off),
+            "safe" => Ok(Threading::Safe),
+            "full" => Ok(Threading::Full),
+            _ => Err(format!(
+                "invalid threading mode {s:?} (expected off, safe or full)"
+            )),
+        }
+    }
+}
 
 /// The delays of the original's `-t`, `-T` and `-w`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,19 +118,40 @@ pub struct Batcher {
     normal: Queue,
     big: Queue,
     last_sync: Option<Instant>,
-    busy: bool,
+    threading: Threading,
+    /// Batches running now, and how many may run at once.
+    running: usize,
+    max_running: usize,
+    /// `safe`: the paths of the running batches (recursive or not).
+    in_flight: HashMap<Vec<u8>, bool>,
+    /// `safe`: everything due is held back by running batches; nothing is due until one
+    /// ends or a new path arrives.
+    held: bool,
     failures: u32,
     retry_at: Option<Instant>,
 }
 
 impl Batcher {
+    /// One batch at a time (`threading = off`).
     pub fn new(delays: Delays) -> Self {
+        Self::with_threading(delays, Threading::Off, 1)
+    }
+
+    /// `max_parallel` batches at once (forced to 1 with `Threading::Off`).
+    pub fn with_threading(delays: Delays, threading: Threading, max_parallel: usize) -> Self {
         Batcher {
             delays,
             normal: Queue::default(),
             big: Queue::default(),
             last_sync: None,
-            busy: false,
+            threading,
+            running: 0,
+            max_running: match threading {
+                Threading::Off => 1,
+                _ => max_parallel.max(1),
+            },
+            in_flight: HashMap::new(),
+            held: false,
             failures: 0,
             retry_at: None,
         }
@@ -129,6 +185,7 @@ impl Batcher {
         q.first.get_or_insert(now);
         let r = q.paths.entry(path).or_insert(false);
         *r |= recursive;
+        self.held = false;
     }
 
     /// Whether `path` is queued already (in either queue).
@@ -145,8 +202,46 @@ impl Batcher {
         self.len() == 0
     }
 
+    /// True while a batch runs.
     pub fn is_busy(&self) -> bool {
-        self.busy
+        self.running > 0
+    }
+
+    /// Batches running now.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// True when no further batch may start now (the parallel limit is reached).
+    fn full(&self) -> bool {
+        self.running >= self.max_running
+    }
+
+    /// `safe`: whether a queued `path` overlaps a path of a running batch.
+    fn blocked(&self, path: &[u8], recursive: bool) -> bool {
+        if self.in_flight.is_empty() {
+            return false;
+        }
+        if self.in_flight.contains_key(path) {
+            return true;
+        }
+        // A running recursive ancestor (the root included) covers this path.
+        let mut p = path;
+        while !p.is_empty() {
+            p = match p.iter().rposition(|&b| b == b'/') {
+                Some(i) => &p[..i],
+                None => &[],
+            };
+            if self.in_flight.get(p) == Some(&true) {
+                return true;
+            }
+        }
+        // A queued recursive directory covers the running paths below it.
+        recursive
+            && self.in_flight.keys().any(|k| {
+                path.is_empty()
+                    || (k.len() > path.len() && k.starts_with(path) && k[path.len()] == b'/')
+            })
     }
 
     /// The earliest time any sync may start at all (delay-sync after the last sync, or the
@@ -171,9 +266,11 @@ impl Batcher {
         })
     }
 
-    /// When the next batch is due; `None` while a sync runs or nothing is queued.
+    /// When the next batch is due; `None` while no further sync may start (the parallel
+    /// limit is reached, or everything due is held back by running batches) or nothing
+    /// is queued.
     pub fn deadline(&self) -> Option<Instant> {
-        if self.busy {
+        if self.full() || self.held {
             return None;
         }
         match (
@@ -185,47 +282,96 @@ impl Batcher {
         }
     }
 
-    /// Takes every queue whose deadline has passed, as one batch, and marks the batcher
-    /// busy until [`complete`](Self::complete).
+    /// Takes every queue whose deadline has passed, as one batch, and counts it running
+    /// until [`complete`](Self::complete). With `safe` threading, paths that overlap a
+    /// running batch stay queued.
     pub fn take_due(&mut self, now: Instant) -> Option<Batch> {
-        if self.busy {
+        if self.full() || self.held {
             return None;
         }
         let mut entries = Vec::new();
-        if self.queue_deadline(Class::Normal).is_some_and(|d| d <= now) {
-            self.normal.take(Class::Normal, &mut entries);
+        for class in [Class::Normal, Class::Big] {
+            if self.queue_deadline(class).is_some_and(|d| d <= now) {
+                self.take_queue(class, &mut entries);
+            }
         }
-        if self.queue_deadline(Class::Big).is_some_and(|d| d <= now) {
-            self.big.take(Class::Big, &mut entries);
-        }
-        if entries.is_empty() {
-            return None;
-        }
-        self.busy = true;
-        Some(Batch { entries })
+        self.begin(now, entries)
     }
 
     /// Takes everything queued, ignoring all delays (the final sync on shutdown).
-    pub fn take_all(&mut self) -> Option<Batch> {
-        if self.busy || self.is_empty() {
+    pub fn take_all(&mut self, now: Instant) -> Option<Batch> {
+        if self.full() || self.is_empty() {
             return None;
         }
         let mut entries = Vec::new();
-        self.normal.take(Class::Normal, &mut entries);
-        self.big.take(Class::Big, &mut entries);
-        self.busy = true;
-        Some(Batch { entries })
+        self.take_queue(Class::Normal, &mut entries);
+        self.take_queue(Class::Big, &mut entries);
+        self.begin(now, entries)
     }
 
-    /// Marks a batch started outside the queues (the initial sync) as running.
-    pub fn start_external(&mut self) {
-        self.busy = true;
+    /// Moves a queue's paths into `out`, leaving those that `safe` threading holds back;
+    /// if it leaves any, nothing is due until a running batch ends or a path is pushed
+    /// (the held paths were checked just now and can only be freed by a completion).
+    fn take_queue(&mut self, class: Class, out: &mut Vec<Entry>) {
+        if self.threading != Threading::Safe || self.in_flight.is_empty() {
+            self.queue(class).take(class, out);
+            return;
+        }
+        let q = std::mem::take(self.queue(class));
+        let mut kept = Queue {
+            paths: HashMap::new(),
+            first: None,
+        };
+        for (path, recursive) in q.paths {
+            if self.blocked(&path, recursive) {
+                kept.paths.insert(path, recursive);
+            } else {
+                out.push(Entry {
+                    path,
+                    recursive,
+                    class,
+                });
+            }
+        }
+        if !kept.paths.is_empty() {
+            kept.first = q.first;
+            self.held = true;
+        }
+        *self.queue(class) = kept;
     }
 
-    /// Ends the running sync. On failure the batch's paths are queued again (as if their
+    fn begin(&mut self, now: Instant, entries: Vec<Entry>) -> Option<Batch> {
+        if entries.is_empty() {
+            return None;
+        }
+        let batch = Batch { entries };
+        self.start_external(&batch);
+        if self.threading != Threading::Off {
+            self.last_sync = Some(now);
+        }
+        Some(batch)
+    }
+
+    /// Counts a batch started outside the queues (the initial sync) as running.
+    pub fn start_external(&mut self, batch: &Batch) {
+        self.running += 1;
+        if self.threading == Threading::Safe {
+            for e in &batch.entries {
+                *self.in_flight.entry(e.path.clone()).or_insert(false) |= e.recursive;
+            }
+        }
+    }
+
+    /// Ends a running sync. On failure the batch's paths are queued again (as if their
     /// events had just happened) and the next sync waits for the backoff.
     pub fn complete(&mut self, now: Instant, batch: Batch, ok: bool) {
-        self.busy = false;
+        self.running = self.running.saturating_sub(1);
+        self.held = false;
+        if self.threading == Threading::Safe {
+            for e in &batch.entries {
+                self.in_flight.remove(&e.path);
+            }
+        }
         self.last_sync = Some(now);
         if ok {
             self.failures = 0;
@@ -390,7 +536,7 @@ mod tests {
         });
         b.push(t0, b"a".to_vec(), true, Class::Normal);
         b.push(t0, b"big".to_vec(), false, Class::Big);
-        let batch = b.take_all().unwrap();
+        let batch = b.take_all(t0).unwrap();
         b.push(t0 + secs(1), b"c".to_vec(), false, Class::Normal);
         b.complete(t0 + secs(2), batch, false);
         assert_eq!(b.len(), 3, "the failed paths are queued again");
@@ -437,12 +583,111 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Batcher::new(delays());
         b.push(t0, b"a".to_vec(), false, Class::Big);
-        let batch = b.take_all().unwrap();
+        let batch = b.take_all(t0).unwrap();
         assert_eq!(paths(&batch), ["a"]);
         b.push(t0, b"b".to_vec(), false, Class::Normal);
-        assert!(b.take_all().is_none(), "one sync at a time");
+        assert!(b.take_all(t0).is_none(), "one sync at a time");
         b.complete(t0, batch, true);
-        assert_eq!(paths(&b.take_all().unwrap()), ["b"]);
+        assert_eq!(paths(&b.take_all(t0).unwrap()), ["b"]);
+    }
+
+    fn quick() -> Delays {
+        Delays {
+            collect: secs(1),
+            collect_bigfile: secs(1),
+            sync: secs(0),
+        }
+    }
+
+    #[test]
+    fn full_threading_runs_batches_in_parallel_up_to_the_limit() {
+        let t0 = Instant::now();
+        let mut b = Batcher::with_threading(quick(), Threading::Full, 2);
+        b.push(t0, b"big".to_vec(), false, Class::Normal);
+        let first = b.take_due(t0 + secs(1)).unwrap();
+        // the same path again, while the first batch runs: full threading syncs it too
+        b.push(t0 + secs(1), b"big".to_vec(), false, Class::Normal);
+        let second = b.take_due(t0 + secs(2)).unwrap();
+        assert_eq!(paths(&second), ["big"]);
+        assert_eq!(b.running(), 2);
+        b.push(t0 + secs(2), b"c".to_vec(), false, Class::Normal);
+        assert_eq!(b.deadline(), None, "the limit of 2 is reached");
+        assert!(b.take_due(t0 + secs(9)).is_none());
+        b.complete(t0 + secs(9), first, true);
+        assert_eq!(paths(&b.take_due(t0 + secs(9)).unwrap()), ["c"]);
+        b.complete(t0 + secs(10), second, true);
+    }
+
+    #[test]
+    fn off_runs_one_batch_whatever_the_limit() {
+        let t0 = Instant::now();
+        let mut b = Batcher::with_threading(quick(), Threading::Off, 8);
+        b.push(t0, b"a".to_vec(), false, Class::Normal);
+        let _first = b.take_due(t0 + secs(1)).unwrap();
+        b.push(t0, b"b".to_vec(), false, Class::Normal);
+        assert!(b.take_due(t0 + secs(5)).is_none());
+        assert_eq!(b.deadline(), None);
+    }
+
+    #[test]
+    fn safe_threading_never_puts_a_path_in_two_running_batches() {
+        let t0 = Instant::now();
+        let mut b = Batcher::with_threading(quick(), Threading::Safe, 4);
+        b.push(t0, b"d".to_vec(), true, Class::Normal);
+        b.push(t0, b"f".to_vec(), false, Class::Normal);
+        let first = b.take_due(t0 + secs(1)).unwrap();
+        // overlapping: the same file, a path below the running recursive d, and a
+        // recursive parent of nothing running (free), and the root (covers everything)
+        b.push(t0 + secs(1), b"f".to_vec(), false, Class::Normal);
+        b.push(t0 + secs(1), b"d/x/y".to_vec(), false, Class::Normal);
+        b.push(t0 + secs(1), b"e".to_vec(), true, Class::Normal);
+        let second = b.take_due(t0 + secs(2)).unwrap();
+        assert_eq!(paths(&second), ["e"], "only the free path runs");
+        assert_eq!(b.len(), 2, "f and d/x/y wait");
+        // what is left is held: no busy loop on a past deadline
+        assert_eq!(b.deadline(), None);
+        assert!(b.take_due(t0 + secs(3)).is_none());
+        b.complete(t0 + secs(3), first, true);
+        let third = b.take_due(t0 + secs(3)).unwrap();
+        assert_eq!(paths(&third), ["d/x/y", "f"]);
+        // a recursive queued directory waits for running paths below it
+        b.push(t0 + secs(3), b"e/sub".to_vec(), false, Class::Normal);
+        b.push(t0 + secs(3), b"d".to_vec(), true, Class::Normal);
+        assert!(
+            b.take_due(t0 + secs(4)).is_none(),
+            "e/sub is under the running e, d above the running d/x/y"
+        );
+        b.complete(t0 + secs(4), second, true);
+        assert_eq!(paths(&b.take_due(t0 + secs(4)).unwrap()), ["e/sub"]);
+        b.complete(t0 + secs(5), third, true);
+        assert_eq!(paths(&b.take_due(t0 + secs(5)).unwrap()), ["d"]);
+    }
+
+    #[test]
+    fn safe_threading_holds_everything_behind_a_running_full_sync() {
+        let t0 = Instant::now();
+        let mut b = Batcher::with_threading(quick(), Threading::Safe, 4);
+        let initial = Batch {
+            entries: vec![Entry {
+                path: Vec::new(),
+                recursive: true,
+                class: Class::Normal,
+            }],
+        };
+        b.start_external(&initial);
+        b.push(t0, b"a".to_vec(), false, Class::Normal);
+        assert!(b.take_due(t0 + secs(1)).is_none());
+        b.complete(t0 + secs(2), initial, true);
+        assert_eq!(paths(&b.take_due(t0 + secs(2)).unwrap()), ["a"]);
+    }
+
+    #[test]
+    fn threading_modes_parse() {
+        assert_eq!("safe".parse(), Ok(Threading::Safe));
+        assert!("ful"
+            .parse::<Threading>()
+            .unwrap_err()
+            .contains("off, safe or full"));
     }
 
     #[test]

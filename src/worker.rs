@@ -16,8 +16,8 @@ means both are done.
 
 use crate::config::{preflight, Config, Initial, StartError};
 use crate::queue::{Batch, Batcher, Class, Entry};
-use crate::sync::plan::plan;
-use crate::sync::{Finished, RsyncConfig, Runner};
+use crate::sync::handler::{Handler, HandlerConfig};
+use crate::sync::{Finished, RunConfig, Runner};
 use crate::watch::{abs_path, Changes, Watcher};
 use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
@@ -147,6 +147,7 @@ struct Worker {
     src: PathBuf,
     watcher: Watcher,
     batcher: Batcher,
+    handler: Handler,
     runner: Runner,
     excludes: BTreeSet<Vec<u8>>,
     status: Status,
@@ -232,20 +233,30 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         .map_err(|e| StartError::Other(format!("epoll: {e}")))?;
 
     let runner = Runner::new(
-        RsyncConfig {
-            program: rsync,
-            src: src.clone(),
-            dst: dst.clone(),
-            lists_dir,
+        RunConfig {
+            name: "rsync".into(),
+            cwd: src.clone(),
+            env: Vec::new(),
+            ok_codes: vec![0, 24],
             ignore_exitcodes: cfg.ignore_exitcodes.clone(),
             timeout: cfg.timeout_sync,
-            one_file_system: cfg.one_file_system,
             keep_lists: cfg.dont_unlink_lists,
+            uid: None,
+            gid: None,
         },
         waker,
     );
+    let handler = Handler::new(HandlerConfig {
+        program: rsync,
+        src: src.clone(),
+        dst: dst.clone(),
+        lists_dir,
+        one_file_system: cfg.one_file_system,
+        rsync_inclimit: cfg.rsync_inclimit,
+    });
     let mut w = Worker {
-        batcher: Batcher::new(cfg.delays),
+        batcher: Batcher::with_threading(cfg.delays, cfg.threading, cfg.max_parallel_syncs),
+        handler,
         cfg,
         src,
         watcher,
@@ -267,14 +278,15 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         info!("initial sync skipped (skip-initialsync)");
         w.became_ready();
     } else {
-        w.batcher.start_external();
-        w.start(Batch {
+        let initial = Batch {
             entries: vec![Entry {
                 path: Vec::new(),
                 recursive: true,
                 class: Class::Normal,
             }],
-        });
+        };
+        w.batcher.start_external(&initial);
+        w.start(initial);
     }
 
     let mut events = Events::with_capacity(64);
@@ -298,7 +310,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                     }
                 }
                 WAKER => {
-                    if let Some(f) = w.runner.poll() {
+                    for f in w.runner.poll() {
                         w.finished(f);
                     }
                 }
@@ -324,7 +336,7 @@ impl Worker {
                 t = Some(t.map_or(d, |t| t.min(d)));
             }
         };
-        if !self.runner.busy() {
+        if self.phase == Phase::Running {
             consider(self.batcher.deadline());
         }
         consider(self.next_poll);
@@ -388,10 +400,11 @@ impl Worker {
             Phase::Aborting { .. } => "aborting",
         };
         format!(
-            "{{\"phase\":\"{phase}\",\"ready\":{},\"queued\":{},\"syncing\":{},\"consecutive_failures\":{},\"iterations\":{},\"watches\":{},\"unwatched_dirs\":{},\"standby\":{},\"uptime_s\":{:.1}}}",
+            "{{\"phase\":\"{phase}\",\"ready\":{},\"queued\":{},\"syncing\":{},\"running_syncs\":{},\"consecutive_failures\":{},\"iterations\":{},\"watches\":{},\"unwatched_dirs\":{},\"standby\":{},\"uptime_s\":{:.1}}}",
             self.ready,
             self.batcher.len(),
             self.runner.busy(),
+            self.runner.running(),
             self.batcher.failures(),
             self.iterations,
             self.watcher.watched(),
@@ -480,15 +493,26 @@ impl Worker {
     }
 
     fn start(&mut self, batch: Batch) {
-        debug!("sync of {} paths", batch.entries.len());
+        debug!(
+            "sync of {} paths ({} running)",
+            batch.entries.len(),
+            self.runner.running()
+        );
         let none = BTreeSet::new();
         let excludes = if !self.ready && self.cfg.full_initialsync && batch.is_full() {
             &none // full-initialsync: the initial sync ignores the rules' excludes
         } else {
             &self.excludes
         };
-        let p = plan(&self.src, &batch.entries, excludes, self.cfg.rsync_inclimit);
-        if let Some(f) = self.runner.start(batch, p) {
+        let f = match self.handler.steps(&batch, excludes) {
+            Ok(steps) => self.runner.start(batch, steps),
+            Err(e) => Some(Finished {
+                batch,
+                result: Err(format!("cannot write the list files: {e}")),
+                code: None,
+            }),
+        };
+        if let Some(f) = f {
             self.finished(f);
         }
     }
@@ -509,7 +533,8 @@ impl Worker {
                     self.batcher.failures(),
                     self.cfg.retries
                 );
-                self.exit = Some(f.code.filter(|c| *c != 0).unwrap_or(1));
+                // Parallel syncs still running are stopped too.
+                self.abort(f.code.filter(|c| *c != 0).unwrap_or(1));
                 return;
             } else if !aborting {
                 error!(
@@ -549,7 +574,7 @@ impl Worker {
                     self.exit = Some(1);
                 }
             }
-            Phase::Aborting { .. } => self.exit = Some(self.abort_code),
+            Phase::Aborting { .. } if !self.runner.busy() => self.exit = Some(self.abort_code),
             _ => {}
         }
     }
@@ -591,7 +616,7 @@ impl Worker {
                 self.phase = Phase::Stopping {
                     final_started: true,
                 };
-                match self.batcher.take_all() {
+                match self.batcher.take_all(now) {
                     Some(batch) => self.start(batch),
                     None => {
                         info!("nothing queued; exiting");
@@ -600,16 +625,17 @@ impl Worker {
                 }
             }
             Phase::Running => {
-                if self.runner.busy() {
-                    return;
-                }
                 // The standby file is looked at only when a sync is due (or was held).
                 let due = self.batcher.deadline().is_some_and(|d| d <= now);
                 let recheck = self.standby_check.is_some_and(|t| now >= t);
                 if (due || recheck) && self.on_standby(now) {
                     return;
                 }
-                if self.cfg.max_iterations > 0 && self.iterations >= self.cfg.max_iterations {
+                let started = self.iterations + self.runner.running() as u32;
+                if self.cfg.max_iterations > 0 && started >= self.cfg.max_iterations {
+                    if self.runner.busy() {
+                        return;
+                    }
                     info!(
                         "max-iterations: {} sync iterations done; exiting ({} paths queued)",
                         self.iterations,
@@ -618,7 +644,11 @@ impl Worker {
                     self.exit = Some(0);
                     return;
                 }
-                if self.cfg.exit_on_no_events && self.ready && self.batcher.is_empty() {
+                if self.cfg.exit_on_no_events
+                    && self.ready
+                    && self.batcher.is_empty()
+                    && !self.runner.busy()
+                {
                     self.drain();
                     if self.batcher.is_empty() && self.exit.is_none() {
                         info!("exit-on-no-events: nothing left to sync; exiting");

@@ -89,7 +89,8 @@ const SAMPLES: &[(&str, &str)] = &[
     ("retries", "1"),
     ("ignore-exitcode", "[24]"),
     ("timeout-sync", "1"),
-    ("threading", "\"off\""),
+    ("threading", "\"safe\""),
+    ("max-parallel-syncs", "2"),
     ("label", "\"web\""),
     ("lists-dir", "\"/run/clsync/lists\""),
     ("status-file", "\"/run/clsync/status\""),
@@ -201,7 +202,7 @@ fn every_entry_says_truthfully_whether_it_is_carried_out() {
         }
     }
     // Keys carried out for some values only: the page must say which are refused.
-    for (key, value) in [("mode", "\"direct\""), ("threading", "\"safe\"")] {
+    for (key, value) in [("mode", "\"direct\"")] {
         let text = &entries.iter().find(|(k, _)| k == key).unwrap().1;
         if !refused(key, value) {
             wrong.push(format!("{key} = {value}: the worker accepts it now"));

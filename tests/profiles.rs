@@ -54,18 +54,11 @@ fn shipped_profiles_run_against_temp_dirs() {
             )
             .as_bytes(),
         );
-        // The profile's own rules decide what must arrive and what must not.
-        let values = clsync::profile::resolve(
-            &clsync::profile::load_dir(&prof).unwrap(),
-            &format!("test-{name}"),
-            None,
-        )
-        .unwrap()
-        .values;
-        let rules = match values.rules {
-            Some(r) => clsync::rules::Rules::parse(&r.join("\n"), &p).unwrap(),
-            None => clsync::rules::Rules::none(),
-        };
+        // The profile's own rules and globs decide what must arrive and what must not.
+        let rules = clsync::profile_config::load(&prof, &format!("test-{name}"), None)
+            .unwrap()
+            .load_rules()
+            .unwrap();
         let excluded = |rel: &[u8], is_dir: bool| {
             use clsync::rules::Kind as K;
             rules.excluded(rel, if is_dir { K::Dir } else { K::File })

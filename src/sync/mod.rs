@@ -1,18 +1,24 @@
 /*!
-Running rsync for a batch without ever blocking the event loop.
+Running the sync of a batch without ever blocking the event loop.
 
-A batch becomes one or more rsync runs ([`plan`]), executed one after another. Each run
-is a child process in its own process group (so a stop can kill rsync together with the
-children rsync forks), with its argv built here, never a shell line. A small thread per
-run waits for the child and wakes the event loop through a mio `Waker`; the loop itself
-only ever polls.
+A batch becomes a list of [`Step`]s, built by the sync handler of the mode
+([`handler`]): for rsync one rsync run per part of the plan ([`plan`]), for a handler
+script one run with its list file, for a shared-object handler an in-process call.
+The steps of a batch run one after another; with `threading` several batches run at once,
+each its own [`Job`].
 
-Exit codes: 0 and 24 ("some files vanished before they could be transferred", which is
-normal on a live tree: the vanishing is an event of its own) are success. Anything else,
-23 included, and a child killed by a signal, fail the batch: its paths go back to the
-queue.
+Each child process runs in its own process group (so a stop or a timeout can kill rsync
+together with whatever a wrapper script forked), with its argv built here, never a shell
+line. A small thread per step waits for it and wakes the event loop through a mio `Waker`;
+the loop itself only ever polls.
+
+Exit codes: for rsync 0 and 24 ("some files vanished before they could be transferred",
+which is normal on a live tree: the vanishing is an event of its own) are success; for a
+handler script only 0. The `ignore-exitcode` list adds to those. Anything else, and a child
+killed by a signal, fail the batch: its paths go back to the queue.
 */
 
+pub mod handler;
 pub mod plan;
 
 use crate::queue::Batch;
@@ -20,53 +26,95 @@ use log::debug;
 use mio::Waker;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use plan::{Lists, Plan};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// How to call rsync.
-#[derive(Debug, Clone)]
-pub struct RsyncConfig {
+/// One child process of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exec {
     pub program: PathBuf,
-    pub src: PathBuf,
-    pub dst: PathBuf,
-    /// Where list files are written (a private directory).
-    pub lists_dir: PathBuf,
-    /// Exit codes that count as success besides 0 and 24 (`ignore-exitcode`).
+    pub args: Vec<OsString>,
+    /// Added to the environment (besides what [`RunConfig`] adds to every run).
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// One step of a batch.
+pub enum Step {
+    /// A child process in its own process group.
+    Exec(Exec),
+    /// An in-process call on a thread of its own (shared-object handlers); returns the
+    /// handler's code, 0 for success.
+    Call(Box<dyn FnOnce() -> i32 + Send>),
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Exec(e) => e.fmt(f),
+            Step::Call(_) => f.write_str("Call"),
+        }
+    }
+}
+
+/// The steps of a batch and the list files they read (removed when the batch ends).
+#[derive(Debug, Default)]
+pub struct Steps {
+    pub steps: Vec<Step>,
+    pub files: Vec<PathBuf>,
+}
+
+/// How every run is started and judged.
+#[derive(Debug, Clone, Default)]
+pub struct RunConfig {
+    /// What the runs are called in messages ("rsync", "sync handler /x").
+    pub name: String,
+    /// Working directory of every child (the watch directory).
+    pub cwd: PathBuf,
+    /// Added to every child's environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// Exit codes that are success (0, and 24 for rsync).
+    pub ok_codes: Vec<i32>,
+    /// Exit codes that count as success besides those (`ignore-exitcode`).
     pub ignore_exitcodes: Vec<i32>,
     /// A run that takes longer is killed (its process group: TERM, then KILL) and fails.
-    pub timeout: Option<std::time::Duration>,
-    /// `rsync -x`: do not cross file system boundaries.
-    pub one_file_system: bool,
+    pub timeout: Option<Duration>,
     /// Keep list files after the run (`dont-unlink-lists`, for debugging).
     pub keep_lists: bool,
+    /// Run children as this user and group (`sync-handler-uid`, `sync-handler-gid`).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
-enum Run {
-    Full { exclude: Vec<u8> },
-    Part(Lists),
-}
-
-struct Job {
-    batch: Batch,
-    runs: VecDeque<Run>,
-    pid: Option<Pid>,
-    files: Vec<PathBuf>,
-    /// When the current run started.
-    started: std::time::Instant,
-    /// Set once the current run overran `timeout` and was signalled.
-    timed_out: Option<std::time::Instant>,
+enum Outcome {
+    Exited(ExitStatus),
+    Returned(i32),
+    Failed(io::Error),
 }
 
 struct Done {
-    seq: u64,
-    status: io::Result<ExitStatus>,
+    job: u64,
+    step: u64,
+    outcome: Outcome,
+}
+
+struct Job {
+    id: u64,
+    batch: Batch,
+    steps: VecDeque<Step>,
+    files: Vec<PathBuf>,
+    /// The current step: its number, its process group (None for a call).
+    step: u64,
+    pid: Option<Pid>,
+    started: Instant,
+    /// Set once the current step overran `timeout` and was signalled.
+    timed_out: Option<Instant>,
 }
 
 /// The outcome of a finished batch.
@@ -78,29 +126,28 @@ pub struct Finished {
 }
 
 pub struct Runner {
-    cfg: RsyncConfig,
+    cfg: RunConfig,
     tx: Sender<Done>,
     rx: Receiver<Done>,
     waker: Arc<Waker>,
-    job: Option<Job>,
-    seq: u64,
-    /// Exit code of the run that failed the current job.
-    last_code: Option<i32>,
+    jobs: Vec<Job>,
+    next_id: u64,
+    next_step: u64,
 }
 
 /// How long a run that overran its timeout gets between TERM and KILL.
-const KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+const KILL_GRACE: Duration = Duration::from_secs(3);
 
 /// Success, as far as a mirror is concerned.
 pub fn rsync_ok(status: &ExitStatus) -> bool {
     matches!(status.code(), Some(0 | 24))
 }
 
-/// A readable reason for an rsync failure.
-pub fn describe(status: &ExitStatus) -> String {
+/// A readable reason for a failed run of `name`.
+pub fn describe(name: &str, status: &ExitStatus) -> String {
     if let Some(sig) = status.signal() {
-        let name = Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
-        return format!("rsync was killed by signal {name}");
+        let sig = Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
+        return format!("{name} was killed by signal {sig}");
     }
     let code = status.code().unwrap_or(-1);
     let what = match code {
@@ -117,230 +164,227 @@ pub fn describe(status: &ExitStatus) -> String {
         35 => "timeout waiting for daemon connection",
         _ => "",
     };
-    if what.is_empty() {
-        format!("rsync exited with code {code}")
+    if what.is_empty() || !name.contains("rsync") {
+        format!("{name} exited with code {code}")
     } else {
-        format!("rsync exited with code {code} ({what})")
+        format!("{name} exited with code {code} ({what})")
     }
 }
 
 impl Runner {
-    pub fn new(cfg: RsyncConfig, waker: Arc<Waker>) -> Self {
+    pub fn new(cfg: RunConfig, waker: Arc<Waker>) -> Self {
         let (tx, rx) = channel();
         Runner {
             cfg,
             tx,
             rx,
             waker,
-            job: None,
-            seq: 0,
-            last_code: None,
+            jobs: Vec::new(),
+            next_id: 0,
+            next_step: 0,
         }
     }
 
+    /// True while any batch runs.
     pub fn busy(&self) -> bool {
-        self.job.is_some()
+        !self.jobs.is_empty()
     }
 
-    /// Starts the runs of a planned batch. If nothing could be spawned the batch is
-    /// returned as failed at once.
-    pub fn start(&mut self, batch: Batch, plan: Plan) -> Option<Finished> {
-        assert!(self.job.is_none(), "one batch at a time");
-        let runs = match plan {
-            Plan::Full { exclude } => VecDeque::from([Run::Full { exclude }]),
-            Plan::Targeted(parts) => parts.into_iter().map(Run::Part).collect(),
-        };
-        self.job = Some(Job {
+    /// Batches running now.
+    pub fn running(&self) -> usize {
+        self.jobs.len()
+    }
+
+    fn success(&self, code: i32) -> bool {
+        self.cfg.ok_codes.contains(&code) || self.cfg.ignore_exitcodes.contains(&code)
+    }
+
+    /// Starts the steps of a batch. If nothing could be started (or there was nothing
+    /// to run) the batch is returned at once.
+    pub fn start(&mut self, batch: Batch, steps: Steps) -> Option<Finished> {
+        self.next_id += 1;
+        self.jobs.push(Job {
+            id: self.next_id,
             batch,
-            runs,
+            steps: steps.steps.into(),
+            files: steps.files,
+            step: 0,
             pid: None,
-            files: Vec::new(),
-            started: std::time::Instant::now(),
+            started: Instant::now(),
             timed_out: None,
         });
-        self.next_run()
+        self.next_step(self.next_id)
     }
 
-    fn write_list(&self, name: &str, data: &[u8]) -> io::Result<PathBuf> {
-        let path = self
-            .cfg
-            .lists_dir
-            .join(format!("{name}.{}.{}", std::process::id(), self.seq));
-        std::fs::write(&path, data)?;
-        Ok(path)
+    fn index(&self, id: u64) -> Option<usize> {
+        self.jobs.iter().position(|j| j.id == id)
     }
 
-    fn argv(&mut self, run: &Run) -> io::Result<Vec<OsString>> {
-        let mut args: Vec<OsString> = vec!["-aH".into(), "--delete".into()];
-        if self.cfg.one_file_system {
-            args.push("-x".into());
-        }
-        let mut files = Vec::new();
-        let (exclude, include) = match run {
-            Run::Full { exclude } => (exclude, None),
-            Run::Part(l) => (&l.exclude, Some(&l.include)),
+    /// Starts the next step of job `id`; finishes the job when none is left.
+    fn next_step(&mut self, id: u64) -> Option<Finished> {
+        let i = self.index(id)?;
+        let Some(step) = self.jobs[i].steps.pop_front() else {
+            return self.finish(i, Ok(()), None);
         };
-        if !exclude.is_empty() || include.is_some() {
-            args.push("--from0".into());
-        }
-        if !exclude.is_empty() {
-            let p = self.write_list("exclude", exclude)?;
-            let mut a = OsString::from("--exclude-from=");
-            a.push(&p);
-            args.push(a);
-            files.push(p);
-        }
-        if let Some(include) = include {
-            let p = self.write_list("include", include)?;
-            let mut a = OsString::from("--include-from=");
-            a.push(&p);
-            args.push(a);
-            args.push("--exclude=*".into());
-            files.push(p);
-        }
-        args.push(dir_arg(&self.cfg.src));
-        args.push(dir_arg(&self.cfg.dst));
-        if let Some(job) = self.job.as_mut() {
-            job.files.extend(files);
-        }
-        Ok(args)
-    }
-
-    /// Spawns the next run of the current job; finishes the job when none is left.
-    fn next_run(&mut self) -> Option<Finished> {
-        let run = self.job.as_mut()?.runs.pop_front();
-        let Some(run) = run else {
-            return self.finish(Ok(()));
+        self.next_step += 1;
+        let seq = self.next_step;
+        let tx = self.tx.clone();
+        let waker = self.waker.clone();
+        let report = move |outcome| {
+            let _ = tx.send(Done {
+                job: id,
+                step: seq,
+                outcome,
+            });
+            let _ = waker.wake();
         };
-        self.seq += 1;
-        let seq = self.seq;
-        let spawned = self.argv(&run).and_then(|args| {
-            debug!("running {} {:?}", self.cfg.program.display(), args);
-            Command::new(&self.cfg.program)
-                .args(&args)
-                .stdin(Stdio::null())
-                .process_group(0)
-                .spawn()
-        });
-        match spawned {
-            Ok(mut child) => {
-                let pid = Pid::from_raw(child.id() as i32);
-                let job = self.job.as_mut().expect("job");
-                job.pid = Some(pid);
-                job.started = std::time::Instant::now();
-                job.timed_out = None;
-                let tx = self.tx.clone();
-                let waker = self.waker.clone();
-                std::thread::spawn(move || {
-                    let status = child.wait();
-                    let _ = tx.send(Done { seq, status });
-                    let _ = waker.wake();
-                });
+        let pid = match step {
+            Step::Exec(e) => {
+                debug!("running {} {:?}", e.program.display(), e.args);
+                let mut cmd = Command::new(&e.program);
+                cmd.args(&e.args)
+                    .envs(self.cfg.env.iter().map(|(k, v)| (k, v)))
+                    .envs(e.env.iter().map(|(k, v)| (k, v)))
+                    .current_dir(&self.cfg.cwd)
+                    .stdin(Stdio::null())
+                    .process_group(0);
+                if let Some(g) = self.cfg.gid {
+                    cmd.gid(g);
+                }
+                if let Some(u) = self.cfg.uid {
+                    cmd.uid(u);
+                }
+                match cmd.spawn() {
+                    Ok(mut child) => {
+                        let pid = Pid::from_raw(child.id() as i32);
+                        std::thread::spawn(move || {
+                            report(match child.wait() {
+                                Ok(st) => Outcome::Exited(st),
+                                Err(e) => Outcome::Failed(e),
+                            })
+                        });
+                        Some(pid)
+                    }
+                    Err(err) => {
+                        let msg = format!("cannot run {}: {err}", e.program.display());
+                        return self.finish(i, Err(msg), None);
+                    }
+                }
+            }
+            Step::Call(f) => {
+                std::thread::spawn(move || report(Outcome::Returned(f())));
                 None
             }
-            Err(e) => self.finish(Err(format!(
-                "cannot run {}: {e}",
-                self.cfg.program.display()
-            ))),
-        }
+        };
+        let job = &mut self.jobs[i];
+        job.step = seq;
+        job.pid = pid;
+        job.started = Instant::now();
+        job.timed_out = None;
+        None
     }
 
-    fn finish(&mut self, result: Result<(), String>) -> Option<Finished> {
-        let job = self.job.take()?;
-        for f in &job.files {
-            if !self.cfg.keep_lists {
+    fn finish(
+        &mut self,
+        i: usize,
+        result: Result<(), String>,
+        code: Option<i32>,
+    ) -> Option<Finished> {
+        let job = self.jobs.swap_remove(i);
+        if !self.cfg.keep_lists {
+            for f in &job.files {
                 let _ = std::fs::remove_file(f);
             }
         }
         Some(Finished {
             batch: job.batch,
             result,
-            code: self.last_code.take(),
+            code,
         })
     }
 
-    /// Collects exited children (call when the waker fired). Returns the batch when its
-    /// last run is over or a run failed.
-    pub fn poll(&mut self) -> Option<Finished> {
+    /// Collects ended steps (call when the waker fired). Returns the batches whose last
+    /// step is over or whose step failed.
+    pub fn poll(&mut self) -> Vec<Finished> {
+        let mut out = Vec::new();
         while let Ok(done) = self.rx.try_recv() {
-            if done.seq != self.seq || self.job.is_none() {
+            let Some(i) = self
+                .index(done.job)
+                .filter(|&i| self.jobs[i].step == done.step)
+            else {
                 continue;
-            }
-            let job = self.job.as_mut().expect("job");
+            };
+            let job = &mut self.jobs[i];
             job.pid = None;
+            let name = self.cfg.name.clone();
             if job.timed_out.is_some() {
                 let t = self.cfg.timeout.unwrap_or_default();
-                return self.finish(Err(format!(
-                    "rsync ran longer than timeout-sync ({}s) and was killed",
+                let msg = format!(
+                    "{name} ran longer than timeout-sync ({}s) and was killed",
                     t.as_secs_f64()
-                )));
+                );
+                out.extend(self.finish(i, Err(msg), None));
+                continue;
             }
-            match done.status {
-                Ok(st)
-                    if rsync_ok(&st)
-                        || st
-                            .code()
-                            .is_some_and(|c| self.cfg.ignore_exitcodes.contains(&c)) =>
-                {
-                    if let Some(f) = self.next_run() {
-                        return Some(f);
-                    }
+            let f = match done.outcome {
+                Outcome::Exited(st) if st.code().is_some_and(|c| self.success(c)) => {
+                    self.next_step(done.job)
                 }
-                Ok(st) => {
-                    self.last_code = st.code();
-                    return self.finish(Err(describe(&st)));
+                Outcome::Exited(st) => self.finish(i, Err(describe(&name, &st)), st.code()),
+                Outcome::Returned(c) if self.success(c) => self.next_step(done.job),
+                Outcome::Returned(c) => {
+                    self.finish(i, Err(format!("{name} returned {c}")), Some(c))
                 }
-                Err(e) => return self.finish(Err(format!("waiting for rsync: {e}"))),
-            }
+                Outcome::Failed(e) => self.finish(i, Err(format!("waiting for {name}: {e}")), None),
+            };
+            out.extend(f);
         }
-        None
+        out
     }
 
-    /// When the running run overruns its timeout (or, once signalled, when it gets KILL).
-    pub fn deadline(&self) -> Option<std::time::Instant> {
-        let job = self.job.as_ref()?;
-        job.pid?;
-        match job.timed_out {
-            Some(at) => Some(at + KILL_GRACE),
-            None => Some(job.started + self.cfg.timeout?),
-        }
+    /// When a running step overruns its timeout (or, once signalled, when it gets KILL).
+    pub fn deadline(&self) -> Option<Instant> {
+        let limit = self.cfg.timeout?;
+        self.jobs
+            .iter()
+            .filter(|j| j.pid.is_some())
+            .map(|j| match j.timed_out {
+                Some(at) => at + KILL_GRACE,
+                None => j.started + limit,
+            })
+            .min()
     }
 
-    /// Enforces the timeout: TERM to the run's process group when it overruns, KILL
-    /// after a grace period. Call on every loop turn.
-    pub fn enforce_timeout(&mut self, now: std::time::Instant) {
+    /// Enforces the timeout: TERM to a step's process group when it overruns, KILL after
+    /// a grace period. Call on every loop turn.
+    pub fn enforce_timeout(&mut self, now: Instant) {
         let Some(limit) = self.cfg.timeout else {
             return;
         };
-        let Some(job) = self.job.as_mut() else { return };
-        let Some(pid) = job.pid else { return };
-        match job.timed_out {
-            None if now >= job.started + limit => {
-                log::error!(
-                    "rsync has run for {}s, longer than timeout-sync: killing its process group",
-                    limit.as_secs_f64()
-                );
-                job.timed_out = Some(now);
-                let _ = killpg(pid, Signal::SIGTERM);
+        for job in &mut self.jobs {
+            let Some(pid) = job.pid else { continue };
+            match job.timed_out {
+                None if now >= job.started + limit => {
+                    log::error!(
+                        "{} has run for {}s, longer than timeout-sync: killing its process group",
+                        self.cfg.name,
+                        limit.as_secs_f64()
+                    );
+                    job.timed_out = Some(now);
+                    let _ = killpg(pid, Signal::SIGTERM);
+                }
+                Some(at) if now >= at + KILL_GRACE => {
+                    let _ = killpg(pid, Signal::SIGKILL);
+                }
+                _ => {}
             }
-            Some(at) if now >= at + KILL_GRACE => {
-                let _ = killpg(pid, Signal::SIGKILL);
-            }
-            _ => {}
         }
     }
 
-    /// Sends `sig` to the running rsync's process group.
+    /// Sends `sig` to the process group of every running step.
     pub fn signal(&self, sig: Signal) {
-        if let Some(pid) = self.job.as_ref().and_then(|j| j.pid) {
+        for pid in self.jobs.iter().filter_map(|j| j.pid) {
             let _ = killpg(pid, sig);
         }
     }
-}
-
-/// `DIR/`: rsync copies the directory's contents, not the directory itself.
-fn dir_arg(p: &Path) -> OsString {
-    let mut s = p.as_os_str().to_os_string();
-    s.push("/");
-    s
 }

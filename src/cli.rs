@@ -5,7 +5,8 @@ options (`-M rsyncdirect -W SRC -D DST …`).
 The two forms differ only in their defaults: the short form is for a person watching the
 result (about half a second from a change to the mirror), the classic form keeps the
 original's 30 s / 30 s / 1800 s so existing setups behave as before. An option of the
-original that is not implemented yet is rejected, never silently ignored.
+original that is not supported (its sandboxing, its control socket) is rejected by name
+with the reason, never silently ignored.
 */
 
 use crate::config::{parse_duration, parse_size, Config, Initial, StartError};
@@ -22,16 +23,16 @@ use std::time::Duration;
     after_help = "Short form: clsync [OPTIONS] SRC DST\nClassic form: clsync -M rsyncdirect -W SRC -D DST [OPTIONS]\nExit codes: 0 ok, 1 runtime failure, 2 usage, 3 bad source/destination, 4 rsync not found, 5 tree cannot be watched."
 )]
 struct Args {
-    /// Sync mode (only rsyncdirect is implemented)
+    /// Sync-handler mode: rsyncdirect, rsyncshell, shell, direct, simple, rsyncso, so
     #[arg(short = 'M', long = "mode", value_name = "MODE")]
-    mode: Option<String>,
+    mode: Option<crate::sync::handler::Mode>,
     /// Directory to watch (classic form)
     #[arg(short = 'W', long = "watch-dir", value_name = "DIR")]
     watch_dir: Option<PathBuf>,
     /// Directory to mirror to (classic form)
     #[arg(short = 'D', long = "destination-dir", value_name = "DIR")]
     destination_dir: Option<PathBuf>,
-    /// The rsync binary
+    /// The sync handler: rsync (rsyncdirect), a program, or a shared object (so modes)
     #[arg(short = 'S', long = "sync-handler", value_name = "PATH")]
     sync_handler: Option<PathBuf>,
     /// Minimal delay between syncs (seconds, or 200ms, 2m…)
@@ -85,7 +86,7 @@ struct Args {
     /// While this file exists no sync runs (events keep queuing)
     #[arg(long = "standby-file", value_name = "FILE")]
     standby_file: Option<PathBuf>,
-    /// Give up after N failed syncs in a row, exiting with rsync's code; 0: retry forever [default: 0]
+    /// Give up after N failed syncs in a row, exiting with the handler's code; 0: retry forever [default: 1 in the classic form, 0 in the short form]
     #[arg(short = 'r', long = "retries", value_name = "N")]
     retries: Option<u32>,
     /// Do not cross into other file systems (mount points are synced empty)
@@ -112,9 +113,9 @@ struct Args {
     /// Where the log goes: stderr, syslog or journal [default: stderr]
     #[arg(short = 'Y', long = "output", value_name = "OUTPUT")]
     output: Option<crate::logger::Output>,
-    /// Detach into the background once the tree is watched (log with --output syslog)
-    #[arg(short = 'b', long = "background")]
-    background: bool,
+    /// Detach into the background once the tree is watched (log with --output syslog); -b0: stay
+    #[arg(short = 'b', long = "background", value_name = "0|1", num_args = 0..=1, require_equals = true, default_missing_value = "1")]
+    background: Option<u8>,
     /// Directory for the list files handed to rsync (0700; created if missing)
     #[arg(short = 'L', long = "lists-dir", value_name = "DIR")]
     lists_dir: Option<PathBuf>,
@@ -127,6 +128,42 @@ struct Args {
     /// How many syncs may run at once with --threading safe or full [default: 4]
     #[arg(long = "max-parallel-syncs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_parallel_syncs: Option<u32>,
+    /// shell mode: list lines hold the relative path alone
+    #[arg(long = "synclist-simplify")]
+    synclist_simplify: bool,
+    /// Hand recursive syncs to the handler as one directory (shell, direct, simple, so)
+    #[arg(long = "have-recursive-sync")]
+    have_recursive_sync: bool,
+    /// rsync modes: no exclude list; recursive syncs list every permitted path
+    #[arg(long = "rsync-prefer-include")]
+    rsync_prefer_include: bool,
+    /// List files with NUL-terminated records (names with newlines); CLSYNC_LIST_FORMAT=nul
+    #[arg(long = "lists-nul")]
+    lists_nul: bool,
+    /// Keep running when syncs fail; the failed paths stay queued and are retried
+    #[arg(long = "ignore-failures")]
+    ignore_failures: bool,
+    /// Run the sync handler as this user (name or number)
+    #[arg(long = "sync-handler-uid", value_name = "USER")]
+    sync_handler_uid: Option<String>,
+    /// Run the sync handler with this group (name or number)
+    #[arg(long = "sync-handler-gid", value_name = "GROUP")]
+    sync_handler_gid: Option<String>,
+    /// Drop to this user once the tree is watched (name or number)
+    #[arg(short = 'u', long = "uid", value_name = "USER")]
+    uid: Option<String>,
+    /// Drop to this group once the tree is watched (name or number)
+    #[arg(short = 'g', long = "gid", value_name = "GROUP")]
+    gid: Option<String>,
+    /// Skip paths whose stat fields did not change: e.g. uid,gid or size,mtime or *
+    #[arg(long = "modification-signature", value_name = "FIELDS")]
+    modification_signature: Option<String>,
+    /// SIGUSR1/SIGIO also write the state (JSON) into this directory
+    #[arg(long = "dump-dir", value_name = "DIR")]
+    dump_dir: Option<PathBuf>,
+    /// Accepted: no event is ever skipped (an inotify overflow means a rescan)
+    #[arg(long = "exit-on-sync-skip")]
+    exit_on_sync_skip: bool,
     /// More log detail (the same as -d 1)
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
@@ -145,56 +182,52 @@ struct Args {
     /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
     #[arg(long = "profiles-dir", value_name = "DIR")]
     profiles_dir: Option<PathBuf>,
-    /// SRC DST (short form)
-    #[arg(value_name = "SRC DST")]
+    /// SRC DST (short form); with -M/-W/-D: the sync handler's arguments (after --)
+    #[arg(value_name = "SRC DST | -- HANDLER-ARGS")]
     paths: Vec<PathBuf>,
 }
 
-/// Options of the original clsync that this version does not implement yet: named in
-/// a clear error rather than a generic "unexpected argument".
-const LATER_OPTIONS: &[(Option<char>, &str)] = &[
-    (Some('C'), "preserve-capabilities"),
-    (Some('g'), "gid"),
-    (Some('u'), "uid"),
-    (None, "add-permitted-hook-files"),
-    (None, "cancel-syscalls"),
-    (None, "cgroup-group-name"),
-    (None, "check-execvp-arguments"),
-    (None, "chroot"),
-    (None, "config-block-inherits"),
-    (None, "custom-signals"),
-    (None, "detach-ipc"),
-    (None, "detach-miscellanea"),
-    (None, "detach-network"),
-    (None, "dump-dir"),
-    (None, "exit-on-sync-skip"),
-    (None, "forbid-devices"),
-    (None, "fts-experimental-optimization"),
-    (None, "have-recursive-sync"),
-    (None, "ignore-failures"),
-    (None, "inherit-capabilities"),
-    (None, "modification-signature"),
-    (None, "mountpoints"),
-    (None, "permit-mprotect"),
-    (None, "pivot-root"),
-    (None, "privileged-gid"),
-    (None, "privileged-uid"),
-    (None, "rsync-prefer-include"),
-    (None, "seccomp-filter"),
-    (None, "secure-splitting"),
-    (None, "shm-mprotect"),
-    (None, "socket"),
-    (None, "socket-mod"),
-    (None, "socket-own"),
-    (None, "splitting"),
-    (None, "sync-handler-gid"),
-    (None, "sync-handler-uid"),
-    (None, "synclist-simplify"),
+/// Why the original's sandboxing options are not supported.
+const SANDBOX: &str = "clsync does not sandbox itself; run it under systemd's sandboxing (ProtectSystem=, CapabilityBoundingSet=, SystemCallFilter=...) or in a container instead";
+
+/// Options of the original clsync that this version does not support, with the reason:
+/// named in a clear error rather than a generic "unexpected argument".
+const UNSUPPORTED_OPTIONS: &[(Option<char>, &str, &str)] = &[
+    (Some('C'), "preserve-capabilities", SANDBOX),
+    (None, "add-permitted-hook-files", SANDBOX),
+    (None, "cancel-syscalls", SANDBOX),
+    (None, "cgroup-group-name", SANDBOX),
+    (None, "check-execvp-arguments", SANDBOX),
+    (None, "chroot", SANDBOX),
+    (None, "config-block-inherits", "on the command line; write config-block-inherits into the block of the -H configuration file (or use inherits in a profile)"),
+    (None, "custom-signals", "signals have fixed meanings (see SIGNALS in clsync(1))"),
+    (None, "detach-ipc", SANDBOX),
+    (None, "detach-miscellanea", SANDBOX),
+    (None, "detach-network", SANDBOX),
+    (None, "forbid-devices", SANDBOX),
+    (None, "fts-experimental-optimization", "the tree walk does not use fts(3); there is nothing to tune"),
+    (None, "inherit-capabilities", SANDBOX),
+    (None, "mountpoints", SANDBOX),
+    (None, "permit-mprotect", SANDBOX),
+    (None, "pivot-root", SANDBOX),
+    (None, "privileged-gid", "there is no separate privileged process; use --sync-handler-gid"),
+    (None, "privileged-uid", "there is no separate privileged process; use --sync-handler-uid"),
+    (None, "seccomp-filter", SANDBOX),
+    (None, "secure-splitting", SANDBOX),
+    (None, "shm-mprotect", SANDBOX),
+    (None, "socket", "the worker has no control socket: use its signals (USR1 state, USR2 full resync, HUP rules reload, TERM stop), or clsync-manager"),
+    (None, "socket-mod", "the worker has no control socket (see --socket)"),
+    (None, "socket-own", "the worker has no control socket (see --socket)"),
+    (None, "splitting", SANDBOX),
 ];
 
-/// Finds an option of the original that is not implemented yet.
-fn later_option<T: AsRef<std::ffi::OsStr>>(args: &[T]) -> Option<String> {
+/// Finds an option of the original that is not supported: the message names it.
+fn unsupported_option<T: AsRef<std::ffi::OsStr>>(args: &[T]) -> Option<String> {
     use std::os::unix::ffi::OsStrExt;
+    let say = |short: &Option<char>, long: &str, why: &str| match short {
+        Some(c) => format!("option --{long} (-{c}) of the original clsync is not supported: {why}"),
+        None => format!("option --{long} of the original clsync is not supported: {why}"),
+    };
     for a in args.iter().skip(1) {
         let a = a.as_ref().as_bytes();
         if a == b"--" {
@@ -202,24 +235,23 @@ fn later_option<T: AsRef<std::ffi::OsStr>>(args: &[T]) -> Option<String> {
         }
         if let Some(long) = a.strip_prefix(b"--") {
             let name = long.split(|&b| b == b'=').next().unwrap_or_default();
-            if let Some((short, long)) = LATER_OPTIONS.iter().find(|(_, l)| l.as_bytes() == name) {
-                return Some(match short {
-                    Some(c) => format!("--{long} (-{c})"),
-                    None => format!("--{long}"),
-                });
+            if let Some((short, long, why)) = UNSUPPORTED_OPTIONS
+                .iter()
+                .find(|(_, l, _)| l.as_bytes() == name)
+            {
+                return Some(say(short, long, why));
             }
         } else if a.len() >= 2 && a[0] == b'-' {
             let c = a[1] as char;
-            if let Some((_, long)) = LATER_OPTIONS.iter().find(|(s, _)| *s == Some(c)) {
-                return Some(format!("-{c} (--{long})"));
+            if let Some((short, long, why)) =
+                UNSUPPORTED_OPTIONS.iter().find(|(s, _, _)| *s == Some(c))
+            {
+                return Some(say(short, long, why));
             }
         }
     }
     None
 }
-
-/// The modes of the original that later versions will implement.
-const LATER_MODES: &[&str] = &["simple", "direct", "shell", "rsyncshell", "rsyncso", "so"];
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -310,10 +342,10 @@ where
     T: Into<std::ffi::OsString> + Clone + AsRef<std::ffi::OsStr>,
 {
     let args: Vec<T> = args.into_iter().collect();
-    if let Some(opt) = later_option(&args) {
+    if let Some(msg) = unsupported_option(&args) {
         return Err(clap::Error::raw(
             clap::error::ErrorKind::UnknownArgument,
-            format!("option {opt} of the original clsync is not implemented yet\n"),
+            format!("{msg}\n"),
         ));
     }
     let a = Args::try_parse_from(args)?;
@@ -363,10 +395,12 @@ fn legacy_config(mut a: Args, file: &std::path::Path) -> Result<Config, StartErr
 
 /// Options given on the command line override a profile's or config block's values.
 fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
-    if let Some(m) = a.mode.filter(|m| m != "rsyncdirect") {
-        return Err(StartError::Usage(format!(
-            "mode {m:?} is not implemented yet (only rsyncdirect is)"
-        )));
+    let x = extra(&a)?;
+    if let Some(m) = a.mode {
+        if m != c.mode && a.sync_handler.is_none() {
+            c.rsync = PathBuf::from(m.default_handler().unwrap_or_default());
+        }
+        c.mode = m;
     }
     if let Some(v) = a.sync_handler {
         c.rsync = v;
@@ -430,7 +464,24 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
     if let Some(o) = a.output {
         c.output = o;
     }
-    c.background |= a.background;
+    if let Some(b) = a.background {
+        c.background = b != 0;
+    }
+    c.synclist_simplify |= x.synclist_simplify;
+    c.have_recursive_sync |= x.have_recursive_sync;
+    c.lists_nul |= x.lists_nul;
+    c.rsync_prefer_include |= x.rsync_prefer_include;
+    c.ignore_failures |= x.ignore_failures;
+    c.sync_handler_uid = x.sync_handler_uid.or(c.sync_handler_uid);
+    c.sync_handler_gid = x.sync_handler_gid.or(c.sync_handler_gid);
+    c.uid = x.uid.or(c.uid);
+    c.gid = x.gid.or(c.gid);
+    if let Some(m) = x.modification_signature {
+        c.modification_signature = m;
+    }
+    if let Some(d) = x.dump_dir {
+        c.dump_dir = Some(d);
+    }
     if let Some(d) = a.lists_dir {
         c.lists_dir = Some(d);
     }
@@ -445,6 +496,57 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
         c.debug = c.debug.max(1);
     }
     Ok(c)
+}
+
+/// The handler and privilege options, parsed (shared by the command-line forms).
+#[derive(Default)]
+struct Extra {
+    synclist_simplify: bool,
+    have_recursive_sync: bool,
+    lists_nul: bool,
+    rsync_prefer_include: bool,
+    ignore_failures: bool,
+    sync_handler_uid: Option<u32>,
+    sync_handler_gid: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    modification_signature: Option<u32>,
+    dump_dir: Option<PathBuf>,
+}
+
+fn extra(a: &Args) -> Result<Extra, StartError> {
+    let usage = |opt: &str, e: String| StartError::Usage(format!("--{opt}: {e}"));
+    let user = |opt: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(crate::config::parse_user)
+            .transpose()
+            .map_err(|e| usage(opt, e))
+    };
+    let group = |opt: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(crate::config::parse_group)
+            .transpose()
+            .map_err(|e| usage(opt, e))
+    };
+    let _ = a.exit_on_sync_skip; // nothing is ever skipped
+    Ok(Extra {
+        synclist_simplify: a.synclist_simplify,
+        have_recursive_sync: a.have_recursive_sync,
+        lists_nul: a.lists_nul,
+        rsync_prefer_include: a.rsync_prefer_include,
+        ignore_failures: a.ignore_failures,
+        sync_handler_uid: user("sync-handler-uid", &a.sync_handler_uid)?,
+        sync_handler_gid: group("sync-handler-gid", &a.sync_handler_gid)?,
+        uid: user("uid", &a.uid)?,
+        gid: group("gid", &a.gid)?,
+        modification_signature: a
+            .modification_signature
+            .as_deref()
+            .map(crate::signature::parse)
+            .transpose()
+            .map_err(|e| usage("modification-signature", e))?,
+        dump_dir: a.dump_dir.clone(),
+    })
 }
 
 /// `skip-initialsync` and `only-initialsync` together make no sense (the original
@@ -495,36 +597,28 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         ));
     }
     let usage = |m: String| StartError::Usage(m);
-    if let Some(mode) = &a.mode {
-        match mode.as_str() {
-            "rsyncdirect" => {}
-            m if LATER_MODES.contains(&m) => {
-                return Err(usage(format!("mode {m:?} is not implemented yet (only rsyncdirect is)")))
-            }
-            m => {
-                return Err(usage(format!(
-                    "unknown mode {m:?}; valid modes: rsyncdirect, simple, direct, shell, rsyncshell, rsyncso, so"
-                )))
-            }
-        }
-    }
+    let mode = a.mode.unwrap_or_default();
     let classic = a.mode.is_some() || a.watch_dir.is_some() || a.destination_dir.is_some();
+    let mut handler_args = None;
     let (src, dst) = if classic {
         if !a.paths.is_empty() {
-            return Err(usage(format!(
-                "unexpected argument {:?}: with -W/-D/-M give the directories as options (sync-handler arguments after -- are not implemented yet)",
-                a.paths[0]
-            )));
+            // The words after `--` replace the mode's default arguments; a single empty
+            // word brings the defaults back (as in the original).
+            let words: Vec<std::ffi::OsString> = std::mem::take(&mut a.paths)
+                .into_iter()
+                .map(PathBuf::into_os_string)
+                .collect();
+            if !(words.len() == 1 && words[0].is_empty()) {
+                handler_args = Some(words);
+            }
         }
         let src = a
             .watch_dir
+            .take()
             .ok_or_else(|| usage("-W/--watch-dir is required".into()))?;
-        let dst = a
-            .destination_dir
-            .ok_or_else(|| usage("-D/--destination-dir is required in mode rsyncdirect".into()))?;
-        (src, dst)
+        (src, a.destination_dir.take().unwrap_or_default())
     } else {
-        match <[PathBuf; 2]>::try_from(a.paths) {
+        match <[PathBuf; 2]>::try_from(std::mem::take(&mut a.paths)) {
             Ok([s, d]) => (s, d),
             Err(p) => {
                 return Err(usage(format!(
@@ -535,15 +629,31 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
             }
         }
     };
+    let x = extra(&a)?;
     let (collect, sync, bigfile) = if classic {
         (30_000, 30_000, 1_800_000)
     } else {
         (500, 500, 5_000)
     };
-    Ok(Config {
+    let cfg = Config {
         src,
         dst,
-        rsync: a.sync_handler.unwrap_or_else(|| PathBuf::from("rsync")),
+        rsync: a
+            .sync_handler
+            .unwrap_or_else(|| PathBuf::from(mode.default_handler().unwrap_or_default())),
+        mode,
+        handler_args,
+        synclist_simplify: x.synclist_simplify,
+        have_recursive_sync: x.have_recursive_sync,
+        lists_nul: x.lists_nul,
+        rsync_prefer_include: x.rsync_prefer_include,
+        ignore_failures: x.ignore_failures,
+        sync_handler_uid: x.sync_handler_uid,
+        sync_handler_gid: x.sync_handler_gid,
+        uid: x.uid,
+        gid: x.gid,
+        modification_signature: x.modification_signature.unwrap_or(0),
+        dump_dir: x.dump_dir,
         delays: Delays {
             collect: a.delay_collect.unwrap_or(Duration::from_millis(collect)),
             collect_bigfile: a
@@ -569,21 +679,24 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         pre_exit_hook: a.pre_exit_hook,
         exit_hook: a.exit_hook,
         standby_file: a.standby_file,
-        retries: a.retries.unwrap_or(0),
+        // The original gives up after one failed try; the short form keeps retrying.
+        retries: a.retries.unwrap_or(u32::from(classic)),
         one_file_system: a.one_file_system || a.exclude_mount_points,
         full_initialsync: a.full_initialsync,
         exit_on_no_events: a.exit_on_no_events,
         max_iterations: a.max_iterations.unwrap_or(0),
         quiet: a.quiet,
         output: a.output.unwrap_or_default(),
-        background: a.background,
+        background: a.background.is_some_and(|b| b != 0),
         lists_dir: a.lists_dir,
         dont_unlink_lists: a.dont_unlink_lists,
         threading: a.threading.unwrap_or_default(),
         max_parallel_syncs: a
             .max_parallel_syncs
             .map_or(crate::config::MAX_PARALLEL_SYNCS, |n| n as usize),
-    })
+    };
+    cfg.check_mode().map_err(usage)?;
+    Ok(cfg)
 }
 
 #[cfg(test)]
@@ -612,20 +725,24 @@ mod tests {
         assert!(parse(["clsync", "-M", "shell", "-W/a", "-D/b"])
             .unwrap_err()
             .to_string()
-            .contains("not implemented yet"));
+            .contains("mode shell needs a sync handler (-S"));
+        assert!(parse(["clsync", "-M", "sell", "-W/a"])
+            .unwrap_err()
+            .to_string()
+            .contains("unknown mode \"sell\""));
         assert!(parse(["clsync", "--no-such-option", "/a", "/b"]).is_err());
         assert!(parse(["clsync", "--chroot", "/x", "/a", "/b"])
             .unwrap_err()
             .to_string()
-            .contains("option --chroot of the original clsync is not implemented yet"));
+            .contains("option --chroot of the original clsync is not supported: clsync does not sandbox itself"));
         assert!(parse(["clsync", "-p", "sometimes", "/a", "/b"])
             .unwrap_err()
             .to_string()
             .contains("expected off, safe or full"));
-        assert!(parse(["clsync", "--uid=nobody", "/a", "/b"])
+        assert!(parse(["clsync", "--uid=no-such-user-here", "/a", "/b"])
             .unwrap_err()
             .to_string()
-            .contains("--uid (-u)"));
+            .contains("unknown user"));
         assert!(parse(["clsync", "/a"]).is_err());
         assert!(parse(["clsync", "-W/a"]).is_err());
         assert!(parse(["clsync", "-t", "abc", "/a", "/b"]).is_err());

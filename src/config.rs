@@ -16,8 +16,36 @@ use std::time::Duration;
 pub struct Config {
     pub src: PathBuf,
     pub dst: PathBuf,
-    /// The rsync binary as given (`rsync` is looked up in `$PATH`).
+    /// The sync handler as given (a bare name is looked up in `$PATH`): rsync in
+    /// rsyncdirect mode, a program or a shared object in the other modes.
     pub rsync: PathBuf,
+    /// The sync-handler mode.
+    pub mode: crate::sync::handler::Mode,
+    /// The handler's argument words (`sync-handler-args`, or after `--`); `None`: the
+    /// mode's defaults.
+    pub handler_args: Option<Vec<OsString>>,
+    /// Shell lists hold the relative path alone (`synclist-simplify`).
+    pub synclist_simplify: bool,
+    /// Recursive syncs go to the handler as one directory (`have-recursive-sync`).
+    pub have_recursive_sync: bool,
+    /// NUL-terminated list records, for handlers that opt in (`lists-nul`).
+    pub lists_nul: bool,
+    /// rsync modes: include lists only, recursive syncs walked (`rsync-prefer-include`).
+    pub rsync_prefer_include: bool,
+    /// A failed sync neither counts towards `retries` nor stops the worker; its paths
+    /// stay queued (`ignore-failures`).
+    pub ignore_failures: bool,
+    /// The handler runs as this user and group (`sync-handler-uid`, `-gid`).
+    pub sync_handler_uid: Option<u32>,
+    pub sync_handler_gid: Option<u32>,
+    /// The worker drops to this user and group once the tree is watched (`uid`, `gid`).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Skip paths whose stat fields (this mask of [`crate::signature`] bits) did not
+    /// change since their last sync (`modification-signature`).
+    pub modification_signature: u32,
+    /// SIGUSR1/SIGIO also write the state as JSON into this directory (`dump-dir`).
+    pub dump_dir: Option<PathBuf>,
     pub delays: Delays,
     /// 0 disables the big-file queue.
     pub threshold_bigfile: u64,
@@ -108,6 +136,30 @@ pub fn parse_exitcodes(values: &[String]) -> Result<Vec<i32>, String> {
     Ok(out)
 }
 
+/// Resolves a user (name or number) for `uid` / `sync-handler-uid`.
+pub fn parse_user(s: &str) -> Result<u32, String> {
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::User::from_name(s) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => Err(format!("unknown user {s:?}")),
+        Err(e) => Err(format!("cannot look up user {s:?}: {e}")),
+    }
+}
+
+/// Resolves a group (name or number) for `gid` / `sync-handler-gid`.
+pub fn parse_group(s: &str) -> Result<u32, String> {
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::Group::from_name(s) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("unknown group {s:?}")),
+        Err(e) => Err(format!("cannot look up group {s:?}: {e}")),
+    }
+}
+
 /// Why the worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -137,6 +189,57 @@ impl StartError {
 }
 
 impl Config {
+    /// Checks the combinations of mode and options that make no sense (the original
+    /// refuses them too).
+    pub fn check_mode(&self) -> Result<(), String> {
+        use crate::sync::handler::Mode;
+        let m = self.mode;
+        if self.have_recursive_sync && m.is_rsync() {
+            return Err(format!(
+                "have-recursive-sync does not apply to mode {}: rsync lists are recursive already",
+                m.name()
+            ));
+        }
+        if self.rsync_prefer_include && !m.is_rsync() {
+            return Err(format!(
+                "rsync-prefer-include applies to the rsync modes only, not to {}",
+                m.name()
+            ));
+        }
+        if self.synclist_simplify && m.is_rsync() {
+            return Err(format!(
+                "synclist-simplify does not apply to mode {} (it is for shell lists)",
+                m.name()
+            ));
+        }
+        if m.is_so() && self.handler_args.as_ref().is_some_and(|a| !a.is_empty()) {
+            return Err(format!(
+                "mode {} calls a shared object: it takes no sync-handler arguments",
+                m.name()
+            ));
+        }
+        let needs_dst =
+            m == Mode::RsyncDirect || (m == Mode::Direct && self.handler_args.is_none());
+        if needs_dst && self.dst.as_os_str().is_empty() {
+            return Err(format!(
+                "mode {} needs a destination directory (-D/--destination-dir)",
+                m.name()
+            ));
+        }
+        if self.rsync.as_os_str().is_empty() {
+            return Err(format!(
+                "mode {} needs a sync handler (-S/--sync-handler: {})",
+                m.name(),
+                if m.is_so() {
+                    "the shared object to load"
+                } else {
+                    "the program to run"
+                }
+            ));
+        }
+        Ok(())
+    }
+
     /// The filter rules: the rules file or inline rules, behind the profile's globs.
     /// Called at start and again on SIGHUP.
     pub fn load_rules(&self) -> Result<crate::rules::Rules, crate::rules::RulesError> {
@@ -287,6 +390,37 @@ fn canonical_maybe_missing(p: &Path) -> Result<PathBuf, String> {
     }
 }
 
+/// Finds the sync handler: an executable, or the shared object of the so modes.
+fn find_handler(cfg: &Config) -> Result<PathBuf, StartError> {
+    let h = &cfg.rsync;
+    if cfg.mode.is_so() {
+        return match std::fs::metadata(h) {
+            Ok(m) if m.is_file() => Ok(h.clone()),
+            Ok(_) => Err(StartError::Handler(format!(
+                "sync handler {}: not a regular file",
+                h.display()
+            ))),
+            Err(e) => Err(StartError::Handler(format!(
+                "sync handler {}: {e}",
+                h.display()
+            ))),
+        };
+    }
+    find_executable(h).ok_or_else(|| {
+        StartError::Handler(format!(
+            "sync handler {}: not found or not executable{}",
+            h.display(),
+            if h.as_os_str() == "rsync" {
+                " in $PATH (install rsync: apt-get install rsync)"
+            } else if h.components().count() == 1 {
+                " in $PATH"
+            } else {
+                ""
+            }
+        ))
+    })
+}
+
 /// Checks source, destination and rsync, and creates the destination directory if
 /// missing. Returns the canonical `(src, dst, rsync)`. Nothing else is touched.
 pub fn preflight(cfg: &Config) -> Result<(PathBuf, PathBuf, PathBuf), StartError> {
@@ -308,6 +442,13 @@ pub fn preflight(cfg: &Config) -> Result<(PathBuf, PathBuf, PathBuf), StartError
             )))
         }
     };
+    cfg.check_mode().map_err(StartError::Usage)?;
+    let handler = find_handler(cfg)?;
+    if cfg.mode != crate::sync::handler::Mode::RsyncDirect {
+        // The handler decides what the destination is (a host, a path, nothing): it is
+        // passed on as given, never created or deleted here.
+        return Ok((src, cfg.dst.clone(), handler));
+    }
     let dst = canonical_maybe_missing(&cfg.dst)
         .map_err(|e| StartError::Path(format!("destination {e}")))?;
     if dst == src {
@@ -330,17 +471,7 @@ pub fn preflight(cfg: &Config) -> Result<(PathBuf, PathBuf, PathBuf), StartError
             dst.display()
         )));
     }
-    let rsync = find_executable(&cfg.rsync).ok_or_else(|| {
-        StartError::Handler(format!(
-            "sync handler {}: not found or not executable{}",
-            cfg.rsync.display(),
-            if cfg.rsync.components().count() == 1 {
-                " in $PATH (install rsync: apt-get install rsync)"
-            } else {
-                ""
-            }
-        ))
-    })?;
+    let rsync = handler;
     match std::fs::metadata(&dst) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {

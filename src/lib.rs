@@ -11,6 +11,7 @@ pub mod profile;
 pub mod profile_config;
 pub mod queue;
 pub mod rules;
+pub mod signature;
 pub mod sync;
 pub mod watch;
 pub mod worker;

@@ -102,6 +102,10 @@ pub const KEYS: &[&str] = &[
     "debug",
     "uid",
     "gid",
+    "sync-handler-uid",
+    "sync-handler-gid",
+    "lists-nul",
+    "dump-dir",
     "autostart",
     "restart",
     "inherits",
@@ -248,6 +252,17 @@ pub struct ProfileValues {
     /// A group name or number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<String>,
+    /// The sync handler's user (name or number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_handler_uid: Option<String>,
+    /// The sync handler's group (name or number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_handler_gid: Option<String>,
+    /// NUL-terminated list records (not in the original).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lists_nul: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autostart: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -279,7 +294,7 @@ impl ProfileValues {
             one_file_system, exclude_mount_points, rsync_prefer_include, dont_unlink_lists,
             have_recursive_sync, synclist_simplify, ignore_failures, max_iterations,
             standby_file, modification_signature, rsync_inclimit, output, debug, uid, gid,
-            autostart, restart, inherits,
+            sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, autostart, restart, inherits,
         )
     }
 
@@ -1169,6 +1184,10 @@ mod tests {
             debug: Some(2),
             uid: s("nobody"),
             gid: s("1000"),
+            sync_handler_uid: s("www-data"),
+            sync_handler_gid: s("www-data"),
+            lists_nul: Some(true),
+            dump_dir: s("/run/clsync/dump"),
             autostart: Some(true),
             restart: s("on-failure"),
             inherits: s("base"),

@@ -2,120 +2,79 @@
 From a resolved profile to the worker's [`Config`], and the `check` / `show-config`
 commands.
 
-A profile key that the worker does not implement yet is an error naming the key and the
-file, never silently ignored: a sysadmin who writes `retries = 3` must not believe it is in
-force. Keys that belong to the manager (`autostart`, `restart`) are accepted and left to
-it. Profiles run with the original's defaults (30 s, 30 s, 1800 s, 128 MiB) unless they
-set their own.
+Every key is carried out by the worker, except those that belong to the manager
+(`autostart`, `restart`), which are accepted and left to it. Profiles run with the
+original's defaults (30 s, 30 s, 1800 s, 128 MiB, one try) unless they set their own.
 */
 
 use crate::config::{Config, StartError};
-use crate::profile::{self, ProfileValues, Profiles, Resolved};
+use crate::profile::{self, Profiles, Resolved};
 use crate::queue::Delays;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// The keys a profile may set that the worker carries out (plus the manager's).
-const IMPLEMENTED: &[&str] = &[
-    "watch-dir",
-    "destination-dir",
-    "mode",
-    "sync-handler",
-    "rules-file",
-    "rules",
-    "exclude",
-    "include",
-    "delay-sync",
-    "delay-collect",
-    "delay-collect-bigfile",
-    "threshold-bigfile",
-    "label",
-    "status-file",
-    "rsync-inclimit",
-    "debug",
-    "pid-file",
-    "ignore-exitcode",
-    "timeout-sync",
-    "skip-initialsync",
-    "only-initialsync",
-    "exit-hook",
-    "pre-exit-hook",
-    "standby-file",
-    "retries",
-    "one-file-system",
-    "exclude-mount-points",
-    "full-initialsync",
-    "exit-on-no-events",
-    "max-iterations",
-    "output",
-    "lists-dir",
-    "dont-unlink-lists",
-    "threading",
-    "max-parallel-syncs",
-    "inherits",
-    "autostart",
-    "restart",
-];
-
-/// Keys whose value is what the worker does anyway: accepted.
-const AS_IMPLEMENTED: &[(&str, &str)] = &[("sync-on-quit", "true")];
-
-/// Keys set in `v` (after inheritance) that the worker does not implement yet.
-fn unimplemented(v: &ProfileValues) -> Vec<String> {
-    let text = v.to_toml();
-    let mut keys = Vec::new();
-    for line in text.lines() {
-        let Some((k, value)) = line.split_once(" = ") else {
-            continue;
-        };
-        let k = k.trim();
-        if profile::keys().contains(&k)
-            && !IMPLEMENTED.contains(&k)
-            && !AS_IMPLEMENTED.contains(&(k, value.trim()))
-        {
-            keys.push(k.to_string());
-        }
-    }
-    keys
-}
 
 /// The worker configuration of a resolved profile. `file` names the profile in errors.
 pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
     let v = &r.values;
     let err = |m: String| StartError::Usage(format!("{}: {m}", file.display()));
-    let later = unimplemented(v);
-    if !later.is_empty() {
-        return Err(err(format!(
-            "key{} {} {} not implemented yet (the worker would not honour {})",
-            if later.len() == 1 { "" } else { "s" },
-            later.join(", "),
-            if later.len() == 1 { "is" } else { "are" },
-            if later.len() == 1 { "it" } else { "them" },
-        )));
+    if v.sync_on_quit == Some(false) {
+        return Err(err(
+            "sync-on-quit = false is not supported: every stop syncs what is queued, so no change is dropped"
+                .into(),
+        ));
     }
-    match v.mode.as_deref() {
-        None | Some("rsyncdirect") => {}
-        Some(m) => {
-            return Err(err(format!(
-                "mode {m:?} is not implemented yet (only rsyncdirect is)"
-            )))
-        }
-    }
+    let mode: crate::sync::handler::Mode = match v.mode.as_deref() {
+        None => Default::default(),
+        Some(m) => m.parse().map_err(err)?,
+    };
     let src = v
         .watch_dir
         .as_ref()
         .ok_or_else(|| err("watch-dir is not set".into()))?;
-    let dst = v
-        .destination_dir
-        .as_ref()
-        .ok_or_else(|| err("destination-dir is not set".into()))?;
+    let dst = v.destination_dir.clone().unwrap_or_default();
+    let user = |key: &str, val: &Option<String>| {
+        val.as_deref()
+            .map(crate::config::parse_user)
+            .transpose()
+            .map_err(|e| err(format!("{key}: {e}")))
+    };
+    let group = |key: &str, val: &Option<String>| {
+        val.as_deref()
+            .map(crate::config::parse_group)
+            .transpose()
+            .map_err(|e| err(format!("{key}: {e}")))
+    };
     if v.rules_file.is_some() && v.rules.is_some() {
         return Err(err("set either rules-file or rules, not both".into()));
     }
-    Ok(Config {
+    let cfg = Config {
         src: PathBuf::from(src),
         dst: PathBuf::from(dst),
-        rsync: PathBuf::from(v.sync_handler.as_deref().unwrap_or("rsync")),
+        rsync: PathBuf::from(
+            v.sync_handler
+                .as_deref()
+                .or(mode.default_handler())
+                .unwrap_or_default(),
+        ),
+        mode,
+        handler_args: v
+            .sync_handler_args
+            .as_ref()
+            .map(|a| a.iter().map(std::ffi::OsString::from).collect()),
+        synclist_simplify: v.synclist_simplify == Some(true),
+        have_recursive_sync: v.have_recursive_sync == Some(true),
+        lists_nul: v.lists_nul == Some(true),
+        rsync_prefer_include: v.rsync_prefer_include == Some(true),
+        ignore_failures: v.ignore_failures == Some(true),
+        sync_handler_uid: user("sync-handler-uid", &v.sync_handler_uid)?,
+        sync_handler_gid: group("sync-handler-gid", &v.sync_handler_gid)?,
+        uid: user("uid", &v.uid)?,
+        gid: group("gid", &v.gid)?,
+        modification_signature: match &v.modification_signature {
+            Some(m) => crate::signature::parse(m).map_err(err)?,
+            None => 0,
+        },
+        dump_dir: v.dump_dir.as_ref().map(PathBuf::from),
         delays: Delays {
             collect: v.delay_collect.unwrap_or(Duration::from_secs(30)),
             collect_bigfile: v.delay_collect_bigfile.unwrap_or(Duration::from_secs(1800)),
@@ -160,7 +119,8 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         pre_exit_hook: v.pre_exit_hook.as_ref().map(PathBuf::from),
         exit_hook: v.exit_hook.as_ref().map(PathBuf::from),
         standby_file: v.standby_file.as_ref().map(PathBuf::from),
-        retries: v.retries.unwrap_or(0),
+        // As the original: give up after one failed try unless told otherwise.
+        retries: v.retries.unwrap_or(1),
         one_file_system: v.one_file_system == Some(true) || v.exclude_mount_points == Some(true),
         full_initialsync: v.full_initialsync == Some(true),
         exit_on_no_events: v.exit_on_no_events == Some(true),
@@ -182,7 +142,9 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
             Some(n) => n as usize,
             None => crate::config::MAX_PARALLEL_SYNCS,
         },
-    })
+    };
+    cfg.check_mode().map_err(err)?;
+    Ok(cfg)
 }
 
 fn file_of(profiles: &Profiles, r: &Resolved) -> PathBuf {
@@ -409,22 +371,6 @@ mod tests {
         let c = load(d.path(), "lxc", Some("db")).unwrap();
         assert_eq!(c.dst, PathBuf::from("/mnt/lxc/db"));
         assert!(load(d.path(), "lxc", None).is_err());
-    }
-
-    #[test]
-    fn unimplemented_keys_are_errors_naming_them() {
-        let d = dir(&[(
-            "p.toml",
-            "watch-dir = \"/a\"\ndestination-dir = \"/b\"\nsynclist-simplify = true\nmodification-signature = \"*\"\n",
-        )]);
-        let e = load(d.path(), "p", None).unwrap_err().to_string();
-        assert!(e.contains("p.toml"), "{e}");
-        assert!(
-            e.contains("synclist-simplify")
-                && e.contains("modification-signature")
-                && e.contains("not implemented yet"),
-            "{e}"
-        );
     }
 
     #[test]

@@ -74,6 +74,22 @@ pub struct Entry {
     pub path: Vec<u8>,
     pub recursive: bool,
     pub class: Class,
+    /// The inotify masks of the path's events, ORed (for handlers that are told them).
+    pub mask: u32,
+}
+
+/// What is known of a queued path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Meta {
+    recursive: bool,
+    mask: u32,
+}
+
+impl Meta {
+    fn merge(&mut self, other: Meta) {
+        self.recursive |= other.recursive;
+        self.mask |= other.mask;
+    }
 }
 
 /// The paths handed to one sync run.
@@ -93,18 +109,23 @@ impl Batch {
 
 #[derive(Default)]
 struct Queue {
-    paths: HashMap<Vec<u8>, bool>,
+    paths: HashMap<Vec<u8>, Meta>,
     first: Option<Instant>,
+}
+
+fn entry(path: Vec<u8>, m: Meta, class: Class) -> Entry {
+    Entry {
+        path,
+        recursive: m.recursive,
+        class,
+        mask: m.mask,
+    }
 }
 
 impl Queue {
     fn take(&mut self, class: Class, out: &mut Vec<Entry>) {
         self.first = None;
-        out.extend(self.paths.drain().map(|(path, recursive)| Entry {
-            path,
-            recursive,
-            class,
-        }));
+        out.extend(self.paths.drain().map(|(path, m)| entry(path, m, class)));
     }
 }
 
@@ -168,23 +189,34 @@ impl Batcher {
     /// queue of its latest classification (a file that grew past the threshold waits with
     /// the big files, a recursive entry always waits in the normal queue).
     pub fn push(&mut self, now: Instant, path: Vec<u8>, recursive: bool, class: Class) {
+        self.push_event(now, path, recursive, 0, class);
+    }
+
+    /// [`push`](Self::push) with the event's inotify mask (ORed into the path's).
+    pub fn push_event(
+        &mut self,
+        now: Instant,
+        path: Vec<u8>,
+        recursive: bool,
+        mask: u32,
+        class: Class,
+    ) {
         let class = if recursive { Class::Normal } else { class };
         let other = match class {
             Class::Normal => Class::Big,
             Class::Big => Class::Normal,
         };
-        let mut recursive = recursive;
+        let mut meta = Meta { recursive, mask };
         let other_q = self.queue(other);
-        if let Some(r) = other_q.paths.remove(&path) {
-            recursive |= r;
+        if let Some(m) = other_q.paths.remove(&path) {
+            meta.merge(m);
             if other_q.paths.is_empty() {
                 other_q.first = None;
             }
         }
         let q = self.queue(class);
         q.first.get_or_insert(now);
-        let r = q.paths.entry(path).or_insert(false);
-        *r |= recursive;
+        q.paths.entry(path).or_default().merge(meta);
         self.held = false;
     }
 
@@ -322,15 +354,11 @@ impl Batcher {
             paths: HashMap::new(),
             first: None,
         };
-        for (path, recursive) in q.paths {
-            if self.blocked(&path, recursive) {
-                kept.paths.insert(path, recursive);
+        for (path, m) in q.paths {
+            if self.blocked(&path, m.recursive) {
+                kept.paths.insert(path, m);
             } else {
-                out.push(Entry {
-                    path,
-                    recursive,
-                    class,
-                });
+                out.push(entry(path, m, class));
             }
         }
         if !kept.paths.is_empty() {
@@ -384,7 +412,7 @@ impl Batcher {
         for e in batch.entries {
             // The retry is governed by retry_at; the collect delay does not start anew.
             let first = now.checked_sub(self.delays.collect_bigfile.max(self.delays.collect));
-            self.push(first.unwrap_or(now), e.path, e.recursive, e.class);
+            self.push_event(first.unwrap_or(now), e.path, e.recursive, e.mask, e.class);
         }
     }
 
@@ -672,6 +700,7 @@ mod tests {
                 path: Vec::new(),
                 recursive: true,
                 class: Class::Normal,
+                mask: 0,
             }],
         };
         b.start_external(&initial);
@@ -697,6 +726,7 @@ mod tests {
                 path: Vec::new(),
                 recursive: true,
                 class: Class::Normal,
+                mask: 0,
             }],
         };
         assert!(batch.is_full());

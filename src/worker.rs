@@ -16,7 +16,7 @@ means both are done.
 
 use crate::config::{preflight, Config, Initial, StartError};
 use crate::queue::{Batch, Batcher, Class, Entry};
-use crate::sync::handler::{Handler, HandlerConfig};
+use crate::sync::handler::{Context, Handler, HandlerConfig, Mode};
 use crate::sync::{Finished, RunConfig, Runner};
 use crate::watch::{abs_path, Changes, Watcher};
 use log::{debug, error, info, warn};
@@ -150,6 +150,8 @@ struct Worker {
     handler: Handler,
     runner: Runner,
     excludes: BTreeSet<Vec<u8>>,
+    /// `modification-signature`: the last stat fields of each synced path.
+    signatures: Option<crate::signature::Signatures>,
     status: Status,
     ready: bool,
     phase: Phase,
@@ -162,10 +164,22 @@ struct Worker {
     iterations: u32,
     started: Instant,
     exit: Option<i32>,
+    /// The worker gives up because syncs failed (the exit hook hears so).
+    failed: bool,
 }
 
 /// Runs the worker until it is told to stop. Returns the process exit code.
 pub fn run(cfg: Config) -> Result<i32, StartError> {
+    let mut cfg = cfg;
+    if cfg.mode == Mode::Simple {
+        // simple mode: every event goes to the handler at once, as in the original.
+        cfg.delays = crate::queue::Delays {
+            collect: Duration::ZERO,
+            collect_bigfile: Duration::ZERO,
+            sync: Duration::ZERO,
+        };
+        cfg.threshold_bigfile = 0;
+    }
     let status = Status::new(cfg.status_file.clone());
     status.set("starting");
     let rules = cfg
@@ -182,14 +196,28 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             crate::config::check_lists_dir(d)?;
             None
         }
-        None => Some(
-            tempfile::Builder::new()
+        None => {
+            let t = tempfile::Builder::new()
                 .prefix("clsync-lists.")
                 .tempdir()
                 .map_err(|e| {
                     StartError::Other(format!("cannot create a directory for list files: {e}"))
-                })?,
-        ),
+                })?;
+            // A handler running as another user must be able to read its lists.
+            if cfg.sync_handler_uid.is_some() || cfg.sync_handler_gid.is_some() {
+                nix::unistd::chown(
+                    t.path(),
+                    cfg.sync_handler_uid.map(nix::unistd::Uid::from_raw),
+                    cfg.sync_handler_gid.map(nix::unistd::Gid::from_raw),
+                )
+                .map_err(|e| {
+                    StartError::Other(format!(
+                        "cannot hand the lists directory to the sync handler's user: {e}"
+                    ))
+                })?;
+            }
+            Some(t)
+        }
     };
     let lists_dir = match (&lists, &cfg.lists_dir) {
         (Some(t), _) => t.path().to_path_buf(),
@@ -219,6 +247,8 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         None => None,
     };
 
+    drop_privileges(cfg.uid, cfg.gid)?;
+
     let mut poll = Poll::new().map_err(|e| StartError::Other(format!("epoll: {e}")))?;
     let waker = Arc::new(
         Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Other(format!("waker: {e}")))?,
@@ -232,28 +262,63 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         .and_then(|_| registry.register(&mut signals, SIGNALS, Interest::READABLE))
         .map_err(|e| StartError::Other(format!("epoll: {e}")))?;
 
+    let label = cfg.label.clone().unwrap_or_else(|| "nolabel".into());
+    let so = if cfg.mode.is_so() {
+        let opts = crate::sync::so::SoOptions {
+            mode: Some(if cfg.mode == Mode::So {
+                crate::sync::so::SoMode::So
+            } else {
+                crate::sync::so::SoMode::RsyncSo
+            }),
+            debug: i32::from(cfg.debug),
+            rsync_prefer_include: cfg.rsync_prefer_include,
+            ..Default::default()
+        };
+        Some(
+            crate::sync::so::SoHandler::load_with(&rsync, &src, &dst, &label, &opts)
+                .map_err(StartError::Handler)?,
+        )
+    } else {
+        None
+    };
     let runner = Runner::new(
         RunConfig {
-            name: "rsync".into(),
+            name: if cfg.mode == Mode::RsyncDirect && cfg.handler_args.is_none() {
+                "rsync".into()
+            } else {
+                format!("sync handler {}", rsync.display())
+            },
             cwd: src.clone(),
             env: Vec::new(),
-            ok_codes: vec![0, 24],
+            ok_codes: cfg.mode.ok_codes(),
             ignore_exitcodes: cfg.ignore_exitcodes.clone(),
             timeout: cfg.timeout_sync,
             keep_lists: cfg.dont_unlink_lists,
-            uid: None,
-            gid: None,
+            uid: cfg.sync_handler_uid,
+            gid: cfg.sync_handler_gid,
         },
         waker,
     );
-    let handler = Handler::new(HandlerConfig {
-        program: rsync,
-        src: src.clone(),
-        dst: dst.clone(),
-        lists_dir,
-        one_file_system: cfg.one_file_system,
-        rsync_inclimit: cfg.rsync_inclimit,
-    });
+    let handler = Handler::new(
+        HandlerConfig {
+            mode: cfg.mode,
+            program: rsync,
+            args: cfg.handler_args.clone(),
+            src: src.clone(),
+            dst: dst.clone(),
+            label,
+            lists_dir,
+            one_file_system: cfg.one_file_system,
+            rsync_inclimit: cfg.rsync_inclimit,
+            synclist_simplify: cfg.synclist_simplify,
+            have_recursive_sync: cfg.have_recursive_sync,
+            lists_nul: cfg.lists_nul,
+            rsync_prefer_include: cfg.rsync_prefer_include,
+        },
+        so,
+    );
+    let signatures = (cfg.modification_signature != 0)
+        .then(|| crate::signature::Signatures::new(cfg.modification_signature));
     let mut w = Worker {
         batcher: Batcher::with_threading(cfg.delays, cfg.threading, cfg.max_parallel_syncs),
         handler,
@@ -262,6 +327,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         watcher,
         runner,
         excludes: init.excluded.into_iter().collect(),
+        signatures,
         status,
         ready: false,
         phase: Phase::Running,
@@ -271,6 +337,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         iterations: 0,
         started,
         exit: None,
+        failed: false,
     };
     w.status.set("initsync");
     info!("initial sync of {} to {}", w.src.display(), dst.display());
@@ -283,6 +350,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 path: Vec::new(),
                 recursive: true,
                 class: Class::Normal,
+                mask: crate::watch::MASK_FOUND_DIR,
             }],
         };
         w.batcher.start_external(&initial);
@@ -322,7 +390,12 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     w.status.set("exiting");
     if let Some(hook) = w.cfg.exit_hook.clone() {
         if w.ready {
-            w.run_hook(&hook, "exiting", Some(code));
+            let why = if w.failed {
+                "synchandler error"
+            } else {
+                "exiting"
+            };
+            w.run_hook(&hook, why, Some(code));
         }
     }
     Ok(code)
@@ -374,18 +447,39 @@ impl Worker {
         self.excludes.extend(changes.excluded);
         let now = Instant::now();
         for d in changes.dirty {
-            let class = if d.recursive || self.cfg.threshold_bigfile == 0 {
-                Class::Normal
-            } else {
-                if d.modify_only && self.batcher.contains(&d.path) {
-                    continue;
-                }
-                match std::fs::symlink_metadata(abs_path(&self.src, &d.path)) {
-                    Ok(m) if m.is_file() && m.len() > self.cfg.threshold_bigfile => Class::Big,
-                    _ => Class::Normal,
-                }
-            };
-            self.batcher.push(now, d.path, d.recursive, class);
+            let class =
+                if d.recursive || (self.cfg.threshold_bigfile == 0 && self.signatures.is_none()) {
+                    Class::Normal
+                } else {
+                    if d.modify_only && self.batcher.contains(&d.path) {
+                        continue;
+                    }
+                    match std::fs::symlink_metadata(abs_path(&self.src, &d.path)) {
+                        Ok(m) => {
+                            if let Some(sigs) = &mut self.signatures {
+                                if sigs.unchanged(&d.path, &m) {
+                                    debug!(
+                                        "{}: modification signature unchanged; not synced",
+                                        String::from_utf8_lossy(&d.path)
+                                    );
+                                    continue;
+                                }
+                            }
+                            if self.cfg.threshold_bigfile > 0
+                                && m.is_file()
+                                && m.len() > self.cfg.threshold_bigfile
+                            {
+                                Class::Big
+                            } else {
+                                Class::Normal
+                            }
+                        }
+                        // Gone (a deletion is never skipped).
+                        Err(_) => Class::Normal,
+                    }
+                };
+            self.batcher
+                .push_event(now, d.path, d.recursive, d.mask, class);
         }
         if self.watcher.unwatched() > 0 && self.next_poll.is_none() {
             self.next_poll = Some(now + POLL_UNWATCHED);
@@ -454,8 +548,13 @@ impl Worker {
             },
             SIGUSR2 => {
                 info!("signal USR2: full resync");
-                self.batcher
-                    .push(Instant::now(), Vec::new(), true, Class::Normal);
+                self.batcher.push_event(
+                    Instant::now(),
+                    Vec::new(),
+                    true,
+                    crate::watch::MASK_FOUND_DIR,
+                    Class::Normal,
+                );
             }
             SIGHUP => match self.cfg.load_rules() {
                 Ok(rules) if self.phase == Phase::Running => {
@@ -473,7 +572,13 @@ impl Worker {
                 Ok(_) => info!("signal HUP: stopping; rules not reloaded"),
                 Err(e) => error!("signal HUP: keeping the old rules: {e}"),
             },
-            SIGUSR1 | SIGIO => info!("state: {}", self.state_json()),
+            SIGUSR1 | SIGIO => {
+                let state = self.state_json();
+                info!("state: {state}");
+                if let Some(dir) = &self.cfg.dump_dir {
+                    dump(dir, &state);
+                }
+            }
             _ => debug!("signal {sig} ignored"),
         }
     }
@@ -504,7 +609,20 @@ impl Worker {
         } else {
             &self.excludes
         };
-        let f = match self.handler.steps(&batch, excludes) {
+        let status = if !self.ready {
+            "initsync"
+        } else if self.batcher.failures() > 0 {
+            "synchandler error"
+        } else {
+            "running"
+        };
+        let ctx = Context {
+            rules: self.watcher.rules(),
+            excludes,
+            status,
+            iteration: self.iterations,
+        };
+        let f = match self.handler.steps(&batch, &ctx) {
             Ok(steps) => self.runner.start(batch, steps),
             Err(e) => Some(Finished {
                 batch,
@@ -525,7 +643,9 @@ impl Worker {
         self.batcher.complete(now, f.batch, ok);
         self.iterations += 1;
         if let Err(why) = &f.result {
-            let give_up = self.cfg.retries > 0 && self.batcher.failures() >= self.cfg.retries;
+            let give_up = self.cfg.retries > 0
+                && !self.cfg.ignore_failures
+                && self.batcher.failures() >= self.cfg.retries;
             let aborting = matches!(self.phase, Phase::Aborting { .. });
             if give_up && self.phase == Phase::Running {
                 error!(
@@ -534,6 +654,7 @@ impl Worker {
                     self.cfg.retries
                 );
                 // Parallel syncs still running are stopped too.
+                self.failed = true;
                 self.abort(f.code.filter(|c| *c != 0).unwrap_or(1));
                 return;
             } else if !aborting {
@@ -740,6 +861,48 @@ impl Worker {
                 let _ = child.wait();
             }
         }
+    }
+}
+
+/// `uid` / `gid`: the worker drops to this user and group once the tree is watched and
+/// the pid file written (the watches stay; list files and the handler run as them).
+fn drop_privileges(uid: Option<u32>, gid: Option<u32>) -> Result<(), StartError> {
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    let fail = |what: &str, e: nix::Error| {
+        StartError::Other(format!("cannot drop privileges ({what}): {e}"))
+    };
+    if let Some(g) = gid {
+        let g = Gid::from_raw(g);
+        setgroups(&[g]).map_err(|e| fail("setgroups", e))?;
+        setgid(g).map_err(|e| fail("setgid", e))?;
+    }
+    if let Some(u) = uid {
+        setuid(Uid::from_raw(u)).map_err(|e| fail("setuid", e))?;
+    }
+    if uid.is_some() || gid.is_some() {
+        info!(
+            "running as uid {} gid {}",
+            nix::unistd::getuid(),
+            nix::unistd::getgid()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the state JSON to `DIR/clsync.PID.json` (atomically; the directory is created
+/// 0700 if missing).
+fn dump(dir: &std::path::Path, state: &str) {
+    use std::os::unix::fs::DirBuilderExt;
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    let file = dir.join(format!("clsync.{}.json", std::process::id()));
+    let tmp = dir.join(format!(".clsync.{}.json.tmp", std::process::id()));
+    let r = std::fs::write(&tmp, format!("{state}\n")).and_then(|_| std::fs::rename(&tmp, &file));
+    match r {
+        Ok(()) => info!("state written to {}", file.display()),
+        Err(e) => error!("dump-dir {}: {e}", dir.display()),
     }
 }
 

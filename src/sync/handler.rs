@@ -2,55 +2,305 @@
 What a batch becomes for each sync-handler mode: the [`Steps`] the runner carries out.
 
 The mode decides the shape of the handler's input (rsync filter lists, a list of paths,
-arguments); everything about running, timing out and judging a step is the runner's. List
-files are written here, before the first step starts, into the lists directory, with a
-name that is unique in this process (`KIND.PID.SEQ`), and removed by the runner when the
-batch ends (unless `dont-unlink-lists`).
+arguments); running, timing out and judging a step is the runner's business. The shapes
+are the original clsync's, so that sites can keep their handler scripts:
+
+| mode | each batch | a recursive entry with `have-recursive-sync` |
+|---|---|---|
+| `rsyncdirect` | `rsync -aH --delete … SRC/ DST/` per part of the plan | (refused) |
+| `rsyncshell` | `H rsynclist LABEL INCLUDE-LIST [EXCLUDE-LIST]` per part | (refused) |
+| `shell` | `H synclist LABEL LIST` | `H initialsync LABEL ABSDIR` |
+| `direct` | `H REL… DST/` (root as `.`), split into runs of ≤ 254 paths | `H ABSDIR DST/` |
+| `simple` | `H sync LABEL MASK ABSPATH` per path | `H sync LABEL MASK ABSDIR` |
+| `rsyncso` | `clsyncapi_rsync(INCLUDE-LIST, EXCLUDE-LIST)` per part | (refused) |
+| `so` | `clsyncapi_sync(n, events)` | one event, `EVIF_RECURSIVELY`, absolute path |
+
+User arguments (`sync-handler-args`, or the words after `--`) replace the default words;
+`%INCLUDE-LIST%` and `%RSYNC-ARGS%` as whole words expand to several arguments;
+`%INCLUDE-LIST-PATH%`, `%EXCLUDE-LIST-PATH%`, `%TYPE%` (`sync`, `synclist`, `rsynclist`,
+`initialsync`), `%EVENT-MASK%`, `%label%`, `%watch-dir%` and `%destination-dir%` are
+replaced inside words. Any other `%…%` text is passed as it is.
+
+Without `have-recursive-sync`, a recursive entry (the initial sync, a new or moved-in
+directory, a rescan) is walked here, as the original does, and every node the rules
+permit is listed with the mask `IN_CREATE` (`IN_CREATE|IN_ISDIR` for directories).
+
+List files. rsync lists hold rsync patterns (`/path`, the same with the `***` suffix for
+trees, every ancestor; `\`,
+`*`, `?`, `[` escaped only where rsync treats them as wildcards, which the original got
+wrong), shell lists `sync LABEL MASK RELPATH` lines (`RELPATH` with
+`synclist-simplify`). Both are newline-terminated as in the original, so a name with a
+newline cannot be written: such a path is logged as an error naming it, never silently
+left out. With `lists-nul` (and always for rsyncdirect's own argv, which passes
+`--from0`) records end with NUL instead and every name can be written; the handler is told
+by `CLSYNC_LIST_FORMAT=nul`. List files are written into the lists directory before the
+first step starts, named `KIND.PID.SEQ`, and removed when the batch ends (unless
+`dont-unlink-lists`).
 */
 
-use super::plan::{plan, Plan};
+use super::plan::{plan, push_pattern, Plan};
+use super::so::{SoEvent, SoHandler, EOT_DIR, EOT_DOESNTEXIST, EOT_FILE, EVIF_RECURSIVELY};
 use super::{Exec, Step, Steps};
-use crate::queue::Batch;
-use std::collections::BTreeSet;
-use std::ffi::OsString;
+use crate::queue::{Batch, Entry};
+use crate::rules::{Kind, Rules};
+use crate::watch::{abs_path, MASK_FOUND, MASK_FOUND_DIR};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The sync-handler modes of the original.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    Simple,
+    Direct,
+    Shell,
+    RsyncShell,
+    #[default]
+    RsyncDirect,
+    RsyncSo,
+    So,
+}
+
+/// The mode names, as the original spells them.
+pub const MODES: &[&str] = &[
+    "simple",
+    "direct",
+    "shell",
+    "rsyncshell",
+    "rsyncdirect",
+    "rsyncso",
+    "so",
+];
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        Ok(match s {
+            "simple" => Mode::Simple,
+            "direct" => Mode::Direct,
+            "shell" => Mode::Shell,
+            "rsyncshell" => Mode::RsyncShell,
+            "rsyncdirect" => Mode::RsyncDirect,
+            "rsyncso" => Mode::RsyncSo,
+            "so" => Mode::So,
+            _ => {
+                return Err(format!(
+                    "unknown mode {s:?}; valid modes: {}",
+                    MODES.join(", ")
+                ))
+            }
+        })
+    }
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        MODES[self as usize]
+    }
+
+    /// The modes whose handler gets rsync filter lists.
+    pub fn is_rsync(self) -> bool {
+        matches!(self, Mode::RsyncShell | Mode::RsyncDirect | Mode::RsyncSo)
+    }
+
+    /// The modes whose handler is a shared object rather than a program.
+    pub fn is_so(self) -> bool {
+        matches!(self, Mode::RsyncSo | Mode::So)
+    }
+
+    /// The handler used when none is given (`rsync`, and `cp` for direct, as the
+    /// original); the other modes need one.
+    pub fn default_handler(self) -> Option<&'static str> {
+        match self {
+            Mode::RsyncDirect => Some("rsync"),
+            Mode::Direct => Some("cp"),
+            _ => None,
+        }
+    }
+
+    /// Exit codes that are success besides the `ignore-exitcode` list: rsync's 24
+    /// ("some files vanished") is normal on a live tree.
+    pub fn ok_codes(self) -> Vec<i32> {
+        match self {
+            Mode::RsyncDirect => vec![0, 24],
+            _ => vec![0],
+        }
+    }
+
+    fn default_args(self) -> &'static [&'static str] {
+        match self {
+            Mode::Simple => &["sync", "%label%", "%EVENT-MASK%", "%INCLUDE-LIST%"],
+            Mode::Direct => &["%INCLUDE-LIST%", "%destination-dir%/"],
+            Mode::Shell => &["synclist", "%label%", "%INCLUDE-LIST-PATH%"],
+            Mode::RsyncShell => &[
+                "rsynclist",
+                "%label%",
+                "%INCLUDE-LIST-PATH%",
+                "%EXCLUDE-LIST-PATH%",
+            ],
+            Mode::RsyncDirect => &["%RSYNC-ARGS%", "%watch-dir%/", "%destination-dir%/"],
+            Mode::RsyncSo | Mode::So => &[],
+        }
+    }
+}
 
 /// How the handler is called and what it mirrors.
 #[derive(Debug, Clone)]
 pub struct HandlerConfig {
-    /// The handler (rsync in rsyncdirect mode), resolved.
+    pub mode: Mode,
+    /// The handler program (or shared object), resolved.
     pub program: PathBuf,
+    /// The user's argument words; `None`: the mode's defaults.
+    pub args: Option<Vec<OsString>>,
     pub src: PathBuf,
+    /// As given (an empty path when not set).
     pub dst: PathBuf,
+    pub label: String,
     /// Where list files are written.
     pub lists_dir: PathBuf,
-    /// `rsync -x`: do not cross file system boundaries.
+    /// `rsync -x`: do not cross file system boundaries (and walks do not either).
     pub one_file_system: bool,
     /// Split include lists into parts of about this many lines (0: no limit).
     pub rsync_inclimit: usize,
+    /// Shell lists hold the relative path alone.
+    pub synclist_simplify: bool,
+    /// Recursive entries go to the handler as one directory instead of being walked.
+    pub have_recursive_sync: bool,
+    /// NUL-terminated list records (`lists-nul`).
+    pub lists_nul: bool,
+    /// rsync modes: no exclude list; recursive syncs are walked and every permitted path
+    /// is listed (`rsync-prefer-include`, for a few files out of a huge tree).
+    pub rsync_prefer_include: bool,
 }
+
+/// What changes from batch to batch, for the handler's environment.
+pub struct Context<'a> {
+    pub rules: &'a Rules,
+    /// Rule-excluded paths known in the tree (left out of recursive rsync runs).
+    pub excludes: &'a BTreeSet<Vec<u8>>,
+    /// The status word for `CLSYNC_STATUS`.
+    pub status: &'a str,
+    /// Sync iterations done before this batch, for `CLSYNC_ITERATION`.
+    pub iteration: u32,
+}
+
+/// The most paths passed on one command line in direct mode (the original's 254), and
+/// the most bytes of them.
+const DIRECT_MAX_PATHS: usize = 254;
+const DIRECT_MAX_BYTES: usize = 128 << 10;
 
 pub struct Handler {
     cfg: HandlerConfig,
+    /// The words of each run (the user's or the mode's defaults).
+    words: Vec<OsString>,
+    /// Lists are NUL-terminated.
+    nul: bool,
+    so: Option<Arc<Mutex<SoHandler>>>,
     seq: u64,
 }
 
+/// Values of the per-run placeholders.
+#[derive(Default)]
+struct Vars {
+    include_list: Vec<OsString>,
+    include_path: Option<PathBuf>,
+    exclude_path: Option<PathBuf>,
+    typ: &'static str,
+    mask: Option<u32>,
+}
+
 impl Handler {
-    pub fn new(cfg: HandlerConfig) -> Self {
-        Handler { cfg, seq: 0 }
+    /// A handler for `cfg`; `so` is the loaded shared object in the so modes.
+    pub fn new(cfg: HandlerConfig, so: Option<SoHandler>) -> Self {
+        let words: Vec<OsString> = match &cfg.args {
+            Some(a) => a.clone(),
+            None => cfg
+                .mode
+                .default_args()
+                .iter()
+                .filter(|w| !(cfg.rsync_prefer_include && **w == "%EXCLUDE-LIST-PATH%"))
+                .map(OsString::from)
+                .collect(),
+        };
+        // rsyncdirect with its own argv (or the user's %RSYNC-ARGS%) passes --from0, so
+        // it can always take NUL lists.
+        let nul = cfg.lists_nul
+            || (cfg.mode == Mode::RsyncDirect && words.iter().any(|w| w == "%RSYNC-ARGS%"));
+        Handler {
+            cfg,
+            words,
+            nul,
+            so: so.map(|s| Arc::new(Mutex::new(s))),
+            seq: 0,
+        }
     }
 
-    /// The steps for `batch`. `excludes` are the rule-excluded paths known in the tree
-    /// (left out of recursive syncs).
-    pub fn steps(&mut self, batch: &Batch, excludes: &BTreeSet<Vec<u8>>) -> io::Result<Steps> {
-        let p = plan(
-            &self.cfg.src,
-            &batch.entries,
-            excludes,
-            self.cfg.rsync_inclimit,
-        );
-        self.rsync_direct(p)
+    /// The steps for `batch`.
+    pub fn steps(&mut self, batch: &Batch, ctx: &Context) -> io::Result<Steps> {
+        let mut out = Steps::default();
+        if self.cfg.mode.is_rsync() && self.cfg.rsync_prefer_include {
+            let mut paths = BTreeMap::new();
+            for e in &batch.entries {
+                if e.recursive {
+                    self.walk(&e.path, e.mask, ctx.rules, &mut paths);
+                } else {
+                    *paths.entry(e.path.clone()).or_default() |= e.mask;
+                }
+            }
+            let entries: Vec<Entry> = paths
+                .into_iter()
+                .map(|(path, mask)| Entry {
+                    path,
+                    recursive: false,
+                    class: crate::queue::Class::Normal,
+                    mask,
+                })
+                .collect();
+            let none = BTreeSet::new();
+            let p = plan(&self.cfg.src, &entries, &none, self.cfg.rsync_inclimit);
+            self.rsync(p, &mut out)?;
+        } else if self.cfg.mode.is_rsync() {
+            let p = plan(
+                &self.cfg.src,
+                &batch.entries,
+                ctx.excludes,
+                self.cfg.rsync_inclimit,
+            );
+            self.rsync(p, &mut out)?;
+        } else {
+            let (paths, trees) = self.expand(&batch.entries, ctx.rules);
+            for dir in trees {
+                self.initial(&dir, &mut out)?;
+            }
+            if !paths.is_empty() {
+                match self.cfg.mode {
+                    Mode::Shell => self.shell(&paths, &mut out)?,
+                    Mode::Direct => self.direct(&paths, &mut out),
+                    Mode::Simple => self.simple(&paths, &mut out),
+                    Mode::So => self.so_sync(&paths, &mut out),
+                    _ => unreachable!("rsync modes are planned"),
+                }
+            }
+        }
+        // Every child is told the state of the worker and which batch this is.
+        for s in &mut out.steps {
+            if let Step::Exec(e) = s {
+                e.env.extend([
+                    ("CLSYNC_STATUS".into(), ctx.status.into()),
+                    ("CLSYNC_ITERATION".into(), ctx.iteration.to_string().into()),
+                    ("CLSYNC_LABEL".into(), self.cfg.label.clone().into()),
+                    (
+                        "CLSYNC_LIST_FORMAT".into(),
+                        if self.nul { "nul" } else { "newline" }.into(),
+                    ),
+                ]);
+            }
+        }
+        Ok(out)
     }
 
     fn write_list(
@@ -69,9 +319,32 @@ impl Handler {
         Ok(path)
     }
 
-    /// rsyncdirect: `rsync -aH --delete [-x] --from0 [--exclude-from=X]
-    /// [--include-from=I --exclude=*] SRC/ DST/`, one run per part of the plan.
-    fn rsync_direct(&mut self, p: Plan) -> io::Result<Steps> {
+    /// NUL-separated records as the list format wants them: as they are with `nul`, else
+    /// newline-terminated, leaving out (and logging) records with a newline.
+    fn records(&self, nul_separated: &[u8]) -> Vec<u8> {
+        if self.nul {
+            return nul_separated.to_vec();
+        }
+        let mut out = Vec::with_capacity(nul_separated.len());
+        for rec in nul_separated.split(|&b| b == 0) {
+            if rec.is_empty() {
+                continue;
+            }
+            if rec.contains(&b'\n') {
+                log::error!(
+                    "cannot pass {:?} to the sync handler: its name has a newline, which the original's newline-separated lists cannot hold; set lists-nul (--lists-nul) and read NUL-separated lists",
+                    String::from_utf8_lossy(rec)
+                );
+                continue;
+            }
+            out.extend_from_slice(rec);
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// The rsync modes: one step per part of the plan.
+    fn rsync(&mut self, p: Plan, out: &mut Steps) -> io::Result<()> {
         let parts: Vec<(Vec<u8>, Option<Vec<u8>>)> = match p {
             Plan::Full { exclude } => vec![(exclude, None)],
             Plan::Targeted(parts) => parts
@@ -79,33 +352,335 @@ impl Handler {
                 .map(|l| (l.exclude, Some(l.include)))
                 .collect(),
         };
-        let mut out = Steps::default();
+        let own_argv = self.cfg.mode == Mode::RsyncDirect && self.cfg.args.is_none();
         for (exclude, include) in parts {
-            let mut args: Vec<OsString> = vec!["-aH".into(), "--delete".into()];
-            if self.cfg.one_file_system {
-                args.push("-x".into());
+            let mut vars = Vars {
+                typ: if include.is_none() && !own_argv {
+                    "initialsync"
+                } else {
+                    "rsynclist"
+                },
+                ..Vars::default()
+            };
+            if own_argv {
+                // Lists only where they are needed: no include list for a full run, no
+                // exclude list when nothing is excluded.
+                if !exclude.is_empty() {
+                    vars.exclude_path =
+                        Some(self.write_list("exclude", &exclude, &mut out.files)?);
+                }
+                if let Some(include) = include {
+                    vars.include_path =
+                        Some(self.write_list("include", &include, &mut out.files)?);
+                }
+            } else {
+                let include = include.unwrap_or_else(|| {
+                    let mut all = Vec::new();
+                    push_pattern(&mut all, b"", b"***");
+                    all
+                });
+                let data = self.records(&include);
+                vars.include_path = Some(self.write_list("include", &data, &mut out.files)?);
+                if !self.cfg.rsync_prefer_include {
+                    let data = self.records(&exclude);
+                    vars.exclude_path = Some(self.write_list("exclude", &data, &mut out.files)?);
+                }
             }
-            if !exclude.is_empty() || include.is_some() {
-                args.push("--from0".into());
+            if self.cfg.mode == Mode::RsyncSo {
+                let so = self.so.clone().expect("rsyncso has its shared object");
+                let inc = vars.include_path.clone().unwrap_or_default();
+                let exc = vars.exclude_path.clone();
+                out.steps.push(Step::Call(Box::new(move || {
+                    so.lock()
+                        .map(|h| h.rsync(&inc, exc.as_deref()))
+                        .unwrap_or(-1)
+                })));
+            } else {
+                out.steps.push(self.exec(&vars));
             }
-            if !exclude.is_empty() {
-                let p = self.write_list("exclude", &exclude, &mut out.files)?;
-                args.push(prefixed("--exclude-from=", &p));
-            }
-            if let Some(include) = include {
-                let p = self.write_list("include", &include, &mut out.files)?;
-                args.push(prefixed("--include-from=", &p));
-                args.push("--exclude=*".into());
-            }
-            args.push(dir_arg(&self.cfg.src));
-            args.push(dir_arg(&self.cfg.dst));
-            out.steps.push(Step::Exec(Exec {
-                program: self.cfg.program.clone(),
-                args,
-                env: Vec::new(),
-            }));
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// `%RSYNC-ARGS%`: rsync's options for a run with these lists.
+    fn rsync_args(&self, vars: &Vars) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["-aH".into(), "--delete".into()];
+        if self.cfg.one_file_system {
+            args.push("-x".into());
+        }
+        if self.nul && (vars.exclude_path.is_some() || vars.include_path.is_some()) {
+            args.push("--from0".into());
+        }
+        if let Some(p) = &vars.exclude_path {
+            args.push(prefixed("--exclude-from=", p));
+        }
+        if let Some(p) = &vars.include_path {
+            args.push(prefixed("--include-from=", p));
+            args.push("--exclude=*".into());
+        }
+        args
+    }
+
+    /// The argv of one run: the words with the placeholders filled in.
+    fn exec(&self, vars: &Vars) -> Step {
+        let mut args = Vec::new();
+        for w in &self.words {
+            match w.as_bytes() {
+                b"%INCLUDE-LIST%" => args.extend(vars.include_list.iter().cloned()),
+                b"%RSYNC-ARGS%" => args.extend(self.rsync_args(vars)),
+                _ => args.push(self.substitute(w, vars)),
+            }
+        }
+        Step::Exec(Exec {
+            program: self.cfg.program.clone(),
+            args,
+            env: Vec::new(),
+        })
+    }
+
+    fn substitute(&self, word: &OsStr, vars: &Vars) -> OsString {
+        let w = word.as_bytes();
+        if !w.contains(&b'%') {
+            return word.to_os_string();
+        }
+        let mask = vars.mask.map(|m| m.to_string());
+        let pairs: [(&[u8], Option<&[u8]>); 7] = [
+            (b"%label%", Some(self.cfg.label.as_bytes())),
+            (b"%watch-dir%", Some(self.cfg.src.as_os_str().as_bytes())),
+            (
+                b"%destination-dir%",
+                Some(self.cfg.dst.as_os_str().as_bytes()),
+            ),
+            (
+                b"%INCLUDE-LIST-PATH%",
+                vars.include_path.as_ref().map(|p| p.as_os_str().as_bytes()),
+            ),
+            (
+                b"%EXCLUDE-LIST-PATH%",
+                vars.exclude_path.as_ref().map(|p| p.as_os_str().as_bytes()),
+            ),
+            (
+                b"%TYPE%",
+                Some(vars.typ.as_bytes()).filter(|t| !t.is_empty()),
+            ),
+            (b"%EVENT-MASK%", mask.as_ref().map(|m| m.as_bytes())),
+        ];
+        let mut out = Vec::with_capacity(w.len());
+        let mut i = 0;
+        'scan: while i < w.len() {
+            if w[i] == b'%' {
+                for (name, value) in &pairs {
+                    if let Some(v) = value {
+                        if w[i..].starts_with(name) {
+                            out.extend_from_slice(v);
+                            i += name.len();
+                            continue 'scan;
+                        }
+                    }
+                }
+            }
+            out.push(w[i]);
+            i += 1;
+        }
+        OsString::from_vec(out)
+    }
+
+    /// Splits entries into single paths (recursive ones walked, masks merged) and, with
+    /// have-recursive-sync, the directories handed over whole.
+    fn expand(&self, entries: &[Entry], rules: &Rules) -> (BTreeMap<Vec<u8>, u32>, Vec<Vec<u8>>) {
+        let mut paths: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+        let mut trees = Vec::new();
+        for e in entries {
+            if !e.recursive {
+                *paths.entry(e.path.clone()).or_default() |= e.mask;
+            } else if self.cfg.have_recursive_sync {
+                trees.push(e.path.clone());
+            } else {
+                self.walk(&e.path, e.mask, rules, &mut paths);
+            }
+        }
+        (paths, trees)
+    }
+
+    /// Lists `rel` and everything below it that the rules permit, not following symlinks
+    /// (nor mount points with one-file-system).
+    fn walk(&self, rel: &[u8], mask: u32, rules: &Rules, out: &mut BTreeMap<Vec<u8>, u32>) {
+        let top = abs_path(&self.cfg.src, rel);
+        let Ok(m) = std::fs::symlink_metadata(&top) else {
+            // Gone since: the handler hears about the path itself.
+            *out.entry(rel.to_vec()).or_default() |= mask;
+            return;
+        };
+        *out.entry(rel.to_vec()).or_default() |= mask | MASK_FOUND_DIR;
+        let dev = m.dev();
+        let mut stack = vec![rel.to_vec()];
+        while let Some(dir) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(abs_path(&self.cfg.src, &dir)) else {
+                continue;
+            };
+            for ent in rd.flatten() {
+                let name = ent.file_name();
+                let mut child = dir.clone();
+                if !child.is_empty() {
+                    child.push(b'/');
+                }
+                child.extend_from_slice(name.as_bytes());
+                let Ok(ft) = ent.file_type() else { continue };
+                let kind = Kind::of(ft);
+                if !rules.is_empty() && rules.excluded(&child, kind) {
+                    continue;
+                }
+                if ft.is_dir() {
+                    *out.entry(child.clone()).or_default() |= MASK_FOUND_DIR;
+                    let same_fs =
+                        !self.cfg.one_file_system || ent.metadata().is_ok_and(|m| m.dev() == dev);
+                    if same_fs {
+                        stack.push(child);
+                    }
+                } else {
+                    *out.entry(child).or_default() |= MASK_FOUND;
+                }
+            }
+        }
+    }
+
+    /// have-recursive-sync: a directory handed over whole, with `%TYPE%` initialsync.
+    fn initial(&mut self, rel: &[u8], out: &mut Steps) -> io::Result<()> {
+        let abs = abs_path(&self.cfg.src, rel);
+        match self.cfg.mode {
+            Mode::So => {
+                let ev = SoEvent {
+                    path: abs.into_os_string().into_vec(),
+                    evmask: MASK_FOUND_DIR,
+                    flags: EVIF_RECURSIVELY,
+                    objtype_old: EOT_DIR,
+                    objtype_new: EOT_DIR,
+                };
+                out.steps.push(self.so_call(vec![ev]));
+            }
+            Mode::Shell if self.cfg.args.is_none() => {
+                let vars = Vars {
+                    include_list: vec![abs.into_os_string()],
+                    typ: "initialsync",
+                    mask: Some(MASK_FOUND_DIR),
+                    ..Vars::default()
+                };
+                // The original's initial words: `initialsync LABEL ABSDIR`.
+                let words = ["initialsync", "%label%", "%INCLUDE-LIST%"];
+                let saved =
+                    std::mem::replace(&mut self.words, words.iter().map(OsString::from).collect());
+                out.steps.push(self.exec(&vars));
+                self.words = saved;
+            }
+            _ => {
+                let vars = Vars {
+                    include_list: vec![abs.into_os_string()],
+                    typ: "initialsync",
+                    mask: Some(MASK_FOUND_DIR),
+                    ..Vars::default()
+                };
+                out.steps.push(self.exec(&vars));
+            }
+        }
+        Ok(())
+    }
+
+    /// shell: one list file, `sync LABEL MASK RELPATH` (or `RELPATH`) per path.
+    fn shell(&mut self, paths: &BTreeMap<Vec<u8>, u32>, out: &mut Steps) -> io::Result<()> {
+        let mut list = Vec::new();
+        for (rel, mask) in paths {
+            if !self.cfg.synclist_simplify {
+                list.extend_from_slice(b"sync ");
+                list.extend_from_slice(self.cfg.label.as_bytes());
+                list.extend_from_slice(format!(" {mask} ").as_bytes());
+            }
+            list.extend_from_slice(rel);
+            list.push(0);
+        }
+        let data = self.records(&list);
+        let vars = Vars {
+            include_path: Some(self.write_list("list", &data, &mut out.files)?),
+            typ: "synclist",
+            ..Vars::default()
+        };
+        out.steps.push(self.exec(&vars));
+        Ok(())
+    }
+
+    /// direct: the relative paths as arguments (root as `.`), several runs if many.
+    fn direct(&mut self, paths: &BTreeMap<Vec<u8>, u32>, out: &mut Steps) {
+        let mut run: Vec<OsString> = Vec::new();
+        let mut bytes = 0;
+        for rel in paths.keys() {
+            let arg = if rel.is_empty() {
+                OsString::from(".")
+            } else {
+                OsString::from_vec(rel.clone())
+            };
+            if !run.is_empty()
+                && (run.len() >= DIRECT_MAX_PATHS || bytes + arg.len() > DIRECT_MAX_BYTES)
+            {
+                let vars = Vars {
+                    include_list: std::mem::take(&mut run),
+                    typ: "synclist",
+                    ..Vars::default()
+                };
+                out.steps.push(self.exec(&vars));
+                bytes = 0;
+            }
+            bytes += arg.len() + 1;
+            run.push(arg);
+        }
+        let vars = Vars {
+            include_list: run,
+            typ: "synclist",
+            ..Vars::default()
+        };
+        out.steps.push(self.exec(&vars));
+    }
+
+    /// simple: one run per path, `sync LABEL MASK ABSPATH`.
+    fn simple(&mut self, paths: &BTreeMap<Vec<u8>, u32>, out: &mut Steps) {
+        for (rel, mask) in paths {
+            let vars = Vars {
+                include_list: vec![abs_path(&self.cfg.src, rel).into_os_string()],
+                typ: "sync",
+                mask: Some(*mask),
+                ..Vars::default()
+            };
+            out.steps.push(self.exec(&vars));
+        }
+    }
+
+    /// so: one `clsyncapi_sync` call with every path.
+    fn so_sync(&mut self, paths: &BTreeMap<Vec<u8>, u32>, out: &mut Steps) {
+        let events = paths
+            .iter()
+            .map(|(rel, &mask)| {
+                let now = std::fs::symlink_metadata(abs_path(&self.cfg.src, rel));
+                let new = match now {
+                    Ok(m) if m.is_dir() => EOT_DIR,
+                    Ok(_) => EOT_FILE,
+                    Err(_) => EOT_DOESNTEXIST,
+                };
+                let created = mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0;
+                SoEvent {
+                    path: rel.clone(),
+                    evmask: mask,
+                    flags: 0,
+                    objtype_old: if created { EOT_DOESNTEXIST } else { new },
+                    objtype_new: new,
+                }
+            })
+            .collect();
+        out.steps.push(self.so_call(events));
+    }
+
+    fn so_call(&self, events: Vec<SoEvent>) -> Step {
+        let so = self.so.clone().expect("so mode has its shared object");
+        Step::Call(Box::new(move || {
+            so.lock().map(|h| h.sync(&events)).unwrap_or(-1)
+        }))
     }
 }
 
@@ -113,11 +688,4 @@ fn prefixed(prefix: &str, p: &Path) -> OsString {
     let mut a = OsString::from(prefix);
     a.push(p);
     a
-}
-
-/// `DIR/`: rsync copies the directory's contents, not the directory itself.
-pub fn dir_arg(p: &Path) -> OsString {
-    let mut s = p.as_os_str().to_os_string();
-    s.push("/");
-    s
 }

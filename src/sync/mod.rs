@@ -20,6 +20,7 @@ killed by a signal, fail the batch: its paths go back to the queue.
 
 pub mod handler;
 pub mod plan;
+pub mod so;
 
 use crate::queue::Batch;
 use log::debug;

@@ -125,6 +125,7 @@ fn root_entry() -> Entry {
         path: Vec::new(),
         recursive: true,
         class: crate::queue::Class::Normal,
+        mask: crate::watch::MASK_FOUND_DIR,
     }
 }
 
@@ -252,6 +253,7 @@ mod tests {
             path: p.as_bytes().to_vec(),
             recursive,
             class: Class::Normal,
+            mask: 0,
         }
     }
 

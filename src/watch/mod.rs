@@ -45,7 +45,15 @@ pub struct Dirty {
     pub recursive: bool,
     /// The event was a plain `IN_MODIFY`: a path already queued needs no new look.
     pub modify_only: bool,
+    /// The inotify mask of the event (`IN_*` bits, as the original hands to handlers);
+    /// for what a rescan found: `IN_CREATE`, with `IN_ISDIR` for a directory.
+    pub mask: u32,
 }
+
+/// `IN_CREATE`: the mask of a file found by a walk or rescan, as in the original.
+pub const MASK_FOUND: u32 = libc::IN_CREATE;
+/// `IN_CREATE | IN_ISDIR`: the mask of a directory found by a walk or rescan.
+pub const MASK_FOUND_DIR: u32 = libc::IN_CREATE | libc::IN_ISDIR;
 
 /// The output of handling events or a rescan.
 #[derive(Debug, Default)]
@@ -59,11 +67,23 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// What a rescan found.
     fn dirty(&mut self, path: Vec<u8>, recursive: bool) {
+        let mask = if recursive {
+            MASK_FOUND_DIR
+        } else {
+            MASK_FOUND
+        };
+        self.event(path, recursive, mask);
+    }
+
+    /// What an event said.
+    fn event(&mut self, path: Vec<u8>, recursive: bool, mask: u32) {
         self.dirty.push(Dirty {
             path,
             recursive,
             modify_only: false,
+            mask,
         });
     }
 }
@@ -242,6 +262,11 @@ impl Watcher {
     }
 
     /// Number of watched directories.
+    /// The rules in force.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
     pub fn watched(&self) -> usize {
         self.wds.len()
     }
@@ -664,7 +689,7 @@ impl Watcher {
             if id == ROOT && mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
                 out.root_gone = true;
             } else if mask.contains(EventMask::ATTRIB) {
-                out.dirty(self.tree.path(id), false);
+                out.event(self.tree.path(id), false, mask.bits());
             }
             return;
         };
@@ -684,6 +709,7 @@ impl Watcher {
                 path: rel,
                 recursive: false,
                 modify_only,
+                mask: mask.bits(),
             });
             return;
         }
@@ -700,7 +726,7 @@ impl Watcher {
         self.missing.remove(&(id, Box::from(name)));
         if mask.contains(EventMask::MOVED_FROM) {
             let node = self.tree.child(id, name);
-            out.dirty(rel, false);
+            out.event(rel, false, mask.bits());
             self.pending = Some(PendingMove { cookie, node });
         } else if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
             if paired {
@@ -716,7 +742,7 @@ impl Watcher {
                     let stale = self.tree.rename(n, id, name);
                     self.retire(stale);
                     if self.rules.is_empty() && !self.unwatched.contains(&n) {
-                        out.dirty(rel, true);
+                        out.event(rel, true, mask.bits());
                         self.find_missing_below(n, out);
                     } else {
                         // The excludes below it are known by their old paths: list again.
@@ -733,9 +759,9 @@ impl Watcher {
             if let Some(c) = self.tree.child(id, name) {
                 self.remove_node(c);
             }
-            out.dirty(rel, false);
+            out.event(rel, false, mask.bits());
         } else {
-            out.dirty(rel, false);
+            out.event(rel, false, mask.bits());
         }
     }
 }

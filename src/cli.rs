@@ -348,9 +348,12 @@ where
             format!("{msg}\n"),
         ));
     }
+    let argv: Vec<std::ffi::OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
     let a = Args::try_parse_from(args)?;
-    to_config(a)
-        .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")))
+    let mut c = to_config(a)
+        .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")))?;
+    c.reload_args = Some(argv);
+    Ok(c)
 }
 
 /// `--profile NAME`: the profile's values, overridden by options given on the command line.
@@ -654,6 +657,7 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         gid: x.gid,
         modification_signature: x.modification_signature.unwrap_or(0),
         dump_dir: x.dump_dir,
+        reload_args: None,
         delays: Delays {
             collect: a.delay_collect.unwrap_or(Duration::from_millis(collect)),
             collect_bigfile: a

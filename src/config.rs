@@ -46,6 +46,9 @@ pub struct Config {
     pub modification_signature: u32,
     /// SIGUSR1/SIGIO also write the state as JSON into this directory (`dump-dir`).
     pub dump_dir: Option<PathBuf>,
+    /// The command line this configuration came from: SIGHUP parses it again (re-reading
+    /// the profile or configuration file) and applies what can change at run time.
+    pub reload_args: Option<Vec<OsString>>,
     pub delays: Delays,
     /// 0 disables the big-file queue.
     pub threshold_bigfile: u64,
@@ -188,7 +191,38 @@ impl StartError {
     }
 }
 
+/// Lists the fields of `$a` and `$b` that differ.
+macro_rules! differing {
+    ($a:expr, $b:expr; $($f:ident),* $(,)?) => {{
+        let mut v: Vec<&'static str> = Vec::new();
+        $(if $a.$f != $b.$f { v.push(stringify!($f)); })*
+        v
+    }};
+}
+
 impl Config {
+    /// The settings that differ between `self` and `new` and can only change with a
+    /// restart (SIGHUP applies the others).
+    pub fn restart_needed_for(&self, new: &Config) -> Vec<String> {
+        differing!(self, new;
+            src, dst, mode, rsync, handler_args, lists_dir, label, uid, gid, threading,
+            max_parallel_syncs, one_file_system, pid_file, output, status_file,
+            sync_handler_uid, sync_handler_gid, lists_nul, synclist_simplify,
+            have_recursive_sync, rsync_prefer_include, background, initial,
+            full_initialsync, dont_unlink_lists,
+        )
+        .into_iter()
+        .map(|f| match f {
+            "src" => "watch-dir".to_string(),
+            "dst" => "destination-dir".to_string(),
+            "rsync" => "sync-handler".to_string(),
+            "handler_args" => "sync-handler-args".to_string(),
+            "initial" => "skip-initialsync/only-initialsync".to_string(),
+            f => f.replace('_', "-"),
+        })
+        .collect()
+    }
+
     /// Checks the combinations of mode and options that make no sense (the original
     /// refuses them too).
     pub fn check_mode(&self) -> Result<(), String> {

@@ -44,7 +44,6 @@ impl std::str::FromStr for Output {
 
 struct Logger {
     prefix: String,
-    level: LevelFilter,
     output: Output,
 }
 
@@ -60,7 +59,7 @@ fn priority(l: Level) -> libc::c_int {
 
 impl Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
-        m.level() <= self.level
+        m.level() <= log::max_level()
     }
 
     fn log(&self, r: &Record) {
@@ -108,17 +107,27 @@ impl Log for Logger {
 
 /// Installs the logger. `debug`: 0 = info, 1 = debug, 2 or more = trace; `quiet` keeps
 /// errors only.
+/// The log level for `-d LEVEL` and `-q`.
+fn level(debug: u8, quiet: bool) -> LevelFilter {
+    match (quiet, debug) {
+        (true, _) => LevelFilter::Error,
+        (false, 0) => LevelFilter::Info,
+        (false, 1) => LevelFilter::Debug,
+        (false, _) => LevelFilter::Trace,
+    }
+}
+
+/// Changes the log level (a configuration reload).
+pub fn set_level(debug: u8, quiet: bool) {
+    log::set_max_level(level(debug, quiet));
+}
+
 pub fn init(label: Option<&str>, debug: u8, quiet: bool, output: Output) {
     let name = match label {
         Some(l) => format!("clsync[{l}]"),
         None => "clsync".to_string(),
     };
-    let level = match (quiet, debug) {
-        (true, _) => LevelFilter::Error,
-        (false, 0) => LevelFilter::Info,
-        (false, 1) => LevelFilter::Debug,
-        (false, _) => LevelFilter::Trace,
-    };
+    let level = level(debug, quiet);
     if output == Output::Syslog {
         // openlog keeps the pointer: the ident must live as long as the process.
         let ident: &'static CString =
@@ -134,7 +143,6 @@ pub fn init(label: Option<&str>, debug: u8, quiet: bool, output: Output) {
     }
     let logger = Logger {
         prefix: format!("{name}: "),
-        level,
         output,
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {

@@ -75,6 +75,7 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
             None => 0,
         },
         dump_dir: v.dump_dir.as_ref().map(PathBuf::from),
+        reload_args: None,
         delays: Delays {
             collect: v.delay_collect.unwrap_or(Duration::from_secs(30)),
             collect_bigfile: v.delay_collect_bigfile.unwrap_or(Duration::from_secs(1800)),

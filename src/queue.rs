@@ -178,6 +178,11 @@ impl Batcher {
         }
     }
 
+    /// New delays (a configuration reload); queued paths keep their first-event time.
+    pub fn set_delays(&mut self, delays: Delays) {
+        self.delays = delays;
+    }
+
     fn queue(&mut self, class: Class) -> &mut Queue {
         match class {
             Class::Normal => &mut self.normal,

@@ -556,22 +556,10 @@ impl Worker {
                     Class::Normal,
                 );
             }
-            SIGHUP => match self.cfg.load_rules() {
-                Ok(rules) if self.phase == Phase::Running => {
-                    self.status.set("rehashing");
-                    info!("signal HUP: rules reloaded; rescanning the tree");
-                    // The rescan lists what the new rules exclude.
-                    self.excludes.clear();
-                    let mut changes = Changes::default();
-                    self.watcher.set_rules(rules, &mut changes);
-                    self.apply(changes);
-                    if self.ready {
-                        self.status.set("running");
-                    }
-                }
-                Ok(_) => info!("signal HUP: stopping; rules not reloaded"),
-                Err(e) => error!("signal HUP: keeping the old rules: {e}"),
-            },
+            SIGHUP if self.phase != Phase::Running => {
+                info!("signal HUP: stopping; nothing reloaded")
+            }
+            SIGHUP => self.reload(),
             SIGUSR1 | SIGIO => {
                 let state = self.state_json();
                 info!("state: {state}");
@@ -580,6 +568,90 @@ impl Worker {
                 }
             }
             _ => debug!("signal {sig} ignored"),
+        }
+    }
+
+    /// SIGHUP: parses the command line again (re-reading a profile or configuration
+    /// file), applies what can change at run time and reloads the rules; a setting that
+    /// needs a restart is named in the log and left as it was. A configuration with an
+    /// error changes nothing.
+    fn reload(&mut self) {
+        let new = match &self.cfg.reload_args {
+            Some(args) => match crate::cli::parse(args.clone()) {
+                Ok(c) => c,
+                Err(e) => {
+                    error!(
+                        "signal HUP: keeping the old configuration: {}",
+                        e.to_string().trim()
+                    );
+                    return;
+                }
+            },
+            None => self.cfg.clone(),
+        };
+        let rules = match new.load_rules() {
+            Ok(r) => r,
+            Err(e) => {
+                error!("signal HUP: keeping the old rules and configuration: {e}");
+                return;
+            }
+        };
+        self.status.set("rehashing");
+        let restart = self.cfg.restart_needed_for(&new);
+        if !restart.is_empty() {
+            warn!(
+                "signal HUP: {} changed; that takes a restart (kept as it was)",
+                restart.join(", ")
+            );
+        }
+        let old = std::mem::replace(&mut self.cfg, new);
+        // What needs a restart stays as it was.
+        let c = &mut self.cfg;
+        c.src = old.src;
+        c.dst = old.dst;
+        c.mode = old.mode;
+        c.rsync = old.rsync;
+        c.handler_args = old.handler_args;
+        c.lists_dir = old.lists_dir;
+        c.label = old.label;
+        c.uid = old.uid;
+        c.gid = old.gid;
+        c.threading = old.threading;
+        c.max_parallel_syncs = old.max_parallel_syncs;
+        c.one_file_system = old.one_file_system;
+        c.pid_file = old.pid_file;
+        c.output = old.output;
+        c.status_file = old.status_file;
+        c.sync_handler_uid = old.sync_handler_uid;
+        c.sync_handler_gid = old.sync_handler_gid;
+        c.lists_nul = old.lists_nul;
+        c.synclist_simplify = old.synclist_simplify;
+        c.have_recursive_sync = old.have_recursive_sync;
+        c.rsync_prefer_include = old.rsync_prefer_include;
+        c.background = old.background;
+        c.initial = old.initial;
+        c.full_initialsync = old.full_initialsync;
+        c.dont_unlink_lists = old.dont_unlink_lists;
+        if self.cfg.mode == Mode::Simple {
+            self.cfg.delays = old.delays;
+        }
+        self.batcher.set_delays(self.cfg.delays);
+        self.runner
+            .set_policy(self.cfg.ignore_exitcodes.clone(), self.cfg.timeout_sync);
+        self.handler.set_inclimit(self.cfg.rsync_inclimit);
+        if self.cfg.modification_signature != old.modification_signature {
+            self.signatures = (self.cfg.modification_signature != 0)
+                .then(|| crate::signature::Signatures::new(self.cfg.modification_signature));
+        }
+        crate::logger::set_level(self.cfg.debug, self.cfg.quiet);
+        info!("signal HUP: configuration and rules reloaded; rescanning the tree");
+        // The rescan lists what the new rules exclude.
+        self.excludes.clear();
+        let mut changes = Changes::default();
+        self.watcher.set_rules(rules, &mut changes);
+        self.apply(changes);
+        if self.ready {
+            self.status.set("running");
         }
     }
 

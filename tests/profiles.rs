@@ -351,3 +351,53 @@ fn import_of_the_originals_production_example() {
     assert_eq!(again.status.code(), Some(2), "{}", again.stderr);
     assert!(again.stderr.contains("not overwriting"), "{}", again.stderr);
 }
+
+/// SIGHUP re-reads the profile: what can change at run time changes (here the collect
+/// delay, so a change queued for an hour is synced at once), what needs a restart is
+/// named and kept, and a broken profile changes nothing.
+#[test]
+fn sighup_reloads_the_profile() {
+    let t = TestDir::new("hup-profile");
+    let prof = t.root.join("profiles");
+    mkdir(&prof);
+    let text = |collect: &str, dst: &std::path::Path| {
+        format!(
+            "watch-dir = \"{}\"\ndestination-dir = \"{}\"\nstatus-file = \"{}\"\ndelay-collect = {collect}\ndelay-sync = 0\n",
+            t.src.display(),
+            dst.display(),
+            t.status.display()
+        )
+    };
+    let file = prof.join("p.toml");
+    write(&file, text("3600", &t.dst).as_bytes());
+    let args: Vec<OsString> = vec![
+        "--profiles-dir".into(),
+        prof.clone().into(),
+        "--profile".into(),
+        "p".into(),
+    ];
+    let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args);
+    write(&t.s(b"queued"), b"waits an hour");
+    // A broken profile: the old configuration stays.
+    write(&file, b"delay-collect = \"soon\"\n");
+    w.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until(SYNC_TIMEOUT, "the reload error", || {
+        let log = w.stderr();
+        log.contains("signal HUP: keeping the old configuration")
+            .then_some(())
+            .ok_or(log)
+    });
+    w.assert_alive();
+    assert!(!t.d(b"queued").exists(), "still an hour to go");
+    let other = t.root.join("elsewhere");
+    write(&file, text("0.1", &other).as_bytes());
+    w.signal(nix::sys::signal::Signal::SIGHUP);
+    w.wait_synced(SYNC_TIMEOUT);
+    let log = w.stderr();
+    assert!(
+        log.contains("signal HUP: destination-dir changed; that takes a restart"),
+        "{log}"
+    );
+    assert!(!other.exists(), "the destination did not change");
+    w.stop_ok();
+}

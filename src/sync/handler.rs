@@ -239,6 +239,11 @@ impl Handler {
         }
     }
 
+    /// A new include-list limit (a configuration reload).
+    pub fn set_inclimit(&mut self, limit: usize) {
+        self.cfg.rsync_inclimit = limit;
+    }
+
     /// The steps for `batch`.
     pub fn steps(&mut self, batch: &Batch, ctx: &Context) -> io::Result<Steps> {
         let mut out = Steps::default();

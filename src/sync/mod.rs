@@ -186,6 +186,13 @@ impl Runner {
         }
     }
 
+    /// New exit-code and timeout policy (a configuration reload); applies to the runs
+    /// started from now on.
+    pub fn set_policy(&mut self, ignore_exitcodes: Vec<i32>, timeout: Option<Duration>) {
+        self.cfg.ignore_exitcodes = ignore_exitcodes;
+        self.cfg.timeout = timeout;
+    }
+
     /// True while any batch runs.
     pub fn busy(&self) -> bool {
         !self.jobs.is_empty()

@@ -114,7 +114,7 @@ struct Args {
     #[arg(short = 'Y', long = "output", value_name = "OUTPUT")]
     output: Option<crate::logger::Output>,
     /// Detach into the background once the tree is watched (log with --output syslog); -b0: stay
-    #[arg(short = 'b', long = "background", value_name = "0|1", num_args = 0..=1, require_equals = true, default_missing_value = "1")]
+    #[arg(short = 'b', long = "background", value_name = "0|1", num_args = 0..=1, require_equals = true, default_missing_value = "1", value_parser = clap::value_parser!(u8).range(0..=1))]
     background: Option<u8>,
     /// Directory for the list files handed to rsync (0700; created if missing)
     #[arg(short = 'L', long = "lists-dir", value_name = "DIR")]
@@ -349,7 +349,19 @@ where
         ));
     }
     let argv: Vec<std::ffi::OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
-    let a = Args::try_parse_from(args)?;
+    // The original's `-b0` / `-b1`: an optional value attached to the short option.
+    let mut parsed = Vec::with_capacity(argv.len());
+    for (i, a) in argv.iter().enumerate() {
+        if a == "--" {
+            parsed.extend(argv[i..].iter().cloned());
+            break;
+        }
+        match a.to_str() {
+            Some(v @ ("-b0" | "-b1")) => parsed.push(format!("--background={}", &v[2..]).into()),
+            _ => parsed.push(a.clone()),
+        }
+    }
+    let a = Args::try_parse_from(parsed)?;
     let mut c = to_config(a)
         .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")))?;
     c.reload_args = Some(argv);
@@ -748,6 +760,9 @@ mod tests {
             .to_string()
             .contains("unknown user"));
         assert!(parse(["clsync", "/a"]).is_err());
+        assert!(parse(["clsync", "-b1", "/a", "/b"]).unwrap().background);
+        assert!(!parse(["clsync", "-b0", "/a", "/b"]).unwrap().background);
+        assert!(parse(["clsync", "-b", "/a", "/b"]).unwrap().background);
         assert!(parse(["clsync", "-W/a"]).is_err());
         assert!(parse(["clsync", "-t", "abc", "/a", "/b"]).is_err());
     }

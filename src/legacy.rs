@@ -363,8 +363,6 @@ fn ignored_reason(key: &str) -> Option<&'static str> {
         }
         "privileged-uid"
         | "privileged-gid"
-        | "sync-handler-uid"
-        | "sync-handler-gid"
         | "chroot"
         | "pivot-root"
         | "detach-network"
@@ -398,7 +396,6 @@ fn ignored_reason(key: &str) -> Option<&'static str> {
         "auto-add-rules-w" => "walk rules are not added automatically; write them in rules",
         "verbose" => "did nothing in the original either",
         "quiet" => "not supported; use output and debug",
-        "dump-dir" => "state dumps are not supported",
         "monitor" => "inotify is the only monitor",
         "help" | "version" => "not a setting",
         _ => return None,
@@ -417,6 +414,9 @@ const MAPPED_KEYS: &[&str] = &[
     "pid-file",
     "uid",
     "gid",
+    "sync-handler-uid",
+    "sync-handler-gid",
+    "dump-dir",
     "config-block-inherits",
     "threading",
     "retries",
@@ -500,6 +500,9 @@ fn apply(v: &mut ProfileValues, key: &str, value: &str) -> Result<Applied, Strin
         "pid-file" => v.pid_file = text(),
         "uid" => v.uid = text(),
         "gid" => v.gid = text(),
+        "sync-handler-uid" => v.sync_handler_uid = text(),
+        "sync-handler-gid" => v.sync_handler_gid = text(),
+        "dump-dir" => v.dump_dir = text(),
         "config-block-inherits" => {
             v.inherits = (!value.is_empty()).then(|| value.to_string());
         }
@@ -1201,8 +1204,8 @@ debug=3
             v.pid_file.as_deref(),
             Some("/var/run/clsync-%label%-brother.pid")
         );
-        let ignored: Vec<&str> = b[3].ignored.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(ignored, ["dump-dir"]);
+        assert!(b[3].ignored.is_empty(), "{:?}", b[3].ignored);
+        assert!(v.dump_dir.is_some(), "dump-dir is a setting");
         let v = load_block(&path, "lxc-backup").unwrap();
         assert_eq!(v.delay_collect_bigfile, Some(Duration::from_secs(43200)));
         assert_eq!(v.debug, Some(1));

@@ -247,16 +247,32 @@ pub struct ProfileValues {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debug: Option<u8>,
     /// A user name or number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_id"
+    )]
     pub uid: Option<String>,
     /// A group name or number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_id"
+    )]
     pub gid: Option<String>,
     /// The sync handler's user (name or number).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_id"
+    )]
     pub sync_handler_uid: Option<String>,
     /// The sync handler's group (name or number).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_id"
+    )]
     pub sync_handler_gid: Option<String>,
     /// NUL-terminated list records (not in the original).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -341,6 +357,31 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::E
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
             crate::config::parse_duration(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V).map(Some)
+}
+
+/// A user or group: a name, or a number written with or without quotes.
+fn de_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a user or group name, or a number")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            u32::try_from(v)
+                .map(|n| n.to_string())
+                .map_err(|_| E::custom(format!("invalid id {v}")))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            u32::try_from(v)
+                .map(|n| n.to_string())
+                .map_err(|_| E::custom(format!("invalid id {v}")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
         }
     }
     d.deserialize_any(V).map(Some)

@@ -191,6 +191,12 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     }
     // List files: in lists-dir if given (checked, kept with dont-unlink-lists), else in a
     // private temporary directory removed at exit.
+    // The handler runs in the watch directory: list paths must be absolute.
+    if let Some(d) = cfg.lists_dir.as_mut().filter(|d| d.is_relative()) {
+        let cwd = std::env::current_dir()
+            .map_err(|e| StartError::Other(format!("cannot read the current directory: {e}")))?;
+        *d = cwd.join(&*d);
+    }
     let lists = match &cfg.lists_dir {
         Some(d) => {
             crate::config::check_lists_dir(d)?;
@@ -203,18 +209,25 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 .map_err(|e| {
                     StartError::Other(format!("cannot create a directory for list files: {e}"))
                 })?;
-            // A handler running as another user must be able to read its lists.
-            if cfg.sync_handler_uid.is_some() || cfg.sync_handler_gid.is_some() {
+            // The worker writes its lists after dropping to `uid`; a handler running as
+            // another user must be able to read them (the directory is then 0711: its
+            // files can be opened by name, not listed).
+            use std::os::unix::fs::PermissionsExt;
+            let fail = |e: &dyn std::fmt::Display| {
+                StartError::Other(format!("lists directory {}: {e}", t.path().display()))
+            };
+            if cfg.uid.is_some() || cfg.gid.is_some() {
                 nix::unistd::chown(
                     t.path(),
-                    cfg.sync_handler_uid.map(nix::unistd::Uid::from_raw),
-                    cfg.sync_handler_gid.map(nix::unistd::Gid::from_raw),
+                    cfg.uid.map(nix::unistd::Uid::from_raw),
+                    cfg.gid.map(nix::unistd::Gid::from_raw),
                 )
-                .map_err(|e| {
-                    StartError::Other(format!(
-                        "cannot hand the lists directory to the sync handler's user: {e}"
-                    ))
-                })?;
+                .map_err(|e| fail(&e))?;
+            }
+            let writer = cfg.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+            if cfg.sync_handler_uid.is_some_and(|u| u != writer) {
+                std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o711))
+                    .map_err(|e| fail(&e))?;
             }
             Some(t)
         }
@@ -947,6 +960,9 @@ fn drop_privileges(uid: Option<u32>, gid: Option<u32>) -> Result<(), StartError>
         let g = Gid::from_raw(g);
         setgroups(&[g]).map_err(|e| fail("setgroups", e))?;
         setgid(g).map_err(|e| fail("setgid", e))?;
+    } else if uid.is_some() {
+        // Do not keep root's supplementary groups.
+        setgroups(&[nix::unistd::getegid()]).map_err(|e| fail("setgroups", e))?;
     }
     if let Some(u) = uid {
         setuid(Uid::from_raw(u)).map_err(|e| fail("setuid", e))?;

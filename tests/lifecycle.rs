@@ -434,3 +434,28 @@ fn lists_dir_keeps_the_lists_with_dont_unlink_lists() {
     assert_eq!(f.status.code(), Some(3), "{}", f.stderr);
     assert!(f.stderr.contains("writable by others"), "{}", f.stderr);
 }
+
+/// `--uid`/`--gid`: the worker drops to the user once the tree is watched; its list
+/// files (in a private directory handed to that user) keep working for live syncs.
+#[test]
+fn the_worker_drops_to_uid_and_gid_and_keeps_syncing() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new("uid-drop");
+    for d in [&t.root, &t.src, &t.dst] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut w = t.start(&[
+        OsString::from("--uid"),
+        "nobody".into(),
+        "--gid".into(),
+        "65534".into(),
+    ]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+    assert!(uid_line.contains("\t65534\t"), "{uid_line}");
+    assert_eq!(groups.split_whitespace().skip(1).collect::<Vec<_>>(), ["65534"]);
+    write(&t.s(b"after-drop"), b"synced by nobody");
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+}

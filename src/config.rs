@@ -252,8 +252,10 @@ impl Config {
                 m.name()
             ));
         }
+        // The default arguments of rsyncdirect and direct name the destination; the
+        // user's own arguments may name it themselves.
         let needs_dst =
-            m == Mode::RsyncDirect || (m == Mode::Direct && self.handler_args.is_none());
+            matches!(m, Mode::RsyncDirect | Mode::Direct) && self.handler_args.is_none();
         if needs_dst && self.dst.as_os_str().is_empty() {
             return Err(format!(
                 "mode {} needs a destination directory (-D/--destination-dir)",
@@ -478,7 +480,7 @@ pub fn preflight(cfg: &Config) -> Result<(PathBuf, PathBuf, PathBuf), StartError
     };
     cfg.check_mode().map_err(StartError::Usage)?;
     let handler = find_handler(cfg)?;
-    if cfg.mode != crate::sync::handler::Mode::RsyncDirect {
+    if cfg.mode != crate::sync::handler::Mode::RsyncDirect || cfg.handler_args.is_some() {
         // The handler decides what the destination is (a host, a path, nothing): it is
         // passed on as given, never created or deleted here.
         return Ok((src, cfg.dst.clone(), handler));

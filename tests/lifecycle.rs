@@ -454,7 +454,10 @@ fn the_worker_drops_to_uid_and_gid_and_keeps_syncing() {
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
     assert!(uid_line.contains("\t65534\t"), "{uid_line}");
-    assert_eq!(groups.split_whitespace().skip(1).collect::<Vec<_>>(), ["65534"]);
+    assert_eq!(
+        groups.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["65534"]
+    );
     write(&t.s(b"after-drop"), b"synced by nobody");
     w.wait_synced(SYNC_TIMEOUT);
     w.stop_ok();

@@ -647,3 +647,40 @@ fn shared_object_handlers_get_events_and_lists() {
         assert!(read_lossy(&log).ends_with("deinit\n"), "deinit at exit");
     }
 }
+
+/// The original's "atomic sync" example: rsyncdirect with the user's own arguments,
+/// `%RSYNC-ARGS%` and the directories, and no -D.
+#[test]
+fn rsyncdirect_with_rsync_args_placeholder_mirrors() {
+    let t = TestDir::new("mode-rsync-args");
+    mkdir(&t.s(b"d"));
+    write(&t.s(b"d/before"), b"1");
+    let src = format!("{}/", s(&t.src));
+    let dst = format!("{}/", s(&t.dst));
+    let args: Vec<OsString> = [
+        "-M",
+        "rsyncdirect",
+        "-W",
+        &s(&t.src),
+        "-S",
+        "rsync",
+        "-t",
+        "0.1",
+        "-w",
+        "0.1",
+        "--status-file",
+        &s(&t.status),
+        "--",
+        "%RSYNC-ARGS%",
+        &src,
+        &dst,
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args);
+    write(&t.s(b"d/new\nline"), b"2");
+    std::fs::remove_file(t.s(b"d/before")).unwrap();
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+}

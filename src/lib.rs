@@ -10,6 +10,7 @@ pub mod logger;
 pub mod profile;
 pub mod profile_config;
 pub mod queue;
+pub mod report;
 pub mod rules;
 pub mod signature;
 pub mod sync;

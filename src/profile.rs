@@ -108,6 +108,11 @@ pub const KEYS: &[&str] = &[
     "dump-dir",
     "autostart",
     "restart",
+    "restart-delay",
+    "restart-max-delay",
+    "start-limit-burst",
+    "start-limit-interval",
+    "stop-timeout",
     "inherits",
 ];
 
@@ -117,6 +122,10 @@ const DURATION_KEYS: &[&str] = &[
     "delay-collect",
     "delay-collect-bigfile",
     "timeout-sync",
+    "restart-delay",
+    "restart-max-delay",
+    "start-limit-interval",
+    "stop-timeout",
 ];
 
 /// Keys whose string values are not substituted.
@@ -281,8 +290,46 @@ pub struct ProfileValues {
     pub dump_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autostart: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// For the manager: `on-failure`, `always` or `never`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_restart"
+    )]
     pub restart: Option<String>,
+    /// For the manager: the first restart's delay, doubled for each further one.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
+    pub restart_delay: Option<Duration>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
+    pub restart_max_delay: Option<Duration>,
+    /// For the manager: this many starts within start-limit-interval make it `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_limit_burst: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
+    pub start_limit_interval: Option<Duration>,
+    /// For the manager: how long a stopping worker may take for its final sync.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
+    pub stop_timeout: Option<Duration>,
     /// The name of the parent profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inherits: Option<String>,
@@ -310,7 +357,9 @@ impl ProfileValues {
             one_file_system, exclude_mount_points, rsync_prefer_include, dont_unlink_lists,
             have_recursive_sync, synclist_simplify, ignore_failures, max_iterations,
             standby_file, modification_signature, rsync_inclimit, output, debug, uid, gid,
-            sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, autostart, restart, inherits,
+            sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, autostart, restart,
+            restart_delay, restart_max_delay, start_limit_burst, start_limit_interval,
+            stop_timeout, inherits,
         )
     }
 
@@ -385,6 +434,20 @@ fn de_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         }
     }
     d.deserialize_any(V).map(Some)
+}
+
+/// The values of `restart` (for the manager).
+pub const RESTART_POLICIES: &[&str] = &["on-failure", "always", "never"];
+
+fn de_restart<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if RESTART_POLICIES.contains(&s.as_str()) {
+        Ok(Some(s))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "invalid restart policy {s:?} (expected on-failure, always or never)"
+        )))
+    }
 }
 
 /// The values of `threading`, as in the original.
@@ -1231,6 +1294,11 @@ mod tests {
             dump_dir: s("/run/clsync/dump"),
             autostart: Some(true),
             restart: s("on-failure"),
+            restart_delay: Some(Duration::from_secs(2)),
+            restart_max_delay: Some(Duration::from_secs(300)),
+            start_limit_burst: Some(5),
+            start_limit_interval: Some(Duration::from_secs(600)),
+            stop_timeout: Some(Duration::from_secs(90)),
             inherits: s("base"),
         }
     }
@@ -1259,11 +1327,17 @@ mod tests {
     #[test]
     fn every_key_is_accepted_and_unknown_rejected() {
         for key in KEYS {
-            let ok = ["\"1\"", "\"safe\"", "[\"x\"]", "true", "1", "[1]"]
-                .iter()
-                .any(|v| {
-                    parse(&format!("{key} = {v}")).is_ok_and(|p| p != ProfileValues::default())
-                });
+            let ok = [
+                "\"1\"",
+                "\"safe\"",
+                "\"never\"",
+                "[\"x\"]",
+                "true",
+                "1",
+                "[1]",
+            ]
+            .iter()
+            .any(|v| parse(&format!("{key} = {v}")).is_ok_and(|p| p != ProfileValues::default()));
             assert!(ok, "key {key} is not accepted");
         }
         assert!(parse("no-such-key = 1").is_err());

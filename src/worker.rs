@@ -166,11 +166,21 @@ struct Worker {
     exit: Option<i32>,
     /// The worker gives up because syncs failed (the exit hook hears so).
     failed: bool,
+    /// Reports to a supervisor (clsync-manager).
+    reporter: crate::report::Reporter,
+    /// Counters for reports: changed paths seen, syncs done and failed.
+    events: u64,
+    syncs: u64,
+    sync_failures: u64,
+    /// When the last sync succeeded, and the last failure.
+    last_ok: Option<std::time::SystemTime>,
+    last_error: Option<String>,
 }
 
 /// Runs the worker until it is told to stop. Returns the process exit code.
 pub fn run(cfg: Config) -> Result<i32, StartError> {
     let mut cfg = cfg;
+    let mut reporter = crate::report::Reporter::from_env();
     if cfg.mode == Mode::Simple {
         // simple mode: every event goes to the handler at once, as in the original.
         cfg.delays = crate::queue::Delays {
@@ -240,6 +250,10 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
 
     let started = Instant::now();
     let (watcher, init) = Watcher::new(&src, rules, cfg.one_file_system)?;
+    reporter.send(&format!(
+        "{{\"phase\":\"initsync\",\"watches\":{}}}",
+        watcher.watched()
+    ));
     info!(
         "watching {} directories under {} ({:.1}s)",
         watcher.watched(),
@@ -351,6 +365,12 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         started,
         exit: None,
         failed: false,
+        reporter,
+        events: 0,
+        syncs: 0,
+        sync_failures: 0,
+        last_ok: None,
+        last_error: None,
     };
     w.status.set("initsync");
     info!("initial sync of {} to {}", w.src.display(), dst.display());
@@ -458,6 +478,7 @@ impl Worker {
             return;
         }
         self.excludes.extend(changes.excluded);
+        self.events += changes.dirty.len() as u64;
         let now = Instant::now();
         for d in changes.dirty {
             let class =
@@ -506,8 +527,15 @@ impl Worker {
             Phase::Stopping { .. } => "stopping",
             Phase::Aborting { .. } => "aborting",
         };
+        let last_ok = self
+            .last_ok
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or("null".to_string(), |d| format!("{:.3}", d.as_secs_f64()));
+        let last_error = self.last_error.as_deref().map_or("null".to_string(), |e| {
+            serde_json::to_string(e).unwrap_or_else(|_| "null".into())
+        });
         format!(
-            "{{\"phase\":\"{phase}\",\"ready\":{},\"queued\":{},\"syncing\":{},\"running_syncs\":{},\"consecutive_failures\":{},\"iterations\":{},\"watches\":{},\"unwatched_dirs\":{},\"standby\":{},\"uptime_s\":{:.1}}}",
+            "{{\"phase\":\"{phase}\",\"ready\":{},\"queued\":{},\"syncing\":{},\"running_syncs\":{},\"consecutive_failures\":{},\"iterations\":{},\"watches\":{},\"unwatched_dirs\":{},\"standby\":{},\"uptime_s\":{:.1},\"events\":{},\"syncs\":{},\"sync_failures\":{},\"last_sync_unix\":{last_ok},\"last_error\":{last_error}}}",
             self.ready,
             self.batcher.len(),
             self.runner.busy(),
@@ -517,8 +545,17 @@ impl Worker {
             self.watcher.watched(),
             self.watcher.unwatched(),
             self.standby_check.is_some(),
-            self.started.elapsed().as_secs_f64()
+            self.started.elapsed().as_secs_f64(),
+            self.events,
+            self.syncs,
+            self.sync_failures,
         )
+    }
+
+    /// Sends the state to the supervisor, if there is one.
+    fn report(&mut self) {
+        let state = self.state_json();
+        self.reporter.send(&state);
     }
 
     fn became_ready(&mut self) {
@@ -531,6 +568,7 @@ impl Worker {
         if self.phase == Phase::Running {
             self.status.set("running");
         }
+        self.report();
     }
 
     fn signal(&mut self, sig: i32) {
@@ -720,13 +758,29 @@ impl Worker {
         }
     }
 
+    /// A batch is over: bookkeeping, then a report to the supervisor.
     fn finished(&mut self, f: Finished) {
+        self.finish_batch(f);
+        self.report();
+    }
+
+    fn finish_batch(&mut self, f: Finished) {
         let now = Instant::now();
         let full = f.batch.is_full();
         let n = f.batch.entries.len();
         let ok = f.result.is_ok();
         self.batcher.complete(now, f.batch, ok);
         self.iterations += 1;
+        match &f.result {
+            Ok(()) => {
+                self.syncs += 1;
+                self.last_ok = Some(std::time::SystemTime::now());
+            }
+            Err(why) => {
+                self.sync_failures += 1;
+                self.last_error = Some(why.clone());
+            }
+        }
         if let Err(why) = &f.result {
             let give_up = self.cfg.retries > 0
                 && !self.cfg.ignore_failures

@@ -123,6 +123,11 @@ const SAMPLES: &[(&str, &str)] = &[
     ("dump-dir", "\"/run/clsync/dump\""),
     ("autostart", "true"),
     ("restart", "\"on-failure\""),
+    ("restart-delay", "\"2s\""),
+    ("restart-max-delay", "\"5m\""),
+    ("start-limit-burst", "5"),
+    ("start-limit-interval", "\"10m\""),
+    ("stop-timeout", "\"90s\""),
     ("inherits", "\"base\""),
 ];
 

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod legacy;
 pub mod logger;
+pub mod manager;
 pub mod profile;
 pub mod profile_config;
 pub mod queue;

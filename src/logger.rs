@@ -105,8 +105,6 @@ impl Log for Logger {
     fn flush(&self) {}
 }
 
-/// Installs the logger. `debug`: 0 = info, 1 = debug, 2 or more = trace; `quiet` keeps
-/// errors only.
 /// The log level for `-d LEVEL` and `-q`.
 fn level(debug: u8, quiet: bool) -> LevelFilter {
     match (quiet, debug) {
@@ -122,11 +120,18 @@ pub fn set_level(debug: u8, quiet: bool) {
     log::set_max_level(level(debug, quiet));
 }
 
+/// Installs the worker's logger (`clsync[LABEL]: `). `debug`: 0 = info, 1 = debug, 2 or
+/// more = trace; `quiet` keeps errors only.
 pub fn init(label: Option<&str>, debug: u8, quiet: bool, output: Output) {
     let name = match label {
         Some(l) => format!("clsync[{l}]"),
         None => "clsync".to_string(),
     };
+    init_named(name, debug, quiet, output);
+}
+
+/// Installs the logger with `name` as the prefix and syslog ident.
+pub fn init_named(name: String, debug: u8, quiet: bool, output: Output) {
     let level = level(debug, quiet);
     if output == Output::Syslog {
         // openlog keeps the pointer: the ident must live as long as the process.

@@ -1,0 +1,312 @@
+/*!
+The `clsync-manager` command line: `run` starts the daemon; every other command is a
+client of its control socket (`check` alone works without the daemon).
+*/
+
+use super::daemon::{self, Options};
+use super::protocol::{self, InstanceStatus, Request, Response};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "clsync-manager",
+    version,
+    about = "Supervisor of clsync workers: one per profile and per container instance",
+    after_help = "Exit codes: 0 ok, 1 the request failed, 2 usage, 3 the daemon is not running or refused the client."
+)]
+struct Args {
+    /// The daemon's control socket [default: $CLSYNC_MANAGER_SOCKET or /run/clsync/manager.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the daemon in the foreground (systemd Type=notify)
+    Run {
+        /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
+        #[arg(long, value_name = "DIR")]
+        profiles_dir: Option<PathBuf>,
+        /// State directory (on-demand instances, worker pids, lock) [default: /var/lib/clsync]
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/clsync")]
+        state_dir: PathBuf,
+        /// Members of this group may use the control socket too (it is then 0660)
+        #[arg(long, value_name = "GROUP")]
+        socket_group: Option<String>,
+        /// The clsync worker binary [default: clsync next to this program, else in $PATH]
+        #[arg(long, value_name = "PATH")]
+        clsync: Option<PathBuf>,
+        /// Also write Prometheus metrics to this file (node_exporter textfile collector)
+        #[arg(long, value_name = "FILE")]
+        metrics_textfile: Option<PathBuf>,
+        /// Where the log goes: stderr, syslog or journal [default: stderr]
+        #[arg(short = 'Y', long, value_name = "OUTPUT")]
+        output: Option<crate::logger::Output>,
+        /// Debug level: 0 info, 1 debug, 2 trace
+        #[arg(short = 'd', long, value_name = "LEVEL", default_value_t = 0)]
+        debug: u8,
+    },
+    /// Start an instance: PROFILE, PROFILE@LABEL or PROFILE-LABEL (e.g. lxc-web01)
+    Start { name: String },
+    /// Stop an instance (waits for its final sync)
+    Stop { name: String },
+    /// Stop and start an instance
+    Restart { name: String },
+    /// Show the instances (or one) as a table
+    Status {
+        name: Option<String>,
+        /// JSON for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// List profiles, templates and their instances
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the profiles: start new autostart ones, stop removed ones, restart changed ones
+    Reload,
+    /// Full resync of an instance
+    Resync { name: String },
+    /// The last lines of an instance's output
+    Logs {
+        name: String,
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
+    /// Check the profiles (does not need the daemon)
+    Check {
+        #[arg(long, value_name = "DIR")]
+        profiles_dir: Option<PathBuf>,
+    },
+    /// Prometheus metrics of every instance
+    Metrics,
+}
+
+/// Runs `clsync-manager` with `args`; returns the exit code.
+pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
+    let a = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    let socket = a
+        .socket
+        .or_else(|| std::env::var_os(protocol::SOCKET_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(protocol::DEFAULT_SOCKET));
+    let (req, json) = match a.cmd {
+        Cmd::Run {
+            profiles_dir,
+            state_dir,
+            socket_group,
+            clsync,
+            metrics_textfile,
+            output,
+            debug,
+        } => {
+            let output = output.unwrap_or_default();
+            crate::logger::init_named("clsync-manager".into(), debug, false, output);
+            let socket_group = match socket_group.as_deref().map(crate::config::parse_group) {
+                Some(Err(e)) => {
+                    eprintln!("clsync-manager: --socket-group: {e}");
+                    return 2;
+                }
+                Some(Ok(g)) => Some(g),
+                None => None,
+            };
+            let opts = Options {
+                profiles_dir: crate::profile::profiles_dir(profiles_dir.as_deref()),
+                socket,
+                state_dir,
+                socket_group,
+                clsync: clsync.unwrap_or_else(worker_binary),
+                metrics_textfile,
+            };
+            return match daemon::run(opts) {
+                Ok(code) => code,
+                Err(e) => {
+                    log::error!("{e}");
+                    1
+                }
+            };
+        }
+        Cmd::Check { profiles_dir } => {
+            let dir = crate::profile::profiles_dir(profiles_dir.as_deref());
+            let ok = crate::profile_config::check(&dir, &[], &mut std::io::stdout());
+            return if ok { 0 } else { 2 };
+        }
+        Cmd::Start { name } => (req("start", Some(name)), false),
+        Cmd::Stop { name } => (req("stop", Some(name)), false),
+        Cmd::Restart { name } => (req("restart", Some(name)), false),
+        Cmd::Status { name, json } => (req("status", name), json),
+        Cmd::List { json } => (req("list", None), json),
+        Cmd::Reload => (req("reload", None), false),
+        Cmd::Resync { name } => (req("resync", Some(name)), false),
+        Cmd::Logs { name, lines } => (
+            Request {
+                cmd: "logs".into(),
+                name: Some(name),
+                lines: Some(lines),
+            },
+            false,
+        ),
+        Cmd::Metrics => (req("metrics", None), false),
+    };
+    // A stop waits for the worker's final sync.
+    let resp = match protocol::call(&socket, &req, Duration::from_secs(3600)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("clsync-manager: {e}");
+            return 3;
+        }
+    };
+    print_response(&req, &resp, json)
+}
+
+fn req(cmd: &str, name: Option<String>) -> Request {
+    Request {
+        cmd: cmd.into(),
+        name,
+        lines: None,
+    }
+}
+
+/// `clsync` next to this program (a package installs both in one directory), else the
+/// one in `$PATH`.
+fn worker_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("clsync")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("clsync"))
+}
+
+fn print_response(req: &Request, resp: &Response, json: bool) -> i32 {
+    if !resp.ok {
+        let e = resp.error.as_deref().unwrap_or("failed");
+        eprintln!("clsync-manager: {e}");
+        return if e.starts_with("permission denied") {
+            3
+        } else {
+            1
+        };
+    }
+    let data = resp.data.clone().unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&data).unwrap_or_default()
+        );
+        return 0;
+    }
+    match req.cmd.as_str() {
+        "status" => {
+            let list: Vec<InstanceStatus> = serde_json::from_value(data).unwrap_or_default();
+            print!("{}", status_table(&list));
+        }
+        "start" | "stop" | "restart" => {
+            if let Ok(s) = serde_json::from_value::<InstanceStatus>(data.clone()) {
+                println!("{}: {}", s.name, s.state);
+            } else {
+                println!("{data}");
+            }
+        }
+        "logs" => {
+            for l in data["lines"].as_array().into_iter().flatten() {
+                println!("{}", l.as_str().unwrap_or_default());
+            }
+        }
+        "metrics" => print!("{}", data["text"].as_str().unwrap_or_default()),
+        "list" => {
+            for p in data.as_array().into_iter().flatten() {
+                let kind = if p["template"].as_bool() == Some(true) {
+                    "template"
+                } else if p["autostart"].as_bool() == Some(true) {
+                    "autostart"
+                } else {
+                    "on demand"
+                };
+                println!("{} ({kind})", p["profile"].as_str().unwrap_or_default());
+                for i in p["instances"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {}: {}",
+                        i["name"].as_str().unwrap_or_default(),
+                        i["state"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        "resync" => println!("full resync requested"),
+        "reload" => println!("profiles reloaded"),
+        _ => println!("{data}"),
+    }
+    0
+}
+
+/// Seconds as `1h02m`, `3m12s`, `12s`.
+pub fn human(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// The `status` table.
+pub fn status_table(list: &[InstanceStatus]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let mut rows = vec![[
+        "INSTANCE".to_string(),
+        "STATE".into(),
+        "PID".into(),
+        "UPTIME".into(),
+        "RESTARTS".into(),
+        "LAST SYNC".into(),
+        "QUEUED".into(),
+        "LAST ERROR".into(),
+    ]];
+    for s in list {
+        rows.push([
+            s.name.clone(),
+            s.state.clone(),
+            s.pid.map_or("-".into(), |p| p.to_string()),
+            s.uptime_s.map_or("-".into(), human),
+            s.restarts.to_string(),
+            s.last_sync_unix
+                .map_or("-".into(), |t| format!("{} ago", human(now - t))),
+            s.queued.map_or("-".into(), |q| q.to_string()),
+            s.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i == 7 {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if list.is_empty() {
+        out.push_str("(no instances)\n");
+    }
+    out
+}

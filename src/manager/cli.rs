@@ -208,11 +208,11 @@ fn print_response(req: &Request, resp: &Response, json: bool) -> i32 {
             print!("{}", status_table(&list));
         }
         "start" | "stop" | "restart" => {
-            if let Ok(s) = serde_json::from_value::<InstanceStatus>(data.clone()) {
-                println!("{}: {}", s.name, s.state);
-            } else {
-                println!("{data}");
-            }
+            println!(
+                "{}: {}",
+                data["name"].as_str().unwrap_or_default(),
+                data["state"].as_str().unwrap_or_default()
+            );
         }
         "logs" => {
             for l in data["lines"].as_array().into_iter().flatten() {

@@ -104,18 +104,20 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response,
     s.set_write_timeout(Some(Duration::from_secs(10))).ok();
     let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     line.push(b'\n');
-    s.write_all(&line)
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    // A daemon that refuses the client answers at once and closes: the write may fail,
+    // and the answer is still there to read.
+    let written = s.write_all(&line);
     let mut reader = BufReader::new(s);
     let mut resp = String::new();
-    reader
-        .read_line(&mut resp)
-        .map_err(|e| format!("{}: no response: {e}", socket.display()))?;
+    let read = reader.read_line(&mut resp);
     if resp.is_empty() {
-        return Err(format!(
-            "{}: the daemon closed the connection without a response",
-            socket.display()
-        ));
+        return Err(match (written, read) {
+            (Err(e), _) | (_, Err(e)) => format!("{}: {e}", socket.display()),
+            _ => format!(
+                "{}: the daemon closed the connection without a response",
+                socket.display()
+            ),
+        });
     }
     serde_json::from_str(&resp).map_err(|e| format!("invalid response from the daemon: {e}"))
 }

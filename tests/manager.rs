@@ -1,0 +1,613 @@
+//! clsync-manager with real workers: restarts, the start limit, configuration errors,
+//! stop and final syncs, the control socket's checks, reload, and what survives a restart.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const MGR: &str = env!("CARGO_BIN_EXE_clsync-manager");
+
+struct Manager {
+    child: Child,
+    root: PathBuf,
+    socket: PathBuf,
+    profiles: PathBuf,
+    state: PathBuf,
+    log: PathBuf,
+}
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Manager {
+    /// Starts `clsync-manager run` on `root/profiles` and waits until it answers.
+    fn start(root: &Path, extra: &[&str]) -> Manager {
+        let profiles = root.join("profiles");
+        let state = root.join("state");
+        let socket = root.join("manager.sock");
+        let log = root.join(format!("manager.{}.log", std::process::id()));
+        std::fs::create_dir_all(&profiles).unwrap();
+        let child = Command::new(MGR)
+            .args(["run", "--profiles-dir"])
+            .arg(&profiles)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(root.join("manager.stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let m = Manager {
+            child,
+            root: root.to_path_buf(),
+            socket,
+            profiles,
+            state,
+            log,
+        };
+        wait_until(READY_TIMEOUT, "the manager to answer", || {
+            let o = m.cli(&["status"]);
+            (o.code == Some(0)).then_some(()).ok_or(o.stderr)
+        });
+        m
+    }
+
+    fn stderr(&self) -> String {
+        read_lossy(&self.root.join("manager.stderr"))
+    }
+
+    fn cli(&self, args: &[&str]) -> Out {
+        let o = Command::new(MGR)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Out {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert_eq!(
+            o.code,
+            Some(0),
+            "clsync-manager {args:?}: {}\nmanager log:\n{}",
+            o.stderr,
+            self.stderr()
+        );
+        o.stdout
+    }
+
+    fn status(&self) -> Vec<Value> {
+        let o = self.cli(&["status", "--json"]);
+        serde_json::from_str::<Value>(&o.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    fn instance(&self, name: &str) -> Option<Value> {
+        self.status().into_iter().find(|i| i["name"] == name)
+    }
+
+    #[track_caller]
+    fn wait_state(&self, name: &str, state: &str) -> Value {
+        let mut last = None;
+        wait_until(SYNC_TIMEOUT, &format!("{name} to be {state}"), || {
+            last = self.instance(name);
+            match &last {
+                Some(i) if i["state"] == state => Ok(()),
+                other => Err(format!("{other:?}\nmanager log:\n{}", self.stderr())),
+            }
+        });
+        last.unwrap()
+    }
+
+    fn profile(&self, name: &str, text: &str) {
+        write(&self.profiles.join(format!("{name}.toml")), text.as_bytes());
+    }
+
+    /// Sends a raw request line and returns the response object.
+    fn raw(&self, line: &[u8]) -> Value {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(SYNC_TIMEOUT)).unwrap();
+        s.write_all(line).unwrap();
+        let mut resp = String::new();
+        BufReader::new(s).read_line(&mut resp).unwrap();
+        serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{resp:?}: {e}"))
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        let mut st = None;
+        wait_until(STOP_TIMEOUT, "the manager to exit", || {
+            st = self.child.try_wait().unwrap();
+            st.map(|_| ()).ok_or_else(|| self.stderr())
+        });
+        st.unwrap()
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+        // Workers get SIGTERM from their parent-death signal; make sure.
+        let me = self.profiles.to_string_lossy().into_owned();
+        for (pid, _) in processes_mentioning(me.as_bytes()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = &self.log;
+    }
+}
+
+/// A mirror profile of `t`'s src → dst.
+fn mirror(t: &TestDir, extra: &str) -> String {
+    format!(
+        "watch-dir = \"{}\"\ndestination-dir = \"{}\"\ndelay-collect = 0.1\ndelay-sync = 0.1\n{extra}",
+        t.src.display(),
+        t.dst.display()
+    )
+}
+
+fn pid_of(i: &Value) -> i32 {
+    i["pid"].as_i64().unwrap_or_else(|| panic!("no pid: {i}")) as i32
+}
+
+/// No live process (zombies waiting for a reaper aside) is left in group `pgid`.
+fn group_gone(pgid: i32) -> Result<(), String> {
+    let mut live = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...: comm may contain spaces; split after ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z" {
+            live.push(stat.trim().to_string());
+        }
+    }
+    if live.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("process group {pgid} still has {live:?}"))
+    }
+}
+
+#[test]
+fn a_killed_worker_is_restarted_after_its_backoff_and_counted() {
+    let t = TestDir::new("mgr-kill9");
+    let mut m = Manager::start(&t.root, &[]);
+    m.profile(
+        "m",
+        &mirror(&t, "autostart = true\nrestart-delay = \"200ms\"\n"),
+    );
+    m.ok(&["reload"]);
+    let first = pid_of(&m.wait_state("m", "running"));
+    kill(Pid::from_raw(first), Signal::SIGKILL).unwrap();
+    let mut again = Value::Null;
+    wait_until(SYNC_TIMEOUT, "a new worker", || {
+        again = m.instance("m").unwrap_or_default();
+        (again["state"] == "running" && again["pid"].as_i64() != Some(first as i64))
+            .then_some(())
+            .ok_or_else(|| again.to_string())
+    });
+    assert_eq!(again["restarts"], 1, "{again}");
+    let table = m.ok(&["status", "m"]);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().nth(4) == Some("1")),
+        "{table}"
+    );
+    write(&t.s(b"after-restart"), b"x");
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    assert_eq!(m.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_worker_that_keeps_failing_is_failed_at_the_start_limit() {
+    let t = TestDir::new("mgr-limit");
+    let m = Manager::start(&t.root, &[]);
+    m.profile(
+        "gone",
+        &format!(
+            "watch-dir = \"{}/missing\"\ndestination-dir = \"{}\"\nautostart = true\nrestart-delay = \"50ms\"\nstart-limit-burst = 3\nstart-limit-interval = \"10m\"\n",
+            t.root.display(),
+            t.dst.display()
+        ),
+    );
+    m.ok(&["reload"]);
+    let i = m.wait_state("gone", "failed");
+    assert_eq!(i["restarts"], 2, "three starts, two restarts: {i}");
+    let why = i["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("start limit reached: 3 starts"), "{why}");
+    assert!(why.contains("missing"), "the worker's error is kept: {why}");
+    // An operator's start tries again.
+    mkdir(&t.root.join("missing"));
+    m.ok(&["start", "gone"]);
+    m.wait_state("gone", "running");
+}
+
+#[test]
+fn a_configuration_error_is_failed_without_restarts() {
+    let t = TestDir::new("mgr-config");
+    let m = Manager::start(&t.root, &[]);
+    m.profile("bad", &mirror(&t, "autostart = true\nmode = \"shell\"\n"));
+    m.ok(&["reload"]);
+    let i = m.wait_state("bad", "failed");
+    assert_eq!(i["restarts"], 0, "{i}");
+    let why = i["last_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("configuration error") && why.contains("needs a sync handler"),
+        "{why}"
+    );
+    // `start` refuses it up front, with the reason.
+    let o = m.cli(&["start", "bad"]);
+    assert_eq!(o.code, Some(1));
+    assert!(o.stderr.contains("needs a sync handler"), "{}", o.stderr);
+}
+
+#[test]
+fn stop_waits_for_the_final_sync_and_leaves_no_process() {
+    let t = TestDir::new("mgr-stop");
+    let m = Manager::start(&t.root, &[]);
+    // An hour's delay: only the final sync can carry the late file.
+    m.profile(
+        "t",
+        &format!(
+            "watch-dir = \"{}/%label%\"\ndestination-dir = \"{}/%label%\"\ndelay-collect = 3600\ndelay-sync = 0\n",
+            t.src.display(),
+            t.dst.display()
+        ),
+    );
+    mkdir(&t.s(b"web01"));
+    m.ok(&["start", "t-web01"]);
+    let i = m.wait_state("t@web01", "running");
+    let pgid = pid_of(&i);
+    write(&t.s(b"web01/late"), b"carried by the final sync");
+    let out = m.ok(&["stop", "t-web01"]);
+    assert_eq!(out.trim(), "t@web01: stopped");
+    assert_eq!(
+        std::fs::read(t.d(b"web01/late")).ok().as_deref(),
+        Some(&b"carried by the final sync"[..]),
+        "stop returned before the final sync"
+    );
+    group_gone(pgid).unwrap();
+    assert!(
+        m.instance("t@web01").is_none(),
+        "stopped on-demand instances are forgotten"
+    );
+}
+
+#[test]
+fn manager_sigterm_stops_every_worker_with_its_final_sync() {
+    let t = TestDir::new("mgr-term");
+    let mut m = Manager::start(&t.root, &[]);
+    m.profile(
+        "m",
+        &format!(
+            "watch-dir = \"{}\"\ndestination-dir = \"{}\"\ndelay-collect = 3600\nautostart = true\n",
+            t.src.display(),
+            t.dst.display()
+        ),
+    );
+    m.ok(&["reload"]);
+    let pid = pid_of(&m.wait_state("m", "running"));
+    write(&t.s(b"late"), b"final");
+    assert_eq!(m.terminate().code(), Some(0), "{}", m.stderr());
+    assert!(t.d(b"late").exists(), "the final sync ran:\n{}", m.stderr());
+    group_gone(pid).unwrap();
+    assert!(!m.socket.exists(), "the socket is removed at exit");
+}
+
+#[test]
+fn a_second_manager_refuses_to_start() {
+    let t = TestDir::new("mgr-two");
+    let m = Manager::start(&t.root, &[]);
+    // Same state directory: the lock.
+    let o = Command::new(MGR)
+        .args(["run", "--profiles-dir"])
+        .arg(&m.profiles)
+        .arg("--state-dir")
+        .arg(&m.state)
+        .arg("--socket")
+        .arg(t.root.join("other.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("another clsync-manager is running"), "{err}");
+    // Same socket, other state directory.
+    let o = Command::new(MGR)
+        .args(["run", "--profiles-dir"])
+        .arg(&m.profiles)
+        .arg("--state-dir")
+        .arg(t.root.join("state2"))
+        .arg("--socket")
+        .arg(&m.socket)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("another clsync-manager answers on"), "{err}");
+    m.ok(&["status"]);
+}
+
+fn as_nobody(m: &Manager, args: &[&str]) -> Out {
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            MGR,
+            "--socket",
+        ])
+        .arg(&m.socket)
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux)");
+    Out {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn unprivileged_clients_are_refused_and_the_socket_group_is_let_in() {
+    let t = TestDir::new("mgr-creds");
+    std::fs::set_permissions(&t.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let m = Manager::start(&t.root, &[]);
+    let mode = std::fs::metadata(&m.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the socket is for root only");
+    let o = as_nobody(&m, &["status"]);
+    assert_eq!(o.code, Some(3), "{}", o.stderr);
+    assert!(o.stderr.contains("permission denied"), "{}", o.stderr);
+    // Even where the file mode lets it connect, the daemon checks who it is.
+    std::fs::set_permissions(&m.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = as_nobody(&m, &["start", "anything"]);
+    assert_eq!(o.code, Some(3), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("permission denied: uid 65534"),
+        "{}",
+        o.stderr
+    );
+    drop(m);
+
+    let t = TestDir::new("mgr-group");
+    std::fs::set_permissions(&t.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let m = Manager::start(&t.root, &["--socket-group", "65534"]);
+    let mode = std::fs::metadata(&m.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let o = as_nobody(&m, &["status", "--json"]);
+    assert_eq!(o.code, Some(0), "the socket group is let in: {}", o.stderr);
+    assert_eq!(o.stdout.trim(), "[]");
+}
+
+#[test]
+fn bad_requests_get_an_error_and_change_nothing() {
+    let t = TestDir::new("mgr-bad");
+    let m = Manager::start(&t.root, &[]);
+    m.profile(
+        "t",
+        &format!(
+            "watch-dir = \"{}/%label%\"\ndestination-dir = \"{}/%label%\"\n",
+            t.src.display(),
+            t.dst.display()
+        ),
+    );
+    let cases: &[(&[u8], &str)] = &[
+        (b"this is not json\n", "malformed request"),
+        (b"{\"cmd\":\"frob\"}\n", "unknown command \"frob\""),
+        (b"{\"cmd\":\"start\",\"name\":\"t@../etc\"}\n", "label"),
+        (b"{\"cmd\":\"start\",\"name\":\"t@a/b\"}\n", "label"),
+        (b"{\"cmd\":\"start\",\"name\":\"nosuch\"}\n", "nosuch"),
+        (b"{\"cmd\":\"stop\",\"name\":\"t@web01\"}\n", "not running"),
+        (b"{\"cmd\":\"start\"}\n", "which instance"),
+        (b"{\"cmd\":\"status\",\"bogus\":1}\n", "malformed request"),
+    ];
+    for (line, want) in cases {
+        let r = m.raw(line);
+        assert_eq!(r["ok"], false, "{}: {r}", String::from_utf8_lossy(line));
+        let e = r["error"].as_str().unwrap_or_default();
+        assert!(e.contains(want), "{}: {e}", String::from_utf8_lossy(line));
+    }
+    assert_eq!(m.status(), Vec::<Value>::new(), "nothing was started");
+    assert!(!t.dst.join("..").join("etc").join("x").exists());
+}
+
+#[test]
+fn reload_starts_new_stops_removed_restarts_changed_and_leaves_the_rest() {
+    let t = TestDir::new("mgr-reload");
+    let m = Manager::start(&t.root, &[]);
+    for n in ["keep", "change", "remove"] {
+        mkdir(&t.s(n.as_bytes()));
+        m.profile(
+            n,
+            &format!(
+                "watch-dir = \"{}/{n}\"\ndestination-dir = \"{}/{n}\"\nautostart = true\n",
+                t.src.display(),
+                t.dst.display()
+            ),
+        );
+    }
+    m.ok(&["reload"]);
+    let keep = pid_of(&m.wait_state("keep", "running"));
+    let change = pid_of(&m.wait_state("change", "running"));
+    let remove = pid_of(&m.wait_state("remove", "running"));
+    std::fs::remove_file(m.profiles.join("remove.toml")).unwrap();
+    m.profile(
+        "change",
+        &format!(
+            "watch-dir = \"{}/change\"\ndestination-dir = \"{}/change\"\nautostart = true\ndelay-sync = 5\n",
+            t.src.display(),
+            t.dst.display()
+        ),
+    );
+    mkdir(&t.s(b"new"));
+    m.profile(
+        "new",
+        &format!(
+            "watch-dir = \"{}/new\"\ndestination-dir = \"{}/new\"\nautostart = true\n",
+            t.src.display(),
+            t.dst.display()
+        ),
+    );
+    // A broken profile keeps the old set.
+    m.profile("broken", "delay-colect = 1\n");
+    let o = m.cli(&["reload"]);
+    assert_eq!(o.code, Some(1));
+    assert!(
+        o.stderr.contains("did you mean \"delay-collect\""),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(pid_of(&m.wait_state("remove", "running")), remove);
+    std::fs::remove_file(m.profiles.join("broken.toml")).unwrap();
+    kill(Pid::from_raw(m.child.id() as i32), Signal::SIGHUP).unwrap();
+    wait_until(SYNC_TIMEOUT, "the reload", || {
+        let s = m.status();
+        let names: Vec<&str> = s.iter().filter_map(|i| i["name"].as_str()).collect();
+        let changed = s
+            .iter()
+            .any(|i| i["name"] == "change" && i["state"] == "running" && i["pid"] != change);
+        (names == ["change", "keep", "new"] && changed)
+            .then_some(())
+            .ok_or_else(|| format!("{s:?}"))
+    });
+    assert_eq!(
+        pid_of(&m.wait_state("keep", "running")),
+        keep,
+        "unchanged: left alone"
+    );
+    m.wait_state("new", "running");
+    group_gone(remove).unwrap();
+}
+
+#[test]
+fn on_demand_instances_survive_a_manager_restart() {
+    let t = TestDir::new("mgr-survive");
+    let mut m = Manager::start(&t.root, &[]);
+    m.profile(
+        "t",
+        &format!(
+            "watch-dir = \"{}/%label%\"\ndestination-dir = \"{}/%label%\"\ndelay-collect = 0.1\ndelay-sync = 0.1\n",
+            t.src.display(),
+            t.dst.display()
+        ),
+    );
+    mkdir(&t.s(b"web01"));
+    m.ok(&["start", "t@web01"]);
+    m.wait_state("t@web01", "running");
+    assert_eq!(m.terminate().code(), Some(0));
+    let m = Manager::start(&t.root, &[]);
+    m.wait_state("t@web01", "running");
+    write(&t.s(b"web01/again"), b"x");
+    wait_synced(&t.s(b"web01"), &t.d(b"web01"), SYNC_TIMEOUT);
+    let logs = m.ok(&["logs", "t@web01", "-n", "2"]);
+    assert_eq!(logs.lines().count(), 2, "{logs}");
+    let metrics = m.ok(&["metrics"]);
+    assert!(
+        metrics.contains("clsync_up{instance=\"t@web01\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE clsync_syncs_total counter"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_client_is_told_when_the_daemon_is_not_running() {
+    let t = TestDir::new("mgr-none");
+    let o = Command::new(MGR)
+        .arg("--socket")
+        .arg(t.root.join("nothing.sock"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("clsync-manager is not running"), "{err}");
+    let _ = Duration::ZERO;
+}
+
+/// The manager dies hard: its worker gets SIGTERM (parent-death signal) and makes its
+/// final sync; a new manager waits for that worker to exit before starting the instance
+/// again, so there are never two workers for one instance.
+#[test]
+fn after_a_hard_manager_death_no_worker_is_orphaned_or_doubled() {
+    let t = TestDir::new("mgr-hard");
+    let release = t.root.join("release");
+    let script = t.root.join("slow-rsync.sh");
+    write(
+        &script,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in --include-from=*) while [ ! -e '{}' ]; do sleep 0.05; done;; esac; done\nexec rsync \"$@\"\n",
+            release.display()
+        )
+        .as_bytes(),
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut m = Manager::start(&t.root, &[]);
+    m.profile(
+        "m",
+        &format!(
+            "watch-dir = \"{}\"\ndestination-dir = \"{}\"\nsync-handler = \"{}\"\ndelay-collect = 3600\nautostart = true\n",
+            t.src.display(),
+            t.dst.display(),
+            script.display()
+        ),
+    );
+    m.ok(&["reload"]);
+    let old = pid_of(&m.wait_state("m", "running"));
+    write(&t.s(b"queued"), b"final sync of the orphan");
+    kill(Pid::from_raw(m.child.id() as i32), Signal::SIGKILL).unwrap();
+    m.child.wait().unwrap();
+    // The old worker is in its final sync, held by the handler: it is still there.
+    assert!(
+        std::fs::read(format!("/proc/{old}/cmdline")).is_ok_and(|c| !c.is_empty()),
+        "the old worker is gone before its final sync"
+    );
+    let m2 = Manager::start(&t.root, &[]);
+    let i = m2.wait_state("m", &format!("waiting for old worker {old}"));
+    assert!(i["pid"].is_null(), "no second worker: {i}");
+    write(&release, b"");
+    let mut new = Value::Null;
+    wait_until(SYNC_TIMEOUT, "the instance to run again", || {
+        new = m2.instance("m").unwrap_or_default();
+        (new["state"] == "running")
+            .then_some(())
+            .ok_or_else(|| new.to_string())
+    });
+    assert_ne!(pid_of(&new), old);
+    group_gone(old).unwrap();
+    assert!(t.d(b"queued").exists(), "the orphan made its final sync");
+}

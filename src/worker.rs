@@ -41,6 +41,8 @@ const POLL_UNWATCHED: Duration = Duration::from_secs(5);
 const STANDBY_CHECK: Duration = Duration::from_secs(1);
 /// How long a pre-exit or exit hook may run.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the progress of a long full sync is logged and reported.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How long a killed rsync gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(3);
 
@@ -168,6 +170,8 @@ struct Worker {
     failed: bool,
     /// Reports to a supervisor (clsync-manager).
     reporter: crate::report::Reporter,
+    /// While a full sync runs: when its progress is logged and reported next.
+    progress_at: Option<Instant>,
     /// Counters for reports: changed paths seen, syncs done and failed.
     events: u64,
     syncs: u64,
@@ -249,7 +253,13 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     };
 
     let started = Instant::now();
-    let (watcher, init) = Watcher::new(&src, rules, cfg.one_file_system)?;
+    let (watcher, init) = Watcher::new(&src, rules, cfg.one_file_system, &mut |dirs| {
+        info!(
+            "setting watches: {dirs} directories so far ({:.0}s)",
+            started.elapsed().as_secs_f64()
+        );
+        reporter.send(&format!("{{\"phase\":\"watching\",\"watches\":{dirs}}}"));
+    })?;
     reporter.send(&format!(
         "{{\"phase\":\"initsync\",\"watches\":{}}}",
         watcher.watched()
@@ -366,6 +376,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         exit: None,
         failed: false,
         reporter,
+        progress_at: None,
         events: 0,
         syncs: 0,
         sync_failures: 0,
@@ -448,6 +459,7 @@ impl Worker {
         consider(self.next_poll);
         consider(self.runner.deadline());
         consider(self.standby_check);
+        consider(self.progress_at);
         if let Phase::Aborting { since, .. } = self.phase {
             consider(Some(since + KILL_GRACE));
         }
@@ -721,6 +733,9 @@ impl Worker {
     }
 
     fn start(&mut self, batch: Batch) {
+        if batch.is_full() {
+            self.progress_at = Some(Instant::now() + PROGRESS_EVERY);
+        }
         debug!(
             "sync of {} paths ({} running)",
             batch.entries.len(),
@@ -842,6 +857,20 @@ impl Worker {
     fn tick(&mut self, now: Instant) {
         if self.exit.is_some() {
             return;
+        }
+        if self.progress_at.is_some_and(|t| now >= t) {
+            self.progress_at = self.runner.busy().then_some(now + PROGRESS_EVERY);
+            if let Some(rec) = self.runner.progress() {
+                let what = if self.ready { "full" } else { "initial" };
+                let desc = crate::sync::describe_progress(&rec);
+                info!("{what} sync: {desc}");
+                let json = serde_json::to_string(&desc).unwrap_or_default();
+                self.reporter.send(&format!(
+                    "{{\"phase\":\"{}\",\"watches\":{},\"progress\":{json}}}",
+                    if self.ready { "running" } else { "initsync" },
+                    self.watcher.watched()
+                ));
+            }
         }
         self.runner.enforce_timeout(now);
         if let Some(t) = self.next_poll {

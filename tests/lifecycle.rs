@@ -462,3 +462,32 @@ fn the_worker_drops_to_uid_and_gid_and_keeps_syncing() {
     w.wait_synced(SYNC_TIMEOUT);
     w.stop_ok();
 }
+
+/// A long initial sync logs its progress every few seconds (bytes, percent, rate, time
+/// left, files). The handler is rsync slowed down by --bwlimit.
+#[test]
+fn a_long_initial_sync_reports_its_progress() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new("progress");
+    let slow = t.root.join("slow-rsync.sh");
+    write(&slow, b"#!/bin/sh\nexec rsync --bwlimit=2m \"$@\"\n");
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write(&t.s(b"big"), &vec![7u8; 14 << 20]);
+    let args: Vec<OsString> = vec![
+        "-S".into(),
+        slow.into(),
+        "--status-file".into(),
+        t.status.clone().into(),
+        t.src.clone().into(),
+        t.dst.clone().into(),
+    ];
+    let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args);
+    let log = w.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("initial sync: ") && l.contains(" bytes ("))
+        .unwrap_or_else(|| panic!("no progress line:\n{log}"));
+    assert!(line.contains("% ") || line.contains("%),"), "{line}");
+    assert!(line.contains(" left"), "{line}");
+    w.stop_ok();
+}

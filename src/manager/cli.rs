@@ -276,7 +276,10 @@ pub fn status_table(list: &[InstanceStatus]) -> String {
     for s in list {
         rows.push([
             s.name.clone(),
-            s.state.clone(),
+            match &s.progress {
+                Some(p) => format!("{} ({p})", s.state),
+                None => s.state.clone(),
+            },
             s.pid.map_or("-".into(), |p| p.to_string()),
             s.uptime_s.map_or("-".into(), human),
             s.restarts.to_string(),

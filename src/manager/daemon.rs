@@ -189,6 +189,11 @@ impl Instance {
                     .map(str::to_string)
             }),
             on_demand: self.on_demand,
+            progress: r
+                .filter(|_| matches!(self.state, State::Starting))
+                .and_then(|r| r.get("progress"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
         }
     }
 

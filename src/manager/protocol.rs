@@ -84,6 +84,9 @@ pub struct InstanceStatus {
     pub watches: Option<u64>,
     pub last_error: Option<String>,
     pub on_demand: bool,
+    /// A long initial (or full) sync's progress: bytes, percent, rate, time left, files.
+    #[serde(default)]
+    pub progress: Option<String>,
 }
 
 /// Sends one request to the daemon at `socket` and reads its response. `timeout` bounds

@@ -359,6 +359,7 @@ impl Handler {
         };
         let own_argv = self.cfg.mode == Mode::RsyncDirect && self.cfg.args.is_none();
         for (exclude, include) in parts {
+            let include_is_none = include.is_none();
             let mut vars = Vars {
                 typ: if include.is_none() && !own_argv {
                     "initialsync"
@@ -391,6 +392,7 @@ impl Handler {
                     vars.exclude_path = Some(self.write_list("exclude", &data, &mut out.files)?);
                 }
             }
+            let full = include_is_none && own_argv;
             if self.cfg.mode == Mode::RsyncSo {
                 let so = self.so.clone().expect("rsyncso has its shared object");
                 let inc = vars.include_path.clone().unwrap_or_default();
@@ -401,7 +403,13 @@ impl Handler {
                         .unwrap_or(-1)
                 })));
             } else {
-                out.steps.push(self.exec(&vars));
+                let mut step = self.exec(&vars);
+                if let (true, Step::Exec(e)) = (full, &mut step) {
+                    // A full run can take hours on a big tree: it reports its progress.
+                    e.args.insert(1, "--info=progress2".into());
+                    e.progress = true;
+                }
+                out.steps.push(step);
             }
         }
         Ok(())
@@ -440,6 +448,7 @@ impl Handler {
             program: self.cfg.program.clone(),
             args,
             env: Vec::new(),
+            progress: false,
         })
     }
 

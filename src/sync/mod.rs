@@ -44,6 +44,9 @@ pub struct Exec {
     pub args: Vec<OsString>,
     /// Added to the environment (besides what [`RunConfig`] adds to every run).
     pub env: Vec<(OsString, OsString)>,
+    /// The run prints rsync's `--info=progress2` on standard output: it is read, and the
+    /// latest record is kept for [`Runner::progress`].
+    pub progress: bool,
 }
 
 /// One step of a batch.
@@ -127,6 +130,8 @@ pub struct Finished {
 }
 
 pub struct Runner {
+    /// The latest progress record of a run that prints one.
+    progress: Arc<std::sync::Mutex<Option<String>>>,
     cfg: RunConfig,
     tx: Sender<Done>,
     rx: Receiver<Done>,
@@ -134,6 +139,62 @@ pub struct Runner {
     jobs: Vec<Job>,
     next_id: u64,
     next_step: u64,
+}
+
+/// Keeps the latest `--info=progress2` record (they end with `\r`) of a run's output.
+fn read_progress(mut out: std::process::ChildStdout, latest: &std::sync::Mutex<Option<String>>) {
+    use std::io::Read;
+    let mut buf = [0u8; 4096];
+    let mut cur = Vec::new();
+    if let Ok(mut l) = latest.lock() {
+        *l = None;
+    }
+    while let Ok(n) = out.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            if b == b'\r' || b == b'\n' {
+                let rec = String::from_utf8_lossy(&cur).trim().to_string();
+                if rec.contains('%') {
+                    if let Ok(mut l) = latest.lock() {
+                        *l = Some(rec);
+                    }
+                }
+                cur.clear();
+            } else {
+                cur.push(b);
+            }
+        }
+    }
+}
+
+/// rsync's `--info=progress2` record (`1,234,567  45%  12.34MB/s  0:00:12 (xfr#12,
+/// to-chk=100/2000)`) as a readable line: bytes, percent, rate, time left, and files
+/// checked of those known so far.
+pub fn describe_progress(rec: &str) -> String {
+    let f: Vec<&str> = rec.split_whitespace().collect();
+    if f.len() < 4 {
+        return rec.to_string();
+    }
+    let mut s = format!("{} bytes ({}), {}, {} left", f[0], f[1], f[2], f[3]);
+    if let Some(chk) = f.iter().find_map(|x| {
+        x.strip_prefix("to-chk=")
+            .map(|c| (c, false))
+            .or_else(|| x.strip_prefix("ir-chk=").map(|c| (c, true)))
+    }) {
+        let (c, scanning) = chk;
+        if let Some((left, total)) = c.trim_end_matches(')').split_once('/') {
+            if let (Ok(l), Ok(t)) = (left.parse::<u64>(), total.parse::<u64>()) {
+                s.push_str(&format!(
+                    "; {} of {t} files{}",
+                    t - l.min(t),
+                    if scanning { " found so far" } else { "" }
+                ));
+            }
+        }
+    }
+    s
 }
 
 /// How long a run that overran its timeout gets between TERM and KILL.
@@ -176,6 +237,7 @@ impl Runner {
     pub fn new(cfg: RunConfig, waker: Arc<Waker>) -> Self {
         let (tx, rx) = channel();
         Runner {
+            progress: Default::default(),
             cfg,
             tx,
             rx,
@@ -191,6 +253,11 @@ impl Runner {
     pub fn set_policy(&mut self, ignore_exitcodes: Vec<i32>, timeout: Option<Duration>) {
         self.cfg.ignore_exitcodes = ignore_exitcodes;
         self.cfg.timeout = timeout;
+    }
+
+    /// The latest progress record of a running full rsync (`--info=progress2`).
+    pub fn progress(&self) -> Option<String> {
+        self.progress.lock().ok().and_then(|p| p.clone())
     }
 
     /// True while any batch runs.
@@ -262,9 +329,16 @@ impl Runner {
                 if let Some(u) = self.cfg.uid {
                     cmd.uid(u);
                 }
+                if e.progress {
+                    cmd.stdout(Stdio::piped());
+                }
                 match cmd.spawn() {
                     Ok(mut child) => {
                         let pid = Pid::from_raw(child.id() as i32);
+                        if let Some(out) = child.stdout.take() {
+                            let latest = self.progress.clone();
+                            std::thread::spawn(move || read_progress(out, &latest));
+                        }
                         std::thread::spawn(move || {
                             report(match child.wait() {
                                 Ok(st) => Outcome::Exited(st),
@@ -394,5 +468,25 @@ impl Runner {
         for pid in self.jobs.iter().filter_map(|j| j.pid) {
             let _ = killpg(pid, sig);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_progress;
+
+    #[test]
+    fn progress_records_read_as_a_line() {
+        assert_eq!(
+            describe_progress(
+                "    1,234,567  45%   12.34MB/s    0:00:12 (xfr#12, to-chk=100/2000)"
+            ),
+            "1,234,567 bytes (45%), 12.34MB/s, 0:00:12 left; 1900 of 2000 files"
+        );
+        assert_eq!(
+            describe_progress("32,768   0%    0.00kB/s    0:00:00 (xfr#1, ir-chk=1009/1011)"),
+            "32,768 bytes (0%), 0.00kB/s, 0:00:00 left; 2 of 1011 files found so far"
+        );
+        assert_eq!(describe_progress("odd"), "odd");
     }
 }

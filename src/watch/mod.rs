@@ -50,6 +50,9 @@ pub struct Dirty {
     pub mask: u32,
 }
 
+/// How often the first scan of a big tree reports its progress.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `IN_CREATE`: the mask of a file found by a walk or rescan, as in the original.
 pub const MASK_FOUND: u32 = libc::IN_CREATE;
 /// `IN_CREATE | IN_ISDIR`: the mask of a directory found by a walk or rescan.
@@ -221,10 +224,13 @@ fn vanished(err: &io::Error) -> bool {
 impl Watcher {
     /// Sets up inotify for `root` and watches the whole tree. Returns the watcher and the
     /// paths excluded by the rules (for the initial sync's exclude list).
+    /// Watches the tree below `root`. `progress` is called with the number of watched
+    /// directories every few seconds while that takes long (a tree of millions).
     pub fn new(
         root: &Path,
         rules: Rules,
         one_file_system: bool,
+        progress: &mut dyn FnMut(usize),
     ) -> Result<(Self, Changes), WatchError> {
         let inotify = Inotify::init().map_err(WatchError::Init)?;
         let device = if one_file_system {
@@ -252,7 +258,7 @@ impl Watcher {
             buf: vec![0; 256 * 1024],
         };
         let mut out = Changes::default();
-        w.scan(ROOT, true, &mut out)?;
+        w.scan(ROOT, Some(progress), &mut out)?;
         out.dirty.clear();
         Ok((w, out))
     }
@@ -473,10 +479,30 @@ impl Watcher {
 
     /// Watches and lists the subtree of node `id`: new directories get nodes and watches,
     /// directories that are gone lose theirs. Reports `id` dirty recursively.
-    fn scan(&mut self, id: NodeId, startup: bool, out: &mut Changes) -> Result<(), WatchError> {
+    /// Watches and lists the subtree of `id`. `startup` (with a progress callback) is the
+    /// first scan, where an unreadable directory is an error rather than polled.
+    fn scan(
+        &mut self,
+        id: NodeId,
+        mut startup: Option<&mut dyn FnMut(usize)>,
+        out: &mut Changes,
+    ) -> Result<(), WatchError> {
         out.dirty(self.tree.path(id), true);
         let mut stack = vec![id];
+        let mut next_progress = std::time::Instant::now() + PROGRESS_EVERY;
+        let mut n = 0u32;
         while let Some(cur) = stack.pop() {
+            n = n.wrapping_add(1);
+            if n % 1024 == 0 {
+                if let Some(p) = startup.as_mut() {
+                    let now = std::time::Instant::now();
+                    if now >= next_progress {
+                        p(self.wds.len());
+                        next_progress = now + PROGRESS_EVERY;
+                    }
+                }
+            }
+            let startup = startup.is_some();
             if !self.tree.contains(cur) || !self.watch_node(cur, startup, out)? {
                 continue;
             }
@@ -570,7 +596,7 @@ impl Watcher {
 
     /// Rescans a subtree after events were lost, and reports it for a recursive sync.
     fn rescan(&mut self, id: NodeId, out: &mut Changes) {
-        if let Err(e) = self.scan(id, false, out) {
+        if let Err(e) = self.scan(id, None, out) {
             // Not reachable: run-time scans log and poll instead of failing.
             error!("rescan of {} failed: {e}", self.abs(id).display());
         }

@@ -459,16 +459,7 @@ fn is_option_name(name: &str) -> bool {
     MAPPED_KEYS.contains(&name) || ignored_reason(name).is_some()
 }
 
-/// The original's `--mode` values.
-const MODES: &[&str] = &[
-    "simple",
-    "direct",
-    "shell",
-    "rsyncshell",
-    "rsyncdirect",
-    "rsyncso",
-    "so",
-];
+use crate::sync::handler::MODES;
 
 /// The original's `--output` values.
 const OUTPUTS: &[&str] = &["stderr", "stdout", "syslog"];

@@ -960,71 +960,49 @@ pub unsafe extern "C" fn clsyncapi_fork(_ctx: *mut c_void) -> libc::pid_t {
     libc::fork()
 }
 
-/// `_error(func, fmt, ...)`, what the original's `error()` macro calls.
-///
-/// # Safety
-/// `func` NULL or a C string; `fmt` a printf format whose conversions take integer or pointer arguments, at most eight, and that many arguments.
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "C" fn _error(
-    func: *const c_char,
-    fmt: *const c_char,
-    a0: usize,
-    a1: usize,
-    a2: usize,
-    a3: usize,
-    a4: usize,
-    a5: usize,
-    a6: usize,
-    a7: usize,
-) {
-    let msg = format_c(fmt, [a0, a1, a2, a3, a4, a5, a6, a7]);
-    emit(log::Level::Error, func, msg);
+/// Defines one of the logging functions a handler calls as `NAME(func, fmt, ...)`.
+macro_rules! log_fn {
+    ($(#[$doc:meta])* $name:ident, $level:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// `func` NULL or a C string; `fmt` a printf format whose conversions take integer
+        /// or pointer arguments, at most eight, and that many arguments.
+        #[no_mangle]
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe extern "C" fn $name(
+            func: *const c_char,
+            fmt: *const c_char,
+            a0: usize,
+            a1: usize,
+            a2: usize,
+            a3: usize,
+            a4: usize,
+            a5: usize,
+            a6: usize,
+            a7: usize,
+        ) {
+            let msg = format_c(fmt, [a0, a1, a2, a3, a4, a5, a6, a7]);
+            emit($level, func, msg);
+        }
+    };
 }
 
-/// `_warning(func, fmt, ...)`.
-///
-/// # Safety
-/// As [`_error`].
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "C" fn _warning(
-    func: *const c_char,
-    fmt: *const c_char,
-    a0: usize,
-    a1: usize,
-    a2: usize,
-    a3: usize,
-    a4: usize,
-    a5: usize,
-    a6: usize,
-    a7: usize,
-) {
-    let msg = format_c(fmt, [a0, a1, a2, a3, a4, a5, a6, a7]);
-    emit(log::Level::Warn, func, msg);
-}
-
-/// `_info(func, fmt, ...)`.
-///
-/// # Safety
-/// As [`_error`].
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "C" fn _info(
-    func: *const c_char,
-    fmt: *const c_char,
-    a0: usize,
-    a1: usize,
-    a2: usize,
-    a3: usize,
-    a4: usize,
-    a5: usize,
-    a6: usize,
-    a7: usize,
-) {
-    let msg = format_c(fmt, [a0, a1, a2, a3, a4, a5, a6, a7]);
-    emit(log::Level::Info, func, msg);
-}
+log_fn!(
+    /// `_error(func, fmt, ...)`, what the original's `error()` macro calls.
+    _error,
+    log::Level::Error
+);
+log_fn!(
+    /// `_warning(func, fmt, ...)`.
+    _warning,
+    log::Level::Warn
+);
+log_fn!(
+    /// `_info(func, fmt, ...)`.
+    _info,
+    log::Level::Info
+);
 
 /// `_debug(level, func, fmt, ...)`: levels 1 and 2 are debug messages, higher ones trace.
 ///

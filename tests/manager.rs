@@ -611,3 +611,23 @@ fn after_a_hard_manager_death_no_worker_is_orphaned_or_doubled() {
     group_gone(old).unwrap();
     assert!(t.d(b"queued").exists(), "the orphan made its final sync");
 }
+
+/// `--metrics-textfile`: the metrics are also written for node_exporter's textfile
+/// collector, a few seconds after they change.
+#[test]
+fn metrics_are_written_to_the_textfile() {
+    let t = TestDir::new("mgr-textfile");
+    let file = t.root.join("clsync.prom");
+    let file_arg = file.display().to_string();
+    let m = Manager::start(&t.root, &["--metrics-textfile", &file_arg]);
+    m.profile("m", &mirror(&t, "autostart = true\n"));
+    m.ok(&["reload"]);
+    m.wait_state("m", "running");
+    wait_until(SYNC_TIMEOUT, "the metrics file", || {
+        let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+        (text.contains("clsync_up{instance=\"m\"} 1")
+            && text.contains("clsync_syncs_total{instance=\"m\"} "))
+        .then_some(())
+        .ok_or(text)
+    });
+}

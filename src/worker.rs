@@ -784,6 +784,9 @@ impl Worker {
         let full = f.batch.is_full();
         let n = f.batch.entries.len();
         let ok = f.result.is_ok();
+        if full {
+            self.progress_at = None;
+        }
         self.batcher.complete(now, f.batch, ok);
         self.iterations += 1;
         match &f.result {

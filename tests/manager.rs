@@ -599,6 +599,13 @@ fn after_a_hard_manager_death_no_worker_is_orphaned_or_doubled() {
     let m2 = Manager::start(&t.root, &[]);
     let i = m2.wait_state("m", &format!("waiting for old worker {old}"));
     assert!(i["pid"].is_null(), "no second worker: {i}");
+    // A restart asked for now does not start one either.
+    m2.ok(&["restart", "m"]);
+    let workers: Vec<_> = processes_mentioning(m2.profiles.to_string_lossy().as_bytes())
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains(" --profile m"))
+        .collect();
+    assert_eq!(workers.len(), 1, "one worker for the instance: {workers:?}");
     write(&release, b"");
     let mut new = Value::Null;
     wait_until(SYNC_TIMEOUT, "the instance to run again", || {

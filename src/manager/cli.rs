@@ -14,7 +14,7 @@ use std::time::Duration;
     name = "clsync-manager",
     version,
     about = "Supervisor of clsync workers: one per profile and per container instance",
-    after_help = "Exit codes: 0 ok, 1 the request failed, 2 usage, 3 the daemon is not running or refused the client."
+    after_help = "Exit codes: 0 ok, 1 the request failed, 2 usage or invalid profiles (check), 3 the daemon is not running or refused the client."
 )]
 struct Args {
     /// The daemon's control socket [default: $CLSYNC_MANAGER_SOCKET or /run/clsync/manager.sock]
@@ -31,7 +31,7 @@ enum Cmd {
         /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
         #[arg(long, value_name = "DIR")]
         profiles_dir: Option<PathBuf>,
-        /// State directory (on-demand instances, worker pids, lock) [default: /var/lib/clsync]
+        /// State directory (on-demand instances, worker pids, lock)
         #[arg(long, value_name = "DIR", default_value = "/var/lib/clsync")]
         state_dir: PathBuf,
         /// Members of this group may use the control socket too (it is then 0660)
@@ -43,7 +43,7 @@ enum Cmd {
         /// Also write Prometheus metrics to this file (node_exporter textfile collector)
         #[arg(long, value_name = "FILE")]
         metrics_textfile: Option<PathBuf>,
-        /// Where the log goes: stderr, syslog or journal [default: stderr]
+        /// Where the log goes: stderr, stdout, syslog or journal [default: stderr]
         #[arg(short = 'Y', long, value_name = "OUTPUT")]
         output: Option<crate::logger::Output>,
         /// Debug level: 0 info, 1 debug, 2 trace
@@ -51,13 +51,23 @@ enum Cmd {
         debug: u8,
     },
     /// Start an instance: PROFILE, PROFILE@LABEL or PROFILE-LABEL (e.g. lxc-web01)
-    Start { name: String },
+    Start {
+        /// PROFILE, PROFILE@LABEL or PROFILE-LABEL
+        name: String,
+    },
     /// Stop an instance (waits for its final sync)
-    Stop { name: String },
+    Stop {
+        /// The instance
+        name: String,
+    },
     /// Stop and start an instance
-    Restart { name: String },
+    Restart {
+        /// The instance
+        name: String,
+    },
     /// Show the instances (or one) as a table
     Status {
+        /// Only this instance
         name: Option<String>,
         /// JSON for scripts
         #[arg(long)]
@@ -65,21 +75,28 @@ enum Cmd {
     },
     /// List profiles, templates and their instances
     List {
+        /// JSON for scripts
         #[arg(long)]
         json: bool,
     },
     /// Re-read the profiles: start new autostart ones, stop removed ones, restart changed ones
     Reload,
     /// Full resync of an instance
-    Resync { name: String },
+    Resync {
+        /// The instance
+        name: String,
+    },
     /// The last lines of an instance's output
     Logs {
+        /// The instance
         name: String,
+        /// How many lines
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: usize,
     },
     /// Check the profiles (does not need the daemon)
     Check {
+        /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
         #[arg(long, value_name = "DIR")]
         profiles_dir: Option<PathBuf>,
     },

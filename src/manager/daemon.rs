@@ -51,8 +51,10 @@ const LOG_LINES: usize = 1000;
 const ABORT_GRACE: Duration = Duration::from_secs(10);
 /// How often a previous manager's worker is looked for.
 const WAIT_POLL: Duration = Duration::from_secs(1);
-/// The metrics text file is rewritten at most this often.
+/// The metrics text file is rewritten this long after a change, and at least this often
+/// (so that "seconds since the last sync" moves).
 const METRICS_EVERY: Duration = Duration::from_secs(5);
+const METRICS_REFRESH: Duration = Duration::from_secs(15);
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -147,13 +149,15 @@ impl Instance {
     fn state_name(&self) -> String {
         match self.state {
             State::Stopped => "stopped".into(),
-            State::Starting => {
-                if self.report.is_some() {
-                    "initsync".into()
-                } else {
-                    "starting".into()
-                }
-            }
+            State::Starting => match self
+                .report
+                .as_ref()
+                .and_then(|r| r.get("phase"))
+                .and_then(|p| p.as_str())
+            {
+                Some("initsync") => "initsync".into(),
+                _ => "starting".into(),
+            },
             State::Running => "running".into(),
             State::Stopping => "stopping".into(),
             State::Backoff => "backoff".into(),
@@ -321,6 +325,8 @@ pub fn run(opts: Options) -> Result<i32, String> {
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     d.save();
+    // Every instance is down now; say so rather than leave the last figures behind.
+    d.write_metrics();
     let _ = std::fs::remove_file(&d.opts.socket);
     info!("every worker stopped; exiting");
     Ok(0)
@@ -699,6 +705,10 @@ impl Daemon {
         let Some(i) = self.instances.get_mut(name) else {
             return;
         };
+        if matches!(i.state, State::Waiting(_)) {
+            // It starts as soon as the previous manager's worker is gone.
+            return;
+        }
         i.life.reset();
         if i.worker.is_some() {
             i.then_start = true;
@@ -763,12 +773,13 @@ impl Daemon {
                 if !alive_worker(pid) {
                     info!("[{name}] the previous manager's worker {pid} is gone");
                     i.state = State::Stopped;
-                    let start = i.on_demand || !i.then_remove;
-                    if start && !self.stopping {
+                    let ended = i.status();
+                    if !i.then_remove && !self.stopping {
                         self.start(&name);
                     } else {
                         self.instances.remove(&name);
                     }
+                    self.answer_waiters(&name, ended);
                 }
             }
         }
@@ -779,8 +790,8 @@ impl Daemon {
             }
         }
         if self.metrics_due.is_some_and(|t| now >= t) {
-            self.metrics_due = None;
             self.write_metrics();
+            self.metrics_due = Some(now + METRICS_REFRESH);
         }
     }
 
@@ -848,6 +859,7 @@ impl Daemon {
                 }
             }
             let then_start = std::mem::take(&mut i.then_start);
+            let ended = i.status();
             if i.then_remove {
                 self.instances.remove(&name);
             } else if then_start && !self.stopping {
@@ -855,29 +867,30 @@ impl Daemon {
                 i.state = State::Stopped;
                 self.start(&name);
             }
-            self.answer_waiters(&name);
+            self.answer_waiters(&name, ended);
             self.save();
             self.notify_status();
             self.metrics_changed();
         }
     }
 
-    /// Replies to clients waiting for `name` to stop or to start again.
-    fn answer_waiters(&mut self, name: &str) {
-        let status = self.instances.get(name).map(|i| i.status());
+    /// Replies to clients waiting for `name` to stop or to start again: with its status
+    /// now, or (if it is gone) as it ended.
+    fn answer_waiters(&mut self, name: &str, ended: InstanceStatus) {
+        let s = self.instances.get(name).map_or(ended, |i| i.status());
         let mut keep = Vec::new();
         for w in std::mem::take(&mut self.waiters) {
             if w.name != name {
                 keep.push(w);
                 continue;
             }
-            let resp = match &status {
-                Some(s) if w.restart && s.state == "failed" => Response::err(format!(
+            let resp = if w.restart && s.state == "failed" {
+                Response::err(format!(
                     "{name} failed: {}",
                     s.last_error.clone().unwrap_or_default()
-                )),
-                Some(s) => Response::ok(serde_json::to_value(s).unwrap_or_default()),
-                None => Response::ok(json!({ "name": name, "state": "stopped" })),
+                ))
+            } else {
+                Response::ok(serde_json::to_value(&s).unwrap_or_default())
             };
             reply_mio(w.stream, &resp);
         }
@@ -947,8 +960,9 @@ impl Daemon {
     }
 
     fn metrics_changed(&mut self) {
-        if self.opts.metrics_textfile.is_some() && self.metrics_due.is_none() {
-            self.metrics_due = Some(Instant::now() + METRICS_EVERY);
+        let soon = Instant::now() + METRICS_EVERY;
+        if self.opts.metrics_textfile.is_some() && self.metrics_due.is_none_or(|t| t > soon) {
+            self.metrics_due = Some(soon);
         }
     }
 
@@ -1179,7 +1193,9 @@ impl Daemon {
         i.on_demand |= !autostart;
         i.then_remove = false;
         match i.state {
-            State::Running | State::Starting | State::Stopping | State::Waiting(_) => {}
+            // Started again once the running stop is over.
+            State::Stopping => i.then_start = true,
+            State::Running | State::Starting | State::Waiting(_) => {}
             _ => {
                 i.life.reset();
                 i.last_error = None;
@@ -1203,15 +1219,25 @@ impl Daemon {
             .instances
             .get_mut(name)
             .ok_or_else(|| format!("{name} is not running"))?;
+        // Stopped instances are forgotten (an autostart one starts again with the next
+        // reload or manager start, as an enabled unit does after `systemctl stop`).
         i.on_demand = false;
-        let removable = !i.on_demand;
+        if let State::Waiting(pid) = i.state {
+            // A previous manager's worker makes its final sync: answer when it is gone,
+            // and do not start a new one.
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+            i.then_remove = true;
+            self.save();
+            return Ok(Handled::Later {
+                name: name.to_string(),
+                restart: false,
+            });
+        }
         if i.worker.is_none() {
             i.state = State::Stopped;
             i.restart_at = None;
             let st = i.status();
-            if removable {
-                self.instances.remove(name);
-            }
+            self.instances.remove(name);
             self.save();
             return Ok(Handled::Now(Response::ok(
                 serde_json::to_value(st).unwrap_or_default(),
@@ -1332,7 +1358,13 @@ fn drain(i: &mut Instance, t: Token) -> (bool, bool) {
                     i.last_error = None;
                     info!("[{}] running", i.name);
                 }
-                i.report = Some(v);
+                // Progress reports carry a few fields: merge, keep the counters.
+                match (i.report.as_mut(), v) {
+                    (Some(serde_json::Value::Object(old)), serde_json::Value::Object(new)) => {
+                        old.extend(new)
+                    }
+                    (_, v) => i.report = Some(v),
+                }
                 reported = true;
             }
         } else {
@@ -1344,7 +1376,16 @@ fn drain(i: &mut Instance, t: Token) -> (bool, bool) {
                     .to_string(),
                 _ => line,
             };
-            info!("[{}] {text}", i.name);
+            // Keep the worker's levels in the manager's log (and so in the journal).
+            if let Some(m) = text.strip_prefix("error: ") {
+                error!("[{}] {m}", i.name);
+            } else if let Some(m) = text.strip_prefix("warning: ") {
+                warn!("[{}] {m}", i.name);
+            } else if let Some(m) = text.strip_prefix("debug: ") {
+                debug!("[{}] {m}", i.name);
+            } else {
+                info!("[{}] {text}", i.name);
+            }
             i.log_line(text);
         }
     }

@@ -151,6 +151,10 @@ fn read_progress(mut out: std::process::ChildStdout, latest: &std::sync::Mutex<O
     }
     while let Ok(n) = out.read(&mut buf) {
         if n == 0 {
+            // The run is over: its progress is no news any more.
+            if let Ok(mut l) = latest.lock() {
+                *l = None;
+            }
             break;
         }
         for &b in &buf[..n] {

@@ -29,9 +29,9 @@ struct Args {
     /// Directory to watch (classic form)
     #[arg(short = 'W', long = "watch-dir", value_name = "DIR")]
     watch_dir: Option<PathBuf>,
-    /// Directory to mirror to (classic form)
-    #[arg(short = 'D', long = "destination-dir", value_name = "DIR")]
-    destination_dir: Option<PathBuf>,
+    /// Where to mirror to: a directory, [user@]host:/path (ssh) or rsync://host/module/path; repeat for several
+    #[arg(short = 'D', long = "destination-dir", value_name = "DEST")]
+    destination_dir: Vec<PathBuf>,
     /// The sync handler: rsync (rsyncdirect), a program, or a shared object (so modes)
     #[arg(short = 'S', long = "sync-handler", value_name = "PATH")]
     sync_handler: Option<PathBuf>,
@@ -161,6 +161,27 @@ struct Args {
     /// SIGUSR1/SIGIO also write the state (JSON) into this directory
     #[arg(long = "dump-dir", value_name = "DIR")]
     dump_dir: Option<PathBuf>,
+    /// The ssh program for [user@]host:/path destinations [default: ssh]
+    #[arg(long = "ssh-command", value_name = "PROGRAM")]
+    ssh_command: Option<String>,
+    /// ssh identity file (-i)
+    #[arg(long = "ssh-identity", value_name = "FILE")]
+    ssh_identity: Option<PathBuf>,
+    /// ssh port (-p)
+    #[arg(long = "ssh-port", value_name = "PORT")]
+    ssh_port: Option<u16>,
+    /// One more ssh argument (e.g. -oConnectTimeout=10); repeatable
+    #[arg(long = "ssh-option", value_name = "ARG", allow_hyphen_values = true)]
+    ssh_option: Vec<String>,
+    /// One more rsync option (e.g. --bwlimit=10m, --compress, --inplace); repeatable
+    #[arg(long = "rsync-option", value_name = "ARG", allow_hyphen_values = true)]
+    rsync_option: Vec<String>,
+    /// rsync --password-file for rsync:// destinations
+    #[arg(long = "rsync-password-file", value_name = "FILE")]
+    rsync_password_file: Option<PathBuf>,
+    /// Sync even when the watch directory is empty (else taken for an unmounted disk)
+    #[arg(long = "allow-empty-source")]
+    allow_empty_source: bool,
     /// Accepted: no event is ever skipped (an inotify overflow means a rescan)
     #[arg(long = "exit-on-sync-skip")]
     exit_on_sync_skip: bool,
@@ -182,7 +203,7 @@ struct Args {
     /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
     #[arg(long = "profiles-dir", value_name = "DIR")]
     profiles_dir: Option<PathBuf>,
-    /// SRC DST (short form); with -M/-W/-D: the sync handler's arguments (after --)
+    /// SRC DST [DST...] (short form); with -M/-W/-D: the sync handler's arguments (after --)
     #[arg(value_name = "SRC DST | -- HANDLER-ARGS")]
     paths: Vec<PathBuf>,
 }
@@ -370,7 +391,7 @@ where
 
 /// `--profile NAME`: the profile's values, overridden by options given on the command line.
 fn profile_config(a: Args, name: &str) -> Result<Config, StartError> {
-    if !a.paths.is_empty() || a.watch_dir.is_some() || a.destination_dir.is_some() {
+    if !a.paths.is_empty() || a.watch_dir.is_some() || !a.destination_dir.is_empty() {
         return Err(StartError::Usage(
             "--profile takes the directories from the profile; do not give SRC/DST or -W/-D too"
                 .into(),
@@ -389,7 +410,10 @@ fn legacy_config(mut a: Args, file: &std::path::Path) -> Result<Config, StartErr
         file,
         &block,
         a.label.as_deref(),
-        (a.watch_dir.as_deref(), a.destination_dir.as_deref()),
+        (
+            a.watch_dir.as_deref(),
+            a.destination_dir.first().map(PathBuf::as_path),
+        ),
     )?;
     if !a.paths.is_empty() {
         return Err(StartError::Usage(
@@ -399,8 +423,10 @@ fn legacy_config(mut a: Args, file: &std::path::Path) -> Result<Config, StartErr
     if let Some(w) = a.watch_dir.take() {
         c.src = w;
     }
-    if let Some(d) = a.destination_dir.take() {
+    let mut dsts = std::mem::take(&mut a.destination_dir).into_iter();
+    if let Some(d) = dsts.next() {
         c.dst = d;
+        c.more_dsts = dsts.collect();
     }
     if let Some(l) = a.label.take() {
         c.label = Some(l);
@@ -497,6 +523,22 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
     if let Some(d) = x.dump_dir {
         c.dump_dir = Some(d);
     }
+    if a.ssh_command.is_some() {
+        c.ssh.command = a.ssh_command.clone();
+    }
+    if a.ssh_identity.is_some() {
+        c.ssh.identity = a.ssh_identity.clone();
+    }
+    if a.ssh_port.is_some() {
+        c.ssh.port = a.ssh_port;
+    }
+    c.ssh.options.extend(a.ssh_option.iter().cloned());
+    c.rsync_options
+        .extend(a.rsync_option.iter().map(Into::into));
+    if a.rsync_password_file.is_some() {
+        c.rsync_password_file = a.rsync_password_file.clone();
+    }
+    c.allow_empty_source |= a.allow_empty_source;
     if let Some(d) = a.lists_dir {
         c.lists_dir = Some(d);
     }
@@ -613,9 +655,9 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
     }
     let usage = |m: String| StartError::Usage(m);
     let mode = a.mode.unwrap_or_default();
-    let classic = a.mode.is_some() || a.watch_dir.is_some() || a.destination_dir.is_some();
+    let classic = a.mode.is_some() || a.watch_dir.is_some() || !a.destination_dir.is_empty();
     let mut handler_args = None;
-    let (src, dst) = if classic {
+    let (src, dst, more_dsts) = if classic {
         if !a.paths.is_empty() {
             // The words after `--` replace the mode's default arguments; a single empty
             // word brings the defaults back (as in the original).
@@ -631,18 +673,26 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
             .watch_dir
             .take()
             .ok_or_else(|| usage("-W/--watch-dir is required".into()))?;
-        (src, a.destination_dir.take().unwrap_or_default())
+        let mut d = std::mem::take(&mut a.destination_dir);
+        let first = if d.is_empty() {
+            PathBuf::new()
+        } else {
+            d.remove(0)
+        };
+        (src, first, d)
     } else {
-        match <[PathBuf; 2]>::try_from(std::mem::take(&mut a.paths)) {
-            Ok([s, d]) => (s, d),
-            Err(p) => {
-                return Err(usage(format!(
-                    "expected SRC and DST, got {} path{} (usage: clsync SRC DST, or clsync -M rsyncdirect -W SRC -D DST)",
-                    p.len(),
-                    if p.len() == 1 { "" } else { "s" }
-                )))
-            }
+        let mut p = std::mem::take(&mut a.paths);
+        if p.len() < 2 {
+            return Err(usage(format!(
+                "expected SRC and DST, got {} path{} (usage: clsync SRC DST [DST...], or clsync -M rsyncdirect -W SRC -D DST)",
+                p.len(),
+                if p.len() == 1 { "" } else { "s" }
+            )));
         }
+        let more = p.split_off(2);
+        let d = p.pop().expect("two");
+        let s = p.pop().expect("two");
+        (s, d, more)
     };
     let x = extra(&a)?;
     let (collect, sync, bigfile) = if classic {
@@ -669,6 +719,16 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         gid: x.gid,
         modification_signature: x.modification_signature.unwrap_or(0),
         dump_dir: x.dump_dir,
+        more_dsts,
+        ssh: crate::dest::Ssh {
+            command: a.ssh_command.clone(),
+            identity: a.ssh_identity.clone(),
+            port: a.ssh_port,
+            options: a.ssh_option.clone(),
+        },
+        rsync_options: a.rsync_option.iter().map(Into::into).collect(),
+        rsync_password_file: a.rsync_password_file.clone(),
+        allow_empty_source: a.allow_empty_source,
         reload_args: None,
         delays: Delays {
             collect: a.delay_collect.unwrap_or(Duration::from_millis(collect)),
@@ -695,7 +755,8 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         pre_exit_hook: a.pre_exit_hook,
         exit_hook: a.exit_hook,
         standby_file: a.standby_file,
-        // The original gives up after one failed try; the short form keeps retrying.
+        // The original gives up after one failed try; the short form keeps retrying, and
+        // so does a worker with remote or several destinations (see below).
         retries: a.retries.unwrap_or(u32::from(classic)),
         one_file_system: a.one_file_system || a.exclude_mount_points,
         full_initialsync: a.full_initialsync,
@@ -711,6 +772,10 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
             .max_parallel_syncs
             .map_or(crate::config::MAX_PARALLEL_SYNCS, |n| n as usize),
     };
+    let mut cfg = cfg;
+    if a.retries.is_none() && cfg.networked() {
+        cfg.retries = 0;
+    }
     cfg.check_mode().map_err(usage)?;
     Ok(cfg)
 }

@@ -46,6 +46,17 @@ pub struct Config {
     pub modification_signature: u32,
     /// SIGUSR1/SIGIO also write the state as JSON into this directory (`dump-dir`).
     pub dump_dir: Option<PathBuf>,
+    /// More destinations besides `dst` (each with its own queue and retries).
+    pub more_dsts: Vec<PathBuf>,
+    /// How ssh destinations are reached.
+    pub ssh: crate::dest::Ssh,
+    /// More rsync options (`--bwlimit=…`, `--compress`, `--inplace`, …).
+    pub rsync_options: Vec<OsString>,
+    /// `--password-file` for rsync daemon destinations.
+    pub rsync_password_file: Option<PathBuf>,
+    /// Sync even when the watch directory is empty (by default an empty source is taken
+    /// for an unmounted disk: nothing is deleted at the destinations).
+    pub allow_empty_source: bool,
     /// The command line this configuration came from: SIGHUP parses it again (re-reading
     /// the profile or configuration file) and applies what can change at run time.
     pub reload_args: Option<Vec<OsString>>,
@@ -201,11 +212,25 @@ macro_rules! differing {
 }
 
 impl Config {
+    /// Every destination, the first one first.
+    pub fn destinations(&self) -> Vec<crate::dest::Dest> {
+        std::iter::once(&self.dst)
+            .chain(&self.more_dsts)
+            .map(|d| crate::dest::Dest::parse(d.as_os_str()))
+            .collect()
+    }
+
+    /// Whether a destination is remote or there are several: then a failed sync is
+    /// retried forever by default (a node that is down comes back), not given up.
+    pub fn networked(&self) -> bool {
+        !self.more_dsts.is_empty() || self.destinations().iter().any(|d| d.is_remote())
+    }
+
     /// The settings that differ between `self` and `new` and can only change with a
     /// restart (SIGHUP applies the others).
     pub fn restart_needed_for(&self, new: &Config) -> Vec<String> {
         differing!(self, new;
-            src, dst, mode, rsync, handler_args, lists_dir, label, uid, gid, threading,
+            src, dst, more_dsts, ssh, rsync_password_file, mode, rsync, handler_args, lists_dir, label, uid, gid, threading,
             max_parallel_syncs, one_file_system, pid_file, output, status_file,
             sync_handler_uid, sync_handler_gid, lists_nul, synclist_simplify,
             have_recursive_sync, rsync_prefer_include, background, initial,
@@ -260,6 +285,13 @@ impl Config {
             return Err(format!(
                 "mode {} needs a destination directory (-D/--destination-dir)",
                 m.name()
+            ));
+        }
+        if !self.more_dsts.is_empty() && (m != Mode::RsyncDirect || self.handler_args.is_some()) {
+            return Err(format!(
+                "several destinations need mode rsyncdirect with its own arguments (mode {} is given {} destinations)",
+                m.name(),
+                self.more_dsts.len() + 1
             ));
         }
         if self.rsync.as_os_str().is_empty() {
@@ -457,9 +489,10 @@ fn find_handler(cfg: &Config) -> Result<PathBuf, StartError> {
     })
 }
 
-/// Checks source, destination and rsync, and creates the destination directory if
-/// missing. Returns the canonical `(src, dst, rsync)`. Nothing else is touched.
-pub fn preflight(cfg: &Config) -> Result<(PathBuf, PathBuf, PathBuf), StartError> {
+/// Checks source, destinations and the handler, and creates missing local destination
+/// directories. Returns the canonical source, the destinations (local ones canonical,
+/// remote ones as given; the first is `dst`) and the handler. Nothing else is touched.
+pub fn preflight(cfg: &Config) -> Result<(PathBuf, Vec<PathBuf>, PathBuf), StartError> {
     let src = match std::fs::metadata(&cfg.src) {
         Ok(m) if m.is_dir() => cfg
             .src
@@ -483,47 +516,87 @@ pub fn preflight(cfg: &Config) -> Result<(PathBuf, PathBuf, PathBuf), StartError
     if cfg.mode != crate::sync::handler::Mode::RsyncDirect || cfg.handler_args.is_some() {
         // The handler decides what the destination is (a host, a path, nothing): it is
         // passed on as given, never created or deleted here.
-        return Ok((src, cfg.dst.clone(), handler));
+        return Ok((src, vec![cfg.dst.clone()], handler));
     }
-    let dst = canonical_maybe_missing(&cfg.dst)
-        .map_err(|e| StartError::Path(format!("destination {e}")))?;
+    let mut dsts = Vec::new();
+    let empty_src = dir_is_empty(&src);
+    for given in std::iter::once(&cfg.dst).chain(&cfg.more_dsts) {
+        let d = match crate::dest::Dest::parse(given.as_os_str()) {
+            crate::dest::Dest::Local(_) => check_local_dst(&src, given)?,
+            _ => given.clone(),
+        };
+        if empty_src && !cfg.allow_empty_source && !dst_is_empty(&d) {
+            return Err(StartError::Path(empty_source_message(&src, given)));
+        }
+        dsts.push(d);
+    }
+    Ok((src, dsts, handler))
+}
+
+/// Why a sync from an empty source is refused.
+pub fn empty_source_message(src: &Path, dst: &Path) -> String {
+    format!(
+        "the watch directory {} is empty but the destination {} is not (an unmounted disk?): not syncing, so nothing is deleted there; set allow-empty-source (--allow-empty-source) to mirror an empty tree",
+        src.display(),
+        dst.display()
+    )
+}
+
+/// Whether a directory has no entries (an unreadable one counts as not empty).
+pub fn dir_is_empty(d: &Path) -> bool {
+    std::fs::read_dir(d).is_ok_and(|mut rd| rd.next().is_none())
+}
+
+/// Whether a destination holds nothing: a local directory that is empty or missing; a
+/// remote one is not known to be empty.
+pub fn dst_is_empty(d: &Path) -> bool {
+    match crate::dest::Dest::parse(d.as_os_str()) {
+        crate::dest::Dest::Local(p) => !p.exists() || dir_is_empty(&p),
+        _ => false,
+    }
+}
+
+/// A local destination: canonical, not the source, not inside it nor around it, a
+/// directory (created if missing).
+fn check_local_dst(src: &Path, given: &Path) -> Result<PathBuf, StartError> {
+    let dst =
+        canonical_maybe_missing(given).map_err(|e| StartError::Path(format!("destination {e}")))?;
     if dst == src {
         return Err(StartError::Path(format!(
             "destination {} is the source directory itself",
-            cfg.dst.display()
+            given.display()
         )));
     }
-    if dst.starts_with(&src) {
+    if dst.starts_with(src) {
         return Err(StartError::Path(format!(
             "destination {} is inside the source {}: it would sync into itself",
-            cfg.dst.display(),
+            given.display(),
             src.display()
         )));
     }
     if src.starts_with(&dst) {
         return Err(StartError::Path(format!(
             "source {} is inside the destination {}: --delete would remove everything else there",
-            cfg.src.display(),
+            src.display(),
             dst.display()
         )));
     }
-    let rsync = handler;
     match std::fs::metadata(&dst) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
             return Err(StartError::Path(format!(
                 "destination {}: not a directory",
-                cfg.dst.display()
+                given.display()
             )))
         }
         Err(_) => std::fs::create_dir_all(&dst).map_err(|e| {
             StartError::Path(format!(
                 "destination {}: cannot create it: {e}",
-                cfg.dst.display()
+                given.display()
             ))
         })?,
     }
-    Ok((src, dst, rsync))
+    Ok(dst)
 }
 
 #[cfg(test)]

@@ -106,6 +106,14 @@ pub const KEYS: &[&str] = &[
     "sync-handler-gid",
     "lists-nul",
     "dump-dir",
+    "destinations",
+    "ssh-command",
+    "ssh-identity",
+    "ssh-port",
+    "ssh-options",
+    "rsync-options",
+    "rsync-password-file",
+    "allow-empty-source",
     "autostart",
     "restart",
     "restart-delay",
@@ -288,6 +296,23 @@ pub struct ProfileValues {
     pub lists_nul: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dump_dir: Option<String>,
+    /// More destinations besides destination-dir (not in the original).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_options: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rsync_options: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rsync_password_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_empty_source: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autostart: Option<bool>,
     /// For the manager: `on-failure`, `always` or `never`.
@@ -357,7 +382,9 @@ impl ProfileValues {
             one_file_system, exclude_mount_points, rsync_prefer_include, dont_unlink_lists,
             have_recursive_sync, synclist_simplify, ignore_failures, max_iterations,
             standby_file, modification_signature, rsync_inclimit, output, debug, uid, gid,
-            sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, autostart, restart,
+            sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, destinations, ssh_command,
+            ssh_identity, ssh_port, ssh_options, rsync_options, rsync_password_file,
+            allow_empty_source, autostart, restart,
             restart_delay, restart_max_delay, start_limit_burst, start_limit_interval,
             stop_timeout, inherits,
         )
@@ -1292,6 +1319,14 @@ mod tests {
             sync_handler_gid: s("www-data"),
             lists_nul: Some(true),
             dump_dir: s("/run/clsync/dump"),
+            destinations: l(&["node-b:/srv/web", "/backup/web"]),
+            ssh_command: s("ssh"),
+            ssh_identity: s("/root/.ssh/id_clsync"),
+            ssh_port: Some(2222),
+            ssh_options: l(&["-oConnectTimeout=10"]),
+            rsync_options: l(&["--bwlimit=10m", "--compress"]),
+            rsync_password_file: s("/etc/clsync/rsync.secret"),
+            allow_empty_source: Some(false),
             autostart: Some(true),
             restart: s("on-failure"),
             restart_delay: Some(Duration::from_secs(2)),

@@ -31,7 +31,12 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         .watch_dir
         .as_ref()
         .ok_or_else(|| err("watch-dir is not set".into()))?;
-    let dst = v.destination_dir.clone().unwrap_or_default();
+    // `destinations` alone names them all; with destination-dir it adds to it.
+    let (dst, more) = match (&v.destination_dir, v.destinations.as_deref()) {
+        (Some(d), _) => (d.clone(), v.destinations.clone().unwrap_or_default()),
+        (None, Some([first, rest @ ..])) => (first.clone(), rest.to_vec()),
+        (None, _) => (String::new(), Vec::new()),
+    };
     let user = |key: &str, val: &Option<String>| {
         val.as_deref()
             .map(crate::config::parse_user)
@@ -75,6 +80,21 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
             None => 0,
         },
         dump_dir: v.dump_dir.as_ref().map(PathBuf::from),
+        more_dsts: more.iter().map(PathBuf::from).collect(),
+        ssh: crate::dest::Ssh {
+            command: v.ssh_command.clone(),
+            identity: v.ssh_identity.as_ref().map(PathBuf::from),
+            port: v.ssh_port,
+            options: v.ssh_options.clone().unwrap_or_default(),
+        },
+        rsync_options: v
+            .rsync_options
+            .iter()
+            .flatten()
+            .map(std::ffi::OsString::from)
+            .collect(),
+        rsync_password_file: v.rsync_password_file.as_ref().map(PathBuf::from),
+        allow_empty_source: v.allow_empty_source == Some(true),
         reload_args: None,
         delays: Delays {
             collect: v.delay_collect.unwrap_or(Duration::from_secs(30)),
@@ -120,7 +140,8 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         pre_exit_hook: v.pre_exit_hook.as_ref().map(PathBuf::from),
         exit_hook: v.exit_hook.as_ref().map(PathBuf::from),
         standby_file: v.standby_file.as_ref().map(PathBuf::from),
-        // As the original: give up after one failed try unless told otherwise.
+        // As the original: give up after one failed try unless told otherwise (see
+        // below for remote and several destinations).
         retries: v.retries.unwrap_or(1),
         one_file_system: v.one_file_system == Some(true) || v.exclude_mount_points == Some(true),
         full_initialsync: v.full_initialsync == Some(true),
@@ -144,6 +165,11 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
             None => crate::config::MAX_PARALLEL_SYNCS,
         },
     };
+    let mut cfg = cfg;
+    if v.retries.is_none() && cfg.networked() {
+        // A node that is down comes back: keep the changes queued and retry.
+        cfg.retries = 0;
+    }
     cfg.check_mode().map_err(err)?;
     Ok(cfg)
 }

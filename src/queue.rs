@@ -96,6 +96,9 @@ impl Meta {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub entries: Vec<Entry>,
+    /// Renames seen in the source, in order, to repeat at the destination first (an
+    /// optimisation: the entries hold both paths of each).
+    pub moves: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Batch {
@@ -150,7 +153,12 @@ pub struct Batcher {
     held: bool,
     failures: u32,
     retry_at: Option<Instant>,
+    /// Renames to hand to the next batch (threading off only).
+    moves: Vec<(Vec<u8>, Vec<u8>)>,
 }
+
+/// At most this many renames wait for a batch; more are left to rsync alone.
+const MAX_MOVES: usize = 10_000;
 
 impl Batcher {
     /// One batch at a time (`threading = off`).
@@ -175,6 +183,16 @@ impl Batcher {
             held: false,
             failures: 0,
             retry_at: None,
+            moves: Vec::new(),
+        }
+    }
+
+    /// A rename `from` → `to` in the source (both paths are pushed as changes too).
+    /// Kept for the next batch only when batches run one at a time: with parallel
+    /// batches their order at the destination is not the source's.
+    pub fn push_move(&mut self, from: Vec<u8>, to: Vec<u8>) {
+        if self.threading == Threading::Off && self.moves.len() < MAX_MOVES {
+            self.moves.push((from, to));
         }
     }
 
@@ -377,7 +395,10 @@ impl Batcher {
         if entries.is_empty() {
             return None;
         }
-        let batch = Batch { entries };
+        let batch = Batch {
+            entries,
+            moves: std::mem::take(&mut self.moves),
+        };
         self.start_external(&batch);
         if self.threading != Threading::Off {
             self.last_sync = Some(now);
@@ -707,6 +728,7 @@ mod tests {
                 class: Class::Normal,
                 mask: 0,
             }],
+            moves: Vec::new(),
         };
         b.start_external(&initial);
         b.push(t0, b"a".to_vec(), false, Class::Normal);
@@ -733,6 +755,7 @@ mod tests {
                 class: Class::Normal,
                 mask: 0,
             }],
+            moves: Vec::new(),
         };
         assert!(batch.is_full());
     }

@@ -15,8 +15,9 @@ means both are done.
 */
 
 use crate::config::{preflight, Config, Initial, StartError};
+use crate::dest::Dest;
 use crate::queue::{Batch, Batcher, Class, Entry};
-use crate::sync::handler::{Context, Handler, HandlerConfig, Mode};
+use crate::sync::handler::{Context, Handler, HandlerConfig, Mode, Mover};
 use crate::sync::{Finished, RunConfig, Runner};
 use crate::watch::{abs_path, Changes, Watcher};
 use log::{debug, error, info, warn};
@@ -148,8 +149,8 @@ struct Worker {
     cfg: Config,
     src: PathBuf,
     watcher: Watcher,
-    batcher: Batcher,
-    handler: Handler,
+    /// One per destination: its queue, handler and health.
+    targets: Vec<Target>,
     runner: Runner,
     excludes: BTreeSet<Vec<u8>>,
     /// `modification-signature`: the last stat fields of each synced path.
@@ -170,6 +171,8 @@ struct Worker {
     failed: bool,
     /// Reports to a supervisor (clsync-manager).
     reporter: crate::report::Reporter,
+    /// The ssh control sockets' directory (ssh destinations only).
+    control: Option<tempfile::TempDir>,
     /// While a full sync runs: when its progress is logged and reported next.
     progress_at: Option<Instant>,
     /// Counters for reports: changed paths seen, syncs done and failed.
@@ -179,6 +182,30 @@ struct Worker {
     /// When the last sync succeeded, and the last failure.
     last_ok: Option<std::time::SystemTime>,
     last_error: Option<String>,
+}
+
+/// One destination of the worker. Each has its own queue, retry backoff and health, so
+/// a slow or dead node does not hold back the others: their syncs run in parallel.
+struct Target {
+    name: String,
+    batcher: Batcher,
+    handler: Handler,
+    /// The initial sync to it succeeded (or was skipped).
+    initial_ok: bool,
+    /// Its initial sync failed at least once.
+    initial_failed: bool,
+    /// The last sync failed because the destination could not be reached.
+    unreachable: bool,
+    last_error: Option<String>,
+    last_ok: Option<std::time::SystemTime>,
+    /// When its oldest unsynced change was queued (the lag).
+    behind_since: Option<std::time::SystemTime>,
+}
+
+/// rsync's exit codes that mean "could not reach or talk to the destination" (and 255,
+/// ssh's own failure).
+fn unreachable_code(code: Option<i32>) -> bool {
+    matches!(code, Some(5 | 10 | 12 | 30 | 35 | 255))
 }
 
 /// Runs the worker until it is told to stop. Returns the process exit code.
@@ -199,7 +226,8 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     let rules = cfg
         .load_rules()
         .map_err(|e| StartError::Usage(e.to_string()))?;
-    let (src, dst, rsync) = preflight(&cfg)?;
+    let (src, dsts, rsync) = preflight(&cfg)?;
+    let dst = dsts[0].clone();
     if let Some(p) = &cfg.pid_file {
         PidFile::check(p)?;
     }
@@ -250,6 +278,24 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         (Some(t), _) => t.path().to_path_buf(),
         (None, Some(d)) => d.clone(),
         (None, None) => unreachable!("one of the two is set"),
+    };
+
+    // ssh destinations share one connection each; its control socket lives here.
+    let control = if cfg
+        .destinations()
+        .iter()
+        .any(|d| matches!(d, Dest::Ssh { .. }))
+    {
+        Some(
+            tempfile::Builder::new()
+                .prefix("clsync-ssh.")
+                .tempdir()
+                .map_err(|e| {
+                    StartError::Other(format!("cannot create a directory for ssh: {e}"))
+                })?,
+        )
+    } else {
+        None
     };
 
     let started = Instant::now();
@@ -336,29 +382,78 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         },
         waker,
     );
-    let handler = Handler::new(
-        HandlerConfig {
-            mode: cfg.mode,
-            program: rsync,
-            args: cfg.handler_args.clone(),
-            src: src.clone(),
-            dst: dst.clone(),
-            label,
-            lists_dir,
-            one_file_system: cfg.one_file_system,
-            rsync_inclimit: cfg.rsync_inclimit,
-            synclist_simplify: cfg.synclist_simplify,
-            have_recursive_sync: cfg.have_recursive_sync,
-            lists_nul: cfg.lists_nul,
-            rsync_prefer_include: cfg.rsync_prefer_include,
-        },
-        so,
-    );
+    let mut so = so;
+    let mut targets = Vec::new();
+    for d in &dsts {
+        let dest = Dest::parse(d.as_os_str());
+        let mut rsync_extra: Vec<std::ffi::OsString> = Vec::new();
+        let mut mover = match &dest {
+            Dest::Local(p) => Mover::Local(p.clone()),
+            _ => Mover::None,
+        };
+        match &dest {
+            Dest::Ssh { host, path } => {
+                let dir = control.as_ref().expect("made for ssh").path();
+                rsync_extra.push("-e".into());
+                rsync_extra.push(cfg.ssh.rsync_e(dir));
+                let mut argv = cfg.ssh.argv(dir);
+                argv.push("--".into());
+                argv.push(host.into());
+                mover = Mover::Ssh {
+                    argv,
+                    path: path.clone(),
+                };
+            }
+            Dest::Daemon(_) => {
+                if let Some(f) = &cfg.rsync_password_file {
+                    let mut a = std::ffi::OsString::from("--password-file=");
+                    a.push(f);
+                    rsync_extra.push(a);
+                }
+            }
+            Dest::Local(_) => {}
+        }
+        rsync_extra.extend(cfg.rsync_options.iter().cloned());
+        if cfg.mode != Mode::RsyncDirect || cfg.threading != crate::queue::Threading::Off {
+            mover = Mover::None;
+        }
+        let handler = Handler::new(
+            HandlerConfig {
+                mode: cfg.mode,
+                program: rsync.clone(),
+                args: cfg.handler_args.clone(),
+                src: src.clone(),
+                dst: d.clone(),
+                label: label.clone(),
+                lists_dir: lists_dir.clone(),
+                one_file_system: cfg.one_file_system,
+                rsync_inclimit: cfg.rsync_inclimit,
+                synclist_simplify: cfg.synclist_simplify,
+                have_recursive_sync: cfg.have_recursive_sync,
+                lists_nul: cfg.lists_nul,
+                rsync_prefer_include: cfg.rsync_prefer_include,
+                rsync_extra,
+                mover,
+            },
+            so.take(),
+        );
+        targets.push(Target {
+            name: dest.show(),
+            batcher: Batcher::with_threading(cfg.delays, cfg.threading, cfg.max_parallel_syncs),
+            handler,
+            initial_ok: false,
+            initial_failed: false,
+            unreachable: false,
+            last_error: None,
+            last_ok: None,
+            behind_since: None,
+        });
+    }
     let signatures = (cfg.modification_signature != 0)
         .then(|| crate::signature::Signatures::new(cfg.modification_signature));
     let mut w = Worker {
-        batcher: Batcher::with_threading(cfg.delays, cfg.threading, cfg.max_parallel_syncs),
-        handler,
+        targets,
+        control,
         cfg,
         src,
         watcher,
@@ -384,21 +479,31 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         last_error: None,
     };
     w.status.set("initsync");
-    info!("initial sync of {} to {}", w.src.display(), dst.display());
     if w.cfg.initial == Initial::Skip {
         info!("initial sync skipped (skip-initialsync)");
+        for t in &mut w.targets {
+            t.initial_ok = true;
+        }
         w.became_ready();
     } else {
-        let initial = Batch {
-            entries: vec![Entry {
-                path: Vec::new(),
-                recursive: true,
-                class: Class::Normal,
-                mask: crate::watch::MASK_FOUND_DIR,
-            }],
-        };
-        w.batcher.start_external(&initial);
-        w.start(initial);
+        for t in 0..w.targets.len() {
+            info!(
+                "initial sync of {} to {}",
+                w.src.display(),
+                w.targets[t].name
+            );
+            let initial = Batch {
+                entries: vec![Entry {
+                    path: Vec::new(),
+                    recursive: true,
+                    class: Class::Normal,
+                    mask: crate::watch::MASK_FOUND_DIR,
+                }],
+                moves: Vec::new(),
+            };
+            w.targets[t].batcher.start_external(&initial);
+            w.start(t, initial);
+        }
     }
 
     let mut events = Events::with_capacity(64);
@@ -431,6 +536,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         }
         w.tick(Instant::now());
     };
+    w.close_ssh();
     w.status.set("exiting");
     if let Some(hook) = w.cfg.exit_hook.clone() {
         if w.ready {
@@ -454,7 +560,9 @@ impl Worker {
             }
         };
         if self.phase == Phase::Running {
-            consider(self.batcher.deadline());
+            for t in &self.targets {
+                consider(t.batcher.deadline());
+            }
         }
         consider(self.next_poll);
         consider(self.runner.deadline());
@@ -483,7 +591,7 @@ impl Worker {
     fn apply(&mut self, changes: Changes) {
         if changes.root_gone {
             error!(
-                "the watch directory {} was deleted or moved away; stopping without syncing (nothing is deleted at the destination)",
+                "the watch directory {} was deleted, moved away or unmounted; stopping without syncing (nothing is deleted at the destination)",
                 self.src.display()
             );
             self.abort(1);
@@ -491,13 +599,18 @@ impl Worker {
         }
         self.excludes.extend(changes.excluded);
         self.events += changes.dirty.len() as u64;
+        for (from, to) in &changes.moves {
+            for t in &mut self.targets {
+                t.batcher.push_move(from.clone(), to.clone());
+            }
+        }
         let now = Instant::now();
         for d in changes.dirty {
             let class =
                 if d.recursive || (self.cfg.threshold_bigfile == 0 && self.signatures.is_none()) {
                     Class::Normal
                 } else {
-                    if d.modify_only && self.batcher.contains(&d.path) {
+                    if d.modify_only && self.targets.iter().all(|t| t.batcher.contains(&d.path)) {
                         continue;
                     }
                     match std::fs::symlink_metadata(abs_path(&self.src, &d.path)) {
@@ -524,8 +637,12 @@ impl Worker {
                         Err(_) => Class::Normal,
                     }
                 };
-            self.batcher
-                .push_event(now, d.path, d.recursive, d.mask, class);
+            for t in &mut self.targets {
+                t.behind_since
+                    .get_or_insert_with(std::time::SystemTime::now);
+                t.batcher
+                    .push_event(now, d.path.clone(), d.recursive, d.mask, class);
+            }
         }
         if self.watcher.unwatched() > 0 && self.next_poll.is_none() {
             self.next_poll = Some(now + POLL_UNWATCHED);
@@ -539,29 +656,70 @@ impl Worker {
             Phase::Stopping { .. } => "stopping",
             Phase::Aborting { .. } => "aborting",
         };
-        let last_ok = self
-            .last_ok
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or("null".to_string(), |d| format!("{:.3}", d.as_secs_f64()));
-        let last_error = self.last_error.as_deref().map_or("null".to_string(), |e| {
-            serde_json::to_string(e).unwrap_or_else(|_| "null".into())
-        });
-        format!(
-            "{{\"phase\":\"{phase}\",\"ready\":{},\"queued\":{},\"syncing\":{},\"running_syncs\":{},\"consecutive_failures\":{},\"iterations\":{},\"watches\":{},\"unwatched_dirs\":{},\"standby\":{},\"uptime_s\":{:.1},\"events\":{},\"syncs\":{},\"sync_failures\":{},\"last_sync_unix\":{last_ok},\"last_error\":{last_error}}}",
-            self.ready,
-            self.batcher.len(),
-            self.runner.busy(),
-            self.runner.running(),
-            self.batcher.failures(),
-            self.iterations,
-            self.watcher.watched(),
-            self.watcher.unwatched(),
-            self.standby_check.is_some(),
-            self.started.elapsed().as_secs_f64(),
-            self.events,
-            self.syncs,
-            self.sync_failures,
-        )
+        let unix = |t: Option<std::time::SystemTime>| {
+            t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0)
+        };
+        let now = std::time::SystemTime::now();
+        let destinations: Vec<serde_json::Value> = self
+            .targets
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "destination": t.name,
+                    "state": if t.unreachable {
+                        "unreachable"
+                    } else if t.batcher.failures() > 0 {
+                        "failing"
+                    } else {
+                        "ok"
+                    },
+                    "queued": t.batcher.len(),
+                    "consecutive_failures": t.batcher.failures(),
+                    "lag_s": t.behind_since
+                        .and_then(|b| now.duration_since(b).ok())
+                        .map_or(0.0, |d| (d.as_secs_f64() * 10.0).round() / 10.0),
+                    "last_sync_unix": unix(t.last_ok),
+                    "last_error": t.last_error,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "phase": phase,
+            "ready": self.ready,
+            "queued": self.targets.iter().map(|t| t.batcher.len()).max().unwrap_or(0),
+            "syncing": self.runner.busy(),
+            "running_syncs": self.runner.running(),
+            "consecutive_failures": self.targets.iter().map(|t| t.batcher.failures()).max().unwrap_or(0),
+            "iterations": self.iterations,
+            "watches": self.watcher.watched(),
+            "unwatched_dirs": self.watcher.unwatched(),
+            "standby": self.standby_check.is_some(),
+            "uptime_s": (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            "events": self.events,
+            "syncs": self.syncs,
+            "sync_failures": self.sync_failures,
+            "last_sync_unix": unix(self.last_ok),
+            "last_error": self.last_error,
+            "destinations": destinations,
+        })
+        .to_string()
+    }
+
+    /// Ends the shared ssh connections (their masters would linger for a minute).
+    fn close_ssh(&self) {
+        let Some(dir) = &self.control else { return };
+        for d in self.cfg.destinations() {
+            let Dest::Ssh { host, .. } = d else { continue };
+            let argv = self.cfg.ssh.argv(dir.path());
+            let _ = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .args(["-O", "exit", "--", &host])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 
     /// Sends the state to the supervisor, if there is one.
@@ -590,7 +748,7 @@ impl Worker {
                     info!(
                         "signal {}: final sync of {} queued paths, then exit",
                         signame(sig),
-                        self.batcher.len()
+                        self.queued()
                     );
                     if let Some(hook) = self.cfg.pre_exit_hook.clone() {
                         if self.ready {
@@ -611,13 +769,15 @@ impl Worker {
             },
             SIGUSR2 => {
                 info!("signal USR2: full resync");
-                self.batcher.push_event(
-                    Instant::now(),
-                    Vec::new(),
-                    true,
-                    crate::watch::MASK_FOUND_DIR,
-                    Class::Normal,
-                );
+                for t in &mut self.targets {
+                    t.batcher.push_event(
+                        Instant::now(),
+                        Vec::new(),
+                        true,
+                        crate::watch::MASK_FOUND_DIR,
+                        Class::Normal,
+                    );
+                }
             }
             SIGHUP if self.phase != Phase::Running => {
                 info!("signal HUP: stopping; nothing reloaded")
@@ -698,10 +858,12 @@ impl Worker {
         if self.cfg.mode == Mode::Simple {
             self.cfg.delays = old.delays;
         }
-        self.batcher.set_delays(self.cfg.delays);
+        for t in &mut self.targets {
+            t.batcher.set_delays(self.cfg.delays);
+            t.handler.set_inclimit(self.cfg.rsync_inclimit);
+        }
         self.runner
             .set_policy(self.cfg.ignore_exitcodes.clone(), self.cfg.timeout_sync);
-        self.handler.set_inclimit(self.cfg.rsync_inclimit);
         if self.cfg.modification_signature != old.modification_signature {
             self.signatures = (self.cfg.modification_signature != 0)
                 .then(|| crate::signature::Signatures::new(self.cfg.modification_signature));
@@ -732,15 +894,44 @@ impl Worker {
         self.abort_code = code;
     }
 
-    fn start(&mut self, batch: Batch) {
+    /// Paths waiting, for the destination that is furthest behind.
+    fn queued(&self) -> usize {
+        self.targets
+            .iter()
+            .map(|t| t.batcher.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Starts a batch for destination `t`.
+    fn start(&mut self, t: usize, batch: Batch) {
         if batch.is_full() {
             self.progress_at = Some(Instant::now() + PROGRESS_EVERY);
         }
         debug!(
-            "sync of {} paths ({} running)",
+            "sync of {} paths to {} ({} running)",
             batch.entries.len(),
+            self.targets[t].name,
             self.runner.running()
         );
+        // An empty source is an unmounted disk until told otherwise: syncing it would
+        // delete everything at the destination.
+        if !self.cfg.allow_empty_source
+            && crate::config::dir_is_empty(&self.src)
+            && !crate::config::dst_is_empty(self.targets[t].handler.dst())
+        {
+            error!(
+                "{}",
+                crate::config::empty_source_message(&self.src, self.targets[t].handler.dst())
+            );
+            self.failed = true;
+            let queued = batch;
+            self.targets[t]
+                .batcher
+                .complete(Instant::now(), queued, false);
+            self.abort(1);
+            return;
+        }
         let none = BTreeSet::new();
         let excludes = if !self.ready && self.cfg.full_initialsync && batch.is_full() {
             &none // full-initialsync: the initial sync ignores the rules' excludes
@@ -749,7 +940,7 @@ impl Worker {
         };
         let status = if !self.ready {
             "initsync"
-        } else if self.batcher.failures() > 0 {
+        } else if self.targets[t].batcher.failures() > 0 {
             "synchandler error"
         } else {
             "running"
@@ -760,9 +951,10 @@ impl Worker {
             status,
             iteration: self.iterations,
         };
-        let f = match self.handler.steps(&batch, &ctx) {
-            Ok(steps) => self.runner.start(batch, steps),
+        let f = match self.targets[t].handler.steps(&batch, &ctx) {
+            Ok(steps) => self.runner.start(t, batch, steps),
             Err(e) => Some(Finished {
+                tag: t,
                 batch,
                 result: Err(format!("cannot write the list files: {e}")),
                 code: None,
@@ -784,30 +976,57 @@ impl Worker {
         let full = f.batch.is_full();
         let n = f.batch.entries.len();
         let ok = f.result.is_ok();
+        let ti = f.tag;
         if full {
             self.progress_at = None;
         }
-        self.batcher.complete(now, f.batch, ok);
+        let t = &mut self.targets[ti];
+        t.batcher.complete(now, f.batch, ok);
         self.iterations += 1;
         match &f.result {
             Ok(()) => {
+                let at = std::time::SystemTime::now();
                 self.syncs += 1;
-                self.last_ok = Some(std::time::SystemTime::now());
+                self.last_ok = Some(at);
+                t.last_ok = Some(at);
+                if t.unreachable {
+                    info!("{} is reachable again", t.name);
+                }
+                t.unreachable = false;
+                t.last_error = None;
+                if t.batcher.is_empty() {
+                    t.behind_since = None;
+                }
+                if full {
+                    t.initial_ok = true;
+                }
             }
             Err(why) => {
                 self.sync_failures += 1;
                 self.last_error = Some(why.clone());
+                t.last_error = Some(why.clone());
+                t.unreachable = unreachable_code(f.code);
+                if full {
+                    t.initial_failed = true;
+                }
             }
         }
+        let several = self.targets.len() > 1;
+        let t = &self.targets[ti];
+        let to = if several {
+            format!(" to {}", t.name)
+        } else {
+            String::new()
+        };
         if let Err(why) = &f.result {
             let give_up = self.cfg.retries > 0
                 && !self.cfg.ignore_failures
-                && self.batcher.failures() >= self.cfg.retries;
+                && t.batcher.failures() >= self.cfg.retries;
             let aborting = matches!(self.phase, Phase::Aborting { .. });
             if give_up && self.phase == Phase::Running {
                 error!(
-                    "sync failed: {why}; giving up after {} tries in a row (retries = {}): exiting; {n} paths were not synced",
-                    self.batcher.failures(),
+                    "sync{to} failed: {why}; giving up after {} tries in a row (retries = {}): exiting; {n} paths were not synced",
+                    t.batcher.failures(),
                     self.cfg.retries
                 );
                 // Parallel syncs still running are stopped too.
@@ -816,17 +1035,29 @@ impl Worker {
                 return;
             } else if !aborting {
                 error!(
-                    "sync failed: {why}; {n} paths stay queued, next try in {}s",
-                    self.batcher.backoff().as_secs_f64()
+                    "sync{to} failed: {why}; {n} paths stay queued, next try in {}s{}",
+                    t.batcher.backoff().as_secs_f64(),
+                    if t.unreachable { " (unreachable)" } else { "" }
                 );
                 if self.ready && self.phase == Phase::Running {
                     self.status.set("synchandler error");
                 }
             }
-        } else if self.ready && self.phase == Phase::Running && self.standby_check.is_none() {
+        } else if self.ready
+            && self.phase == Phase::Running
+            && self.standby_check.is_none()
+            && self.targets.iter().all(|t| t.batcher.failures() == 0)
+        {
             self.status.set("running");
         }
-        if ok && full && !self.ready {
+        // Ready once every destination had its initial sync; with several, one that
+        // cannot be reached does not hold back the others (it is retried).
+        let initial_done = self
+            .targets
+            .iter()
+            .all(|t| t.initial_ok || (several && t.initial_failed))
+            && self.targets.iter().any(|t| t.initial_ok);
+        if full && !self.ready && initial_done {
             info!(
                 "initial sync done ({:.1}s after start)",
                 self.started.elapsed().as_secs_f64()
@@ -841,15 +1072,18 @@ impl Worker {
             Phase::Stopping {
                 final_started: true,
             } => {
-                if ok {
-                    info!("final sync done");
-                    self.exit = Some(0);
-                } else {
+                if !ok {
                     error!(
-                        "final sync failed: {} paths were not synced",
-                        self.batcher.len()
+                        "final sync{to} failed: {} paths were not synced",
+                        self.targets[ti].batcher.len()
                     );
-                    self.exit = Some(1);
+                    self.abort_code = 1;
+                }
+                if !self.runner.busy() {
+                    if self.abort_code == 0 {
+                        info!("final sync done");
+                    }
+                    self.exit = Some(self.abort_code);
                 }
             }
             Phase::Aborting { .. } if !self.runner.busy() => self.exit = Some(self.abort_code),
@@ -908,17 +1142,27 @@ impl Worker {
                 self.phase = Phase::Stopping {
                     final_started: true,
                 };
-                match self.batcher.take_all(now) {
-                    Some(batch) => self.start(batch),
-                    None => {
-                        info!("nothing queued; exiting");
-                        self.exit = Some(0);
+                // The final syncs of every destination, in parallel; the exit code is
+                // 1 if any fails.
+                self.abort_code = 0;
+                let mut any = false;
+                for t in 0..self.targets.len() {
+                    if let Some(batch) = self.targets[t].batcher.take_all(now) {
+                        any = true;
+                        self.start(t, batch);
                     }
+                }
+                if !any {
+                    info!("nothing queued; exiting");
+                    self.exit = Some(0);
                 }
             }
             Phase::Running => {
                 // The standby file is looked at only when a sync is due (or was held).
-                let due = self.batcher.deadline().is_some_and(|d| d <= now);
+                let due = self
+                    .targets
+                    .iter()
+                    .any(|t| t.batcher.deadline().is_some_and(|d| d <= now));
                 let recheck = self.standby_check.is_some_and(|t| now >= t);
                 if (due || recheck) && self.on_standby(now) {
                     return;
@@ -931,25 +1175,30 @@ impl Worker {
                     info!(
                         "max-iterations: {} sync iterations done; exiting ({} paths queued)",
                         self.iterations,
-                        self.batcher.len()
+                        self.queued()
                     );
                     self.exit = Some(0);
                     return;
                 }
                 if self.cfg.exit_on_no_events
                     && self.ready
-                    && self.batcher.is_empty()
+                    && self.queued() == 0
                     && !self.runner.busy()
                 {
                     self.drain();
-                    if self.batcher.is_empty() && self.exit.is_none() {
+                    if self.queued() == 0 && self.exit.is_none() {
                         info!("exit-on-no-events: nothing left to sync; exiting");
                         self.exit = Some(0);
                         return;
                     }
                 }
-                if let Some(batch) = self.batcher.take_due(now) {
-                    self.start(batch);
+                for t in 0..self.targets.len() {
+                    if self.exit.is_some() {
+                        break;
+                    }
+                    if let Some(batch) = self.targets[t].batcher.take_due(now) {
+                        self.start(t, batch);
+                    }
                 }
             }
         }
@@ -965,7 +1214,7 @@ impl Worker {
                 info!(
                     "standby: {} exists; no sync until it is gone ({} paths queued)",
                     file.display(),
-                    self.batcher.len()
+                    self.queued()
                 );
                 if self.phase == Phase::Running && self.ready {
                     self.status.set("hold on");

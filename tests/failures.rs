@@ -190,7 +190,10 @@ fn watch_root_moved_away_stops_without_touching_the_destination() {
     let st = w.wait_exit(SYNC_TIMEOUT);
     let log = w.stderr();
     assert_eq!(st.code(), Some(1), "{log}");
-    assert!(log.contains("was deleted or moved away"), "{log}");
+    assert!(
+        log.contains("was deleted, moved away or unmounted"),
+        "{log}"
+    );
     assert_synced_now(
         &t.root.join("src.moved"),
         &t.dst,

@@ -571,7 +571,8 @@ fn usr1_writes_the_state_into_dump_dir() {
     let file = dump.join(format!("clsync.{}.json", w.pid()));
     wait_until(SYNC_TIMEOUT, "the dump file", || {
         let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
-        (text.starts_with("{\"phase\":\"running\"") && text.contains("\"watches\":1"))
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        (v["phase"] == "running" && v["watches"] == 1)
             .then_some(())
             .ok_or(text)
     });

@@ -482,6 +482,11 @@ fn run_seed(name: &str, default_seed: u64) {
 /// `args` are extra worker options (delays): different batching exercises
 /// different interleavings of events, scans and syncs.
 fn run_seed_with(name: &str, default_seed: u64, args: &[&str]) {
+    run_seed_to(name, default_seed, args, false)
+}
+
+/// `over_ssh`: the destination is `root@127.0.0.1:DST` through a real sshd.
+fn run_seed_to(name: &str, default_seed: u64, args: &[&str], over_ssh: bool) {
     let seed = match std::env::var("CLSYNC_TEST_SEED") {
         Ok(s) => parse_seed(&s),
         Err(_) => default_seed,
@@ -502,7 +507,21 @@ fn run_seed_with(name: &str, default_seed: u64, args: &[&str]) {
     f.run_ops(60);
     let mut all_ops: Vec<String> = vec!["# before start".to_string()];
     all_ops.extend(f.log.iter().cloned());
-    let mut w = t.start(args);
+    let sshd = over_ssh.then(|| common::ssh::Sshd::start(&t.root.join("sshd")));
+    let mut w = match &sshd {
+        None => t.start(args),
+        Some(sshd) => {
+            let mut a: Vec<std::ffi::OsString> =
+                vec!["-t".into(), "0.1".into(), "-w".into(), "0.1".into()];
+            a.extend(sshd.worker_args());
+            a.extend(args.iter().map(std::ffi::OsString::from));
+            a.push("--status-file".into());
+            a.push(t.status.clone().into());
+            a.push(t.src.clone().into());
+            a.push(sshd.dest(&t.dst).into());
+            Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &a)
+        }
+    };
     assert_synced_now(
         &t.src,
         &t.dst,
@@ -590,4 +609,9 @@ fn random_seed_8_tiny_include_lists() {
         0x5eed_0000_0000_0008,
         &["-t", "0.05", "--rsync-inclimit", "3"],
     );
+}
+
+#[test]
+fn random_seed_9_over_ssh() {
+    run_seed_to("random_seed_9_over_ssh", 0x5eed_0009, NO_ARGS, true);
 }

@@ -313,7 +313,7 @@ pub fn status_table(list: &[InstanceStatus]) -> String {
         }
     }
     let mut out = String::new();
-    for r in &rows {
+    for (n, r) in rows.iter().enumerate() {
         let mut line = String::new();
         for (i, c) in r.iter().enumerate() {
             if i == 7 {
@@ -324,6 +324,27 @@ pub fn status_table(list: &[InstanceStatus]) -> String {
         }
         out.push_str(line.trim_end());
         out.push('\n');
+        // Several destinations, or one in trouble: a line each, with its lag.
+        let dests = n
+            .checked_sub(1)
+            .and_then(|i| list[i].destinations.as_ref())
+            .and_then(|d| d.as_array());
+        if let Some(dests) = dests {
+            if dests.len() > 1 || dests.iter().any(|d| d["state"] != "ok") {
+                for d in dests {
+                    out.push_str(&format!(
+                        "  -> {}  {}  queued {}  lag {}{}\n",
+                        d["destination"].as_str().unwrap_or_default(),
+                        d["state"].as_str().unwrap_or_default(),
+                        d["queued"].as_u64().unwrap_or(0),
+                        human(d["lag_s"].as_f64().unwrap_or(0.0)),
+                        d["last_error"]
+                            .as_str()
+                            .map_or(String::new(), |e| format!("  {e}")),
+                    ));
+                }
+            }
+        }
     }
     if list.is_empty() {
         out.push_str("(no instances)\n");

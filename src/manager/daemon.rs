@@ -193,6 +193,7 @@ impl Instance {
                     .map(str::to_string)
             }),
             on_demand: self.on_demand,
+            destinations: r.and_then(|r| r.get("destinations")).cloned(),
             progress: r
                 .filter(|_| matches!(self.state, State::Starting))
                 .and_then(|r| r.get("progress"))

@@ -87,6 +87,10 @@ pub struct InstanceStatus {
     /// A long initial (or full) sync's progress: bytes, percent, rate, time left, files.
     #[serde(default)]
     pub progress: Option<String>,
+    /// Per destination: `destination`, `state` (ok, failing, unreachable), `queued`,
+    /// `lag_s`, `last_sync_unix`, `last_error`.
+    #[serde(default)]
+    pub destinations: Option<serde_json::Value>,
 }
 
 /// Sends one request to the daemon at `socket` and reads its response. `timeout` bounds

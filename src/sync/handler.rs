@@ -175,6 +175,26 @@ pub struct HandlerConfig {
     /// rsync modes: no exclude list; recursive syncs are walked and every permitted path
     /// is listed (`rsync-prefer-include`, for a few files out of a huge tree).
     pub rsync_prefer_include: bool,
+    /// More rsync options: `-e SSH` for an ssh destination, `--password-file`, and the
+    /// profile's `rsync-options`.
+    pub rsync_extra: Vec<OsString>,
+    /// How the destination's side carries out moves: `None` (not at all), a local
+    /// directory, or ssh (argv up to and including the host, and the remote path).
+    pub mover: Mover,
+}
+
+/// Where a move seen in the source is repeated at the destination before rsync runs,
+/// so that a renamed big file or directory is not transferred again. Only an
+/// optimisation: the rsync run that follows checks both paths either way.
+#[derive(Debug, Clone, Default)]
+pub enum Mover {
+    #[default]
+    None,
+    Local(PathBuf),
+    Ssh {
+        argv: Vec<OsString>,
+        path: Vec<u8>,
+    },
 }
 
 /// What changes from batch to batch, for the handler's environment.
@@ -239,6 +259,11 @@ impl Handler {
         }
     }
 
+    /// The destination, as given to the handler.
+    pub fn dst(&self) -> &Path {
+        &self.cfg.dst
+    }
+
     /// A new include-list limit (a configuration reload).
     pub fn set_inclimit(&mut self, limit: usize) {
         self.cfg.rsync_inclimit = limit;
@@ -247,6 +272,9 @@ impl Handler {
     /// The steps for `batch`.
     pub fn steps(&mut self, batch: &Batch, ctx: &Context) -> io::Result<Steps> {
         let mut out = Steps::default();
+        if !batch.moves.is_empty() {
+            self.moves(&batch.moves, &mut out);
+        }
         if self.cfg.mode.is_rsync() && self.cfg.rsync_prefer_include {
             let mut paths = BTreeMap::new();
             for e in &batch.entries {
@@ -415,12 +443,64 @@ impl Handler {
         Ok(())
     }
 
+    /// Repeats the source's renames at the destination: a local `rename(2)` now, or one
+    /// `mv -fT` per move over ssh as the batch's first (optional) step. Failures are
+    /// fine: the destination may not have had the old path yet, and rsync follows.
+    fn moves(&self, moves: &[(Vec<u8>, Vec<u8>)], out: &mut Steps) {
+        match &self.cfg.mover {
+            Mover::None => {}
+            Mover::Local(dir) => {
+                for (from, to) in moves {
+                    let (f, t) = (abs_path(dir, from), abs_path(dir, to));
+                    match std::fs::rename(&f, &t) {
+                        Ok(()) => log::debug!(
+                            "moved {} to {} at the destination",
+                            f.display(),
+                            t.display()
+                        ),
+                        Err(e) => log::debug!(
+                            "move of {} at the destination: {e} (rsync follows)",
+                            f.display()
+                        ),
+                    }
+                }
+            }
+            Mover::Ssh { argv, path } => {
+                let mut script = b"cd ".to_vec();
+                script.extend_from_slice(&crate::dest::sh_quote(if path.is_empty() {
+                    b"."
+                } else {
+                    path
+                }));
+                script.extend_from_slice(b" || exit 0");
+                for (from, to) in moves {
+                    script.extend_from_slice(b"; mv -fT -- ");
+                    script.extend_from_slice(&crate::dest::sh_quote(from));
+                    script.push(b' ');
+                    script.extend_from_slice(&crate::dest::sh_quote(to));
+                    script.extend_from_slice(b" 2>/dev/null");
+                }
+                script.extend_from_slice(b"; exit 0");
+                let mut args: Vec<OsString> = argv[1..].to_vec();
+                args.push(OsString::from_vec(script));
+                out.steps.push(Step::Exec(Exec {
+                    program: PathBuf::from(&argv[0]),
+                    args,
+                    env: Vec::new(),
+                    progress: false,
+                    optional: true,
+                }));
+            }
+        }
+    }
+
     /// `%RSYNC-ARGS%`: rsync's options for a run with these lists.
     fn rsync_args(&self, vars: &Vars) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec!["-aH".into(), "--delete".into()];
         if self.cfg.one_file_system {
             args.push("-x".into());
         }
+        args.extend(self.cfg.rsync_extra.iter().cloned());
         if self.nul && (vars.exclude_path.is_some() || vars.include_path.is_some()) {
             args.push("--from0".into());
         }
@@ -449,6 +529,7 @@ impl Handler {
             args,
             env: Vec::new(),
             progress: false,
+            optional: false,
         })
     }
 

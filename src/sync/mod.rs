@@ -47,6 +47,9 @@ pub struct Exec {
     /// The run prints rsync's `--info=progress2` on standard output: it is read, and the
     /// latest record is kept for [`Runner::progress`].
     pub progress: bool,
+    /// An optimisation whose failure does not fail the batch (a remote `mv` that the
+    /// following rsync run makes good if it did not work).
+    pub optional: bool,
 }
 
 /// One step of a batch.
@@ -110,11 +113,14 @@ struct Done {
 
 struct Job {
     id: u64,
+    tag: usize,
     batch: Batch,
     steps: VecDeque<Step>,
     files: Vec<PathBuf>,
     /// The current step: its number, its process group (None for a call).
     step: u64,
+    /// The current step may fail without failing the batch.
+    optional: bool,
     pid: Option<Pid>,
     started: Instant,
     /// Set once the current step overran `timeout` and was signalled.
@@ -123,6 +129,8 @@ struct Job {
 
 /// The outcome of a finished batch.
 pub struct Finished {
+    /// The caller's tag of the batch (the destination it was for).
+    pub tag: usize,
     pub batch: Batch,
     pub result: Result<(), String>,
     /// The failing run's exit code, when it exited with one.
@@ -280,14 +288,16 @@ impl Runner {
 
     /// Starts the steps of a batch. If nothing could be started (or there was nothing
     /// to run) the batch is returned at once.
-    pub fn start(&mut self, batch: Batch, steps: Steps) -> Option<Finished> {
+    pub fn start(&mut self, tag: usize, batch: Batch, steps: Steps) -> Option<Finished> {
         self.next_id += 1;
         self.jobs.push(Job {
             id: self.next_id,
+            tag,
             batch,
             steps: steps.steps.into(),
             files: steps.files,
             step: 0,
+            optional: false,
             pid: None,
             started: Instant::now(),
             timed_out: None,
@@ -317,6 +327,7 @@ impl Runner {
             });
             let _ = waker.wake();
         };
+        let optional = matches!(&step, Step::Exec(e) if e.optional);
         let pid = match step {
             Step::Exec(e) => {
                 debug!("running {} {:?}", e.program.display(), e.args);
@@ -353,6 +364,10 @@ impl Runner {
                     }
                     Err(err) => {
                         let msg = format!("cannot run {}: {err}", e.program.display());
+                        if optional {
+                            debug!("{msg} (optional step)");
+                            return self.next_step(id);
+                        }
                         return self.finish(i, Err(msg), None);
                     }
                 }
@@ -364,6 +379,7 @@ impl Runner {
         };
         let job = &mut self.jobs[i];
         job.step = seq;
+        job.optional = optional;
         job.pid = pid;
         job.started = Instant::now();
         job.timed_out = None;
@@ -383,6 +399,7 @@ impl Runner {
             }
         }
         Some(Finished {
+            tag: job.tag,
             batch: job.batch,
             result,
             code,
@@ -412,8 +429,9 @@ impl Runner {
                 out.extend(self.finish(i, Err(msg), None));
                 continue;
             }
+            let optional = self.jobs[i].optional;
             let f = match done.outcome {
-                Outcome::Exited(st) if st.code().is_some_and(|c| self.success(c)) => {
+                Outcome::Exited(st) if optional || st.code().is_some_and(|c| self.success(c)) => {
                     self.next_step(done.job)
                 }
                 Outcome::Exited(st) => self.finish(i, Err(describe(&name, &st)), st.code()),

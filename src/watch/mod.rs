@@ -65,8 +65,10 @@ pub struct Changes {
     /// Paths excluded by the rules that were seen inside the tree; a recursive sync of an
     /// ancestor must exclude them explicitly.
     pub excluded: Vec<Vec<u8>>,
-    /// The watch root itself was deleted or moved away.
+    /// The watch root itself was deleted, moved away or unmounted.
     pub root_gone: bool,
+    /// Renames inside the tree (files and directories), in order: `(from, to)`.
+    pub moves: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Changes {
@@ -147,6 +149,8 @@ pub struct Watcher {
     stale: bool,
     /// With one-file-system: the root's device; directories on others are not entered.
     device: Option<u64>,
+    /// Files' `MOVED_FROM` (cookie, path) waiting for their `MOVED_TO` in this read.
+    file_moves: Vec<(u32, Vec<u8>)>,
     buf: Vec<u8>,
 }
 
@@ -255,6 +259,7 @@ impl Watcher {
             orphans: Vec::new(),
             missing: HashSet::new(),
             stale: false,
+            file_moves: Vec::new(),
             buf: vec![0; 256 * 1024],
         };
         let mut out = Changes::default();
@@ -643,6 +648,8 @@ impl Watcher {
             }
         };
         self.buf = buf;
+        // A file's MOVED_FROM without its MOVED_TO in this read: it left the tree.
+        self.file_moves.clear();
         self.resolve_pending(out);
         if std::mem::take(&mut self.stale) {
             warn!("the watch tree is out of step with the file system; rescanning the whole tree");
@@ -730,6 +737,14 @@ impl Watcher {
                 out.excluded.push(rel);
                 return;
             }
+            if mask.contains(EventMask::MOVED_FROM) {
+                self.file_moves.push((cookie, rel.clone()));
+            } else if mask.contains(EventMask::MOVED_TO) {
+                if let Some(i) = self.file_moves.iter().position(|(c, _)| *c == cookie) {
+                    let (_, from) = self.file_moves.swap_remove(i);
+                    out.moves.push((from, rel.clone()));
+                }
+            }
             let modify_only = mask == EventMask::MODIFY;
             out.dirty.push(Dirty {
                 path: rel,
@@ -765,6 +780,7 @@ impl Watcher {
                         "move of node {n} paired: now {}",
                         String::from_utf8_lossy(&rel)
                     );
+                    out.moves.push((self.tree.path(n), rel.clone()));
                     let stale = self.tree.rename(n, id, name);
                     self.retire(stale);
                     if self.rules.is_empty() && !self.unwatched.contains(&n) {

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod ssh;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};

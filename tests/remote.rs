@@ -1,0 +1,277 @@
+//! Remote destinations over a real sshd on loopback, several destinations, a
+//! destination that goes away and comes back, a full disk, and a source that empties.
+
+mod common;
+
+use common::ssh::Sshd;
+use common::*;
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+/// Starts a short-form worker from `t.src` to `dsts` with `sshd`'s options.
+fn start(t: &TestDir, sshd: &Sshd, dsts: &[String], extra: &[&str]) -> Worker {
+    let mut args: Vec<OsString> = vec!["-t".into(), "0.1".into(), "-w".into(), "0.1".into()];
+    args.extend(sshd.worker_args());
+    args.extend(extra.iter().map(OsString::from));
+    args.push("--status-file".into());
+    args.push(t.status.clone().into());
+    args.push(t.src.clone().into());
+    args.extend(dsts.iter().map(OsString::from));
+    Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args)
+}
+
+/// The worker's state object, asked for with SIGUSR1.
+fn state(w: &Worker) -> serde_json::Value {
+    let before = w.stderr().matches("state: ").count();
+    w.signal(nix::sys::signal::Signal::SIGUSR1);
+    let mut out = serde_json::Value::Null;
+    wait_until(SYNC_TIMEOUT, "a state line", || {
+        let log = w.stderr();
+        if log.matches("state: ").count() <= before {
+            return Err("not yet".into());
+        }
+        let line = log
+            .rsplit("state: ")
+            .next()
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap();
+        out = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    out
+}
+
+#[test]
+fn mirror_over_ssh_with_special_names() {
+    let t = TestDir::new("ssh-mirror");
+    let sshd = Sshd::start(&t.root.join("sshd"));
+    mkdir(&t.s(b"d"));
+    write(&t.s(b"d/before"), b"initial");
+    let mut w = start(&t, &sshd, &[sshd.dest(&t.dst)], &[]);
+    assert_synced_now(&t.src, &t.dst, "after the initial sync over ssh");
+    for name in [
+        &b"sp ace"[..],
+        b"new\nline",
+        b"-dash",
+        b"q'uote",
+        b"st*ar[1]",
+        b"\xff\xfe",
+    ] {
+        write(&bp(&t.s(b"d"), name), name);
+    }
+    rename(&t.s(b"d"), &t.s(b"renamed"));
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    // The shared connection is closed at exit.
+    let masters: Vec<_> = processes_mentioning(b"ControlPersist")
+        .into_iter()
+        .filter(|(_, c)| c.contains(&format!("-p {}", sshd.port)))
+        .collect();
+    assert!(masters.is_empty(), "ssh masters left: {masters:?}");
+}
+
+/// A rename of a big file or of a directory of many files is repeated at the remote side
+/// with `mv` instead of a new transfer: the destination keeps the same inodes.
+#[test]
+fn remote_moves_do_not_transfer_again() {
+    let t = TestDir::new("ssh-moves");
+    let sshd = Sshd::start(&t.root.join("sshd"));
+    write(&t.s(b"big"), &vec![0x5a; 200 << 20]);
+    mkdir(&t.s(b"dir"));
+    for i in 0..1000 {
+        write(&t.s(format!("dir/f{i}").as_bytes()), b"x");
+    }
+    let mut w = start(&t, &sshd, &[sshd.dest(&t.dst)], &[]);
+    let big = lstat(&t.d(b"big")).ino();
+    let inside = lstat(&t.d(b"dir/f500")).ino();
+    rename(&t.s(b"big"), &t.s(b"big-renamed"));
+    rename(&t.s(b"dir"), &t.s(b"dir-renamed"));
+    w.wait_synced(SYNC_TIMEOUT);
+    assert_eq!(
+        lstat(&t.d(b"big-renamed")).ino(),
+        big,
+        "the big file was sent again"
+    );
+    assert_eq!(
+        lstat(&t.d(b"dir-renamed/f500")).ino(),
+        inside,
+        "the directory was sent again"
+    );
+    w.stop_ok();
+}
+
+/// Local destinations get the same treatment (a rename at the destination).
+#[test]
+fn local_moves_do_not_copy_again() {
+    let t = TestDir::new("local-moves");
+    write(&t.s(b"big"), &vec![1u8; 8 << 20]);
+    let mut w = t.start(NO_ARGS);
+    let ino = lstat(&t.d(b"big")).ino();
+    rename(&t.s(b"big"), &t.s(b"moved"));
+    w.wait_synced(SYNC_TIMEOUT);
+    assert_eq!(lstat(&t.d(b"moved")).ino(), ino);
+    w.stop_ok();
+}
+
+#[test]
+fn two_destinations_one_down_then_back() {
+    let t = TestDir::new("ssh-two");
+    let mut a = Sshd::start(&t.root.join("sshd-a"));
+    let mut b = Sshd::start_like(&t.root.join("sshd-b"), &a, "127.0.0.2");
+    let dst_b = t.root.join("dst-b");
+    mkdir(&dst_b);
+    write(&t.s(b"first"), b"1");
+    let mut w = start(&t, &a, &[a.dest(&t.dst), b.dest(&dst_b)], &[]);
+    assert_synced_now(&t.src, &dst_b, "b after the initial sync");
+    b.down();
+    for i in 0..20 {
+        write(&t.s(format!("while-b-is-down-{i}").as_bytes()), b"x");
+    }
+    // a stays current while b is down.
+    w.wait_synced(SYNC_TIMEOUT);
+    wait_until(SYNC_TIMEOUT, "b reported unreachable", || {
+        let s = state(&w);
+        let d = &s["destinations"][1];
+        (d["state"] == "unreachable" && d["queued"].as_u64() > Some(0))
+            .then_some(())
+            .ok_or_else(|| s.to_string())
+    });
+    let s = state(&w);
+    assert_eq!(s["destinations"][0]["state"], "ok", "{s}");
+    assert!(s["destinations"][1]["last_error"].is_string(), "{s}");
+    a.down();
+    a.up();
+    b.up();
+    write(&t.s(b"after-b-is-back"), b"y");
+    wait_synced(&t.src, &dst_b, Duration::from_secs(120));
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+}
+
+/// A full disk at the destination: the worker keeps the paths queued and retries until
+/// there is room again.
+#[test]
+fn a_full_destination_converges_once_there_is_room() {
+    let t = TestDir::new("disk-full");
+    let mnt = t.root.join("small");
+    mkdir(&mnt);
+    let mount = |opts: &str| {
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs {opts}");
+    };
+    mount("size=1m");
+    struct Umount<'a>(&'a Path);
+    impl Drop for Umount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0)
+                .status();
+        }
+    }
+    let _guard = Umount(&mnt);
+    let mut w = Worker::start(&t.src, &mnt, NO_ARGS);
+    write(&t.s(b"too-big"), &vec![3u8; 3 << 20]);
+    wait_until(SYNC_TIMEOUT, "the failure", || {
+        w.stderr()
+            .contains("sync failed")
+            .then_some(())
+            .ok_or_else(|| "not yet".into())
+    });
+    w.assert_alive();
+    let st = std::process::Command::new("mount")
+        .args(["-o", "remount,size=16m"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_synced(&t.src, &mnt, Duration::from_secs(120));
+    w.stop_ok();
+}
+
+/// The source's disk is unmounted under the worker: the directory is empty now, and
+/// mirroring that would delete everything at the destination. The worker stops instead;
+/// started again, it refuses; with allow-empty-source it mirrors the empty tree.
+#[test]
+fn an_emptied_source_does_not_empty_the_destination() {
+    let t = TestDir::new("empty-src");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&t.src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for i in 0..5 {
+        write(&t.s(format!("data{i}").as_bytes()), b"precious");
+    }
+    let mut w = t.start(NO_ARGS);
+    let st = std::process::Command::new("umount")
+        .arg(&t.src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let code = w.wait_exit(SYNC_TIMEOUT);
+    assert_eq!(code.code(), Some(1), "{}", w.stderr());
+    assert!(
+        w.stderr().contains("unmounted; stopping without syncing"),
+        "{}",
+        w.stderr()
+    );
+    for i in 0..5 {
+        assert!(
+            t.d(format!("data{i}").as_bytes()).exists(),
+            "data{i} was deleted"
+        );
+    }
+    let out = run(
+        &t.root,
+        &[t.src.as_os_str(), t.dst.as_os_str()],
+        SYNC_TIMEOUT,
+    );
+    assert_eq!(out.code(), Some(3), "{}", out.describe());
+    assert!(
+        out.describe().contains("is empty but the destination"),
+        "{}",
+        out.describe()
+    );
+    assert!(t.d(b"data0").exists());
+    let mut w = t.start(&["--allow-empty-source"]);
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    assert!(
+        !t.d(b"data0").exists(),
+        "allowed: the empty tree is mirrored"
+    );
+}
+
+/// Everything in the source is deleted while the worker runs: the same refusal.
+#[test]
+fn a_source_emptied_at_run_time_is_not_mirrored() {
+    let t = TestDir::new("emptied");
+    for i in 0..5 {
+        write(&t.s(format!("data{i}").as_bytes()), b"precious");
+    }
+    let mut w = t.start(NO_ARGS);
+    for i in 0..5 {
+        remove_file(&t.s(format!("data{i}").as_bytes()));
+    }
+    let code = w.wait_exit(SYNC_TIMEOUT);
+    assert_eq!(code.code(), Some(1), "{}", w.stderr());
+    assert!(
+        w.stderr().contains("is empty but the destination"),
+        "{}",
+        w.stderr()
+    );
+    assert!(
+        t.d(b"data4").exists(),
+        "nothing was deleted at the destination"
+    );
+}

@@ -179,6 +179,9 @@ struct Args {
     /// rsync --password-file for rsync:// destinations
     #[arg(long = "rsync-password-file", value_name = "FILE")]
     rsync_password_file: Option<PathBuf>,
+    /// Report the progress of full syncs every 5 s (default: for trees of 50,000 directories or more): yes or no
+    #[arg(long = "progress", value_name = "yes|no", num_args = 0..=1, require_equals = true, default_missing_value = "yes", value_parser = parse_yes_no)]
+    progress: Option<bool>,
     /// Sync even when the watch directory is empty (else taken for an unmounted disk)
     #[arg(long = "allow-empty-source")]
     allow_empty_source: bool,
@@ -353,6 +356,14 @@ pub fn parse_command(args: Vec<std::ffi::OsString>) -> Result<Command, clap::Err
         Err(_) => Err(usage(
             "usage: clsync show-config [--profiles-dir DIR] [--label L] PROFILE[@LABEL]".into(),
         )),
+    }
+}
+
+fn parse_yes_no(s: &str) -> Result<bool, String> {
+    match s {
+        "yes" | "1" | "true" | "on" => Ok(true),
+        "no" | "0" | "false" | "off" => Ok(false),
+        _ => Err(format!("{s:?}: expected yes or no")),
     }
 }
 
@@ -539,6 +550,9 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
         c.rsync_password_file = a.rsync_password_file.clone();
     }
     c.allow_empty_source |= a.allow_empty_source;
+    if a.progress.is_some() {
+        c.progress = a.progress;
+    }
     if let Some(d) = a.lists_dir {
         c.lists_dir = Some(d);
     }
@@ -729,6 +743,7 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         rsync_options: a.rsync_option.iter().map(Into::into).collect(),
         rsync_password_file: a.rsync_password_file.clone(),
         allow_empty_source: a.allow_empty_source,
+        progress: a.progress,
         reload_args: None,
         delays: Delays {
             collect: a.delay_collect.unwrap_or(Duration::from_millis(collect)),

@@ -114,6 +114,7 @@ pub const KEYS: &[&str] = &[
     "rsync-options",
     "rsync-password-file",
     "allow-empty-source",
+    "progress",
     "autostart",
     "restart",
     "restart-delay",
@@ -314,6 +315,8 @@ pub struct ProfileValues {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_empty_source: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autostart: Option<bool>,
     /// For the manager: `on-failure`, `always` or `never`.
     #[serde(
@@ -384,7 +387,7 @@ impl ProfileValues {
             standby_file, modification_signature, rsync_inclimit, output, debug, uid, gid,
             sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, destinations, ssh_command,
             ssh_identity, ssh_port, ssh_options, rsync_options, rsync_password_file,
-            allow_empty_source, autostart, restart,
+            allow_empty_source, progress, autostart, restart,
             restart_delay, restart_max_delay, start_limit_burst, start_limit_interval,
             stop_timeout, inherits,
         )
@@ -1327,6 +1330,7 @@ mod tests {
             rsync_options: l(&["--bwlimit=10m", "--compress"]),
             rsync_password_file: s("/etc/clsync/rsync.secret"),
             allow_empty_source: Some(false),
+            progress: Some(true),
             autostart: Some(true),
             restart: s("on-failure"),
             restart_delay: Some(Duration::from_secs(2)),

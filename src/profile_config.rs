@@ -95,6 +95,7 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
             .collect(),
         rsync_password_file: v.rsync_password_file.as_ref().map(PathBuf::from),
         allow_empty_source: v.allow_empty_source == Some(true),
+        progress: v.progress,
         reload_args: None,
         delays: Delays {
             collect: v.delay_collect.unwrap_or(Duration::from_secs(30)),

@@ -434,6 +434,9 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 rsync_prefer_include: cfg.rsync_prefer_include,
                 rsync_extra,
                 mover,
+                progress: cfg
+                    .progress
+                    .unwrap_or(watcher.watched() >= crate::config::PROGRESS_MIN_DIRS),
             },
             so.take(),
         );

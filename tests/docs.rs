@@ -129,6 +129,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("rsync-options", "[\"--bwlimit=10m\"]"),
     ("rsync-password-file", "\"/etc/clsync/rsync.secret\""),
     ("allow-empty-source", "true"),
+    ("progress", "true"),
     ("autostart", "true"),
     ("restart", "\"on-failure\""),
     ("restart-delay", "\"2s\""),

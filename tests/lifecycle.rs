@@ -475,6 +475,7 @@ fn a_long_initial_sync_reports_its_progress() {
     std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
     write(&t.s(b"big"), &vec![7u8; 14 << 20]);
     let args: Vec<OsString> = vec![
+        "--progress".into(),
         "-S".into(),
         slow.into(),
         "--status-file".into(),

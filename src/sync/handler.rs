@@ -181,6 +181,8 @@ pub struct HandlerConfig {
     /// How the destination's side carries out moves: `None` (not at all), a local
     /// directory, or ssh (argv up to and including the host, and the remote path).
     pub mover: Mover,
+    /// Full rsync runs report their progress (`--info=progress2`).
+    pub progress: bool,
 }
 
 /// Where a move seen in the source is repeated at the destination before rsync runs,
@@ -420,7 +422,7 @@ impl Handler {
                     vars.exclude_path = Some(self.write_list("exclude", &data, &mut out.files)?);
                 }
             }
-            let full = include_is_none && own_argv;
+            let full = include_is_none && own_argv && self.cfg.progress;
             if self.cfg.mode == Mode::RsyncSo {
                 let so = self.so.clone().expect("rsyncso has its shared object");
                 let inc = vars.include_path.clone().unwrap_or_default();

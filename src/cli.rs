@@ -20,7 +20,7 @@ use std::time::Duration;
     name = "clsync",
     version,
     about = "Live mirror of a directory tree: inotify + rsync",
-    after_help = "Short form: clsync [OPTIONS] SRC DST\nClassic form: clsync -M rsyncdirect -W SRC -D DST [OPTIONS]\nExit codes: 0 ok, 1 runtime failure, 2 usage, 3 bad source/destination, 4 rsync not found, 5 tree cannot be watched."
+    after_help = "Short form: clsync [OPTIONS] SRC DST\nClassic form: clsync -M rsyncdirect -W SRC -D DST [OPTIONS]\nExit codes: 0 ok, 1 runtime failure, 2 usage, 3 bad source/destination, 4 rsync not found, 5 tree cannot be watched, 7 split-brain of a failover pair."
 )]
 struct Args {
     /// Sync-handler mode: rsyncdirect, rsyncshell, shell, direct, simple, rsyncso, so
@@ -182,6 +182,9 @@ struct Args {
     /// Report the progress of full syncs every 5 s (default: for trees of 50,000 directories or more): yes or no
     #[arg(long = "progress", value_name = "yes|no", num_args = 0..=1, require_equals = true, default_missing_value = "yes", value_parser = parse_yes_no)]
     progress: Option<bool>,
+    /// Resolve a failover pair's split-brain for this start: keep local or peer (clsync-manager resolve uses it)
+    #[arg(long = "split-brain-keep", value_name = "local|peer")]
+    split_brain_keep: Option<String>,
     /// Sync even when the watch directory is empty (else taken for an unmounted disk)
     #[arg(long = "allow-empty-source")]
     allow_empty_source: bool,
@@ -553,6 +556,25 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
     if a.progress.is_some() {
         c.progress = a.progress;
     }
+    if let Some(k) = &a.split_brain_keep {
+        let keep = match k.as_str() {
+            "local" => crate::pair::Decision::KeepLocal,
+            "peer" => crate::pair::Decision::KeepPeer,
+            _ => {
+                return Err(StartError::Usage(format!(
+                    "--split-brain-keep {k:?}: expected local or peer"
+                )))
+            }
+        };
+        match c.pair.as_mut() {
+            Some(p) => p.keep = Some(keep),
+            None => {
+                return Err(StartError::Usage(
+                    "--split-brain-keep needs a profile with a peer".into(),
+                ))
+            }
+        }
+    }
     if let Some(d) = a.lists_dir {
         c.lists_dir = Some(d);
     }
@@ -668,6 +690,11 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         ));
     }
     let usage = |m: String| StartError::Usage(m);
+    if a.split_brain_keep.is_some() {
+        return Err(usage(
+            "--split-brain-keep needs --profile with a peer".into(),
+        ));
+    }
     let mode = a.mode.unwrap_or_default();
     let classic = a.mode.is_some() || a.watch_dir.is_some() || !a.destination_dir.is_empty();
     let mut handler_args = None;
@@ -744,6 +771,7 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         rsync_password_file: a.rsync_password_file.clone(),
         allow_empty_source: a.allow_empty_source,
         progress: a.progress,
+        pair: None,
         reload_args: None,
         delays: Delays {
             collect: a.delay_collect.unwrap_or(Duration::from_millis(collect)),

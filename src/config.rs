@@ -58,6 +58,8 @@ pub struct Config {
     /// about a sixth of its time); `None`: only for trees of [`PROGRESS_MIN_DIRS`]
     /// directories or more, where an initial sync takes long enough to need it.
     pub progress: Option<bool>,
+    /// A failover pair with the destination (the profile's `peer`).
+    pub pair: Option<crate::pair::PairSettings>,
     /// Sync even when the watch directory is empty (by default an empty source is taken
     /// for an unmounted disk: nothing is deleted at the destinations).
     pub allow_empty_source: bool,

@@ -1,7 +1,7 @@
 /*!
-Failover pairs: what changed on each side since the last state both sides agreed on, and
-who wins a split-brain. The pure part of issue 7's design, wired into the worker and the
-manager in a later step (see docs/failover.md).
+Failover pairs: what changed on each side since the last state both sides agreed on, who
+wins a split-brain, and bringing both sides together before the worker syncs (see
+docs/failover.md).
 
 - A [`Manifest`] is the agreed state: for every path, its type, size and mtime. It is
   written as NUL-terminated records `T SIZE MTIME PATH`, the same shape `find -printf
@@ -490,5 +490,278 @@ mod tests {
         let hang = script("hang", "sleep 600");
         let e = run(&hang, 1).unwrap_err();
         assert!(e.contains("was killed"), "{e}");
+    }
+}
+
+/// How a worker pairs with its peer (the profile's `peer`, `split-brain`, `resolver`…).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairSettings {
+    /// The instance's name: the records live in `PAIR_DIR/pairs/INSTANCE/`.
+    pub instance: String,
+    pub policy: Policy,
+    pub resolver: Option<std::path::PathBuf>,
+    pub resolver_timeout: Duration,
+    /// Run as `HOOK INSTANCE` with `CLSYNC_SPLIT_BRAIN` when a person is needed.
+    pub notify: Option<std::path::PathBuf>,
+    /// This node's directory for records and conflicts (`/var/lib/clsync`).
+    pub dir: std::path::PathBuf,
+    /// The peer's (default: the same path).
+    pub peer_dir: std::path::PathBuf,
+    /// An operator's decision for this start (`--split-brain-keep`).
+    pub keep: Option<Decision>,
+}
+
+/// The exit status of a worker that stops for a split-brain a person must resolve.
+pub const SPLIT_BRAIN_EXIT: i32 = 7;
+
+/// How to reach the peer: its ssh argv (up to and including the host) and path, and
+/// rsync's `-e` value.
+pub struct Peer<'a> {
+    pub ssh: &'a [std::ffi::OsString],
+    pub path: &'a [u8],
+    pub host: &'a str,
+    pub rsync: &'a Path,
+    pub rsync_e: &'a std::ffi::OsStr,
+}
+
+/// What the pair check found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Go on: the initial sync pushes this side.
+    Go,
+    /// Stop: a person must resolve it (the message says what changed where).
+    SplitBrain(String),
+}
+
+impl PairSettings {
+    fn records(&self) -> std::path::PathBuf {
+        self.dir.join("pairs").join(&self.instance)
+    }
+
+    fn conflicts(dir: &Path, instance: &str) -> std::path::PathBuf {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        dir.join("conflicts").join(instance).join(ts.to_string())
+    }
+}
+
+impl Peer<'_> {
+    fn remote(&self, script: Vec<u8>) -> io::Result<std::process::Output> {
+        use std::os::unix::ffi::OsStringExt;
+        std::process::Command::new(&self.ssh[0])
+            .args(&self.ssh[1..])
+            .arg(std::ffi::OsString::from_vec(script))
+            .stdin(std::process::Stdio::null())
+            .output()
+    }
+
+    /// The peer's tree, listed with `find` over ssh (a missing directory is empty).
+    fn list(&self) -> Result<Manifest, String> {
+        let mut script = b"find ".to_vec();
+        script.extend_from_slice(&crate::dest::sh_quote(self.path));
+        script.extend_from_slice(b" -mindepth 1 -printf '%y %s %T@ %P\\0' 2>/dev/null; exit 0");
+        let out = self
+            .remote(script)
+            .map_err(|e| format!("ssh {}: {e}", self.host))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cannot list the peer {}: ssh exited with {} ({})",
+                self.host,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Manifest::parse(&out.stdout).map_err(|e| format!("the peer's listing: {e}"))
+    }
+
+    fn remote_arg(&self) -> std::ffi::OsString {
+        use std::os::unix::ffi::OsStringExt;
+        let mut v = self.host.as_bytes().to_vec();
+        v.push(b':');
+        v.extend_from_slice(self.path);
+        v.push(b'/');
+        std::ffi::OsString::from_vec(v)
+    }
+
+    /// rsync between here and the peer; `backup`: where the overwritten and deleted
+    /// files of the receiving side go.
+    fn rsync(&self, pull: bool, src: &Path, backup: Option<&Path>) -> Result<(), String> {
+        let mut cmd = std::process::Command::new(self.rsync);
+        cmd.args(["-aH", "--delete", "-e"]).arg(self.rsync_e);
+        if let Some(b) = backup {
+            let mut a = std::ffi::OsString::from("--backup-dir=");
+            a.push(b);
+            cmd.arg("--backup").arg(a);
+        }
+        let mut local = src.as_os_str().to_os_string();
+        local.push("/");
+        if pull {
+            cmd.arg(self.remote_arg()).arg(local);
+        } else {
+            cmd.arg(local).arg(self.remote_arg());
+        }
+        let st = cmd
+            .stdin(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("{}: {e}", self.rsync.display()))?;
+        if matches!(st.code(), Some(0 | 24)) {
+            Ok(())
+        } else {
+            Err(format!(
+                "rsync {} the peer failed: {st}",
+                if pull { "from" } else { "to" }
+            ))
+        }
+    }
+}
+
+/// Splits the paths where the two sides differ into what each side changed since the
+/// agreed state. Paths equal on both sides are agreed, whatever the record says (a
+/// worker that died after syncing them left an old record behind).
+pub fn sides(agreed: &Manifest, local: &Manifest, peer: &Manifest) -> (Changes, Changes) {
+    let mut keys: Vec<&Vec<u8>> = local.0.keys().chain(peer.0.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let (mut l, mut p) = (Changes::default(), Changes::default());
+    let same = |a: Option<&Meta>, b: Option<&Meta>| match (a, b) {
+        (Some(a), Some(b)) => !a.differs(b),
+        (None, None) => true,
+        _ => false,
+    };
+    for k in keys {
+        let (a, lo, pe) = (agreed.0.get(k), local.0.get(k), peer.0.get(k));
+        if same(lo, pe) {
+            continue;
+        }
+        for (side, now) in [(&mut l, lo), (&mut p, pe)] {
+            if same(a, now) {
+                continue;
+            }
+            match (a, now) {
+                (None, Some(m)) => {
+                    side.added.push(k.clone());
+                    side.newest = side.newest.max(m.mtime);
+                }
+                (Some(_), Some(m)) => {
+                    side.modified.push(k.clone());
+                    side.newest = side.newest.max(m.mtime);
+                }
+                _ => side.deleted.push(k.clone()),
+            }
+        }
+    }
+    (l, p)
+}
+
+/// Before the worker syncs: compares both sides with the agreed state and brings them
+/// together as the policy (or the resolver, or the operator's `keep`) says.
+pub fn check(s: &PairSettings, src: &Path, peer: &Peer) -> Result<Outcome, String> {
+    let records = s.records();
+    let agreed = match std::fs::read(records.join("manifest")) {
+        Ok(data) => Manifest::parse(&data).map_err(|e| format!("{}: {e}", records.display()))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Manifest::default(),
+        Err(e) => return Err(format!("{}: {e}", records.display())),
+    };
+    let local = Manifest::scan(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let remote = peer.list()?;
+    let (l, p) = sides(&agreed, &local, &remote);
+    let decision = match s.keep {
+        Some(k) => k,
+        None => match decide(&l, &p, s.policy) {
+            Decision::Manual if s.resolver.is_some() => {
+                let r = Resolver {
+                    script: s.resolver.as_deref().expect("checked"),
+                    timeout: s.resolver_timeout,
+                };
+                match r.run(&s.instance, &l, &p, &records.join("resolver")) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        log::error!("split-brain resolver: {e}; a person must decide");
+                        Decision::Manual
+                    }
+                }
+            }
+            d => d,
+        },
+    };
+    let counts = format!(
+        "{} changes here, {} on the peer {}",
+        l.count(),
+        p.count(),
+        peer.host
+    );
+    match decision {
+        Decision::Push => {
+            log::info!("pair check: {counts}: pushing");
+            Ok(Outcome::Go)
+        }
+        Decision::Pull => {
+            log::info!("pair check: {counts}: pulling the peer's changes first");
+            peer.rsync(true, src, None)?;
+            Ok(Outcome::Go)
+        }
+        Decision::KeepLocal => {
+            let backup = PairSettings::conflicts(&s.peer_dir, &s.instance);
+            log::warn!(
+                "split-brain: {counts}: keeping this side; the peer's {} changed or deleted files go to {} there",
+                p.count(),
+                backup.display()
+            );
+            peer.rsync(false, src, Some(&backup))?;
+            Ok(Outcome::Go)
+        }
+        Decision::KeepPeer => {
+            let backup = PairSettings::conflicts(&s.dir, &s.instance);
+            log::warn!(
+                "split-brain: {counts}: keeping the peer's side; this side's {} changed or deleted files go to {}",
+                l.count(),
+                backup.display()
+            );
+            peer.rsync(true, src, Some(&backup))?;
+            Ok(Outcome::Go)
+        }
+        Decision::Manual => {
+            let msg = format!(
+                "split-brain: {counts}; nothing is synced until it is resolved (clsync-manager resolve {} --keep local|peer)",
+                s.instance
+            );
+            if let Some(hook) = &s.notify {
+                let _ = std::process::Command::new(hook)
+                    .arg(&s.instance)
+                    .env("CLSYNC_SPLIT_BRAIN", &msg)
+                    .stdin(std::process::Stdio::null())
+                    .status();
+            }
+            Ok(Outcome::SplitBrain(msg))
+        }
+    }
+}
+
+/// Records the agreed state (this tree, now equal to the peer's) here and at the peer.
+pub fn record(s: &PairSettings, src: &Path, peer: &Peer) -> Result<(), String> {
+    let records = s.records();
+    std::fs::create_dir_all(&records).map_err(|e| format!("{}: {e}", records.display()))?;
+    let m = Manifest::scan(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let file = records.join("manifest");
+    let tmp = records.join(".manifest.tmp");
+    std::fs::write(&tmp, m.to_bytes())
+        .and_then(|_| std::fs::rename(&tmp, &file))
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut to = std::ffi::OsString::from(format!("{}:", peer.host));
+    to.push(s.peer_dir.join("pairs").join(&s.instance).join("manifest"));
+    let st = std::process::Command::new(peer.rsync)
+        .args(["-a", "--mkpath", "-e"])
+        .arg(peer.rsync_e)
+        .arg(&file)
+        .arg(&to)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("{}: {e}", peer.rsync.display()))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("copying the agreed state to the peer: rsync {st}"))
     }
 }

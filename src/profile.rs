@@ -115,6 +115,13 @@ pub const KEYS: &[&str] = &[
     "rsync-password-file",
     "allow-empty-source",
     "progress",
+    "peer",
+    "split-brain",
+    "resolver",
+    "resolver-timeout",
+    "split-brain-notify",
+    "pair-dir",
+    "peer-pair-dir",
     "autostart",
     "restart",
     "restart-delay",
@@ -131,6 +138,7 @@ const DURATION_KEYS: &[&str] = &[
     "delay-collect",
     "delay-collect-bigfile",
     "timeout-sync",
+    "resolver-timeout",
     "restart-delay",
     "restart-max-delay",
     "start-limit-interval",
@@ -316,6 +324,26 @@ pub struct ProfileValues {
     pub allow_empty_source: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<bool>,
+    /// The other node of a failover pair: `[user@]host:/path` (not in the original).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_brain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
+    pub resolver_timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_brain_notify: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_pair_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autostart: Option<bool>,
     /// For the manager: `on-failure`, `always` or `never`.
@@ -387,7 +415,8 @@ impl ProfileValues {
             standby_file, modification_signature, rsync_inclimit, output, debug, uid, gid,
             sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, destinations, ssh_command,
             ssh_identity, ssh_port, ssh_options, rsync_options, rsync_password_file,
-            allow_empty_source, progress, autostart, restart,
+            allow_empty_source, progress, peer, split_brain, resolver, resolver_timeout,
+            split_brain_notify, pair_dir, peer_pair_dir, autostart, restart,
             restart_delay, restart_max_delay, start_limit_burst, start_limit_interval,
             stop_timeout, inherits,
         )
@@ -1331,6 +1360,13 @@ mod tests {
             rsync_password_file: s("/etc/clsync/rsync.secret"),
             allow_empty_source: Some(false),
             progress: Some(true),
+            peer: s("node-b:/srv/lxc/%label%"),
+            split_brain: s("discard-least-changes"),
+            resolver: s("/usr/local/bin/resolve"),
+            resolver_timeout: Some(Duration::from_secs(30)),
+            split_brain_notify: s("/usr/local/bin/page-admin"),
+            pair_dir: s("/var/lib/clsync"),
+            peer_pair_dir: s("/var/lib/clsync"),
             autostart: Some(true),
             restart: s("on-failure"),
             restart_delay: Some(Duration::from_secs(2)),

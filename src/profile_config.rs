@@ -31,8 +31,60 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         .watch_dir
         .as_ref()
         .ok_or_else(|| err("watch-dir is not set".into()))?;
+    // `peer` is the destination of a failover pair.
+    if v.peer.is_some() && (v.destination_dir.is_some() || v.destinations.is_some()) {
+        return Err(err(
+            "peer is the destination of a failover pair: do not set destination-dir or destinations too".into(),
+        ));
+    }
+    let pair_keys = [
+        ("split-brain", v.split_brain.is_some()),
+        ("resolver", v.resolver.is_some()),
+        ("resolver-timeout", v.resolver_timeout.is_some()),
+        ("split-brain-notify", v.split_brain_notify.is_some()),
+        ("pair-dir", v.pair_dir.is_some()),
+        ("peer-pair-dir", v.peer_pair_dir.is_some()),
+    ];
+    if let (None, Some((k, _))) = (&v.peer, pair_keys.iter().find(|(_, set)| *set)) {
+        return Err(err(format!(
+            "{k} is for failover pairs: it needs peer = \"[user@]host:/path\""
+        )));
+    }
+    let pair = match &v.peer {
+        None => None,
+        Some(p) => {
+            if !matches!(
+                crate::dest::Dest::parse(std::ffi::OsStr::new(p)),
+                crate::dest::Dest::Ssh { .. }
+            ) {
+                return Err(err(format!(
+                    "peer = {p:?}: a failover peer is [user@]host:/path (reached over ssh)"
+                )));
+            }
+            let dir = PathBuf::from(v.pair_dir.as_deref().unwrap_or("/var/lib/clsync"));
+            Some(crate::pair::PairSettings {
+                instance: r.instance.clone(),
+                policy: v
+                    .split_brain
+                    .as_deref()
+                    .unwrap_or("manual")
+                    .parse()
+                    .map_err(err)?,
+                resolver: v.resolver.as_ref().map(PathBuf::from),
+                resolver_timeout: v.resolver_timeout.unwrap_or(Duration::from_secs(60)),
+                notify: v.split_brain_notify.as_ref().map(PathBuf::from),
+                peer_dir: v
+                    .peer_pair_dir
+                    .as_ref()
+                    .map_or_else(|| dir.clone(), PathBuf::from),
+                dir,
+                keep: None,
+            })
+        }
+    };
     // `destinations` alone names them all; with destination-dir it adds to it.
     let (dst, more) = match (&v.destination_dir, v.destinations.as_deref()) {
+        (None, _) if v.peer.is_some() => (v.peer.clone().unwrap_or_default(), Vec::new()),
         (Some(d), _) => (d.clone(), v.destinations.clone().unwrap_or_default()),
         (None, Some([first, rest @ ..])) => (first.clone(), rest.to_vec()),
         (None, _) => (String::new(), Vec::new()),
@@ -96,6 +148,7 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         rsync_password_file: v.rsync_password_file.as_ref().map(PathBuf::from),
         allow_empty_source: v.allow_empty_source == Some(true),
         progress: v.progress,
+        pair,
         reload_args: None,
         delays: Delays {
             collect: v.delay_collect.unwrap_or(Duration::from_secs(30)),

@@ -173,6 +173,8 @@ struct Worker {
     reporter: crate::report::Reporter,
     /// The ssh control sockets' directory (ssh destinations only).
     control: Option<tempfile::TempDir>,
+    /// A failover pair's link, and the rsync that syncs with the peer.
+    pair: Option<(PairLink, PathBuf)>,
     /// While a full sync runs: when its progress is logged and reported next.
     progress_at: Option<Instant>,
     /// Counters for reports: changed paths seen, syncs done and failed.
@@ -182,6 +184,35 @@ struct Worker {
     /// When the last sync succeeded, and the last failure.
     last_ok: Option<std::time::SystemTime>,
     last_error: Option<String>,
+}
+
+/// A failover pair's link to its peer.
+struct PairLink {
+    settings: crate::pair::PairSettings,
+    ssh: Vec<std::ffi::OsString>,
+    host: String,
+    path: Vec<u8>,
+    rsync_e: std::ffi::OsString,
+}
+
+impl PairLink {
+    fn peer<'a>(&'a self, rsync: &'a std::path::Path) -> crate::pair::Peer<'a> {
+        crate::pair::Peer {
+            ssh: &self.ssh,
+            path: &self.path,
+            host: &self.host,
+            rsync,
+            rsync_e: &self.rsync_e,
+        }
+    }
+
+    /// Records the agreed state after a sync that left both sides equal.
+    fn record(&self, src: &std::path::Path, rsync: &std::path::Path) {
+        match crate::pair::record(&self.settings, src, &self.peer(rsync)) {
+            Ok(()) => info!("pair: agreed state recorded here and at {}", self.host),
+            Err(e) => error!("pair: cannot record the agreed state: {e}"),
+        }
+    }
 }
 
 /// One destination of the worker. Each has its own queue, retry backoff and health, so
@@ -296,6 +327,39 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         )
     } else {
         None
+    };
+
+    // A failover pair: bring both sides together before anything is watched or synced.
+    let pair = match (&cfg.pair, Dest::parse(dst.as_os_str())) {
+        (Some(settings), Dest::Ssh { host, path }) => {
+            let dir = control.as_ref().expect("made for ssh").path();
+            let mut ssh = cfg.ssh.argv(dir);
+            ssh.push("--".into());
+            ssh.push(host.clone().into());
+            let link = PairLink {
+                settings: settings.clone(),
+                ssh,
+                host,
+                path,
+                rsync_e: cfg.ssh.rsync_e(dir),
+            };
+            status.set("pairing");
+            match crate::pair::check(&link.settings, &src, &link.peer(&rsync)) {
+                Ok(crate::pair::Outcome::Go) => {}
+                Ok(crate::pair::Outcome::SplitBrain(msg)) => {
+                    error!("{msg}");
+                    status.set("split-brain");
+                    reporter.send(
+                        &serde_json::json!({ "phase": "split-brain", "last_error": msg })
+                            .to_string(),
+                    );
+                    return Ok(crate::pair::SPLIT_BRAIN_EXIT);
+                }
+                Err(e) => return Err(StartError::Other(format!("pair check: {e}"))),
+            }
+            Some(link)
+        }
+        _ => None,
     };
 
     let started = Instant::now();
@@ -457,6 +521,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     let mut w = Worker {
         targets,
         control,
+        pair: pair.map(|p| (p, rsync.clone())),
         cfg,
         src,
         watcher,
@@ -539,6 +604,12 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         }
         w.tick(Instant::now());
     };
+    // A clean stop after the final sync: both sides are equal, record it.
+    if code == 0 && w.ready && matches!(w.phase, Phase::Stopping { .. }) {
+        if let Some((link, rsync)) = &w.pair {
+            link.record(&w.src, rsync);
+        }
+    }
     w.close_ssh();
     w.status.set("exiting");
     if let Some(hook) = w.cfg.exit_hook.clone() {
@@ -1065,6 +1136,9 @@ impl Worker {
                 "initial sync done ({:.1}s after start)",
                 self.started.elapsed().as_secs_f64()
             );
+            if let Some((link, rsync)) = &self.pair {
+                link.record(&self.src, rsync);
+            }
             self.became_ready();
             if self.cfg.initial == Initial::Only && self.phase == Phase::Running {
                 info!("only-initialsync: exiting");

@@ -130,6 +130,13 @@ const SAMPLES: &[(&str, &str)] = &[
     ("rsync-password-file", "\"/etc/clsync/rsync.secret\""),
     ("allow-empty-source", "true"),
     ("progress", "true"),
+    ("peer", "\"node-b:/srv/b\""),
+    ("split-brain", "\"discard-least-changes\""),
+    ("resolver", "\"/usr/local/bin/resolve\""),
+    ("resolver-timeout", "30"),
+    ("split-brain-notify", "\"/usr/local/bin/page\""),
+    ("pair-dir", "\"/var/lib/clsync\""),
+    ("peer-pair-dir", "\"/var/lib/clsync\""),
     ("autostart", "true"),
     ("restart", "\"on-failure\""),
     ("restart-delay", "\"2s\""),
@@ -142,14 +149,27 @@ const SAMPLES: &[(&str, &str)] = &[
 
 /// Keys that need another mode than rsyncdirect to make sense.
 const SHELL_ONLY: &[&str] = &["have-recursive-sync", "synclist-simplify"];
+/// Keys of failover pairs: they need a peer (which is the destination).
+const PAIR_ONLY: &[&str] = &[
+    "split-brain",
+    "resolver",
+    "resolver-timeout",
+    "split-brain-notify",
+    "pair-dir",
+    "peer-pair-dir",
+];
 
 /// Whether the worker takes a profile with watch-dir, destination-dir and `key = value`
 /// (in shell mode for the keys that need it): `Err` with its message if not.
 fn accepted(key: &str, value: &str) -> Result<(), String> {
     let file = PathBuf::from("/etc/clsync/p.toml");
     let mut text = format!("{key} = {value}\n");
+    let pair = key == "peer" || PAIR_ONLY.contains(&key);
+    if PAIR_ONLY.contains(&key) {
+        text.push_str("peer = \"node-b:/srv/b\"\n");
+    }
     for base in ["watch-dir", "destination-dir"] {
-        if base != key {
+        if base != key && !(pair && base == "destination-dir") {
             text.push_str(&format!("{base} = \"/srv/{base}\"\n"));
         }
     }

@@ -429,6 +429,7 @@ impl Manager {
             cmd: "status".into(),
             name: name.map(str::to_string),
             lines: None,
+            keep: None,
         };
         let resp = protocol::call(&self.socket, &req, Duration::from_secs(10))?;
         if !resp.ok {

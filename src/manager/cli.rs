@@ -81,6 +81,14 @@ enum Cmd {
     },
     /// Re-read the profiles: start new autostart ones, stop removed ones, restart changed ones
     Reload,
+    /// End a failover pair's split-brain, keeping one side (the other's changes are kept aside)
+    Resolve {
+        /// The instance
+        name: String,
+        /// Which side to keep: local (this node) or peer
+        #[arg(long, value_name = "local|peer")]
+        keep: String,
+    },
     /// Full resync of an instance
     Resync {
         /// The instance
@@ -162,11 +170,21 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
         Cmd::List { json } => (req("list", None), json),
         Cmd::Reload => (req("reload", None), false),
         Cmd::Resync { name } => (req("resync", Some(name)), false),
+        Cmd::Resolve { name, keep } => (
+            Request {
+                cmd: "resolve".into(),
+                name: Some(name),
+                lines: None,
+                keep: Some(keep),
+            },
+            false,
+        ),
         Cmd::Logs { name, lines } => (
             Request {
                 cmd: "logs".into(),
                 name: Some(name),
                 lines: Some(lines),
+                keep: None,
             },
             false,
         ),
@@ -188,6 +206,7 @@ fn req(cmd: &str, name: Option<String>) -> Request {
         cmd: cmd.into(),
         name,
         lines: None,
+        keep: None,
     }
 }
 
@@ -224,7 +243,7 @@ fn print_response(req: &Request, resp: &Response, json: bool) -> i32 {
             let list: Vec<InstanceStatus> = serde_json::from_value(data).unwrap_or_default();
             print!("{}", status_table(&list));
         }
-        "start" | "stop" | "restart" => {
+        "start" | "stop" | "restart" | "resolve" => {
             println!(
                 "{}: {}",
                 data["name"].as_str().unwrap_or_default(),

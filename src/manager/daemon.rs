@@ -80,6 +80,8 @@ enum State {
     Failed,
     /// A worker of a previous manager still runs for this instance.
     Waiting(i32),
+    /// A failover pair's split-brain waits for `resolve`.
+    SplitBrain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +122,8 @@ struct Instance {
     then_start: bool,
     /// Forget the instance once stopped (its profile is gone).
     then_remove: bool,
+    /// The next start resolves a split-brain keeping this side (`local` or `peer`).
+    resolve: Option<String>,
     last_error: Option<String>,
     /// The worker's last report.
     report: Option<serde_json::Value>,
@@ -140,6 +144,7 @@ impl Instance {
             stop_at: None,
             then_start: false,
             then_remove: false,
+            resolve: None,
             last_error: None,
             report: None,
             logs: VecDeque::new(),
@@ -163,6 +168,7 @@ impl Instance {
             State::Backoff => "backoff".into(),
             State::Failed => "failed".into(),
             State::Waiting(pid) => format!("waiting for old worker {pid}"),
+            State::SplitBrain => "split-brain".into(),
         }
     }
 
@@ -601,6 +607,9 @@ impl Daemon {
         let w_fd = w.as_raw_fd();
         let parent = std::process::id() as i32;
         let mut cmd = Command::new(&self.opts.clsync);
+        if let Some(keep) = self.instances.get_mut(name).and_then(|i| i.resolve.take()) {
+            cmd.arg("--split-brain-keep").arg(keep);
+        }
         cmd.arg("--profiles-dir")
             .arg(&self.opts.profiles_dir)
             .arg("--profile")
@@ -837,7 +846,11 @@ impl Daemon {
                 .unwrap_or_default();
             i.log_line(format!("-- worker pid {pid} ended: {exit}"));
             i.stop_at = None;
-            let next = i.life.ended(Instant::now(), ran, exit, stopping, &why);
+            let next = if exit == Exit::Code(crate::pair::SPLIT_BRAIN_EXIT) && !stopping {
+                Next::Failed(String::new())
+            } else {
+                i.life.ended(Instant::now(), ran, exit, stopping, &why)
+            };
             match &next {
                 Next::Stopped => {
                     info!("[{name}] worker pid {pid} ended ({exit})");
@@ -852,6 +865,11 @@ impl Daemon {
                     i.state = State::Backoff;
                     i.restart_at = Some(*at);
                     i.last_error = Some(format!("{exit}: {why}"));
+                }
+                Next::Failed(_) if exit == Exit::Code(crate::pair::SPLIT_BRAIN_EXIT) => {
+                    error!("[{name}] split-brain: nothing syncs until `clsync-manager resolve {name} --keep local|peer`");
+                    i.state = State::SplitBrain;
+                    i.last_error = Some(why.clone());
                 }
                 Next::Failed(reason) => {
                     error!("[{name}] failed: {reason}");
@@ -1095,6 +1113,7 @@ impl Daemon {
             "stop" => return self.with_name(req, |d, n| d.cmd_stop(n)),
             "restart" => return self.with_name(req, |d, n| d.cmd_restart(n)),
             "resync" => name().and_then(|n| self.cmd_resync(&n)),
+            "resolve" => name().and_then(|n| self.cmd_resolve(&n, req.keep.as_deref())),
             "logs" => name().and_then(|n| self.cmd_logs(&n, req.lines.unwrap_or(50))),
             "reload" => self.reload().map(|_| json!({ "reloaded": true })),
             "metrics" => Ok(json!({ "text": super::metrics(&self.statuses()) })),
@@ -1104,7 +1123,7 @@ impl Daemon {
                 Ok(json!({ "ok": ok, "text": String::from_utf8_lossy(&out) }))
             }
             other => Err(format!(
-                "unknown command {other:?} (valid: start, stop, restart, status, list, reload, resync, logs, metrics, check)"
+                "unknown command {other:?} (valid: start, stop, restart, status, list, reload, resync, resolve, logs, metrics, check)"
             )),
         };
         Handled::Now(match r {
@@ -1270,6 +1289,31 @@ impl Daemon {
         Ok(Handled::Now(Response::ok(
             serde_json::to_value(i.status()).unwrap_or_default(),
         )))
+    }
+
+    /// Ends a split-brain: the instance starts again keeping `keep`'s side.
+    fn cmd_resolve(&mut self, name: &str, keep: Option<&str>) -> Result<serde_json::Value, String> {
+        let keep = match keep {
+            Some(k @ ("local" | "peer")) => k.to_string(),
+            Some(k) => return Err(format!("resolve: --keep {k:?}: expected local or peer")),
+            None => return Err("resolve: say which side to keep: --keep local|peer".into()),
+        };
+        let n = self.canonical(name)?;
+        let i = self
+            .instances
+            .get_mut(&n)
+            .ok_or_else(|| format!("{n} is not known to the manager"))?;
+        if i.state != State::SplitBrain {
+            return Err(format!("{n} is {}, not in split-brain", i.state_name()));
+        }
+        info!("[{n}] split-brain resolved by an operator: keeping the {keep} side");
+        i.resolve = Some(keep);
+        i.life.reset();
+        i.last_error = None;
+        i.state = State::Stopped;
+        self.start(&n);
+        let i = &self.instances[&n];
+        serde_json::to_value(i.status()).map_err(|e| e.to_string())
     }
 
     fn cmd_resync(&mut self, name: &str) -> Result<serde_json::Value, String> {

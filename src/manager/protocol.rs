@@ -37,6 +37,9 @@ pub struct Request {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lines: Option<usize>,
+    /// `resolve`: which side of a split-brain to keep, `local` or `peer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -134,19 +134,8 @@ pub const EOT_FILE: u8 = 2;
 pub const EOT_DIR: u8 = 3;
 
 /// The host functions a handler may call (see the module doc): the executable must
-/// export them, e.g. `-Wl,--export-dynamic-symbol=NAME` for each.
-pub const HOST_SYMBOLS: &[&str] = &[
-    "clsyncapi_getapiversion",
-    "clsyncapi_fork",
-    "_critical",
-    "_error",
-    "_warning",
-    "_info",
-    "_debug",
-    "xmalloc",
-    "xcalloc",
-    "xrealloc",
-];
+/// export them; build.rs passes `-Wl,--export-dynamic-symbol=NAME` for each of this list.
+pub const HOST_SYMBOLS: &[&str] = &include!("host_symbols.in");
 
 /// One changed path for `clsyncapi_sync`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -377,3 +377,67 @@ fn the_shipped_resolvers_answer() {
     assert_eq!(ask("newest-wins", &t), "manual");
     assert_eq!(ask("most-changes", &t), "manual");
 }
+
+/// Two workers on one pair at once, A→B and B→A: a file that A's sync writes into B
+/// makes B's worker sync it back, and that run changes nothing in A (same size and
+/// mtime: rsync's quick check), so A sees no event and nothing ping-pongs. B's rsync
+/// runs itemize their changes into a log to show it.
+#[test]
+fn two_workers_on_one_pair_do_not_ping_pong() {
+    let t = TestDir::new("pair-echo");
+    let (a, b) = (t.root.join("a"), t.root.join("b"));
+    mkdir(&a);
+    mkdir(&b);
+    write(&a.join("f0"), b"before");
+    let log = t.root.join("b-rsync.log");
+    let wrapper = t.root.join("b-rsync.sh");
+    write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nL='{}'\nfor x in \"$@\"; do case \"$x\" in --include-from=*) echo \"--list: $(tr '\\0' ' ' < \"${{x#--include-from=}}\")\" >> \"$L\";; esac; done\nrsync -i \"$@\" >> \"$L\"; rc=$?\necho '--end' >> \"$L\"\nexit $rc\n",
+            log.display()
+        )
+        .as_bytes(),
+    );
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    mkdir(&t.root.join("wa"));
+    mkdir(&t.root.join("wb"));
+    let mut wa = Worker::start_in(&t.root.join("wa"), &a, &b, NO_ARGS);
+    wait_synced(&a, &b, SYNC_TIMEOUT);
+    let wb_args: Vec<OsString> = vec!["-S".into(), wrapper.clone().into()];
+    let mut wb = Worker::start_in(&t.root.join("wb"), &b, &a, &wb_args);
+    write(&a.join("f"), b"written on A");
+    wait_synced(&a, &b, SYNC_TIMEOUT);
+    // B's worker syncs f back (its list names /f); that run itemizes no file change.
+    let mut run = String::new();
+    wait_until(SYNC_TIMEOUT, "B's worker to sync f back", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let mut cur = String::new();
+        for line in text.lines() {
+            if line.starts_with("--list: ") {
+                cur = format!("{line}\n");
+            } else if line == "--end" {
+                if cur.contains(" /f ") {
+                    run = cur.clone();
+                    return Ok(());
+                }
+            } else {
+                cur.push_str(line);
+                cur.push('\n');
+            }
+        }
+        Err(text)
+    });
+    let changed: Vec<&str> = run
+        .lines()
+        .skip(1)
+        .filter(|l| l.as_bytes().get(1) == Some(&b'f'))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "B's echo changed files in A: {changed:?}\n{run}"
+    );
+    assert_eq!(std::fs::read(a.join("f")).unwrap(), b"written on A");
+    wb.stop_ok();
+    wa.stop_ok();
+}

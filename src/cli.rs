@@ -182,6 +182,9 @@ struct Args {
     /// Report the progress of full syncs every 5 s (default: for trees of 50,000 directories or more): yes or no
     #[arg(long = "progress", value_name = "yes|no", num_args = 0..=1, require_equals = true, default_missing_value = "yes", value_parser = parse_yes_no)]
     progress: Option<bool>,
+    /// Every DUR, compare each destination with the source (a full rsync run) and repair drift, reporting it
+    #[arg(long = "verify-interval", value_name = "DUR", value_parser = parse_duration)]
+    verify_interval: Option<Duration>,
     /// Resolve a failover pair's split-brain for this start: keep local or peer (clsync-manager resolve uses it)
     #[arg(long = "split-brain-keep", value_name = "local|peer")]
     split_brain_keep: Option<String>,
@@ -556,6 +559,9 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
     if a.progress.is_some() {
         c.progress = a.progress;
     }
+    if let Some(v) = a.verify_interval {
+        c.verify_interval = (!v.is_zero()).then_some(v);
+    }
     if let Some(k) = &a.split_brain_keep {
         let keep = match k.as_str() {
             "local" => crate::pair::Decision::KeepLocal,
@@ -771,6 +777,7 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         rsync_password_file: a.rsync_password_file.clone(),
         allow_empty_source: a.allow_empty_source,
         progress: a.progress,
+        verify_interval: a.verify_interval.filter(|d| !d.is_zero()),
         pair: None,
         reload_args: None,
         delays: Delays {

@@ -58,6 +58,9 @@ pub struct Config {
     /// about a sixth of its time); `None`: only for trees of [`PROGRESS_MIN_DIRS`]
     /// directories or more, where an initial sync takes long enough to need it.
     pub progress: Option<bool>,
+    /// Every this often, a full rsync run checks each destination against the source
+    /// and repairs what drifted, reporting what it repaired (`verify-interval`).
+    pub verify_interval: Option<Duration>,
     /// A failover pair with the destination (the profile's `peer`).
     pub pair: Option<crate::pair::PairSettings>,
     /// Sync even when the watch directory is empty (by default an empty source is taken

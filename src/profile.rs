@@ -115,6 +115,7 @@ pub const KEYS: &[&str] = &[
     "rsync-password-file",
     "allow-empty-source",
     "progress",
+    "verify-interval",
     "peer",
     "split-brain",
     "resolver",
@@ -139,6 +140,7 @@ const DURATION_KEYS: &[&str] = &[
     "delay-collect-bigfile",
     "timeout-sync",
     "resolver-timeout",
+    "verify-interval",
     "restart-delay",
     "restart-max-delay",
     "start-limit-interval",
@@ -324,6 +326,14 @@ pub struct ProfileValues {
     pub allow_empty_source: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<bool>,
+    /// Periodic verification against the source (not in the original).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
+    pub verify_interval: Option<Duration>,
     /// The other node of a failover pair: `[user@]host:/path` (not in the original).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
@@ -415,7 +425,7 @@ impl ProfileValues {
             standby_file, modification_signature, rsync_inclimit, output, debug, uid, gid,
             sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, destinations, ssh_command,
             ssh_identity, ssh_port, ssh_options, rsync_options, rsync_password_file,
-            allow_empty_source, progress, peer, split_brain, resolver, resolver_timeout,
+            allow_empty_source, progress, verify_interval, peer, split_brain, resolver, resolver_timeout,
             split_brain_notify, pair_dir, peer_pair_dir, autostart, restart,
             restart_delay, restart_max_delay, start_limit_burst, start_limit_interval,
             stop_timeout, inherits,
@@ -1360,6 +1370,7 @@ mod tests {
             rsync_password_file: s("/etc/clsync/rsync.secret"),
             allow_empty_source: Some(false),
             progress: Some(true),
+            verify_interval: Some(Duration::from_secs(3600)),
             peer: s("node-b:/srv/lxc/%label%"),
             split_brain: s("discard-least-changes"),
             resolver: s("/usr/local/bin/resolve"),

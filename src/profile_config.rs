@@ -148,6 +148,7 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         rsync_password_file: v.rsync_password_file.as_ref().map(PathBuf::from),
         allow_empty_source: v.allow_empty_source == Some(true),
         progress: v.progress,
+        verify_interval: v.verify_interval.filter(|d| !d.is_zero()),
         pair,
         reload_args: None,
         delays: Delays {

@@ -99,6 +99,8 @@ pub struct Batch {
     /// Renames seen in the source, in order, to repeat at the destination first (an
     /// optimisation: the entries hold both paths of each).
     pub moves: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A periodic verification (`verify-interval`): its runs report what they repaired.
+    pub verify: bool,
 }
 
 impl Batch {
@@ -398,6 +400,7 @@ impl Batcher {
         let batch = Batch {
             entries,
             moves: std::mem::take(&mut self.moves),
+            verify: false,
         };
         self.start_external(&batch);
         if self.threading != Threading::Off {
@@ -729,6 +732,7 @@ mod tests {
                 mask: 0,
             }],
             moves: Vec::new(),
+            verify: false,
         };
         b.start_external(&initial);
         b.push(t0, b"a".to_vec(), false, Class::Normal);
@@ -756,6 +760,7 @@ mod tests {
                 mask: 0,
             }],
             moves: Vec::new(),
+            verify: false,
         };
         assert!(batch.is_full());
     }

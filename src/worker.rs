@@ -177,6 +177,8 @@ struct Worker {
     pair: Option<(PairLink, PathBuf)>,
     /// While a full sync runs: when its progress is logged and reported next.
     progress_at: Option<Instant>,
+    /// When the next verification runs (`verify-interval`).
+    verify_at: Option<Instant>,
     /// Counters for reports: changed paths seen, syncs done and failed.
     events: u64,
     syncs: u64,
@@ -540,6 +542,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         failed: false,
         reporter,
         progress_at: None,
+        verify_at: None,
         events: 0,
         syncs: 0,
         sync_failures: 0,
@@ -568,6 +571,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                     mask: crate::watch::MASK_FOUND_DIR,
                 }],
                 moves: Vec::new(),
+                verify: false,
             };
             w.targets[t].batcher.start_external(&initial);
             w.start(t, initial);
@@ -642,6 +646,9 @@ impl Worker {
         consider(self.runner.deadline());
         consider(self.standby_check);
         consider(self.progress_at);
+        if self.phase == Phase::Running {
+            consider(self.verify_at);
+        }
         if let Phase::Aborting { since, .. } = self.phase {
             consider(Some(since + KILL_GRACE));
         }
@@ -804,6 +811,7 @@ impl Worker {
 
     fn became_ready(&mut self) {
         self.ready = true;
+        self.verify_at = self.cfg.verify_interval.map(|i| Instant::now() + i);
         info!(
             "ready: watching {} directories ({:.1}s after start)",
             self.watcher.watched(),
@@ -1032,6 +1040,7 @@ impl Worker {
                 batch,
                 result: Err(format!("cannot write the list files: {e}")),
                 code: None,
+                itemized: None,
             }),
         };
         if let Some(f) = f {
@@ -1051,6 +1060,7 @@ impl Worker {
         let n = f.batch.entries.len();
         let ok = f.result.is_ok();
         let ti = f.tag;
+        let verify = f.batch.verify;
         if full {
             self.progress_at = None;
         }
@@ -1092,6 +1102,17 @@ impl Worker {
         } else {
             String::new()
         };
+        if let (true, Ok(()), Some(it)) = (verify, &f.result, &f.itemized) {
+            if it.count == 0 {
+                info!("verify{to}: no drift");
+            } else {
+                warn!(
+                    "verify{to}: {} differences repaired (for example: {})",
+                    it.count,
+                    it.first.join(", ")
+                );
+            }
+        }
         if let Err(why) = &f.result {
             let give_up = self.cfg.retries > 0
                 && !self.cfg.ignore_failures
@@ -1269,6 +1290,9 @@ impl Worker {
                         return;
                     }
                 }
+                if self.verify_at.is_some_and(|v| now >= v) {
+                    self.verify(now);
+                }
                 for t in 0..self.targets.len() {
                     if self.exit.is_some() {
                         break;
@@ -1278,6 +1302,32 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+
+    /// `verify-interval`: a full rsync run per destination that is idle, which repairs
+    /// drift (changes made at the destination by someone else, events lost for reasons
+    /// outside our control) and reports what it repaired. A busy destination is checked
+    /// at the next interval.
+    fn verify(&mut self, now: Instant) {
+        self.verify_at = self.cfg.verify_interval.map(|i| now + i);
+        for t in 0..self.targets.len() {
+            if self.targets[t].batcher.is_busy() || self.exit.is_some() {
+                continue;
+            }
+            debug!("verifying {}", self.targets[t].name);
+            let batch = Batch {
+                entries: vec![Entry {
+                    path: Vec::new(),
+                    recursive: true,
+                    class: Class::Normal,
+                    mask: crate::watch::MASK_FOUND_DIR,
+                }],
+                moves: Vec::new(),
+                verify: true,
+            };
+            self.targets[t].batcher.start_external(&batch);
+            self.start(t, batch);
         }
     }
 

@@ -130,6 +130,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("rsync-password-file", "\"/etc/clsync/rsync.secret\""),
     ("allow-empty-source", "true"),
     ("progress", "true"),
+    ("verify-interval", "\"1h\""),
     ("peer", "\"node-b:/srv/b\""),
     ("split-brain", "\"discard-least-changes\""),
     ("resolver", "\"/usr/local/bin/resolve\""),

@@ -493,3 +493,28 @@ fn a_long_initial_sync_reports_its_progress() {
     assert!(line.contains(" left"), "{line}");
     w.stop_ok();
 }
+
+/// `--verify-interval`: a periodic full comparison repairs drift at the destination
+/// (here: changes made there by someone else, which no event reports) and says so.
+#[test]
+fn verification_repairs_drift_and_reports_it() {
+    let t = TestDir::new("verify");
+    write(&t.s(b"keep"), b"source copy");
+    write(&t.s(b"also"), b"x");
+    let mut w = t.start(&[OsString::from("--verify-interval"), "1".into()]);
+    wait_until(SYNC_TIMEOUT, "a verification with nothing to do", || {
+        let log = w.stderr();
+        log.contains("verify: no drift").then_some(()).ok_or(log)
+    });
+    write(&t.d(b"keep"), b"edited at the destination");
+    remove_file(&t.d(b"also"));
+    write(&t.d(b"junk"), b"not in the source");
+    w.wait_synced(SYNC_TIMEOUT);
+    wait_until(SYNC_TIMEOUT, "the repair to be reported", || {
+        let log = w.stderr();
+        log.contains("differences repaired")
+            .then_some(())
+            .ok_or(log)
+    });
+    w.stop_ok();
+}

@@ -306,6 +306,17 @@ impl Handler {
                 self.cfg.rsync_inclimit,
             );
             self.rsync(p, &mut out)?;
+            if batch.verify {
+                // A verification reports what it had to repair.
+                for s in &mut out.steps {
+                    if let Step::Exec(e) = s {
+                        e.args.insert(0, "-i".into());
+                        e.itemize = true;
+                        e.progress = false;
+                        e.args.retain(|a| a != "--info=progress2");
+                    }
+                }
+            }
         } else {
             let (paths, trees) = self.expand(&batch.entries, ctx.rules);
             for dir in trees {
@@ -490,6 +501,7 @@ impl Handler {
                     args,
                     env: Vec::new(),
                     progress: false,
+                    itemize: false,
                     optional: true,
                 }));
             }
@@ -531,6 +543,7 @@ impl Handler {
             args,
             env: Vec::new(),
             progress: false,
+            itemize: false,
             optional: false,
         })
     }

@@ -47,6 +47,9 @@ pub struct Exec {
     /// The run prints rsync's `--info=progress2` on standard output: it is read, and the
     /// latest record is kept for [`Runner::progress`].
     pub progress: bool,
+    /// The run itemizes its changes (`rsync -i`) on standard output: they are counted
+    /// and the first few kept, for [`Finished::itemized`] (a verification's report).
+    pub itemize: bool,
     /// An optimisation whose failure does not fail the batch (a remote `mv` that the
     /// following rsync run makes good if it did not work).
     pub optional: bool,
@@ -109,7 +112,19 @@ struct Done {
     job: u64,
     step: u64,
     outcome: Outcome,
+    /// What the step itemized (its output lines, counted; the first few kept).
+    itemized: Option<Itemized>,
 }
+
+/// Changes a run itemized: how many, and the first ones.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Itemized {
+    pub count: usize,
+    pub first: Vec<String>,
+}
+
+/// How many itemized lines are kept for the log.
+const ITEMIZED_KEPT: usize = 10;
 
 struct Job {
     id: u64,
@@ -125,6 +140,8 @@ struct Job {
     started: Instant,
     /// Set once the current step overran `timeout` and was signalled.
     timed_out: Option<Instant>,
+    /// What the batch's steps itemized, summed.
+    itemized: Option<Itemized>,
 }
 
 /// The outcome of a finished batch.
@@ -135,6 +152,8 @@ pub struct Finished {
     pub result: Result<(), String>,
     /// The failing run's exit code, when it exited with one.
     pub code: Option<i32>,
+    /// What its runs itemized, when they were asked to (`Exec::itemize`).
+    pub itemized: Option<Itemized>,
 }
 
 pub struct Runner {
@@ -149,9 +168,15 @@ pub struct Runner {
     next_step: u64,
 }
 
-/// Keeps the latest `--info=progress2` record (they end with `\r`) of a run's output.
-fn read_progress(mut out: std::process::ChildStdout, latest: &std::sync::Mutex<Option<String>>) {
+/// Reads a run's output: keeps the latest `--info=progress2` record (they end with `\r`
+/// and hold a `%`) for [`Runner::progress`], and counts the other lines (`rsync -i`'s
+/// itemized changes), keeping the first few.
+fn read_output(
+    mut out: std::process::ChildStdout,
+    latest: &std::sync::Mutex<Option<String>>,
+) -> Itemized {
     use std::io::Read;
+    let mut itemized = Itemized::default();
     let mut buf = [0u8; 4096];
     let mut cur = Vec::new();
     if let Ok(mut l) = latest.lock() {
@@ -168,9 +193,14 @@ fn read_progress(mut out: std::process::ChildStdout, latest: &std::sync::Mutex<O
         for &b in &buf[..n] {
             if b == b'\r' || b == b'\n' {
                 let rec = String::from_utf8_lossy(&cur).trim().to_string();
-                if rec.contains('%') {
+                if rec.contains('%') && b == b'\r' {
                     if let Ok(mut l) = latest.lock() {
                         *l = Some(rec);
+                    }
+                } else if !rec.is_empty() && !rec.contains('%') {
+                    itemized.count += 1;
+                    if itemized.first.len() < ITEMIZED_KEPT {
+                        itemized.first.push(rec);
                     }
                 }
                 cur.clear();
@@ -179,6 +209,7 @@ fn read_progress(mut out: std::process::ChildStdout, latest: &std::sync::Mutex<O
             }
         }
     }
+    itemized
 }
 
 /// rsync's `--info=progress2` record (`1,234,567  45%  12.34MB/s  0:00:12 (xfr#12,
@@ -301,6 +332,7 @@ impl Runner {
             pid: None,
             started: Instant::now(),
             timed_out: None,
+            itemized: None,
         });
         self.next_step(self.next_id)
     }
@@ -319,11 +351,12 @@ impl Runner {
         let seq = self.next_step;
         let tx = self.tx.clone();
         let waker = self.waker.clone();
-        let report = move |outcome| {
+        let report = move |outcome, itemized| {
             let _ = tx.send(Done {
                 job: id,
                 step: seq,
                 outcome,
+                itemized,
             });
             let _ = waker.wake();
         };
@@ -344,21 +377,24 @@ impl Runner {
                 if let Some(u) = self.cfg.uid {
                     cmd.uid(u);
                 }
-                if e.progress {
+                if e.progress || e.itemize {
                     cmd.stdout(Stdio::piped());
                 }
                 match cmd.spawn() {
                     Ok(mut child) => {
                         let pid = Pid::from_raw(child.id() as i32);
-                        if let Some(out) = child.stdout.take() {
+                        let reader = child.stdout.take().map(|out| {
                             let latest = self.progress.clone();
-                            std::thread::spawn(move || read_progress(out, &latest));
-                        }
+                            std::thread::spawn(move || read_output(out, &latest))
+                        });
+                        let itemize = e.itemize;
                         std::thread::spawn(move || {
-                            report(match child.wait() {
+                            let outcome = match child.wait() {
                                 Ok(st) => Outcome::Exited(st),
                                 Err(e) => Outcome::Failed(e),
-                            })
+                            };
+                            let itemized = reader.and_then(|r| r.join().ok()).filter(|_| itemize);
+                            report(outcome, itemized)
                         });
                         Some(pid)
                     }
@@ -373,7 +409,7 @@ impl Runner {
                 }
             }
             Step::Call(f) => {
-                std::thread::spawn(move || report(Outcome::Returned(f())));
+                std::thread::spawn(move || report(Outcome::Returned(f()), None));
                 None
             }
         };
@@ -403,6 +439,7 @@ impl Runner {
             batch: job.batch,
             result,
             code,
+            itemized: job.itemized,
         })
     }
 
@@ -419,6 +456,15 @@ impl Runner {
             };
             let job = &mut self.jobs[i];
             job.pid = None;
+            if let Some(it) = done.itemized {
+                let sum = job.itemized.get_or_insert_with(Itemized::default);
+                sum.count += it.count;
+                for l in it.first {
+                    if sum.first.len() < ITEMIZED_KEPT {
+                        sum.first.push(l);
+                    }
+                }
+            }
             let name = self.cfg.name.clone();
             if job.timed_out.is_some() {
                 let t = self.cfg.timeout.unwrap_or_default();

@@ -182,6 +182,9 @@ struct Args {
     /// Report the progress of full syncs every 5 s (default: for trees of 50,000 directories or more): yes or no
     #[arg(long = "progress", value_name = "yes|no", num_args = 0..=1, require_equals = true, default_missing_value = "yes", value_parser = parse_yes_no)]
     progress: Option<bool>,
+    /// Sync a file being written once it is closed, or every DUR while it stays open (e.g. 30s)
+    #[arg(long = "wait-for-close", value_name = "DUR", value_parser = parse_duration)]
+    wait_for_close: Option<Duration>,
     /// Every DUR, compare each destination with the source (a full rsync run) and repair drift, reporting it
     #[arg(long = "verify-interval", value_name = "DUR", value_parser = parse_duration)]
     verify_interval: Option<Duration>,
@@ -562,6 +565,9 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
     if let Some(v) = a.verify_interval {
         c.verify_interval = (!v.is_zero()).then_some(v);
     }
+    if let Some(v) = a.wait_for_close {
+        c.wait_for_close = (!v.is_zero()).then_some(v);
+    }
     if let Some(k) = &a.split_brain_keep {
         let keep = match k.as_str() {
             "local" => crate::pair::Decision::KeepLocal,
@@ -778,6 +784,7 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         allow_empty_source: a.allow_empty_source,
         progress: a.progress,
         verify_interval: a.verify_interval.filter(|d| !d.is_zero()),
+        wait_for_close: a.wait_for_close.filter(|d| !d.is_zero()),
         pair: None,
         reload_args: None,
         delays: Delays {

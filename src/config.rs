@@ -58,6 +58,9 @@ pub struct Config {
     /// about a sixth of its time); `None`: only for trees of [`PROGRESS_MIN_DIRS`]
     /// directories or more, where an initial sync takes long enough to need it.
     pub progress: Option<bool>,
+    /// A file written but not closed yet is synced once it is closed (IN_CLOSE_WRITE), or
+    /// after this long while it stays open (`wait-for-close`; `None`: off).
+    pub wait_for_close: Option<Duration>,
     /// Every this often, a full rsync run checks each destination against the source
     /// and repairs what drifted, reporting what it repaired (`verify-interval`).
     pub verify_interval: Option<Duration>,

@@ -116,6 +116,7 @@ pub const KEYS: &[&str] = &[
     "allow-empty-source",
     "progress",
     "verify-interval",
+    "wait-for-close",
     "peer",
     "split-brain",
     "resolver",
@@ -141,6 +142,7 @@ const DURATION_KEYS: &[&str] = &[
     "timeout-sync",
     "resolver-timeout",
     "verify-interval",
+    "wait-for-close",
     "restart-delay",
     "restart-max-delay",
     "start-limit-interval",
@@ -334,6 +336,14 @@ pub struct ProfileValues {
         serialize_with = "ser_duration"
     )]
     pub verify_interval: Option<Duration>,
+    /// Sync written files once closed, at the latest after this long (not in the original).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_duration",
+        serialize_with = "ser_duration"
+    )]
+    pub wait_for_close: Option<Duration>,
     /// The other node of a failover pair: `[user@]host:/path` (not in the original).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
@@ -425,7 +435,7 @@ impl ProfileValues {
             standby_file, modification_signature, rsync_inclimit, output, debug, uid, gid,
             sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, destinations, ssh_command,
             ssh_identity, ssh_port, ssh_options, rsync_options, rsync_password_file,
-            allow_empty_source, progress, verify_interval, peer, split_brain, resolver, resolver_timeout,
+            allow_empty_source, progress, verify_interval, wait_for_close, peer, split_brain, resolver, resolver_timeout,
             split_brain_notify, pair_dir, peer_pair_dir, autostart, restart,
             restart_delay, restart_max_delay, start_limit_burst, start_limit_interval,
             stop_timeout, inherits,
@@ -1371,6 +1381,7 @@ mod tests {
             allow_empty_source: Some(false),
             progress: Some(true),
             verify_interval: Some(Duration::from_secs(3600)),
+            wait_for_close: Some(Duration::from_secs(30)),
             peer: s("node-b:/srv/lxc/%label%"),
             split_brain: s("discard-least-changes"),
             resolver: s("/usr/local/bin/resolve"),

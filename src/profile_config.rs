@@ -149,6 +149,7 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         allow_empty_source: v.allow_empty_source == Some(true),
         progress: v.progress,
         verify_interval: v.verify_interval.filter(|d| !d.is_zero()),
+        wait_for_close: v.wait_for_close.filter(|d| !d.is_zero()),
         pair,
         reload_args: None,
         delays: Delays {

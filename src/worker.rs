@@ -179,6 +179,8 @@ struct Worker {
     progress_at: Option<Instant>,
     /// When the next verification runs (`verify-interval`).
     verify_at: Option<Instant>,
+    /// `wait-for-close`: files written but not closed yet, since when.
+    open_files: std::collections::HashMap<Vec<u8>, Instant>,
     /// Counters for reports: changed paths seen, syncs done and failed.
     events: u64,
     syncs: u64,
@@ -543,6 +545,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         reporter,
         progress_at: None,
         verify_at: None,
+        open_files: Default::default(),
         events: 0,
         syncs: 0,
         sync_failures: 0,
@@ -646,6 +649,9 @@ impl Worker {
         consider(self.runner.deadline());
         consider(self.standby_check);
         consider(self.progress_at);
+        if let Some(cap) = self.cfg.wait_for_close {
+            consider(self.open_files.values().min().map(|t| *t + cap));
+        }
         if self.phase == Phase::Running {
             consider(self.verify_at);
         }
@@ -687,46 +693,89 @@ impl Worker {
         }
         let now = Instant::now();
         for d in changes.dirty {
-            let class =
-                if d.recursive || (self.cfg.threshold_bigfile == 0 && self.signatures.is_none()) {
-                    Class::Normal
+            if self.cfg.wait_for_close.is_some() && !d.recursive {
+                // A file still open for writing waits for its IN_CLOSE_WRITE (or the cap).
+                if d.mask & libc::IN_CLOSE_WRITE != 0 {
+                    self.open_files.remove(&d.path);
+                } else if d.mask & libc::IN_MODIFY != 0 {
+                    self.open_files.entry(d.path).or_insert(now);
+                    continue;
                 } else {
-                    if d.modify_only && self.targets.iter().all(|t| t.batcher.contains(&d.path)) {
-                        continue;
-                    }
-                    match std::fs::symlink_metadata(abs_path(&self.src, &d.path)) {
-                        Ok(m) => {
-                            if let Some(sigs) = &mut self.signatures {
-                                if sigs.unchanged(&d.path, &m) {
-                                    debug!(
-                                        "{}: modification signature unchanged; not synced",
-                                        String::from_utf8_lossy(&d.path)
-                                    );
-                                    continue;
-                                }
-                            }
-                            if self.cfg.threshold_bigfile > 0
-                                && m.is_file()
-                                && m.len() > self.cfg.threshold_bigfile
-                            {
-                                Class::Big
-                            } else {
-                                Class::Normal
-                            }
-                        }
-                        // Gone (a deletion is never skipped).
-                        Err(_) => Class::Normal,
-                    }
-                };
-            for t in &mut self.targets {
-                t.behind_since
-                    .get_or_insert_with(std::time::SystemTime::now);
-                t.batcher
-                    .push_event(now, d.path.clone(), d.recursive, d.mask, class);
+                    self.open_files.remove(&d.path);
+                }
             }
+            self.push_dirty(now, d);
         }
         if self.watcher.unwatched() > 0 && self.next_poll.is_none() {
             self.next_poll = Some(now + POLL_UNWATCHED);
+        }
+    }
+
+    /// Queues one changed path for every destination (its class decided by its size,
+    /// skipped when its modification signature did not change).
+    fn push_dirty(&mut self, now: Instant, d: crate::watch::Dirty) {
+        let class = if d.recursive || (self.cfg.threshold_bigfile == 0 && self.signatures.is_none())
+        {
+            Class::Normal
+        } else {
+            if d.modify_only && self.targets.iter().all(|t| t.batcher.contains(&d.path)) {
+                return;
+            }
+            match std::fs::symlink_metadata(abs_path(&self.src, &d.path)) {
+                Ok(m) => {
+                    if let Some(sigs) = &mut self.signatures {
+                        if sigs.unchanged(&d.path, &m) {
+                            debug!(
+                                "{}: modification signature unchanged; not synced",
+                                String::from_utf8_lossy(&d.path)
+                            );
+                            return;
+                        }
+                    }
+                    if self.cfg.threshold_bigfile > 0
+                        && m.is_file()
+                        && m.len() > self.cfg.threshold_bigfile
+                    {
+                        Class::Big
+                    } else {
+                        Class::Normal
+                    }
+                }
+                // Gone (a deletion is never skipped).
+                Err(_) => Class::Normal,
+            }
+        };
+        for t in &mut self.targets {
+            t.behind_since
+                .get_or_insert_with(std::time::SystemTime::now);
+            t.batcher
+                .push_event(now, d.path.clone(), d.recursive, d.mask, class);
+        }
+    }
+
+    /// Files held by `wait-for-close` longer than its cap are synced anyway (a log that is
+    /// never closed); they stay held for the next round.
+    fn release_open_files(&mut self, now: Instant) {
+        let Some(cap) = self.cfg.wait_for_close else {
+            return;
+        };
+        let due: Vec<Vec<u8>> = self
+            .open_files
+            .iter()
+            .filter(|(_, t)| now >= **t + cap)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in due {
+            self.open_files.insert(path.clone(), now);
+            self.push_dirty(
+                now,
+                crate::watch::Dirty {
+                    path,
+                    recursive: false,
+                    modify_only: false,
+                    mask: libc::IN_MODIFY,
+                },
+            );
         }
     }
 
@@ -1208,6 +1257,7 @@ impl Worker {
             }
         }
         self.runner.enforce_timeout(now);
+        self.release_open_files(now);
         if let Some(t) = self.next_poll {
             if now >= t {
                 let mut changes = Changes::default();

@@ -131,6 +131,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("allow-empty-source", "true"),
     ("progress", "true"),
     ("verify-interval", "\"1h\""),
+    ("wait-for-close", "\"30s\""),
     ("peer", "\"node-b:/srv/b\""),
     ("split-brain", "\"discard-least-changes\""),
     ("resolver", "\"/usr/local/bin/resolve\""),

@@ -518,3 +518,52 @@ fn verification_repairs_drift_and_reports_it() {
     });
     w.stop_ok();
 }
+
+/// `--wait-for-close`: a file being written is synced once it is closed, not while the
+/// writer still has it open; one that stays open is synced after the cap anyway.
+#[test]
+fn a_file_open_for_writing_waits_for_its_close_or_the_cap() {
+    use std::io::Write;
+    let t = TestDir::new("wait-close");
+    write(&t.s(b"f"), b"old;");
+    write(&t.s(b"log"), b"start;");
+    let mut w = t.start(&[OsString::from("--wait-for-close"), "30".into()]);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(t.s(b"f"))
+        .unwrap();
+    f.write_all(b"half written;").unwrap();
+    // A later, closed file is synced: the open one's change was seen before it, held.
+    write(&t.s(b"b"), b"closed at once");
+    wait_until(SYNC_TIMEOUT, "b", || {
+        t.d(b"b")
+            .exists()
+            .then_some(())
+            .ok_or_else(|| "not yet".into())
+    });
+    assert_eq!(
+        std::fs::read(t.d(b"f")).unwrap(),
+        b"old;",
+        "synced while open"
+    );
+    f.write_all(b"done").unwrap();
+    drop(f);
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+
+    // The cap: a log that is never closed still syncs.
+    let mut w = t.start(&[OsString::from("--wait-for-close"), "1".into()]);
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(t.s(b"log"))
+        .unwrap();
+    log.write_all(b"line 1;").unwrap();
+    wait_until(SYNC_TIMEOUT, "the open log after the cap", || {
+        let d = std::fs::read(t.d(b"log")).unwrap_or_default();
+        (d == b"start;line 1;")
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&d).into_owned())
+    });
+    drop(log);
+    w.stop_ok();
+}

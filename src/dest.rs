@@ -109,6 +109,8 @@ impl Ssh {
             v.push("-i".into());
             v.push(i.clone().into());
         }
+        // ssh takes the first value given for an option: the user's come first.
+        v.extend(self.options.iter().map(OsString::from));
         let mut cp = OsString::from("ControlPath=");
         cp.push(control_dir.join("%C"));
         for o in [
@@ -116,13 +118,14 @@ impl Ssh {
             "ControlMaster=auto".into(),
             cp,
             "ControlPersist=60".into(),
+            // A host that is down fails a sync in seconds, not after TCP's minutes.
+            "ConnectTimeout=15".into(),
             "ServerAliveInterval=15".into(),
             "ServerAliveCountMax=4".into(),
         ] {
             v.push("-o".into());
             v.push(o);
         }
-        v.extend(self.options.iter().map(OsString::from));
         v
     }
 

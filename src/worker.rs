@@ -1055,11 +1055,10 @@ impl Worker {
                 "{}",
                 crate::config::empty_source_message(&self.src, self.targets[t].handler.dst())
             );
-            self.failed = true;
-            let queued = batch;
+            // Its paths stay queued (for the log's count); nothing runs.
             self.targets[t]
                 .batcher
-                .complete(Instant::now(), queued, false);
+                .complete(Instant::now(), batch, false);
             self.abort(1);
             return;
         }

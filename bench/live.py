@@ -12,6 +12,26 @@ Reference = a + b. Targets: median(time until live / reference) <= 1.3, median V
 
 With --with-peers, lsyncd and the original C clsync are measured the same way when installed.
 
+More parts (all by default; `--only=live,idle,latency,burst` picks some):
+  idle:    in the same daemon instance as c., after the probe: 2 s to settle, then 10 s of
+           nothing: VmRSS at the end, own CPU (utime+stime of /proc/PID/stat, children
+           excluded) and wake-ups (voluntary_ctxt_switches summed over /proc/PID/task/*).
+           Reference: `inotifywait -r -m SRC` idle the same way. Target: 0 wake-ups.
+  latency: each daemon started again at minimal delays (clsync -t 0 -w 0, lsyncd delay = 0,
+           C clsync -t 0 -w 0) with an rsync wrapper that logs each invocation; 20 times:
+           write one new small file into the deepest directory, time until it is in DST
+           with the right content (polled every ms). Reference: plain `rsync -a FILE DST/`
+           of such a file, timed the same way (until the file is there). Target: median
+           ratio <= LAT_TARGET [1.5].
+  burst:   in that same instance: 20,000 new files (200 dirs x 100, 100-300 bytes) created
+           as fast as Python can under a new directory; time from the burst's end until DST
+           holds every file with the right size (polled every 20 ms), files still missing
+           after BURST_TIMEOUT [max(120, 30 x reference)] s, rsync runs started (wrapper
+           log). Reference: plain `rsync -a` of the same files, from its start until they are
+           all there. Targets: 0 lost, ratio <= BURST_TARGET [1.5], rsync runs <=
+           BURST_RUNS_FRACTION [0.1] x lsyncd's (when lsyncd is measured).
+  --scale: the tree is 200,000 directories x 5 files (overrides DIRS, FILES_PER_DIR).
+
 Environment (defaults in brackets):
   CLSYNC_BIN     the clsync binary to measure (set by bench/live.sh)
   DIRS [20000]   directories in the tree (the root not counted); expected watches = DIRS+1
@@ -31,7 +51,7 @@ Environment (defaults in brackets):
   CLSYNC_C_BIN   the original C clsync (default: `clsync` on PATH if it is the C one)
   LSYNCD_BIN     lsyncd (default: `lsyncd` on PATH)
 
-Exit code: 0 all targets met, 1 a target missed, 2 error (a daemon failed, never became
+Exit code: 0 all targets met (clsync's; peers are only reported), 1 a target missed, 2 error (a daemon failed, never became
 live, a probe never arrived, or clsync exited non-zero on SIGTERM).
 """
 
@@ -80,6 +100,8 @@ CFG = {
 
 # Everything we start, so the exit path can stop it (by pid / own process group only).
 CHILDREN: list[subprocess.Popen] = []
+
+PARTS = ("live", "idle", "latency", "burst")
 
 
 class BenchError(Exception):
@@ -349,7 +371,7 @@ def write_probe(path: str, tag: str) -> bytes:
 
 
 def wait_for_file(path: str, data: bytes, p: subprocess.Popen, deadline: float,
-                  what: str, sampler: ChildSampler | None = None) -> float:
+                  what: str, sampler: ChildSampler | None = None, poll: float = POLL) -> float:
     while True:
         if sampler:
             sampler.maybe()
@@ -363,7 +385,7 @@ def wait_for_file(path: str, data: bytes, p: subprocess.Popen, deadline: float,
             raise BenchError(f"{what}: daemon exited {p.returncode} before the probe arrived")
         if now() > deadline:
             raise BenchError(f"{what}: probe {path} did not arrive within {CFG['timeout']} s")
-        time.sleep(POLL)
+        time.sleep(poll)
 
 
 def tail(path: str, n: int = 15) -> str:
@@ -383,7 +405,8 @@ def mirror_diffs(src: str, dst: str) -> int:
 
 def run_daemon(kind: str, argv: list[str], src: str, dst: str, probe_dir: str, work: str,
                run: int, ready: str, status_file: str | None = None,
-               ready_regex: str | None = None, stop_timeout: float = 300.0) -> dict:
+               ready_regex: str | None = None, stop_timeout: float = 300.0,
+               after_live=None) -> dict:
     """Start a sync daemon, detect readiness, probe, sample, SIGTERM.
 
     ready = "status": status_file reads `running`;
@@ -391,6 +414,8 @@ def run_daemon(kind: str, argv: list[str], src: str, dst: str, probe_dir: str, w
             "preprobe": a probe written before the start has arrived in DST (the initial
                         sync has reached the last directory).
     Then one probe is written and must arrive: time until live = start -> its arrival.
+    after_live(p) -> dict, if given, runs after the live figures are sampled and before
+    SIGTERM (idle, latency, burst phases); its dict goes into the result.
     """
     logpath = os.path.join(work, f"{kind}-run{run}.log")
     probe_rel = os.path.join(probe_dir, f"zz-bench-probe-{kind}-{run}.txt")
@@ -459,6 +484,8 @@ def run_daemon(kind: str, argv: list[str], src: str, dst: str, probe_dir: str, w
         res.update(sample_process(p.pid))
         res["other_cpu"] = other_cpu(c0, cpu_total(), res["cpu_s"] + res["children_cpu_s"],
                                      now() - t0)
+        if after_live is not None:
+            res.update(after_live(p))
 
         p.send_signal(signal.SIGTERM)
         t_term = now()
@@ -483,6 +510,356 @@ def run_daemon(kind: str, argv: list[str], src: str, dst: str, probe_dir: str, w
                 os.unlink(os.path.join(src, rel))
             except FileNotFoundError:
                 pass
+
+
+# ---------------------------------------------------------------- idle, latency, burst
+
+IDLE_SETTLE_S = 2.0   # after live, before the idle window (pending delay timers run out)
+IDLE_S = 10.0         # the idle window
+LAT_CHANGES = 20      # single-file changes per daemon and run
+LAT_POLL = 0.001      # poll interval while waiting for a latency probe
+BURST_DIRS, BURST_FILES = 200, 100  # 20,000 new files
+
+
+def ctxt_switches(pid: int) -> dict[int, tuple[int, int]]:
+    """{tid: (voluntary, nonvoluntary)} over all threads: /proc/PID/status alone has only the
+    main thread's counts."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                v = nv = 0
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        v = int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        nv = int(line.split()[1])
+                out[int(tid)] = (v, nv)
+        except OSError:
+            pass
+    return out
+
+
+def idle_phase(p: subprocess.Popen, what: str) -> dict:
+    """IDLE_SETTLE_S, then IDLE_S of nothing: VmRSS at its end, own CPU (utime+stime, reaped
+    children excluded), context switches summed over the threads (wake-ups)."""
+    time.sleep(IDLE_SETTLE_S)
+    cpu0, kids0 = cpu_seconds(p.pid)
+    cs0 = ctxt_switches(p.pid)
+    time.sleep(IDLE_S)
+    if p.poll() is not None:
+        raise BenchError(f"{what}: exited {p.returncode} while idle")
+    cpu1, kids1 = cpu_seconds(p.pid)
+    cs1 = ctxt_switches(p.pid)
+    st = proc_status(p.pid)
+    vol = sum(v - cs0.get(t, (0, 0))[0] for t, (v, _) in cs1.items())
+    nvol = sum(nv - cs0.get(t, (0, 0))[1] for t, (_, nv) in cs1.items())
+    return {"idle": {"rss_kib": kib(st["VmRSS"]), "cpu_s": cpu1 - cpu0,
+                     "children_cpu_s": kids1 - kids0, "wakeups": vol, "nonvoluntary": nvol,
+                     "threads": len(cs1), "window_s": IDLE_S}}
+
+
+def measure_inotifywait_idle(src: str) -> dict:
+    """Idle reference: `inotifywait -r -m SRC` holding the same watches, doing nothing."""
+    p = spawn(["inotifywait", "-r", "-m", src], stdout=subprocess.DEVNULL,
+              stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:
+            if "Watches established." in line:
+                break
+        else:
+            raise BenchError("inotifywait (idle reference) exited before its watches were set")
+        return idle_phase(p, "inotifywait")["idle"]
+    finally:
+        kill_group(p)
+        p.wait()
+        p.stderr.close()
+
+
+def make_wrapper(work: str, tag: str, rsync_path: str) -> tuple[str, str]:
+    """An `rsync` wrapper that appends one line per invocation to a log: (wrapper, log)."""
+    d = os.path.join(work, f"wrap-{tag}")
+    os.makedirs(d, exist_ok=True)
+    logf = os.path.join(d, "runs.log")
+    open(logf, "w").close()
+    w = os.path.join(d, "rsync")
+    with open(w, "w") as f:
+        f.write(f"#!/bin/sh\necho \"$$\" >> {shlex.quote(logf)}\n"
+                f"exec {shlex.quote(rsync_path)} \"$@\"\n")
+    os.chmod(w, 0o755)
+    return w, logf
+
+
+def count_lines(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def pctl(xs: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    s = sorted(xs)
+    return s[max(0, min(len(s) - 1, int(-(-q * len(s) // 1)) - 1))]
+
+
+def lat_data(tag: str, i: int) -> bytes:
+    return f"clsync bench latency {tag} {i} {time.time_ns()}\n".encode() * 3
+
+
+def latency_reference(work: str, run: int) -> dict:
+    """Plain `rsync -a FILE DST/` of one freshly written small file, LAT_CHANGES times: from
+    the write until the file is in DST with the right content (polled every ms, as for the
+    daemons; rsync itself exits a few ms later: `wall_s`)."""
+    s = os.path.join(work, f"latref-src-{run}")
+    d = os.path.join(work, f"latref-dst-{run}")
+    os.makedirs(s)
+    os.makedirs(d)
+    lats, walls = [], []
+    try:
+        for i in range(LAT_CHANGES):
+            name = f"zz-lat-{i:02d}.txt"
+            data = lat_data("ref", i)
+            t0 = now()
+            with open(os.path.join(s, name), "wb") as f:
+                f.write(data)
+            p = spawn(["rsync", "-a", os.path.join(s, name), d + "/"])
+            while True:
+                exited = p.poll() is not None  # before the read: no race with its exit
+                try:
+                    with open(os.path.join(d, name), "rb") as f:
+                        if f.read() == data:
+                            break
+                except OSError:
+                    pass
+                if exited or now() - t0 > 60.0:
+                    raise BenchError(f"plain rsync of one file: exit {p.returncode}, "
+                                     "file not in DST")
+                time.sleep(LAT_POLL)
+            lats.append(now() - t0)
+            if p.wait() != 0:
+                raise BenchError(f"plain rsync of one file exited {p.returncode}")
+            walls.append(now() - t0)
+            time.sleep(0.1)
+    finally:
+        shutil.rmtree(s, ignore_errors=True)
+        shutil.rmtree(d, ignore_errors=True)
+    return {"median_s": statistics.median(lats), "p90_s": pctl(lats, 0.9), "all_s": lats,
+            "wall_median_s": statistics.median(walls)}
+
+
+def latency_phase(p: subprocess.Popen, src: str, dst: str, rel_dir: str, tag: str,
+                  runs_log: str) -> dict:
+    """LAT_CHANGES times: write one new small file into rel_dir, time until it is in DST with
+    the right content (polled every ms); 0.1 s pause between changes."""
+    lats = []
+    r0 = count_lines(runs_log)
+    for i in range(LAT_CHANGES):
+        rel = os.path.join(rel_dir, f"zz-lat-{tag}-{i:02d}.txt")
+        data = lat_data(tag, i)
+        t0 = now()
+        with open(os.path.join(src, rel), "wb") as f:
+            f.write(data)
+        t1 = wait_for_file(os.path.join(dst, rel), data, p, t0 + 60.0, f"{tag} latency",
+                           poll=LAT_POLL)
+        lats.append(t1 - t0)
+        time.sleep(0.1)
+    return {"latency": {"median_s": statistics.median(lats), "p90_s": pctl(lats, 0.9),
+                        "all_s": lats, "rsync_runs": count_lines(runs_log) - r0}}
+
+
+def make_burst(root: str) -> tuple[float, float, dict[str, int]]:
+    """BURST_DIRS directories x BURST_FILES files (100-300 bytes) under root, as fast as
+    Python can. Returns (start, end, {relative dir: {name: size}})."""
+    rng = random.Random(4242)
+    pool = rng.randbytes(4096)
+    sizes = [rng.randint(100, 300) for _ in range(BURST_FILES)]
+    names = [f"f{k:03d}" for k in range(BURST_FILES)]
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    t0 = now()
+    os.mkdir(root)
+    for d in range(BURST_DIRS):
+        dp = os.path.join(root, f"b{d:03d}")
+        os.mkdir(dp)
+        for k in range(BURST_FILES):
+            fd = os.open(os.path.join(dp, names[k]), flags, 0o644)
+            os.write(fd, pool[k:k + sizes[k]])
+            os.close(fd)
+    t1 = now()
+    return t0, t1, {"sizes": dict(zip(names, sizes))}
+
+
+def burst_missing(dst_root: str, sizes: dict[str, int], done: set[int]) -> int:
+    """Files of the burst not (yet) in dst_root with the right size; complete directories
+    are added to `done` and not scanned again."""
+    missing = 0
+    for d in range(BURST_DIRS):
+        if d in done:
+            continue
+        have = {}
+        try:
+            with os.scandir(os.path.join(dst_root, f"b{d:03d}")) as it:
+                for e in it:
+                    if not e.name.startswith("."):
+                        have[e.name] = e
+        except OSError:
+            missing += len(sizes)
+            continue
+        if len(have) < len(sizes):
+            missing += len(sizes) - len(have)
+            continue
+        bad = 0
+        for n, sz in sizes.items():
+            e = have.get(n)
+            try:
+                if e is None or e.stat().st_size != sz:
+                    bad += 1
+            except OSError:
+                bad += 1
+        if bad:
+            missing += bad
+        else:
+            done.add(d)
+    return missing
+
+
+def burst_reference(work: str, run: int) -> dict:
+    """Plain `rsync -a` of the burst's files (created the same way outside SRC): from its
+    start until DST holds them all (polled as for the daemons), and its wall time."""
+    s = os.path.join(work, f"burstref-src-{run}")
+    d = os.path.join(work, f"burstref-dst-{run}")
+    try:
+        t0, t1, meta = make_burst(s)
+        settle()
+        ts = now()
+        p = spawn(["rsync", "-a", s + "/", d + "/"])
+        done: set[int] = set()
+        while burst_missing(d, meta["sizes"], done):
+            if p.poll() is not None and p.returncode != 0:
+                raise BenchError(f"plain rsync of the burst exited {p.returncode}")
+            if now() - ts > CFG["timeout"]:
+                raise BenchError("plain rsync of the burst did not complete")
+            time.sleep(0.02)
+        arrived = now() - ts
+        if p.wait() != 0:
+            raise BenchError(f"plain rsync of the burst exited {p.returncode}")
+        return {"rsync_s": arrived, "wall_s": now() - ts, "create_s": t1 - t0}
+    finally:
+        shutil.rmtree(s, ignore_errors=True)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def burst_phase(p: subprocess.Popen, src: str, dst: str, rel_root: str, tag: str,
+                runs_log: str, timeout: float) -> dict:
+    """The burst into SRC/rel_root; time from its end until DST holds every file with the
+    right size (polled every 20 ms), lost files after `timeout`, rsync runs started."""
+    r0 = count_lines(runs_log)
+    t0, t1, meta = make_burst(os.path.join(src, rel_root))
+    sizes = meta["sizes"]
+    total = BURST_DIRS * BURST_FILES
+    done: set[int] = set()
+    dst_root = os.path.join(dst, rel_root)
+    converged = None
+    while True:
+        missing = burst_missing(dst_root, sizes, done)
+        if missing == 0:
+            converged = now()
+            break
+        if p.poll() is not None:
+            raise BenchError(f"{tag}: exited {p.returncode} during the burst")
+        if now() - t1 > timeout:
+            break
+        time.sleep(0.02)
+    runs_conv = count_lines(runs_log) - r0
+    time.sleep(1.0)  # runs still started right after convergence count too
+    return {"burst": {"create_s": t1 - t0, "files": total,
+                      "converge_s": None if converged is None else converged - t1,
+                      "lost": missing, "timeout_s": timeout,
+                      "rsync_runs": count_lines(runs_log) - r0,
+                      "rsync_runs_at_converge": runs_conv}}
+
+
+def log_idle(run: int, kind: str, res: dict) -> None:
+    i = res["idle"]
+    log(f"run {run}: {kind} idle {i['window_s']:g}s: VmRSS {mib(i['rss_kib']):.1f} MiB, "
+        f"CPU {i['cpu_s']:.3f}s, wake-ups {i['wakeups']} (+{i['nonvoluntary']} involuntary, "
+        f"{i['threads']} threads)")
+
+
+def run_dynamic_all(parts: set[str], own_bin: str, extra: list[str], peers: list[str],
+                    c_bin: str | None, lsyncd_bin: str | None, rsync_path: str, src: str,
+                    probe_dir: str, work: str, run: int, dsts: list[str]) -> dict:
+    """Latency and burst parts of one run: the references, then each daemon at its minimal
+    delays with an rsync wrapper that counts its rsync runs."""
+    out: dict = {"dyn": {}}
+    if "latency" in parts:
+        out["lat_ref"] = lr = latency_reference(work, run)
+        log(f"run {run}: plain rsync -a of one file: median {lr['median_s'] * 1000:.1f} ms, "
+            f"p90 {lr['p90_s'] * 1000:.1f} ms")
+    if "burst" in parts:
+        out["burst_ref"] = br = burst_reference(work, run)
+        log(f"run {run}: burst of {BURST_DIRS * BURST_FILES} files created in "
+            f"{br['create_s']:.2f}s; plain rsync -a of them {br['rsync_s']:.2f}s")
+    burst_timeout = env_float("BURST_TIMEOUT", 0.0) or max(
+        120.0, 30 * out.get("burst_ref", {}).get("rsync_s", 4.0))
+    for kind in ["clsync", *peers]:
+        tag = f"{kind}-min"
+        wrapper, runs_log = make_wrapper(work, f"{tag}-{run}", rsync_path)
+        dst = os.path.join(work, f"dst-{tag}-{run}")
+        lat_rel = probe_dir
+        burst_rel = f"zz-burst-{tag}-{run}"
+
+        def cb(p: subprocess.Popen) -> dict:
+            res: dict = {}
+            if "latency" in parts:
+                res.update(latency_phase(p, src, dst, lat_rel, f"{tag}-{run}", runs_log))
+            if "burst" in parts:
+                res.update(burst_phase(p, src, dst, burst_rel, tag, runs_log, burst_timeout))
+            return res
+
+        try:
+            if kind == "clsync":
+                status = os.path.join(work, f"status-{tag}-{run}")
+                res = run_daemon(tag, [own_bin, *extra, "-t", "0", "-w", "0", "-S", wrapper,
+                                       src, dst, "--status-file", status],
+                                 src, dst, probe_dir, work, run, ready="status",
+                                 status_file=status, after_live=cb)
+            elif kind == "lsyncd":
+                conf = os.path.join(work, f"lsyncd-min-{run}.conf")
+                with open(conf, "w") as f:
+                    f.write('settings { nodaemon = true }\n'
+                            f'sync {{ default.rsync, source = "{src}", target = "{dst}", '
+                            f'delay = 0, rsync = {{ binary = "{wrapper}" }} }}\n')
+                res = run_daemon(tag, [lsyncd_bin, conf], src, dst, probe_dir, work, run,
+                                 ready="log", ready_regex=r"Startup of .* finished",
+                                 after_live=cb)
+            else:
+                os.makedirs(dst, exist_ok=True)
+                res = run_daemon(tag, [c_bin, "-M", "rsyncdirect", "-W", src, "-D", dst,
+                                       "-S", wrapper, "-w", "0", "-t", "0"],
+                                 src, dst, probe_dir, work, run, ready="preprobe",
+                                 after_live=cb)
+        finally:
+            # the daemon is stopped: take the changes out of SRC for the next daemon
+            shutil.rmtree(os.path.join(src, burst_rel), ignore_errors=True)
+            for i in range(LAT_CHANGES):
+                try:
+                    os.unlink(os.path.join(src, lat_rel, f"zz-lat-{tag}-{run}-{i:02d}.txt"))
+                except FileNotFoundError:
+                    pass
+        dsts.append(dst)
+        res["rsync_runs_total"] = count_lines(runs_log)
+        out["dyn"][kind] = res
+        msg = f"run {run}: {kind} (minimal delays) live {res['live_s']:.2f}s"
+        if "latency" in res:
+            lt = res["latency"]
+            msg += (f"; latency median {lt['median_s'] * 1000:.1f} ms, p90 "
+                    f"{lt['p90_s'] * 1000:.1f} ms ({lt['rsync_runs']} rsync runs)")
+        if "burst" in res:
+            b = res["burst"]
+            msg += (f"; burst converged {fmt(b['converge_s'])} after its end, lost {b['lost']}, "
+                    f"{b['rsync_runs']} rsync runs")
+        msg += f"; exit {res['exit_code']}, mirror diffs {res['mirror_diffs']}"
+        log(msg)
+    return out
 
 
 # ---------------------------------------------------------------- peers
@@ -561,7 +938,21 @@ def main() -> int:
         prog="bench/live.sh")
     ap.add_argument("--with-peers", action="store_true",
                     help="also measure lsyncd and the original C clsync when installed")
+    ap.add_argument("--only", default=",".join(PARTS), metavar="PARTS",
+                    help="comma-separated parts to run: " + ",".join(PARTS) +
+                         " (default: all)")
+    ap.add_argument("--scale", action="store_true",
+                    help="the large tree: 200,000 directories x 5 files (overrides DIRS "
+                         "and FILES_PER_DIR)")
     args = ap.parse_args()
+    parts = [x.strip() for x in args.only.split(",") if x.strip()]
+    bad = [x for x in parts if x not in PARTS]
+    if bad or not parts:
+        log(f"--only: unknown part(s) {bad}; choose from {','.join(PARTS)}")
+        return 2
+    parts = set(parts)
+    if args.scale:
+        CFG["dirs"], CFG["files_per_dir"] = 200000, 5
 
     own_bin = os.environ.get("CLSYNC_BIN")
     if not own_bin:
@@ -621,53 +1012,74 @@ def main() -> int:
             warm_up(src)
             r: dict = {"run": run}
             r["busy_before"] = wait_quiet()
-            r["inotifywait"] = measure_inotifywait(src)
-            log(f"run {run}: inotifywait -r setup {r['inotifywait']['setup_s']:.2f}s "
-                f"({r['inotifywait']['watches']} watches)")
-            dst1 = os.path.join(work, f"dst-rsync-{run}")
-            r["rsync"] = measure_rsync(src, dst1)
-            dsts.append(dst1)
-            log(f"run {run}: rsync -a {r['rsync']['wall_s']:.2f}s "
-                f"(other CPU {r['rsync']['other_cpu']:.0%})")
-            r["reference_s"] = r["inotifywait"]["setup_s"] + r["rsync"]["wall_s"]
+            live = "live" in parts
+            if live:
+                r["inotifywait"] = measure_inotifywait(src)
+                log(f"run {run}: inotifywait -r setup {r['inotifywait']['setup_s']:.2f}s "
+                    f"({r['inotifywait']['watches']} watches)")
+                dst1 = os.path.join(work, f"dst-rsync-{run}")
+                r["rsync"] = measure_rsync(src, dst1)
+                dsts.append(dst1)
+                log(f"run {run}: rsync -a {r['rsync']['wall_s']:.2f}s "
+                    f"(other CPU {r['rsync']['other_cpu']:.0%})")
+                r["reference_s"] = r["inotifywait"]["setup_s"] + r["rsync"]["wall_s"]
+            idle_cb = None
+            if "idle" in parts:
+                r["inotifywait_idle"] = iw = measure_inotifywait_idle(src)
+                log(f"run {run}: inotifywait idle {IDLE_S:g}s: VmRSS "
+                    f"{mib(iw['rss_kib']):.1f} MiB, CPU {iw['cpu_s']:.3f}s, "
+                    f"wake-ups {iw['wakeups']}")
+                idle_cb = lambda p: idle_phase(p, "daemon")  # noqa: E731
+            if live or idle_cb:
+                dst2 = os.path.join(work, f"dst-clsync-{run}")
+                status = os.path.join(work, f"status-{run}")
+                r["clsync"] = run_daemon(
+                    "clsync", [own_bin, *extra, src, dst2, "--status-file", status], src, dst2,
+                    probe_dir, work, run, ready="status", status_file=status, after_live=idle_cb)
+                dsts.append(dst2)
+                c = r["clsync"]
+                if idle_cb:
+                    log_idle(run, "clsync", c)
+                if live:
+                    c["ratio"] = c["live_s"] / r["reference_s"]
+                    log(f"run {run}: clsync running {c['ready_s']:.2f}s, live {c['live_s']:.2f}s "
+                        f"(probe {c['probe_latency_s']:.2f}s), ratio {c['ratio']:.2f}, "
+                        f"VmHWM {mib(c['vmhwm_kib']):.1f} MiB, watches {c['watches']}, "
+                        f"exit {c['exit_code']} (other CPU {c['other_cpu']:.0%})")
 
-            dst2 = os.path.join(work, f"dst-clsync-{run}")
-            status = os.path.join(work, f"status-{run}")
-            r["clsync"] = run_daemon(
-                "clsync", [own_bin, *extra, src, dst2, "--status-file", status], src, dst2,
-                probe_dir, work, run, ready="status", status_file=status)
-            dsts.append(dst2)
-            c = r["clsync"]
-            c["ratio"] = c["live_s"] / r["reference_s"]
-            log(f"run {run}: clsync running {c['ready_s']:.2f}s, live {c['live_s']:.2f}s "
-                f"(probe {c['probe_latency_s']:.2f}s), ratio {c['ratio']:.2f}, "
-                f"VmHWM {mib(c['vmhwm_kib']):.1f} MiB, watches {c['watches']}, "
-                f"exit {c['exit_code']} (other CPU {c['other_cpu']:.0%})")
-
-            for peer in peers:
-                dstp = os.path.join(work, f"dst-{peer}-{run}")
-                if peer == "lsyncd":
-                    conf = os.path.join(work, f"lsyncd-{run}.conf")
-                    with open(conf, "w") as f:
-                        f.write('settings { nodaemon = true }\n'
-                                f'sync {{ default.rsync, source = "{src}", '
-                                f'target = "{dstp}", delay = 1 }}\n')
-                    pr = run_daemon(peer, [lsyncd_bin, conf], src, dstp, probe_dir, work,
-                                    run, ready="log", ready_regex=r"Startup of .* finished")
-                else:
-                    # 0.4.5 never writes `running` to its status file, so readiness is a
-                    # probe written before the start arriving; same delays as our short form.
-                    os.makedirs(dstp, exist_ok=True)
-                    pr = run_daemon(peer, [c_bin, "-M", "rsyncdirect", "-W", src, "-D", dstp,
-                                           "-S", rsync_path, "-w", "1", "-t", "1"],
-                                    src, dstp, probe_dir, work, run, ready="preprobe")
-                dsts.append(dstp)
-                pr["ratio"] = pr["live_s"] / r["reference_s"]
-                r[peer] = pr
-                log(f"run {run}: {peer} ready {pr['ready_s']:.2f}s, live {pr['live_s']:.2f}s "
-                    f"(probe {pr['probe_latency_s']:.2f}s), ratio {pr['ratio']:.2f}, "
-                    f"VmHWM {mib(pr['vmhwm_kib']):.1f} MiB, watches {pr['watches']}, "
-                    f"exit {pr['exit_code']}")
+                for peer in peers:
+                    dstp = os.path.join(work, f"dst-{peer}-{run}")
+                    if peer == "lsyncd":
+                        conf = os.path.join(work, f"lsyncd-{run}.conf")
+                        with open(conf, "w") as f:
+                            f.write('settings { nodaemon = true }\n'
+                                    f'sync {{ default.rsync, source = "{src}", '
+                                    f'target = "{dstp}", delay = 1 }}\n')
+                        pr = run_daemon(peer, [lsyncd_bin, conf], src, dstp, probe_dir, work,
+                                        run, ready="log", ready_regex=r"Startup of .* finished",
+                                        after_live=idle_cb)
+                    else:
+                        # 0.4.5 never writes `running` to its status file, so readiness is a
+                        # probe written before the start arriving; same delays as our short form.
+                        os.makedirs(dstp, exist_ok=True)
+                        pr = run_daemon(peer, [c_bin, "-M", "rsyncdirect", "-W", src, "-D", dstp,
+                                               "-S", rsync_path, "-w", "1", "-t", "1"],
+                                        src, dstp, probe_dir, work, run, ready="preprobe",
+                                        after_live=idle_cb)
+                    dsts.append(dstp)
+                    r[peer] = pr
+                    if idle_cb:
+                        log_idle(run, peer, pr)
+                    if not live:
+                        continue
+                    pr["ratio"] = pr["live_s"] / r["reference_s"]
+                    log(f"run {run}: {peer} ready {pr['ready_s']:.2f}s, live {pr['live_s']:.2f}s "
+                        f"(probe {pr['probe_latency_s']:.2f}s), ratio {pr['ratio']:.2f}, "
+                        f"VmHWM {mib(pr['vmhwm_kib']):.1f} MiB, watches {pr['watches']}, "
+                        f"exit {pr['exit_code']}")
+            if "latency" in parts or "burst" in parts:
+                r.update(run_dynamic_all(parts, own_bin, extra, peers, c_bin, lsyncd_bin,
+                                         rsync_path, src, probe_dir, work, run, dsts))
             results.append(r)
             if not defer_delete:
                 for d in dsts:
@@ -688,10 +1100,11 @@ def main() -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    return report(info, results, peers, error)
+    return report(info, results, peers, error, parts)
 
 
-def report(info: dict, results: list[dict], peers: list[str], error: str | None) -> int:
+def report(info: dict, results: list[dict], peers: list[str], error: str | None,
+           parts: set[str] = set(PARTS)) -> int:
     P = print
     P()
     P(f"clsync live benchmark - {info['date']}")
@@ -712,125 +1125,128 @@ def report(info: dict, results: list[dict], peers: list[str], error: str | None)
             P("no results")
         return 2
 
-    P()
-    hdr = (f"{'run':>3} {'inotifywait':>11} {'rsync -a':>9} {'reference':>9} | "
-           f"{'running':>8} {'live':>8} {'probe':>6} {'ratio':>6} {'VmHWM':>9} "
-           f"{'watches':>7} {'exit':>4} {'diffs':>5} {'busy':>5} {'other':>11}")
-    P(hdr)
-    P("-" * len(hdr))
-    for r in results:
-        c = r["clsync"]
-        P(f"{r['run']:>3} {fmt(r['inotifywait']['setup_s']):>11} {fmt(r['rsync']['wall_s']):>9} "
-          f"{fmt(r['reference_s']):>9} | {fmt(c['ready_s']):>8} {fmt(c['live_s']):>8} "
-          f"{fmt(c['probe_latency_s']):>6} {fmt(c['ratio'], ''):>6} "
-          f"{fmt(mib(c['vmhwm_kib']), ' MiB', 1):>9} {c['watches']:>7} {c['exit_code']:>4} "
-          f"{c['mirror_diffs']:>5} {r.get('busy_before', 0):>5.0%} "
-          f"{r['rsync']['other_cpu']:>5.0%}/{c['other_cpu']:<5.0%}")
-
-    m_inw = med([r["inotifywait"]["setup_s"] for r in results])
-    m_rs = med([r["rsync"]["wall_s"] for r in results])
-    m_ref = med([r["reference_s"] for r in results])
-    cl = [r["clsync"] for r in results]
-    m_ready = med([c["ready_s"] for c in cl])
-    m_live = med([c["live_s"] for c in cl])
-    m_probe = med([c["probe_latency_s"] for c in cl])
-    m_ratio = med([c["ratio"] for c in cl])
-    m_hwm = mib(med([c["vmhwm_kib"] for c in cl]))
-    max_hwm = mib(max(c["vmhwm_kib"] for c in cl))
-    m_kids = mib(med([c["children_peak_kib"] for c in cl if c["children_peak_kib"]]))
-    watches = sorted({c["watches"] for c in cl})
-    inw_watches = sorted({r["inotifywait"]["watches"] for r in results})
-    expected = info["tree"]["expected_watches"]
-    exits = [c["exit_code"] for c in cl]
-    diffs = [c["mirror_diffs"] for c in cl]
-    statuses = [c.get("status_seen_s", {}) for c in cl]
-
-    P()
-    P(f"medians over {len(results)} run(s):")
-    P(f"  inotifywait -r setup      {fmt(m_inw)}   (its watches: {inw_watches})")
-    P(f"  rsync -a                  {fmt(m_rs)}")
-    P(f"  reference (sum)           {fmt(m_ref)}")
-    first_seen = {}
-    for s in statuses:
-        for k, v in s.items():
-            first_seen.setdefault(k, []).append(v)
-    if first_seen:
-        P("  clsync status first seen  " + ", ".join(
-            f"{k} {fmt(med(v))}" for k, v in sorted(first_seen.items(), key=lambda kv: med(kv[1]))))
-    P(f"  clsync `running`          {fmt(m_ready)}")
-    P(f"  clsync time until live    {fmt(m_live)}")
-    P(f"  clsync probe latency      {fmt(m_probe)}")
-    P(f"  clsync CPU (own)          {fmt(med([c['cpu_s'] for c in cl]))}, "
-      f"rsync children CPU {fmt(med([c['children_cpu_s'] for c in cl]))}, "
-      f"threads {sorted({c['threads'] for c in cl})}")
-    P(f"  clsync stop after SIGTERM {fmt(med([c['stop_s'] for c in cl]))}")
-    noisy = [r["run"] for r in results
-             if max(r["rsync"]["other_cpu"], r["clsync"]["other_cpu"]) > 0.25]
-    if noisy:
-        P(f"  WARNING: other work used > 25% of the CPUs during run(s) {noisy}: noisy figures")
-    P(f"  rsync children: peak VmHWM of any one {fmt(m_kids, ' MiB', 1)} (sampled every "
-      f"0.1 s; not in the daemon's figure)")
-    P(f"  inotify watches held by clsync: {watches} (expected {expected}: "
-      f"{'OK' if watches == [expected] else 'MISMATCH'})")
-    P(f"  exit code on SIGTERM: {exits} ({'OK' if all(e == 0 for e in exits) else 'FAIL'})")
-    P(f"  mirror check (rsync -n differences after stop): {diffs} "
-      f"({'OK' if all(d == 0 for d in diffs) else 'DIFFERS'})")
-
-    ok_ratio = m_ratio <= CFG["ratio_target"]
-    ok_rss = m_hwm < CFG["rss_target_mib"]
-    P()
-    P(f"  ratio live/reference      {m_ratio:.2f}  (target <= {CFG['ratio_target']})  "
-      f"{'PASS' if ok_ratio else 'FAIL'}")
-    P(f"  peak RSS (VmHWM)          {m_hwm:.1f} MiB (max {max_hwm:.1f})  "
-      f"(target < {CFG['rss_target_mib']:g} MiB)  {'PASS' if ok_rss else 'FAIL'}")
-    if not (ok_ratio and ok_rss) and rc == 0:
-        rc = 1
-    if any(e != 0 for e in exits) or watches != [expected]:
-        rc = 2 if rc == 0 or rc == 1 else rc
-        if any(e != 0 for e in exits):
-            P("  clsync did not exit 0 on SIGTERM")
-        if watches != [expected]:
-            P("  clsync does not watch every directory")
-
-    peer_rows = []
-    for peer in peers:
-        pr = [r[peer] for r in results if peer in r]
-        if not pr:
-            continue
-        row = {
-            "name": peer, "ready": med([x["ready_s"] for x in pr]),
-            "live": med([x["live_s"] for x in pr]),
-            "probe": med([x["probe_latency_s"] for x in pr]),
-            "ratio": med([x["ratio"] for x in pr]),
-            "hwm": mib(med([x["vmhwm_kib"] for x in pr])),
-            "kids": mib(med([x["children_peak_kib"] for x in pr])),
-            "watches": sorted({x["watches"] for x in pr}),
-            "exits": [x["exit_code"] for x in pr],
-            "diffs": [x["mirror_diffs"] for x in pr],
-            "by": pr[0]["ready_by"],
-        }
-        peer_rows.append(row)
-    if peer_rows:
+    if "live" in parts:
         P()
-        P("peers (medians; same tree, same reference):")
-        for row in peer_rows:
-            P(f"  {row['name']:<9} ready {fmt(row['ready'])} (by {row['by']}), live "
-              f"{fmt(row['live'])}, probe {fmt(row['probe'])}, ratio {row['ratio']:.2f}, "
-              f"VmHWM {row['hwm']:.1f} MiB (its rsync children {row['kids']:.1f}), "
-              f"watches {row['watches']}, exit {row['exits']}, mirror diffs {row['diffs']}")
+        hdr = (f"{'run':>3} {'inotifywait':>11} {'rsync -a':>9} {'reference':>9} | "
+               f"{'running':>8} {'live':>8} {'probe':>6} {'ratio':>6} {'VmHWM':>9} "
+               f"{'watches':>7} {'exit':>4} {'diffs':>5} {'busy':>5} {'other':>11}")
+        P(hdr)
+        P("-" * len(hdr))
+        for r in results:
+            c = r["clsync"]
+            P(f"{r['run']:>3} {fmt(r['inotifywait']['setup_s']):>11} {fmt(r['rsync']['wall_s']):>9} "
+              f"{fmt(r['reference_s']):>9} | {fmt(c['ready_s']):>8} {fmt(c['live_s']):>8} "
+              f"{fmt(c['probe_latency_s']):>6} {fmt(c['ratio'], ''):>6} "
+              f"{fmt(mib(c['vmhwm_kib']), ' MiB', 1):>9} {c['watches']:>7} {c['exit_code']:>4} "
+              f"{c['mirror_diffs']:>5} {r.get('busy_before', 0):>5.0%} "
+              f"{r['rsync']['other_cpu']:>5.0%}/{c['other_cpu']:<5.0%}")
 
-    # A Markdown row set for docs/benchmarks.md.
-    P()
-    P("markdown:")
-    P("| daemon | inotifywait -r | rsync -a | reference | ready | time until live | probe | "
-      "ratio | VmHWM | watches |")
-    P("|---|---|---|---|---|---|---|---|---|---|")
-    P(f"| clsync (this) | {fmt(m_inw)} | {fmt(m_rs)} | {fmt(m_ref)} | {fmt(m_ready)} | "
-      f"{fmt(m_live)} | {fmt(m_probe)} | {m_ratio:.2f} | {m_hwm:.1f} MiB | {watches[0] if len(watches) == 1 else watches} |")
-    for row in peer_rows:
-        P(f"| {row['name']} | | | | {fmt(row['ready'])} | {fmt(row['live'])} | "
-          f"{fmt(row['probe'])} | {row['ratio']:.2f} | {row['hwm']:.1f} MiB | "
-          f"{row['watches'][0] if len(row['watches']) == 1 else row['watches']} |")
+        m_inw = med([r["inotifywait"]["setup_s"] for r in results])
+        m_rs = med([r["rsync"]["wall_s"] for r in results])
+        m_ref = med([r["reference_s"] for r in results])
+        cl = [r["clsync"] for r in results]
+        m_ready = med([c["ready_s"] for c in cl])
+        m_live = med([c["live_s"] for c in cl])
+        m_probe = med([c["probe_latency_s"] for c in cl])
+        m_ratio = med([c["ratio"] for c in cl])
+        m_hwm = mib(med([c["vmhwm_kib"] for c in cl]))
+        max_hwm = mib(max(c["vmhwm_kib"] for c in cl))
+        m_kids = mib(med([c["children_peak_kib"] for c in cl if c["children_peak_kib"]]))
+        watches = sorted({c["watches"] for c in cl})
+        inw_watches = sorted({r["inotifywait"]["watches"] for r in results})
+        expected = info["tree"]["expected_watches"]
+        exits = [c["exit_code"] for c in cl]
+        diffs = [c["mirror_diffs"] for c in cl]
+        statuses = [c.get("status_seen_s", {}) for c in cl]
+
+        P()
+        P(f"medians over {len(results)} run(s):")
+        P(f"  inotifywait -r setup      {fmt(m_inw)}   (its watches: {inw_watches})")
+        P(f"  rsync -a                  {fmt(m_rs)}")
+        P(f"  reference (sum)           {fmt(m_ref)}")
+        first_seen = {}
+        for s in statuses:
+            for k, v in s.items():
+                first_seen.setdefault(k, []).append(v)
+        if first_seen:
+            P("  clsync status first seen  " + ", ".join(
+                f"{k} {fmt(med(v))}" for k, v in sorted(first_seen.items(), key=lambda kv: med(kv[1]))))
+        P(f"  clsync `running`          {fmt(m_ready)}")
+        P(f"  clsync time until live    {fmt(m_live)}")
+        P(f"  clsync probe latency      {fmt(m_probe)}")
+        P(f"  clsync CPU (own)          {fmt(med([c['cpu_s'] for c in cl]))}, "
+          f"rsync children CPU {fmt(med([c['children_cpu_s'] for c in cl]))}, "
+          f"threads {sorted({c['threads'] for c in cl})}")
+        P(f"  clsync stop after SIGTERM {fmt(med([c['stop_s'] for c in cl]))}")
+        noisy = [r["run"] for r in results
+                 if max(r["rsync"]["other_cpu"], r["clsync"]["other_cpu"]) > 0.25]
+        if noisy:
+            P(f"  WARNING: other work used > 25% of the CPUs during run(s) {noisy}: noisy figures")
+        P(f"  rsync children: peak VmHWM of any one {fmt(m_kids, ' MiB', 1)} (sampled every "
+          f"0.1 s; not in the daemon's figure)")
+        P(f"  inotify watches held by clsync: {watches} (expected {expected}: "
+          f"{'OK' if watches == [expected] else 'MISMATCH'})")
+        P(f"  exit code on SIGTERM: {exits} ({'OK' if all(e == 0 for e in exits) else 'FAIL'})")
+        P(f"  mirror check (rsync -n differences after stop): {diffs} "
+          f"({'OK' if all(d == 0 for d in diffs) else 'DIFFERS'})")
+
+        ok_ratio = m_ratio <= CFG["ratio_target"]
+        ok_rss = m_hwm < CFG["rss_target_mib"]
+        P()
+        P(f"  ratio live/reference      {m_ratio:.2f}  (target <= {CFG['ratio_target']})  "
+          f"{'PASS' if ok_ratio else 'FAIL'}")
+        P(f"  peak RSS (VmHWM)          {m_hwm:.1f} MiB (max {max_hwm:.1f})  "
+          f"(target < {CFG['rss_target_mib']:g} MiB)  {'PASS' if ok_rss else 'FAIL'}")
+        if not (ok_ratio and ok_rss) and rc == 0:
+            rc = 1
+        if any(e != 0 for e in exits) or watches != [expected]:
+            rc = 2 if rc == 0 or rc == 1 else rc
+            if any(e != 0 for e in exits):
+                P("  clsync did not exit 0 on SIGTERM")
+            if watches != [expected]:
+                P("  clsync does not watch every directory")
+
+        peer_rows = []
+        for peer in peers:
+            pr = [r[peer] for r in results if peer in r]
+            if not pr:
+                continue
+            row = {
+                "name": peer, "ready": med([x["ready_s"] for x in pr]),
+                "live": med([x["live_s"] for x in pr]),
+                "probe": med([x["probe_latency_s"] for x in pr]),
+                "ratio": med([x["ratio"] for x in pr]),
+                "hwm": mib(med([x["vmhwm_kib"] for x in pr])),
+                "kids": mib(med([x["children_peak_kib"] for x in pr])),
+                "watches": sorted({x["watches"] for x in pr}),
+                "exits": [x["exit_code"] for x in pr],
+                "diffs": [x["mirror_diffs"] for x in pr],
+                "by": pr[0]["ready_by"],
+            }
+            peer_rows.append(row)
+        if peer_rows:
+            P()
+            P("peers (medians; same tree, same reference):")
+            for row in peer_rows:
+                P(f"  {row['name']:<9} ready {fmt(row['ready'])} (by {row['by']}), live "
+                  f"{fmt(row['live'])}, probe {fmt(row['probe'])}, ratio {row['ratio']:.2f}, "
+                  f"VmHWM {row['hwm']:.1f} MiB (its rsync children {row['kids']:.1f}), "
+                  f"watches {row['watches']}, exit {row['exits']}, mirror diffs {row['diffs']}")
+
+        # A Markdown row set for docs/benchmarks.md.
+        P()
+        P("markdown:")
+        P("| daemon | inotifywait -r | rsync -a | reference | ready | time until live | probe | "
+          "ratio | VmHWM | watches |")
+        P("|---|---|---|---|---|---|---|---|---|---|")
+        P(f"| clsync (this) | {fmt(m_inw)} | {fmt(m_rs)} | {fmt(m_ref)} | {fmt(m_ready)} | "
+          f"{fmt(m_live)} | {fmt(m_probe)} | {m_ratio:.2f} | {m_hwm:.1f} MiB | {watches[0] if len(watches) == 1 else watches} |")
+        for row in peer_rows:
+            P(f"| {row['name']} | | | | {fmt(row['ready'])} | {fmt(row['live'])} | "
+              f"{fmt(row['probe'])} | {row['ratio']:.2f} | {row['hwm']:.1f} MiB | "
+              f"{row['watches'][0] if len(row['watches']) == 1 else row['watches']} |")
+
+    rc = report_extra(results, peers, parts, rc)
 
     P()
     P(f"RESULT: {'PASS' if rc == 0 else ('FAIL' if rc == 1 else 'ERROR')}")
@@ -838,8 +1254,140 @@ def report(info: dict, results: list[dict], peers: list[str], error: str | None)
     jpath = os.environ.get("BENCH_JSON")
     if jpath:
         with open(jpath, "w") as f:
-            json.dump({"info": info, "config": CFG, "runs": results, "error": error,
-                       "result": rc}, f, indent=2)
+            json.dump({"info": info, "config": CFG, "parts": sorted(parts), "runs": results,
+                       "error": error, "result": rc}, f, indent=2)
+    return rc
+
+
+LAT_TARGET = env_float("LAT_TARGET", 1.5)
+BURST_TARGET = env_float("BURST_TARGET", 1.5)
+BURST_RUNS_FRACTION = env_float("BURST_RUNS_FRACTION", 0.1)  # "far fewer" than lsyncd's
+
+
+def report_extra(results: list[dict], peers: list[str], parts: set[str], rc: int) -> int:
+    """Idle, latency and burst tables; returns rc raised to 1 if a clsync target is missed."""
+    if not parts & {"idle", "latency", "burst"}:
+        return rc
+    P = print
+    kinds = ["clsync", *peers]
+    names = {"clsync": "clsync (this)", "lsyncd": "lsyncd", "clsync-c": "C clsync"}
+    rows: dict[str, dict] = {k: {} for k in kinds}
+    ref: dict = {}
+    if "idle" in parts:
+        iws = [r["inotifywait_idle"] for r in results if "inotifywait_idle" in r]
+        ref["idle_rss"] = med([i["rss_kib"] for i in iws])
+        ref["idle_cpu"] = med([i["cpu_s"] for i in iws])
+        ref["idle_wake"] = med([i["wakeups"] for i in iws])
+        for k in kinds:
+            ids = [r[k]["idle"] for r in results if k in r and "idle" in r[k]]
+            if not ids:
+                continue
+            rows[k]["idle_rss"] = med([i["rss_kib"] for i in ids])
+            rows[k]["idle_cpu"] = med([i["cpu_s"] for i in ids])
+            rows[k]["idle_wake"] = med([i["wakeups"] for i in ids])
+            rows[k]["idle_wake_all"] = [i["wakeups"] for i in ids]
+            rows[k]["idle_nvol"] = med([i["nonvoluntary"] for i in ids])
+            rows[k]["idle_rss_ratio"] = (rows[k]["idle_rss"] / ref["idle_rss"]
+                                         if ref["idle_rss"] else None)
+    dyn = [(r, r["dyn"]) for r in results if "dyn" in r]
+    if "latency" in parts and dyn:
+        ref["lat_med"] = med([r["lat_ref"]["median_s"] for r, _ in dyn])
+        ref["lat_p90"] = med([r["lat_ref"]["p90_s"] for r, _ in dyn])
+        for k in kinds:
+            xs = [(r, d[k]["latency"]) for r, d in dyn if k in d and "latency" in d[k]]
+            if not xs:
+                continue
+            rows[k]["lat_med"] = med([x["median_s"] for _, x in xs])
+            rows[k]["lat_p90"] = med([x["p90_s"] for _, x in xs])
+            rows[k]["lat_ratio"] = med([x["median_s"] / r["lat_ref"]["median_s"] for r, x in xs])
+            rows[k]["lat_runs"] = med([x["rsync_runs"] for _, x in xs])
+    if "burst" in parts and dyn:
+        ref["burst_rsync"] = med([r["burst_ref"]["rsync_s"] for r, _ in dyn])
+        ref["burst_create"] = med([r["burst_ref"]["create_s"] for r, _ in dyn])
+        for k in kinds:
+            xs = [(r, d[k]["burst"]) for r, d in dyn if k in d and "burst" in d[k]]
+            if not xs:
+                continue
+            conv = [x["converge_s"] for _, x in xs]
+            rows[k]["burst_conv"] = None if None in conv else med(conv)
+            rows[k]["burst_ratio"] = (None if None in conv else
+                                      med([x["converge_s"] / r["burst_ref"]["rsync_s"]
+                                           for r, x in xs]))
+            rows[k]["burst_lost"] = [x["lost"] for _, x in xs]
+            rows[k]["burst_runs"] = med([x["rsync_runs"] for _, x in xs])
+            rows[k]["burst_create"] = med([x["create_s"] for _, x in xs])
+    if dyn:
+        for k in kinds:
+            xs = [d[k] for _, d in dyn if k in d]
+            if xs:
+                rows[k]["min_live"] = med([x["live_s"] for x in xs])
+                rows[k]["min_exit"] = [x["exit_code"] for x in xs]
+                rows[k]["min_diffs"] = [x["mirror_diffs"] for x in xs]
+
+    def ms(x):
+        return "-" if x is None else f"{x * 1000:.1f} ms"
+
+    def rt(x):
+        return "-" if x is None else f"{x:.2f}"
+
+    P()
+    P(f"latency, burst and idle (medians over {len(results)} run(s); latency and burst at "
+      f"minimal delays, idle {IDLE_S:g} s after live + {IDLE_SETTLE_S:g} s at default delays):")
+    md = ["| daemon | idle VmRSS | idle CPU | idle wake-ups | latency median | latency p90 | "
+          "latency ratio | burst converged | burst ratio | lost | rsync runs (burst) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    md.append(f"| reference | {fmt(mib(ref.get('idle_rss')), ' MiB', 1)} (inotifywait) | "
+              f"{fmt(ref.get('idle_cpu'), ' s', 3)} | {fmt(ref.get('idle_wake'), '', 0)} | "
+              f"{ms(ref.get('lat_med'))} | {ms(ref.get('lat_p90'))} | 1 | "
+              f"{fmt(ref.get('burst_rsync'))} | 1 | | 1 |")
+    for k in kinds:
+        w = rows[k]
+        if not w:
+            continue
+        md.append(f"| {names.get(k, k)} | {fmt(mib(w.get('idle_rss')), ' MiB', 1)} "
+                  f"({rt(w.get('idle_rss_ratio'))}x) | {fmt(w.get('idle_cpu'), ' s', 3)} | "
+                  f"{fmt(w.get('idle_wake'), '', 0)} | {ms(w.get('lat_med'))} | "
+                  f"{ms(w.get('lat_p90'))} | {rt(w.get('lat_ratio'))} | "
+                  f"{fmt(w.get('burst_conv'))} | {rt(w.get('burst_ratio'))} | "
+                  f"{w.get('burst_lost', '-')} | {fmt(w.get('burst_runs'), '', 0)} |")
+    for line in md:
+        P("  " + line)
+    for k in kinds:
+        w = rows[k]
+        if "min_live" in w:
+            P(f"  {names.get(k, k)} at minimal delays: time until live {fmt(w['min_live'])}, "
+              f"exit {w['min_exit']}, mirror diffs {w['min_diffs']}"
+              + (f", rsync runs per latency round of {LAT_CHANGES} changes "
+                 f"{fmt(w.get('lat_runs'), '', 0)}" if "lat_runs" in w else "")
+              + (f", burst created in {fmt(w.get('burst_create'))}" if "burst_create" in w
+                 else ""))
+        if "idle_wake_all" in w:
+            P(f"  {names.get(k, k)} idle wake-ups per run {w['idle_wake_all']} "
+              f"(involuntary median {fmt(w['idle_nvol'], '', 0)})")
+
+    c = rows["clsync"]
+    verdicts = []
+    if "idle_wake_all" in c:
+        verdicts.append(("idle wake-ups == 0 (every run)", max(c["idle_wake_all"]) == 0,
+                         f"{c['idle_wake_all']}"))
+    if "lat_ratio" in c:
+        verdicts.append((f"latency median / plain rsync <= {LAT_TARGET:g}",
+                         c["lat_ratio"] <= LAT_TARGET, f"{c['lat_ratio']:.2f}"))
+    if "burst_lost" in c:
+        verdicts.append(("burst: zero lost", max(c["burst_lost"]) == 0, f"{c['burst_lost']}"))
+        verdicts.append((f"burst converged / plain rsync <= {BURST_TARGET:g}",
+                         c["burst_ratio"] is not None and c["burst_ratio"] <= BURST_TARGET,
+                         rt(c["burst_ratio"])))
+        lr = rows.get("lsyncd", {}).get("burst_runs")
+        if lr:
+            verdicts.append((f"burst rsync runs <= {BURST_RUNS_FRACTION:g} x lsyncd's",
+                             c["burst_runs"] <= BURST_RUNS_FRACTION * lr,
+                             f"{c['burst_runs']:.0f} vs {lr:.0f}"))
+    P()
+    for name, ok, val in verdicts:
+        P(f"  {name:<40} {val:<14} {'PASS' if ok else 'FAIL'}")
+        if not ok and rc == 0:
+            rc = 1
     return rc
 
 

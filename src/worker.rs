@@ -566,18 +566,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 w.src.display(),
                 w.targets[t].name
             );
-            let initial = Batch {
-                entries: vec![Entry {
-                    path: Vec::new(),
-                    recursive: true,
-                    class: Class::Normal,
-                    mask: crate::watch::MASK_FOUND_DIR,
-                }],
-                moves: Vec::new(),
-                verify: false,
-            };
-            w.targets[t].batcher.start_external(&initial);
-            w.start(t, initial);
+            w.start_full(t, false);
         }
     }
 
@@ -1354,6 +1343,23 @@ impl Worker {
         }
     }
 
+    /// Starts a sync of the whole tree to destination `t` outside its queue (the initial
+    /// sync, or a verification).
+    fn start_full(&mut self, t: usize, verify: bool) {
+        let batch = Batch {
+            entries: vec![Entry {
+                path: Vec::new(),
+                recursive: true,
+                class: Class::Normal,
+                mask: crate::watch::MASK_FOUND_DIR,
+            }],
+            moves: Vec::new(),
+            verify,
+        };
+        self.targets[t].batcher.start_external(&batch);
+        self.start(t, batch);
+    }
+
     /// `verify-interval`: a full rsync run per destination that is idle, which repairs
     /// drift (changes made at the destination by someone else, events lost for reasons
     /// outside our control) and reports what it repaired. A busy destination is checked
@@ -1365,18 +1371,7 @@ impl Worker {
                 continue;
             }
             debug!("verifying {}", self.targets[t].name);
-            let batch = Batch {
-                entries: vec![Entry {
-                    path: Vec::new(),
-                    recursive: true,
-                    class: Class::Normal,
-                    mask: crate::watch::MASK_FOUND_DIR,
-                }],
-                moves: Vec::new(),
-                verify: true,
-            };
-            self.targets[t].batcher.start_external(&batch);
-            self.start(t, batch);
+            self.start_full(t, true);
         }
     }
 

@@ -13,6 +13,16 @@ use crate::queue::Delays;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The keys of failover pairs, which need `peer` (the pair's destination).
+pub const PAIR_KEYS: &[&str] = &[
+    "split-brain",
+    "resolver",
+    "resolver-timeout",
+    "split-brain-notify",
+    "pair-dir",
+    "peer-pair-dir",
+];
+
 /// The worker configuration of a resolved profile. `file` names the profile in errors.
 pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
     let v = &r.values;
@@ -37,15 +47,11 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
             "peer is the destination of a failover pair: do not set destination-dir or destinations too".into(),
         ));
     }
-    let pair_keys = [
-        ("split-brain", v.split_brain.is_some()),
-        ("resolver", v.resolver.is_some()),
-        ("resolver-timeout", v.resolver_timeout.is_some()),
-        ("split-brain-notify", v.split_brain_notify.is_some()),
-        ("pair-dir", v.pair_dir.is_some()),
-        ("peer-pair-dir", v.peer_pair_dir.is_some()),
-    ];
-    if let (None, Some((k, _))) = (&v.peer, pair_keys.iter().find(|(_, set)| *set)) {
+    let set_key = |k: &str| {
+        let prefix = format!("{k} = ");
+        v.to_toml().lines().any(|l| l.starts_with(&prefix))
+    };
+    if let (None, Some(k)) = (&v.peer, PAIR_KEYS.iter().find(|k| set_key(k))) {
         return Err(err(format!(
             "{k} is for failover pairs: it needs peer = \"[user@]host:/path\""
         )));

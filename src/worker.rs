@@ -734,12 +734,21 @@ impl Worker {
                 Err(_) => Class::Normal,
             }
         };
-        for t in &mut self.targets {
+        // The path is moved into the last destination's queue, copied for the others.
+        let (last, others) = self
+            .targets
+            .split_last_mut()
+            .expect("at least one destination");
+        for t in others {
             t.behind_since
                 .get_or_insert_with(std::time::SystemTime::now);
             t.batcher
                 .push_event(now, d.path.clone(), d.recursive, d.mask, class);
         }
+        last.behind_since
+            .get_or_insert_with(std::time::SystemTime::now);
+        last.batcher
+            .push_event(now, d.path, d.recursive, d.mask, class);
     }
 
     /// Files held by `wait-for-close` longer than its cap are synced anyway (a log that is

@@ -152,14 +152,7 @@ const SAMPLES: &[(&str, &str)] = &[
 /// Keys that need another mode than rsyncdirect to make sense.
 const SHELL_ONLY: &[&str] = &["have-recursive-sync", "synclist-simplify"];
 /// Keys of failover pairs: they need a peer (which is the destination).
-const PAIR_ONLY: &[&str] = &[
-    "split-brain",
-    "resolver",
-    "resolver-timeout",
-    "split-brain-notify",
-    "pair-dir",
-    "peer-pair-dir",
-];
+const PAIR_ONLY: &[&str] = clsync::profile_config::PAIR_KEYS;
 
 /// Whether the worker takes a profile with watch-dir, destination-dir and `key = value`
 /// (in shell mode for the keys that need it): `Err` with its message if not.

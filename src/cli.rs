@@ -200,9 +200,10 @@ struct Args {
     /// More log detail (the same as -d 1)
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
-    /// FS monitor subsystem: inotify (the others of the original are for BSD/macOS)
-    #[arg(long = "monitor", value_name = "SUBSYSTEM")]
-    monitor: Option<String>,
+    /// How the tree is watched: inotify (default) or fanotify (root, Linux 5.9+: one mark
+    /// per file system, no per-directory setup)
+    #[arg(long = "monitor", value_name = "SUBSYSTEM", value_parser = parse_monitor)]
+    monitor: Option<crate::watch::Monitor>,
     /// The original's INI configuration file (`/NULL/`: none)
     #[arg(short = 'H', long = "config-file", value_name = "FILE")]
     config_file: Option<PathBuf>,
@@ -368,6 +369,10 @@ pub fn parse_command(args: Vec<std::ffi::OsString>) -> Result<Command, clap::Err
     }
 }
 
+fn parse_monitor(s: &str) -> Result<crate::watch::Monitor, String> {
+    s.parse()
+}
+
 fn parse_yes_no(s: &str) -> Result<bool, String> {
     match s {
         "yes" | "1" | "true" | "on" => Ok(true),
@@ -515,6 +520,9 @@ fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
         c.retries = v;
     }
     c.one_file_system |= a.one_file_system || a.exclude_mount_points;
+    if let Some(m) = a.monitor {
+        c.monitor = m;
+    }
     c.full_initialsync |= a.full_initialsync;
     c.exit_on_no_events |= a.exit_on_no_events;
     if let Some(v) = a.max_iterations {
@@ -668,19 +676,6 @@ fn initial(skip: bool, only: bool, default: Initial) -> Result<Initial, StartErr
 }
 
 fn to_config(mut a: Args) -> Result<Config, StartError> {
-    match a.monitor.as_deref() {
-        None | Some("inotify") => {}
-        Some(m @ ("kqueue" | "bsm" | "bsm_prefetch" | "gio" | "dtracepipe")) => {
-            return Err(StartError::Usage(format!(
-                "--monitor {m} is not supported: it is for BSD, macOS or GLib; on Linux clsync watches with inotify"
-            )))
-        }
-        Some(m) => {
-            return Err(StartError::Usage(format!(
-                "unknown --monitor {m:?}; this build watches with inotify"
-            )))
-        }
-    }
     if let Some(name) = a.profile.take() {
         if a.config_file.is_some() {
             return Err(StartError::Usage(
@@ -816,6 +811,7 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         // so does a worker with remote or several destinations (see below).
         retries: a.retries.unwrap_or(u32::from(classic)),
         one_file_system: a.one_file_system || a.exclude_mount_points,
+        monitor: a.monitor.unwrap_or_default(),
         full_initialsync: a.full_initialsync,
         exit_on_no_events: a.exit_on_no_events,
         max_iterations: a.max_iterations.unwrap_or(0),
@@ -890,8 +886,18 @@ mod tests {
     }
 
     #[test]
-    fn monitor_inotify_only() {
+    fn monitor_inotify_or_fanotify() {
         assert!(parse(["clsync", "--monitor", "inotify", "/a", "/b"]).is_ok());
+        assert_eq!(
+            parse(["clsync", "--monitor", "fanotify", "/a", "/b"])
+                .unwrap()
+                .monitor,
+            crate::watch::Monitor::Fanotify
+        );
+        assert!(parse(["clsync", "--monitor=dnotify", "/a", "/b"])
+            .unwrap_err()
+            .to_string()
+            .contains("expected inotify or fanotify"));
         assert!(parse(["clsync", "--monitor=kqueue", "/a", "/b"])
             .unwrap_err()
             .to_string()

@@ -103,6 +103,8 @@ pub struct Config {
     /// Do not cross into other file systems (`one-file-system`, `exclude-mount-points`):
     /// a mount point is synced as an empty directory, its content is not watched or synced.
     pub one_file_system: bool,
+    /// How the tree is watched (`monitor`).
+    pub monitor: crate::watch::Monitor,
     /// Ignore the rules' excludes on the initial sync (`full-initialsync`).
     pub full_initialsync: bool,
     /// After the initial sync, sync what is queued and exit when nothing is left.
@@ -246,7 +248,7 @@ impl Config {
     pub fn restart_needed_for(&self, new: &Config) -> Vec<String> {
         differing!(self, new;
             src, dst, more_dsts, ssh, rsync_password_file, mode, rsync, handler_args, lists_dir, label, uid, gid, threading,
-            max_parallel_syncs, one_file_system, pid_file, output, status_file,
+            max_parallel_syncs, one_file_system, monitor, pid_file, output, status_file,
             sync_handler_uid, sync_handler_gid, lists_nul, synclist_simplify,
             have_recursive_sync, rsync_prefer_include, background, initial,
             full_initialsync, dont_unlink_lists,

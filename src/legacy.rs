@@ -396,7 +396,6 @@ fn ignored_reason(key: &str) -> Option<&'static str> {
         "auto-add-rules-w" => "walk rules are not added automatically; write them in rules",
         "verbose" => "did nothing in the original either",
         "quiet" => "not supported; use output and debug",
-        "monitor" => "inotify is the only monitor",
         "help" | "version" => "not a setting",
         _ => return None,
     })
@@ -424,6 +423,7 @@ const MAPPED_KEYS: &[&str] = &[
     "output",
     "one-file-system",
     "exclude-mount-points",
+    "monitor",
     "max-iterations",
     "standby-file",
     "modification-signature",
@@ -547,6 +547,10 @@ fn apply(v: &mut ProfileValues, key: &str, value: &str) -> Result<Applied, Strin
         "exit-hook" => v.exit_hook = text(),
         "pre-exit-hook" => v.pre_exit_hook = text(),
         "label" => v.label = text(),
+        "monitor" => {
+            value.parse::<crate::watch::Monitor>()?;
+            v.monitor = text();
+        }
         "ignore-exitcode" => v.ignore_exitcode = Some(exit_codes(value)?),
         _ => {
             return match ignored_reason(key) {

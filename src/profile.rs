@@ -117,6 +117,7 @@ pub const KEYS: &[&str] = &[
     "progress",
     "verify-interval",
     "wait-for-close",
+    "monitor",
     "peer",
     "split-brain",
     "resolver",
@@ -344,6 +345,9 @@ pub struct ProfileValues {
         serialize_with = "ser_duration"
     )]
     pub wait_for_close: Option<Duration>,
+    /// How the tree is watched: `inotify` or `fanotify` (not in the original).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<String>,
     /// The other node of a failover pair: `[user@]host:/path` (not in the original).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
@@ -435,7 +439,7 @@ impl ProfileValues {
             standby_file, modification_signature, rsync_inclimit, output, debug, uid, gid,
             sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, destinations, ssh_command,
             ssh_identity, ssh_port, ssh_options, rsync_options, rsync_password_file,
-            allow_empty_source, progress, verify_interval, wait_for_close, peer, split_brain, resolver, resolver_timeout,
+            allow_empty_source, progress, verify_interval, wait_for_close, monitor, peer, split_brain, resolver, resolver_timeout,
             split_brain_notify, pair_dir, peer_pair_dir, autostart, restart,
             restart_delay, restart_max_delay, start_limit_burst, start_limit_interval,
             stop_timeout, inherits,
@@ -1382,6 +1386,7 @@ mod tests {
             progress: Some(true),
             verify_interval: Some(Duration::from_secs(3600)),
             wait_for_close: Some(Duration::from_secs(30)),
+            monitor: s("fanotify"),
             peer: s("node-b:/srv/lxc/%label%"),
             split_brain: s("discard-least-changes"),
             resolver: s("/usr/local/bin/resolve"),

@@ -217,6 +217,10 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         background: false,
         lists_dir: v.lists_dir.as_ref().map(PathBuf::from),
         dont_unlink_lists: v.dont_unlink_lists == Some(true),
+        monitor: match &v.monitor {
+            Some(m) => m.parse().map_err(err)?,
+            None => crate::watch::Monitor::Inotify,
+        },
         threading: match &v.threading {
             Some(t) => t.parse().map_err(err)?,
             None => crate::queue::Threading::Off,

@@ -367,20 +367,21 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     };
 
     let started = Instant::now();
-    let (watcher, init) = Watcher::new(&src, rules, cfg.one_file_system, &mut |dirs| {
-        info!(
-            "setting watches: {dirs} directories so far ({:.0}s)",
-            started.elapsed().as_secs_f64()
-        );
-        reporter.send(&format!("{{\"phase\":\"watching\",\"watches\":{dirs}}}"));
-    })?;
+    let (watcher, init) =
+        Watcher::new(&src, rules, cfg.one_file_system, cfg.monitor, &mut |dirs| {
+            info!(
+                "setting watches: {dirs} directories so far ({:.0}s)",
+                started.elapsed().as_secs_f64()
+            );
+            reporter.send(&format!("{{\"phase\":\"watching\",\"watches\":{dirs}}}"));
+        })?;
     reporter.send(&format!(
         "{{\"phase\":\"initsync\",\"watches\":{}}}",
         watcher.watched()
     ));
     info!(
-        "watching {} directories under {} ({:.1}s)",
-        watcher.watched(),
+        "watching {} under {} ({:.1}s)",
+        watcher.describe(),
         src.display(),
         started.elapsed().as_secs_f64()
     );
@@ -406,11 +407,14 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     );
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGIO])
         .map_err(|e| StartError::Other(format!("signals: {e}")))?;
-    let ino_fd = watcher.fd();
     let registry = poll.registry();
+    for fd in watcher.fds() {
+        registry
+            .register(&mut SourceFd(&fd), INOTIFY, Interest::READABLE)
+            .map_err(|e| StartError::Other(format!("epoll: {e}")))?;
+    }
     registry
-        .register(&mut SourceFd(&ino_fd), INOTIFY, Interest::READABLE)
-        .and_then(|_| registry.register(&mut signals, SIGNALS, Interest::READABLE))
+        .register(&mut signals, SIGNALS, Interest::READABLE)
         .map_err(|e| StartError::Other(format!("epoll: {e}")))?;
 
     let label = cfg.label.clone().unwrap_or_else(|| "nolabel".into());
@@ -860,8 +864,8 @@ impl Worker {
         self.ready = true;
         self.verify_at = self.cfg.verify_interval.map(|i| Instant::now() + i);
         info!(
-            "ready: watching {} directories ({:.1}s after start)",
-            self.watcher.watched(),
+            "ready: watching {} ({:.1}s after start)",
+            self.watcher.describe(),
             self.started.elapsed().as_secs_f64()
         );
         if self.phase == Phase::Running {
@@ -971,6 +975,7 @@ impl Worker {
         c.threading = old.threading;
         c.max_parallel_syncs = old.max_parallel_syncs;
         c.one_file_system = old.one_file_system;
+        c.monitor = old.monitor;
         c.pid_file = old.pid_file;
         c.output = old.output;
         c.status_file = old.status_file;

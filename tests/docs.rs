@@ -132,6 +132,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("progress", "true"),
     ("verify-interval", "\"1h\""),
     ("wait-for-close", "\"30s\""),
+    ("monitor", "\"fanotify\""),
     ("peer", "\"node-b:/srv/b\""),
     ("split-brain", "\"discard-least-changes\""),
     ("resolver", "\"/usr/local/bin/resolve\""),

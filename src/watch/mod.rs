@@ -22,6 +22,7 @@ see turns into "this subtree is dirty: rescan it and sync it recursively".
 The watcher only reports paths; it never decides when or how to sync.
 */
 
+pub mod fanotify;
 pub mod tree;
 
 use crate::rules::{Kind, Rules};
@@ -127,7 +128,144 @@ struct PendingMove {
     node: Option<NodeId>,
 }
 
-pub struct Watcher {
+/// Which kernel interface watches the tree (`monitor`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Monitor {
+    /// One inotify watch per directory (works everywhere, for any user).
+    #[default]
+    Inotify,
+    /// One fanotify mark per file system (root, Linux 5.9+); inotify when not possible.
+    Fanotify,
+}
+
+impl std::str::FromStr for Monitor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "inotify" => Ok(Monitor::Inotify),
+            "fanotify" => Ok(Monitor::Fanotify),
+            "kqueue" | "bsm" | "bsm_prefetch" | "gio" | "dtracepipe" => Err(format!(
+                "monitor {s} is not supported: it is for BSD, macOS or GLib; on Linux use inotify or fanotify"
+            )),
+            _ => Err(format!(
+                "unknown monitor {s:?} (expected inotify or fanotify)"
+            )),
+        }
+    }
+}
+
+/// The tree watch, by either backend; the worker sees only this.
+pub enum Watcher {
+    Inotify(Box<InotifyWatcher>),
+    Fanotify(fanotify::FanWatcher),
+}
+
+impl Watcher {
+    /// Watches the tree below `root` with `monitor`. fanotify that cannot be used (not
+    /// root, an old kernel, a file system without file handles) falls back to inotify
+    /// with the reason in the log. Returns the watcher and the rule-excluded paths.
+    pub fn new(
+        root: &Path,
+        rules: Rules,
+        one_file_system: bool,
+        monitor: Monitor,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Self, Changes), WatchError> {
+        let rules = match monitor {
+            Monitor::Inotify => rules,
+            Monitor::Fanotify => match fanotify::FanWatcher::new(root, rules, one_file_system) {
+                Ok(f) => {
+                    let mut out = Changes::default();
+                    f.list_excluded(&mut out);
+                    return Ok((Watcher::Fanotify(f), out));
+                }
+                Err((fanotify::Unavailable(why), rules)) => {
+                    warn!(
+                        "monitor = fanotify cannot be used for {}: {why}; watching with inotify instead",
+                        root.display()
+                    );
+                    rules
+                }
+            },
+        };
+        let (w, out) = InotifyWatcher::new(root, rules, one_file_system, progress)?;
+        Ok((Watcher::Inotify(Box::new(w)), out))
+    }
+
+    /// The backend in use.
+    pub fn monitor(&self) -> Monitor {
+        match self {
+            Watcher::Inotify(_) => Monitor::Inotify,
+            Watcher::Fanotify(_) => Monitor::Fanotify,
+        }
+    }
+
+    /// The fds to wait on for events.
+    pub fn fds(&self) -> Vec<RawFd> {
+        match self {
+            Watcher::Inotify(w) => vec![w.fd()],
+            Watcher::Fanotify(f) => f.fds().to_vec(),
+        }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        match self {
+            Watcher::Inotify(w) => w.rules(),
+            Watcher::Fanotify(f) => f.rules(),
+        }
+    }
+
+    /// Kernel watches held: inotify watches, or fanotify marks (one per file system).
+    pub fn watched(&self) -> usize {
+        match self {
+            Watcher::Inotify(w) => w.watched(),
+            Watcher::Fanotify(f) => f.marks(),
+        }
+    }
+
+    /// Directories that could not be watched and are polled (inotify only).
+    pub fn unwatched(&self) -> usize {
+        match self {
+            Watcher::Inotify(w) => w.unwatched(),
+            Watcher::Fanotify(_) => 0,
+        }
+    }
+
+    /// What is watched, for the log: "20001 directories (inotify)".
+    pub fn describe(&self) -> String {
+        match self {
+            Watcher::Inotify(w) => format!("{} directories with inotify", w.watched()),
+            Watcher::Fanotify(f) => format!(
+                "the whole tree with {} fanotify file-system mark{}",
+                f.marks(),
+                if f.marks() == 1 { "" } else { "s" }
+            ),
+        }
+    }
+
+    pub fn set_rules(&mut self, rules: Rules, out: &mut Changes) {
+        match self {
+            Watcher::Inotify(w) => w.set_rules(rules, out),
+            Watcher::Fanotify(f) => f.set_rules(rules, out),
+        }
+    }
+
+    pub fn poll_unwatched(&mut self, out: &mut Changes) {
+        if let Watcher::Inotify(w) = self {
+            w.poll_unwatched(out);
+        }
+    }
+
+    /// Reads every queued event and reports what changed.
+    pub fn drain(&mut self, out: &mut Changes) -> io::Result<()> {
+        match self {
+            Watcher::Inotify(w) => w.drain(out),
+            Watcher::Fanotify(f) => f.drain(out),
+        }
+    }
+}
+
+pub struct InotifyWatcher {
     inotify: Inotify,
     root: PathBuf,
     rules: Rules,
@@ -154,7 +292,7 @@ pub struct Watcher {
     buf: Vec<u8>,
 }
 
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
     p.extend_from_slice(dir);
     if !dir.is_empty() {
@@ -225,7 +363,7 @@ fn vanished(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
 }
 
-impl Watcher {
+impl InotifyWatcher {
     /// Sets up inotify for `root` and watches the whole tree. Returns the watcher and the
     /// paths excluded by the rules (for the initial sync's exclude list).
     /// Watches the tree below `root`. `progress` is called with the number of watched
@@ -246,7 +384,7 @@ impl Watcher {
         } else {
             None
         };
-        let mut w = Watcher {
+        let mut w = InotifyWatcher {
             device,
             inotify,
             root: root.to_path_buf(),

@@ -221,6 +221,19 @@ impl Drop for TestDir {
 // The worker process
 // ---------------------------------------------------------------------------
 
+/// True in the test binaries that run the convergence tests again with
+/// `--monitor fanotify` (`tests/*_fanotify.rs` are symlinks to the inotify ones); every
+/// worker they start watches with fanotify.
+pub fn fanotify_run() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().contains("_fanotify-"))
+        })
+        .unwrap_or(false)
+}
+
 fn has_opt<S: AsRef<OsStr>>(args: &[S], short: &str, long: &str) -> bool {
     args.iter().any(|a| {
         let a = a.as_ref().as_bytes();
@@ -339,7 +352,11 @@ impl Worker {
         args: &[S],
     ) -> Worker {
         let _ = fs::remove_file(status);
-        let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
+        let mut args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
+        let fanotify = fanotify_run() && !has_opt(&args, "--monitor", "--monitor");
+        if fanotify {
+            args.insert(0, "--monitor=fanotify".into());
+        }
         let (child, _stdout, stderr_path) = spawn(dir, "worker", &args);
         let mut w = Worker {
             child,
@@ -351,6 +368,14 @@ impl Worker {
             args,
         };
         w.wait_ready();
+        if fanotify && nix::unistd::geteuid().is_root() {
+            // The point of these runs: fanotify must really be in use, not the fallback.
+            let log = w.stderr();
+            assert!(
+                log.contains("fanotify file-system mark"),
+                "the worker did not watch with fanotify:\n{log}"
+            );
+        }
         w
     }
 

@@ -1,0 +1,711 @@
+/*!
+The fanotify backend (`monitor = "fanotify"`): one mark per file system instead of one
+inotify watch per directory.
+
+Why: with inotify, start-up walks the whole tree and adds a watch per directory, so the
+time until live and the kernel memory grow with the number of directories (millions on a
+file server). Since Linux 5.9 fanotify reports directory events with the parent's file
+handle and the entry's name (`FAN_REPORT_DFID_NAME`), so one `FAN_MARK_FILESYSTEM` mark
+sees every change on the file system, and nothing has to be walked at start. The original
+clsync tried fanotify and gave up because the fanotify of its time had no directory
+events.
+
+How an event becomes a path:
+- the directory's handle is looked up in a cache (`handle → place`); a miss opens the
+  handle (`open_by_handle_at`, `O_PATH`) and reads the path back from `/proc/self/fd`. A
+  path below the watch root is `Inside`, anything else `Outside` (the mark covers the whole
+  file system, our destination included when it is on the same one); directories the
+  rules exclude or do not monitor are `Ignored`. Negative answers are cached as well.
+- a handle that cannot be opened any more (`ESTALE`: the directory is deleted) uses its
+  cached place if it has one: events of a directory that was deleted right after them
+  still count. A directory never seen and already gone needs nothing: its deletion was
+  reported on its parent, which is how the destination loses it.
+- a directory rename makes every cached path suspect: a generation counter is bumped and
+  an entry of an older generation is checked again (one open) the next time it is used.
+  That keeps a rename O(1) however large the cache is.
+- `FAN_RENAME` (Linux 5.17) reports both ends of a rename in one event, so moves are
+  paired without cookies; on older kernels `MOVED_FROM`/`MOVED_TO` are plain changes.
+- `FAN_Q_OVERFLOW` means events were lost: the whole tree is synced recursively, as with
+  inotify's overflow.
+- the watch root's own fate (deleted, moved away, unmounted) comes from a one-directory
+  inotify watch: fanotify has no unmount event.
+
+Mount points below the root are other file systems: each gets its own mark (unless
+one-file-system), and its own fd to open handles with. With filter rules the tree is still
+listed once at start (and after an overflow or a reload), because the initial sync needs
+the excluded paths; that walk adds no watches.
+
+Needs `CAP_SYS_ADMIN` (and `CAP_DAC_READ_SEARCH` for `open_by_handle_at`) and a file
+system with file handles and an fsid; anything else falls back to inotify with the reason
+in the log.
+*/
+
+use super::{join, Changes, Dirty};
+use crate::rules::{Kind, Rules};
+use log::{debug, warn};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// More cached directories than this and the cache starts over (it refills on demand).
+const CACHE_MAX: usize = 1 << 20;
+
+/// Where a directory handle points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Place {
+    /// Below the watch root (relative path; the root is empty).
+    Inside(Box<[u8]>),
+    /// Not below the watch root.
+    Outside,
+    /// Below it, but the rules exclude it or do not monitor it.
+    Ignored,
+}
+
+struct Cached {
+    place: Place,
+    generation: u64,
+}
+
+/// One file system we hold a mark on.
+struct Mount {
+    fsid: [u8; 8],
+    /// Any fd inside it: what `open_by_handle_at` resolves handles against.
+    fd: OwnedFd,
+}
+
+pub struct FanWatcher {
+    fan: OwnedFd,
+    /// The watch root itself: deleted, moved or unmounted.
+    root_watch: inotify::Inotify,
+    root: PathBuf,
+    rules: Rules,
+    one_file_system: bool,
+    mounts: Vec<Mount>,
+    cache: HashMap<Box<[u8]>, Cached>,
+    generation: u64,
+    /// `FAN_RENAME` is in the mark (pairs moves).
+    rename: bool,
+    buf: Vec<u8>,
+    ibuf: Vec<u8>,
+}
+
+/// Why fanotify cannot be used here; the caller falls back to inotify.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+fn errno() -> io::Error {
+    io::Error::last_os_error()
+}
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
+}
+
+fn open_dir(p: &Path) -> io::Result<OwnedFd> {
+    let c = cpath(p)?;
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(errno());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn fsid_of(fd: RawFd) -> io::Result<[u8; 8]> {
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(fd, &mut st) } != 0 {
+        return Err(errno());
+    }
+    // `__kernel_fsid_t` is two ints, as in the event's info record.
+    Ok(unsafe { std::mem::transmute::<libc::fsid_t, [u8; 8]>(st.f_fsid) })
+}
+
+/// Unescapes a path field of /proc/self/mountinfo (`\040` for a space, …).
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\' && i + 4 <= field.len() {
+            let oct = &field[i + 1..i + 4];
+            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                let v = (oct[0] - b'0') * 64 + (oct[1] - b'0') * 8 + (oct[2] - b'0');
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(field[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Mount points strictly below `root`, from /proc/self/mountinfo.
+fn mounts_below(root: &[u8]) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in text.split(|&b| b == b'\n') {
+        let Some(mp) = line.split(|&b| b == b' ').nth(4) else {
+            continue;
+        };
+        let mp = unescape(mp);
+        let below = if root == b"/" {
+            mp.len() > 1
+        } else {
+            mp.len() > root.len() && mp.starts_with(root) && mp[root.len()] == b'/'
+        };
+        if below {
+            out.push(PathBuf::from(std::ffi::OsStr::from_bytes(&mp)));
+        }
+    }
+    out
+}
+
+/// Is `rel` or a directory above it excluded, or not monitored, by the rules?
+fn ignored(rules: &Rules, rel: &[u8]) -> bool {
+    if rules.is_empty() || rel.is_empty() {
+        return false;
+    }
+    let mut end = 0;
+    loop {
+        let next = rel[end..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(rel.len(), |i| end + i);
+        let prefix = &rel[..next];
+        if rules.excluded(prefix, Kind::Dir) || !rules.monitored(prefix) {
+            return true;
+        }
+        if next == rel.len() {
+            return false;
+        }
+        end = next + 1;
+    }
+}
+
+/// The rules' kind of a non-directory path, by `lstat` (gone counts as a file).
+fn kind_now(root: &Path, rel: &[u8]) -> Kind {
+    std::fs::symlink_metadata(super::abs_path(root, rel))
+        .map_or(Kind::File, |m| Kind::of(m.file_type()))
+}
+
+/// A parsed directory-entry record of an event.
+struct Entry<'a> {
+    /// fsid + handle type + handle: the cache key.
+    key: &'a [u8],
+    fsid: [u8; 8],
+    handle_type: i32,
+    handle: &'a [u8],
+    /// `None` or "." for the directory itself.
+    name: Option<&'a [u8]>,
+}
+
+fn parse_fid(rec: &[u8], with_name: bool) -> Option<Entry<'_>> {
+    // header(4) fsid(8) handle_bytes(4) handle_type(4) f_handle[handle_bytes] [name\0]
+    if rec.len() < 20 {
+        return None;
+    }
+    let hb = u32::from_ne_bytes(rec[12..16].try_into().ok()?) as usize;
+    let handle_type = i32::from_ne_bytes(rec[16..20].try_into().ok()?);
+    let end = 20usize.checked_add(hb)?;
+    if rec.len() < end {
+        return None;
+    }
+    let name = if with_name {
+        let raw = &rec[end..];
+        let n = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        Some(&raw[..n])
+    } else {
+        None
+    };
+    Some(Entry {
+        key: &rec[4..end],
+        fsid: rec[4..12].try_into().ok()?,
+        handle_type,
+        handle: &rec[20..end],
+        name: name.filter(|n| *n != b"." && !n.is_empty()),
+    })
+}
+
+const META_LEN: usize = std::mem::size_of::<libc::fanotify_event_metadata>();
+
+/// The event bits we pass on: fanotify's values are inotify's (`FAN_MODIFY == IN_MODIFY`,
+/// …), `FAN_ONDIR` becomes `IN_ISDIR`.
+fn in_mask(mask: u64) -> u32 {
+    let bits = (mask & 0xfff) as u32;
+    if mask & libc::FAN_ONDIR != 0 {
+        bits | libc::IN_ISDIR
+    } else {
+        bits
+    }
+}
+
+impl FanWatcher {
+    /// Marks the file system(s) of `root`. Fails with the reason when fanotify cannot be
+    /// used (not root, an old kernel, a file system without file handles).
+    /// The rules come back with the error, for the inotify watcher that takes over.
+    pub fn new(
+        root: &Path,
+        rules: Rules,
+        one_file_system: bool,
+    ) -> Result<Self, (Unavailable, Rules)> {
+        match Self::setup(root, one_file_system) {
+            Ok(mut w) => {
+                w.rules = rules;
+                Ok(w)
+            }
+            Err(e) => Err((e, rules)),
+        }
+    }
+
+    fn setup(root: &Path, one_file_system: bool) -> Result<Self, Unavailable> {
+        let fail = |what: &str, e: io::Error| {
+            let hint = match e.raw_os_error() {
+                Some(libc::EPERM) => " (it needs root: CAP_SYS_ADMIN)",
+                Some(libc::EINVAL) => " (the kernel needs to be 5.9 or newer)",
+                Some(libc::EXDEV | libc::ENODEV | libc::EOPNOTSUPP) => {
+                    " (the file system has no file handles or fsid)"
+                }
+                _ => "",
+            };
+            Unavailable(format!("{what}: {e}{hint}"))
+        };
+        let flags = libc::FAN_CLASS_NOTIF
+            | libc::FAN_CLOEXEC
+            | libc::FAN_NONBLOCK
+            | libc::FAN_REPORT_DFID_NAME;
+        let fd = unsafe { libc::fanotify_init(flags, (libc::O_RDONLY | libc::O_CLOEXEC) as u32) };
+        if fd < 0 {
+            return Err(fail("fanotify_init", errno()));
+        }
+        let fan = unsafe { OwnedFd::from_raw_fd(fd) };
+        let root_watch = inotify::Inotify::init().map_err(|e| fail("inotify_init", e))?;
+        root_watch
+            .watches()
+            .add(
+                root,
+                inotify::WatchMask::DELETE_SELF
+                    | inotify::WatchMask::MOVE_SELF
+                    | inotify::WatchMask::DONT_FOLLOW
+                    | inotify::WatchMask::ONLYDIR,
+            )
+            .map_err(|e| fail(&format!("watching {}", root.display()), e))?;
+        let mut w = FanWatcher {
+            fan,
+            root_watch,
+            root: root.to_path_buf(),
+            rules: Rules::default(),
+            one_file_system,
+            mounts: Vec::new(),
+            cache: HashMap::new(),
+            generation: 0,
+            rename: true,
+            buf: vec![0; 256 * 1024],
+            ibuf: vec![0; 4096],
+        };
+        let mut places = vec![root.to_path_buf()];
+        if !one_file_system {
+            places.extend(mounts_below(root.as_os_str().as_bytes()));
+        }
+        for p in places {
+            w.mark(&p)
+                .map_err(|e| fail(&format!("fanotify_mark {}", p.display()), e))?;
+        }
+        Ok(w)
+    }
+
+    /// Adds a file-system mark for the file system `dir` is on (once per fsid).
+    fn mark(&mut self, dir: &Path) -> io::Result<()> {
+        let fd = open_dir(dir)?;
+        let fsid = fsid_of(fd.as_raw_fd())?;
+        if self.mounts.iter().any(|m| m.fsid == fsid) {
+            return Ok(());
+        }
+        let base = libc::FAN_CREATE
+            | libc::FAN_DELETE
+            | libc::FAN_MODIFY
+            | libc::FAN_CLOSE_WRITE
+            | libc::FAN_ATTRIB
+            | libc::FAN_ONDIR;
+        let c = cpath(dir)?;
+        let add = |mask: u64| unsafe {
+            libc::fanotify_mark(
+                self.fan.as_raw_fd(),
+                libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM,
+                mask,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+            )
+        };
+        if self.rename && add(base | libc::FAN_RENAME) != 0 {
+            let e = errno();
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(e);
+            }
+            // Before 5.17: no FAN_RENAME, moves arrive as two unpaired halves.
+            self.rename = false;
+        }
+        if !self.rename && add(base | libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO) != 0 {
+            return Err(errno());
+        }
+        debug!(
+            "fanotify: marked the file system of {}{}",
+            dir.display(),
+            if self.rename { "" } else { " (no FAN_RENAME)" }
+        );
+        self.mounts.push(Mount { fsid, fd });
+        Ok(())
+    }
+
+    /// The fds to wait on: the fanotify group and the root's inotify watch.
+    pub fn fds(&self) -> [RawFd; 2] {
+        use std::os::fd::AsRawFd as _;
+        [self.fan.as_raw_fd(), self.root_watch.as_raw_fd()]
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Number of file systems marked.
+    pub fn marks(&self) -> usize {
+        self.mounts.len()
+    }
+
+    pub fn one_file_system(&self) -> bool {
+        self.one_file_system
+    }
+
+    /// The rule-excluded paths of the tree (a walk that adds no watches), for the excludes
+    /// of recursive syncs. Nothing to do without rules.
+    pub fn list_excluded(&self, out: &mut Changes) {
+        if self.rules.is_empty() {
+            return;
+        }
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        while let Some(rel) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(super::abs_path(&self.root, &rel)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let crel = join(&rel, name.as_bytes());
+                let kind = e.file_type().map_or(Kind::File, Kind::of);
+                if self.rules.excluded(&crel, kind) {
+                    out.excluded.push(crel);
+                } else if kind == Kind::Dir {
+                    if self.one_file_system
+                        && e.metadata().is_ok_and(|m| {
+                            std::fs::symlink_metadata(&self.root).is_ok_and(|r| r.dev() != m.dev())
+                        })
+                    {
+                        continue;
+                    }
+                    stack.push(crel);
+                }
+            }
+        }
+    }
+
+    /// Events were lost (or the rules changed): everything is synced again.
+    fn rescan(&mut self, out: &mut Changes) {
+        self.generation += 1;
+        self.list_excluded(out);
+        out.dirty(Vec::new(), true);
+    }
+
+    pub fn set_rules(&mut self, rules: Rules, out: &mut Changes) {
+        self.rules = rules;
+        self.cache.clear();
+        self.rescan(out);
+    }
+
+    /// Opens a directory handle and reads its path; `None` when it is gone.
+    fn resolve(&self, e: &Entry) -> Option<Place> {
+        let mount = self.mounts.iter().find(|m| m.fsid == e.fsid)?;
+        // struct file_handle { u32 handle_bytes; int handle_type; u8 f_handle[]; },
+        // 4-byte aligned.
+        let mut fh = vec![0u32; 2 + e.handle.len().div_ceil(4)];
+        fh[0] = e.handle.len() as u32;
+        fh[1] = e.handle_type as u32;
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                e.handle.as_ptr(),
+                fh.as_mut_ptr().add(2) as *mut u8,
+                e.handle.len(),
+            );
+        }
+        let fd = unsafe {
+            libc::open_by_handle_at(
+                mount.fd.as_raw_fd(),
+                fh.as_mut_ptr() as *mut libc::file_handle,
+                libc::O_PATH | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 || st.st_nlink == 0 {
+            return None;
+        }
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+        let p = link.as_os_str().as_bytes();
+        let root = self.root.as_os_str().as_bytes();
+        let rel: &[u8] = if p == root {
+            b""
+        } else if root == b"/" && p.len() > 1 && p[0] == b'/' {
+            &p[1..]
+        } else if p.len() > root.len() && p.starts_with(root) && p[root.len()] == b'/' {
+            &p[root.len() + 1..]
+        } else {
+            return Some(Place::Outside);
+        };
+        if ignored(&self.rules, rel) {
+            return Some(Place::Ignored);
+        }
+        Some(Place::Inside(rel.into()))
+    }
+
+    /// The place of a directory handle: from the cache when it is current, else opened
+    /// (and cached).
+    fn place(&mut self, e: &Entry) -> Option<Place> {
+        if let Some(c) = self.cache.get(e.key) {
+            if c.generation == self.generation {
+                return Some(c.place.clone());
+            }
+        }
+        let found = self.resolve(e);
+        let place = match (found, self.cache.get(e.key)) {
+            (Some(p), _) => p,
+            // Gone now: where it was last seen is the best we know.
+            (None, Some(c)) => c.place.clone(),
+            (None, None) => return None,
+        };
+        if self.cache.len() >= CACHE_MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(
+            e.key.into(),
+            Cached {
+                place: place.clone(),
+                generation: self.generation,
+            },
+        );
+        Some(place)
+    }
+
+    /// The relative path an entry names, or `None` when it is not ours.
+    fn path_of(&mut self, e: &Entry) -> Option<Vec<u8>> {
+        match self.place(e)? {
+            Place::Inside(dir) => Some(match e.name {
+                Some(n) => join(&dir, n),
+                None => dir.into_vec(),
+            }),
+            Place::Outside | Place::Ignored => None,
+        }
+    }
+
+    /// Reads every queued event (until the fds would block) and reports what changed.
+    pub fn drain(&mut self, out: &mut Changes) -> io::Result<()> {
+        self.drain_root(out);
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = loop {
+            let n = unsafe {
+                libc::read(
+                    self.fan.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                let e = errno();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => break Ok(()),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => break Err(e),
+                }
+            }
+            if n == 0 {
+                break Ok(());
+            }
+            let n = n as usize;
+            let mut off = 0;
+            while off + META_LEN <= n {
+                let meta: libc::fanotify_event_metadata =
+                    unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off) as *const _) };
+                let len = meta.event_len as usize;
+                if len < META_LEN || off + len > n {
+                    break;
+                }
+                if meta.fd >= 0 {
+                    // Not in FID mode; close it so it cannot leak.
+                    unsafe { libc::close(meta.fd) };
+                }
+                let info_start = off + (meta.metadata_len as usize).min(len);
+                self.event(meta.mask, &buf[info_start..off + len], out);
+                off += len;
+            }
+        };
+        self.buf = buf;
+        result
+    }
+
+    /// The root's inotify watch: any event on it means the root is gone.
+    fn drain_root(&mut self, out: &mut Changes) {
+        let mut ibuf = std::mem::take(&mut self.ibuf);
+        loop {
+            match self.root_watch.read_events(&mut ibuf) {
+                Ok(evs) => {
+                    for ev in evs {
+                        if ev.mask.intersects(
+                            inotify::EventMask::DELETE_SELF
+                                | inotify::EventMask::MOVE_SELF
+                                | inotify::EventMask::UNMOUNT
+                                | inotify::EventMask::IGNORED,
+                        ) {
+                            out.root_gone = true;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        self.ibuf = ibuf;
+    }
+
+    fn event(&mut self, mask: u64, info: &[u8], out: &mut Changes) {
+        if mask & libc::FAN_Q_OVERFLOW != 0 {
+            warn!("the kernel's fanotify queue overflowed; syncing the whole tree");
+            self.rescan(out);
+            return;
+        }
+        let mut dir: Option<Entry> = None;
+        let mut old: Option<Entry> = None;
+        let mut new: Option<Entry> = None;
+        let mut i = 0;
+        while i + 4 <= info.len() {
+            let typ = info[i];
+            let rlen = u16::from_ne_bytes([info[i + 2], info[i + 3]]) as usize;
+            if rlen < 4 || i + rlen > info.len() {
+                break;
+            }
+            let rec = &info[i..i + rlen];
+            match typ {
+                libc::FAN_EVENT_INFO_TYPE_DFID_NAME => dir = parse_fid(rec, true),
+                libc::FAN_EVENT_INFO_TYPE_DFID => dir = parse_fid(rec, false),
+                libc::FAN_EVENT_INFO_TYPE_OLD_DFID_NAME => old = parse_fid(rec, true),
+                libc::FAN_EVENT_INFO_TYPE_NEW_DFID_NAME => new = parse_fid(rec, true),
+                _ => {}
+            }
+            i += rlen;
+        }
+        let is_dir = mask & libc::FAN_ONDIR != 0;
+        if mask & libc::FAN_RENAME != 0 {
+            if is_dir {
+                self.generation += 1;
+            }
+            let from = old.as_ref().and_then(|e| self.path_of(e));
+            let to = new.as_ref().and_then(|e| self.path_of(e));
+            let from = from.filter(|p| !self.skip(p, is_dir, false, out));
+            let to = to.filter(|p| !self.skip(p, is_dir, true, out));
+            let dmask = if is_dir { libc::IN_ISDIR } else { 0 };
+            if let (Some(f), Some(t)) = (&from, &to) {
+                out.moves.push((f.clone(), t.clone()));
+            }
+            if let Some(f) = from {
+                out.event(f, false, libc::IN_MOVED_FROM | dmask);
+            }
+            if let Some(t) = to {
+                out.event(t, is_dir, libc::IN_MOVED_TO | dmask);
+            }
+            let rest = mask & !libc::FAN_RENAME & 0xfff;
+            if rest == 0 {
+                return;
+            }
+        }
+        let Some(e) = dir else {
+            return;
+        };
+        if is_dir && mask & (libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO) != 0 {
+            self.generation += 1;
+        }
+        let bits = in_mask(mask & !libc::FAN_RENAME);
+        if bits & 0xfff == 0 {
+            return;
+        }
+        let Some(rel) = self.path_of(&e) else {
+            return;
+        };
+        let named = e.name.is_some();
+        let created = mask & (libc::FAN_CREATE | libc::FAN_MOVED_TO) != 0;
+        if named && self.skip(&rel, is_dir, created, out) {
+            return;
+        }
+        log::trace!("fanotify {mask:#x}: {}", String::from_utf8_lossy(&rel));
+        // A directory that appeared: sync all of it (its content may predate our event).
+        let recursive = is_dir && named && created;
+        out.dirty.push(Dirty {
+            path: rel,
+            recursive,
+            modify_only: bits == libc::IN_MODIFY,
+            mask: bits,
+        });
+    }
+
+    /// Whether the rules exclude the entry `rel`; an excluded entry that appeared is
+    /// remembered for the excludes of recursive syncs. (A directory the rules only do not
+    /// monitor is synced itself; the events inside it are dropped by [`ignored`].)
+    fn skip(&self, rel: &[u8], is_dir: bool, appeared: bool, out: &mut Changes) -> bool {
+        if self.rules.is_empty() {
+            return false;
+        }
+        let kind = if is_dir {
+            Kind::Dir
+        } else {
+            kind_now(&self.root, rel)
+        };
+        let excluded = self.rules.excluded(rel, kind);
+        if excluded && appeared {
+            out.excluded.push(rel.to_vec());
+        }
+        excluded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape(br"/srv/a\040b"), b"/srv/a b".to_vec());
+        assert_eq!(unescape(br"/x\\y"), br"/x\\y".to_vec());
+        assert_eq!(unescape(br"/end\04"), br"/end\04".to_vec());
+    }
+
+    #[test]
+    fn masks_map_to_inotify_bits() {
+        assert_eq!(in_mask(libc::FAN_MODIFY), libc::IN_MODIFY);
+        assert_eq!(
+            in_mask(libc::FAN_CREATE | libc::FAN_ONDIR),
+            libc::IN_CREATE | libc::IN_ISDIR
+        );
+        assert_eq!(in_mask(libc::FAN_CLOSE_WRITE), libc::IN_CLOSE_WRITE);
+        assert_eq!(in_mask(libc::FAN_MOVED_TO), libc::IN_MOVED_TO);
+        assert_eq!(in_mask(libc::FAN_DELETE), libc::IN_DELETE);
+        assert_eq!(in_mask(libc::FAN_ATTRIB), libc::IN_ATTRIB);
+    }
+}

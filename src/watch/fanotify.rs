@@ -73,8 +73,11 @@ struct Cached {
 /// One file system we hold a mark on.
 struct Mount {
     fsid: [u8; 8],
-    /// Any fd inside it: what `open_by_handle_at` resolves handles against.
-    fd: OwnedFd,
+    /// A directory on it: opened for `open_by_handle_at` while events are handled, and
+    /// closed after, so the worker never keeps the file system busy (it can be unmounted,
+    /// which the root's inotify watch then reports).
+    dir: PathBuf,
+    fd: Option<OwnedFd>,
 }
 
 pub struct FanWatcher {
@@ -363,7 +366,12 @@ impl FanWatcher {
             dir.display(),
             if self.rename { "" } else { " (no FAN_RENAME)" }
         );
-        self.mounts.push(Mount { fsid, fd });
+        drop(fd);
+        self.mounts.push(Mount {
+            fsid,
+            dir: dir.to_path_buf(),
+            fd: None,
+        });
         Ok(())
     }
 
@@ -431,8 +439,12 @@ impl FanWatcher {
     }
 
     /// Opens a directory handle and reads its path; `None` when it is gone.
-    fn resolve(&self, e: &Entry) -> Option<Place> {
-        let mount = self.mounts.iter().find(|m| m.fsid == e.fsid)?;
+    fn resolve(&mut self, e: &Entry) -> Option<Place> {
+        let mount = self.mounts.iter_mut().find(|m| m.fsid == e.fsid)?;
+        if mount.fd.is_none() {
+            mount.fd = open_dir(&mount.dir).ok();
+        }
+        let mount_fd = mount.fd.as_ref()?.as_raw_fd();
         // struct file_handle { u32 handle_bytes; int handle_type; u8 f_handle[]; },
         // 4-byte aligned.
         let mut fh = vec![0u32; 2 + e.handle.len().div_ceil(4)];
@@ -447,7 +459,7 @@ impl FanWatcher {
         }
         let fd = unsafe {
             libc::open_by_handle_at(
-                mount.fd.as_raw_fd(),
+                mount_fd,
                 fh.as_mut_ptr() as *mut libc::file_handle,
                 libc::O_PATH | libc::O_CLOEXEC,
             )
@@ -559,6 +571,9 @@ impl FanWatcher {
             }
         };
         self.buf = buf;
+        for m in &mut self.mounts {
+            m.fd = None;
+        }
         result
     }
 

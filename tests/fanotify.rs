@@ -1,0 +1,255 @@
+//! What only the fanotify backend has to get right (the convergence tests run against
+//! it as tests/mirror_fanotify.rs and tests/random_fanotify.rs): the fallback when it
+//! cannot be used, file systems mounted inside the tree, an unmounted source, the
+//! root's own fate, and changes elsewhere on the same file system.
+//!
+//! fanotify needs root; run as another user these tests say so and check nothing.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const FAN: &[&str] = &["--monitor", "fanotify"];
+
+fn root_or_skip(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("{what}: needs root (fanotify); not checked");
+    false
+}
+
+struct Umount<'a>(&'a Path);
+impl Drop for Umount<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0).status();
+    }
+}
+
+fn mount_tmpfs(at: &Path) {
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(at)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs on {}", showp(at));
+}
+
+/// Without the right to use fanotify (here: an unprivileged user) the worker says why
+/// and watches with inotify; it mirrors all the same.
+#[test]
+fn without_permission_it_falls_back_to_inotify() {
+    if !root_or_skip("fallback") {
+        return;
+    }
+    let t = TestDir::new("fan-fallback");
+    write(&t.s(b"before"), b"1");
+    for p in [&t.root, &t.src] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    nix::unistd::chown(&t.dst, Some(65534.into()), Some(65534.into())).unwrap();
+    let log = t.root.join("nobody.log");
+    let mut child = Command::new(BIN)
+        .args(["--monitor", "fanotify", "-t", "0.1", "-w", "0.1"])
+        .arg("--status-file")
+        .arg(t.dst.join(".status"))
+        .args([&t.src, &t.dst])
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let status = t.dst.join(".status");
+    wait_until(READY_TIMEOUT, "readiness as nobody", || {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("exited: {st}: {}", read_lossy(&log)));
+        }
+        match std::fs::read_to_string(&status) {
+            Ok(s) if s.trim() == "running" => Ok(()),
+            _ => Err("not ready".into()),
+        }
+    });
+    let text = read_lossy(&log);
+    assert!(
+        text.contains("monitor = fanotify cannot be used for")
+            && text.contains("watching with inotify instead")
+            && text.contains("directories with inotify"),
+        "{text}"
+    );
+    write(&t.s(b"after"), b"2");
+    wait_until(SYNC_TIMEOUT, "the change as nobody", || {
+        (std::fs::read(t.d(b"after")).ok().as_deref() == Some(b"2".as_slice()))
+            .then_some(())
+            .ok_or_else(|| "not there".into())
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st}: {}", read_lossy(&log));
+}
+
+/// A file system mounted below the root is another file system: it gets its own mark,
+/// and changes on it are mirrored like any other.
+#[test]
+fn a_file_system_mounted_inside_the_tree_is_watched_too() {
+    if !root_or_skip("submount") {
+        return;
+    }
+    let t = TestDir::new("fan-submount");
+    let mnt = t.s(b"mnt");
+    mkdir(&mnt);
+    mount_tmpfs(&mnt);
+    let _guard = Umount(&mnt);
+    mkdir_p(&t.s(b"mnt/deep/er"));
+    write(&t.s(b"mnt/deep/seed"), b"seed");
+    let mut w = t.start(FAN);
+    assert!(
+        w.stderr().contains("with 2 fanotify file-system marks"),
+        "{}",
+        w.stderr()
+    );
+    write(&t.s(b"mnt/deep/er/new"), b"on the other file system");
+    mkdir_p(&t.s(b"mnt/fresh/dir"));
+    write(&t.s(b"mnt/fresh/dir/f"), b"f");
+    write(&t.s(b"top"), b"top");
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+}
+
+/// With one-file-system the mount point's content is neither watched nor synced.
+#[test]
+fn one_file_system_leaves_a_mount_alone() {
+    if !root_or_skip("one-file-system") {
+        return;
+    }
+    let t = TestDir::new("fan-onefs");
+    let mnt = t.s(b"mnt");
+    mkdir(&mnt);
+    mount_tmpfs(&mnt);
+    let _guard = Umount(&mnt);
+    let mut w = t.start(&["--monitor", "fanotify", "--one-file-system"]);
+    assert!(
+        w.stderr().contains("with 1 fanotify file-system mark "),
+        "{}",
+        w.stderr()
+    );
+    write(&t.s(b"mnt/inside"), b"not synced");
+    write(&t.s(b"probe"), b"synced");
+    wait_until(SYNC_TIMEOUT, "the probe", || {
+        t.d(b"probe")
+            .exists()
+            .then_some(())
+            .ok_or_else(|| "not there".into())
+    });
+    assert!(t.d(b"mnt").is_dir(), "the mount point itself is synced");
+    assert!(
+        !t.d(b"mnt/inside").exists(),
+        "content of another file system"
+    );
+    w.stop_ok();
+}
+
+/// The source's file system is unmounted under the worker: the worker keeps nothing open
+/// on it (umount succeeds), notices, and stops without touching the destination.
+#[test]
+fn an_unmounted_source_stops_the_worker() {
+    if !root_or_skip("unmount") {
+        return;
+    }
+    let t = TestDir::new("fan-umount");
+    mount_tmpfs(&t.src);
+    let _guard = Umount(&t.src);
+    for i in 0..5 {
+        write(&t.s(format!("data{i}").as_bytes()), b"precious");
+    }
+    let mut w = t.start(FAN);
+    // Events resolved (directory handles opened) right before the unmount.
+    mkdir_p(&t.s(b"a/b"));
+    write(&t.s(b"a/b/c"), b"c");
+    w.wait_synced(SYNC_TIMEOUT);
+    // A sync that is just ending (rsync's cwd is the source) may hold it for a moment;
+    // the worker itself must not.
+    wait_until(SYNC_TIMEOUT, "umount of the source", || {
+        let out = Command::new("umount").arg(&t.src).output().unwrap();
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    });
+    let code = w.wait_exit(SYNC_TIMEOUT);
+    assert_eq!(code.code(), Some(1), "{}", w.stderr());
+    assert!(
+        w.stderr().contains("unmounted; stopping without syncing"),
+        "{}",
+        w.stderr()
+    );
+    for i in 0..5 {
+        assert!(t.d(format!("data{i}").as_bytes()).exists(), "data{i}");
+    }
+}
+
+/// The mark covers the whole file system: changes next to the tree (here the
+/// destination and a sibling directory) are filtered out, and never make a sync.
+#[test]
+fn changes_outside_the_tree_are_not_synced() {
+    if !root_or_skip("outside") {
+        return;
+    }
+    let t = TestDir::new("fan-outside");
+    let mut w = t.start(&["--monitor", "fanotify", "-d", "1"]);
+    let syncs = |w: &Worker| w.stderr().matches("debug: sync of ").count();
+    let before = syncs(&w);
+    for i in 0..200 {
+        mkdir_p(&t.o(format!("o{i}/deep").as_bytes()));
+        write(&t.o(format!("o{i}/deep/f").as_bytes()), b"outside");
+    }
+    // A directory renamed outside the tree, and one moved into it.
+    rename(&t.o(b"o0"), &t.o(b"o0-renamed"));
+    rename(&t.o(b"o1"), &t.s(b"moved-in"));
+    w.wait_synced(SYNC_TIMEOUT);
+    assert!(t.d(b"moved-in/deep/f").exists());
+    let log = w.stderr();
+    let after = syncs(&w);
+    assert!(
+        after - before <= 2,
+        "{} syncs for one change in the tree:\n{log}",
+        after - before
+    );
+    assert!(!log.contains("o1/deep"), "{log}");
+    w.stop_ok();
+}
+
+/// Directory renames make cached paths stale: files written into a renamed directory
+/// (and into one renamed twice before the worker read the events) land at the new path.
+#[test]
+fn writes_after_directory_renames_land_at_the_new_path() {
+    if !root_or_skip("renames") {
+        return;
+    }
+    let t = TestDir::new("fan-renames");
+    mkdir_p(&t.s(b"a/b/c"));
+    write(&t.s(b"a/b/c/f"), b"1");
+    let mut w = t.start(FAN);
+    write(&t.s(b"a/b/c/g"), b"2");
+    w.wait_synced(SYNC_TIMEOUT);
+    rename(&t.s(b"a/b"), &t.s(b"a/B"));
+    write(&t.s(b"a/B/c/h"), b"3");
+    rename(&t.s(b"a"), &t.s(b"A"));
+    rename(&t.s(b"A/B/c"), &t.s(b"C"));
+    write(&t.s(b"C/i"), b"4");
+    write(&t.s(b"A/B/j"), b"5");
+    w.wait_synced(SYNC_TIMEOUT);
+    // And the cache still resolves the directories at their new places.
+    write(&t.s(b"C/k"), b"6");
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+}

@@ -101,6 +101,8 @@ pub struct Batch {
     pub moves: Vec<(Vec<u8>, Vec<u8>)>,
     /// A periodic verification (`verify-interval`): its runs report what they repaired.
     pub verify: bool,
+    /// Runs beside the queue ([`Batcher::start_beside`]): live batches do not wait for it.
+    pub beside: bool,
 }
 
 impl Batch {
@@ -150,6 +152,11 @@ pub struct Batcher {
     max_running: usize,
     /// `safe`: the paths of the running batches (recursive or not).
     in_flight: HashMap<Vec<u8>, bool>,
+    /// Syncs running beside the queue (the initial sync).
+    beside: usize,
+    /// Paths synced by live batches while a sync ran beside: that sync may have written
+    /// what it read before their change over them, so they are synced once more after it.
+    resync: HashMap<Vec<u8>, Meta>,
     /// `safe`: everything due is held back by running batches; nothing is due until one
     /// ends or a new path arrives.
     held: bool,
@@ -182,6 +189,8 @@ impl Batcher {
                 _ => max_parallel.max(1),
             },
             in_flight: HashMap::new(),
+            beside: 0,
+            resync: HashMap::new(),
             held: false,
             failures: 0,
             retry_at: None,
@@ -259,9 +268,9 @@ impl Batcher {
         self.len() == 0
     }
 
-    /// True while a batch runs.
+    /// True while a batch runs (in the queue or beside it).
     pub fn is_busy(&self) -> bool {
-        self.running > 0
+        self.running > 0 || self.beside > 0
     }
 
     /// Batches running now.
@@ -397,10 +406,19 @@ impl Batcher {
         if entries.is_empty() {
             return None;
         }
+        if self.beside > 0 {
+            for e in &entries {
+                self.resync.entry(e.path.clone()).or_default().merge(Meta {
+                    recursive: e.recursive,
+                    mask: e.mask,
+                });
+            }
+        }
         let batch = Batch {
             entries,
             moves: std::mem::take(&mut self.moves),
             verify: false,
+            beside: false,
         };
         self.start_external(&batch);
         if self.threading != Threading::Off {
@@ -419,10 +437,34 @@ impl Batcher {
         }
     }
 
+    /// Starts `batch` (the initial sync) beside the queue: batches of live changes keep
+    /// starting while it runs, so a change made during a long initial copy reaches the
+    /// destination without waiting for it. The paths those batches sync are synced once
+    /// more when it ends ([`complete`](Self::complete)): it may have copied an older
+    /// state of them after they were synced. Not with `safe` threading, whose promise is
+    /// that no path is in two running syncs: there it runs as an ordinary batch.
+    pub fn start_beside(&mut self, batch: &mut Batch) {
+        if self.threading == Threading::Safe {
+            self.start_external(batch);
+            return;
+        }
+        batch.beside = true;
+        self.beside += 1;
+    }
+
     /// Ends a running sync. On failure the batch's paths are queued again (as if their
     /// events had just happened) and the next sync waits for the backoff.
     pub fn complete(&mut self, now: Instant, batch: Batch, ok: bool) {
-        self.running = self.running.saturating_sub(1);
+        if batch.beside {
+            self.beside = self.beside.saturating_sub(1);
+            if self.beside == 0 {
+                for (path, m) in std::mem::take(&mut self.resync) {
+                    self.push_event(now, path, m.recursive, m.mask, Class::Normal);
+                }
+            }
+        } else {
+            self.running = self.running.saturating_sub(1);
+        }
         self.held = false;
         if self.threading == Threading::Safe {
             for e in &batch.entries {
@@ -733,12 +775,59 @@ mod tests {
             }],
             moves: Vec::new(),
             verify: false,
+            beside: false,
         };
         b.start_external(&initial);
         b.push(t0, b"a".to_vec(), false, Class::Normal);
         assert!(b.take_due(t0 + secs(1)).is_none());
         b.complete(t0 + secs(2), initial, true);
         assert_eq!(paths(&b.take_due(t0 + secs(2)).unwrap()), ["a"]);
+    }
+
+    fn root_batch() -> Batch {
+        Batch {
+            entries: vec![Entry {
+                path: Vec::new(),
+                recursive: true,
+                class: Class::Normal,
+                mask: 0,
+            }],
+            ..Batch::default()
+        }
+    }
+
+    #[test]
+    fn live_batches_run_beside_the_initial_sync_and_are_synced_again_after_it() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(quick());
+        let mut initial = root_batch();
+        b.start_beside(&mut initial);
+        assert!(initial.beside && b.is_busy());
+        b.push(t0, b"a".to_vec(), false, Class::Normal);
+        let live = b
+            .take_due(t0 + secs(1))
+            .expect("a live batch while the initial runs");
+        assert_eq!(paths(&live), ["a"]);
+        b.complete(t0 + secs(2), live, true);
+        assert!(
+            b.take_due(t0 + secs(10)).is_none(),
+            "nothing else is queued"
+        );
+        b.complete(t0 + secs(20), initial, true);
+        assert!(!b.is_busy());
+        // `a` may have been overwritten by the initial run: once more.
+        assert_eq!(paths(&b.take_due(t0 + secs(21)).unwrap()), ["a"]);
+    }
+
+    #[test]
+    fn safe_threading_never_runs_the_initial_sync_beside() {
+        let t0 = Instant::now();
+        let mut b = Batcher::with_threading(quick(), Threading::Safe, 4);
+        let mut initial = root_batch();
+        b.start_beside(&mut initial);
+        assert!(!initial.beside);
+        b.push(t0, b"a".to_vec(), false, Class::Normal);
+        assert!(b.take_due(t0 + secs(1)).is_none());
     }
 
     #[test]
@@ -761,6 +850,7 @@ mod tests {
             }],
             moves: Vec::new(),
             verify: false,
+            beside: false,
         };
         assert!(batch.is_full());
     }

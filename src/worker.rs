@@ -1369,8 +1369,16 @@ impl Worker {
             }],
             moves: Vec::new(),
             verify,
+            beside: false,
         };
-        self.targets[t].batcher.start_external(&batch);
+        let mut batch = batch;
+        if !verify && !self.ready && self.pair.is_none() && self.cfg.mode == Mode::RsyncDirect {
+            // Changes made during a long initial copy are synced meanwhile (rsync of our
+            // own only: a handler script may not expect two runs at once).
+            self.targets[t].batcher.start_beside(&mut batch);
+        } else {
+            self.targets[t].batcher.start_external(&batch);
+        }
         self.start(t, batch);
     }
 

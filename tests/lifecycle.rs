@@ -567,3 +567,69 @@ fn a_file_open_for_writing_waits_for_its_close_or_the_cap() {
     drop(log);
     w.stop_ok();
 }
+
+/// Live syncing does not wait for the initial copy: while the initial rsync is held (a
+/// wrapper waits for a release file before running the full sync), a change made now
+/// reaches the destination; the worker becomes ready once the initial sync ends, and
+/// everything converges.
+#[test]
+fn changes_during_the_initial_sync_are_synced_without_waiting_for_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new("live-during-initial");
+    mkdir(&t.s(b"old"));
+    for i in 0..20 {
+        write(&t.s(format!("old/f{i}").as_bytes()), b"old");
+    }
+    let script = t.root.join("hold-full.sh");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+T='{root}'
+case "$*" in *--include-from=*) exec rsync "$@";; esac
+touch "$T/full.started"
+while [ ! -e "$T/release" ]; do sleep 0.05; done
+exec rsync "$@"
+"#,
+            root = t.root.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut w = Worker::spawn_in(
+        &t.root,
+        &t.src,
+        &t.dst,
+        &[OsString::from("-S"), script.into()],
+    );
+    wait_until(SYNC_TIMEOUT, "the initial sync starts", || {
+        t.root
+            .join("full.started")
+            .exists()
+            .then_some(())
+            .ok_or_else(|| "not yet".into())
+    });
+    mkdir_p(&t.s(b"new/deep"));
+    write(&t.s(b"new/deep/during"), b"written during the initial sync");
+    write(&t.s(b"old/f3"), b"changed during the initial sync");
+    wait_until(
+        SYNC_TIMEOUT,
+        "the change, before the initial sync ends",
+        || {
+            let got = std::fs::read(t.d(b"new/deep/during")).unwrap_or_default();
+            (got == b"written during the initial sync")
+                .then_some(())
+                .ok_or_else(|| format!("not there yet\n{}", w.stderr()))
+        },
+    );
+    assert!(!t.d(b"old/f0").exists(), "the initial sync is still held");
+    assert_ne!(w.status(), "running", "ready before the initial sync ended");
+    write(&t.root.join("release"), b"");
+    wait_until(SYNC_TIMEOUT, "readiness", || {
+        (w.status() == "running")
+            .then_some(())
+            .ok_or_else(|| w.status())
+    });
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+}

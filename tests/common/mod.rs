@@ -368,15 +368,44 @@ impl Worker {
             args,
         };
         w.wait_ready();
+        w.check_fanotify(fanotify);
+        w
+    }
+
+    /// Starts the short form like [`start_in`](Self::start_in) without waiting for
+    /// readiness (for tests that hold the initial sync).
+    pub fn spawn_in<S: AsRef<OsStr>>(dir: &Path, src: &Path, dst: &Path, extra: &[S]) -> Worker {
+        let status = dir.join("status");
+        let _ = fs::remove_file(&status);
+        let mut args: Vec<OsString> = vec!["-t".into(), "0.1".into(), "-w".into(), "0.1".into()];
+        args.extend(extra.iter().map(|a| a.as_ref().to_os_string()));
+        args.extend([
+            "--status-file".into(),
+            status.clone().into(),
+            src.into(),
+            dst.into(),
+        ]);
+        let (child, _stdout, stderr_path) = spawn(dir, "worker", &args);
+        Worker {
+            child,
+            reaped: None,
+            src: src.to_path_buf(),
+            dst: dst.to_path_buf(),
+            status_file: status,
+            stderr_path,
+            args,
+        }
+    }
+
+    fn check_fanotify(&self, fanotify: bool) {
         if fanotify && nix::unistd::geteuid().is_root() {
             // The point of these runs: fanotify must really be in use, not the fallback.
-            let log = w.stderr();
+            let log = self.stderr();
             assert!(
                 log.contains("fanotify file-system mark"),
                 "the worker did not watch with fanotify:\n{log}"
             );
         }
-        w
     }
 
     fn wait_ready(&mut self) {

@@ -1114,6 +1114,7 @@ debug=3
                 "mode" => "direct",
                 "output" => "stdout",
                 "threading" => "full",
+                "monitor" => "fanotify",
                 _ => "1",
             };
             let mut v = ProfileValues::default();

@@ -10,8 +10,10 @@ The worker loop: one thread, one `mio::Poll`, four sources of wake-ups.
   sync's timeout, the next look at a standby file.
 
 Start-up order matters: the watches are set first, then the initial full sync runs, so a
-change made while it runs is an event like any other. Ready (log line and status file)
-means both are done.
+change made while it runs is an event like any other. With rsyncdirect (threading off or
+full) the initial sync runs beside the queue ([`Batcher::start_beside`]): such a change is
+synced at once, not after a first copy that may take hours, and once more after it.
+Ready (log line and status file) means both the watches and the initial sync are done.
 */
 
 use crate::config::{preflight, Config, Initial, StartError};
@@ -46,6 +48,27 @@ const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How long a killed rsync gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// How long a file just created waits for its writer to close it before it is synced
+/// anyway (a hard link, a symlink, a writer that keeps it open).
+const CREATE_SETTLE: Duration = Duration::from_millis(100);
+
+/// A file held back because it is being written: a file just created waits for its
+/// `IN_CLOSE_WRITE` (at most [`CREATE_SETTLE`]), so a new file costs one rsync run, not one
+/// for its creation and another for its content, even at zero delays; with
+/// `wait-for-close`, a file written but not closed waits for its close (at most the cap,
+/// then again every cap while it stays open).
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    /// When its first event came (its place in the queue when it is released).
+    since: Instant,
+    /// When it is synced anyway.
+    due: Instant,
+    /// Held again after `due` (wait-for-close); else released for good.
+    repeat: bool,
+    /// The events' masks, for the handler.
+    mask: u32,
+}
 
 /// The pid file: refuses to start over a live pid, replaces a stale one, and is removed
 /// at exit if it still names this process.
@@ -179,8 +202,8 @@ struct Worker {
     progress_at: Option<Instant>,
     /// When the next verification runs (`verify-interval`).
     verify_at: Option<Instant>,
-    /// `wait-for-close`: files written but not closed yet, since when.
-    open_files: std::collections::HashMap<Vec<u8>, Instant>,
+    /// Files written but not closed yet (see [`Held`]).
+    open_files: std::collections::HashMap<Vec<u8>, Held>,
     /// Counters for reports: changed paths seen, syncs done and failed.
     events: u64,
     syncs: u64,
@@ -642,9 +665,7 @@ impl Worker {
         consider(self.runner.deadline());
         consider(self.standby_check);
         consider(self.progress_at);
-        if let Some(cap) = self.cfg.wait_for_close {
-            consider(self.open_files.values().min().map(|t| *t + cap));
-        }
+        consider(self.open_files.values().map(|h| h.due).min());
         if self.phase == Phase::Running {
             consider(self.verify_at);
         }
@@ -686,16 +707,8 @@ impl Worker {
         }
         let now = Instant::now();
         for d in changes.dirty {
-            if self.cfg.wait_for_close.is_some() && !d.recursive {
-                // A file still open for writing waits for its IN_CLOSE_WRITE (or the cap).
-                if d.mask & libc::IN_CLOSE_WRITE != 0 {
-                    self.open_files.remove(&d.path);
-                } else if d.mask & libc::IN_MODIFY != 0 {
-                    self.open_files.entry(d.path).or_insert(now);
-                    continue;
-                } else {
-                    self.open_files.remove(&d.path);
-                }
+            if !d.recursive && self.hold(now, &d) {
+                continue;
             }
             self.push_dirty(now, d);
         }
@@ -755,27 +768,87 @@ impl Worker {
             .push_event(now, d.path, d.recursive, d.mask, class);
     }
 
-    /// Files held by `wait-for-close` longer than its cap are synced anyway (a log that is
-    /// never closed); they stay held for the next round.
-    fn release_open_files(&mut self, now: Instant) {
-        let Some(cap) = self.cfg.wait_for_close else {
-            return;
+    /// Whether the event `d` of a file leaves it held back as being written ([`Held`]).
+    /// An event that ends the writing (close, delete, rename) releases it.
+    fn hold(&mut self, now: Instant, d: &crate::watch::Dirty) -> bool {
+        const ENDS: u32 = libc::IN_CLOSE_WRITE
+            | libc::IN_DELETE
+            | libc::IN_MOVED_FROM
+            | libc::IN_MOVED_TO
+            | libc::IN_DELETE_SELF;
+        if d.mask & ENDS != 0 || d.mask & libc::IN_ISDIR != 0 {
+            if let Some(h) = self.open_files.remove(&d.path) {
+                // Released: queued as of its first event, so the delays count from there.
+                self.push_dirty(
+                    h.since,
+                    crate::watch::Dirty {
+                        path: d.path.clone(),
+                        recursive: false,
+                        modify_only: false,
+                        mask: h.mask,
+                    },
+                );
+            }
+            return false;
+        }
+        if let Some(h) = self.open_files.get_mut(&d.path) {
+            h.mask |= d.mask;
+            return true;
+        }
+        let created = d.mask & libc::IN_CREATE != 0;
+        let held = match self.cfg.wait_for_close {
+            Some(cap) if created || d.mask & libc::IN_MODIFY != 0 => Held {
+                since: now,
+                due: now + cap,
+                repeat: true,
+                mask: d.mask,
+            },
+            _ if created && self.phase == Phase::Running => Held {
+                since: now,
+                due: now + CREATE_SETTLE,
+                repeat: false,
+                mask: d.mask,
+            },
+            _ => return false,
         };
-        let due: Vec<Vec<u8>> = self
+        self.open_files.insert(d.path.clone(), held);
+        true
+    }
+
+    /// Held files whose time is up are synced anyway (a log that is never closed: with
+    /// wait-for-close it is held again for the next round). `all`: every held file (the
+    /// final sync).
+    fn release_open_files(&mut self, now: Instant, all: bool) {
+        let due: Vec<(Vec<u8>, Held)> = self
             .open_files
             .iter()
-            .filter(|(_, t)| now >= **t + cap)
-            .map(|(p, _)| p.clone())
+            .filter(|(_, h)| all || now >= h.due)
+            .map(|(p, h)| (p.clone(), *h))
             .collect();
-        for path in due {
-            self.open_files.insert(path.clone(), now);
+        for (path, h) in due {
+            match (h.repeat && !all, self.cfg.wait_for_close) {
+                (true, Some(cap)) => {
+                    self.open_files.insert(
+                        path.clone(),
+                        Held {
+                            since: now,
+                            due: now + cap,
+                            repeat: true,
+                            mask: libc::IN_MODIFY,
+                        },
+                    );
+                }
+                _ => {
+                    self.open_files.remove(&path);
+                }
+            }
             self.push_dirty(
-                now,
+                h.since.min(now),
                 crate::watch::Dirty {
                     path,
                     recursive: false,
                     modify_only: false,
-                    mask: libc::IN_MODIFY,
+                    mask: h.mask,
                 },
             );
         }
@@ -1259,7 +1332,7 @@ impl Worker {
             }
         }
         self.runner.enforce_timeout(now);
-        self.release_open_files(now);
+        self.release_open_files(now, false);
         if let Some(t) = self.next_poll {
             if now >= t {
                 let mut changes = Changes::default();
@@ -1284,8 +1357,10 @@ impl Worker {
                 if self.runner.busy() || final_started || self.on_standby(now) {
                     return;
                 }
-                // Pick up what happened up to now, then sync everything, ignoring delays.
+                // Pick up what happened up to now, then sync everything, ignoring delays
+                // (files still being written included).
                 self.drain();
+                self.release_open_files(now, true);
                 if self.exit.is_some() {
                     return;
                 }

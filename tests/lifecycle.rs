@@ -633,3 +633,66 @@ exec rsync "$@"
     w.wait_synced(SYNC_TIMEOUT);
     w.stop_ok();
 }
+
+/// At zero delays a new file costs one rsync run, not one for its creation and another
+/// for its content: a file just created waits (briefly) for its writer to close it. One
+/// that stays open is synced after a moment anyway.
+#[test]
+fn a_new_file_costs_one_rsync_run_at_zero_delays() {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new("one-run-per-file");
+    let runs = t.root.join("runs.log");
+    let script = t.root.join("count-rsync.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho run >> '{}'\nexec rsync \"$@\"\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut w = t.start(&[
+        OsString::from("-t"),
+        "0".into(),
+        "-w".into(),
+        "0".into(),
+        "-S".into(),
+        script.into(),
+    ]);
+    let count = || {
+        std::fs::read_to_string(&runs)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let before = count();
+    for i in 0..10 {
+        let name = format!("new{i}");
+        let mut f = std::fs::File::create(t.s(name.as_bytes())).unwrap();
+        f.write_all(b"first part, ").unwrap();
+        // A writer that takes a moment between its writes (not synchronisation: the
+        // worker must not sync the half-written file whatever it has read by now).
+        std::thread::sleep(Duration::from_millis(10));
+        f.write_all(b"second part").unwrap();
+        drop(f);
+        wait_until(SYNC_TIMEOUT, "the new file", || {
+            let got = std::fs::read(t.d(name.as_bytes())).unwrap_or_default();
+            (got == b"first part, second part")
+                .then_some(())
+                .ok_or_else(|| "not there".into())
+        });
+    }
+    assert_eq!(count() - before, 10, "rsync runs for 10 new files");
+    // Kept open: synced after a moment without its close.
+    let mut f = std::fs::File::create(t.s(b"open")).unwrap();
+    f.write_all(b"still open").unwrap();
+    wait_until(SYNC_TIMEOUT, "the open file", || {
+        (std::fs::read(t.d(b"open")).unwrap_or_default() == b"still open")
+            .then_some(())
+            .ok_or_else(|| "not there".into())
+    });
+    drop(f);
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+}

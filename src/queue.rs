@@ -118,6 +118,8 @@ impl Batch {
 struct Queue {
     paths: HashMap<Vec<u8>, Meta>,
     first: Option<Instant>,
+    /// When the latest path was pushed (for [`COALESCE_MIN`]).
+    last: Option<Instant>,
 }
 
 fn entry(path: Vec<u8>, m: Meta, class: Class) -> Entry {
@@ -132,9 +134,24 @@ fn entry(path: Vec<u8>, m: Meta, class: Class) -> Entry {
 impl Queue {
     fn take(&mut self, class: Class, out: &mut Vec<Entry>) {
         self.first = None;
+        self.last = None;
         out.extend(self.paths.drain().map(|(path, m)| entry(path, m, class)));
     }
 }
+
+/// Burst coalescing, for collect delays shorter than [`COALESCE_CAP`] (zero included): a
+/// queue that already holds [`COALESCE_MIN`] paths while more keep arriving waits until
+/// they stop for [`COALESCE_QUIET`], at most until [`COALESCE_CAP`] after its first event.
+/// A single change is not delayed (one path is far below the minimum); a burst of
+/// thousands of files is synced in a few rsync runs instead of one per few milliseconds
+/// of events, which also converges sooner (each run has a fixed cost).
+///
+/// Paths in the queue from which a burst is assumed.
+pub const COALESCE_MIN: usize = 64;
+/// A pause this long ends a burst.
+pub const COALESCE_QUIET: Duration = Duration::from_millis(10);
+/// A burst is cut into runs of at most this long (so a steady stream still syncs).
+pub const COALESCE_CAP: Duration = Duration::from_millis(500);
 
 /// Backoff after the first failure; doubled for each further failure.
 const RETRY_MIN: Duration = Duration::from_secs(1);
@@ -246,10 +263,12 @@ impl Batcher {
             meta.merge(m);
             if other_q.paths.is_empty() {
                 other_q.first = None;
+                other_q.last = None;
             }
         }
         let q = self.queue(class);
         q.first.get_or_insert(now);
+        q.last = Some(q.last.map_or(now, |l| l.max(now)));
         q.paths.entry(path).or_default().merge(meta);
         self.held = false;
     }
@@ -325,7 +344,13 @@ impl Batcher {
             Class::Normal => (&self.normal, self.delays.collect),
             Class::Big => (&self.big, self.delays.collect_bigfile),
         };
-        let due = q.first? + delay;
+        let first = q.first?;
+        let mut due = first + delay;
+        if delay < COALESCE_CAP && q.paths.len() >= COALESCE_MIN {
+            if let Some(last) = q.last {
+                due = due.max((last + COALESCE_QUIET).min(first + COALESCE_CAP));
+            }
+        }
         Some(match self.not_before() {
             Some(nb) => due.max(nb),
             None => due,
@@ -384,10 +409,7 @@ impl Batcher {
             return;
         }
         let q = std::mem::take(self.queue(class));
-        let mut kept = Queue {
-            paths: HashMap::new(),
-            first: None,
-        };
+        let mut kept = Queue::default();
         for (path, m) in q.paths {
             if self.blocked(&path, m.recursive) {
                 kept.paths.insert(path, m);
@@ -397,6 +419,7 @@ impl Batcher {
         }
         if !kept.paths.is_empty() {
             kept.first = q.first;
+            kept.last = q.last;
             self.held = true;
         }
         *self.queue(class) = kept;
@@ -782,6 +805,67 @@ mod tests {
         assert!(b.take_due(t0 + secs(1)).is_none());
         b.complete(t0 + secs(2), initial, true);
         assert_eq!(paths(&b.take_due(t0 + secs(2)).unwrap()), ["a"]);
+    }
+
+    #[test]
+    fn a_burst_is_coalesced_but_a_single_change_is_not_delayed() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let zero = Delays {
+            collect: Duration::ZERO,
+            collect_bigfile: Duration::ZERO,
+            sync: Duration::ZERO,
+        };
+        let mut b = Batcher::new(zero);
+        b.push(t0, b"one".to_vec(), false, Class::Normal);
+        assert_eq!(b.deadline(), Some(t0), "a single change goes at once");
+        let one = b.take_due(t0).unwrap();
+        b.complete(t0, one, true);
+        // A burst: a path every 0.1 ms.
+        let mut now = t0;
+        for i in 0..COALESCE_MIN * 2 {
+            now = t0 + Duration::from_micros(100 * i as u64);
+            b.push(now, format!("f{i}").into_bytes(), false, Class::Normal);
+        }
+        assert_eq!(b.deadline(), Some(now + COALESCE_QUIET));
+        assert!(
+            b.take_due(now + ms(5)).is_none(),
+            "still within the quiet gap"
+        );
+        // It stops: due once it was quiet long enough.
+        let burst = b.take_due(now + COALESCE_QUIET).unwrap();
+        assert_eq!(burst.entries.len(), COALESCE_MIN * 2);
+        b.complete(now + COALESCE_QUIET, burst, true);
+        // A stream that never pauses is cut at the cap after its first event.
+        let start = now + ms(20);
+        for i in 0..COALESCE_MIN {
+            b.push(start, format!("t{i}").into_bytes(), false, Class::Normal);
+        }
+        let mut i = 0u64;
+        loop {
+            let at = start + ms(i);
+            b.push(at, format!("s{i}").into_bytes(), false, Class::Normal);
+            if let Some(batch) = b.take_due(at) {
+                assert_eq!(at, start + COALESCE_CAP, "{} paths", batch.entries.len());
+                b.complete(at, batch, true);
+                break;
+            }
+            i += 1;
+            assert!(ms(i) <= COALESCE_CAP, "never due");
+        }
+    }
+
+    #[test]
+    fn configured_delays_are_not_stretched_by_coalescing() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(delays());
+        for i in 0..COALESCE_MIN * 2 {
+            b.push(t0, format!("f{i}").into_bytes(), false, Class::Normal);
+        }
+        let collect = delays().collect;
+        assert!(collect >= COALESCE_CAP);
+        b.push(t0 + collect, b"late".to_vec(), false, Class::Normal);
+        assert_eq!(b.deadline(), Some(t0 + collect));
     }
 
     fn root_batch() -> Batch {

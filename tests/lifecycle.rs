@@ -588,7 +588,7 @@ fn changes_during_the_initial_sync_are_synced_without_waiting_for_it() {
 T='{root}'
 case "$*" in *--include-from=*) exec rsync "$@";; esac
 touch "$T/full.started"
-while [ ! -e "$T/release" ]; do sleep 0.05; done
+i=0; while [ ! -e "$T/release" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
 exec rsync "$@"
 "#,
             root = t.root.display()

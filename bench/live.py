@@ -8,11 +8,24 @@ Per run, on a warm page cache, with fresh destination directories:
      status file reads `running` AND a probe file written into SRC after that has arrived in
      DST2 with the right content ("time until live"); the probe latency on its own; VmHWM,
      inotify watch count, then SIGTERM and exit code.
-Reference = a + b. Targets: median(time until live / reference) <= 1.3, median VmHWM < 20 MiB.
+Reference = a + b. Targets: median(time until live / reference) <= RATIO_TARGET [1.2], median
+VmHWM < 20 MiB; with peers also: time until live lower than each peer's (lsyncd, C clsync)
+and VmHWM <= RSS_VS_LSYNCD [0.5] x lsyncd's.
 
-With --with-peers, lsyncd and the original C clsync are measured the same way when installed.
+Our daemon is measured in two variants, in every part, one after the other on the same tree:
+  clsync      the argv above (inotify, the default monitor);
+  clsync-fan  the same argv plus `--monitor fanotify` (named "clsync --monitor fanotify" in
+              the tables). fanotify needs CAP_SYS_ADMIN: when not root the variant is skipped
+              (with a log line); --no-fanotify turns it off. It holds no inotify watch per
+              directory by design (one on the root at most), so instead of "watches ==
+              DIRS+1" its `ready:` log line must report fanotify file-system mark(s) (else
+              it fell back to inotify: FAIL). It must meet
+              the same targets as clsync, in each part; its verdicts are labelled "fanotify".
 
-More parts (all by default; `--only=live,idle,latency,burst` picks some):
+With --with-peers, lsyncd and the original C clsync are measured the same way when installed
+(bench/live.sh installs missing ones from Debian packages first when run as root).
+
+More parts (all by default; `--only=live,idle,latency,burst,events` picks some):
   idle:    in the same daemon instance as c., after the probe: 2 s to settle, then 10 s of
            nothing: VmRSS at the end, own CPU (utime+stime of /proc/PID/stat, children
            excluded) and wake-ups (voluntary_ctxt_switches summed over /proc/PID/task/*).
@@ -30,6 +43,22 @@ More parts (all by default; `--only=live,idle,latency,burst` picks some):
            log). Reference: plain `rsync -a` of the same files, from its start until they are
            all there. Targets: 0 lost, ratio <= BURST_TARGET [1.5], rsync runs <=
            BURST_RUNS_FRACTION [0.1] x lsyncd's (when lsyncd is measured).
+  events:  how fast the event loop handles inotify events, and whether the kernel queue
+           overflows. For each daemon: SRC/zz-events-KIND-RUN with 100 dirs x 200 empty
+           files is created before it starts (so it is watched and synced initially); the
+           daemon at rare syncs (clsync -t 1 -w 1, lsyncd delay = 1, C clsync -t 1 -w 1),
+           ready as in c.; once its CPU is quiet, 2 forked processes call os.utime() over
+           their halves of the files as fast as they can for EVENTS_SECONDS [3] s (each call
+           one IN_ATTRIB on another path than the last: inotify merges only identical
+           consecutive events); then its CPU is polled every 50 ms until it stops rising (at
+           most 10 s). Figures: events generated per second, the daemon's own CPU
+           (utime+stime of /proc/PID/stat over all threads, from before the storm until idle
+           again), CPU us per event = CPU / events, the capacity of one core = 1e6 / us per
+           event (a lower bound when CPU < one clock tick), and a queue overflow = a line
+           with "overflow" in its log (ours: "... queue overflowed ...", lsyncd: "OVERFLOW
+           in event queue"; the C clsync logs none). fs.inotify.max_queued_events is
+           printed. The tree is removed once the daemon is stopped. Targets (clsync and the
+           fanotify variant): capacity >= EVENTS_TARGET [200000] events/s, no overflow.
   --scale: the tree is 200,000 directories x 5 files (overrides DIRS, FILES_PER_DIR).
 
 Environment (defaults in brackets):
@@ -44,15 +73,20 @@ Environment (defaults in brackets):
   TIMEOUT [900]  seconds before a daemon that is not live is given up on
   KEEP [0]       1 = keep the temp dir (tree, logs) for inspection
   BENCH_JSON     write all raw figures to this JSON file
-  RATIO_TARGET [1.3], RSS_TARGET_MIB [20]
+  RATIO_TARGET [1.2], RSS_TARGET_MIB [20], RSS_VS_LSYNCD [0.5]  live-part targets
+  LAT_TARGET [1.5], BURST_TARGET [1.5], BURST_RUNS_FRACTION [0.1], BURST_TIMEOUT  see above
+  EVENTS_SECONDS [3], EVENTS_TARGET [200000]  the events part
   CLSYNC_ARGS    extra options for clsync (e.g. "-t 0.2 -w 0.2"); default none, i.e. the
                  short form's default delays
   CLSYNC_REV     revision to print for the binary (default: git describe of this checkout)
-  CLSYNC_C_BIN   the original C clsync (default: `clsync` on PATH if it is the C one)
+  CLSYNC_C_BIN   the original C clsync (default: the first `clsync` on PATH, else
+                 /usr/bin/clsync, whose `-V` says `clsync v0.`: the C one, not ours)
   LSYNCD_BIN     lsyncd (default: `lsyncd` on PATH)
 
-Exit code: 0 all targets met (clsync's; peers are only reported), 1 a target missed, 2 error (a daemon failed, never became
-live, a probe never arrived, or clsync exited non-zero on SIGTERM).
+Exit code: 0 all targets met (those of clsync and its fanotify variant; peers are only
+reported), 1 a target missed, 2 error (a daemon failed, never became live, a probe never
+arrived, or clsync / its fanotify variant exited non-zero on SIGTERM or during the events
+part).
 """
 
 from __future__ import annotations
@@ -94,14 +128,44 @@ CFG = {
     "file_max": env_int("FILE_MAX", 600),
     "runs": max(1, env_int("RUNS", 3)),
     "timeout": env_float("TIMEOUT", 900.0),
-    "ratio_target": env_float("RATIO_TARGET", 1.3),
+    "ratio_target": env_float("RATIO_TARGET", 1.2),
     "rss_target_mib": env_float("RSS_TARGET_MIB", 20.0),
+    "rss_vs_lsyncd": env_float("RSS_VS_LSYNCD", 0.5),
 }
 
 # Everything we start, so the exit path can stop it (by pid / own process group only).
 CHILDREN: list[subprocess.Popen] = []
 
-PARTS = ("live", "idle", "latency", "burst")
+PARTS = ("live", "idle", "latency", "burst", "events")
+
+# Our daemon's variants: "clsync" watches with inotify (the default), "clsync-fan" is the same
+# argv plus `--monitor fanotify` (needs root; on by default, --no-fanotify turns it off).
+FAN = "clsync-fan"
+OWN_KINDS = ("clsync", FAN)
+NAMES = {"clsync": "clsync (this)", FAN: "clsync --monitor fanotify", "lsyncd": "lsyncd",
+         "clsync-c": "C clsync"}
+
+
+def own_argv(kind: str, own_bin: str, extra: list[str]) -> list[str]:
+    """Our binary and the options every part gives it; the fanotify variant adds --monitor."""
+    return [own_bin, *extra, *(["--monitor", "fanotify"] if kind == FAN else [])]
+
+
+def daemon_log(work: str, kind: str, run: int) -> str:
+    """Where run_daemon puts the daemon's stdout+stderr."""
+    return os.path.join(work, f"{kind}-run{run}.log")
+
+
+def fanotify_marks(logpath: str) -> int | None:
+    """Marks our worker reports in its `ready:` line when it watches with fanotify; None when
+    it does not (it fell back to inotify, the log says why)."""
+    try:
+        with open(logpath, errors="replace") as f:
+            m = re.search(r"ready: watching the whole tree with (\d+) fanotify "
+                          r"file-system mark", f.read())
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
 
 
 class BenchError(Exception):
@@ -417,7 +481,7 @@ def run_daemon(kind: str, argv: list[str], src: str, dst: str, probe_dir: str, w
     after_live(p) -> dict, if given, runs after the live figures are sampled and before
     SIGTERM (idle, latency, burst phases); its dict goes into the result.
     """
-    logpath = os.path.join(work, f"{kind}-run{run}.log")
+    logpath = daemon_log(work, kind, run)
     probe_rel = os.path.join(probe_dir, f"zz-bench-probe-{kind}-{run}.txt")
     pre_rel = os.path.join(probe_dir, f"zz-bench-preprobe-{kind}-{run}.txt")
     res: dict = {"kind": kind, "ready_by": ready}
@@ -500,6 +564,7 @@ def run_daemon(kind: str, argv: list[str], src: str, dst: str, probe_dir: str, w
         res["children_peak_kib"] = sampler.peak_kib
         res["children_seen"] = len(sampler.seen)
         res["mirror_diffs"] = mirror_diffs(src, dst)
+        res["fanotify_marks"] = fanotify_marks(logpath)
         return res
     finally:
         kill_group(p)
@@ -784,11 +849,13 @@ def log_idle(run: int, kind: str, res: dict) -> None:
         f"{i['threads']} threads)")
 
 
-def run_dynamic_all(parts: set[str], own_bin: str, extra: list[str], peers: list[str],
-                    c_bin: str | None, lsyncd_bin: str | None, rsync_path: str, src: str,
-                    probe_dir: str, work: str, run: int, dsts: list[str]) -> dict:
-    """Latency and burst parts of one run: the references, then each daemon at its minimal
-    delays with an rsync wrapper that counts its rsync runs."""
+def run_dynamic_all(parts: set[str], own_bin: str, extra: list[str], owns: list[str],
+                    peers: list[str], c_bin: str | None, lsyncd_bin: str | None,
+                    rsync_path: str, src: str, probe_dir: str, work: str, run: int,
+                    dsts: list[str]) -> dict:
+    """Latency and burst parts of one run: the references, then each daemon (our variants
+    `owns`, then the peers) at its minimal delays with an rsync wrapper that counts its rsync
+    runs."""
     out: dict = {"dyn": {}}
     if "latency" in parts:
         out["lat_ref"] = lr = latency_reference(work, run)
@@ -800,7 +867,7 @@ def run_dynamic_all(parts: set[str], own_bin: str, extra: list[str], peers: list
             f"{br['create_s']:.2f}s; plain rsync -a of them {br['rsync_s']:.2f}s")
     burst_timeout = env_float("BURST_TIMEOUT", 0.0) or max(
         120.0, 30 * out.get("burst_ref", {}).get("rsync_s", 4.0))
-    for kind in ["clsync", *peers]:
+    for kind in [*owns, *peers]:
         tag = f"{kind}-min"
         wrapper, runs_log = make_wrapper(work, f"{tag}-{run}", rsync_path)
         dst = os.path.join(work, f"dst-{tag}-{run}")
@@ -816,10 +883,10 @@ def run_dynamic_all(parts: set[str], own_bin: str, extra: list[str], peers: list
             return res
 
         try:
-            if kind == "clsync":
+            if kind in OWN_KINDS:
                 status = os.path.join(work, f"status-{tag}-{run}")
-                res = run_daemon(tag, [own_bin, *extra, "-t", "0", "-w", "0", "-S", wrapper,
-                                       src, dst, "--status-file", status],
+                res = run_daemon(tag, [*own_argv(kind, own_bin, extra), "-t", "0", "-w", "0",
+                                       "-S", wrapper, src, dst, "--status-file", status],
                                  src, dst, probe_dir, work, run, ready="status",
                                  status_file=status, after_live=cb)
             elif kind == "lsyncd":
@@ -862,19 +929,263 @@ def run_dynamic_all(parts: set[str], own_bin: str, extra: list[str], peers: list
     return out
 
 
+# ---------------------------------------------------------------- events
+
+EVENTS_DIRS, EVENTS_FILES = 100, 200  # 20,000 empty files, in the tree before the daemon starts
+EVENTS_WORKERS = 2                    # processes calling os.utime
+EVENTS_POLL = 0.05                    # seconds between samples of the daemon's CPU
+EVENTS_QUIET_POLLS = 4                # CPU unchanged over this many polls = it is done
+EVENTS_SETTLE_MAX = 10.0              # at most this long waiting for that
+EVENTS_CAPACITY_TARGET = env_float("EVENTS_TARGET", 200000.0)
+
+
+def max_queued_events() -> int | None:
+    try:
+        with open("/proc/sys/fs/inotify/max_queued_events") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def proc_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (Z = exited, not reaped yet); None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()[0]
+
+
+def make_event_tree(root: str) -> list[str]:
+    """EVENTS_DIRS directories x EVENTS_FILES empty files under root; their paths."""
+    os.mkdir(root)
+    paths = []
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    for d in range(EVENTS_DIRS):
+        dp = os.path.join(root, f"e{d:03d}")
+        os.mkdir(dp)
+        for k in range(EVENTS_FILES):
+            path = os.path.join(dp, f"f{k:03d}")
+            os.close(os.open(path, flags, 0o644))
+            paths.append(path)
+    return paths
+
+
+def generate_events(paths: list[str], seconds: float) -> tuple[int, float]:
+    """EVENTS_WORKERS forked processes, each looping over its share of `paths` calling
+    os.utime(path) for `seconds`: every call is one IN_ATTRIB on another path than the one
+    before (inotify merges only identical consecutive events). Returns (calls, wall s)."""
+    n = EVENTS_WORKERS
+    shares = [paths[i * len(paths) // n:(i + 1) * len(paths) // n] for i in range(n)]
+    go_r, go_w = os.pipe()
+    kids: list[tuple[int, int]] = []  # (pid, read end of its result pipe)
+    try:
+        for share in shares:
+            r, w = os.pipe()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # the worker: never returns into the bench's code
+                code = 1
+                try:
+                    for sg in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                        signal.signal(sg, signal.SIG_DFL)
+                    os.close(r)
+                    os.close(go_w)
+                    chunks = [share[j:j + 256] for j in range(0, len(share), 256)]
+                    utime, mono = os.utime, time.monotonic
+                    os.read(go_r, 1)
+                    end = mono() + seconds
+                    calls = 0
+                    done = False
+                    while not done:
+                        for ch in chunks:
+                            for path in ch:
+                                utime(path)
+                            calls += len(ch)
+                            if mono() >= end:
+                                done = True
+                                break
+                    os.write(w, str(calls).encode())
+                    code = 0
+                except BaseException:
+                    pass
+                finally:
+                    os._exit(code)
+            os.close(w)
+            kids.append((pid, r))
+        t0 = now()
+        os.write(go_w, b"g" * n)
+        total = 0
+        for i, (pid, r) in enumerate(kids):
+            _, status = os.waitpid(pid, 0)
+            kids[i] = (0, r)
+            code = os.waitstatus_to_exitcode(status)
+            out = b""
+            while chunk := os.read(r, 64):
+                out += chunk
+            if code != 0 or not out:
+                raise BenchError(f"event generator {pid} failed (exit {code})")
+            total += int(out)
+        return total, now() - t0
+    finally:
+        for pid, r in kids:
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+            os.close(r)
+        os.close(go_r)
+        os.close(go_w)
+
+
+def wait_cpu_settled(pid: int) -> tuple[float, float, bool]:
+    """Sample the daemon's own CPU (utime+stime, all threads) every EVENTS_POLL s until it has
+    not increased over EVENTS_QUIET_POLLS samples, at most EVENTS_SETTLE_MAX s. Returns (CPU
+    seconds, seconds waited until its last increase, settled)."""
+    t0 = now()
+    last = cpu_seconds(pid)[0]
+    t_last = t0
+    still = 0
+    while now() - t0 < EVENTS_SETTLE_MAX:
+        time.sleep(EVENTS_POLL)
+        if proc_state(pid) in (None, "Z"):
+            return last, t_last - t0, False
+        c = cpu_seconds(pid)[0]
+        if c > last:
+            last, t_last, still = c, now(), 0
+        else:
+            still += 1
+            if still >= EVENTS_QUIET_POLLS:
+                return last, t_last - t0, True
+    return last, t_last - t0, False
+
+
+def events_phase(p: subprocess.Popen, paths: list[str], seconds: float) -> dict:
+    """Once the daemon's CPU is quiet: the utime storm over `paths` for `seconds`, then wait
+    until the daemon's CPU stops increasing. CPU per event = its CPU over both / the calls."""
+    cpu0, _, _ = wait_cpu_settled(p.pid)
+    calls, gen_s = generate_events(paths, seconds)
+    exited = proc_state(p.pid) in (None, "Z")
+    cpu_gen = cpu_seconds(p.pid)[0] if not exited else cpu0
+    cpu1, drain_s, settled = wait_cpu_settled(p.pid) if not exited else (cpu_gen, 0.0, False)
+    exited = exited or proc_state(p.pid) in (None, "Z")
+    cpu = cpu1 - cpu0
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
+    # Less than one clock tick of CPU: give the bound that one tick implies.
+    cap = calls / max(cpu, tick) if calls else None
+    return {"events": {"calls": calls, "gen_s": gen_s, "rate": calls / gen_s if gen_s else 0.0,
+                       "cpu_s": cpu, "cpu_during_s": cpu_gen - cpu0,
+                       "us_per_event": cpu * 1e6 / calls if calls else None,
+                       "capacity": cap, "capacity_lower_bound": cpu < tick,
+                       "drain_s": drain_s, "settled": settled, "exited": exited,
+                       "seconds": seconds}}
+
+
+def overflow_lines(logpath: str) -> list[str]:
+    """Lines of a daemon's log mentioning an overflow (ours: "... queue overflowed ...",
+    lsyncd: "OVERFLOW in event queue"; the C clsync logs none)."""
+    try:
+        with open(logpath, errors="replace") as f:
+            return [line.strip() for line in f if "overflow" in line.lower()]
+    except OSError:
+        return []
+
+
+def run_events_all(own_bin: str, extra: list[str], owns: list[str], peers: list[str],
+                   c_bin: str | None, lsyncd_bin: str | None, rsync_path: str, src: str,
+                   probe_dir: str, work: str, run: int, dsts: list[str]) -> dict:
+    """The events part of one run, for each daemon: its own event tree in SRC, the daemon
+    started at rare syncs (clsync -t 1 -w 1, lsyncd delay = 1, C clsync -t 1 -w 1), the utime
+    storm, its CPU; the tree removed again once the daemon is stopped."""
+    seconds = env_float("EVENTS_SECONDS", 3.0)
+    out: dict = {}
+    for kind in [*owns, *peers]:
+        tag = f"{kind}-events"
+        rel = f"zz-events-{kind}-{run}"
+        root = os.path.join(src, rel)
+        dst = os.path.join(work, f"dst-{tag}-{run}")
+        try:
+            paths = make_event_tree(root)
+            settle()
+            cb = lambda p: events_phase(p, paths, seconds)  # noqa: E731
+            if kind in OWN_KINDS:
+                status = os.path.join(work, f"status-{tag}-{run}")
+                res = run_daemon(tag, [*own_argv(kind, own_bin, extra), "-t", "1", "-w", "1",
+                                       src, dst, "--status-file", status],
+                                 src, dst, probe_dir, work, run, ready="status",
+                                 status_file=status, after_live=cb)
+            elif kind == "lsyncd":
+                conf = os.path.join(work, f"lsyncd-events-{run}.conf")
+                with open(conf, "w") as f:
+                    f.write('settings { nodaemon = true }\n'
+                            f'sync {{ default.rsync, source = "{src}", target = "{dst}", '
+                            f'delay = 1 }}\n')
+                res = run_daemon(tag, [lsyncd_bin, conf], src, dst, probe_dir, work, run,
+                                 ready="log", ready_regex=r"Startup of .* finished",
+                                 after_live=cb)
+            else:
+                os.makedirs(dst, exist_ok=True)
+                res = run_daemon(tag, [c_bin, "-M", "rsyncdirect", "-W", src, "-D", dst,
+                                       "-S", rsync_path, "-w", "1", "-t", "1"],
+                                 src, dst, probe_dir, work, run, ready="preprobe",
+                                 after_live=cb)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)  # the daemon is stopped by now
+        dsts.append(dst)
+        logpath = daemon_log(work, tag, run)
+        ov = overflow_lines(logpath)
+        ev = res["events"]
+        ev["overflow"] = bool(ov)
+        ev["overflow_lines"] = ov[:5]
+        if kind in OWN_KINDS and (ev["exited"] or res["exit_code"] != 0):
+            raise BenchError(f"{kind} (events part) exited {res['exit_code']}"
+                             f"{' during the event storm' if ev['exited'] else ''}; "
+                             f"log tail:\n{tail(logpath)}")
+        out[kind] = res
+        log(f"run {run}: {kind} events: {ev['calls']} utime calls in {ev['gen_s']:.2f}s "
+            f"({ev['rate']:,.0f}/s); daemon CPU {ev['cpu_s']:.2f}s "
+            f"({ev['cpu_during_s']:.2f}s during the storm, then {ev['drain_s']:.2f}s until idle"
+            f"{'' if ev['settled'] else ', NOT settled'}), "
+            f"{fmt(ev['us_per_event'], ' us')} per event, capacity "
+            f"{'>= ' if ev['capacity_lower_bound'] else ''}{ev['capacity'] or 0:,.0f} events/s; "
+            f"overflow: {'YES: ' + ov[0] if ov else 'no'}"
+            f"{'; EXITED during the storm' if ev['exited'] else ''}; "
+            f"exit {res['exit_code']}, mirror diffs {res['mirror_diffs']}")
+    return {"events": out}
+
+
 # ---------------------------------------------------------------- peers
 
 def find_c_clsync(own_bin: str) -> str | None:
-    cand = os.environ.get("CLSYNC_C_BIN") or shutil.which("clsync")
-    if not cand or not os.access(cand, os.X_OK):
-        return None
-    if os.path.realpath(cand) == os.path.realpath(own_bin):
-        return None
-    try:
-        r = subprocess.run([cand, "-V"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return cand if re.search(r"clsync v0\.", r.stdout + r.stderr) else None
+    """The original C clsync: CLSYNC_C_BIN, else the first `clsync` on PATH (then
+    /usr/bin/clsync, where Debian's package puts it) that is not our binary and whose `-V`
+    says `clsync v0.` (ours says `clsync 0.x`), so a copy of ours earlier on PATH is passed
+    over."""
+    if os.environ.get("CLSYNC_C_BIN"):
+        cands = [os.environ["CLSYNC_C_BIN"]]
+    else:
+        cands = [os.path.join(d or ".", "clsync")
+                 for d in os.environ.get("PATH", os.defpath).split(os.pathsep)]
+        cands.append("/usr/bin/clsync")
+    seen = set()
+    for cand in cands:
+        real = os.path.realpath(cand)
+        if real in seen or not os.path.isfile(cand) or not os.access(cand, os.X_OK):
+            continue
+        seen.add(real)
+        if real == os.path.realpath(own_bin):
+            continue
+        try:
+            r = subprocess.run([cand, "-V"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if re.search(r"clsync v0\.", r.stdout + r.stderr):
+            return cand
+    return None
 
 
 def peer_versions(c_bin: str | None, lsyncd_bin: str | None) -> dict:
@@ -941,6 +1252,9 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(PARTS), metavar="PARTS",
                     help="comma-separated parts to run: " + ",".join(PARTS) +
                          " (default: all)")
+    ap.add_argument("--no-fanotify", action="store_true",
+                    help="do not measure the fanotify variant (clsync --monitor fanotify, "
+                         "measured beside the inotify one by default when root)")
     ap.add_argument("--scale", action="store_true",
                     help="the large tree: 200,000 directories x 5 files (overrides DIRS "
                          "and FILES_PER_DIR)")
@@ -964,6 +1278,15 @@ def main() -> int:
             log(f"`{tool}` not found (inotifywait is in Debian's inotify-tools)")
             return 2
 
+    owns = ["clsync"]
+    if args.no_fanotify:
+        log("--no-fanotify: the fanotify variant (clsync --monitor fanotify) is not measured")
+    elif os.geteuid() != 0:
+        log("not root: the fanotify variant (clsync --monitor fanotify) is skipped "
+            "(fanotify needs CAP_SYS_ADMIN)")
+    else:
+        owns.append(FAN)
+
     peers = []
     c_bin = lsyncd_bin = None
     if args.with_peers:
@@ -982,6 +1305,8 @@ def main() -> int:
     extra = shlex.split(os.environ.get("CLSYNC_ARGS", ""))
     info["clsync_args"] = extra
     info["peers"] = peer_versions(c_bin, lsyncd_bin)
+    info["variants"] = owns
+    info["max_queued_events"] = max_queued_events()
     rsync_path = shutil.which("rsync")
     parent = os.environ.get("BENCH_DIR") or "/tmp"
     os.makedirs(parent, exist_ok=True)
@@ -1031,21 +1356,29 @@ def main() -> int:
                     f"wake-ups {iw['wakeups']}")
                 idle_cb = lambda p: idle_phase(p, "daemon")  # noqa: E731
             if live or idle_cb:
-                dst2 = os.path.join(work, f"dst-clsync-{run}")
-                status = os.path.join(work, f"status-{run}")
-                r["clsync"] = run_daemon(
-                    "clsync", [own_bin, *extra, src, dst2, "--status-file", status], src, dst2,
-                    probe_dir, work, run, ready="status", status_file=status, after_live=idle_cb)
-                dsts.append(dst2)
-                c = r["clsync"]
-                if idle_cb:
-                    log_idle(run, "clsync", c)
-                if live:
-                    c["ratio"] = c["live_s"] / r["reference_s"]
-                    log(f"run {run}: clsync running {c['ready_s']:.2f}s, live {c['live_s']:.2f}s "
-                        f"(probe {c['probe_latency_s']:.2f}s), ratio {c['ratio']:.2f}, "
-                        f"VmHWM {mib(c['vmhwm_kib']):.1f} MiB, watches {c['watches']}, "
-                        f"exit {c['exit_code']} (other CPU {c['other_cpu']:.0%})")
+                for kind in owns:
+                    dst2 = os.path.join(work, f"dst-{kind}-{run}")
+                    status = os.path.join(work, f"status-{kind}-{run}")
+                    r[kind] = c = run_daemon(
+                        kind, [*own_argv(kind, own_bin, extra), src, dst2, "--status-file",
+                               status], src, dst2,
+                        probe_dir, work, run, ready="status", status_file=status,
+                        after_live=idle_cb)
+                    dsts.append(dst2)
+                    if kind == FAN and c["fanotify_marks"] is None:
+                        log(f"run {run}: WARNING: {kind} did not watch with fanotify (fell back "
+                            f"to inotify); log:\n{tail(daemon_log(work, kind, run))}")
+                    if idle_cb:
+                        log_idle(run, kind, c)
+                    if live:
+                        c["ratio"] = c["live_s"] / r["reference_s"]
+                        watched = (f"fanotify marks {c['fanotify_marks']}, inotify watches "
+                                   f"{c['watches']}" if kind == FAN
+                                   else f"watches {c['watches']}")
+                        log(f"run {run}: {kind} running {c['ready_s']:.2f}s, live "
+                            f"{c['live_s']:.2f}s (probe {c['probe_latency_s']:.2f}s), ratio "
+                            f"{c['ratio']:.2f}, VmHWM {mib(c['vmhwm_kib']):.1f} MiB, {watched}, "
+                            f"exit {c['exit_code']} (other CPU {c['other_cpu']:.0%})")
 
                 for peer in peers:
                     dstp = os.path.join(work, f"dst-{peer}-{run}")
@@ -1078,8 +1411,11 @@ def main() -> int:
                         f"VmHWM {mib(pr['vmhwm_kib']):.1f} MiB, watches {pr['watches']}, "
                         f"exit {pr['exit_code']}")
             if "latency" in parts or "burst" in parts:
-                r.update(run_dynamic_all(parts, own_bin, extra, peers, c_bin, lsyncd_bin,
+                r.update(run_dynamic_all(parts, own_bin, extra, owns, peers, c_bin, lsyncd_bin,
                                          rsync_path, src, probe_dir, work, run, dsts))
+            if "events" in parts:
+                r.update(run_events_all(own_bin, extra, owns, peers, c_bin, lsyncd_bin,
+                                        rsync_path, src, probe_dir, work, run, dsts))
             results.append(r)
             if not defer_delete:
                 for d in dsts:
@@ -1190,14 +1526,58 @@ def report(info: dict, results: list[dict], peers: list[str], error: str | None,
         P(f"  mirror check (rsync -n differences after stop): {diffs} "
           f"({'OK' if all(d == 0 for d in diffs) else 'DIFFERS'})")
 
-        ok_ratio = m_ratio <= CFG["ratio_target"]
-        ok_rss = m_hwm < CFG["rss_target_mib"]
+        fans = [k for k in info.get("variants", ["clsync"]) if k == FAN]
+        peer_rows = []
+        for peer in [*fans, *peers]:
+            pr = [r[peer] for r in results if peer in r and "ratio" in r[peer]]
+            if not pr:
+                continue
+            row = {
+                "kind": peer, "name": NAMES.get(peer, peer),
+                "ready": med([x["ready_s"] for x in pr]),
+                "live": med([x["live_s"] for x in pr]),
+                "probe": med([x["probe_latency_s"] for x in pr]),
+                "ratio": med([x["ratio"] for x in pr]),
+                "hwm": mib(med([x["vmhwm_kib"] for x in pr])),
+                "max_hwm": mib(max(x["vmhwm_kib"] for x in pr)),
+                "kids": mib(med([x["children_peak_kib"] for x in pr])),
+                "watches": sorted({x["watches"] for x in pr}),
+                "marks": [x.get("fanotify_marks") for x in pr],
+                "exits": [x["exit_code"] for x in pr],
+                "diffs": [x["mirror_diffs"] for x in pr],
+                "by": pr[0]["ready_by"],
+            }
+            peer_rows.append(row)
+        others = [row for row in peer_rows if row["kind"] not in OWN_KINDS]
+        lsyncd_row = next((row for row in others if row["kind"] == "lsyncd"), None)
+
+        def live_verdicts(ratio: float, hwm: float, max_hwm: float, live: float,
+                          indent: str = "  ") -> bool:
+            """The live part's targets for one of our variants: ratio, peak RSS, faster than
+            each peer, peak RSS against lsyncd's. Prints them; True if all are met."""
+            def line(name: str, value: str, target: str, ok: bool) -> bool:
+                P(f"{indent}{name:<26} {value}  ({target})  {'PASS' if ok else 'FAIL'}")
+                return ok
+            oks = [
+                line("ratio live/reference", f"{ratio:.2f}",
+                     f"target <= {CFG['ratio_target']:g}", ratio <= CFG["ratio_target"]),
+                line("peak RSS (VmHWM)", f"{hwm:.1f} MiB (max {max_hwm:.1f})",
+                     f"target < {CFG['rss_target_mib']:g} MiB", hwm < CFG["rss_target_mib"]),
+            ]
+            for row in others:
+                oks.append(line(f"faster than {row['name']}",
+                                f"live {fmt(live)} vs {fmt(row['live'])}",
+                                "time until live lower", live < row["live"]))
+            if lsyncd_row:
+                f = CFG["rss_vs_lsyncd"]
+                oks.append(line(f"peak RSS <= {f:g} x lsyncd's",
+                                f"{hwm:.1f} MiB vs {lsyncd_row['hwm']:.1f} MiB",
+                                f"target <= {f * lsyncd_row['hwm']:.1f} MiB",
+                                hwm <= f * lsyncd_row["hwm"]))
+            return all(oks)
+
         P()
-        P(f"  ratio live/reference      {m_ratio:.2f}  (target <= {CFG['ratio_target']})  "
-          f"{'PASS' if ok_ratio else 'FAIL'}")
-        P(f"  peak RSS (VmHWM)          {m_hwm:.1f} MiB (max {max_hwm:.1f})  "
-          f"(target < {CFG['rss_target_mib']:g} MiB)  {'PASS' if ok_rss else 'FAIL'}")
-        if not (ok_ratio and ok_rss) and rc == 0:
+        if not live_verdicts(m_ratio, m_hwm, max_hwm, m_live) and rc == 0:
             rc = 1
         if any(e != 0 for e in exits) or watches != [expected]:
             rc = 2 if rc == 0 or rc == 1 else rc
@@ -1206,32 +1586,33 @@ def report(info: dict, results: list[dict], peers: list[str], error: str | None,
             if watches != [expected]:
                 P("  clsync does not watch every directory")
 
-        peer_rows = []
-        for peer in peers:
-            pr = [r[peer] for r in results if peer in r]
-            if not pr:
-                continue
-            row = {
-                "name": peer, "ready": med([x["ready_s"] for x in pr]),
-                "live": med([x["live_s"] for x in pr]),
-                "probe": med([x["probe_latency_s"] for x in pr]),
-                "ratio": med([x["ratio"] for x in pr]),
-                "hwm": mib(med([x["vmhwm_kib"] for x in pr])),
-                "kids": mib(med([x["children_peak_kib"] for x in pr])),
-                "watches": sorted({x["watches"] for x in pr}),
-                "exits": [x["exit_code"] for x in pr],
-                "diffs": [x["mirror_diffs"] for x in pr],
-                "by": pr[0]["ready_by"],
-            }
-            peer_rows.append(row)
         if peer_rows:
             P()
             P("peers (medians; same tree, same reference):")
+            width = max(len(row["name"]) for row in peer_rows)
             for row in peer_rows:
-                P(f"  {row['name']:<9} ready {fmt(row['ready'])} (by {row['by']}), live "
+                watched = (f"fanotify marks {row['marks']}, inotify watches {row['watches']}"
+                           if row["kind"] == FAN else f"watches {row['watches']}")
+                P(f"  {row['name']:<{width}} ready {fmt(row['ready'])} (by {row['by']}), live "
                   f"{fmt(row['live'])}, probe {fmt(row['probe'])}, ratio {row['ratio']:.2f}, "
                   f"VmHWM {row['hwm']:.1f} MiB (its rsync children {row['kids']:.1f}), "
-                  f"watches {row['watches']}, exit {row['exits']}, mirror diffs {row['diffs']}")
+                  f"{watched}, exit {row['exits']}, mirror diffs {row['diffs']}")
+        for row in peer_rows:
+            if row["kind"] != FAN:
+                continue
+            # Our fanotify variant: the same targets; its inotify watch count is 0 by design,
+            # so instead of "watches == expected" it must have reported its fanotify mark(s).
+            P()
+            P(f"  {row['name']}:")
+            ok = live_verdicts(row["ratio"], row["hwm"], row["max_hwm"], row["live"], "    ")
+            fan_ok = all(m for m in row["marks"])
+            P(f"    {'fanotify in use':<26} marks {row['marks']}  (the `ready:` line reports "
+              f"fanotify mark(s), no inotify fallback)  {'PASS' if fan_ok else 'FAIL'}")
+            if not (ok and fan_ok) and rc == 0:
+                rc = 1
+            if any(e != 0 for e in row["exits"]):
+                P(f"    {row['name']} did not exit 0 on SIGTERM")
+                rc = 2
 
         # A Markdown row set for docs/benchmarks.md.
         P()
@@ -1242,11 +1623,19 @@ def report(info: dict, results: list[dict], peers: list[str], error: str | None,
         P(f"| clsync (this) | {fmt(m_inw)} | {fmt(m_rs)} | {fmt(m_ref)} | {fmt(m_ready)} | "
           f"{fmt(m_live)} | {fmt(m_probe)} | {m_ratio:.2f} | {m_hwm:.1f} MiB | {watches[0] if len(watches) == 1 else watches} |")
         for row in peer_rows:
+            if row["kind"] == FAN:
+                # fanotify marks instead of inotify watches (and any inotify watch it holds)
+                ms = sorted({m for m in row["marks"] if m is not None}) or ["none"]
+                iw = row["watches"][0] if len(row["watches"]) == 1 else row["watches"]
+                w = (f"{ms[0] if len(ms) == 1 else ms} fanotify mark"
+                     f"{'' if ms == [1] else 's'}" + ("" if iw == 0 else f" + {iw} inotify"))
+            else:
+                w = row["watches"][0] if len(row["watches"]) == 1 else row["watches"]
             P(f"| {row['name']} | | | | {fmt(row['ready'])} | {fmt(row['live'])} | "
-              f"{fmt(row['probe'])} | {row['ratio']:.2f} | {row['hwm']:.1f} MiB | "
-              f"{row['watches'][0] if len(row['watches']) == 1 else row['watches']} |")
+              f"{fmt(row['probe'])} | {row['ratio']:.2f} | {row['hwm']:.1f} MiB | {w} |")
 
-    rc = report_extra(results, peers, parts, rc)
+    rc = report_extra(results, info.get("variants", ["clsync"]), peers, parts, rc)
+    rc = report_events(info, results, info.get("variants", ["clsync"]), peers, parts, rc)
 
     P()
     P(f"RESULT: {'PASS' if rc == 0 else ('FAIL' if rc == 1 else 'ERROR')}")
@@ -1264,13 +1653,25 @@ BURST_TARGET = env_float("BURST_TARGET", 1.5)
 BURST_RUNS_FRACTION = env_float("BURST_RUNS_FRACTION", 0.1)  # "far fewer" than lsyncd's
 
 
-def report_extra(results: list[dict], peers: list[str], parts: set[str], rc: int) -> int:
-    """Idle, latency and burst tables; returns rc raised to 1 if a clsync target is missed."""
+def print_verdicts(verdicts: list[tuple[str, bool, str]], rc: int) -> int:
+    """`name value PASS|FAIL` lines; returns rc raised to 1 if one failed."""
+    width = max([40, *(len(name) for name, _, _ in verdicts)])
+    for name, ok, val in verdicts:
+        print(f"  {name:<{width}} {val:<14} {'PASS' if ok else 'FAIL'}")
+        if not ok and rc == 0:
+            rc = 1
+    return rc
+
+
+def report_extra(results: list[dict], owns: list[str], peers: list[str], parts: set[str],
+                 rc: int) -> int:
+    """Idle, latency and burst tables; returns rc raised to 1 if a target of one of our
+    variants (clsync, clsync --monitor fanotify) is missed."""
     if not parts & {"idle", "latency", "burst"}:
         return rc
     P = print
-    kinds = ["clsync", *peers]
-    names = {"clsync": "clsync (this)", "lsyncd": "lsyncd", "clsync-c": "C clsync"}
+    kinds = [*owns, *peers]
+    names = NAMES
     rows: dict[str, dict] = {k: {} for k in kinds}
     ref: dict = {}
     if "idle" in parts:
@@ -1365,29 +1766,110 @@ def report_extra(results: list[dict], peers: list[str], parts: set[str], rc: int
             P(f"  {names.get(k, k)} idle wake-ups per run {w['idle_wake_all']} "
               f"(involuntary median {fmt(w['idle_nvol'], '', 0)})")
 
-    c = rows["clsync"]
     verdicts = []
-    if "idle_wake_all" in c:
-        verdicts.append(("idle wake-ups == 0 (every run)", max(c["idle_wake_all"]) == 0,
-                         f"{c['idle_wake_all']}"))
-    if "lat_ratio" in c:
-        verdicts.append((f"latency median / plain rsync <= {LAT_TARGET:g}",
-                         c["lat_ratio"] <= LAT_TARGET, f"{c['lat_ratio']:.2f}"))
-    if "burst_lost" in c:
-        verdicts.append(("burst: zero lost", max(c["burst_lost"]) == 0, f"{c['burst_lost']}"))
-        verdicts.append((f"burst converged / plain rsync <= {BURST_TARGET:g}",
-                         c["burst_ratio"] is not None and c["burst_ratio"] <= BURST_TARGET,
-                         rt(c["burst_ratio"])))
-        lr = rows.get("lsyncd", {}).get("burst_runs")
-        if lr:
-            verdicts.append((f"burst rsync runs <= {BURST_RUNS_FRACTION:g} x lsyncd's",
-                             c["burst_runs"] <= BURST_RUNS_FRACTION * lr,
-                             f"{c['burst_runs']:.0f} vs {lr:.0f}"))
+    for k in owns:
+        c = rows[k]
+        pre = "" if k == "clsync" else "fanotify: "  # the variant the verdict is about
+        if "idle_wake_all" in c:
+            verdicts.append((f"{pre}idle wake-ups == 0 (every run)",
+                             max(c["idle_wake_all"]) == 0, f"{c['idle_wake_all']}"))
+        if "lat_ratio" in c:
+            verdicts.append((f"{pre}latency median / plain rsync <= {LAT_TARGET:g}",
+                             c["lat_ratio"] <= LAT_TARGET, f"{c['lat_ratio']:.2f}"))
+        if "burst_lost" in c:
+            verdicts.append((f"{pre}burst: zero lost", max(c["burst_lost"]) == 0,
+                             f"{c['burst_lost']}"))
+            verdicts.append((f"{pre}burst converged / plain rsync <= {BURST_TARGET:g}",
+                             c["burst_ratio"] is not None and c["burst_ratio"] <= BURST_TARGET,
+                             rt(c["burst_ratio"])))
+            lr = rows.get("lsyncd", {}).get("burst_runs")
+            if lr:
+                verdicts.append((f"{pre}burst rsync runs <= {BURST_RUNS_FRACTION:g} x lsyncd's",
+                                 c["burst_runs"] <= BURST_RUNS_FRACTION * lr,
+                                 f"{c['burst_runs']:.0f} vs {lr:.0f}"))
     P()
-    for name, ok, val in verdicts:
-        P(f"  {name:<40} {val:<14} {'PASS' if ok else 'FAIL'}")
-        if not ok and rc == 0:
-            rc = 1
+    return print_verdicts(verdicts, rc)
+
+
+def report_events(info: dict, results: list[dict], owns: list[str], peers: list[str],
+                  parts: set[str], rc: int) -> int:
+    """The events table; returns rc raised to 1 if a target of one of our variants is
+    missed (capacity >= EVENTS_TARGET events/s of one core, no queue overflow)."""
+    if "events" not in parts:
+        return rc
+    P = print
+    rows = []
+    for k in [*owns, *peers]:
+        xs = [r["events"][k]["events"] for r in results if k in r.get("events", {})]
+        if not xs:
+            continue
+        caps = [x["capacity"] for x in xs]
+        rows.append({
+            "kind": k, "name": NAMES.get(k, k),
+            "rate": med([x["rate"] for x in xs]), "calls": med([x["calls"] for x in xs]),
+            "cpu": med([x["cpu_s"] for x in xs]), "cpu_during": med([x["cpu_during_s"] for x in xs]),
+            "us": med([x["us_per_event"] for x in xs]),
+            "cap": med(caps), "cap_all": caps,
+            "bound": any(x["capacity_lower_bound"] for x in xs),
+            "drain": med([x["drain_s"] for x in xs]),
+            "unsettled": [i + 1 for i, x in enumerate(xs) if not x["settled"]],
+            "overflow": [x["overflow"] for x in xs],
+            "overflow_line": next((x["overflow_lines"][0] for x in xs if x["overflow_lines"]),
+                                  None),
+            "exited": [x["exited"] for x in xs],
+            "exits": [r["events"][k]["exit_code"] for r in results if k in r.get("events", {})],
+            "diffs": [r["events"][k]["mirror_diffs"] for r in results
+                      if k in r.get("events", {})],
+        })
+    P()
+    mq = info.get("max_queued_events")
+    secs = env_float("EVENTS_SECONDS", 3.0)
+    P(f"events (medians over {len(results)} run(s)): {EVENTS_WORKERS} processes calling "
+      f"os.utime over {EVENTS_DIRS * EVENTS_FILES} watched empty files for {secs:g} s (one "
+      f"IN_ATTRIB each); the daemon's own CPU (utime+stime) from before the storm until it is "
+      f"idle again; fs.inotify.max_queued_events = {mq if mq is not None else '?'}:")
+    md = ["| daemon | events/s generated | daemon CPU | CPU per event | capacity (events/s, "
+          "one core) | queue overflow | busy after the storm |",
+          "|---|---|---|---|---|---|---|"]
+    for w in rows:
+        ov = ("no" if not any(w["overflow"]) else
+              f"YES (runs {[i + 1 for i, o in enumerate(w['overflow']) if o]})")
+        star = "*" if any(w["overflow"]) else ""
+        md.append(f"| {w['name']} | {w['rate']:,.0f} | {fmt(w['cpu'], ' s', 2)} | "
+                  f"{fmt(w['us'], ' µs', 2)}{star} | {'>= ' if w['bound'] else ''}"
+                  f"{w['cap'] or 0:,.0f}{star} | {ov} | {fmt(w['drain'])} |")
+    for line in md:
+        P("  " + line)
+    if any(any(w["overflow"]) for w in rows):
+        P("  * the queue overflowed: the kernel dropped events, so the daemon handled fewer "
+          "than were generated (plus a rescan): CPU per event is too low, capacity too high")
+    for w in rows:
+        extra = []
+        if w["unsettled"]:
+            extra.append(f"CPU still rising after {EVENTS_SETTLE_MAX:g} s in run(s) "
+                         f"{w['unsettled']}")
+        if any(w["exited"]):
+            extra.append("EXITED during the storm")
+        if w["overflow_line"]:
+            extra.append(f"log: {w['overflow_line']!r}")
+        if w["kind"] == "clsync-c":
+            extra.append("(it logs no overflow)")
+        P(f"  {w['name']}: {w['calls']:,.0f} events, CPU {fmt(w['cpu_during'])} during the "
+          f"storm, exit {w['exits']}, mirror diffs {w['diffs']}"
+          + ("; " + "; ".join(extra) if extra else ""))
+    verdicts = []
+    for w in rows:
+        if w["kind"] not in OWN_KINDS:
+            continue
+        pre = "events" if w["kind"] == "clsync" else "fanotify: events"
+        verdicts.append((f"{pre}: capacity >= {EVENTS_CAPACITY_TARGET:,.0f} events/s",
+                         w["cap"] is not None and w["cap"] >= EVENTS_CAPACITY_TARGET,
+                         f"{'>= ' if w['bound'] else ''}{w['cap'] or 0:,.0f}"))
+        verdicts.append((f"{pre}: no queue overflow (every run)", not any(w["overflow"]),
+                         f"{['yes' if o else 'no' for o in w['overflow']]}"))
+    if verdicts:
+        P()
+        rc = print_verdicts(verdicts, rc)
     return rc
 
 

@@ -26,9 +26,9 @@ pub mod fanotify;
 pub mod tree;
 
 use crate::rules::{Kind, Rules};
-use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use inotify::{EventMask, Inotify, WatchMask};
 use log::{debug, error, warn};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -270,7 +270,6 @@ pub struct InotifyWatcher {
     root: PathBuf,
     rules: Rules,
     tree: Tree,
-    wds: HashMap<i32, WatchDescriptor>,
     /// Watches we removed ourselves; their late events and their `IN_IGNORED` are dropped.
     retired: HashSet<i32>,
     /// Directories that could not be watched: polled.
@@ -390,7 +389,6 @@ impl InotifyWatcher {
             root: root.to_path_buf(),
             rules,
             tree: Tree::new(),
-            wds: HashMap::new(),
             retired: HashSet::new(),
             unwatched: HashSet::new(),
             pending: None,
@@ -417,7 +415,7 @@ impl InotifyWatcher {
     }
 
     pub fn watched(&self) -> usize {
-        self.wds.len()
+        self.tree.watched()
     }
 
     /// Number of directories that could not be watched and are polled.
@@ -444,11 +442,13 @@ impl InotifyWatcher {
     fn retire(&mut self, wds: Vec<i32>) {
         for wd in wds {
             log::trace!("retire watch {wd}");
-            if let Some(w) = self.wds.remove(&wd) {
+            // Only a watch no node holds any more (an orphan may have been found again).
+            if self.tree.by_wd(wd).is_none() && self.retired.insert(wd) {
                 // EINVAL when the kernel dropped it already (a deleted directory): fine,
                 // its IN_IGNORED is then on the way and is consumed via `retired`.
-                let _ = self.inotify.watches().remove(w);
-                self.retired.insert(wd);
+                // (By number: keeping the crate's descriptor objects would cost ~40
+                // bytes per directory.)
+                unsafe { libc::inotify_rm_watch(self.inotify.as_raw_fd(), wd) };
             }
         }
     }
@@ -568,12 +568,10 @@ impl InotifyWatcher {
                             .extend(orphaned.into_iter().filter(|o| *o != raw));
                         self.unwatched.retain(|n| self.tree.contains(*n));
                         self.tree.set_wd(id, Some(raw));
-                        self.wds.insert(raw, wd);
                     }
                     Some(_) => {}
                     None => {
                         self.tree.set_wd(id, Some(raw));
-                        self.wds.insert(raw, wd);
                     }
                 }
                 self.unwatched.remove(&id);
@@ -640,7 +638,7 @@ impl InotifyWatcher {
                 if let Some(p) = startup.as_mut() {
                     let now = std::time::Instant::now();
                     if now >= next_progress {
-                        p(self.wds.len());
+                        p(self.tree.watched());
                         next_progress = now + PROGRESS_EVERY;
                     }
                 }
@@ -836,7 +834,6 @@ impl InotifyWatcher {
                 return;
             }
             if let Some(id) = self.tree.by_wd(wd) {
-                self.wds.remove(&wd);
                 self.tree.set_wd(id, None);
                 if id == ROOT {
                     out.root_gone = true;

@@ -6,33 +6,62 @@ So renaming or moving a directory is O(1) (change one node's parent and name), a
 stale path can never survive a rename: the bug where a re-created directory with an old
 name looked "already watched" cannot happen, because nothing is keyed by path.
 
-Nodes live in a slab (`Vec` plus a free list) and are addressed by `u32` ids; each node
-keeps its children by name, which is what pairing an inotify event `(wd, name)` with a
-subdirectory needs.
+Memory matters here: a file server has millions of directories, and this is the only
+per-directory state the worker keeps (issue target: ~100 bytes per directory). So:
+- nodes are 28-byte records in a slab (`Vec` plus a free list), addressed by `u32` ids;
+- names live in one byte arena (offset + length in the node), not in an allocation each;
+  renames and removals leave garbage there, compacted when it is half the arena;
+- children are found through one index for the whole tree, a `hashbrown::HashTable` of
+  node ids hashed by `(parent, name)`: 4 bytes and a control byte per directory, the
+  name itself is not copied into a key;
+- a node's children are an intrusive doubly linked list (`first_child`, `next`,
+  `prev`), for listing and removing a subtree.
 */
 
+use hashbrown::HashTable;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 pub type NodeId = u32;
 
 /// The root node's id.
 pub const ROOT: NodeId = 0;
-const NO_PARENT: NodeId = u32::MAX;
+/// No node (no parent, no child, end of a sibling list).
+const NONE: NodeId = u32::MAX;
+/// The parent of a free slot.
+const DEAD: NodeId = u32::MAX - 1;
+/// No watch descriptor.
+const NO_WD: i32 = -1;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Node {
     parent: NodeId,
-    name: Box<[u8]>,
-    wd: Option<i32>,
-    children: HashMap<Box<[u8]>, NodeId>,
+    first_child: NodeId,
+    next: NodeId,
+    prev: NodeId,
+    wd: i32,
+    name_off: u32,
+    name_len: u32,
 }
 
-#[derive(Debug)]
 pub struct Tree {
-    nodes: Vec<Option<Node>>,
+    nodes: Vec<Node>,
     free: Vec<NodeId>,
+    /// All names, back to back.
+    names: Vec<u8>,
+    /// Bytes of `names` no node uses any more.
+    garbage: usize,
+    /// Children by `(parent, name)`.
+    index: HashTable<NodeId>,
+    hasher: std::collections::hash_map::RandomState,
     by_wd: HashMap<i32, NodeId>,
     len: usize,
+}
+
+impl std::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tree").field("len", &self.len).finish()
+    }
 }
 
 impl Default for Tree {
@@ -41,28 +70,47 @@ impl Default for Tree {
     }
 }
 
+fn name_of<'a>(names: &'a [u8], n: &Node) -> &'a [u8] {
+    &names[n.name_off as usize..(n.name_off + n.name_len) as usize]
+}
+
+fn hash_of(hasher: &impl BuildHasher, parent: NodeId, name: &[u8]) -> u64 {
+    hasher.hash_one((parent, name))
+}
+
 impl Tree {
     /// A tree holding only the root (not yet watched).
     pub fn new() -> Self {
         Tree {
-            nodes: vec![Some(Node {
-                parent: NO_PARENT,
-                name: Box::default(),
-                wd: None,
-                children: HashMap::new(),
-            })],
+            nodes: vec![Node {
+                parent: NONE,
+                first_child: NONE,
+                next: NONE,
+                prev: NONE,
+                wd: NO_WD,
+                name_off: 0,
+                name_len: 0,
+            }],
             free: Vec::new(),
+            names: Vec::new(),
+            garbage: 0,
+            index: HashTable::new(),
+            hasher: Default::default(),
             by_wd: HashMap::new(),
             len: 1,
         }
     }
 
     fn node(&self, id: NodeId) -> &Node {
-        self.nodes[id as usize].as_ref().expect("live node id")
+        let n = &self.nodes[id as usize];
+        assert!(n.parent != DEAD, "live node id");
+        n
     }
 
     fn node_mut(&mut self, id: NodeId) -> &mut Node {
-        self.nodes[id as usize].as_mut().expect("live node id")
+        let n = &mut self.nodes[id as usize];
+        assert!(n.parent != DEAD, "live node id");
+        n
     }
 
     /// Number of directories in the tree (the root included).
@@ -74,8 +122,15 @@ impl Tree {
         false
     }
 
+    /// Number of nodes with a watch descriptor.
+    pub fn watched(&self) -> usize {
+        self.by_wd.len()
+    }
+
     pub fn contains(&self, id: NodeId) -> bool {
-        self.nodes.get(id as usize).is_some_and(|n| n.is_some())
+        self.nodes
+            .get(id as usize)
+            .is_some_and(|n| n.parent != DEAD)
     }
 
     pub fn by_wd(&self, wd: i32) -> Option<NodeId> {
@@ -83,84 +138,111 @@ impl Tree {
     }
 
     pub fn wd(&self, id: NodeId) -> Option<i32> {
-        self.node(id).wd
+        let wd = self.node(id).wd;
+        (wd != NO_WD).then_some(wd)
     }
 
     pub fn parent(&self, id: NodeId) -> Option<NodeId> {
         let p = self.node(id).parent;
-        (p != NO_PARENT).then_some(p)
+        (p != NONE).then_some(p)
     }
 
     pub fn name(&self, id: NodeId) -> &[u8] {
-        &self.node(id).name
+        name_of(&self.names, self.node(id))
     }
 
     pub fn child(&self, id: NodeId, name: &[u8]) -> Option<NodeId> {
-        self.node(id).children.get(name).copied()
+        let h = hash_of(&self.hasher, id, name);
+        let (nodes, names) = (&self.nodes, &self.names);
+        self.index
+            .find(h, |&c| {
+                let n = &nodes[c as usize];
+                n.parent == id && name_of(names, n) == name
+            })
+            .copied()
     }
 
     pub fn children(&self, id: NodeId) -> impl Iterator<Item = (&[u8], NodeId)> {
-        self.node(id).children.iter().map(|(k, v)| (&**k, *v))
+        let mut cur = self.node(id).first_child;
+        std::iter::from_fn(move || {
+            if cur == NONE {
+                return None;
+            }
+            let c = cur;
+            cur = self.nodes[c as usize].next;
+            Some((self.name(c), c))
+        })
     }
 
     /// Associates a watch descriptor with a node (replacing any previous one).
     pub fn set_wd(&mut self, id: NodeId, wd: Option<i32>) {
-        if let Some(old) = self.node(id).wd {
+        if let Some(old) = self.wd(id) {
             if self.by_wd.get(&old) == Some(&id) {
                 self.by_wd.remove(&old);
             }
         }
-        self.node_mut(id).wd = wd;
+        self.node_mut(id).wd = wd.unwrap_or(NO_WD);
         if let Some(wd) = wd {
             self.by_wd.insert(wd, id);
         }
     }
 
-    /// Checks the tree's internal links (debug builds and tests): every child entry
-    /// points to a live node that names the same parent and name, every watch
-    /// descriptor maps back to its node, and the free list holds only dead slots.
+    /// Checks the tree's internal links (debug builds and tests): every child list entry
+    /// is a live node naming that parent, the index finds every node under its parent
+    /// and name, every watch descriptor maps back to its node, and the free list holds
+    /// only dead slots.
     pub fn check(&self) -> Result<(), String> {
         let mut live = 0;
         for (i, n) in self.nodes.iter().enumerate() {
-            let Some(n) = n else { continue };
+            if n.parent == DEAD {
+                continue;
+            }
             live += 1;
             let id = i as NodeId;
-            for (name, c) in &n.children {
-                let Some(Some(child)) = self.nodes.get(*c as usize) else {
-                    return Err(format!("node {id} has dead child {c} under {name:?}"));
+            let mut prev = NONE;
+            let mut c = n.first_child;
+            while c != NONE {
+                let Some(child) = self.nodes.get(c as usize).filter(|n| n.parent != DEAD) else {
+                    return Err(format!("node {id} has dead child {c}"));
                 };
-                if child.parent != id || *child.name != **name {
+                if child.parent != id || child.prev != prev {
                     return Err(format!(
-                        "node {id}: child entry {name:?} -> {c}, but {c} is {:?} under {}",
-                        child.name, child.parent
+                        "node {id}: child {c} names parent {} and prev {} (expected {prev})",
+                        child.parent, child.prev
                     ));
                 }
+                prev = c;
+                c = child.next;
             }
             if id != ROOT {
-                let p = self.nodes.get(n.parent as usize).and_then(|p| p.as_ref());
-                if p.and_then(|p| p.children.get(&n.name)) != Some(&id) {
+                let name = name_of(&self.names, n);
+                if self.child(n.parent, name) != Some(id) {
                     return Err(format!(
-                        "node {id} {:?} not listed by its parent {}",
-                        n.name, n.parent
+                        "node {id} {:?} not found under its parent {}",
+                        String::from_utf8_lossy(name),
+                        n.parent
                     ));
                 }
             }
-            if let Some(wd) = n.wd {
-                if self.by_wd.get(&wd) != Some(&id) {
-                    return Err(format!(
-                        "node {id} has wd {wd} but by_wd says {:?}",
-                        self.by_wd.get(&wd)
-                    ));
-                }
+            if n.wd != NO_WD && self.by_wd.get(&n.wd) != Some(&id) {
+                return Err(format!(
+                    "node {id} has wd {} but by_wd says {:?}",
+                    n.wd,
+                    self.by_wd.get(&n.wd)
+                ));
             }
         }
         for f in &self.free {
-            if self.nodes[*f as usize].is_some() {
+            if self.nodes[*f as usize].parent != DEAD {
                 return Err(format!("free slot {f} is live"));
             }
         }
-        if live != self.len {
-            return Err(format!("len {} but {live} live nodes", self.len));
+        if live != self.len || self.index.len() + 1 != self.len {
+            return Err(format!(
+                "len {} but {live} live nodes and {} indexed",
+                self.len,
+                self.index.len()
+            ));
         }
         Ok(())
     }
@@ -168,18 +250,20 @@ impl Tree {
     /// The path relative to the root, without a leading slash (the root is empty).
     pub fn path(&self, id: NodeId) -> Vec<u8> {
         let mut chain = Vec::new();
+        let mut len = 0;
         let mut cur = id;
         while cur != ROOT {
             let n = self.node(cur);
             chain.push(cur);
+            len += n.name_len as usize + 1;
             cur = n.parent;
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(len);
         for (i, id) in chain.iter().rev().enumerate() {
             if i > 0 {
                 out.push(b'/');
             }
-            out.extend_from_slice(&self.node(*id).name);
+            out.extend_from_slice(self.name(*id));
         }
         out
     }
@@ -197,6 +281,71 @@ impl Tree {
         }
     }
 
+    /// Stores a name in the arena (compacting it first when half of it is garbage).
+    fn store_name(&mut self, name: &[u8]) -> (u32, u32) {
+        if self.garbage > 4096 && self.garbage * 2 > self.names.len() {
+            self.compact();
+        }
+        let off = self.names.len();
+        self.names.extend_from_slice(name);
+        (
+            u32::try_from(off).expect("name arena under 4 GiB"),
+            name.len() as u32,
+        )
+    }
+
+    /// Rewrites the arena with the live names only (hashes do not change: they are of
+    /// the names' bytes, not of their places).
+    fn compact(&mut self) {
+        let mut names = Vec::with_capacity(self.names.len() - self.garbage);
+        for n in self.nodes.iter_mut() {
+            if n.parent == DEAD || n.name_len == 0 {
+                continue;
+            }
+            let off = names.len() as u32;
+            names.extend_from_slice(name_of(&self.names, n));
+            n.name_off = off;
+        }
+        self.names = names;
+        self.garbage = 0;
+    }
+
+    /// Links node `id` (its parent and name set) into its parent's list and the index.
+    fn link(&mut self, id: NodeId) {
+        let parent = self.nodes[id as usize].parent;
+        let first = self.node(parent).first_child;
+        if first != NONE {
+            self.nodes[first as usize].prev = id;
+        }
+        let n = &mut self.nodes[id as usize];
+        n.next = first;
+        n.prev = NONE;
+        self.node_mut(parent).first_child = id;
+        let h = hash_of(&self.hasher, parent, self.name(id));
+        let (nodes, names, hasher) = (&self.nodes, &self.names, &self.hasher);
+        self.index.insert_unique(h, id, |&c| {
+            let n = &nodes[c as usize];
+            hash_of(hasher, n.parent, name_of(names, n))
+        });
+    }
+
+    /// Takes node `id` out of its parent's list and the index.
+    fn unlink(&mut self, id: NodeId) {
+        let n = *self.node(id);
+        if n.prev != NONE {
+            self.nodes[n.prev as usize].next = n.next;
+        } else {
+            self.node_mut(n.parent).first_child = n.next;
+        }
+        if n.next != NONE {
+            self.nodes[n.next as usize].prev = n.prev;
+        }
+        let h = hash_of(&self.hasher, n.parent, name_of(&self.names, &n));
+        if let Ok(e) = self.index.find_entry(h, |&c| c == id) {
+            e.remove();
+        }
+    }
+
     /// Adds a child directory node; an existing child of that name is removed first (its
     /// watch descriptors are returned so the caller can drop the kernel watches).
     pub fn insert(&mut self, parent: NodeId, name: &[u8], wd: Option<i32>) -> (NodeId, Vec<i32>) {
@@ -204,24 +353,28 @@ impl Tree {
             Some(old) => self.remove(old),
             None => Vec::new(),
         };
+        let (name_off, name_len) = self.store_name(name);
         let node = Node {
             parent,
-            name: name.into(),
-            wd: None,
-            children: HashMap::new(),
+            first_child: NONE,
+            next: NONE,
+            prev: NONE,
+            wd: NO_WD,
+            name_off,
+            name_len,
         };
         let id = match self.free.pop() {
             Some(id) => {
-                self.nodes[id as usize] = Some(node);
+                self.nodes[id as usize] = node;
                 id
             }
             None => {
-                self.nodes.push(Some(node));
-                (self.nodes.len() - 1) as NodeId
+                self.nodes.push(node);
+                NodeId::try_from(self.nodes.len() - 1).expect("fewer than 4 billion dirs")
             }
         };
         self.len += 1;
-        self.node_mut(parent).children.insert(name.into(), id);
+        self.link(id);
         self.set_wd(id, wd);
         (id, stale)
     }
@@ -229,23 +382,30 @@ impl Tree {
     /// Removes a node and its whole subtree; returns their watch descriptors.
     pub fn remove(&mut self, id: NodeId) -> Vec<i32> {
         assert_ne!(id, ROOT, "the root is never removed");
-        let n = self.node(id);
-        let (parent, name) = (n.parent, n.name.clone());
-        let p = self.node_mut(parent);
-        if p.children.get(&name) == Some(&id) {
-            p.children.remove(&name);
-        }
+        self.unlink(id);
         let mut wds = Vec::new();
         let mut stack = vec![id];
         while let Some(cur) = stack.pop() {
-            let n = self.nodes[cur as usize].take().expect("live node id");
-            if let Some(wd) = n.wd {
-                if self.by_wd.get(&wd) == Some(&cur) {
-                    self.by_wd.remove(&wd);
+            let n = self.nodes[cur as usize];
+            if n.wd != NO_WD {
+                if self.by_wd.get(&n.wd) == Some(&cur) {
+                    self.by_wd.remove(&n.wd);
                 }
-                wds.push(wd);
+                wds.push(n.wd);
             }
-            stack.extend(n.children.values());
+            let mut c = n.first_child;
+            while c != NONE {
+                stack.push(c);
+                let cn = self.nodes[c as usize];
+                // Children below the removed node leave the index as well.
+                let h = hash_of(&self.hasher, cn.parent, name_of(&self.names, &cn));
+                if let Ok(e) = self.index.find_entry(h, |&x| x == c) {
+                    e.remove();
+                }
+                c = cn.next;
+            }
+            self.garbage += n.name_len as usize;
+            self.nodes[cur as usize].parent = DEAD;
             self.free.push(cur);
             self.len -= 1;
         }
@@ -263,18 +423,15 @@ impl Tree {
             Some(old) if old != id => self.remove(old),
             _ => Vec::new(),
         };
-        let n = self.node(id);
-        let (old_parent, old_name) = (n.parent, n.name.clone());
-        let p = self.node_mut(old_parent);
-        if p.children.get(&old_name) == Some(&id) {
-            p.children.remove(&old_name);
-        }
+        self.unlink(id);
+        let old_len = self.node(id).name_len as usize;
+        let (name_off, name_len) = self.store_name(new_name);
+        self.garbage += old_len;
         let n = self.node_mut(id);
         n.parent = new_parent;
-        n.name = new_name.into();
-        self.node_mut(new_parent)
-            .children
-            .insert(new_name.into(), id);
+        n.name_off = name_off;
+        n.name_len = name_len;
+        self.link(id);
         stale
     }
 }
@@ -282,6 +439,36 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_survive_compaction_and_children_list_in_both_directions() {
+        let mut t = Tree::new();
+        let (d, _) = t.insert(ROOT, b"dir", None);
+        let mut ids = Vec::new();
+        for i in 0..3000 {
+            let (c, _) = t.insert(d, format!("child-{i:05}").as_bytes(), Some(i + 10));
+            ids.push(c);
+        }
+        // Rename every child a few times: the arena fills with garbage and is compacted.
+        for round in 0..4 {
+            for (i, c) in ids.iter().enumerate() {
+                t.rename(*c, d, format!("r{round}-{i:05}-renamed").as_bytes());
+            }
+        }
+        t.check().unwrap();
+        assert!(t.garbage * 2 <= t.names.len() + 8192);
+        assert_eq!(t.child(d, b"r3-00042-renamed"), Some(ids[42]));
+        assert_eq!(t.child(d, b"child-00042"), None);
+        assert_eq!(t.children(d).count(), 3000);
+        // Remove from the middle, the front and the back of the sibling list.
+        for c in [ids[1500], ids[2999], ids[0]] {
+            t.remove(c);
+            t.check().unwrap();
+        }
+        assert_eq!(t.children(d).count(), 2997);
+        assert_eq!(t.path(ids[7]), b"dir/r3-00007-renamed");
+        assert_eq!(t.watched(), 2997);
+    }
 
     #[test]
     fn paths_follow_renames() {

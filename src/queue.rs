@@ -278,6 +278,17 @@ impl Batcher {
         self.normal.paths.contains_key(path) || self.big.paths.contains_key(path)
     }
 
+    /// ORs `mask` into the mask of a queued `path` (either queue); false if not queued.
+    pub fn merge_mask(&mut self, path: &[u8], mask: u32) -> bool {
+        for q in [&mut self.normal, &mut self.big] {
+            if let Some(m) = q.paths.get_mut(path) {
+                m.mask |= mask;
+                return true;
+            }
+        }
+        false
+    }
+
     /// Number of queued paths.
     pub fn len(&self) -> usize {
         self.normal.paths.len() + self.big.paths.len()

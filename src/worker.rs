@@ -430,6 +430,12 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     );
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGIO])
         .map_err(|e| StartError::Other(format!("signals: {e}")))?;
+    // After the fork (threads do not survive it): a thread empties the kernel queue
+    // while the loop prepares syncs.
+    let mut watcher = watcher;
+    watcher
+        .start_pump()
+        .map_err(|e| StartError::Other(format!("event reader thread: {e}")))?;
     let registry = poll.registry();
     for fd in watcher.fds() {
         registry
@@ -725,6 +731,20 @@ impl Worker {
             Class::Normal
         } else {
             if d.modify_only && self.targets.iter().all(|t| t.batcher.contains(&d.path)) {
+                return;
+            }
+            // An event that cannot have changed the size (chmod, touch, chown) of a path
+            // queued already: no lstat (the hottest syscall of an event storm), its mask is
+            // merged into the queued one.
+            const RESIZES: u32 =
+                libc::IN_MODIFY | libc::IN_CLOSE_WRITE | libc::IN_CREATE | libc::IN_MOVED_TO;
+            if d.mask & RESIZES == 0
+                && self.signatures.is_none()
+                && self.targets.iter().all(|t| t.batcher.contains(&d.path))
+            {
+                for t in &mut self.targets {
+                    t.batcher.merge_mask(&d.path, d.mask);
+                }
                 return;
             }
             match std::fs::symlink_metadata(abs_path(&self.src, &d.path)) {

@@ -94,6 +94,8 @@ pub struct FanWatcher {
     rename: bool,
     buf: Vec<u8>,
     ibuf: Vec<u8>,
+    /// The thread that reads the fanotify fd, once started.
+    pump: Option<super::pump::Pump>,
 }
 
 /// Why fanotify cannot be used here; the caller falls back to inotify.
@@ -315,6 +317,7 @@ impl FanWatcher {
             rename: true,
             buf: vec![0; 256 * 1024],
             ibuf: vec![0; 4096],
+            pump: None,
         };
         let mut places = vec![root.to_path_buf()];
         if !one_file_system {
@@ -375,10 +378,43 @@ impl FanWatcher {
         Ok(())
     }
 
-    /// The fds to wait on: the fanotify group and the root's inotify watch.
+    /// The fds to wait on: the fanotify group (or its pump) and the root's inotify watch.
     pub fn fds(&self) -> [RawFd; 2] {
         use std::os::fd::AsRawFd as _;
-        [self.fan.as_raw_fd(), self.root_watch.as_raw_fd()]
+        let fan = self.pump.as_ref().map_or(self.fan.as_raw_fd(), |p| p.fd());
+        [fan, self.root_watch.as_raw_fd()]
+    }
+
+    /// Hands the reading of the fanotify fd to a thread of its own (after any fork).
+    pub fn start_pump(&mut self) -> io::Result<()> {
+        if self.pump.is_none() {
+            self.pump = Some(super::pump::Pump::start(
+                self.fan.as_raw_fd(),
+                "clsync-fanotify",
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Handles the events in `buf` (whole `fanotify_event_metadata` records).
+    fn events_in(&mut self, buf: &[u8], out: &mut Changes) {
+        let n = buf.len();
+        let mut off = 0;
+        while off + META_LEN <= n {
+            let meta: libc::fanotify_event_metadata =
+                unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off) as *const _) };
+            let len = meta.event_len as usize;
+            if len < META_LEN || off + len > n {
+                break;
+            }
+            if meta.fd >= 0 {
+                // Not in FID mode; close it so it cannot leak.
+                unsafe { libc::close(meta.fd) };
+            }
+            let info_start = off + (meta.metadata_len as usize).min(len);
+            self.event(meta.mask, &buf[info_start..off + len], out);
+            off += len;
+        }
     }
 
     pub fn rules(&self) -> &Rules {
@@ -532,6 +568,14 @@ impl FanWatcher {
     /// Reads every queued event (until the fds would block) and reports what changed.
     pub fn drain(&mut self, out: &mut Changes) -> io::Result<()> {
         self.drain_root(out);
+        if let Some(pump) = self.pump.take() {
+            pump.drain(|buf| self.events_in(buf, out));
+            self.pump = Some(pump);
+            for m in &mut self.mounts {
+                m.fd = None;
+            }
+            return Ok(());
+        }
         let mut buf = std::mem::take(&mut self.buf);
         let result = loop {
             let n = unsafe {
@@ -552,23 +596,7 @@ impl FanWatcher {
             if n == 0 {
                 break Ok(());
             }
-            let n = n as usize;
-            let mut off = 0;
-            while off + META_LEN <= n {
-                let meta: libc::fanotify_event_metadata =
-                    unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off) as *const _) };
-                let len = meta.event_len as usize;
-                if len < META_LEN || off + len > n {
-                    break;
-                }
-                if meta.fd >= 0 {
-                    // Not in FID mode; close it so it cannot leak.
-                    unsafe { libc::close(meta.fd) };
-                }
-                let info_start = off + (meta.metadata_len as usize).min(len);
-                self.event(meta.mask, &buf[info_start..off + len], out);
-                off += len;
-            }
+            self.events_in(&buf[..n as usize], out);
         };
         self.buf = buf;
         for m in &mut self.mounts {

@@ -23,6 +23,7 @@ The watcher only reports paths; it never decides when or how to sync.
 */
 
 pub mod fanotify;
+pub mod pump;
 pub mod tree;
 
 use crate::rules::{Kind, Rules};
@@ -157,7 +158,7 @@ impl std::str::FromStr for Monitor {
 /// The tree watch, by either backend; the worker sees only this.
 pub enum Watcher {
     Inotify(Box<InotifyWatcher>),
-    Fanotify(fanotify::FanWatcher),
+    Fanotify(Box<fanotify::FanWatcher>),
 }
 
 impl Watcher {
@@ -177,7 +178,7 @@ impl Watcher {
                 Ok(f) => {
                     let mut out = Changes::default();
                     f.list_excluded(&mut out);
-                    return Ok((Watcher::Fanotify(f), out));
+                    return Ok((Watcher::Fanotify(Box::new(f)), out));
                 }
                 Err((fanotify::Unavailable(why), rules)) => {
                     warn!(
@@ -200,10 +201,19 @@ impl Watcher {
         }
     }
 
+    /// Hands the reading of the kernel queue to a thread of its own ([`pump`]); call
+    /// after any fork, before [`fds`](Self::fds).
+    pub fn start_pump(&mut self) -> io::Result<()> {
+        match self {
+            Watcher::Inotify(w) => w.start_pump(),
+            Watcher::Fanotify(f) => f.start_pump(),
+        }
+    }
+
     /// The fds to wait on for events.
     pub fn fds(&self) -> Vec<RawFd> {
         match self {
-            Watcher::Inotify(w) => vec![w.fd()],
+            Watcher::Inotify(w) => vec![w.wait_fd()],
             Watcher::Fanotify(f) => f.fds().to_vec(),
         }
     }
@@ -289,6 +299,8 @@ pub struct InotifyWatcher {
     /// Files' `MOVED_FROM` (cookie, path) waiting for their `MOVED_TO` in this read.
     file_moves: Vec<(u32, Vec<u8>)>,
     buf: Vec<u8>,
+    /// The thread that reads the inotify fd, once started ([`pump`]).
+    pump: Option<pump::Pump>,
 }
 
 pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -397,6 +409,7 @@ impl InotifyWatcher {
             stale: false,
             file_moves: Vec::new(),
             buf: vec![0; 256 * 1024],
+            pump: None,
         };
         let mut out = Changes::default();
         w.scan(ROOT, Some(progress), &mut out)?;
@@ -765,6 +778,22 @@ impl InotifyWatcher {
 
     /// Reads every queued event (until the fd would block) and reports what changed.
     pub fn drain(&mut self, out: &mut Changes) -> io::Result<()> {
+        if let Some(pump) = self.pump.take() {
+            pump.drain(|buf| {
+                pump::inotify_events(buf, |wd, mask, cookie, name| {
+                    self.handle(
+                        wd,
+                        EventMask::from_bits_retain(mask),
+                        cookie,
+                        name.map(OsStr::from_bytes),
+                        out,
+                    )
+                })
+            });
+            self.pump = Some(pump);
+            self.end_of_drain(out);
+            return Ok(());
+        }
         let mut buf = std::mem::take(&mut self.buf);
         let result = loop {
             let events = match self.inotify.read_events(&mut buf) {
@@ -784,6 +813,11 @@ impl InotifyWatcher {
             }
         };
         self.buf = buf;
+        self.end_of_drain(out);
+        result
+    }
+
+    fn end_of_drain(&mut self, out: &mut Changes) {
         // A file's MOVED_FROM without its MOVED_TO in this read: it left the tree.
         self.file_moves.clear();
         self.resolve_pending(out);
@@ -791,7 +825,22 @@ impl InotifyWatcher {
             warn!("the watch tree is out of step with the file system; rescanning the whole tree");
             self.overflow(out);
         }
-        result
+    }
+
+    /// Hands the reading of the inotify fd to a thread of its own (after any fork).
+    pub fn start_pump(&mut self) -> io::Result<()> {
+        if self.pump.is_none() {
+            self.pump = Some(pump::Pump::start(
+                self.inotify.as_raw_fd(),
+                "clsync-inotify",
+            )?);
+        }
+        Ok(())
+    }
+
+    /// The fd the event loop waits on: the pump's once it runs, else inotify's.
+    fn wait_fd(&self) -> RawFd {
+        self.pump.as_ref().map_or(self.fd(), |p| p.fd())
     }
 
     /// A directory's `MOVED_FROM` not followed by its `MOVED_TO`: it left the tree.

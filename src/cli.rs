@@ -3,7 +3,7 @@ The `clsync` command line: the short form `clsync SRC DST` and the original's cl
 options (`-M rsyncdirect -W SRC -D DST …`).
 
 The two forms differ only in their defaults: the short form is for a person watching the
-result (about half a second from a change to the mirror), the classic form keeps the
+result (about 0.2 s from a change to the mirror), the classic form keeps the
 original's 30 s / 30 s / 1800 s so existing setups behave as before. An option of the
 original that is not supported (its sandboxing, its control socket) is rejected by name
 with the reason, never silently ignored.
@@ -746,7 +746,10 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
     let (collect, sync, bigfile) = if classic {
         (30_000, 30_000, 1_800_000)
     } else {
-        (500, 500, 5_000)
+        // 0.2 s: a change shows at the mirror at once to a person, and the first change
+        // after a long initial copy is not held back (time until live); bursts are
+        // coalesced by the batcher, so short delays no longer mean many small runs.
+        (200, 200, 5_000)
     };
     let cfg = Config {
         src,
@@ -841,7 +844,7 @@ mod tests {
     fn short_form_is_quick() {
         let c = parse(["clsync", "/a", "/b"]).unwrap();
         assert_eq!(c.src, PathBuf::from("/a"));
-        assert_eq!(c.delays.collect, Duration::from_millis(500));
+        assert_eq!(c.delays.collect, Duration::from_millis(200));
         assert_eq!(c.threshold_bigfile, 134217728);
     }
 

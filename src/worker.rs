@@ -1467,7 +1467,12 @@ impl Worker {
             beside: false,
         };
         let mut batch = batch;
-        if !verify && !self.ready && self.pair.is_none() && self.cfg.mode == Mode::RsyncDirect {
+        if !verify
+            && !self.ready
+            && self.pair.is_none()
+            && self.cfg.mode == Mode::RsyncDirect
+            && self.cfg.initial != Initial::Only
+        {
             // Changes made during a long initial copy are synced meanwhile (rsync of our
             // own only: a handler script may not expect two runs at once).
             self.targets[t].batcher.start_beside(&mut batch);

@@ -1271,6 +1271,10 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(PARTS), metavar="PARTS",
                     help="comma-separated parts to run: " + ",".join(PARTS) +
                          " (default: all)")
+    ap.add_argument("--write-docs", nargs="?", const=DOCS_DEFAULT, default=None,
+                    metavar="FILE",
+                    help="also write the report, with the machine and date, into FILE "
+                         "(default docs/benchmarks.md) between its bench:latest markers")
     ap.add_argument("--no-fanotify", action="store_true",
                     help="do not measure the fanotify variant (clsync --monitor fanotify, "
                          "measured beside the inotify one by default when root)")
@@ -1455,7 +1459,64 @@ def main() -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    return report(info, results, peers, error, parts)
+    if not args.write_docs:
+        return report(info, results, peers, error, parts)
+    captured = Tee()
+    old = sys.stdout
+    sys.stdout = captured
+    try:
+        rc = report(info, results, peers, error, parts)
+    finally:
+        sys.stdout = old
+    write_docs(args.write_docs, captured.text(), info, sys.argv[1:])
+    return rc
+
+
+DOCS_DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "docs", "benchmarks.md")
+DOCS_START = "<!-- bench:latest:start (written by bench/live.sh --write-docs) -->"
+DOCS_END = "<!-- bench:latest:end -->"
+
+
+class Tee:
+    """stdout that also keeps what was written (the report, for --write-docs)."""
+
+    def __init__(self):
+        self.parts: list[str] = []
+        self.out = sys.stdout
+
+    def write(self, s: str) -> int:
+        self.parts.append(s)
+        return self.out.write(s)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def write_docs(path: str, report_text: str, info: dict, argv: list[str]) -> None:
+    """Replaces the part of `path` between DOCS_START and DOCS_END (inserted after the
+    "## Results" heading the first time) with this run's report."""
+    with open(path, encoding="utf-8") as f:
+        doc = f.read()
+    block = (f"{DOCS_START}\n### Latest harness run\n\n"
+             f"Written by `bench/live.sh {' '.join(argv)}` on {info.get('date', '?')}: "
+             f"{info.get('cores', '?')} cores, kernel {info.get('kernel', '?')}, "
+             f"{info.get('rsync', '?')}; clsync git {info.get('git_head', '?')}.\n\n"
+             f"```text\n{report_text.strip()}\n```\n{DOCS_END}")
+    if DOCS_START in doc and DOCS_END in doc:
+        head, rest = doc.split(DOCS_START, 1)
+        _, tail = rest.split(DOCS_END, 1)
+        doc = head + block + tail
+    elif "## Results\n" in doc:
+        doc = doc.replace("## Results\n", "## Results\n\n" + block + "\n", 1)
+    else:
+        doc = doc.rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(doc)
+    log(f"report written into {path}")
 
 
 def report(info: dict, results: list[dict], peers: list[str], error: str | None,

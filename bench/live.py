@@ -850,10 +850,43 @@ def log_idle(run: int, kind: str, res: dict) -> None:
         f"{i['threads']} threads)")
 
 
-def run_dynamic_all(parts: set[str], own_bin: str, extra: list[str], owns: list[str],
-                    peers: list[str], c_bin: str | None, lsyncd_bin: str | None,
-                    rsync_path: str, src: str, probe_dir: str, work: str, run: int,
-                    dsts: list[str]) -> dict:
+def run_kind(kind: str, tag: str, run: int, src: str, dst: str, probe_dir: str, work: str,
+             bins: dict, delay: float | None, rsync_bin: str | None, after_live=None) -> dict:
+    """Runs one daemon of `kind` (ours, lsyncd or the C clsync) on SRC -> DST through
+    run_daemon. `delay`: its collect and sync delay in seconds (None: our short form's own
+    delays; the peers get 1); `rsync_bin`: the rsync it runs (None: the one on PATH).
+    `bins` holds own, extra, lsyncd, c and rsync (the path of rsync)."""
+    if kind in OWN_KINDS:
+        status = os.path.join(work, f"status-{tag}-{run}")
+        argv = own_argv(kind, bins["own"], bins["extra"])
+        if delay is not None:
+            argv += ["-t", f"{delay:g}", "-w", f"{delay:g}"]
+        if rsync_bin:
+            argv += ["-S", rsync_bin]
+        return run_daemon(tag, [*argv, src, dst, "--status-file", status], src, dst,
+                          probe_dir, work, run, ready="status", status_file=status,
+                          after_live=after_live)
+    delay = 1 if delay is None else delay
+    if kind == "lsyncd":
+        conf = os.path.join(work, f"{tag}-{run}.conf")
+        binary = f', rsync = {{ binary = "{rsync_bin}" }}' if rsync_bin else ""
+        with open(conf, "w") as f:
+            f.write('settings { nodaemon = true }\n'
+                    f'sync {{ default.rsync, source = "{src}", target = "{dst}", '
+                    f'delay = {delay:g}{binary} }}\n')
+        return run_daemon(tag, [bins["lsyncd"], conf], src, dst, probe_dir, work, run,
+                          ready="log", ready_regex=r"Startup of .* finished",
+                          after_live=after_live)
+    # The C clsync 0.4.5 never writes `running` to its status file, so readiness is a probe
+    # written before the start arriving.
+    os.makedirs(dst, exist_ok=True)
+    return run_daemon(tag, [bins["c"], "-M", "rsyncdirect", "-W", src, "-D", dst, "-S",
+                            rsync_bin or bins["rsync"], "-w", f"{delay:g}", "-t", f"{delay:g}"],
+                      src, dst, probe_dir, work, run, ready="preprobe", after_live=after_live)
+
+
+def run_dynamic_all(parts: set[str], bins: dict, owns: list[str], peers: list[str],
+                    src: str, probe_dir: str, work: str, run: int, dsts: list[str]) -> dict:
     """Latency and burst parts of one run: the references, then each daemon (our variants
     `owns`, then the peers) at its minimal delays with an rsync wrapper that counts its rsync
     runs."""
@@ -870,7 +903,7 @@ def run_dynamic_all(parts: set[str], own_bin: str, extra: list[str], owns: list[
         120.0, 30 * out.get("burst_ref", {}).get("rsync_s", 4.0))
     for kind in [*owns, *peers]:
         tag = f"{kind}-min"
-        wrapper, runs_log = make_wrapper(work, f"{tag}-{run}", rsync_path)
+        wrapper, runs_log = make_wrapper(work, f"{tag}-{run}", bins["rsync"])
         dst = os.path.join(work, f"dst-{tag}-{run}")
         lat_rel = probe_dir
         burst_rel = f"zz-burst-{tag}-{run}"
@@ -884,29 +917,9 @@ def run_dynamic_all(parts: set[str], own_bin: str, extra: list[str], owns: list[
             return res
 
         try:
-          try:
-            if kind in OWN_KINDS:
-                status = os.path.join(work, f"status-{tag}-{run}")
-                res = run_daemon(tag, [*own_argv(kind, own_bin, extra), "-t", "0", "-w", "0",
-                                       "-S", wrapper, src, dst, "--status-file", status],
-                                 src, dst, probe_dir, work, run, ready="status",
-                                 status_file=status, after_live=cb)
-            elif kind == "lsyncd":
-                conf = os.path.join(work, f"lsyncd-min-{run}.conf")
-                with open(conf, "w") as f:
-                    f.write('settings { nodaemon = true }\n'
-                            f'sync {{ default.rsync, source = "{src}", target = "{dst}", '
-                            f'delay = 0, rsync = {{ binary = "{wrapper}" }} }}\n')
-                res = run_daemon(tag, [lsyncd_bin, conf], src, dst, probe_dir, work, run,
-                                 ready="log", ready_regex=r"Startup of .* finished",
-                                 after_live=cb)
-            else:
-                os.makedirs(dst, exist_ok=True)
-                res = run_daemon(tag, [c_bin, "-M", "rsyncdirect", "-W", src, "-D", dst,
-                                       "-S", wrapper, "-w", "0", "-t", "0"],
-                                 src, dst, probe_dir, work, run, ready="preprobe",
-                                 after_live=cb)
-          except BenchError as e:
+            res = run_kind(kind, tag, run, src, dst, probe_dir, work, bins, 0, wrapper,
+                           after_live=cb)
+        except BenchError as e:
             if kind in OWN_KINDS:
                 raise
             # A peer that fails is reported and left out of this run's figures.
@@ -1114,9 +1127,8 @@ def overflow_lines(logpath: str) -> list[str]:
         return []
 
 
-def run_events_all(own_bin: str, extra: list[str], owns: list[str], peers: list[str],
-                   c_bin: str | None, lsyncd_bin: str | None, rsync_path: str, src: str,
-                   probe_dir: str, work: str, run: int, dsts: list[str]) -> dict:
+def run_events_all(bins: dict, owns: list[str], peers: list[str], src: str, probe_dir: str,
+                   work: str, run: int, dsts: list[str]) -> dict:
     """The events part of one run, for each daemon: its own event tree in SRC, the daemon
     started at rare syncs (clsync -t 1 -w 1, lsyncd delay = 1, C clsync -t 1 -w 1), the utime
     storm, its CPU; the tree removed again once the daemon is stopped."""
@@ -1131,27 +1143,8 @@ def run_events_all(own_bin: str, extra: list[str], owns: list[str], peers: list[
             paths = make_event_tree(root)
             settle()
             cb = lambda p: events_phase(p, paths, seconds)  # noqa: E731
-            if kind in OWN_KINDS:
-                status = os.path.join(work, f"status-{tag}-{run}")
-                res = run_daemon(tag, [*own_argv(kind, own_bin, extra), "-t", "1", "-w", "1",
-                                       src, dst, "--status-file", status],
-                                 src, dst, probe_dir, work, run, ready="status",
-                                 status_file=status, after_live=cb)
-            elif kind == "lsyncd":
-                conf = os.path.join(work, f"lsyncd-events-{run}.conf")
-                with open(conf, "w") as f:
-                    f.write('settings { nodaemon = true }\n'
-                            f'sync {{ default.rsync, source = "{src}", target = "{dst}", '
-                            f'delay = 1 }}\n')
-                res = run_daemon(tag, [lsyncd_bin, conf], src, dst, probe_dir, work, run,
-                                 ready="log", ready_regex=r"Startup of .* finished",
-                                 after_live=cb)
-            else:
-                os.makedirs(dst, exist_ok=True)
-                res = run_daemon(tag, [c_bin, "-M", "rsyncdirect", "-W", src, "-D", dst,
-                                       "-S", rsync_path, "-w", "1", "-t", "1"],
-                                 src, dst, probe_dir, work, run, ready="preprobe",
-                                 after_live=cb)
+            res = run_kind(kind, tag, run, src, dst, probe_dir, work, bins, 1, None,
+                           after_live=cb)
         finally:
             shutil.rmtree(root, ignore_errors=True)  # the daemon is stopped by now
         dsts.append(dst)
@@ -1331,6 +1324,9 @@ def main() -> int:
     info["variants"] = owns
     info["max_queued_events"] = max_queued_events()
     rsync_path = shutil.which("rsync")
+    # What run_kind starts: our binary and options, the peers, the rsync on PATH.
+    bins = {"own": own_bin, "extra": extra, "lsyncd": lsyncd_bin, "c": c_bin,
+            "rsync": rsync_path}
     parent = os.environ.get("BENCH_DIR") or "/tmp"
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix="clsync-bench.", dir=parent)
@@ -1381,12 +1377,8 @@ def main() -> int:
             if live or idle_cb:
                 for kind in owns:
                     dst2 = os.path.join(work, f"dst-{kind}-{run}")
-                    status = os.path.join(work, f"status-{kind}-{run}")
-                    r[kind] = c = run_daemon(
-                        kind, [*own_argv(kind, own_bin, extra), src, dst2, "--status-file",
-                               status], src, dst2,
-                        probe_dir, work, run, ready="status", status_file=status,
-                        after_live=idle_cb)
+                    r[kind] = c = run_kind(kind, kind, run, src, dst2, probe_dir, work, bins,
+                                           None, None, after_live=idle_cb)
                     dsts.append(dst2)
                     if kind == FAN and c["fanotify_marks"] is None:
                         log(f"run {run}: WARNING: {kind} did not watch with fanotify (fell back "
@@ -1405,23 +1397,8 @@ def main() -> int:
 
                 for peer in peers:
                     dstp = os.path.join(work, f"dst-{peer}-{run}")
-                    if peer == "lsyncd":
-                        conf = os.path.join(work, f"lsyncd-{run}.conf")
-                        with open(conf, "w") as f:
-                            f.write('settings { nodaemon = true }\n'
-                                    f'sync {{ default.rsync, source = "{src}", '
-                                    f'target = "{dstp}", delay = 1 }}\n')
-                        pr = run_daemon(peer, [lsyncd_bin, conf], src, dstp, probe_dir, work,
-                                        run, ready="log", ready_regex=r"Startup of .* finished",
-                                        after_live=idle_cb)
-                    else:
-                        # 0.4.5 never writes `running` to its status file, so readiness is a
-                        # probe written before the start arriving; same delays as our short form.
-                        os.makedirs(dstp, exist_ok=True)
-                        pr = run_daemon(peer, [c_bin, "-M", "rsyncdirect", "-W", src, "-D", dstp,
-                                               "-S", rsync_path, "-w", "1", "-t", "1"],
-                                        src, dstp, probe_dir, work, run, ready="preprobe",
-                                        after_live=idle_cb)
+                    pr = run_kind(peer, peer, run, src, dstp, probe_dir, work, bins, None,
+                                  None, after_live=idle_cb)
                     dsts.append(dstp)
                     r[peer] = pr
                     if idle_cb:
@@ -1434,11 +1411,10 @@ def main() -> int:
                         f"VmHWM {mib(pr['vmhwm_kib']):.1f} MiB, watches {pr['watches']}, "
                         f"exit {pr['exit_code']}")
             if "latency" in parts or "burst" in parts:
-                r.update(run_dynamic_all(parts, own_bin, extra, owns, peers, c_bin, lsyncd_bin,
-                                         rsync_path, src, probe_dir, work, run, dsts))
+                r.update(run_dynamic_all(parts, bins, owns, peers, src, probe_dir, work, run,
+                                         dsts))
             if "events" in parts:
-                r.update(run_events_all(own_bin, extra, owns, peers, c_bin, lsyncd_bin,
-                                        rsync_path, src, probe_dir, work, run, dsts))
+                r.update(run_events_all(bins, owns, peers, src, probe_dir, work, run, dsts))
             results.append(r)
             if not defer_delete:
                 for d in dsts:

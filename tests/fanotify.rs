@@ -10,7 +10,6 @@ mod common;
 use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 const FAN: &[&str] = &["--monitor", "fanotify"];
@@ -21,22 +20,6 @@ fn root_or_skip(what: &str) -> bool {
     }
     eprintln!("{what}: needs root (fanotify); not checked");
     false
-}
-
-struct Umount<'a>(&'a Path);
-impl Drop for Umount<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
-    }
-}
-
-fn mount_tmpfs(at: &Path) {
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "tmpfs"])
-        .arg(at)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs on {}", showp(at));
 }
 
 /// Without the right to use fanotify (here: an unprivileged user) the worker says why
@@ -106,8 +89,7 @@ fn a_file_system_mounted_inside_the_tree_is_watched_too() {
     let t = TestDir::new("fan-submount");
     let mnt = t.s(b"mnt");
     mkdir(&mnt);
-    mount_tmpfs(&mnt);
-    let _guard = Umount(&mnt);
+    let _tmpfs = Tmpfs::mount(&mnt, "");
     mkdir_p(&t.s(b"mnt/deep/er"));
     write(&t.s(b"mnt/deep/seed"), b"seed");
     let mut w = t.start(FAN);
@@ -133,8 +115,7 @@ fn one_file_system_leaves_a_mount_alone() {
     let t = TestDir::new("fan-onefs");
     let mnt = t.s(b"mnt");
     mkdir(&mnt);
-    mount_tmpfs(&mnt);
-    let _guard = Umount(&mnt);
+    let _tmpfs = Tmpfs::mount(&mnt, "");
     let mut w = t.start(&["--monitor", "fanotify", "--one-file-system"]);
     assert!(
         w.stderr().contains("with 1 fanotify file-system mark "),
@@ -165,8 +146,7 @@ fn an_unmounted_source_stops_the_worker() {
         return;
     }
     let t = TestDir::new("fan-umount");
-    mount_tmpfs(&t.src);
-    let _guard = Umount(&t.src);
+    let _tmpfs = Tmpfs::mount(&t.src, "");
     for i in 0..5 {
         write(&t.s(format!("data{i}").as_bytes()), b"precious");
     }
@@ -184,16 +164,7 @@ fn an_unmounted_source_stops_the_worker() {
             .then_some(())
             .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
     });
-    let code = w.wait_exit(SYNC_TIMEOUT);
-    assert_eq!(code.code(), Some(1), "{}", w.stderr());
-    assert!(
-        w.stderr().contains("unmounted; stopping without syncing"),
-        "{}",
-        w.stderr()
-    );
-    for i in 0..5 {
-        assert!(t.d(format!("data{i}").as_bytes()).exists(), "data{i}");
-    }
+    assert_stopped_for_unmounted_source(&mut w, &t, 5);
 }
 
 /// The mark covers the whole file system: changes next to the tree (here the

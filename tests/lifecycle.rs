@@ -171,30 +171,12 @@ fn standby_file_holds_syncs_and_events_keep_queuing() {
     w.stop_ok();
 }
 
-/// Unmounts on drop, so a failing test leaves no mount behind.
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn one_file_system_leaves_mount_points_empty() {
     let t = TestDir::new("onefs");
     mkdir_p(&t.s(b"mnt"));
     write(&t.s(b"top"), b"same fs");
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "clsync-test"])
-        .arg(t.s(b"mnt"))
-        .status()
-        .expect("mount");
-    assert!(st.success(), "mount tmpfs (tests run as root)");
-    let _m = Mount(t.s(b"mnt"));
+    let _tmpfs = Tmpfs::mount(&t.s(b"mnt"), "");
     write(&t.s(b"mnt/inside"), b"other fs");
     let mut w = t.start(&[OsString::from("--one-file-system")]);
     write(&t.s(b"mnt/later"), b"other fs, after start");

@@ -7,7 +7,6 @@ use common::ssh::Sshd;
 use common::*;
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::time::Duration;
 
 /// Starts a short-form worker from `t.src` to `dsts` with `sshd`'s options.
@@ -159,25 +158,7 @@ fn a_full_destination_converges_once_there_is_room() {
     let t = TestDir::new("disk-full");
     let mnt = t.root.join("small");
     mkdir(&mnt);
-    let mount = |opts: &str| {
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
-            .arg(&mnt)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs {opts}");
-    };
-    mount("size=1m");
-    struct Umount<'a>(&'a Path);
-    impl Drop for Umount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(self.0)
-                .status();
-        }
-    }
-    let _guard = Umount(&mnt);
+    let _tmpfs = Tmpfs::mount(&mnt, "size=1m");
     let mut w = Worker::start(&t.src, &mnt, NO_ARGS);
     write(&t.s(b"too-big"), &vec![3u8; 3 << 20]);
     wait_until(SYNC_TIMEOUT, "the failure", || {
@@ -203,12 +184,7 @@ fn a_full_destination_converges_once_there_is_room() {
 #[test]
 fn an_emptied_source_does_not_empty_the_destination() {
     let t = TestDir::new("empty-src");
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "tmpfs"])
-        .arg(&t.src)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let _tmpfs = Tmpfs::mount(&t.src, "");
     for i in 0..5 {
         write(&t.s(format!("data{i}").as_bytes()), b"precious");
     }
@@ -218,19 +194,7 @@ fn an_emptied_source_does_not_empty_the_destination() {
         .status()
         .unwrap();
     assert!(st.success());
-    let code = w.wait_exit(SYNC_TIMEOUT);
-    assert_eq!(code.code(), Some(1), "{}", w.stderr());
-    assert!(
-        w.stderr().contains("unmounted; stopping without syncing"),
-        "{}",
-        w.stderr()
-    );
-    for i in 0..5 {
-        assert!(
-            t.d(format!("data{i}").as_bytes()).exists(),
-            "data{i} was deleted"
-        );
-    }
+    assert_stopped_for_unmounted_source(&mut w, &t, 5);
     let out = run(
         &t.root,
         &[t.src.as_os_str(), t.dst.as_os_str()],

@@ -1052,3 +1052,49 @@ pub fn shipped_profiles() -> Vec<PathBuf> {
     assert!(!v.is_empty(), "no profiles shipped in {}", dir.display());
     v
 }
+
+// ---------------------------------------------------------------------------
+// Mounts (the tests run as root)
+// ---------------------------------------------------------------------------
+
+/// A tmpfs mounted at a path, unmounted (lazily) on drop, so a failing test leaves no
+/// mount behind; one the test unmounted itself is fine too.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs with `options` (`-o`; empty for none) at `at`.
+    pub fn mount(at: &Path, options: &str) -> Tmpfs {
+        let mut cmd = Command::new("mount");
+        cmd.args(["-t", "tmpfs"]);
+        if !options.is_empty() {
+            cmd.args(["-o", options]);
+        }
+        let st = cmd.arg("clsync-test").arg(at).status().expect("run mount");
+        assert!(st.success(), "mount tmpfs -o {options:?} on {}", showp(at));
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The worker stopped because its source was unmounted: exit 1, the reason in its log,
+/// and the files `data0`..`data{n-1}` still at the destination.
+pub fn assert_stopped_for_unmounted_source(w: &mut Worker, t: &TestDir, n: usize) {
+    let code = w.wait_exit(SYNC_TIMEOUT);
+    assert_eq!(code.code(), Some(1), "{}", w.stderr());
+    assert!(
+        w.stderr().contains("unmounted; stopping without syncing"),
+        "{}",
+        w.stderr()
+    );
+    for i in 0..n {
+        assert!(
+            t.d(format!("data{i}").as_bytes()).exists(),
+            "data{i} was deleted"
+        );
+    }
+}

@@ -437,7 +437,10 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         .start_pump()
         .map_err(|e| StartError::Other(format!("event reader thread: {e}")))?;
     let registry = poll.registry();
-    for fd in watcher.fds() {
+    for fd in watcher
+        .fds()
+        .map_err(|e| StartError::Other(format!("epoll: {e}")))?
+    {
         registry
             .register(&mut SourceFd(&fd), INOTIFY, Interest::READABLE)
             .map_err(|e| StartError::Other(format!("epoll: {e}")))?;

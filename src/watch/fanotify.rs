@@ -95,7 +95,6 @@ pub struct FanWatcher {
     generation: u64,
     /// `FAN_RENAME` is in the mark (pairs moves).
     rename: bool,
-    buf: Vec<u8>,
     ibuf: Vec<u8>,
     /// The thread that reads the fanotify fd, once started.
     pump: Option<super::pump::Pump>,
@@ -318,7 +317,6 @@ impl FanWatcher {
             cache: HashMap::new(),
             generation: 0,
             rename: true,
-            buf: vec![0; 256 * 1024],
             ibuf: vec![0; 4096],
             pump: None,
         };
@@ -381,11 +379,12 @@ impl FanWatcher {
         Ok(())
     }
 
-    /// The fds to wait on: the fanotify group (or its pump) and the root's inotify watch.
-    pub fn fds(&self) -> [RawFd; 2] {
+    /// The fds to wait on: the reader thread's (see `start_pump`) and the root's inotify
+    /// watch.
+    pub fn fds(&self) -> io::Result<[RawFd; 2]> {
         use std::os::fd::AsRawFd as _;
-        let fan = self.pump.as_ref().map_or(self.fan.as_raw_fd(), |p| p.fd());
-        [fan, self.root_watch.as_raw_fd()]
+        let fan = self.pump.as_ref().ok_or_else(super::not_started)?.fd();
+        Ok([fan, self.root_watch.as_raw_fd()])
     }
 
     /// Hands the reading of the fanotify fd to a thread of its own (after any fork).
@@ -427,10 +426,6 @@ impl FanWatcher {
     /// Number of file systems marked.
     pub fn marks(&self) -> usize {
         self.mounts.len()
-    }
-
-    pub fn one_file_system(&self) -> bool {
-        self.one_file_system
     }
 
     /// The rule-excluded paths of the tree (a walk that adds no watches), for the excludes
@@ -571,41 +566,13 @@ impl FanWatcher {
     /// Reads every queued event (until the fds would block) and reports what changed.
     pub fn drain(&mut self, out: &mut Changes) -> io::Result<()> {
         self.drain_root(out);
-        if let Some(pump) = self.pump.take() {
-            pump.drain(|buf| self.events_in(buf, out));
-            self.pump = Some(pump);
-            for m in &mut self.mounts {
-                m.fd = None;
-            }
-            return Ok(());
-        }
-        let mut buf = std::mem::take(&mut self.buf);
-        let result = loop {
-            let n = unsafe {
-                libc::read(
-                    self.fan.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                )
-            };
-            if n < 0 {
-                let e = errno();
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => break Ok(()),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => break Err(e),
-                }
-            }
-            if n == 0 {
-                break Ok(());
-            }
-            self.events_in(&buf[..n as usize], out);
-        };
-        self.buf = buf;
+        let pump = self.pump.take().ok_or_else(super::not_started)?;
+        pump.drain(|buf| self.events_in(buf, out));
+        self.pump = Some(pump);
         for m in &mut self.mounts {
             m.fd = None;
         }
-        result
+        Ok(())
     }
 
     /// The root's inotify watch: any event on it means the root is gone.

@@ -210,12 +210,12 @@ impl Watcher {
         }
     }
 
-    /// The fds to wait on for events.
-    pub fn fds(&self) -> Vec<RawFd> {
-        match self {
-            Watcher::Inotify(w) => vec![w.wait_fd()],
-            Watcher::Fanotify(f) => f.fds().to_vec(),
-        }
+    /// The fds to wait on for events (after [`start_pump`](Self::start_pump)).
+    pub fn fds(&self) -> io::Result<Vec<RawFd>> {
+        Ok(match self {
+            Watcher::Inotify(w) => vec![w.wait_fd()?],
+            Watcher::Fanotify(f) => f.fds()?.to_vec(),
+        })
     }
 
     pub fn rules(&self) -> &Rules {
@@ -298,9 +298,13 @@ pub struct InotifyWatcher {
     device: Option<u64>,
     /// Files' `MOVED_FROM` (cookie, path) waiting for their `MOVED_TO` in this read.
     file_moves: Vec<(u32, Vec<u8>)>,
-    buf: Vec<u8>,
     /// The thread that reads the inotify fd, once started ([`pump`]).
     pump: Option<pump::Pump>,
+}
+
+/// Events are read by the reader thread only; draining before it runs is a bug.
+pub(crate) fn not_started() -> io::Error {
+    io::Error::other("the event reader thread is not started (start_pump)")
 }
 
 pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -408,17 +412,12 @@ impl InotifyWatcher {
             missing: HashSet::new(),
             stale: false,
             file_moves: Vec::new(),
-            buf: vec![0; 256 * 1024],
             pump: None,
         };
         let mut out = Changes::default();
         w.scan(ROOT, Some(progress), &mut out)?;
         out.dirty.clear();
         Ok((w, out))
-    }
-
-    pub fn fd(&self) -> RawFd {
-        self.inotify.as_raw_fd()
     }
 
     /// Number of watched directories.
@@ -776,48 +775,22 @@ impl InotifyWatcher {
         self.unwatched.retain(|n| self.tree.contains(*n));
     }
 
-    /// Reads every queued event (until the fd would block) and reports what changed.
+    /// Handles every event the reader thread has handed over (everything that was in the
+    /// kernel queue when it last read) and reports what changed.
     pub fn drain(&mut self, out: &mut Changes) -> io::Result<()> {
-        if let Some(pump) = self.pump.take() {
-            pump.drain(|buf| {
-                pump::inotify_events(buf, |wd, mask, cookie, name| {
-                    self.handle(
-                        wd,
-                        EventMask::from_bits_retain(mask),
-                        cookie,
-                        name.map(OsStr::from_bytes),
-                        out,
-                    )
-                })
-            });
-            self.pump = Some(pump);
-            self.end_of_drain(out);
-            return Ok(());
-        }
-        let mut buf = std::mem::take(&mut self.buf);
-        let result = loop {
-            let events = match self.inotify.read_events(&mut buf) {
-                Ok(ev) => ev,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Err(e),
-            };
-            for ev in events {
+        let pump = self.pump.take().ok_or_else(not_started)?;
+        pump.drain(|buf| {
+            pump::inotify_events(buf, |wd, mask, cookie, name| {
                 self.handle(
-                    ev.wd.get_watch_descriptor_id(),
-                    ev.mask,
-                    ev.cookie,
-                    ev.name,
+                    wd,
+                    EventMask::from_bits_retain(mask),
+                    cookie,
+                    name.map(OsStr::from_bytes),
                     out,
-                );
-            }
-        };
-        self.buf = buf;
-        self.end_of_drain(out);
-        result
-    }
-
-    fn end_of_drain(&mut self, out: &mut Changes) {
+                )
+            })
+        });
+        self.pump = Some(pump);
         // A file's MOVED_FROM without its MOVED_TO in this read: it left the tree.
         self.file_moves.clear();
         self.resolve_pending(out);
@@ -825,6 +798,7 @@ impl InotifyWatcher {
             warn!("the watch tree is out of step with the file system; rescanning the whole tree");
             self.overflow(out);
         }
+        Ok(())
     }
 
     /// Hands the reading of the inotify fd to a thread of its own (after any fork).
@@ -838,9 +812,9 @@ impl InotifyWatcher {
         Ok(())
     }
 
-    /// The fd the event loop waits on: the pump's once it runs, else inotify's.
-    fn wait_fd(&self) -> RawFd {
-        self.pump.as_ref().map_or(self.fd(), |p| p.fd())
+    /// The fd the event loop waits on: the reader thread's (see [`start_pump`]).
+    fn wait_fd(&self) -> io::Result<RawFd> {
+        self.pump.as_ref().map(|p| p.fd()).ok_or_else(not_started)
     }
 
     /// A directory's `MOVED_FROM` not followed by its `MOVED_TO`: it left the tree.

@@ -16,8 +16,9 @@ usual rescan. A bigger buffer is no substitute for a loop that keeps up; this on
 absorbs the loop's pauses.
 
 Threads do not survive `fork`: the pump is started after the worker went to the
-background ([`Pump::start`] is called by the watcher's `start_pump`); until then the
-loop reads the fd itself.
+background ([`Pump::start`] is called by the watcher's `start_pump`, before the loop
+registers the fds it waits on). The watchers read events only through it; the kernel
+queue holds what happens before it starts.
 */
 
 use std::io;

@@ -62,10 +62,8 @@ const CREATE_SETTLE: Duration = Duration::from_millis(100);
 struct Held {
     /// When its first event came (its place in the queue when it is released).
     since: Instant,
-    /// When it is synced anyway.
+    /// When it is synced anyway (with wait-for-close: and held again, for the next round).
     due: Instant,
-    /// Held again after `due` (wait-for-close); else released for good.
-    repeat: bool,
     /// The events' masks, for the handler.
     mask: u32,
 }
@@ -715,11 +713,16 @@ impl Worker {
             }
         }
         let now = Instant::now();
-        for d in changes.dirty {
-            if !d.recursive && self.hold(now, &d) {
-                continue;
-            }
-            self.push_dirty(now, d);
+        for mut d in changes.dirty {
+            let at = if d.recursive {
+                now
+            } else {
+                match self.hold(now, &mut d) {
+                    Some(at) => at,
+                    None => continue,
+                }
+            };
+            self.push_dirty(at, d);
         }
         if self.watcher.unwatched() > 0 && self.next_poll.is_none() {
             self.next_poll = Some(now + POLL_UNWATCHED);
@@ -793,49 +796,44 @@ impl Worker {
 
     /// Whether the event `d` of a file leaves it held back as being written ([`Held`]).
     /// An event that ends the writing (close, delete, rename) releases it.
-    fn hold(&mut self, now: Instant, d: &crate::watch::Dirty) -> bool {
+    /// Returns when the path is to be queued (now, or as of the first event of a held file
+    /// it releases, whose masks are merged into `d`), or `None` while it stays held.
+    fn hold(&mut self, now: Instant, d: &mut crate::watch::Dirty) -> Option<Instant> {
         const ENDS: u32 = libc::IN_CLOSE_WRITE
             | libc::IN_DELETE
             | libc::IN_MOVED_FROM
             | libc::IN_MOVED_TO
             | libc::IN_DELETE_SELF;
         if d.mask & ENDS != 0 || d.mask & libc::IN_ISDIR != 0 {
-            if let Some(h) = self.open_files.remove(&d.path) {
-                // Released: queued as of its first event, so the delays count from there.
-                self.push_dirty(
-                    h.since,
-                    crate::watch::Dirty {
-                        path: d.path.clone(),
-                        recursive: false,
-                        modify_only: false,
-                        mask: h.mask,
-                    },
-                );
+            if self.open_files.is_empty() {
+                return Some(now);
             }
-            return false;
+            // Released: queued as of its first event, so the delays count from there.
+            return Some(self.open_files.remove(&d.path).map_or(now, |h| {
+                d.mask |= h.mask;
+                d.modify_only = false;
+                h.since
+            }));
         }
         if let Some(h) = self.open_files.get_mut(&d.path) {
             h.mask |= d.mask;
-            return true;
+            return None;
         }
         let created = d.mask & libc::IN_CREATE != 0;
-        let held = match self.cfg.wait_for_close {
-            Some(cap) if created || d.mask & libc::IN_MODIFY != 0 => Held {
+        let cap = match self.cfg.wait_for_close {
+            Some(cap) if created || d.mask & libc::IN_MODIFY != 0 => cap,
+            None if created && self.phase == Phase::Running => CREATE_SETTLE,
+            _ => return Some(now),
+        };
+        self.open_files.insert(
+            d.path.clone(),
+            Held {
                 since: now,
                 due: now + cap,
-                repeat: true,
                 mask: d.mask,
             },
-            _ if created && self.phase == Phase::Running => Held {
-                since: now,
-                due: now + CREATE_SETTLE,
-                repeat: false,
-                mask: d.mask,
-            },
-            _ => return false,
-        };
-        self.open_files.insert(d.path.clone(), held);
-        true
+        );
+        None
     }
 
     /// Held files whose time is up are synced anyway (a log that is never closed: with
@@ -849,14 +847,13 @@ impl Worker {
             .map(|(p, h)| (p.clone(), *h))
             .collect();
         for (path, h) in due {
-            match (h.repeat && !all, self.cfg.wait_for_close) {
-                (true, Some(cap)) => {
+            match (all, self.cfg.wait_for_close) {
+                (false, Some(cap)) => {
                     self.open_files.insert(
                         path.clone(),
                         Held {
                             since: now,
                             due: now + cap,
-                            repeat: true,
                             mask: libc::IN_MODIFY,
                         },
                     );

@@ -61,7 +61,8 @@ const CACHE_MAX: usize = 1 << 16;
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Place {
     /// Below the watch root (relative path; the root is empty).
-    Inside(Box<[u8]>),
+    /// Shared with the cache: an event clones a reference count, not the path.
+    Inside(std::rc::Rc<[u8]>),
     /// Not below the watch root.
     Outside,
     /// Below it, but the rules exclude it or do not monitor it.
@@ -557,13 +558,13 @@ impl FanWatcher {
         match self.place(e)? {
             Place::Inside(dir) => Some(match e.name {
                 Some(n) => join(&dir, n),
-                None => dir.into_vec(),
+                None => dir.to_vec(),
             }),
             Place::Outside | Place::Ignored => None,
         }
     }
 
-    /// Reads every queued event (until the fds would block) and reports what changed.
+    /// Handles every event the reader thread has handed over and reports what changed.
     pub fn drain(&mut self, out: &mut Changes) -> io::Result<()> {
         self.drain_root(out);
         let pump = self.pump.take().ok_or_else(super::not_started)?;

@@ -435,6 +435,11 @@ impl FanWatcher {
         if self.rules.is_empty() {
             return;
         }
+        // With one-file-system, directories on another device are not entered.
+        let device = self
+            .one_file_system
+            .then(|| std::fs::symlink_metadata(&self.root).ok().map(|m| m.dev()))
+            .flatten();
         let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
         while let Some(rel) = stack.pop() {
             let Ok(rd) = std::fs::read_dir(super::abs_path(&self.root, &rel)) else {
@@ -446,14 +451,9 @@ impl FanWatcher {
                 let kind = e.file_type().map_or(Kind::File, Kind::of);
                 if self.rules.excluded(&crel, kind) {
                     out.excluded.push(crel);
-                } else if kind == Kind::Dir {
-                    if self.one_file_system
-                        && e.metadata().is_ok_and(|m| {
-                            std::fs::symlink_metadata(&self.root).is_ok_and(|r| r.dev() != m.dev())
-                        })
-                    {
-                        continue;
-                    }
+                } else if kind == Kind::Dir
+                    && !device.is_some_and(|d| e.metadata().is_ok_and(|m| m.dev() != d))
+                {
                     stack.push(crel);
                 }
             }

@@ -1,8 +1,9 @@
 /*!
 The worker loop: one thread, one `mio::Poll`, four sources of wake-ups.
 
-- the inotify fd: drained completely on every wake-up ([`Watcher::drain`]), so the kernel
-  queue is emptied as fast as events arrive, whatever rsync is doing;
+- the watcher's event pipe: a reader thread empties the kernel's event queue as fast as
+  events arrive and hands buffers over; every wake-up handles all of them
+  ([`Watcher::drain`]);
 - signals (signal-hook's pipe): TERM/INT/QUIT stop after a final sync, USR2 forces a full
   resync, HUP reloads the rules, USR1/IO log the state;
 - a `Waker` poked by the thread that waits for the running rsync;

@@ -8,18 +8,20 @@ name looked "already watched" cannot happen, because nothing is keyed by path.
 
 Memory matters here: a file server has millions of directories, and this is the only
 per-directory state the worker keeps (issue target: ~100 bytes per directory). So:
-- nodes are 28-byte records in a slab (`Vec` plus a free list), addressed by `u32` ids;
-- names live in one byte arena (offset + length in the node), not in an allocation each;
-  renames and removals leave garbage there, compacted when it is half the arena;
+- nodes are 24-byte records in a slab (`Vec` plus a free list), addressed by `u32` ids;
+- names live in one byte arena, each behind its length (one byte; names of 255 bytes
+  and more, which Linux file systems do not make, take three), not in an allocation
+  each; the node holds the offset. Renames and removals leave garbage there, compacted
+  when it is half the arena;
 - children are found through one index for the whole tree, a `hashbrown::HashTable` of
   node ids hashed by `(parent, name)`: 4 bytes and a control byte per directory, the
-  name itself is not copied into a key;
+  name itself is not copied into a key; watch descriptors are found the same way, node
+  ids hashed by the node's `wd` (a `HashMap<i32, u32>` would take 9 bytes a directory);
 - a node's children are an intrusive doubly linked list (`first_child`, `next`,
   `prev`), for listing and removing a subtree.
 */
 
 use hashbrown::HashTable;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 pub type NodeId = u32;
@@ -40,8 +42,8 @@ struct Node {
     next: NodeId,
     prev: NodeId,
     wd: i32,
+    /// Where the name's length and then its bytes are in the arena.
     name_off: u32,
-    name_len: u32,
 }
 
 pub struct Tree {
@@ -54,7 +56,9 @@ pub struct Tree {
     /// Children by `(parent, name)`.
     index: HashTable<NodeId>,
     hasher: std::collections::hash_map::RandomState,
-    by_wd: HashMap<i32, NodeId>,
+    /// Nodes by watch descriptor (at most one node per descriptor: a directory reached
+    /// twice, through a bind mount, shares its descriptor; the last one set keeps it).
+    by_wd: HashTable<NodeId>,
     len: usize,
 }
 
@@ -70,12 +74,49 @@ impl Default for Tree {
     }
 }
 
+/// The length prefix that says "two more bytes of length follow".
+const LONG: u8 = u8::MAX;
+
+/// The name at `off` in the arena, and the bytes it takes there (prefix included).
+fn entry_at(names: &[u8], off: u32) -> (&[u8], usize) {
+    let off = off as usize;
+    let Some(&first) = names.get(off) else {
+        return (&[], 0); // the root's empty name
+    };
+    let (len, head) = if first == LONG {
+        (
+            u16::from_le_bytes([names[off + 1], names[off + 2]]) as usize,
+            3,
+        )
+    } else {
+        (first as usize, 1)
+    };
+    (&names[off + head..off + head + len], head + len)
+}
+
 fn name_of<'a>(names: &'a [u8], n: &Node) -> &'a [u8] {
-    &names[n.name_off as usize..(n.name_off + n.name_len) as usize]
+    entry_at(names, n.name_off).0
 }
 
 fn hash_of(hasher: &impl BuildHasher, parent: NodeId, name: &[u8]) -> u64 {
     hasher.hash_one((parent, name))
+}
+
+fn hash_wd(hasher: &impl BuildHasher, wd: i32) -> u64 {
+    hasher.hash_one(wd)
+}
+
+/// Appends `name` behind its length.
+fn push_name(names: &mut Vec<u8>, name: &[u8]) {
+    match u8::try_from(name.len()) {
+        Ok(len) if len != LONG => names.push(len),
+        _ => {
+            let len = u16::try_from(name.len()).expect("a file name under 64 KiB");
+            names.push(LONG);
+            names.extend_from_slice(&len.to_le_bytes());
+        }
+    }
+    names.extend_from_slice(name);
 }
 
 impl Tree {
@@ -88,15 +129,14 @@ impl Tree {
                 next: NONE,
                 prev: NONE,
                 wd: NO_WD,
-                name_off: 0,
-                name_len: 0,
+                name_off: u32::MAX,
             }],
             free: Vec::new(),
             names: Vec::new(),
             garbage: 0,
             index: HashTable::new(),
             hasher: Default::default(),
-            by_wd: HashMap::new(),
+            by_wd: HashTable::new(),
             len: 1,
         }
     }
@@ -134,7 +174,20 @@ impl Tree {
     }
 
     pub fn by_wd(&self, wd: i32) -> Option<NodeId> {
-        self.by_wd.get(&wd).copied()
+        let nodes = &self.nodes;
+        self.by_wd
+            .find(hash_wd(&self.hasher, wd), |&c| nodes[c as usize].wd == wd)
+            .copied()
+    }
+
+    /// Drops `wd`'s entry if it is `id`'s.
+    fn forget_wd(&mut self, wd: i32, id: NodeId) {
+        if let Ok(e) = self
+            .by_wd
+            .find_entry(hash_wd(&self.hasher, wd), |&c| c == id)
+        {
+            e.remove();
+        }
     }
 
     pub fn wd(&self, id: NodeId) -> Option<i32> {
@@ -177,13 +230,22 @@ impl Tree {
     /// Associates a watch descriptor with a node (replacing any previous one).
     pub fn set_wd(&mut self, id: NodeId, wd: Option<i32>) {
         if let Some(old) = self.wd(id) {
-            if self.by_wd.get(&old) == Some(&id) {
-                self.by_wd.remove(&old);
-            }
+            self.forget_wd(old, id);
         }
         self.node_mut(id).wd = wd.unwrap_or(NO_WD);
         if let Some(wd) = wd {
-            self.by_wd.insert(wd, id);
+            let h = hash_wd(&self.hasher, wd);
+            let (nodes, hasher) = (&self.nodes, &self.hasher);
+            match self.by_wd.entry(
+                h,
+                |&c| nodes[c as usize].wd == wd,
+                |&c| hash_wd(hasher, nodes[c as usize].wd),
+            ) {
+                hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = id,
+                hashbrown::hash_table::Entry::Vacant(e) => {
+                    e.insert(id);
+                }
+            }
         }
     }
 
@@ -224,11 +286,11 @@ impl Tree {
                     ));
                 }
             }
-            if n.wd != NO_WD && self.by_wd.get(&n.wd) != Some(&id) {
+            if n.wd != NO_WD && self.by_wd(n.wd) != Some(id) {
                 return Err(format!(
                     "node {id} has wd {} but by_wd says {:?}",
                     n.wd,
-                    self.by_wd.get(&n.wd)
+                    self.by_wd(n.wd)
                 ));
             }
         }
@@ -255,7 +317,7 @@ impl Tree {
         while cur != ROOT {
             let n = self.node(cur);
             chain.push(cur);
-            len += n.name_len as usize + 1;
+            len += name_of(&self.names, n).len() + 1;
             cur = n.parent;
         }
         let mut out = Vec::with_capacity(len);
@@ -281,17 +343,20 @@ impl Tree {
         }
     }
 
-    /// Stores a name in the arena (compacting it first when half of it is garbage).
-    fn store_name(&mut self, name: &[u8]) -> (u32, u32) {
+    /// Stores a name in the arena (compacting it first when half of it is garbage);
+    /// returns its offset.
+    fn store_name(&mut self, name: &[u8]) -> u32 {
         if self.garbage > 4096 && self.garbage * 2 > self.names.len() {
             self.compact();
         }
-        let off = self.names.len();
-        self.names.extend_from_slice(name);
-        (
-            u32::try_from(off).expect("name arena under 4 GiB"),
-            name.len() as u32,
-        )
+        let off = u32::try_from(self.names.len()).expect("name arena under 4 GiB");
+        push_name(&mut self.names, name);
+        off
+    }
+
+    /// The bytes `id`'s name takes in the arena.
+    fn stored_len(&self, id: NodeId) -> usize {
+        entry_at(&self.names, self.nodes[id as usize].name_off).1
     }
 
     /// Rewrites the arena with the live names only (hashes do not change: they are of
@@ -299,11 +364,11 @@ impl Tree {
     fn compact(&mut self) {
         let mut names = Vec::with_capacity(self.names.len() - self.garbage);
         for n in self.nodes.iter_mut() {
-            if n.parent == DEAD || n.name_len == 0 {
+            if n.parent == DEAD || n.parent == NONE {
                 continue;
             }
             let off = names.len() as u32;
-            names.extend_from_slice(name_of(&self.names, n));
+            push_name(&mut names, name_of(&self.names, n));
             n.name_off = off;
         }
         self.names = names;
@@ -353,7 +418,7 @@ impl Tree {
             Some(old) => self.remove(old),
             None => Vec::new(),
         };
-        let (name_off, name_len) = self.store_name(name);
+        let name_off = self.store_name(name);
         let node = Node {
             parent,
             first_child: NONE,
@@ -361,7 +426,6 @@ impl Tree {
             prev: NONE,
             wd: NO_WD,
             name_off,
-            name_len,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -388,9 +452,7 @@ impl Tree {
         while let Some(cur) = stack.pop() {
             let n = self.nodes[cur as usize];
             if n.wd != NO_WD {
-                if self.by_wd.get(&n.wd) == Some(&cur) {
-                    self.by_wd.remove(&n.wd);
-                }
+                self.forget_wd(n.wd, cur);
                 wds.push(n.wd);
             }
             let mut c = n.first_child;
@@ -404,7 +466,7 @@ impl Tree {
                 }
                 c = cn.next;
             }
-            self.garbage += n.name_len as usize;
+            self.garbage += self.stored_len(cur);
             self.nodes[cur as usize].parent = DEAD;
             self.free.push(cur);
             self.len -= 1;
@@ -424,13 +486,12 @@ impl Tree {
             _ => Vec::new(),
         };
         self.unlink(id);
-        let old_len = self.node(id).name_len as usize;
-        let (name_off, name_len) = self.store_name(new_name);
+        let old_len = self.stored_len(id);
+        let name_off = self.store_name(new_name);
         self.garbage += old_len;
         let n = self.node_mut(id);
         n.parent = new_parent;
         n.name_off = name_off;
-        n.name_len = name_len;
         self.link(id);
         stale
     }
@@ -468,6 +529,45 @@ mod tests {
         assert_eq!(t.children(d).count(), 2997);
         assert_eq!(t.path(ids[7]), b"dir/r3-00007-renamed");
         assert_eq!(t.watched(), 2997);
+    }
+
+    #[test]
+    fn nodes_stay_small_and_long_names_survive() {
+        assert_eq!(std::mem::size_of::<Node>(), 24);
+        let mut t = Tree::new();
+        let long: Vec<u8> = (0..300).map(|i| b'a' + (i % 26) as u8).collect();
+        let edge = vec![b'e'; 255];
+        let (a, _) = t.insert(ROOT, &long, Some(1));
+        let (b, _) = t.insert(a, &edge, Some(2));
+        let (c, _) = t.insert(b, b"", None);
+        t.check().unwrap();
+        assert_eq!(t.name(a), &long[..]);
+        assert_eq!(t.name(b), &edge[..]);
+        assert_eq!(t.name(c), b"");
+        assert_eq!(t.child(a, &edge), Some(b));
+        // Enough renames to compact the arena around them.
+        let (d, _) = t.insert(ROOT, b"d", Some(3));
+        for i in 0..2000 {
+            t.rename(d, ROOT, format!("d-{i}").as_bytes());
+        }
+        t.check().unwrap();
+        assert_eq!(t.path(b), [&long[..], b"/", &edge[..]].concat());
+        assert_eq!(t.path(d), b"d-1999");
+    }
+
+    #[test]
+    fn a_shared_watch_descriptor_names_the_last_node_set() {
+        // The same directory reached twice (a bind mount) gets the same descriptor.
+        let mut t = Tree::new();
+        let (a, _) = t.insert(ROOT, b"a", Some(7));
+        let (b, _) = t.insert(ROOT, b"b", Some(7));
+        assert_eq!(t.by_wd(7), Some(b));
+        t.remove(a);
+        assert_eq!(t.by_wd(7), Some(b), "removing the other node keeps it");
+        t.set_wd(b, Some(8));
+        assert_eq!(t.by_wd(7), None);
+        assert_eq!(t.by_wd(8), Some(b));
+        assert_eq!(t.watched(), 1);
     }
 
     #[test]

@@ -120,6 +120,9 @@ struct Queue {
     first: Option<Instant>,
     /// When the latest path was pushed (for [`COALESCE_MIN`]).
     last: Option<Instant>,
+    /// A directory created since the queue was last taken is queued (see
+    /// [`COALESCE_MIN`]).
+    fresh_dir: bool,
 }
 
 fn entry(path: Vec<u8>, m: Meta, class: Class) -> Entry {
@@ -135,6 +138,7 @@ impl Queue {
     fn take(&mut self, class: Class, out: &mut Vec<Entry>) {
         self.first = None;
         self.last = None;
+        self.fresh_dir = false;
         out.extend(self.paths.drain().map(|(path, m)| entry(path, m, class)));
     }
 }
@@ -145,6 +149,12 @@ impl Queue {
 /// A single change is not delayed (one path is far below the minimum); a burst of
 /// thousands of files is synced in a few rsync runs instead of one per few milliseconds
 /// of events, which also converges sooner (each run has a fixed cost).
+///
+/// A directory just created (not one moved in: that one is complete) counts as the start
+/// of a burst however few paths are queued: it is almost always being filled (`mkdir -p`,
+/// `cp -r`, `tar x`, `git clone`), and syncing it at once would copy it nearly empty and
+/// then once more. An empty `mkdir` waits [`COALESCE_QUIET`] longer; a file change does
+/// not wait at all.
 ///
 /// Paths in the queue from which a burst is assumed.
 pub const COALESCE_MIN: usize = 64;
@@ -264,9 +274,11 @@ impl Batcher {
             if other_q.paths.is_empty() {
                 other_q.first = None;
                 other_q.last = None;
+                other_q.fresh_dir = false;
             }
         }
         let q = self.queue(class);
+        q.fresh_dir |= recursive && mask & libc::IN_CREATE != 0;
         q.first.get_or_insert(now);
         q.last = Some(q.last.map_or(now, |l| l.max(now)));
         q.paths.entry(path).or_default().merge(meta);
@@ -357,7 +369,7 @@ impl Batcher {
         };
         let first = q.first?;
         let mut due = first + delay;
-        if delay < COALESCE_CAP && q.paths.len() >= COALESCE_MIN {
+        if delay < COALESCE_CAP && (q.paths.len() >= COALESCE_MIN || q.fresh_dir) {
             if let Some(last) = q.last {
                 due = due.max((last + COALESCE_QUIET).min(first + COALESCE_CAP));
             }
@@ -864,6 +876,42 @@ mod tests {
             i += 1;
             assert!(ms(i) <= COALESCE_CAP, "never due");
         }
+    }
+
+    #[test]
+    fn a_new_directory_waits_for_a_pause_but_a_moved_in_one_does_not() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let zero = Delays {
+            collect: Duration::ZERO,
+            collect_bigfile: Duration::ZERO,
+            sync: Duration::ZERO,
+        };
+        let mut b = Batcher::new(zero);
+        let created = libc::IN_CREATE | libc::IN_ISDIR;
+        b.push_event(t0, b"new".to_vec(), true, created, Class::Normal);
+        assert_eq!(b.deadline(), Some(t0 + COALESCE_QUIET));
+        // Filled: each path pushes the start back, up to the cap.
+        b.push_event(
+            t0 + ms(8),
+            b"new/a".to_vec(),
+            false,
+            libc::IN_CREATE,
+            Class::Normal,
+        );
+        assert!(b.take_due(t0 + ms(10)).is_none());
+        let batch = b.take_due(t0 + ms(18)).unwrap();
+        assert_eq!(batch.entries.len(), 2);
+        b.complete(t0 + ms(18), batch, true);
+        // The next batch is not held by the old directory.
+        let t1 = t0 + ms(100);
+        b.push(t1, b"file".to_vec(), false, Class::Normal);
+        assert_eq!(b.deadline(), Some(t1));
+        let batch = b.take_due(t1).unwrap();
+        b.complete(t1, batch, true);
+        let moved = libc::IN_MOVED_TO | libc::IN_ISDIR;
+        b.push_event(t1, b"moved".to_vec(), true, moved, Class::Normal);
+        assert_eq!(b.deadline(), Some(t1), "a moved-in directory is complete");
     }
 
     #[test]

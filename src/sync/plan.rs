@@ -13,6 +13,14 @@
 //!   non-empty directory" and exits 0: a stale tree forever). A path whose type flipped
 //!   (file and directory) is matched in both forms.
 //! - A vanished path whose parent vanished too is replaced by its topmost vanished ancestor.
+//! - A directory most of whose entries are in the batch (at least [`CROWD_MIN`] of them)
+//!   is synced whole (`/dir/***`) instead of entry by entry: rsync walks its filter list
+//!   for every file it looks at, so a list of hundreds of lines costs more than stat'ing
+//!   the few entries of the directory that did not change (a burst of 20,000 new files in
+//!   200 new directories: 0.68 s instead of 0.55 s with one line). Only when that extra
+//!   work is bounded: the entries not in the batch are at most as many as those in it and
+//!   none is a directory without a change below it (its whole subtree would be walked);
+//!   a directory in the batch only for its own attributes counts as unchanged below.
 //! - A regular file with several names (hard links) makes the whole batch a full run:
 //!   `rsync -H` can only link names that are in the same transfer, and the other names
 //!   may be anywhere in the tree. The cost falls only on trees that use hard links.
@@ -129,6 +137,84 @@ fn root_entry() -> Entry {
     }
 }
 
+/// A directory with at least this many of its entries in a batch may be synced whole.
+pub const CROWD_MIN: usize = 64;
+
+/// Marks as recursive the directories most of whose entries are in the batch (see the
+/// module docs for when).
+fn collapse_crowded<'a>(root: &Path, merged: &mut HashMap<&'a [u8], bool>) {
+    let mut kids: HashMap<&'a [u8], usize> = HashMap::new();
+    for p in merged.keys() {
+        if let Some(par) = parent(p).filter(|par| !par.is_empty()) {
+            *kids.entry(par).or_default() += 1;
+        }
+    }
+    let crowded: Vec<&'a [u8]> = kids
+        .into_iter()
+        .filter(|(_, n)| *n >= CROWD_MIN)
+        .map(|(p, _)| p)
+        .collect();
+    if crowded.is_empty() {
+        return;
+    }
+    // Paths with batch entries strictly below them.
+    let mut changed_below: std::collections::HashSet<&'a [u8]> = Default::default();
+    for p in merged.keys() {
+        let mut cur = *p;
+        while let Some(par) = parent(cur).filter(|par| !par.is_empty()) {
+            if !changed_below.insert(par) {
+                break;
+            }
+            cur = par;
+        }
+    }
+    for dir in crowded {
+        if merged.get(dir) == Some(&true) {
+            continue;
+        }
+        if whole_is_cheaper(root, dir, merged, &changed_below) {
+            merged.insert(dir, true);
+        }
+    }
+}
+
+/// Whether syncing `dir` whole costs at most about twice syncing its batch entries.
+fn whole_is_cheaper(
+    root: &Path,
+    dir: &[u8],
+    merged: &HashMap<&[u8], bool>,
+    changed_below: &std::collections::HashSet<&[u8]>,
+) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(rd) = std::fs::read_dir(crate::watch::abs_path(root, dir)) else {
+        return false;
+    };
+    // Entries synced anyway; files looked at in addition; directories with changes below
+    // them that would be walked whole.
+    let (mut inside, mut outside, mut partial) = (0usize, 0usize, 0usize);
+    let mut path = dir.to_vec();
+    path.push(b'/');
+    let base = path.len();
+    for e in rd {
+        let Ok(e) = e else { return false };
+        path.truncate(base);
+        path.extend_from_slice(e.file_name().as_bytes());
+        let is_dir = match e.file_type() {
+            Ok(t) => t.is_dir(),
+            Err(_) => return false,
+        };
+        match (merged.get(path.as_slice()).copied(), is_dir) {
+            (Some(true), _) | (Some(false), false) => inside += 1,
+            (None, false) => outside += 1,
+            // A directory in the batch for its attributes, or not at all, would be walked
+            // whole: only a few, and only with changes below them.
+            (_, true) if changed_below.contains(path.as_slice()) => partial += 1,
+            (_, true) => return false,
+        }
+    }
+    inside >= CROWD_MIN && outside <= inside && partial <= inside / 16
+}
+
 /// Plans the rsync runs for a batch. `excludes` are the rule-excluded paths known below
 /// the tree; those under a recursive entry are passed as excludes of its run.
 pub fn plan(root: &Path, entries: &[Entry], excludes: &BTreeSet<Vec<u8>>, limit: usize) -> Plan {
@@ -143,6 +229,7 @@ pub fn plan(root: &Path, entries: &[Entry], excludes: &BTreeSet<Vec<u8>>, limit:
     for e in entries {
         *merged.entry(&e.path).or_insert(false) |= e.recursive;
     }
+    collapse_crowded(root, &mut merged);
     let mut stat = Stat {
         root,
         cache: HashMap::new(),
@@ -320,6 +407,64 @@ mod tests {
                 "/gone/***"
             ]
         );
+    }
+
+    /// `n` directories `dir/bNNN`, each with a file.
+    fn crowd(root: &Path, n: usize) -> Vec<Entry> {
+        (0..n)
+            .map(|i| {
+                let d = format!("dir/b{i:03}");
+                fs::create_dir_all(root.join(&d)).unwrap();
+                fs::write(root.join(&d).join("f"), "x").unwrap();
+                entry(&d, true)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_directory_mostly_in_the_batch_is_synced_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let mut entries = crowd(t.path(), CROWD_MIN);
+        // One more directory, partly changed; a file not in the batch.
+        fs::create_dir(t.path().join("dir/partly")).unwrap();
+        entries.push(entry("dir/partly/new", false));
+        fs::write(t.path().join("dir/old-file"), "x").unwrap();
+        let parts = targeted(plan(t.path(), &entries, &BTreeSet::new(), 0));
+        assert_eq!(lines(&parts[0].include), ["/dir/***"]);
+    }
+
+    #[test]
+    fn a_crowded_directory_with_an_unchanged_subtree_is_not_synced_whole() {
+        for attr_only in [false, true] {
+            let t = tempfile::tempdir().unwrap();
+            let mut entries = crowd(t.path(), CROWD_MIN);
+            // A big directory nothing changed in (or only its own attributes): syncing
+            // `dir` whole would walk it.
+            fs::create_dir_all(t.path().join("dir/big/deep")).unwrap();
+            if attr_only {
+                entries.push(entry("dir/big", false));
+            }
+            let parts = targeted(plan(t.path(), &entries, &BTreeSet::new(), 0));
+            let l = lines(&parts[0].include);
+            assert_eq!(l.len(), 1 + CROWD_MIN + usize::from(attr_only), "{l:?}");
+            assert!(!l.contains(&"/dir/***".to_string()));
+        }
+    }
+
+    #[test]
+    fn a_crowded_directory_with_more_unchanged_files_than_changes_is_not_synced_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let entries = crowd(t.path(), CROWD_MIN);
+        for i in 0..=CROWD_MIN {
+            fs::write(t.path().join(format!("dir/old-{i}")), "x").unwrap();
+        }
+        let parts = targeted(plan(t.path(), &entries, &BTreeSet::new(), 0));
+        assert_eq!(lines(&parts[0].include).len(), 1 + CROWD_MIN);
+        // Below the minimum nothing is collapsed either.
+        let t = tempfile::tempdir().unwrap();
+        let entries = crowd(t.path(), CROWD_MIN - 1);
+        let parts = targeted(plan(t.path(), &entries, &BTreeSet::new(), 0));
+        assert_eq!(lines(&parts[0].include).len(), CROWD_MIN);
     }
 
     #[test]

@@ -299,11 +299,17 @@ impl Handler {
             let p = plan(&self.cfg.src, &entries, &none, self.cfg.rsync_inclimit);
             self.rsync(p, &mut out)?;
         } else if self.cfg.mode.is_rsync() {
+            let started = std::time::Instant::now();
             let p = plan(
                 &self.cfg.src,
                 &batch.entries,
                 ctx.excludes,
                 self.cfg.rsync_inclimit,
+            );
+            log::debug!(
+                "planned {} paths in {:.1} ms",
+                batch.entries.len(),
+                started.elapsed().as_secs_f64() * 1000.0
             );
             self.rsync(p, &mut out)?;
             if batch.verify {

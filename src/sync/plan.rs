@@ -37,7 +37,10 @@
 //! `*`, `?` and `[` of the name are escaped.
 
 use crate::queue::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+// hashbrown's default hasher (foldhash): a 20,000-path batch hashes each path several
+// times here, and SipHash was a visible part of planning it.
+use hashbrown::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -111,18 +114,24 @@ struct Stat<'a> {
 }
 
 impl Stat<'_> {
+    /// A batch entry's kind (each is looked at once).
     fn kind(&mut self, rel: &[u8]) -> Kind {
-        if let Some(k) = self.cache.get(rel) {
-            return *k;
-        }
-        let k = match std::fs::symlink_metadata(crate::watch::abs_path(self.root, rel)) {
+        match std::fs::symlink_metadata(crate::watch::abs_path(self.root, rel)) {
             Ok(m) if m.is_dir() => Kind::Dir,
             Ok(m) => {
                 self.hardlinked |= m.is_file() && m.nlink() > 1;
                 Kind::Other
             }
             Err(_) => Kind::Missing,
-        };
+        }
+    }
+
+    /// An ancestor's kind (many entries share one).
+    fn cached_kind(&mut self, rel: &[u8]) -> Kind {
+        if let Some(k) = self.cache.get(rel) {
+            return *k;
+        }
+        let k = self.kind(rel);
         self.cache.insert(rel.to_vec(), k);
         k
     }
@@ -142,38 +151,45 @@ pub const CROWD_MIN: usize = 64;
 
 /// Marks as recursive the directories most of whose entries are in the batch (see the
 /// module docs for when).
+/// Directories synced whole this way count as entries of their own parent, which may then
+/// be synced whole in turn (200 crowded directories of one new parent: one line).
 fn collapse_crowded<'a>(root: &Path, merged: &mut HashMap<&'a [u8], bool>) {
-    let mut kids: HashMap<&'a [u8], usize> = HashMap::new();
-    for p in merged.keys() {
-        if let Some(par) = parent(p).filter(|par| !par.is_empty()) {
-            *kids.entry(par).or_default() += 1;
-        }
-    }
-    let crowded: Vec<&'a [u8]> = kids
-        .into_iter()
-        .filter(|(_, n)| *n >= CROWD_MIN)
-        .map(|(p, _)| p)
-        .collect();
-    if crowded.is_empty() {
-        return;
-    }
-    // Paths with batch entries strictly below them.
-    let mut changed_below: std::collections::HashSet<&'a [u8]> = Default::default();
-    for p in merged.keys() {
-        let mut cur = *p;
-        while let Some(par) = parent(cur).filter(|par| !par.is_empty()) {
-            if !changed_below.insert(par) {
-                break;
+    let mut changed_below: Option<HashSet<&'a [u8]>> = None;
+    let mut examined: HashSet<&'a [u8]> = Default::default();
+    loop {
+        let mut kids: HashMap<&'a [u8], usize> = HashMap::new();
+        for p in merged.keys() {
+            if let Some(par) = parent(p).filter(|par| !par.is_empty()) {
+                *kids.entry(par).or_default() += 1;
             }
-            cur = par;
         }
-    }
-    for dir in crowded {
-        if merged.get(dir) == Some(&true) {
-            continue;
+        let crowded: Vec<&'a [u8]> = kids
+            .into_iter()
+            .filter(|(p, n)| *n >= CROWD_MIN && !examined.contains(p))
+            .map(|(p, _)| p)
+            .collect();
+        if crowded.is_empty() {
+            return;
         }
-        if whole_is_cheaper(root, dir, merged, &changed_below) {
-            merged.insert(dir, true);
+        // Paths with batch entries strictly below them.
+        let below = changed_below.get_or_insert_with(|| {
+            let mut set = HashSet::new();
+            for p in merged.keys() {
+                let mut cur = *p;
+                while let Some(par) = parent(cur).filter(|par| !par.is_empty()) {
+                    if !set.insert(par) {
+                        break;
+                    }
+                    cur = par;
+                }
+            }
+            set
+        });
+        for dir in crowded {
+            examined.insert(dir);
+            if merged.get(dir) != Some(&true) && whole_is_cheaper(root, dir, merged, below) {
+                merged.insert(dir, true);
+            }
         }
     }
 }
@@ -183,7 +199,7 @@ fn whole_is_cheaper(
     root: &Path,
     dir: &[u8],
     merged: &HashMap<&[u8], bool>,
-    changed_below: &std::collections::HashSet<&[u8]>,
+    changed_below: &HashSet<&[u8]>,
 ) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(rd) = std::fs::read_dir(crate::watch::abs_path(root, dir)) else {
@@ -235,8 +251,30 @@ pub fn plan(root: &Path, entries: &[Entry], excludes: &BTreeSet<Vec<u8>>, limit:
         cache: HashMap::new(),
         hardlinked: false,
     };
+    // Paths synced recursively whatever they are now (a `/***` line at them or at their
+    // topmost vanished ancestor): entries below them need no line of their own, only the
+    // lstat that finds hard links.
+    let trees: HashSet<&[u8]> = merged
+        .iter()
+        .filter(|(_, r)| **r)
+        .map(|(p, _)| *p)
+        .collect();
+    let covered = |p: &[u8]| {
+        let mut cur = p;
+        while let Some(par) = parent(cur) {
+            if trees.contains(par) {
+                return true;
+            }
+            cur = par;
+        }
+        false
+    };
     let mut forms: BTreeMap<Vec<u8>, u8> = BTreeMap::new();
-    for (path, recursive) in merged {
+    for (path, recursive) in merged.iter().map(|(p, r)| (*p, *r)) {
+        if !trees.is_empty() && covered(path) {
+            stat.kind(path);
+            continue;
+        }
         let (path, form) = match stat.kind(path) {
             Kind::Dir if recursive => (path, TREE),
             Kind::Dir => (path, PLAIN),
@@ -244,7 +282,7 @@ pub fn plan(root: &Path, entries: &[Entry], excludes: &BTreeSet<Vec<u8>>, limit:
             Kind::Missing => {
                 let mut top = path;
                 while let Some(p) = parent(top) {
-                    if p.is_empty() || stat.kind(p) == Kind::Dir {
+                    if p.is_empty() || stat.cached_kind(p) == Kind::Dir {
                         break;
                     }
                     top = p;
@@ -431,6 +469,22 @@ mod tests {
         fs::write(t.path().join("dir/old-file"), "x").unwrap();
         let parts = targeted(plan(t.path(), &entries, &BTreeSet::new(), 0));
         assert_eq!(lines(&parts[0].include), ["/dir/***"]);
+    }
+
+    #[test]
+    fn crowded_directories_of_one_parent_make_it_crowded_too() {
+        let t = tempfile::tempdir().unwrap();
+        let mut entries = Vec::new();
+        for d in 0..CROWD_MIN {
+            for f in 0..CROWD_MIN {
+                let p = format!("top/d{d:03}/f{f:03}");
+                fs::create_dir_all(t.path().join(format!("top/d{d:03}"))).unwrap();
+                fs::write(t.path().join(&p), "x").unwrap();
+                entries.push(entry(&p, false));
+            }
+        }
+        let parts = targeted(plan(t.path(), &entries, &BTreeSet::new(), 0));
+        assert_eq!(lines(&parts[0].include), ["/top/***"]);
     }
 
     #[test]

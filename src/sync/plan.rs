@@ -151,6 +151,7 @@ pub const CROWD_MIN: usize = 64;
 
 /// Marks as recursive the directories most of whose entries are in the batch (see the
 /// module docs for when).
+///
 /// Directories synced whole this way count as entries of their own parent, which may then
 /// be synced whole in turn (200 crowded directories of one new parent: one line).
 fn collapse_crowded<'a>(root: &Path, merged: &mut HashMap<&'a [u8], bool>) {
@@ -163,10 +164,9 @@ fn collapse_crowded<'a>(root: &Path, merged: &mut HashMap<&'a [u8], bool>) {
                 *kids.entry(par).or_default() += 1;
             }
         }
-        let crowded: Vec<&'a [u8]> = kids
+        let crowded: Vec<(&'a [u8], usize)> = kids
             .into_iter()
             .filter(|(p, n)| *n >= CROWD_MIN && !examined.contains(p))
-            .map(|(p, _)| p)
             .collect();
         if crowded.is_empty() {
             return;
@@ -185,19 +185,24 @@ fn collapse_crowded<'a>(root: &Path, merged: &mut HashMap<&'a [u8], bool>) {
             }
             set
         });
-        for dir in crowded {
+        for (dir, in_batch) in crowded {
             examined.insert(dir);
-            if merged.get(dir) != Some(&true) && whole_is_cheaper(root, dir, merged, below) {
+            if merged.get(dir) != Some(&true)
+                && whole_is_cheaper(root, dir, in_batch, merged, below)
+            {
                 merged.insert(dir, true);
             }
         }
     }
 }
 
-/// Whether syncing `dir` whole costs at most about twice syncing its batch entries.
+/// Whether syncing `dir` whole costs at most about twice syncing its batch entries
+/// (`in_batch` of them are its children; those gone from the disk count as in the batch
+/// too: `rm dir/*` of 1,000 files is one line that lets rsync delete them all).
 fn whole_is_cheaper(
     root: &Path,
     dir: &[u8],
+    in_batch: usize,
     merged: &HashMap<&[u8], bool>,
     changed_below: &HashSet<&[u8]>,
 ) -> bool {
@@ -208,6 +213,8 @@ fn whole_is_cheaper(
     // Entries synced anyway; files looked at in addition; directories with changes below
     // them that would be walked whole.
     let (mut inside, mut outside, mut partial) = (0usize, 0usize, 0usize);
+    // Batch entries found on the disk.
+    let mut present = 0usize;
     let mut path = dir.to_vec();
     path.push(b'/');
     let base = path.len();
@@ -219,7 +226,9 @@ fn whole_is_cheaper(
             Ok(t) => t.is_dir(),
             Err(_) => return false,
         };
-        match (merged.get(path.as_slice()).copied(), is_dir) {
+        let entry = merged.get(path.as_slice()).copied();
+        present += usize::from(entry.is_some());
+        match (entry, is_dir) {
             (Some(true), _) | (Some(false), false) => inside += 1,
             (None, false) => outside += 1,
             // A directory in the batch for its attributes, or not at all, would be walked
@@ -228,6 +237,7 @@ fn whole_is_cheaper(
             (_, true) => return false,
         }
     }
+    inside += in_batch.saturating_sub(present);
     inside >= CROWD_MIN && outside <= inside && partial <= inside / 16
 }
 
@@ -467,6 +477,18 @@ mod tests {
         fs::create_dir(t.path().join("dir/partly")).unwrap();
         entries.push(entry("dir/partly/new", false));
         fs::write(t.path().join("dir/old-file"), "x").unwrap();
+        let parts = targeted(plan(t.path(), &entries, &BTreeSet::new(), 0));
+        assert_eq!(lines(&parts[0].include), ["/dir/***"]);
+    }
+
+    #[test]
+    fn a_mass_deletion_is_one_line() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("dir")).unwrap();
+        fs::write(t.path().join("dir/kept"), "x").unwrap();
+        let entries: Vec<Entry> = (0..CROWD_MIN * 2)
+            .map(|i| entry(&format!("dir/gone-{i}"), false))
+            .collect();
         let parts = targeted(plan(t.path(), &entries, &BTreeSet::new(), 0));
         assert_eq!(lines(&parts[0].include), ["/dir/***"]);
     }

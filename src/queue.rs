@@ -90,6 +90,11 @@ impl Meta {
         self.recursive |= other.recursive;
         self.mask |= other.mask;
     }
+
+    /// A directory created (not moved in) since it was queued: see [`COALESCE_MIN`].
+    fn is_new_dir(&self) -> bool {
+        self.recursive && self.mask & libc::IN_CREATE != 0
+    }
 }
 
 /// The paths handed to one sync run.
@@ -278,7 +283,7 @@ impl Batcher {
             }
         }
         let q = self.queue(class);
-        q.fresh_dir |= recursive && mask & libc::IN_CREATE != 0;
+        q.fresh_dir |= meta.is_new_dir();
         q.first.get_or_insert(now);
         q.last = Some(q.last.map_or(now, |l| l.max(now)));
         q.paths.entry(path).or_default().merge(meta);
@@ -435,6 +440,7 @@ impl Batcher {
         let mut kept = Queue::default();
         for (path, m) in q.paths {
             if self.blocked(&path, m.recursive) {
+                kept.fresh_dir |= m.is_new_dir();
                 kept.paths.insert(path, m);
             } else {
                 out.push(entry(path, m, class));
@@ -563,6 +569,15 @@ mod tests {
             collect: secs(30),
             collect_bigfile: secs(1800),
             sync: secs(30),
+        }
+    }
+
+    /// Delays of zero (the minimal-delay setting of the benchmarks).
+    fn zero() -> Delays {
+        Delays {
+            collect: Duration::ZERO,
+            collect_bigfile: Duration::ZERO,
+            sync: Duration::ZERO,
         }
     }
 
@@ -834,12 +849,7 @@ mod tests {
     fn a_burst_is_coalesced_but_a_single_change_is_not_delayed() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let zero = Delays {
-            collect: Duration::ZERO,
-            collect_bigfile: Duration::ZERO,
-            sync: Duration::ZERO,
-        };
-        let mut b = Batcher::new(zero);
+        let mut b = Batcher::new(zero());
         b.push(t0, b"one".to_vec(), false, Class::Normal);
         assert_eq!(b.deadline(), Some(t0), "a single change goes at once");
         let one = b.take_due(t0).unwrap();
@@ -882,12 +892,7 @@ mod tests {
     fn a_new_directory_waits_for_a_pause_but_a_moved_in_one_does_not() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        let zero = Delays {
-            collect: Duration::ZERO,
-            collect_bigfile: Duration::ZERO,
-            sync: Duration::ZERO,
-        };
-        let mut b = Batcher::new(zero);
+        let mut b = Batcher::new(zero());
         let created = libc::IN_CREATE | libc::IN_ISDIR;
         b.push_event(t0, b"new".to_vec(), true, created, Class::Normal);
         assert_eq!(b.deadline(), Some(t0 + COALESCE_QUIET));

@@ -870,7 +870,7 @@ impl Worker {
                 }
             }
             self.push_dirty(
-                h.since.min(now),
+                h.since,
                 crate::watch::Dirty {
                     path,
                     recursive: false,

@@ -15,7 +15,8 @@
 #   bench/order.sh            # needs valgrind and rsync; run as root for fanotify
 #
 # Re-run it when the toolchain changes (std's symbol names carry its hash) or after larger
-# changes to the event path; tests/layout.rs fails when most listed names no longer exist.
+# changes to the event path; tests/layout.rs fails when, with the toolchain the file
+# records, more than a tenth of the listed names no longer exist.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

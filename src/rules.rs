@@ -32,7 +32,6 @@ before excludes: a path matching an `include` is never excluded by an `exclude`.
 use regex::bytes::{Regex, RegexBuilder};
 use std::path::{Path, PathBuf};
 
-/// What a path is, by `lstat` (symlinks are not followed).
 /// Compiles a rule's regex. The build leaves out regex's Unicode case-folding and
 /// property tables (their pointers are relocated, so dirtied, at every start: ~190 KB of
 /// resident memory per worker); a pattern that asks for case-insensitive matching is
@@ -47,6 +46,7 @@ fn compile(pattern: &str) -> Result<Regex, regex::Error> {
     })
 }
 
+/// What a path is, by `lstat` (symlinks are not followed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     File,

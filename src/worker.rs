@@ -703,6 +703,23 @@ impl Worker {
         self.apply(changes);
     }
 
+    /// [`drain`](Self::drain) behind a barrier: every event queued in the kernel so far
+    /// is handled. If the reader thread cannot give that guarantee, the whole tree is
+    /// queued instead: a full sync cannot miss what the events would have said.
+    fn drain_all(&mut self) {
+        let mut changes = Changes::default();
+        if let Err(e) = self.watcher.drain_all(&mut changes) {
+            error!("reading the last events: {e}; syncing the whole tree instead");
+            changes.dirty.push(crate::watch::Dirty {
+                path: Vec::new(),
+                recursive: true,
+                modify_only: false,
+                mask: crate::watch::MASK_FOUND_DIR,
+            });
+        }
+        self.apply(changes);
+    }
+
     fn apply(&mut self, changes: Changes) {
         if changes.root_gone {
             error!(
@@ -1384,9 +1401,10 @@ impl Worker {
                 if self.runner.busy() || final_started || self.on_standby(now) {
                     return;
                 }
-                // Pick up what happened up to now, then sync everything, ignoring delays
-                // (files still being written included).
-                self.drain();
+                // Pick up everything the kernel queued up to now (a barrier: the change
+                // made just before the signal may not have been read yet), then sync
+                // everything, ignoring delays (files still being written included).
+                self.drain_all();
                 self.release_open_files(now, true);
                 if self.exit.is_some() {
                     return;

@@ -564,16 +564,22 @@ impl FanWatcher {
         }
     }
 
-    /// Handles every event the reader thread has handed over and reports what changed.
-    pub fn drain(&mut self, out: &mut Changes) -> io::Result<()> {
+    /// Handles every event the reader thread has handed over (with `barrier`: every
+    /// event in the kernel queue now) and reports what changed.
+    pub fn drain(&mut self, out: &mut Changes, barrier: bool) -> io::Result<()> {
         self.drain_root(out);
         let pump = self.pump.take().ok_or_else(super::not_started)?;
-        pump.drain(|buf| self.events_in(buf, out));
+        let read = if barrier {
+            pump.drain_all(|buf| self.events_in(buf, out))
+        } else {
+            pump.drain(|buf| self.events_in(buf, out));
+            Ok(())
+        };
         self.pump = Some(pump);
         for m in &mut self.mounts {
             m.fd = None;
         }
-        Ok(())
+        read
     }
 
     /// The root's inotify watch: any event on it means the root is gone.

@@ -266,11 +266,21 @@ impl Watcher {
         }
     }
 
-    /// Reads every queued event and reports what changed.
+    /// Handles every event the reader thread has handed over and reports what changed.
     pub fn drain(&mut self, out: &mut Changes) -> io::Result<()> {
         match self {
-            Watcher::Inotify(w) => w.drain(out),
-            Watcher::Fanotify(f) => f.drain(out),
+            Watcher::Inotify(w) => w.drain(out, false),
+            Watcher::Fanotify(f) => f.drain(out, false),
+        }
+    }
+
+    /// A barrier: like [`drain`](Self::drain), but first has the reader thread empty the
+    /// kernel queue, so every event queued before this call is handled. The final sync of
+    /// a stop is planned after it (a change made just before the signal is in it).
+    pub fn drain_all(&mut self, out: &mut Changes) -> io::Result<()> {
+        match self {
+            Watcher::Inotify(w) => w.drain(out, true),
+            Watcher::Fanotify(f) => f.drain(out, true),
         }
     }
 }
@@ -776,10 +786,11 @@ impl InotifyWatcher {
     }
 
     /// Handles every event the reader thread has handed over (everything that was in the
-    /// kernel queue when it last read) and reports what changed.
-    pub fn drain(&mut self, out: &mut Changes) -> io::Result<()> {
+    /// kernel queue when it last read; with `barrier`, everything in it now) and reports
+    /// what changed.
+    pub fn drain(&mut self, out: &mut Changes, barrier: bool) -> io::Result<()> {
         let pump = self.pump.take().ok_or_else(not_started)?;
-        pump.drain(|buf| {
+        let mut each = |buf: &[u8]| {
             pump::inotify_events(buf, |wd, mask, cookie, name| {
                 self.handle(
                     wd,
@@ -789,7 +800,13 @@ impl InotifyWatcher {
                     out,
                 )
             })
-        });
+        };
+        let read = if barrier {
+            pump.drain_all(&mut each)
+        } else {
+            pump.drain(&mut each);
+            Ok(())
+        };
         self.pump = Some(pump);
         // A file's MOVED_FROM without its MOVED_TO in this read: it left the tree.
         self.file_moves.clear();
@@ -798,7 +815,7 @@ impl InotifyWatcher {
             warn!("the watch tree is out of step with the file system; rescanning the whole tree");
             self.overflow(out);
         }
-        Ok(())
+        read
     }
 
     /// Hands the reading of the inotify fd to a thread of its own (after any fork).

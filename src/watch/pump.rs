@@ -21,9 +21,11 @@ registers the fds it waits on). The watchers read events only through it; the ke
 queue holds what happens before it starts.
 */
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
 
 /// Buffers the loop may be behind before the thread stops reading.
 const MAX_QUEUED: usize = 256;
@@ -33,16 +35,74 @@ const READ_SIZE: usize = 256 * 1024;
 const MAX_BUFFER: usize = 4 << 20;
 
 pub struct Pump {
-    rx: Receiver<Vec<u8>>,
+    rx: Receiver<Msg>,
     wake: OwnedFd,
+    /// Barrier requests to the thread: one byte each.
+    ask: OwnedFd,
+    /// Barriers asked so far; the thread acknowledges each by its running count.
+    asked: Cell<u64>,
 }
+
+/// What the thread hands over, in the order it read it.
+enum Msg {
+    /// Bytes read from the fd.
+    Events(Vec<u8>),
+    /// The fd was read until `EAGAIN` after this many barrier requests had arrived:
+    /// everything queued in the kernel before the request has been handed over.
+    Barrier(u64),
+}
+
+/// How long [`Pump::drain_all`] waits for the thread (it only reads: far less than this
+/// even on a loaded machine).
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
+    // SAFETY: `fds` is an array of two ints, as pipe2 requires.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: pipe2 succeeded, so both are open fds that nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reads everything available from the non-blocking `fd`. Stops at `EAGAIN`, or once
+/// `cap` bytes are read (the caller comes back for the rest). `Err` when the fd is gone.
+fn read_available(fd: RawFd, chunk: &mut [u8], cap: usize) -> Result<Vec<u8>, ()> {
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: `chunk` is valid for writes of its length.
+        let n = unsafe { libc::read(fd, chunk.as_mut_ptr() as *mut libc::c_void, chunk.len()) };
+        if n > 0 {
+            out.extend_from_slice(&chunk[..n as usize]);
+            if out.len() >= cap {
+                return Ok(out);
+            }
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        if n < 0 && e.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n < 0 && e.kind() != io::ErrorKind::WouldBlock && out.is_empty() {
+            // The fd is gone (exit): nothing more to read.
+            return Err(());
+        }
+        return Ok(out);
+    }
+}
+
+fn clear(fd: RawFd) -> usize {
+    let mut sink = [0u8; 256];
+    let mut total = 0;
+    loop {
+        // SAFETY: `sink` is valid for writes of its length.
+        let n = unsafe { libc::read(fd, sink.as_mut_ptr().cast(), sink.len()) };
+        if n <= 0 {
+            return total;
+        }
+        total += n as usize;
+    }
 }
 
 impl Pump {
@@ -50,58 +110,79 @@ impl Pump {
     /// process runs: the watcher owns it and lives until exit).
     pub fn start(fd: RawFd, name: &str) -> io::Result<Pump> {
         let (wake_r, wake_w) = pipe()?;
-        let (tx, rx) = sync_channel::<Vec<u8>>(MAX_QUEUED);
+        let (ask_r, ask_w) = pipe()?;
+        let (tx, rx) = sync_channel::<Msg>(MAX_QUEUED);
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
                 let mut chunk = vec![0u8; READ_SIZE];
+                let mut barriers = 0u64;
+                let wake = || {
+                    // EAGAIN (a wake-up is pending already) is fine.
+                    // SAFETY: writes one byte from a valid buffer to our own pipe.
+                    unsafe { libc::write(wake_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+                };
                 loop {
-                    let mut pfd = libc::pollfd {
-                        fd,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+                    let mut pfd = [
+                        libc::pollfd {
+                            fd,
+                            events: libc::POLLIN,
+                            revents: 0,
+                        },
+                        libc::pollfd {
+                            fd: ask_r.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        },
+                    ];
+                    // SAFETY: `pfd` is an array of two initialised pollfd structs.
+                    if unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) } < 0 {
                         if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                             continue;
                         }
                         return;
                     }
-                    let mut out = Vec::new();
-                    loop {
-                        let n = unsafe {
-                            libc::read(fd, chunk.as_mut_ptr() as *mut libc::c_void, chunk.len())
-                        };
-                        if n > 0 {
-                            out.extend_from_slice(&chunk[..n as usize]);
-                            if out.len() >= MAX_BUFFER {
-                                break;
+                    // Requests are counted before the fd is read: what the kernel queued
+                    // before a request is in the reads that follow.
+                    let asked = clear(ask_r.as_raw_fd()) as u64;
+                    if asked == 0 {
+                        match read_available(fd, &mut chunk, MAX_BUFFER) {
+                            Ok(out) if out.is_empty() => continue,
+                            Ok(out) => {
+                                if tx.send(Msg::Events(out)).is_err() {
+                                    return;
+                                }
+                                wake();
                             }
-                            continue;
+                            Err(()) => return,
                         }
-                        let e = io::Error::last_os_error();
-                        if n < 0 && e.kind() == io::ErrorKind::Interrupted {
-                            continue;
-                        }
-                        if n < 0 && e.kind() != io::ErrorKind::WouldBlock {
-                            // The fd is gone (exit): nothing more to read.
-                            if out.is_empty() {
-                                return;
-                            }
-                        }
-                        break;
-                    }
-                    if out.is_empty() {
                         continue;
                     }
-                    if tx.send(out).is_err() {
+                    // A barrier: read until the kernel queue is empty, whatever the size.
+                    barriers += asked;
+                    loop {
+                        match read_available(fd, &mut chunk, MAX_BUFFER) {
+                            Ok(out) if out.is_empty() => break,
+                            Ok(out) => {
+                                if tx.send(Msg::Events(out)).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(()) => break,
+                        }
+                    }
+                    if tx.send(Msg::Barrier(barriers)).is_err() {
                         return;
                     }
-                    // EAGAIN (a wake-up is pending already) is fine.
-                    unsafe { libc::write(wake_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+                    wake();
                 }
             })?;
-        Ok(Pump { rx, wake: wake_r })
+        Ok(Pump {
+            rx,
+            wake: wake_r,
+            ask: ask_w,
+            asked: Cell::new(0),
+        })
     }
 
     /// The fd the event loop waits on (readable when buffers are waiting).
@@ -111,15 +192,53 @@ impl Pump {
 
     /// Calls `f` with every buffer handed over so far.
     pub fn drain(&self, mut f: impl FnMut(&[u8])) {
-        let mut sink = [0u8; 256];
         // Clear the wake-ups first: a buffer sent after this comes with a new one.
-        while unsafe { libc::read(self.wake.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) } > 0
-        {
-        }
+        clear(self.wake.as_raw_fd());
         loop {
             match self.rx.try_recv() {
-                Ok(buf) => f(&buf),
+                Ok(Msg::Events(buf)) => f(&buf),
+                Ok(Msg::Barrier(_)) => {}
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// A barrier: calls `f` with every buffer the thread reads until the kernel queue is
+    /// empty, which includes every event queued before this call. A stop needs it: the
+    /// change made just before the signal may still be in the kernel (the thread not yet
+    /// scheduled), and the final sync must see it. Fails only if the thread is gone or
+    /// does not answer within [`BARRIER_TIMEOUT`]; what was handed over is handled anyway.
+    pub fn drain_all(&self, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+        let want = self.asked.get() + 1;
+        self.asked.set(want);
+        clear(self.wake.as_raw_fd());
+        // SAFETY: writes one byte from a valid buffer to our own pipe.
+        if unsafe { libc::write(self.ask.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
+            let e = io::Error::last_os_error();
+            // A full pipe holds requests the thread has not read yet: it will.
+            if e.kind() != io::ErrorKind::WouldBlock {
+                self.drain(f);
+                return Err(e);
+            }
+        }
+        let deadline = Instant::now() + BARRIER_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Msg::Events(buf)) => f(&buf),
+                Ok(Msg::Barrier(n)) if n >= want => return Ok(()),
+                Ok(Msg::Barrier(_)) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the event reader thread did not empty the kernel queue within {BARRIER_TIMEOUT:?}"
+                        ),
+                    ))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(io::Error::other("the event reader thread is gone"))
+                }
             }
         }
     }
@@ -176,6 +295,25 @@ mod tests {
         }
         assert_eq!(got, (0..100u8).collect::<Vec<_>>());
         // Keep the read end open until the pump is dropped with the test.
+        drop(w);
+        std::mem::forget(r);
+    }
+
+    #[test]
+    fn a_barrier_hands_over_everything_written_before_it() {
+        let (r, w) = pipe().unwrap();
+        let pump = Pump::start(r.as_raw_fd(), "test-pump").unwrap();
+        let mut got = Vec::new();
+        for round in 0..200u32 {
+            let bytes = round.to_ne_bytes();
+            // SAFETY: writes from a valid buffer to our own pipe.
+            unsafe { libc::write(w.as_raw_fd(), bytes.as_ptr().cast(), 4) };
+            // At once: the thread has usually not read it yet.
+            pump.drain_all(|b| got.extend_from_slice(b)).unwrap();
+            assert_eq!(got.len(), 4 * (round as usize + 1), "round {round}");
+        }
+        let want: Vec<u8> = (0..200u32).flat_map(|i| i.to_ne_bytes()).collect();
+        assert_eq!(got, want);
         drop(w);
         std::mem::forget(r);
     }

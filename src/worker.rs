@@ -275,6 +275,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     // SAFETY: mallopt only changes the allocator's settings.
     unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 10) };
     let mut reporter = crate::report::Reporter::from_env();
+    crate::manager::instance_lock::Inherited::adopt();
     if cfg.mode == Mode::Simple {
         // simple mode: every event goes to the handler at once, as in the original.
         cfg.delays = crate::queue::Delays {

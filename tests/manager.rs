@@ -564,7 +564,19 @@ fn a_client_is_told_when_the_daemon_is_not_running() {
 /// again, so there are never two workers for one instance.
 #[test]
 fn after_a_hard_manager_death_no_worker_is_orphaned_or_doubled() {
-    let t = TestDir::new("mgr-hard");
+    hard_manager_death("mgr-hard", false);
+}
+
+/// The same when the new manager has no record of the old worker (a manager killed
+/// before it saved the pid, a lost or restored state file): the worker's instance lock
+/// keeps a second worker from starting.
+#[test]
+fn a_worker_missing_from_the_state_file_is_not_doubled() {
+    hard_manager_death("mgr-hard-nostate", true);
+}
+
+fn hard_manager_death(name: &str, lose_state: bool) {
+    let t = TestDir::new(name);
     let release = t.root.join("release");
     let script = t.root.join("slow-rsync.sh");
     write(
@@ -591,6 +603,9 @@ fn after_a_hard_manager_death_no_worker_is_orphaned_or_doubled() {
     write(&t.s(b"queued"), b"final sync of the orphan");
     kill(Pid::from_raw(m.child.id() as i32), Signal::SIGKILL).unwrap();
     m.child.wait().unwrap();
+    if lose_state {
+        std::fs::remove_file(m.state.join("state.json")).unwrap();
+    }
     // The old worker is in its final sync, held by the handler: it is still there.
     assert!(
         std::fs::read(format!("/proc/{old}/cmdline")).is_ok_and(|c| !c.is_empty()),

@@ -21,6 +21,7 @@ Stop and restart requests are answered when the worker is gone (a stop waits for
 final sync), so a client's `stop` returns when nothing is left running.
 */
 
+use super::instance_lock::{self, Taken};
 use super::life::{Exit, Life, Next, Policy};
 use super::protocol::{InstanceStatus, Request, Response, MAX_REQUEST};
 use crate::profile::{self, Profiles};
@@ -588,7 +589,25 @@ impl Daemon {
         }
         i.restart_at = None;
         i.report = None;
-        match self.spawn(name) {
+        let lock = match instance_lock::take(&self.opts.state_dir, name) {
+            Ok(Taken::Free(lock)) => lock,
+            Ok(Taken::Held(pid)) => {
+                warn!("[{name}] a worker of this instance (pid {pid}) still holds its lock; waiting for it to exit");
+                i.state = State::Waiting(pid);
+                self.save();
+                self.notify_status();
+                return;
+            }
+            Err(e) => {
+                error!("[{name}] cannot start the worker: {e}");
+                i.state = State::Failed;
+                i.last_error = Some(e);
+                self.save();
+                self.notify_status();
+                return;
+            }
+        };
+        match self.spawn(name, lock) {
             Ok(()) => {}
             Err(e) => {
                 let i = self.instances.get_mut(name).expect("instance");
@@ -601,11 +620,12 @@ impl Daemon {
         self.notify_status();
     }
 
-    fn spawn(&mut self, name: &str) -> Result<(), String> {
+    fn spawn(&mut self, name: &str, lock: instance_lock::Lock) -> Result<(), String> {
         let (r, w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
         let w_fd = w.as_raw_fd();
         let parent = std::process::id() as i32;
+        let lock_fd = lock.raw_fd();
         let mut cmd = Command::new(&self.opts.clsync);
         if let Some(keep) = self.instances.get_mut(name).and_then(|i| i.resolve.take()) {
             cmd.arg("--split-brain-keep").arg(keep);
@@ -615,6 +635,7 @@ impl Daemon {
             .arg("--profile")
             .arg(name)
             .env(crate::report::REPORT_FD_ENV, "3")
+            .env(instance_lock::LOCK_FD_ENV, lock_fd.to_string())
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
@@ -632,6 +653,10 @@ impl Daemon {
                 if libc::getppid() != parent {
                     libc::_exit(1);
                 }
+                // The instance lock stays open in the worker (see instance_lock).
+                if libc::fcntl(lock_fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
                 if w_fd == 3 {
                     if libc::fcntl(3, libc::F_SETFD, 0) != 0 {
                         return Err(io::Error::last_os_error());
@@ -647,6 +672,7 @@ impl Daemon {
             .map_err(|e| format!("{}: {e}", self.opts.clsync.display()))?;
         drop(w);
         let pid = child.id() as i32;
+        lock.hand_over(pid);
         let out = child.stdout.take().map(|s| File::from(OwnedFd::from(s)));
         let err = child.stderr.take().map(|s| File::from(OwnedFd::from(s)));
         let report = File::from(r);
@@ -780,7 +806,7 @@ impl Daemon {
                 }
             }
             if let State::Waiting(pid) = i.state {
-                if !alive_worker(pid) {
+                if !alive_worker(pid) && !instance_held(&self.opts.state_dir, &name) {
                     info!("[{name}] the previous manager's worker {pid} is gone");
                     i.state = State::Stopped;
                     let ended = i.status();
@@ -1451,6 +1477,11 @@ fn set_nonblocking(f: &File) {
 }
 
 /// Whether `pid` is a live clsync worker (its command line names clsync).
+/// Whether a worker (of this manager or an earlier one) holds the lock of `name`.
+fn instance_held(state_dir: &Path, name: &str) -> bool {
+    matches!(instance_lock::take(state_dir, name), Ok(Taken::Held(_)))
+}
+
 fn alive_worker(pid: i32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .is_ok_and(|c| c.windows(6).any(|w| w == b"clsync"))

@@ -3,6 +3,7 @@ clsync-manager: one supervisor per host that runs a `clsync` worker per profile 
 container instance, restarts them with backoff, and answers a control socket.
 
 - [`daemon`]: the event loop (`clsync-manager run`).
+- [`instance_lock`]: the lock each worker holds for its instance (never two at once).
 - [`life`]: the restart policy, pure and tested with a made-up clock.
 - [`protocol`]: the JSON-lines control protocol and its client side.
 - [`metrics`]: the Prometheus text of `clsync-manager metrics`.
@@ -14,6 +15,7 @@ can run by hand with the same profile.
 
 pub mod cli;
 pub mod daemon;
+pub mod instance_lock;
 pub mod life;
 pub mod protocol;
 

@@ -288,22 +288,27 @@ fn stop_waits_for_the_final_sync_and_leaves_no_process() {
         ),
     );
     mkdir(&t.s(b"web01"));
-    m.ok(&["start", "t-web01"]);
-    let i = m.wait_state("t@web01", "running");
-    let pgid = pid_of(&i);
-    write(&t.s(b"web01/late"), b"carried by the final sync");
-    let out = m.ok(&["stop", "t-web01"]);
-    assert_eq!(out.trim(), "t@web01: stopped");
-    assert_eq!(
-        std::fs::read(t.d(b"web01/late")).ok().as_deref(),
-        Some(&b"carried by the final sync"[..]),
-        "stop returned before the final sync"
-    );
-    group_gone(pgid).unwrap();
-    assert!(
-        m.instance("t@web01").is_none(),
-        "stopped on-demand instances are forgotten"
-    );
+    // Under load, several times: the change is made right before the stop request.
+    let _load = common::load::Load::start(2);
+    for i in 0..10 {
+        m.ok(&["start", "t-web01"]);
+        let inst = m.wait_state("t@web01", "running");
+        let pgid = pid_of(&inst);
+        let content = format!("carried by final sync {i} {}", "x".repeat(i));
+        write(&t.s(b"web01/late"), content.as_bytes());
+        let out = m.ok(&["stop", "t-web01"]);
+        assert_eq!(out.trim(), "t@web01: stopped");
+        assert_eq!(
+            std::fs::read(t.d(b"web01/late")).ok().as_deref(),
+            Some(content.as_bytes()),
+            "try {i}: stop returned before the final sync, or the final sync missed the change"
+        );
+        group_gone(pgid).unwrap();
+        assert!(
+            m.instance("t@web01").is_none(),
+            "stopped on-demand instances are forgotten"
+        );
+    }
 }
 
 #[test]

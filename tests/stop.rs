@@ -7,36 +7,9 @@
 
 mod common;
 
+use common::load::Load;
 use common::*;
 use nix::sys::signal::Signal;
-use std::process::{Child, Command};
-
-/// Processes spinning on the CPU until dropped.
-struct Load(Vec<Child>);
-
-impl Load {
-    fn start(n: usize) -> Load {
-        Load(
-            (0..n)
-                .map(|_| {
-                    Command::new("sh")
-                        .args(["-c", "while :; do :; done"])
-                        .spawn()
-                        .expect("start a busy loop")
-                })
-                .collect(),
-        )
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// One try: start, change, signal at once, and report what the destination lacks.
 fn one_try(t: &TestDir, i: usize, monitor: &str, sig: Signal) -> Result<(), String> {

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod load;
 pub mod ssh;
 
 use std::collections::{BTreeMap, BTreeSet};

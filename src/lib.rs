@@ -9,6 +9,7 @@ pub mod dest;
 pub mod legacy;
 pub mod logger;
 pub mod manager;
+pub mod mounts;
 pub mod pair;
 pub mod profile;
 pub mod profile_config;

@@ -331,7 +331,7 @@ pub fn load(dir: &Path) -> io::Result<Record> {
 }
 
 /// Creates `dir` (and its parents) private to this user.
-fn private_dir(dir: &Path) -> io::Result<()> {
+pub fn private_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -990,6 +990,7 @@ fn exclude_list(dir: &Path, paths: &[Vec<u8>]) -> Result<Option<std::path::PathB
     if paths.is_empty() {
         return Ok(None);
     }
+    crate::delivered::private_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut data = Vec::new();
     for p in paths {
         crate::sync::plan::push_pattern(&mut data, p, b"");

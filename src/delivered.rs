@@ -26,14 +26,20 @@ pair):
 - `journal`: appended after every successful sync, one frame per sync, `fdatasync`'d
   before the sync counts as recorded. A frame names the agreement (GEN, ID) and its
   sequence number SEQ and holds the sync's records, with two more types: `?` (forget the
-  path: its delivery is uncertain) and `*` (forget everything below the path, before a
-  directory's records are given anew). A frame ends with a checksum: a torn last frame (a
+  path) and `*` (forget everything below the path, before a directory's records are
+  given anew). A frame ends with a checksum: a torn last frame (a
   crash during the append) is dropped on load. Frames of another agreement, or already in
   the manifest (a crash between a compaction's rename and its truncation), are skipped.
   Compaction writes a manifest of manifest + journal and empties the journal: at a clean
   stop, and when the journal outgrows the manifest.
 - `id`: the agreement's identifier `GEN.ID` (as in the manifest's first line; the
   manifest's copy counts), for people and scripts.
+
+A path that changed while the sync that sent it ran may have reached the destination in
+either state: the record keeps both, the state at the start of the sync as usual and the
+later one as an alternative, written with the type in upper case (`F SIZE MTIME PATH`; a
+path with only an alternative may also be missing there). A comparison counts the
+destination's copy as delivered if it matches either.
 
 The version `(GEN, SEQ)` orders records: a new agreement (both sides equal after a full
 sync) takes a generation above both sides' and a random ID; every journal frame adds one
@@ -113,6 +119,13 @@ fn random_u64() -> u64 {
 pub struct Record {
     pub version: Version,
     pub paths: BTreeMap<Vec<u8>, Meta>,
+    /// A second state the destination may have (a path that changed during its sync).
+    pub also: BTreeMap<Vec<u8>, Meta>,
+}
+
+/// Whether a record's type letter marks an alternative (upper case).
+fn is_also(kind: u8) -> bool {
+    kind.is_ascii_uppercase()
 }
 
 /// `p/`, and the first key after every path below `p` (not empty).
@@ -125,14 +138,27 @@ fn below(p: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 impl Record {
-    /// The paths the destination has (deletion markers left out), as a manifest.
-    pub fn agreed(&self) -> Manifest {
-        Manifest(
-            self.paths
-                .iter()
-                .filter(|(_, m)| m.kind != DELETED)
-                .map(|(p, m)| (p.clone(), *m))
-                .collect(),
+    /// The paths the destination has (deletion markers left out), as a manifest, and
+    /// the alternatives (type in lower case).
+    pub fn agreed(&self) -> (Manifest, Manifest) {
+        (
+            Manifest(
+                self.paths
+                    .iter()
+                    .filter(|(_, m)| m.kind != DELETED)
+                    .map(|(p, m)| (p.clone(), *m))
+                    .collect(),
+            ),
+            Manifest(
+                self.also
+                    .iter()
+                    .map(|(p, m)| {
+                        let mut m = *m;
+                        m.kind = m.kind.to_ascii_lowercase();
+                        (p.clone(), m)
+                    })
+                    .collect(),
+            ),
         )
     }
 
@@ -142,21 +168,34 @@ impl Record {
             match m.kind {
                 FORGET => {
                     self.paths.remove(p);
+                    self.also.remove(p);
                 }
-                CLEAR_BELOW | DELETED if p.is_empty() => self.paths.clear(),
+                CLEAR_BELOW | DELETED if p.is_empty() => {
+                    self.paths.clear();
+                    self.also.clear();
+                }
                 CLEAR_BELOW | DELETED => {
                     let (lo, hi) = below(p);
-                    let doomed: Vec<Vec<u8>> =
-                        self.paths.range(lo..hi).map(|(k, _)| k.clone()).collect();
-                    for k in doomed {
-                        self.paths.remove(&k);
+                    for map in [&mut self.paths, &mut self.also] {
+                        let doomed: Vec<Vec<u8>> = map
+                            .range(lo.clone()..hi.clone())
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        for k in doomed {
+                            map.remove(&k);
+                        }
                     }
                     if m.kind == DELETED {
                         self.paths.insert(p.clone(), *m);
+                        self.also.remove(p);
                     }
+                }
+                k if is_also(k) => {
+                    self.also.insert(p.clone(), *m);
                 }
                 _ => {
                     self.paths.insert(p.clone(), *m);
+                    self.also.remove(p);
                 }
             }
         }
@@ -167,6 +206,7 @@ impl Record {
         let v = self.version;
         let mut out = format!("{HEADER}{} {:016x} {}\n", v.gen, v.id, v.seq).into_bytes();
         encode(&mut out, self.paths.iter().map(|(p, m)| (p.as_slice(), m)));
+        encode(&mut out, self.also.iter().map(|(p, m)| (p.as_slice(), m)));
         out
     }
 
@@ -190,7 +230,13 @@ impl Record {
                 id: u64::from_str_radix(f[1], 16).map_err(|_| bad())?,
                 seq: f[2].parse().map_err(|_| bad())?,
             };
-            rec.paths = decode(&rest[nl + 1..])?;
+            for (p, m) in decode_list(&rest[nl + 1..])? {
+                if is_also(m.kind) {
+                    rec.also.insert(p, m);
+                } else {
+                    rec.paths.insert(p, m);
+                }
+            }
         } else {
             // The older format: `find -printf` records, version 0.
             rec.paths = Manifest::parse(manifest)?.0;
@@ -257,10 +303,6 @@ fn decode_list(data: &[u8]) -> Result<Vec<(Vec<u8>, Meta)>, String> {
         ));
     }
     Ok(out)
-}
-
-fn decode(data: &[u8]) -> Result<BTreeMap<Vec<u8>, Meta>, String> {
-    Ok(decode_list(data)?.into_iter().collect())
 }
 
 /// FNV-1a, 64 bits: enough to tell a torn frame from a whole one.
@@ -492,6 +534,7 @@ mod tests {
         let mut base = Record {
             version: v,
             paths: BTreeMap::new(),
+            also: BTreeMap::new(),
         };
         base.paths.insert(b"d".to_vec(), m(b'd', 0, 1));
         base.paths.insert(b"d/a".to_vec(), m(b'f', 1, 1));
@@ -504,7 +547,7 @@ mod tests {
         assert_eq!(r.version.seq, 2);
         assert_eq!(r.paths.len(), 2, "{r:?}");
         assert_eq!(r.paths[&b"d"[..]].kind, DELETED);
-        assert_eq!(r.agreed().0.len(), 1);
+        assert_eq!(r.agreed().0 .0.len(), 1);
         assert_eq!(
             std::fs::read_to_string(dir.join("id")).unwrap(),
             format!("{v}\n")
@@ -521,8 +564,17 @@ mod tests {
         let (mut j, r2) = Journal::open(&dir).unwrap();
         assert_eq!(r2, r);
         j.append(&[(b"y".to_vec(), m(b'f', 1, 1))]).unwrap();
+        assert_eq!(load(&dir).unwrap().version.seq, 3);
+        // A path that changed during its sync: either state may be there.
+        j.append(&[
+            (b"y".to_vec(), m(b'f', 1, 1)),
+            (b"y".to_vec(), m(b'F', 2, 2)),
+        ])
+        .unwrap();
         let r3 = load(&dir).unwrap();
-        assert_eq!(r3.version.seq, 3);
+        assert_eq!(r3.version.seq, 4);
+        assert_eq!(r3.agreed().1 .0[&b"y"[..]], m(b'f', 2, 2));
+        assert_eq!(r3.agreed().0 .0[&b"y"[..]], m(b'f', 1, 1));
         assert!(r3.paths.contains_key(&b"y"[..]) && !r3.paths.contains_key(&b"x"[..]));
         // Compaction keeps the version and the content.
         let c = j.compact().unwrap();
@@ -535,6 +587,7 @@ mod tests {
         let newer = Record {
             version: Version::next(v, v),
             paths: BTreeMap::new(),
+            also: BTreeMap::new(),
         };
         assert!(newer.version > load(&dir).unwrap().version);
         std::fs::write(dir.join("manifest"), newer.manifest_bytes()).unwrap();
@@ -563,6 +616,7 @@ mod tests {
         let mut rec = Record {
             version: Version::next(Version::default(), Version::default()),
             paths: BTreeMap::new(),
+            also: BTreeMap::new(),
         };
         for i in 0..1_000_000u32 {
             let p = format!("srv/www/site{:03}/htdocs/img/{:06}.jpg", i % 1000, i);

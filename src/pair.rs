@@ -52,7 +52,7 @@ pub struct Walk {
     /// The paths the rules exclude, each at the top of its excluded part.
     pub excluded: Vec<Vec<u8>>,
     /// Paths whose inode changed at or after `since` (their state is not settled).
-    pub recent: Vec<Vec<u8>>,
+    pub recent: Vec<(Vec<u8>, Meta)>,
 }
 
 /// The type letter of a file type (`find -printf %y`'s).
@@ -124,7 +124,7 @@ pub fn walk(
                 continue;
             }
             if changed_since(&m, since) {
-                w.recent.push(rel.clone());
+                w.recent.push((rel.clone(), meta));
             } else {
                 w.manifest.0.insert(rel.clone(), meta);
             }
@@ -506,6 +506,42 @@ mod tests {
         assert_eq!(c.listing(), b"+ d/new\n~ d/f\n- gone\n".to_vec());
     }
 
+    #[test]
+    fn alternatives_count_on_the_receiving_side_and_deletions_are_dated() {
+        let agreed = man(&[
+            ("d", m(b'd', 0, 5)),
+            ("d/f", m(b'f', 1, 10)),
+            ("g", m(b'f', 1, 10)),
+        ]);
+        // f changed while its sync ran: the peer may have 1 byte or 2.
+        let also = man(&[("d/f", m(b'f', 2, 11))]);
+        let here = man(&[
+            ("d", m(b'd', 0, 5)),
+            ("d/f", m(b'f', 2, 11)),
+            ("g", m(b'f', 1, 10)),
+        ]);
+        let there = man(&[("d", m(b'd', 0, 50)), ("d/f", m(b'f', 1, 10))]);
+        let side = |tree, root_mtime, also| Side {
+            tree,
+            root_mtime,
+            also,
+        };
+        // The peer received: its old f is as delivered; here f differs from the record.
+        let (l, p) = sides(&agreed, side(&here, 7, None), side(&there, 70, Some(&also)));
+        assert_eq!(l.modified, [b"d/f".to_vec()]);
+        assert_eq!(p.modified.len() + p.added.len(), 0);
+        // The peer deleted g, dated by its directory (the root): 70.
+        assert_eq!((p.deleted.clone(), p.newest), (vec![b"g".to_vec()], 70));
+        // The alternative never excuses the sending side.
+        let there2 = man(&[
+            ("d", m(b'd', 0, 5)),
+            ("d/f", m(b'f', 3, 12)),
+            ("g", m(b'f', 1, 10)),
+        ]);
+        let (l, p) = sides(&agreed, side(&here, 7, None), side(&there2, 7, Some(&also)));
+        assert_eq!((l.count(), p.count()), (1, 1));
+    }
+
     fn changes(n: usize, newest: i64) -> Changes {
         Changes {
             added: (0..n).map(|i| format!("p{i}").into_bytes()).collect(),
@@ -613,10 +649,11 @@ pub struct Peer<'a> {
 pub enum Outcome {
     /// Go on: the initial sync pushes this side. `excluded`: the paths the rules exclude
     /// on either side (no sync may send, delete or overwrite them); `peer_version`: the
-    /// version of the peer's record.
+    /// version of the peer's record; `local`: this side's tree as the check saw it.
     Go {
         excluded: Vec<Vec<u8>>,
         peer_version: Version,
+        local: Manifest,
     },
     /// Stop: a person must resolve it (the message says what changed where).
     SplitBrain(String),
@@ -925,10 +962,12 @@ fn deleted_at(tree: &Manifest, root_mtime: i64, p: &[u8]) -> i64 {
     root_mtime
 }
 
-/// One side's tree: its manifest and its root's mtime.
+/// One side's tree: its manifest and its root's mtime; for the side that received the
+/// record's syncs, the record's alternative states.
 pub struct Side<'a> {
     pub tree: &'a Manifest,
     pub root_mtime: i64,
+    pub also: Option<&'a Manifest>,
 }
 
 /// Splits the paths where the two sides differ into what each side changed since the
@@ -950,7 +989,10 @@ pub fn sides(agreed: &Manifest, local: Side, peer: Side) -> (Changes, Changes) {
             continue;
         }
         for (side, now, tree) in [(&mut l, lo, &local), (&mut p, pe, &peer)] {
-            if same(a, now) {
+            // Unchanged: as delivered, or, on the receiving side, as the alternative state
+            // of a path that changed while its sync ran (it may have arrived either way).
+            let alt = tree.also.and_then(|m| m.0.get(k));
+            if same(a, now) || (alt.is_some() && same(alt, now)) {
                 continue;
             }
             match (a, now) {
@@ -1016,13 +1058,18 @@ pub fn check(
     let (mut remote, peer_root) = peer.list()?;
     let theirs = peer.record(&s.peer_records())?;
     let peer_version = theirs.version;
-    let (newest, whose) = if theirs.version > mine.version {
+    // The side that received the newest record's syncs: the one whose copy may be in
+    // either of two states (a shared copy, equal on both sides, names neither).
+    let received_here = theirs.version > mine.version;
+    let received_there = mine.version > theirs.version;
+    let (newest, whose) = if received_here {
         (theirs, "the peer's")
     } else {
         (mine, "this node's")
     };
-    let mut agreed = newest.agreed();
+    let (mut agreed, mut also) = newest.agreed();
     agreed.exclude(rules);
+    also.exclude(rules);
     let w = walk(src, b"", rules, None).map_err(|e| failed(format!("{}: {e}", src.display())))?;
     let local_root = std::fs::symlink_metadata(src).map_or(0, |m| m.mtime());
     let mut excluded = w.excluded;
@@ -1034,17 +1081,26 @@ pub fn check(
         Side {
             tree: &w.manifest,
             root_mtime: local_root,
+            also: received_here.then_some(&also),
         },
         Side {
             tree: &remote,
             root_mtime: peer_root,
+            also: received_there.then_some(&also),
         },
     );
-    log::info!(
-        "pair check: agreed state {} ({whose} record); {} excluded paths left alone",
-        newest.version,
-        excluded.len()
-    );
+    if newest.version == Version::default() && agreed.0.is_empty() {
+        log::info!(
+            "pair check: no agreed state yet; {} excluded paths left alone",
+            excluded.len()
+        );
+    } else {
+        log::info!(
+            "pair check: agreed state {} ({whose} record); {} excluded paths left alone",
+            newest.version,
+            excluded.len()
+        );
+    }
     let (decision, by) = match s.keep {
         Some(k) => (k, "an operator (--split-brain-keep)".to_string()),
         None => match decide(&l, &p, s.policy) {
@@ -1076,6 +1132,7 @@ pub fn check(
     let go = Outcome::Go {
         excluded,
         peer_version,
+        local: w.manifest,
     };
     match decision {
         Decision::Push => {
@@ -1148,6 +1205,11 @@ pub struct Link {
     peer_version: Version,
     /// The paths the rules exclude on either side, as of the last pair check.
     pub excluded: Vec<Vec<u8>>,
+    /// The state of each path of the running syncs when they started (and its inode
+    /// change time).
+    pre: std::collections::HashMap<Vec<u8>, (Meta, (i64, i64))>,
+    /// This side's tree as the pair check saw it: the state the initial sync started from.
+    initial: Option<Manifest>,
     /// When each running sync to the peer started (seconds, nanoseconds), a little
     /// early: inode change times come from a coarse clock.
     running: Vec<(i64, i64)>,
@@ -1190,6 +1252,8 @@ impl Link {
             journal: None,
             peer_version: Version::default(),
             excluded: Vec::new(),
+            pre: Default::default(),
+            initial: None,
             running: Vec::new(),
             waiting: None,
         }
@@ -1211,8 +1275,10 @@ impl Link {
             Ok(Outcome::Go {
                 excluded,
                 peer_version,
+                local,
             }) => {
                 self.waiting = None;
+                self.initial = Some(local);
                 self.peer_version = peer_version;
                 self.excluded = excluded.clone();
                 if self.journal.is_none() {
@@ -1249,8 +1315,18 @@ impl Link {
         self.waiting.map(|(t, _)| t)
     }
 
-    /// A sync to the peer starts.
-    pub fn sync_started(&mut self) {
+    /// A sync to the peer starts: the time, and the state of the paths it names.
+    pub fn sync_started(&mut self, src: &Path, batch: &crate::queue::Batch) {
+        for e in &batch.entries {
+            if e.recursive || e.path.is_empty() {
+                continue;
+            }
+            if let Ok(m) = std::fs::symlink_metadata(crate::watch::abs_path(src, &e.path)) {
+                self.pre
+                    .entry(e.path.clone())
+                    .or_insert((meta_of(&m), (m.ctime(), m.ctime_nsec())));
+            }
+        }
         let t = std::time::SystemTime::now()
             .checked_sub(CTIME_SLACK)
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -1273,6 +1349,12 @@ impl Link {
         if let Some(i) = self.running.iter().position(|t| Some(*t) == since) {
             self.running.swap_remove(i);
         }
+        let mut pre = std::collections::HashMap::new();
+        for e in &batch.entries {
+            if let Some(v) = self.pre.remove(&e.path) {
+                pre.insert(e.path.clone(), v);
+            }
+        }
         let (Some(since), true) = (since, ok) else {
             return;
         };
@@ -1283,7 +1365,7 @@ impl Link {
             self.agree(src, rules, since);
             return;
         }
-        let ops = delivered_ops(src, rules, &batch.entries, since);
+        let ops = delivered_ops(src, rules, &batch.entries, since, &pre);
         let j = self.journal.as_mut().expect("checked");
         if let Err(e) = j.append(&ops) {
             log::error!("pair: cannot record what was delivered: {e}");
@@ -1309,10 +1391,25 @@ impl Link {
                 return;
             }
         };
-        let rec = Record {
+        // A path that changed during the sync: the state before it (as the pair check
+        // saw it, or as recorded), and the state now as the alternative.
+        let before = match self.initial.take() {
+            Some(m) => m,
+            None => crate::delivered::load(j.dir())
+                .map(|r| r.agreed().0)
+                .unwrap_or_default(),
+        };
+        let mut rec = Record {
             version: Version::next(j.version(), self.peer_version),
             paths: w.manifest.0,
+            also: Default::default(),
         };
+        for (p, m) in w.recent {
+            if let Some(b) = before.0.get(&p) {
+                rec.paths.insert(p.clone(), *b);
+            }
+            rec.also.insert(p, also_of(m));
+        }
         if let Err(e) = j.replace(&rec) {
             log::error!("pair: cannot record the agreed state: {e}");
             return;
@@ -1352,14 +1449,23 @@ impl Link {
     }
 }
 
+/// `m` as an alternative state (its type in upper case).
+fn also_of(mut m: Meta) -> Meta {
+    m.kind = m.kind.to_ascii_uppercase();
+    m
+}
+
 /// What a sync of `entries` delivered, as journal records: each path's state now, if
-/// its inode did not change since the sync began (`since`); a path that changed since is
-/// forgotten (unknown whether the peer has this version or the one before).
+/// its inode did not change since the sync began (`since`) or since `pre` saw it then. A
+/// path that changed during the sync may have reached the peer in either state: its
+/// state at the start is recorded (none: it did not exist) and the state now as the
+/// alternative ([`crate::delivered`]).
 fn delivered_ops(
     src: &Path,
     rules: &crate::rules::Rules,
     entries: &[crate::queue::Entry],
     since: (i64, i64),
+    pre: &std::collections::HashMap<Vec<u8>, (Meta, (i64, i64))>,
 ) -> Vec<(Vec<u8>, Meta)> {
     use crate::delivered::{CLEAR_BELOW, DELETED, FORGET};
     let mark = |kind: u8, mtime: i64| Meta {
@@ -1379,17 +1485,27 @@ fn delivered_ops(
                 if e.recursive && meta.kind == b'd' {
                     ops.push((p.clone(), mark(CLEAR_BELOW, 0)));
                     if let Ok(w) = walk(src, p, rules, Some(since)) {
-                        ops.extend(w.recent.into_iter().map(|r| (r, mark(FORGET, 0))));
+                        for (r, rm) in w.recent {
+                            ops.push((r.clone(), mark(FORGET, 0)));
+                            ops.push((r, also_of(rm)));
+                        }
                         ops.extend(w.manifest.0);
                     }
                 }
                 if p.is_empty() {
                     continue;
                 }
-                if changed_since(&m, Some(since)) {
-                    ops.push((p.clone(), mark(FORGET, 0)));
-                } else {
+                let before = pre.get(p);
+                let settled = !changed_since(&m, Some(since))
+                    || before.is_some_and(|(b, c)| *b == meta && *c == (m.ctime(), m.ctime_nsec()));
+                if settled {
                     ops.push((p.clone(), meta));
+                } else {
+                    match before {
+                        Some((b, _)) => ops.push((p.clone(), *b)),
+                        None => ops.push((p.clone(), mark(FORGET, 0))),
+                    }
+                    ops.push((p.clone(), also_of(meta)));
                 }
             }
             Err(_) => {
@@ -1401,8 +1517,12 @@ fn delivered_ops(
                         ops.push((p.clone(), mark(DELETED, pm.mtime())));
                     }
                     _ => {
+                        // Either still there as it was at the start, or deleted.
                         ops.push((p.clone(), mark(CLEAR_BELOW, 0)));
                         ops.push((p.clone(), mark(FORGET, 0)));
+                        if let Some((b, _)) = pre.get(p) {
+                            ops.push((p.clone(), also_of(*b)));
+                        }
                     }
                 }
             }

@@ -1194,7 +1194,7 @@ impl Worker {
             iteration: self.iterations,
         };
         if let (0, Some(l)) = (t, &mut self.pair) {
-            l.sync_started();
+            l.sync_started(&self.src, &batch);
         }
         let f = match self.targets[t].handler.steps(&batch, &ctx) {
             Ok(steps) => self.runner.start(t, batch, steps),

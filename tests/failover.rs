@@ -790,7 +790,12 @@ fn resolution_logs_name_the_decider_and_count_what_moved() {
     assert_synced_now(&p.a.tree, &p.b.tree, "B took A's side");
     wa.stop_ok();
     let kept = contents(&p.b.state.join("conflicts"));
-    assert_eq!(kept.len(), 203, "the versions moved aside: {:?}", kept.keys());
+    assert_eq!(
+        kept.len(),
+        203,
+        "the versions moved aside: {:?}",
+        kept.keys()
+    );
     let names: Vec<String> = std::fs::read_dir(p.b.state.join("conflicts/ct"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -691,7 +691,8 @@ pub fn conflict_name(t: std::time::SystemTime) -> String {
 /// Makes a new conflict directory below `parent` (named by the time, `.2`, `.3`… added
 /// if that name is taken: one resolution never writes into another's).
 fn local_conflict_dir(parent: &Path) -> Result<std::path::PathBuf, String> {
-    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    // Private: the versions kept there are the container's files.
+    crate::delivered::private_dir(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     let name = conflict_name(std::time::SystemTime::now());
     for n in 1..1000 {
         let d = parent.join(if n == 1 {
@@ -858,7 +859,7 @@ impl Peer<'_> {
         let mut script = b"cd ".to_vec();
         // mkdir -p first: cd into the parent, then mkdir each candidate (fails if taken).
         let q = crate::dest::sh_quote(parent.as_os_str().as_bytes());
-        let mut pre = b"mkdir -p ".to_vec();
+        let mut pre = b"umask 077; mkdir -p ".to_vec();
         pre.extend_from_slice(&q);
         pre.extend_from_slice(b" && ");
         pre.extend_from_slice(&script);

@@ -933,7 +933,7 @@ impl Peer<'_> {
     /// rename; its journal, of an older agreement, is emptied).
     fn put_record(&self, dir: &Path, rec: &Record) -> Result<(), String> {
         use std::os::unix::ffi::OsStrExt;
-        let mut script = b"set -e; d=".to_vec();
+        let mut script = b"set -e; umask 077; d=".to_vec();
         script.extend_from_slice(&crate::dest::sh_quote(dir.as_os_str().as_bytes()));
         script.extend_from_slice(
             format!(

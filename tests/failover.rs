@@ -730,6 +730,43 @@ fn a_crash_then_a_start_on_the_peer_keeps_every_version() {
     assert_eq!(conflicts(&p.a), ["a-unsynced", "shared"]);
 }
 
+/// The old node died with nothing unsynced: the peer, started while it was down, finds
+/// only its own changes when it comes back and pushes them (no split-brain, nothing set
+/// aside), even with the default policy (manual).
+#[test]
+fn a_start_on_the_peer_pushes_when_the_old_node_had_nothing_unsynced() {
+    let mut p = pair("pair-peer-clean", "");
+    write(&p.a.tree.join("f"), b"agreed");
+    let mut wa = start(&p, &p.a, &p.b);
+    write(&p.a.tree.join("f"), b"A, synced");
+    write(&p.a.tree.join("g"), b"A, synced");
+    wait_synced(&p.a.tree, &p.b.tree, SYNC_TIMEOUT);
+    // Everything reached B (and was recorded) before the crash.
+    wait_until(SYNC_TIMEOUT, "A's record of g", || {
+        let j = std::fs::read(p.a.state.join("pairs/ct/journal")).unwrap_or_default();
+        let j = String::from_utf8_lossy(&j).into_owned();
+        j.contains(" g\0").then_some(()).ok_or(j)
+    });
+    crash(&mut wa);
+    p._sa.down();
+    let mut wb = start(&p, &p.b, &p.a);
+    assert!(wb.stderr().contains("cannot be reached"), "{}", wb.stderr());
+    write(&p.b.tree.join("f"), b"B's version");
+    std::fs::remove_file(p.b.tree.join("g")).unwrap();
+    p._sa.up();
+    wait_until(SYNC_TIMEOUT * 3, "B's pair check to push", || {
+        let log = wb.stderr();
+        log.contains("2 changes here, 0 on the peer")
+            .then_some(())
+            .ok_or(log)
+    });
+    wait_synced(&p.b.tree, &p.a.tree, SYNC_TIMEOUT);
+    wb.stop_ok();
+    assert!(!wb.stderr().contains("split-brain"), "{}", wb.stderr());
+    assert!(conflicts(&p.a).is_empty() && conflicts(&p.b).is_empty());
+    assert_every_version_kept(&p, &[("f", b"B's version")]);
+}
+
 /// discard-younger: a side that only deleted, after the other side's change, is the
 /// younger one (a deletion is a change at the time it was seen).
 #[test]

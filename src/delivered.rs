@@ -250,13 +250,14 @@ impl Record {
                 // Another agreement's frames: the journal starts anew with this one.
                 break;
             }
-            good = at;
             if seq <= rec.version.seq {
+                good = at;
                 continue; // in the manifest already
             }
             if seq != rec.version.seq + 1 {
-                break;
+                break; // a gap: what follows cannot be applied
             }
+            good = at;
             let ops: Vec<(Vec<u8>, Meta)> = decode_list(body)?;
             rec.apply(&ops);
             rec.version.seq = seq;

@@ -534,7 +534,12 @@ mod tests {
             also,
         };
         // The peer received: its old f is as delivered; here f differs from the record.
-        let (l, p) = sides(&agreed, side(&here, 7, None), side(&there, 70, Some(&also)));
+        let (l, p) = sides(
+            &agreed,
+            side(&here, 7, None),
+            side(&there, 70, Some(&also)),
+            &Default::default(),
+        );
         assert_eq!(l.modified, [b"d/f".to_vec()]);
         assert_eq!(p.modified.len() + p.added.len(), 0);
         // The peer deleted g, dated by its directory (the root): 70.
@@ -545,7 +550,12 @@ mod tests {
             ("d/f", m(b'f', 3, 12)),
             ("g", m(b'f', 1, 10)),
         ]);
-        let (l, p) = sides(&agreed, side(&here, 7, None), side(&there2, 7, Some(&also)));
+        let (l, p) = sides(
+            &agreed,
+            side(&here, 7, None),
+            side(&there2, 7, Some(&also)),
+            &Default::default(),
+        );
         assert_eq!((l.count(), p.count()), (1, 1));
     }
 
@@ -979,9 +989,14 @@ pub struct Side<'a> {
 }
 
 /// Splits the paths where the two sides differ into what each side changed since the
-/// agreed state. Paths equal on both sides are agreed, whatever the record says. A
-/// deletion counts as a change at the time it was seen ([`Changes::newest`]).
-pub fn sides(agreed: &Manifest, local: Side, peer: Side) -> (Changes, Changes) {
+/// agreed state. Paths equal on both sides are agreed, whatever the record says;
+/// `holders` (the directories above excluded paths) are left out. A deletion counts as a change at the time it was seen ([`Changes::newest`]).
+pub fn sides(
+    agreed: &Manifest,
+    local: Side,
+    peer: Side,
+    holders: &std::collections::HashSet<Vec<u8>>,
+) -> (Changes, Changes) {
     let mut keys: Vec<&Vec<u8>> = local.tree.0.keys().chain(peer.tree.0.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -994,6 +1009,12 @@ pub fn sides(agreed: &Manifest, local: Side, peer: Side) -> (Changes, Changes) {
     for k in keys {
         let (a, lo, pe) = (agreed.0.get(k), local.tree.0.get(k), peer.tree.0.get(k));
         if same(lo, pe) {
+            continue;
+        }
+        // A directory that holds excluded paths: no sync may delete it (rsync keeps a
+        // directory whose excluded entries it must not touch), so it is no change.
+        let dir = |m: Option<&Meta>| m.is_none_or(|m| m.kind == b'd');
+        if holders.contains(k) && dir(lo) && dir(pe) {
             continue;
         }
         for (side, now, tree) in [(&mut l, lo, &local), (&mut p, pe, &peer)] {
@@ -1084,6 +1105,14 @@ pub fn check(
     excluded.extend(remote.exclude(rules));
     excluded.sort();
     excluded.dedup();
+    let mut holders = std::collections::HashSet::new();
+    for x in &excluded {
+        for (i, &b) in x.iter().enumerate() {
+            if b == b'/' {
+                holders.insert(x[..i].to_vec());
+            }
+        }
+    }
     let (l, p) = sides(
         &agreed,
         Side {
@@ -1096,6 +1125,7 @@ pub fn check(
             root_mtime: peer_root,
             also: received_there.then_some(&also),
         },
+        &holders,
     );
     if newest.version == Version::default() && agreed.0.is_empty() {
         log::info!(

@@ -543,6 +543,11 @@ fn excluded_files_survive_a_flip_and_a_pull_on_both_nodes() {
                 n.tree.join(format!("etc/.{who}.swp")),
                 format!("swap of {who}").into_bytes(),
             ),
+            // Directories that only hold excluded files, on this node only.
+            (
+                n.tree.join(format!("srv/{who}-cache/tmp/x")),
+                format!("cache of {who}").into_bytes(),
+            ),
         ]
     };
     let (a_own, b_own) = (own(&p.a, "a"), own(&p.b, "b"));
@@ -572,7 +577,7 @@ fn excluded_files_survive_a_flip_and_a_pull_on_both_nodes() {
             }
         }
     };
-    let excluded = ["sess_", "work-", ".swp"];
+    let excluded = ["sess_", "work-", ".swp", "-cache/tmp/"];
     // The container runs on A: A pushes.
     let mut wa = start(&p, &p.a, &p.b);
     write(&p.a.tree.join("on-a"), b"A");

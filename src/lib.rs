@@ -5,6 +5,7 @@ changed paths into batches and mirrors them with rsync; see docs/architecture.md
 
 pub mod cli;
 pub mod config;
+pub mod delivered;
 pub mod dest;
 pub mod legacy;
 pub mod logger;

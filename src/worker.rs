@@ -195,8 +195,8 @@ struct Worker {
     reporter: crate::report::Reporter,
     /// The ssh control sockets' directory (ssh destinations only).
     control: Option<tempfile::TempDir>,
-    /// A failover pair's link, and the rsync that syncs with the peer.
-    pair: Option<(PairLink, PathBuf)>,
+    /// A failover pair's link (its peer is the first destination).
+    pair: Option<crate::pair::Link>,
     /// While a full sync runs: when its progress is logged and reported next.
     progress_at: Option<Instant>,
     /// When the next verification runs (`verify-interval`).
@@ -210,35 +210,6 @@ struct Worker {
     /// When the last sync succeeded, and the last failure.
     last_ok: Option<std::time::SystemTime>,
     last_error: Option<String>,
-}
-
-/// A failover pair's link to its peer.
-struct PairLink {
-    settings: crate::pair::PairSettings,
-    ssh: Vec<std::ffi::OsString>,
-    host: String,
-    path: Vec<u8>,
-    rsync_e: std::ffi::OsString,
-}
-
-impl PairLink {
-    fn peer<'a>(&'a self, rsync: &'a std::path::Path) -> crate::pair::Peer<'a> {
-        crate::pair::Peer {
-            ssh: &self.ssh,
-            path: &self.path,
-            host: &self.host,
-            rsync,
-            rsync_e: &self.rsync_e,
-        }
-    }
-
-    /// Records the agreed state after a sync that left both sides equal.
-    fn record(&self, src: &std::path::Path, rsync: &std::path::Path) {
-        match crate::pair::record(&self.settings, src, &self.peer(rsync)) {
-            Ok(()) => info!("pair: agreed state recorded here and at {}", self.host),
-            Err(e) => error!("pair: cannot record the agreed state: {e}"),
-        }
-    }
 }
 
 /// One destination of the worker. Each has its own queue, retry backoff and health, so
@@ -362,24 +333,33 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         None
     };
 
-    // A failover pair: bring both sides together before anything is watched or synced.
+    // A failover pair: bring both sides together before anything is watched or synced
+    // (or, when the peer cannot be reached, once it can: nothing is synced to it before).
+    let mut peer_excluded = Vec::new();
     let pair = match (&cfg.pair, Dest::parse(dst.as_os_str())) {
         (Some(settings), Dest::Ssh { host, path }) => {
             let dir = control.as_ref().expect("made for ssh").path();
             let mut ssh = cfg.ssh.argv(dir);
             ssh.push("--".into());
             ssh.push(host.clone().into());
-            let link = PairLink {
-                settings: settings.clone(),
+            let mut link = crate::pair::Link::new(
+                settings.clone(),
                 ssh,
                 host,
                 path,
-                rsync_e: cfg.ssh.rsync_e(dir),
-            };
+                rsync.clone(),
+                cfg.ssh.rsync_e(dir),
+            );
             status.set("pairing");
-            match crate::pair::check(&link.settings, &src, &link.peer(&rsync)) {
-                Ok(crate::pair::Outcome::Go) => {}
-                Ok(crate::pair::Outcome::SplitBrain(msg)) => {
+            match link.check(&src, &rules) {
+                Ok(crate::pair::Step::Go(excluded)) => peer_excluded = excluded,
+                Ok(crate::pair::Step::Waiting) if cfg.initial == Initial::Only => {
+                    return Err(StartError::Other(
+                        "pair check: the peer cannot be reached".into(),
+                    ))
+                }
+                Ok(crate::pair::Step::Waiting) => {}
+                Ok(crate::pair::Step::SplitBrain(msg)) => {
                     error!("{msg}");
                     status.set("split-brain");
                     reporter.send(
@@ -567,12 +547,12 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     let mut w = Worker {
         targets,
         control,
-        pair: pair.map(|p| (p, rsync.clone())),
+        pair,
         cfg,
         src,
         watcher,
         runner,
-        excludes: init.excluded.into_iter().collect(),
+        excludes: init.excluded.into_iter().chain(peer_excluded).collect(),
         signatures,
         status,
         ready: false,
@@ -595,6 +575,9 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         last_error: None,
     };
     w.status.set("initsync");
+    if w.pair.as_ref().is_some_and(|l| l.waiting()) {
+        w.hold_pair();
+    }
     if w.cfg.initial == Initial::Skip {
         info!("initial sync skipped (skip-initialsync)");
         for t in &mut w.targets {
@@ -603,6 +586,9 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         w.became_ready();
     } else {
         for t in 0..w.targets.len() {
+            if t == 0 && w.pair.as_ref().is_some_and(|l| l.waiting()) {
+                continue;
+            }
             info!(
                 "initial sync of {} to {}",
                 w.src.display(),
@@ -644,8 +630,8 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     };
     // A clean stop after the final sync: both sides are equal, record it.
     if code == 0 && w.ready && matches!(w.phase, Phase::Stopping { .. }) {
-        if let Some((link, rsync)) = &w.pair {
-            link.record(&w.src, rsync);
+        if let Some(link) = &mut w.pair {
+            link.clean_stop();
         }
     }
     w.close_ssh();
@@ -677,6 +663,7 @@ impl Worker {
             }
         }
         consider(self.next_poll);
+        consider(self.pair.as_ref().and_then(|l| l.retry_at()));
         consider(self.runner.deadline());
         consider(self.standby_check);
         consider(self.progress_at);
@@ -1124,6 +1111,9 @@ impl Worker {
         info!("signal HUP: configuration and rules reloaded; rescanning the tree");
         // The rescan lists what the new rules exclude.
         self.excludes.clear();
+        if let Some(l) = &self.pair {
+            self.excludes.extend(l.excluded.iter().cloned());
+        }
         let mut changes = Changes::default();
         self.watcher.set_rules(rules, &mut changes);
         self.apply(changes);
@@ -1184,11 +1174,12 @@ impl Worker {
             return;
         }
         let none = BTreeSet::new();
-        let excludes = if !self.ready && self.cfg.full_initialsync && batch.is_full() {
-            &none // full-initialsync: the initial sync ignores the rules' excludes
-        } else {
-            &self.excludes
-        };
+        let excludes =
+            if !self.ready && self.cfg.full_initialsync && batch.is_full() && self.pair.is_none() {
+                &none // full-initialsync: the initial sync ignores the rules' excludes
+            } else {
+                &self.excludes
+            };
         let status = if !self.ready {
             "initsync"
         } else if self.targets[t].batcher.failures() > 0 {
@@ -1202,6 +1193,9 @@ impl Worker {
             status,
             iteration: self.iterations,
         };
+        if let (0, Some(l)) = (t, &mut self.pair) {
+            l.sync_started(&self.src, &batch);
+        }
         let f = match self.targets[t].handler.steps(&batch, &ctx) {
             Ok(steps) => self.runner.start(t, batch, steps),
             Err(e) => Some(Finished {
@@ -1232,6 +1226,9 @@ impl Worker {
         let verify = f.batch.verify;
         if full {
             self.progress_at = None;
+        }
+        if let (0, Some(l)) = (ti, &mut self.pair) {
+            l.sync_finished(&self.src, self.watcher.rules(), &f.batch, ok);
         }
         let t = &mut self.targets[ti];
         t.batcher.complete(now, f.batch, ok);
@@ -1326,9 +1323,6 @@ impl Worker {
                 "initial sync done ({:.1}s after start)",
                 self.started.elapsed().as_secs_f64()
             );
-            if let Some((link, rsync)) = &self.pair {
-                link.record(&self.src, rsync);
-            }
             self.became_ready();
             if self.cfg.initial == Initial::Only && self.phase == Phase::Running {
                 info!("only-initialsync: exiting");
@@ -1466,6 +1460,14 @@ impl Worker {
                 if self.verify_at.is_some_and(|v| now >= v) {
                     self.verify(now);
                 }
+                if self
+                    .pair
+                    .as_ref()
+                    .and_then(|l| l.retry_at())
+                    .is_some_and(|t| now >= t)
+                {
+                    self.retry_pair();
+                }
                 for t in 0..self.targets.len() {
                     if self.exit.is_some() {
                         break;
@@ -1478,21 +1480,54 @@ impl Worker {
         }
     }
 
+    /// The peer of a pair cannot be reached: its initial sync is held (counted as
+    /// running, so no batch starts) until a pair check passes ([`retry_pair`]); the
+    /// worker runs meanwhile, ready once the other destinations are.
+    fn hold_pair(&mut self) {
+        let t = &mut self.targets[0];
+        t.batcher.start_external(&full_batch(false));
+        t.initial_failed = true;
+        t.unreachable = true;
+        t.last_error = Some("the pair check waits for the peer".into());
+        if self.targets.len() == 1 {
+            self.became_ready();
+        }
+    }
+
+    /// The pair check again, the peer having been unreachable: on success the held
+    /// initial sync runs.
+    fn retry_pair(&mut self) {
+        let Some(link) = &mut self.pair else { return };
+        match link.check(&self.src, self.watcher.rules()) {
+            Ok(crate::pair::Step::Go(excluded)) => {
+                self.excludes.extend(excluded);
+                info!(
+                    "initial sync of {} to {}",
+                    self.src.display(),
+                    self.targets[0].name
+                );
+                self.start(0, full_batch(false));
+            }
+            Ok(crate::pair::Step::Waiting) => {}
+            Ok(crate::pair::Step::SplitBrain(msg)) => {
+                error!("{msg}");
+                self.status.set("split-brain");
+                self.reporter.send(
+                    &serde_json::json!({ "phase": "split-brain", "last_error": msg }).to_string(),
+                );
+                self.abort(crate::pair::SPLIT_BRAIN_EXIT);
+            }
+            Err(e) => {
+                error!("pair check: {e}");
+                self.abort(1);
+            }
+        }
+    }
+
     /// Starts a sync of the whole tree to destination `t` outside its queue (the initial
     /// sync, or a verification).
     fn start_full(&mut self, t: usize, verify: bool) {
-        let batch = Batch {
-            entries: vec![Entry {
-                path: Vec::new(),
-                recursive: true,
-                class: Class::Normal,
-                mask: crate::watch::MASK_FOUND_DIR,
-            }],
-            moves: Vec::new(),
-            verify,
-            beside: false,
-        };
-        let mut batch = batch;
+        let mut batch = full_batch(verify);
         if !verify
             && !self.ready
             && self.pair.is_none()
@@ -1600,6 +1635,21 @@ impl Worker {
                 let _ = child.wait();
             }
         }
+    }
+}
+
+/// A batch that syncs the whole tree.
+fn full_batch(verify: bool) -> Batch {
+    Batch {
+        entries: vec![Entry {
+            path: Vec::new(),
+            recursive: true,
+            class: Class::Normal,
+            mask: crate::watch::MASK_FOUND_DIR,
+        }],
+        moves: Vec::new(),
+        verify,
+        beside: false,
     }
 }
 

@@ -441,3 +441,443 @@ fn two_workers_on_one_pair_do_not_ping_pong() {
     wb.stop_ok();
     wa.stop_ok();
 }
+
+// ---------------------------------------------------------------------------
+// Nothing lost: crashes, a peer that is down, excluded paths, deletions.
+// ---------------------------------------------------------------------------
+
+/// Every regular file below `dir`: relative path → content.
+fn contents(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let rel = e
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Contents lost = 0: every (file name, content) in `versions` exists afterwards in a
+/// live tree or a conflict directory of either node.
+#[track_caller]
+fn assert_every_version_kept(p: &Pair, versions: &[(&str, &[u8])]) {
+    let mut everywhere: Vec<(String, Vec<u8>)> = Vec::new();
+    for dir in [
+        p.a.tree.clone(),
+        p.b.tree.clone(),
+        p.a.state.join("conflicts"),
+        p.b.state.join("conflicts"),
+    ] {
+        for (rel, data) in contents(&dir) {
+            let name = rel.rsplit('/').next().unwrap().to_string();
+            everywhere.push((name, data));
+        }
+    }
+    let lost: Vec<String> = versions
+        .iter()
+        .filter(|(name, data)| {
+            !everywhere
+                .iter()
+                .any(|(n, d)| n == name && d.as_slice() == *data)
+        })
+        .map(|(n, d)| format!("{n}: {:?}", String::from_utf8_lossy(d)))
+        .collect();
+    assert!(lost.is_empty(), "versions lost: {lost:?}");
+}
+
+/// The trees are equal but for paths whose relative name contains one of `local`.
+fn wait_equal_but(p: &Pair, from: &Node, to: &Node, local: &[&str]) {
+    let keep = |m: std::collections::BTreeMap<String, Vec<u8>>| {
+        m.into_iter()
+            .filter(|(k, _)| !local.iter().any(|l| k.contains(l)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let _ = p;
+    wait_until(SYNC_TIMEOUT, "the trees to agree", || {
+        let (a, b) = (keep(contents(&from.tree)), keep(contents(&to.tree)));
+        if a == b {
+            Ok(())
+        } else {
+            Err(format!("{a:?}\n!=\n{b:?}"))
+        }
+    });
+}
+
+/// Kills the worker (SIGKILL: no final sync, no record at stop).
+fn crash(w: &mut Worker) {
+    w.signal(nix::sys::signal::Signal::SIGKILL);
+    w.wait_exit(SYNC_TIMEOUT);
+}
+
+/// A profile's rules as profiles/lxc.toml has them, and an exclude glob.
+const LXC_RULES: &str = "rules = ['-d/sess(ion)?s?$', '-f/tmp/', '+*']\nexclude = ['*.swp']\n";
+
+/// Paths the rules exclude belong to their node: a push, a flip and a pull neither copy
+/// nor delete nor overwrite them, on either node.
+#[test]
+fn excluded_files_survive_a_flip_and_a_pull_on_both_nodes() {
+    let p = pair("pair-excluded", LXC_RULES);
+    let own = |n: &Node, who: &str| -> Vec<(PathBuf, Vec<u8>)> {
+        vec![
+            (
+                n.tree.join(format!("var/lib/php/sessions/sess_{who}")),
+                format!("session of {who}").into_bytes(),
+            ),
+            (
+                n.tree.join(format!("var/tmp/work-{who}")),
+                format!("work file of {who}").into_bytes(),
+            ),
+            (
+                n.tree.join(format!("etc/.{who}.swp")),
+                format!("swap of {who}").into_bytes(),
+            ),
+            // Directories that only hold excluded files, on this node only.
+            (
+                n.tree.join(format!("srv/{who}-cache/tmp/x")),
+                format!("cache of {who}").into_bytes(),
+            ),
+        ]
+    };
+    let (a_own, b_own) = (own(&p.a, "a"), own(&p.b, "b"));
+    for (f, data) in a_own.iter().chain(&b_own) {
+        mkdir_p(f.parent().unwrap());
+        write(f, data);
+    }
+    write(&p.a.tree.join("etc/hostname"), b"ct\n");
+    let check = |what: &str| {
+        for (f, data) in a_own.iter().chain(&b_own) {
+            assert_eq!(
+                std::fs::read(f).ok().as_deref(),
+                Some(&data[..]),
+                "{what}: {} is gone or changed",
+                f.display()
+            );
+        }
+        for (mine, theirs) in [(&p.a, &b_own), (&p.b, &a_own)] {
+            for (f, _) in theirs {
+                let rel = f.strip_prefix(if mine.tree == p.a.tree {
+                    &p.b.tree
+                } else {
+                    &p.a.tree
+                });
+                let there = mine.tree.join(rel.unwrap());
+                assert!(!there.exists(), "{what}: {} was copied", there.display());
+            }
+        }
+    };
+    let excluded = ["sess_", "work-", ".swp", "-cache/tmp/"];
+    // The container runs on A: A pushes.
+    let mut wa = start(&p, &p.a, &p.b);
+    write(&p.a.tree.join("on-a"), b"A");
+    wait_equal_but(&p, &p.a, &p.b, &excluded);
+    check("after A's push");
+    wa.stop_ok();
+    // It moves to B (a flip): B pushes.
+    let mut wb = start(&p, &p.b, &p.a);
+    assert!(
+        wb.stderr().contains("0 changes here, 0 on the peer"),
+        "{}",
+        wb.stderr()
+    );
+    write(&p.b.tree.join("on-b"), b"B");
+    wait_equal_but(&p, &p.b, &p.a, &excluded);
+    check("after the flip to B");
+    wb.stop_ok();
+    // B changes with no worker running; A starts: it pulls.
+    write(&p.b.tree.join("on-b"), b"B, changed while no worker ran");
+    let mut wa = start(&p, &p.a, &p.b);
+    assert!(
+        wa.stderr().contains("pulling the peer's changes first"),
+        "{}",
+        wa.stderr()
+    );
+    assert_eq!(
+        std::fs::read(p.a.tree.join("on-b")).unwrap(),
+        b"B, changed while no worker ran"
+    );
+    check("after A's pull");
+    wa.stop_ok();
+    check("at the end");
+    // The record of the pair names no excluded path.
+    for n in [&p.a, &p.b] {
+        let m = std::fs::read(n.state.join("pairs/ct/manifest")).unwrap();
+        let m = String::from_utf8_lossy(&m);
+        for x in excluded {
+            assert!(!m.contains(x), "{x} in the manifest:\n{m}");
+        }
+    }
+}
+
+/// A's worker dies hard (kill -9) with a write it had not synced; it restarts on A, the
+/// peer unchanged since: A pushes. No split-brain, no revert (the policy,
+/// discard-younger, would revert A if it counted the peer as changed).
+#[test]
+fn a_crash_then_a_restart_on_the_same_node_pushes() {
+    let p = pair("pair-crash-same", "split-brain = \"discard-younger\"\n");
+    let standby = p.t.root.join("standby-a");
+    append(
+        &p.a.profiles.join("ct.toml"),
+        format!("standby-file = \"{}\"\n", standby.display()).as_bytes(),
+    );
+    write(&p.a.tree.join("base"), b"base");
+    let mut wa = start(&p, &p.a, &p.b);
+    write(&p.a.tree.join("f"), b"version 1, synced");
+    wait_synced(&p.a.tree, &p.b.tree, SYNC_TIMEOUT);
+    // Syncs are held from now on: the next write stays unsynced.
+    write(&standby, b"");
+    write(&p.a.tree.join("f"), b"version 2, not synced when A crashed");
+    wait_until(SYNC_TIMEOUT, "A to hold its sync", || {
+        (wa.status() == "hold on").then_some(()).ok_or(wa.status())
+    });
+    crash(&mut wa);
+    assert_eq!(
+        std::fs::read(p.b.tree.join("f")).unwrap(),
+        b"version 1, synced"
+    );
+    std::fs::remove_file(&standby).unwrap();
+    let mut wa = start(&p, &p.a, &p.b);
+    let log = wa.stderr();
+    assert!(
+        log.contains("1 changes here, 0 on the peer") && log.contains("pushing"),
+        "{log}"
+    );
+    assert!(!log.contains("split-brain"), "{log}");
+    wait_synced(&p.a.tree, &p.b.tree, SYNC_TIMEOUT);
+    assert_eq!(
+        std::fs::read(p.a.tree.join("f")).unwrap(),
+        b"version 2, not synced when A crashed",
+        "A was not reverted"
+    );
+    wa.stop_ok();
+    assert!(conflicts(&p.a).is_empty() && conflicts(&p.b).is_empty());
+    assert_every_version_kept(
+        &p,
+        &[
+            ("base", b"base"),
+            ("f", b"version 2, not synced when A crashed"),
+        ],
+    );
+}
+
+/// A's host dies (kill -9 of its worker with unsynced writes, its sshd stopped); the
+/// container starts on B while A cannot be reached. B's worker runs (ready, recording
+/// changes); when A is back, A's unsynced changes and B's are decided by the policy,
+/// and every version is kept, live or in a conflict directory.
+#[test]
+fn a_crash_then_a_start_on_the_peer_keeps_every_version() {
+    let mut p = pair(
+        "pair-crash-peer",
+        "split-brain = \"discard-least-changes\"\n",
+    );
+    let standby = p.t.root.join("standby-a");
+    append(
+        &p.a.profiles.join("ct.toml"),
+        format!("standby-file = \"{}\"\n", standby.display()).as_bytes(),
+    );
+    write(&p.a.tree.join("shared"), b"agreed");
+    let mut wa = start(&p, &p.a, &p.b);
+    write(&p.a.tree.join("shared"), b"A, synced");
+    write(&p.a.tree.join("a-synced"), b"A, synced");
+    wait_synced(&p.a.tree, &p.b.tree, SYNC_TIMEOUT);
+    write(&standby, b"");
+    write(&p.a.tree.join("shared"), b"A's version, not synced");
+    write(&p.a.tree.join("a-unsynced"), b"A, not synced");
+    wait_until(SYNC_TIMEOUT, "A to hold its sync", || {
+        (wa.status() == "hold on").then_some(()).ok_or(wa.status())
+    });
+    crash(&mut wa);
+    // A's host is gone.
+    p._sa.down();
+    let mut wb = start(&p, &p.b, &p.a);
+    assert!(wb.stderr().contains("cannot be reached"), "{}", wb.stderr());
+    write(&p.b.tree.join("shared"), b"B's version");
+    write(&p.b.tree.join("b-new-1"), b"B 1");
+    write(&p.b.tree.join("b-new-2"), b"B 2");
+    // A comes back: B's retried pair check decides (3 changes on B, 2 on A: B's side).
+    p._sa.up();
+    wait_until(SYNC_TIMEOUT * 3, "B's pair check to decide", || {
+        let log = wb.stderr();
+        log.contains("keeping this side").then_some(()).ok_or(log)
+    });
+    let log = wb.stderr();
+    assert!(
+        log.contains("3 changes here, 2 on the peer"),
+        "only real changes count: {log}"
+    );
+    wait_synced(&p.b.tree, &p.a.tree, SYNC_TIMEOUT);
+    write(&p.b.tree.join("b-later"), b"B, live again");
+    wait_synced(&p.b.tree, &p.a.tree, SYNC_TIMEOUT);
+    wb.stop_ok();
+    assert_every_version_kept(
+        &p,
+        &[
+            ("shared", b"A's version, not synced"),
+            ("a-unsynced", b"A, not synced"),
+            ("a-synced", b"A, synced"),
+            ("shared", b"B's version"),
+            ("b-new-1", b"B 1"),
+            ("b-new-2", b"B 2"),
+            ("b-later", b"B, live again"),
+        ],
+    );
+    assert_eq!(conflicts(&p.a), ["a-unsynced", "shared"]);
+}
+
+/// The old node died with nothing unsynced: the peer, started while it was down, finds
+/// only its own changes when it comes back and pushes them (no split-brain, nothing set
+/// aside), even with the default policy (manual).
+#[test]
+fn a_start_on_the_peer_pushes_when_the_old_node_had_nothing_unsynced() {
+    let mut p = pair("pair-peer-clean", "");
+    write(&p.a.tree.join("f"), b"agreed");
+    let mut wa = start(&p, &p.a, &p.b);
+    write(&p.a.tree.join("f"), b"A, synced");
+    write(&p.a.tree.join("g"), b"A, synced");
+    wait_synced(&p.a.tree, &p.b.tree, SYNC_TIMEOUT);
+    // Everything reached B (and was recorded) before the crash.
+    wait_until(SYNC_TIMEOUT, "A's record of g", || {
+        let j = std::fs::read(p.a.state.join("pairs/ct/journal")).unwrap_or_default();
+        let j = String::from_utf8_lossy(&j).into_owned();
+        j.contains(" g\0").then_some(()).ok_or(j)
+    });
+    crash(&mut wa);
+    p._sa.down();
+    let mut wb = start(&p, &p.b, &p.a);
+    assert!(wb.stderr().contains("cannot be reached"), "{}", wb.stderr());
+    write(&p.b.tree.join("f"), b"B's version");
+    std::fs::remove_file(p.b.tree.join("g")).unwrap();
+    p._sa.up();
+    wait_until(SYNC_TIMEOUT * 3, "B's pair check to push", || {
+        let log = wb.stderr();
+        log.contains("2 changes here, 0 on the peer")
+            .then_some(())
+            .ok_or(log)
+    });
+    wait_synced(&p.b.tree, &p.a.tree, SYNC_TIMEOUT);
+    wb.stop_ok();
+    assert!(!wb.stderr().contains("split-brain"), "{}", wb.stderr());
+    assert!(conflicts(&p.a).is_empty() && conflicts(&p.b).is_empty());
+    assert_every_version_kept(&p, &[("f", b"B's version")]);
+}
+
+/// discard-younger: a side that only deleted, after the other side's change, is the
+/// younger one (a deletion is a change at the time it was seen).
+#[test]
+fn a_side_that_only_deleted_is_younger() {
+    let p = pair("pair-delete-younger", "split-brain = \"discard-younger\"\n");
+    write(&p.a.tree.join("f"), b"agreed");
+    write(&p.a.tree.join("g"), b"agreed g");
+    let mut wa = start(&p, &p.a, &p.b);
+    wa.stop_ok();
+    // A changed f an hour ago; B deleted g now.
+    write(&p.a.tree.join("f"), b"A's change, an hour ago");
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(p.a.tree.join("f"))
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    std::fs::remove_file(p.b.tree.join("g")).unwrap();
+    let mut wa = start(&p, &p.a, &p.b);
+    let log = wa.stderr();
+    assert!(
+        log.contains("1 changes here, 1 on the peer")
+            && log.contains("the policy discard-younger decided, keeping this side"),
+        "{log}"
+    );
+    assert_synced_now(&p.a.tree, &p.b.tree, "B took A's side");
+    wa.stop_ok();
+    assert_eq!(
+        std::fs::read(p.b.tree.join("f")).unwrap(),
+        b"A's change, an hour ago"
+    );
+    assert_every_version_kept(&p, &[("f", b"A's change, an hour ago"), ("g", b"agreed g")]);
+}
+
+/// The resolution log names the policy that decided and counts what rsync moved (a
+/// 201-file directory counts 201); conflict directories have UTC names; both nodes have
+/// the `id` file docs/failover.md describes.
+#[test]
+fn resolution_logs_name_the_decider_and_count_what_moved() {
+    let p = partitioned("pair-counts", "split-brain = \"discard-peer\"\n");
+    mkdir_p(&p.b.tree.join("big"));
+    for i in 0..201 {
+        write(
+            &p.b.tree.join(format!("big/f{i:03}")),
+            format!("{i}").as_bytes(),
+        );
+    }
+    let mut wa = start(&p, &p.a, &p.b);
+    let log = wa.stderr();
+    assert!(
+        log.contains("2 changes here, 205 on the peer")
+            && log.contains(
+                "the policy discard-peer decided, keeping this side: 2 files created, 1 replaced, 202 deleted at the peer"
+            ),
+        "{log}"
+    );
+    assert_synced_now(&p.a.tree, &p.b.tree, "B took A's side");
+    wa.stop_ok();
+    let kept = contents(&p.b.state.join("conflicts"));
+    assert_eq!(
+        kept.len(),
+        203,
+        "the versions moved aside: {:?}",
+        kept.keys()
+    );
+    let names: Vec<String> = std::fs::read_dir(p.b.state.join("conflicts/ct"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let re = regex::Regex::new(r"^\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ$").unwrap();
+    assert!(re.is_match(&names[0]), "{names:?}");
+    let id = |n: &Node| std::fs::read_to_string(n.state.join("pairs/ct/id")).unwrap();
+    assert_eq!(id(&p.a), id(&p.b));
+    assert!(id(&p.a).trim().contains('.'), "{}", id(&p.a));
+    let mut versions: Vec<(String, Vec<u8>)> = (0..201)
+        .map(|i| (format!("f{i:03}"), format!("{i}").into_bytes()))
+        .collect();
+    versions.push(("b-only".into(), b"B".to_vec()));
+    versions.push(("shared".into(), b"B's version, longer".to_vec()));
+    versions.push(("shared".into(), b"A's version".to_vec()));
+    let v: Vec<(&str, &[u8])> = versions
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    assert_every_version_kept(&p, &v);
+}
+
+/// `clsync-manager resolve NAME --keep both` is a usage error (exit 2), like a missing
+/// `--keep`; no daemon is asked.
+#[test]
+fn resolve_with_a_bad_keep_is_a_usage_error() {
+    let t = TestDir::new("pair-resolve-usage");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_clsync-manager"))
+            .arg("--socket")
+            .arg(t.root.join("no-daemon.sock"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let missing = run(&["resolve", "ct"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let o = run(&["resolve", "ct", "--keep", "both"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("both") && err.contains("local"), "{err}");
+}

@@ -86,7 +86,7 @@ enum Cmd {
         /// The instance
         name: String,
         /// Which side to keep: local (this node) or peer
-        #[arg(long, value_name = "local|peer")]
+        #[arg(long, value_name = "local|peer", value_parser = ["local", "peer"])]
         keep: String,
     },
     /// Full resync of an instance

@@ -598,6 +598,7 @@ fn check_local_dst(src: &Path, given: &Path) -> Result<PathBuf, StartError> {
             dst.display()
         )));
     }
+    check_overlap(src, &dst).map_err(StartError::Path)?;
     match std::fs::metadata(&dst) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -614,6 +615,95 @@ fn check_local_dst(src: &Path, given: &Path) -> Result<PathBuf, StartError> {
         })?,
     }
     Ok(dst)
+}
+
+/// The (device, inode) of a directory, following symlinks.
+fn identity(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Refuses a local destination that is the source, inside it or around it under any
+/// name, by identity rather than by path: the (device, inode) of the destination and of
+/// each of its ancestors against those of the source and its ancestors (after resolving
+/// symlinks), and, for bind mounts of a directory below the source (whose ancestors never
+/// lead back to it), their places in their file system ([`crate::mounts`]). Called at
+/// start and again before every full sync: a mount made later is seen too. `dst` may not
+/// exist yet (then only "inside the source" can apply, to where it would be created).
+pub fn check_overlap(src: &Path, dst: &Path) -> Result<(), String> {
+    let src = src
+        .canonicalize()
+        .map_err(|e| format!("source {}: {e}", src.display()))?;
+    let dst = canonical_maybe_missing(dst).map_err(|e| format!("destination {e}"))?;
+    let src_id =
+        identity(&src).ok_or_else(|| format!("source {}: cannot stat it", src.display()))?;
+    let src_chain: Vec<(u64, u64)> = src.ancestors().filter_map(identity).collect();
+    // The destination, or the nearest directory that exists on its way.
+    let existing = dst
+        .ancestors()
+        .find(|a| identity(a).is_some())
+        .unwrap_or(Path::new("/"));
+    let dst_exists = existing == dst;
+    let same = "the source directory itself under another name (a bind mount or a link)";
+    let around = "a directory around the source under another name (a bind mount or a link): --delete would remove the source and everything beside it";
+    let inside =
+        "inside the source under another name (a bind mount or a link): it would sync into itself";
+    let refuse = |what: &str| {
+        Err(format!(
+            "destination {} is {what} (source {})",
+            dst.display(),
+            src.display()
+        ))
+    };
+    if dst_exists {
+        let dst_id = identity(&dst);
+        if dst_id == Some(src_id) {
+            return refuse(same);
+        }
+        if dst_id.is_some_and(|d| src_chain.contains(&d)) {
+            return refuse(around);
+        }
+    }
+    if existing
+        .ancestors()
+        .filter_map(identity)
+        .any(|a| a == src_id)
+    {
+        return refuse(inside);
+    }
+    // A bind mount of a directory below (or above) the source: same device, and one
+    // place in the file system is a prefix of the other.
+    if let Ok(text) = std::fs::read("/proc/self/mountinfo") {
+        let mounts = crate::mounts::parse(&text);
+        if let (Some((sd, sp)), Some((dd, dp))) = (
+            crate::mounts::place(&mounts, &src),
+            crate::mounts::place(&mounts, existing),
+        ) {
+            if sd == dd {
+                if dst_exists && dp == sp {
+                    return refuse(same);
+                }
+                if dst_exists && sp.starts_with(&dp) {
+                    return refuse(around);
+                }
+                if dp.starts_with(&sp) {
+                    return refuse(inside);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`check_overlap`] again for a destination the worker syncs to (before a full sync):
+/// local destinations of rsyncdirect only, as at start ([`preflight`]).
+pub fn recheck_destination(cfg: &Config, src: &Path, dst: &Path) -> Result<(), String> {
+    let own_rsync =
+        cfg.mode == crate::sync::handler::Mode::RsyncDirect && cfg.handler_args.is_none();
+    match crate::dest::Dest::parse(dst.as_os_str()) {
+        crate::dest::Dest::Local(d) if own_rsync => check_overlap(src, &d),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -647,6 +737,27 @@ mod tests {
         assert!(parse_size("128MB").unwrap_err().contains("128MiB"));
         assert!(parse_size("12x").unwrap_err().contains("unknown unit"));
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn overlap_by_identity_sees_through_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let top = t.path().canonicalize().unwrap();
+        let src = top.join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&top, top.join("alias")).unwrap();
+        std::os::unix::fs::symlink(src.join("sub"), top.join("subalias")).unwrap();
+        let e = check_overlap(&src, &top.join("alias")).unwrap_err();
+        assert!(e.contains("around the source"), "{e}");
+        let e = check_overlap(&src, &top.join("subalias/new")).unwrap_err();
+        assert!(e.contains("inside the source"), "{e}");
+        let e = check_overlap(&src, &top.join("alias/src")).unwrap_err();
+        assert!(e.contains("the source directory itself"), "{e}");
+        // A sibling, existing or not, is fine.
+        std::fs::create_dir(top.join("dst")).unwrap();
+        assert_eq!(check_overlap(&src, &top.join("dst")), Ok(()));
+        assert_eq!(check_overlap(&src, &top.join("new/dst")), Ok(()));
+        assert_eq!(check_overlap(&src, &top.join("alias/srcx")), Ok(()));
     }
 
     #[test]

@@ -1183,6 +1183,19 @@ impl Worker {
             self.abort(1);
             return;
         }
+        // A full sync deletes what the source lacks: the destination is checked again by
+        // identity first (a bind mount made since the start must not alias the source).
+        if batch.is_full() {
+            let dst = self.targets[t].handler.dst();
+            if let Err(e) = crate::config::recheck_destination(&self.cfg, &self.src, dst) {
+                error!("{e}: not syncing; exiting");
+                self.targets[t]
+                    .batcher
+                    .complete(Instant::now(), batch, false);
+                self.abort(3);
+                return;
+            }
+        }
         let none = BTreeSet::new();
         let excludes = if !self.ready && self.cfg.full_initialsync && batch.is_full() {
             &none // full-initialsync: the initial sync ignores the rules' excludes

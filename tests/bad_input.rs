@@ -251,3 +251,115 @@ fn invalid_duration() {
     let args = [os("-t"), os("abc"), p(&t.src), p(&t.dst)];
     expect_refusal(&t, &args, 2, &["abc"], &t.dst);
 }
+
+// ---------------------------------------------------------------------------
+// Overlaps by identity: a destination that is the source, inside it or around it
+// under another name (a bind mount, a symlink) is refused before anything runs.
+// ---------------------------------------------------------------------------
+
+/// A bind mount, unmounted (lazily) on drop so a failing test leaves none behind.
+struct Bind(std::path::PathBuf);
+
+impl Bind {
+    fn mount(from: &Path, at: &Path) -> Bind {
+        mkdir_p(at);
+        let st = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(from)
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount --bind {} {}", showp(from), showp(at));
+        Bind(at.to_path_buf())
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// `ROOT/top` with `src` (a file and `sub/deep`) and a sibling `other` beside it.
+fn top_tree(t: &TestDir) -> std::path::PathBuf {
+    let top = t.root.join("top");
+    mkdir_p(&top.join("src/sub"));
+    mkdir_p(&top.join("other"));
+    write(&top.join("src/file"), b"source file");
+    write(&top.join("src/sub/deep"), b"deep file");
+    write(&top.join("other/sibling"), SENTINEL);
+    top
+}
+
+#[test]
+fn dst_is_a_bind_mount_of_the_source_parent() {
+    let t = setup("bind_parent");
+    let top = top_tree(&t);
+    let bm = t.root.join("bm");
+    let _m = Bind::mount(&top, &bm);
+    let args = [os("--only-initialsync"), p(&top.join("src")), p(&bm)];
+    expect_refusal(&t, &args, 3, &[&s(&bm), "around the source"], &top);
+}
+
+#[test]
+fn dst_is_a_bind_mount_of_a_directory_below_the_source() {
+    let t = setup("bind_below");
+    let top = top_tree(&t);
+    let bm = t.root.join("bm");
+    let _m = Bind::mount(&top.join("src/sub"), &bm);
+    let args = [os("--only-initialsync"), p(&top.join("src")), p(&bm)];
+    expect_refusal(&t, &args, 3, &[&s(&bm), "inside the source"], &top);
+}
+
+#[test]
+fn src_through_a_symlink_and_dst_a_bind_mount_of_its_parent() {
+    let t = setup("bind_symlink");
+    let top = top_tree(&t);
+    let bm = t.root.join("bm");
+    let _m = Bind::mount(&top, &bm);
+    // The source named through a symlink, the destination through a symlink to the
+    // bind mount: identities, not spellings, decide.
+    let alias = t.root.join("alias");
+    symlink(pb(&top), &alias);
+    let bm_link = t.root.join("bm_link");
+    symlink(pb(&bm), &bm_link);
+    let args = [os("--only-initialsync"), p(&alias.join("src")), p(&bm_link)];
+    expect_refusal(&t, &args, 3, &[&s(&bm), "around the source"], &top);
+}
+
+#[test]
+fn src_inside_dst_through_a_bind_mount() {
+    let t = setup("bind_reverse");
+    let top = top_tree(&t);
+    let bm = t.root.join("bm");
+    let _m = Bind::mount(&top, &bm);
+    // SRC is bm/src, DST is top: the source is inside the destination, by another path.
+    let args = [os("--only-initialsync"), p(&bm.join("src")), p(&top)];
+    expect_refusal(&t, &args, 3, &[&s(&top), "around the source"], &top);
+}
+
+#[test]
+fn a_bind_mount_made_after_the_start_is_refused_before_the_next_full_sync() {
+    let t = setup("bind_later");
+    let top = top_tree(&t);
+    let dst = t.root.join("mirror");
+    mkdir_p(&dst);
+    let mut w = Worker::start_in(&t.root, &top.join("src"), &dst, NO_ARGS);
+    // The destination now shows the source's parent; a full resync must not run.
+    let _m = Bind::mount(&top, &dst);
+    let before = fingerprint(&top);
+    w.signal(nix::sys::signal::Signal::SIGUSR2);
+    let st = w.wait_exit(SYNC_TIMEOUT);
+    assert_eq!(st.code(), Some(3), "{}", w.stderr());
+    assert!(w.stderr().contains("around the source"), "{}", w.stderr());
+    let after = fingerprint(&top);
+    assert!(
+        after == before,
+        "the source's parent changed under a full resync:\n{}",
+        w.stderr()
+    );
+}
+

@@ -408,8 +408,14 @@ where
         }
     }
     let a = Args::try_parse_from(parsed)?;
-    let mut c = to_config(a)
-        .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")))?;
+    let invalid =
+        |e: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n"));
+    let mut c = to_config(a).map_err(|e| invalid(e.to_string()))?;
+    // Whichever way the label came (-l, a profile, an INI block), it is checked here
+    // once more, as what the worker will use.
+    if let Some(l) = &c.label {
+        crate::profile::check_label(l).map_err(|e| invalid(format!("label: {e}")))?;
+    }
     c.reload_args = Some(argv);
     Ok(c)
 }

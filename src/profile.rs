@@ -639,7 +639,7 @@ pub enum ProfileError {
     Substitution { file: PathBuf, message: String },
     #[error("no such profile {name:?} in {}", .dir.display())]
     NoSuchProfile { name: String, dir: PathBuf },
-    #[error("invalid label {label:?}: {reason}")]
+    #[error("invalid label {label:?}: {reason} (a label must be one safe path component)")]
     BadLabel { label: String, reason: &'static str },
     #[error("profile {profile} is not a template (it does not use %label%), so it takes no label (got {label:?})")]
     NotTemplate { profile: String, label: String },
@@ -1071,16 +1071,26 @@ fn substitute(values: &ProfileValues, label: Option<&str>) -> Result<ProfileValu
     ProfileValues::from_table(out)
 }
 
-/// Checks an instance label: it ends up in paths, so no `/`, `..`, NUL, leading `-`.
+/// Checks a label: it ends up in paths (`%label%` in watch-dir, destination-dir,
+/// lists-dir…), in hook arguments and in log lines, so it must be one safe path
+/// component: not empty, not `.` or `..` (a `%label%` path would fall back to the parent,
+/// and `--delete` would then wipe a sibling's mirror), no `/`, no `..`, no NUL or other
+/// control character (newline, ESC), no leading `-` (an option to a hook). The one check
+/// for every way a label comes in: `PROFILE@LABEL`, `PROFILE-LABEL`, `--label`/`-l`, a
+/// profile's or INI block's `label`, and the manager's control socket.
 pub fn check_label(label: &str) -> Result<(), ProfileError> {
     let reason = if label.is_empty() {
         Some("empty")
+    } else if label == "." || label == ".." {
+        Some("'.' and '..' name a directory itself or its parent, not a place of its own")
     } else if label.contains('/') {
         Some("contains '/'")
     } else if label.contains("..") {
         Some("contains '..'")
     } else if label.contains('\0') {
         Some("contains NUL")
+    } else if label.chars().any(char::is_control) {
+        Some("contains a control character")
     } else if label.starts_with('-') {
         Some("starts with '-'")
     } else {
@@ -1165,10 +1175,21 @@ pub fn resolve(
         _ => {}
     }
     let file = profiles[&profile].file.clone();
-    let mut values = substitute(&values, label.as_deref())
-        .map_err(|message| ProfileError::Substitution { file, message })?;
+    let mut values =
+        substitute(&values, label.as_deref()).map_err(|message| ProfileError::Substitution {
+            file: file.clone(),
+            message,
+        })?;
     if values.label.is_none() {
         values.label.clone_from(&label);
+    }
+    // The profile's own `label` (fixed, or derived from the instance label) is a label
+    // like any other.
+    if let Some(l) = &values.label {
+        check_label(l).map_err(|e| ProfileError::Substitution {
+            file,
+            message: format!("label: {e}"),
+        })?;
     }
     let instance = match &label {
         Some(l) => format!("{profile}@{l}"),
@@ -1675,7 +1696,19 @@ one-file-system = true
     #[test]
     fn bad_labels() {
         let (_d, p) = profiles(&[("lxc", "watch-dir = \"/lxc/%label%\"\n")]);
-        for bad in ["", "a/b", "..", "a..b", "-x", "a\0b"] {
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            ".",
+            "a..b",
+            "-x",
+            "a\0b",
+            "a\nb",
+            "\u{1b}[31m",
+            "a\tb",
+            "/",
+        ] {
             let e = resolve(&p, "lxc", Some(bad)).unwrap_err();
             assert!(matches!(e, ProfileError::BadLabel { .. }), "{bad:?}: {e}");
             assert!(e.to_string().starts_with("invalid label"), "{e}");
@@ -1688,14 +1721,37 @@ one-file-system = true
             resolve(&p, "lxc-", None),
             Err(ProfileError::BadLabel { .. })
         ));
+        assert!(matches!(
+            resolve(&p, "lxc@.", None),
+            Err(ProfileError::BadLabel { .. })
+        ));
+        assert!(matches!(
+            resolve(&p, "lxc-.", None),
+            Err(ProfileError::BadLabel { .. })
+        ));
         assert!(check_label("web01.example").is_ok());
+        assert!(check_label(".hidden").is_ok());
+        // A profile's own label is checked too, fixed or derived.
+        let (_d, p) = profiles(&[
+            ("fixed", "label = \".\"\nwatch-dir = \"/srv/%label%\"\n"),
+            ("derived", "label = \"%watch-dir%\"\nwatch-dir = \"/srv\"\n"),
+        ]);
+        for name in ["fixed", "derived"] {
+            let e = resolve(&p, name, None).unwrap_err().to_string();
+            assert!(e.contains(".toml: label: invalid label"), "{e}");
+        }
     }
 
     #[test]
     fn profile_names_with_at_are_rejected() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "a@b.toml", "");
-        let e = load_dir(d.path()).unwrap_err().to_string();
+        let e = load_file(d.path().join("a@b.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid profile name \"a@b\""), "{e}");
+        let p = load_dir(d.path()).unwrap();
+        let e = p["a@b"].broken.clone().unwrap();
         assert!(e.contains("invalid profile name \"a@b\""), "{e}");
     }
 

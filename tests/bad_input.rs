@@ -363,3 +363,153 @@ fn a_bind_mount_made_after_the_start_is_refused_before_the_next_full_sync() {
     );
 }
 
+// ---------------------------------------------------------------------------
+// Labels: one safe path component, wherever they come in.
+// ---------------------------------------------------------------------------
+
+/// Labels that would leave their place: `.` falls back to the parent, `..` to the
+/// grandparent, and the rest are not one plain component.
+const BAD_LABELS: &[&str] = &[".", "..", "", "a/b", "/", "a\nb", "\u{1b}[2J", "-rf"];
+
+/// A template profile `ct` mirroring `ROOT/ct/LABEL` to `ROOT/mirror/LABEL`, and a
+/// sibling container's mirror `ROOT/mirror/web01` that a `.` label would wipe.
+fn label_setup(name: &str) -> (TestDir, std::path::PathBuf, std::path::PathBuf) {
+    let t = setup(name);
+    let prof = t.root.join("profiles");
+    mkdir_p(&prof);
+    mkdir_p(&t.root.join("ct/web01"));
+    write(&t.root.join("ct/web01/file"), b"container file");
+    let mirror = t.root.join("mirror");
+    mkdir_p(&mirror.join("web01"));
+    write(&mirror.join("web01/sibling"), SENTINEL);
+    write(
+        &prof.join("ct.toml"),
+        format!(
+            "watch-dir = \"{0}/ct/%label%\"\ndestination-dir = \"{0}/mirror/%label%\"\ndelay-collect = 0.1\ndelay-sync = 0.1\nonly-initialsync = true\n",
+            t.root.display()
+        )
+        .as_bytes(),
+    );
+    (t, prof, mirror)
+}
+
+#[test]
+fn labels_that_are_not_one_safe_component_are_refused_on_the_command_line() {
+    let (t, prof, mirror) = label_setup("labels_cli");
+    for bad in BAD_LABELS {
+        let dir = || vec![os("--profiles-dir"), p(&prof)];
+        let mut forms: Vec<Vec<OsString>> = Vec::new();
+        let mut a = dir();
+        a.extend([os("--profile"), os(&format!("ct@{bad}"))]);
+        forms.push(a);
+        let mut a = dir();
+        a.extend([os("--profile"), os("ct"), os(&format!("--label={bad}"))]);
+        forms.push(a);
+        if !bad.is_empty() {
+            let mut a = dir();
+            a.extend([os("--profile"), os(&format!("ct-{bad}"))]);
+            forms.push(a);
+        }
+        // The short form takes a label too (for its log lines and hooks).
+        forms.push(vec![
+            os("--only-initialsync"),
+            os(&format!("--label={bad}")),
+            p(&t.src),
+            p(&t.dst),
+        ]);
+        for args in forms {
+            let out = expect_refusal(&t, &args, 2, &["invalid label"], &mirror);
+            assert!(
+                out.stderr.lines().count() == 1,
+                "{args:?}: one line expected\n{}",
+                out.describe()
+            );
+        }
+    }
+    // A profile's own label is checked as well.
+    write(
+        &prof.join("fixed.toml"),
+        format!(
+            "label = \".\"\nwatch-dir = \"{0}/ct/web01\"\ndestination-dir = \"{0}/mirror/%label%\"\n",
+            t.root.display()
+        )
+        .as_bytes(),
+    );
+    let args = [os("--profiles-dir"), p(&prof), os("--profile"), os("fixed")];
+    expect_refusal(&t, &args, 2, &["fixed.toml", "invalid label"], &mirror);
+    // A good label runs (the refusals above are about the label, not the profile).
+    let args = [
+        os("--profiles-dir"),
+        p(&prof),
+        os("--profile"),
+        os("ct@web02"),
+    ];
+    mkdir_p(&t.root.join("ct/web02"));
+    let out = run(&t.root, &args, REFUSE_TIMEOUT);
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert_eq!(
+        std::fs::read(mirror.join("web01/sibling")).unwrap(),
+        SENTINEL
+    );
+}
+
+#[test]
+fn labels_that_are_not_one_safe_component_are_refused_from_an_ini_file() {
+    let (t, _prof, mirror) = label_setup("labels_ini");
+    let conf = t.root.join("clsync.conf");
+    write(
+        &conf,
+        format!(
+            "[tmpl]\nwatch-dir = {0}/ct/%label%\ndestination-dir = {0}/mirror/%label%\nmode = rsyncdirect\nonly-initialsync = 1\n\n[plain]\nwatch-dir = {0}/ct/web01\ndestination-dir = {0}/mirror/x\nmode = rsyncdirect\nonly-initialsync = 1\n\n[own]\nlabel = ..\nwatch-dir = {0}/ct/web01\ndestination-dir = {0}/mirror/%label%\nmode = rsyncdirect\nonly-initialsync = 1\n",
+            t.root.display()
+        )
+        .as_bytes(),
+    );
+    for bad in BAD_LABELS {
+        for block in ["tmpl", "plain"] {
+            let args = [
+                os("-H"),
+                p(&conf),
+                os("-K"),
+                os(block),
+                os(&format!("--label={bad}")),
+            ];
+            expect_refusal(&t, &args, 2, &["invalid label"], &mirror);
+        }
+    }
+    let args = [os("-H"), p(&conf), os("-K"), os("own")];
+    expect_refusal(&t, &args, 2, &["invalid label \"..\""], &mirror);
+}
+
+#[test]
+fn labels_that_are_not_one_safe_component_are_refused_by_the_manager() {
+    let (t, prof, mirror) = label_setup("labels_manager");
+    let _ = prof;
+    let mut m = common::manager::Mgr::start(&t.root);
+    let before = fingerprint(&mirror);
+    for bad in BAD_LABELS {
+        // Through the command line and as a raw request on the control socket.
+        let o = m.cli(&["start", &format!("ct@{bad}")]);
+        assert_ne!(o.code, Some(0), "start ct@{bad:?}: {}", o.stdout);
+        assert!(
+            o.stderr.contains("invalid label") && o.stderr.trim().lines().count() == 1,
+            "start ct@{bad:?}: {}",
+            o.stderr
+        );
+        let req = serde_json::json!({"cmd": "start", "name": format!("ct@{bad}")});
+        let resp = m.raw(format!("{req}\n").as_bytes());
+        let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+        assert_eq!(v["ok"], false, "{resp}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains("invalid label"),
+            "{resp}"
+        );
+    }
+    assert!(m.alive(), "the manager died:\n{}", m.log());
+    assert!(
+        m.status().is_empty(),
+        "no instance may exist: {:?}",
+        m.status()
+    );
+    assert!(fingerprint(&mirror) == before, "the mirrors changed");
+}

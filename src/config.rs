@@ -383,18 +383,42 @@ pub fn check_lists_dir(dir: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Parses a duration: plain seconds (`30`, `0.5`) or humantime (`200ms`, `2m`).
+/// The longest duration any setting takes: 100 years (of 365.25 days, as humantime's
+/// `100y`). Longer ones mean "never" in
+/// practice, and a deadline that far away would overflow the clock's arithmetic (a
+/// panic); they are refused as usage errors instead.
+pub const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
+
+/// Parses a duration: plain seconds (`30`, `0.5`) or humantime (`200ms`, `2m`), at most
+/// [`MAX_DURATION`]. Every duration of the command line, of profiles (numbers too) and of
+/// the original's INI files goes through here, so the cap and the messages are the same
+/// everywhere.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+    let d = if let Ok(secs) = t.parse::<f64>() {
+        if secs.is_nan() || secs.is_infinite() {
+            return Err(format!("invalid duration {s:?}: not a finite number"));
         }
-        return Err(format!("invalid duration {s:?}: must not be negative"));
+        if secs < 0.0 {
+            return Err(format!("invalid duration {s:?}: must not be negative"));
+        }
+        if secs > MAX_DURATION.as_secs_f64() {
+            return Err(too_long(s));
+        }
+        Duration::try_from_secs_f64(secs).map_err(|_| too_long(s))?
+    } else {
+        humantime::parse_duration(t).map_err(|e| {
+            format!("invalid duration {s:?}: {e} (use seconds like 30 or 0.5, or 200ms, 2m, 1h)")
+        })?
+    };
+    if d > MAX_DURATION {
+        return Err(too_long(s));
     }
-    humantime::parse_duration(t).map_err(|e| {
-        format!("invalid duration {s:?}: {e} (use seconds like 30 or 0.5, or 200ms, 2m, 1h)")
-    })
+    Ok(d)
+}
+
+fn too_long(s: &str) -> String {
+    format!("invalid duration {s:?}: longer than 100 years (the longest accepted)")
 }
 
 /// Parses a size: plain bytes, or a number with a binary unit: `K`/`KiB`, `M`/`MiB`,
@@ -726,6 +750,26 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("abc").unwrap_err().contains("\"abc\""));
         assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn durations_longer_than_100_years_are_refused_not_a_panic() {
+        for s in [
+            "1e30",
+            "1e300",
+            "1e20",
+            "inf",
+            "NaN",
+            "3155760001",
+            "200y",
+            "1e309",
+        ] {
+            let e = parse_duration(s).unwrap_err();
+            assert!(e.contains(&format!("{s:?}")), "{s}: {e}");
+        }
+        assert_eq!(parse_duration("3155760000"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("100y"), Ok(MAX_DURATION));
+        assert!(parse_duration("99y").is_ok());
     }
 
     #[test]

@@ -470,22 +470,15 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::E
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a duration: seconds like 30 or 0.5, or a string like \"200ms\", \"2m\"")
         }
+        // Numbers go through the same parser as strings (one cap, one message).
         fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
-            u64::try_from(v)
-                .map(Duration::from_secs)
-                .map_err(|_| E::custom(format!("invalid duration {v}: must not be negative")))
+            crate::config::parse_duration(&v.to_string()).map_err(E::custom)
         }
         fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(v))
+            crate::config::parse_duration(&v.to_string()).map_err(E::custom)
         }
         fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Duration, E> {
-            if v < 0.0 {
-                return Err(E::custom(format!(
-                    "invalid duration {v}: must not be negative"
-                )));
-            }
-            Duration::try_from_secs_f64(v)
-                .map_err(|e| E::custom(format!("invalid duration {v}: {e}")))
+            crate::config::parse_duration(&format!("{v:?}")).map_err(E::custom)
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
             crate::config::parse_duration(v).map_err(E::custom)

@@ -513,3 +513,87 @@ fn labels_that_are_not_one_safe_component_are_refused_by_the_manager() {
     );
     assert!(fingerprint(&mirror) == before, "the mirrors changed");
 }
+
+// ---------------------------------------------------------------------------
+// Durations too long for the clock: a usage error, never a panic.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn huge_durations_are_a_usage_error_not_a_panic() {
+    let t = setup("huge_durations");
+    let opts = [
+        ("-w", "1e30"),
+        ("-k", "1e300"),
+        ("-t", "1e20"),
+        ("-T", "1e30"),
+        ("--wait-for-close", "1e30"),
+        ("--verify-interval", "1e300"),
+        ("-w", "200y"),
+        ("-w", "inf"),
+    ];
+    for (opt, v) in opts {
+        let args = [
+            os(opt),
+            os(v),
+            os("--only-initialsync"),
+            p(&t.src),
+            p(&t.dst),
+        ];
+        let out = expect_refusal(&t, &args, 2, &[v, "invalid duration"], &t.dst);
+        assert!(!out.stderr.contains("panicked"), "{}", out.describe());
+    }
+    // The same values in a profile and in the original's INI file.
+    let prof = t.root.join("profiles");
+    mkdir_p(&prof);
+    write(
+        &prof.join("p.toml"),
+        format!(
+            "watch-dir = \"{}\"\ndestination-dir = \"{}\"\ndelay-sync = 1e30\n",
+            t.src.display(),
+            t.dst.display()
+        )
+        .as_bytes(),
+    );
+    let args = [os("--profiles-dir"), p(&prof), os("--profile"), os("p")];
+    expect_refusal(&t, &args, 2, &["p.toml", "delay-sync"], &t.dst);
+    let conf = t.root.join("clsync.conf");
+    write(
+        &conf,
+        format!(
+            "[default]\nwatch-dir = {}\ndestination-dir = {}\nmode = rsyncdirect\ndelay-sync = 18446744073709551615\n",
+            t.src.display(),
+            t.dst.display()
+        )
+        .as_bytes(),
+    );
+    expect_refusal(&t, &[os("-H"), p(&conf)], 2, &["delay-sync"], &t.dst);
+}
+
+#[test]
+fn the_longest_durations_run_without_overflow() {
+    // At the cap (100 years) every deadline is still computed without a panic.
+    let t = setup("longest_durations");
+    let out = run(
+        &t.root,
+        &[
+            os("-w"),
+            os("100y"),
+            os("-t"),
+            os("3153600000"),
+            os("-T"),
+            os("100y"),
+            os("-k"),
+            os("100y"),
+            os("--wait-for-close"),
+            os("100y"),
+            os("--verify-interval"),
+            os("100y"),
+            os("--only-initialsync"),
+            p(&t.src),
+            p(&t.dst),
+        ],
+        REFUSE_TIMEOUT,
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    assert_eq!(std::fs::read(t.d(b"some_file")).unwrap(), b"source content");
+}

@@ -6,8 +6,11 @@ Why it is shaped this way:
 - One profile per `*.toml` file in a profiles directory (`--profiles-dir`, else
   `$CLSYNC_PROFILES_DIR`, else `/etc/clsync`), named by the file stem. Other files and
   dot-files are ignored so that editor leftovers and READMEs can live there. A file that
-  does not parse is an error for the whole directory, naming the file: a daemon silently
-  running without one of its profiles is worse than one that refuses to start.
+  does not load is *broken*: it stays in the directory's list with its error (one line
+  naming file, line and column), and resolving it, or a profile that inherits from it,
+  fails with that error. Every other profile loads and runs: one bad file must not stop
+  the rest (`clsync check` reports each profile, ok or its error; the manager marks the
+  broken ones failed and keeps running the good ones).
 - Keys are the original clsync's long option names in kebab-case, so its man page
   documents them. Unknown keys are rejected (`deny_unknown_fields`): a misspelt
   `delay-colect` must not be silently ignored. The error names `file:line:col` and
@@ -576,6 +579,9 @@ pub struct Profile {
     pub file: PathBuf,
     /// The values set in the file itself (no inheritance).
     pub values: ProfileValues,
+    /// Why the file does not load (one line naming it); its `values` are then empty,
+    /// except `autostart` when that much could be read (so the manager can show it failed).
+    pub broken: Option<String>,
 }
 
 /// The profiles of a directory by name.
@@ -632,6 +638,14 @@ pub enum ProfileError {
     Substitution { file: PathBuf, message: String },
     #[error("no such profile {name:?} in {}", .dir.display())]
     NoSuchProfile { name: String, dir: PathBuf },
+    #[error("{message}")]
+    Broken { message: String },
+    #[error("{}: inherits {parent:?}, which is broken: {message}", .file.display())]
+    BrokenParent {
+        file: PathBuf,
+        parent: String,
+        message: String,
+    },
     #[error("invalid label {label:?}: {reason} (a label must be one safe path component)")]
     BadLabel { label: String, reason: &'static str },
     #[error("profile {profile} is not a template (it does not use %label%), so it takes no label (got {label:?})")]
@@ -644,6 +658,16 @@ pub enum ProfileError {
         first: String,
         second: String,
     },
+}
+
+impl ProfileError {
+    /// The profile or one it inherits from is broken (its file does not load).
+    pub fn is_broken(&self) -> bool {
+        matches!(
+            self,
+            ProfileError::Broken { .. } | ProfileError::BrokenParent { .. }
+        )
+    }
 }
 
 fn location(file: &Path, line_col: Option<(usize, usize)>) -> String {
@@ -814,10 +838,34 @@ pub fn load_file(path: impl AsRef<Path>) -> Result<Profile, ProfileError> {
         name,
         file: path.to_path_buf(),
         values,
+        broken: None,
     })
 }
 
-/// Loads every `*.toml` file of `dir` (not dot-files, not subdirectories).
+/// A profile whose file does not load: kept with its error, and with `autostart` if the
+/// file is TOML at all (so a broken autostart profile shows as failed, not as absent).
+fn broken_profile(path: &Path, error: ProfileError) -> Profile {
+    let autostart = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+        .and_then(|t| t.get("autostart").and_then(toml::Value::as_bool));
+    Profile {
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        file: path.to_path_buf(),
+        values: ProfileValues {
+            autostart,
+            ..Default::default()
+        },
+        broken: Some(error.to_string()),
+    }
+}
+
+/// Loads every `*.toml` file of `dir` (not dot-files, not subdirectories). A file that
+/// does not load is kept as a broken profile (see [`Profile::broken`]); only a directory
+/// that cannot be read is an error.
 pub fn load_dir(dir: &Path) -> Result<Profiles, ProfileError> {
     let io = |source| ProfileError::Io {
         path: dir.to_path_buf(),
@@ -833,7 +881,7 @@ pub fn load_dir(dir: &Path) -> Result<Profiles, ProfileError> {
         if !is_toml || hidden || !path.is_file() {
             continue;
         }
-        let profile = load_file(&path)?;
+        let profile = load_file(&path).unwrap_or_else(|e| broken_profile(&path, e));
         profiles.insert(profile.name.clone(), profile);
     }
     Ok(profiles)
@@ -859,6 +907,11 @@ pub fn inherited(profiles: &Profiles, name: &str) -> Result<ProfileValues, Profi
             name: name.to_string(),
             dir: dir_of(profiles),
         })?;
+    if let Some(message) = &start.broken {
+        return Err(ProfileError::Broken {
+            message: message.clone(),
+        });
+    }
     let mut values = start.values.clone();
     let mut seen = vec![start.name.clone()];
     let mut cur = start;
@@ -886,6 +939,13 @@ pub fn inherited(profiles: &Profiles, name: &str) -> Result<ProfileValues, Profi
                     .parent()
                     .map_or_else(|| dir_of(profiles), Path::to_path_buf),
             })?;
+        if let Some(message) = &p.broken {
+            return Err(ProfileError::BrokenParent {
+                file: start.file.clone(),
+                parent: parent.to_string(),
+                message: message.clone(),
+            });
+        }
         values = values.merge(p.values.clone());
         seen.push(p.name.clone());
         cur = p;
@@ -1115,13 +1175,21 @@ fn split_instance(
     if profiles.contains_key(name) {
         return Ok((name.to_string(), None));
     }
+    // The longest profile name that fits and is a template wins; a broken one that fits
+    // better is reported (it may well be the one meant), one that fits less is skipped.
     let mut best: Option<&str> = None;
     for p in profiles.keys() {
         let fits = name
             .strip_prefix(p.as_str())
             .is_some_and(|rest| rest.starts_with('-'));
-        if fits && best.is_none_or(|b| p.len() > b.len()) && is_template_profile(profiles, p)? {
-            best = Some(p);
+        if !fits || best.is_some_and(|b| p.len() <= b.len()) {
+            continue;
+        }
+        match is_template_profile(profiles, p) {
+            Ok(true) => best = Some(p),
+            Ok(false) => {}
+            Err(e) if e.is_broken() => best = Some(p),
+            Err(e) => return Err(e),
         }
     }
     match best {
@@ -1481,8 +1549,12 @@ mod tests {
         assert_eq!(p["web"].file, d.path().join("web.toml"));
         assert_eq!(p["web"].values.watch_dir.as_deref(), Some("/srv/web"));
 
-        write(d.path(), "bad.toml", "mode = 3\n");
-        let e = load_dir(d.path()).unwrap_err().to_string();
+        // A file that does not load is kept as broken, with its error; the others load.
+        write(d.path(), "bad.toml", "mode = 3\nautostart = true\n");
+        write(d.path(), "heir.toml", "inherits = \"bad\"\n");
+        let p = load_dir(d.path()).unwrap();
+        assert_eq!(p.keys().collect::<Vec<_>>(), ["bad", "heir", "web"]);
+        let e = p["bad"].broken.clone().unwrap();
         assert!(
             e.starts_with(&format!(
                 "{}:1:8: mode:",
@@ -1490,6 +1562,18 @@ mod tests {
             )),
             "{e}"
         );
+        assert_eq!(p["bad"].values.autostart, Some(true));
+        assert_eq!(resolve(&p, "bad", None).unwrap_err().to_string(), e);
+        let h = resolve(&p, "heir", None).unwrap_err();
+        assert!(h.is_broken(), "{h}");
+        assert_eq!(
+            h.to_string(),
+            format!(
+                "{}: inherits \"bad\", which is broken: {e}",
+                d.path().join("heir.toml").display()
+            )
+        );
+        assert!(resolve(&p, "web", None).is_ok());
 
         let e = load_dir(&d.path().join("nope")).unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");

@@ -401,3 +401,134 @@ fn sighup_reloads_the_profile() {
     assert!(!other.exists(), "the destination did not change");
     w.stop_ok();
 }
+
+/// A broken profile (a typo in a key) and one that inherits from it, beside good ones:
+/// only those two fail; `clsync --profile`, `check` and the manager go on with the rest.
+#[test]
+fn one_broken_profile_does_not_stop_the_others() {
+    let t = TestDir::new("one-broken");
+    let prof = t.root.join("profiles");
+    mkdir(&prof);
+    write(&t.s(b"file"), b"content");
+    let src2 = t.root.join("src2");
+    let dst2 = t.root.join("dst2");
+    mkdir(&src2);
+    write(&src2.join("file2"), b"content 2");
+    let pair = |s: &Path, d: &Path| {
+        format!(
+            "watch-dir = \"{}\"\ndestination-dir = \"{}\"\ndelay-collect = 0.1\ndelay-sync = 0.1\n",
+            s.display(),
+            d.display()
+        )
+    };
+    write(&prof.join("good.toml"), pair(&t.src, &t.dst).as_bytes());
+    write(&prof.join("mirror.toml"), pair(&src2, &dst2).as_bytes());
+    write(
+        &prof.join("broken.toml"),
+        b"autostart = true\ndelay-colect = 3\n",
+    );
+    write(
+        &prof.join("heir.toml"),
+        format!(
+            "inherits = \"broken\"\nautostart = true\n{}",
+            pair(&src2, &dst2)
+        )
+        .as_bytes(),
+    );
+    let dir: [OsString; 2] = ["--profiles-dir".into(), prof.clone().into()];
+
+    // The worker runs a good profile.
+    let mut args = dir.to_vec();
+    args.extend([
+        "--profile".into(),
+        "good".into(),
+        "--only-initialsync".into(),
+    ]);
+    let f = run(&t.root, &args, Duration::from_secs(30));
+    assert_eq!(f.status.code(), Some(0), "{}", f.describe());
+    assert_eq!(std::fs::read(t.d(b"file")).unwrap(), b"content");
+    // The broken one and its heir are refused, each naming the broken file.
+    for name in ["broken", "heir"] {
+        let mut args = dir.to_vec();
+        args.extend(["--profile".into(), name.into()]);
+        let f = run(&t.root, &args, Duration::from_secs(30));
+        assert_eq!(f.status.code(), Some(2), "{name}: {}", f.describe());
+        assert!(
+            f.first_line()
+                .contains("broken.toml:2:1: unknown key \"delay-colect\""),
+            "{name}: {}",
+            f.describe()
+        );
+    }
+
+    // check reports every profile, ok or its error, and fails.
+    let mut args = vec![OsString::from("check")];
+    args.extend(dir.iter().cloned());
+    let f = run(&t.root, &args, Duration::from_secs(30));
+    assert_ne!(f.status.code(), Some(0), "{}", f.describe());
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "one line per profile:\n{}", f.stdout);
+    assert!(
+        lines.contains(&"good: ok") && lines.contains(&"mirror: ok"),
+        "{}",
+        f.stdout
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with(
+            "broken.toml:2:1: unknown key \"delay-colect\" (did you mean \"delay-collect\"?)"
+        )),
+        "{}",
+        f.stdout
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("heir.toml: inherits \"broken\", which is broken:")),
+        "{}",
+        f.stdout
+    );
+
+    // The manager: broken and heir (autostart) are failed, the others start.
+    let m = common::manager::Mgr::start(&t.root);
+    let o = m.cli(&["start", "mirror"]);
+    assert_eq!(o.code, Some(0), "{}{}\n{}", o.stdout, o.stderr, m.log());
+    wait_until(SYNC_TIMEOUT, "mirror to be running", || {
+        let running = m
+            .status()
+            .iter()
+            .any(|i| i["name"] == "mirror" && i["state"] == "running");
+        running.then_some(()).ok_or_else(|| m.log())
+    });
+    assert_eq!(std::fs::read(dst2.join("file2")).unwrap(), b"content 2");
+    let status = m.status();
+    let state = |n: &str| {
+        status.iter().find(|i| i["name"] == n).map(|i| {
+            (
+                i["state"].as_str().unwrap_or("").to_string(),
+                i["last_error"].to_string(),
+            )
+        })
+    };
+    assert_eq!(
+        state("mirror").map(|s| s.0).as_deref(),
+        Some("running"),
+        "{status:?}"
+    );
+    for n in ["broken", "heir"] {
+        let (st, err) = state(n).unwrap_or_else(|| panic!("{n} not listed: {status:?}"));
+        assert_eq!(st, "failed", "{n}: {status:?}");
+        assert!(err.contains("broken.toml:2:1"), "{n}: {err}");
+    }
+    assert!(state("good").is_none(), "good is not autostart: {status:?}");
+    let o = m.cli(&["start", "broken"]);
+    assert_ne!(o.code, Some(0), "{}", o.stdout);
+    assert!(o.stderr.contains("broken.toml:2:1"), "{}", o.stderr);
+    // Still running the good one.
+    assert_eq!(
+        m.status()
+            .iter()
+            .find(|i| i["name"] == "mirror")
+            .map(|i| i["state"].clone()),
+        Some(serde_json::json!("running"))
+    );
+}

@@ -243,6 +243,17 @@ impl Config {
         !self.more_dsts.is_empty() || self.destinations().iter().any(|d| d.is_remote())
     }
 
+    /// After how many failed tries in a row the worker gives up (0: never). A one-shot
+    /// (`only-initialsync`) whose retries would be forever gives up after its first
+    /// failure: nothing else would end it, and whoever runs it needs its exit code.
+    pub fn give_up_after(&self) -> u32 {
+        if self.initial == Initial::Only && self.retries == 0 {
+            1
+        } else {
+            self.retries
+        }
+    }
+
     /// The settings that differ between `self` and `new` and can only change with a
     /// restart (SIGHUP applies the others).
     pub fn restart_needed_for(&self, new: &Config) -> Vec<String> {

@@ -489,6 +489,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             keep_lists: cfg.dont_unlink_lists,
             uid: cfg.sync_handler_uid,
             gid: cfg.sync_handler_gid,
+            stderr_to_log: cfg.mode == Mode::RsyncDirect && cfg.handler_args.is_none(),
         },
         waker,
     );
@@ -1296,15 +1297,15 @@ impl Worker {
             }
         }
         if let Err(why) = &f.result {
-            let give_up = self.cfg.retries > 0
-                && !self.cfg.ignore_failures
-                && t.batcher.failures() >= self.cfg.retries;
+            let retries = self.cfg.give_up_after();
+            let give_up =
+                retries > 0 && !self.cfg.ignore_failures && t.batcher.failures() >= retries;
             let aborting = matches!(self.phase, Phase::Aborting { .. });
             if give_up && self.phase == Phase::Running {
                 error!(
                     "sync{to} failed: {why}; giving up after {} tries in a row (retries = {}): exiting; {n} paths were not synced",
                     t.batcher.failures(),
-                    self.cfg.retries
+                    retries
                 );
                 // Parallel syncs still running are stopped too.
                 self.failed = true;

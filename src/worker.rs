@@ -133,7 +133,24 @@ impl Drop for PidFile {
 pub struct Status(Option<PathBuf>, std::cell::RefCell<String>);
 
 impl Status {
+    /// A missing directory of the status file (`/run/clsync` outside the units, which
+    /// make it with RuntimeDirectory) is created (0755), or every change would warn.
     pub fn new(path: Option<PathBuf>) -> Self {
+        if let Some(dir) = path.as_deref().and_then(std::path::Path::parent) {
+            use std::os::unix::fs::DirBuilderExt;
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                if let Err(e) = std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(dir)
+                {
+                    warn!(
+                        "cannot create the status file's directory {}: {e}",
+                        dir.display()
+                    );
+                }
+            }
+        }
         Status(path, Default::default())
     }
 

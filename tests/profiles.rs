@@ -532,3 +532,80 @@ fn one_broken_profile_does_not_stop_the_others() {
         Some(serde_json::json!("running"))
     );
 }
+
+/// profiles/backup.toml retries with backoff instead of exiting on its first failed
+/// sync (a backup disk that is away or full comes back).
+#[test]
+fn the_backup_profile_retries_a_failed_sync() {
+    let t = TestDir::new("backup-retries");
+    let prof = t.root.join("profiles");
+    mkdir(&prof);
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/backup.toml");
+    std::fs::copy(&shipped, prof.join("backup.toml")).unwrap();
+    write(
+        &prof.join("test-backup.toml"),
+        format!(
+            "inherits = \"backup\"\nwatch-dir = \"{}\"\ndestination-dir = \"{}\"\nstatus-file = \"{}\"\ndelay-collect = 0.1\ndelay-sync = 0.1\n",
+            t.src.display(),
+            t.dst.display(),
+            t.status.display()
+        )
+        .as_bytes(),
+    );
+    write(&t.s(b"f"), b"x");
+    let ro = Tmpfs::mount(&t.dst, "ro");
+    let args: Vec<OsString> = vec![
+        "--profiles-dir".into(),
+        prof.into(),
+        "--profile".into(),
+        "test-backup".into(),
+    ];
+    let stderr = t.root.join("backup.stderr");
+    let mut child = std::process::Command::new(BIN)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut exited = None;
+    wait_until(SYNC_TIMEOUT, "two failed tries", || {
+        let log = read_lossy(&stderr);
+        exited = exited.or(child.try_wait().unwrap());
+        let fails = log.lines().filter(|l| l.contains("sync failed")).count();
+        (fails >= 2 || exited.is_some()).then_some(()).ok_or(log)
+    });
+    let log = read_lossy(&stderr);
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(ro);
+    assert!(
+        alive,
+        "the backup profile gave up after a failed sync:\n{log}"
+    );
+    assert!(!log.contains("giving up"), "{log}");
+}
+
+/// A status file under a directory that does not exist yet (/run/clsync outside the
+/// systemd units): the worker creates the directory; no warning per status change.
+#[test]
+fn the_status_file_directory_is_created() {
+    let t = TestDir::new("status-dir");
+    let status = t.root.join("run/clsync/mirror.status");
+    write(&t.s(b"f"), b"x");
+    let args: Vec<OsString> = vec![
+        "-t".into(),
+        "0.1".into(),
+        "-w".into(),
+        "0.1".into(),
+        "--status-file".into(),
+        status.clone().into(),
+        t.src.clone().into(),
+        t.dst.clone().into(),
+    ];
+    let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &status, &args);
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    assert!(!w.stderr().contains("status file"), "{}", w.stderr());
+    assert_eq!(std::fs::read_to_string(&status).unwrap(), "exiting\n");
+}

@@ -663,7 +663,7 @@ fn identity(p: &Path) -> Option<(u64, u64)> {
 /// each of its ancestors against those of the source and its ancestors (after resolving
 /// symlinks), and, for bind mounts of a directory below the source (whose ancestors never
 /// lead back to it), their places in their file system ([`crate::mounts`]). Called at
-/// start and again before every full sync: a mount made later is seen too. `dst` may not
+/// start and again before every sync: a mount made later is seen too. `dst` may not
 /// exist yet (then only "inside the source" can apply, to where it would be created).
 pub fn check_overlap(src: &Path, dst: &Path) -> Result<(), String> {
     let src = src
@@ -730,9 +730,13 @@ pub fn check_overlap(src: &Path, dst: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// [`check_overlap`] again for a destination the worker syncs to (before a full sync):
-/// local destinations of rsyncdirect only, as at start ([`preflight`]).
+/// [`check_overlap`] again for a destination the worker syncs to (before each sync):
+/// local destinations of rsyncdirect only, as at start ([`preflight`]). A source that is
+/// gone is not this check's business (the worker stops for it on its own, exit 1).
 pub fn recheck_destination(cfg: &Config, src: &Path, dst: &Path) -> Result<(), String> {
+    if src.canonicalize().is_err() {
+        return Ok(());
+    }
     let own_rsync =
         cfg.mode == crate::sync::handler::Mode::RsyncDirect && cfg.handler_args.is_none();
     match crate::dest::Dest::parse(dst.as_os_str()) {

@@ -1201,18 +1201,17 @@ impl Worker {
             self.abort(1);
             return;
         }
-        // A full sync deletes what the source lacks: the destination is checked again by
-        // identity first (a bind mount made since the start must not alias the source).
-        if batch.is_full() {
-            let dst = self.targets[t].handler.dst();
-            if let Err(e) = crate::config::recheck_destination(&self.cfg, &self.src, dst) {
-                error!("{e}: not syncing; exiting");
-                self.targets[t]
-                    .batcher
-                    .complete(Instant::now(), batch, false);
-                self.abort(3);
-                return;
-            }
+        // A sync deletes what the source lacks (a full one everywhere): the destination is
+        // checked again by identity first (a bind mount made since the start must not
+        // alias the source).
+        let dst = self.targets[t].handler.dst();
+        if let Err(e) = crate::config::recheck_destination(&self.cfg, &self.src, dst) {
+            error!("{e}: not syncing; exiting");
+            self.targets[t]
+                .batcher
+                .complete(Instant::now(), batch, false);
+            self.abort(3);
+            return;
         }
         let none = BTreeSet::new();
         let excludes = if !self.ready && self.cfg.full_initialsync && batch.is_full() {

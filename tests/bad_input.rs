@@ -598,3 +598,26 @@ fn the_longest_durations_run_without_overflow() {
     assert_eq!(out.code(), Some(0), "{}", out.describe());
     assert_eq!(std::fs::read(t.d(b"some_file")).unwrap(), b"source content");
 }
+
+#[test]
+fn a_bind_mount_made_after_the_start_is_refused_before_the_next_sync_of_a_change() {
+    let t = setup("bind_later_change");
+    let top = top_tree(&t);
+    let dst = t.root.join("mirror");
+    mkdir_p(&dst);
+    let mut w = Worker::start_in(&t.root, &top.join("src"), &dst, NO_ARGS);
+    let _m = Bind::mount(&top, &dst);
+    let before = fingerprint(&top);
+    // A change: its (targeted) sync would write into the source's parent.
+    write(&top.join("src/sub/new"), b"new file");
+    let st = w.wait_exit(SYNC_TIMEOUT);
+    assert_eq!(st.code(), Some(3), "{}", w.stderr());
+    assert!(w.stderr().contains("around the source"), "{}", w.stderr());
+    let mut after = fingerprint(&top);
+    after.remove(b"src/sub/new".as_slice());
+    assert!(
+        after == before,
+        "the source's parent changed under a sync:\n{}",
+        w.stderr()
+    );
+}

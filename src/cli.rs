@@ -304,6 +304,31 @@ pub enum Command {
     },
 }
 
+/// Reports a command-line error as one line on standard error (`clsync: error: ...`,
+/// without clap's usage and hint lines) and exits with clap's code, 2; help and version
+/// are printed as clap prints them. A script or a supervisor log then shows the reason
+/// alone, as for every other refusal.
+pub fn exit_on_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    let text = e.render().to_string();
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("error: invalid command line");
+    match line.strip_prefix("error: ") {
+        Some(rest) => eprintln!("clsync: error: {rest}"),
+        None => eprintln!("clsync: {line}"),
+    }
+    std::process::exit(e.exit_code())
+}
+
 /// Parses the command line: the subcommands `check` and `show-config`, or a worker run
 /// (a directory literally named `check` is given as `./check`).
 pub fn parse_command(args: Vec<std::ffi::OsString>) -> Result<Command, clap::Error> {
@@ -408,8 +433,14 @@ where
         }
     }
     let a = Args::try_parse_from(parsed)?;
-    let mut c = to_config(a)
-        .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")))?;
+    let invalid =
+        |e: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n"));
+    let mut c = to_config(a).map_err(|e| invalid(e.to_string()))?;
+    // Whichever way the label came (-l, a profile, an INI block), it is checked here
+    // once more, as what the worker will use.
+    if let Some(l) = &c.label {
+        crate::profile::check_label(l).map_err(|e| invalid(format!("label: {e}")))?;
+    }
     c.reload_args = Some(argv);
     Ok(c)
 }

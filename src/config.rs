@@ -243,6 +243,17 @@ impl Config {
         !self.more_dsts.is_empty() || self.destinations().iter().any(|d| d.is_remote())
     }
 
+    /// After how many failed tries in a row the worker gives up (0: never). A one-shot
+    /// (`only-initialsync`) whose retries would be forever gives up after its first
+    /// failure: nothing else would end it, and whoever runs it needs its exit code.
+    pub fn give_up_after(&self) -> u32 {
+        if self.initial == Initial::Only && self.retries == 0 {
+            1
+        } else {
+            self.retries
+        }
+    }
+
     /// The settings that differ between `self` and `new` and can only change with a
     /// restart (SIGHUP applies the others).
     pub fn restart_needed_for(&self, new: &Config) -> Vec<String> {
@@ -383,18 +394,42 @@ pub fn check_lists_dir(dir: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Parses a duration: plain seconds (`30`, `0.5`) or humantime (`200ms`, `2m`).
+/// The longest duration any setting takes: 100 years (of 365.25 days, as humantime's
+/// `100y`). Longer ones mean "never" in
+/// practice, and a deadline that far away would overflow the clock's arithmetic (a
+/// panic); they are refused as usage errors instead.
+pub const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
+
+/// Parses a duration: plain seconds (`30`, `0.5`) or humantime (`200ms`, `2m`), at most
+/// [`MAX_DURATION`]. Every duration of the command line, of profiles (numbers too) and of
+/// the original's INI files goes through here, so the cap and the messages are the same
+/// everywhere.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+    let d = if let Ok(secs) = t.parse::<f64>() {
+        if secs.is_nan() || secs.is_infinite() {
+            return Err(format!("invalid duration {s:?}: not a finite number"));
         }
-        return Err(format!("invalid duration {s:?}: must not be negative"));
+        if secs < 0.0 {
+            return Err(format!("invalid duration {s:?}: must not be negative"));
+        }
+        if secs > MAX_DURATION.as_secs_f64() {
+            return Err(too_long(s));
+        }
+        Duration::try_from_secs_f64(secs).map_err(|_| too_long(s))?
+    } else {
+        humantime::parse_duration(t).map_err(|e| {
+            format!("invalid duration {s:?}: {e} (use seconds like 30 or 0.5, or 200ms, 2m, 1h)")
+        })?
+    };
+    if d > MAX_DURATION {
+        return Err(too_long(s));
     }
-    humantime::parse_duration(t).map_err(|e| {
-        format!("invalid duration {s:?}: {e} (use seconds like 30 or 0.5, or 200ms, 2m, 1h)")
-    })
+    Ok(d)
+}
+
+fn too_long(s: &str) -> String {
+    format!("invalid duration {s:?}: longer than 100 years (the longest accepted)")
 }
 
 /// Parses a size: plain bytes, or a number with a binary unit: `K`/`KiB`, `M`/`MiB`,
@@ -598,6 +633,7 @@ fn check_local_dst(src: &Path, given: &Path) -> Result<PathBuf, StartError> {
             dst.display()
         )));
     }
+    check_overlap(src, &dst).map_err(StartError::Path)?;
     match std::fs::metadata(&dst) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -614,6 +650,99 @@ fn check_local_dst(src: &Path, given: &Path) -> Result<PathBuf, StartError> {
         })?,
     }
     Ok(dst)
+}
+
+/// The (device, inode) of a directory, following symlinks.
+fn identity(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Refuses a local destination that is the source, inside it or around it under any
+/// name, by identity rather than by path: the (device, inode) of the destination and of
+/// each of its ancestors against those of the source and its ancestors (after resolving
+/// symlinks), and, for bind mounts of a directory below the source (whose ancestors never
+/// lead back to it), their places in their file system ([`crate::mounts`]). Called at
+/// start and again before every sync: a mount made later is seen too. `dst` may not
+/// exist yet (then only "inside the source" can apply, to where it would be created).
+pub fn check_overlap(src: &Path, dst: &Path) -> Result<(), String> {
+    let src = src
+        .canonicalize()
+        .map_err(|e| format!("source {}: {e}", src.display()))?;
+    let dst = canonical_maybe_missing(dst).map_err(|e| format!("destination {e}"))?;
+    let src_id =
+        identity(&src).ok_or_else(|| format!("source {}: cannot stat it", src.display()))?;
+    let src_chain: Vec<(u64, u64)> = src.ancestors().filter_map(identity).collect();
+    // The destination, or the nearest directory that exists on its way.
+    let existing = dst
+        .ancestors()
+        .find(|a| identity(a).is_some())
+        .unwrap_or(Path::new("/"));
+    let dst_exists = existing == dst;
+    let same = "the source directory itself under another name (a bind mount or a link)";
+    let around = "a directory around the source under another name (a bind mount or a link): --delete would remove the source and everything beside it";
+    let inside =
+        "inside the source under another name (a bind mount or a link): it would sync into itself";
+    let refuse = |what: &str| {
+        Err(format!(
+            "destination {} is {what} (source {})",
+            dst.display(),
+            src.display()
+        ))
+    };
+    if dst_exists {
+        let dst_id = identity(&dst);
+        if dst_id == Some(src_id) {
+            return refuse(same);
+        }
+        if dst_id.is_some_and(|d| src_chain.contains(&d)) {
+            return refuse(around);
+        }
+    }
+    if existing
+        .ancestors()
+        .filter_map(identity)
+        .any(|a| a == src_id)
+    {
+        return refuse(inside);
+    }
+    // A bind mount of a directory below (or above) the source: same device, and one
+    // place in the file system is a prefix of the other.
+    if let Ok(text) = std::fs::read("/proc/self/mountinfo") {
+        let mounts = crate::mounts::parse(&text);
+        if let (Some((sd, sp)), Some((dd, dp))) = (
+            crate::mounts::place(&mounts, &src),
+            crate::mounts::place(&mounts, existing),
+        ) {
+            if sd == dd {
+                if dst_exists && dp == sp {
+                    return refuse(same);
+                }
+                if dst_exists && sp.starts_with(&dp) {
+                    return refuse(around);
+                }
+                if dp.starts_with(&sp) {
+                    return refuse(inside);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`check_overlap`] again for a destination the worker syncs to (before each sync):
+/// local destinations of rsyncdirect only, as at start ([`preflight`]). A source that is
+/// gone is not this check's business (the worker stops for it on its own, exit 1).
+pub fn recheck_destination(cfg: &Config, src: &Path, dst: &Path) -> Result<(), String> {
+    if src.canonicalize().is_err() {
+        return Ok(());
+    }
+    let own_rsync =
+        cfg.mode == crate::sync::handler::Mode::RsyncDirect && cfg.handler_args.is_none();
+    match crate::dest::Dest::parse(dst.as_os_str()) {
+        crate::dest::Dest::Local(d) if own_rsync => check_overlap(src, &d),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -639,6 +768,26 @@ mod tests {
     }
 
     #[test]
+    fn durations_longer_than_100_years_are_refused_not_a_panic() {
+        for s in [
+            "1e30",
+            "1e300",
+            "1e20",
+            "inf",
+            "NaN",
+            "3155760001",
+            "200y",
+            "1e309",
+        ] {
+            let e = parse_duration(s).unwrap_err();
+            assert!(e.contains(&format!("{s:?}")), "{s}: {e}");
+        }
+        assert_eq!(parse_duration("3155760000"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("100y"), Ok(MAX_DURATION));
+        assert!(parse_duration("99y").is_ok());
+    }
+
+    #[test]
     fn sizes_are_binary_and_decimal_units_rejected() {
         assert_eq!(parse_size("134217728"), Ok(134217728));
         assert_eq!(parse_size("128MiB"), Ok(128 << 20));
@@ -647,6 +796,27 @@ mod tests {
         assert!(parse_size("128MB").unwrap_err().contains("128MiB"));
         assert!(parse_size("12x").unwrap_err().contains("unknown unit"));
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn overlap_by_identity_sees_through_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let top = t.path().canonicalize().unwrap();
+        let src = top.join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&top, top.join("alias")).unwrap();
+        std::os::unix::fs::symlink(src.join("sub"), top.join("subalias")).unwrap();
+        let e = check_overlap(&src, &top.join("alias")).unwrap_err();
+        assert!(e.contains("around the source"), "{e}");
+        let e = check_overlap(&src, &top.join("subalias/new")).unwrap_err();
+        assert!(e.contains("inside the source"), "{e}");
+        let e = check_overlap(&src, &top.join("alias/src")).unwrap_err();
+        assert!(e.contains("the source directory itself"), "{e}");
+        // A sibling, existing or not, is fine.
+        std::fs::create_dir(top.join("dst")).unwrap();
+        assert_eq!(check_overlap(&src, &top.join("dst")), Ok(()));
+        assert_eq!(check_overlap(&src, &top.join("new/dst")), Ok(()));
+        assert_eq!(check_overlap(&src, &top.join("alias/srcx")), Ok(()));
     }
 
     #[test]

@@ -58,7 +58,6 @@ use crate::profile::edit_distance;
 use crate::profile::{self, ProfileValues};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The file name that means "no configuration file" (`--config-file=/NULL/`).
 pub const NULL_CONFIG: &str = "/NULL/";
@@ -466,7 +465,10 @@ const OUTPUTS: &[&str] = &["stderr", "stdout", "syslog"];
 
 fn apply(v: &mut ProfileValues, key: &str, value: &str) -> Result<Applied, String> {
     let num = |max: u64| number(key, value, max);
-    let secs = || number(key, value, u64::MAX).map(Duration::from_secs);
+    let secs = || {
+        let n = number(key, value, u64::MAX)?;
+        crate::config::parse_duration(&n.to_string()).map_err(|e| format!("{key} = {value:?}: {e}"))
+    };
     let flag = || number(key, value, u64::MAX).map(|n| n != 0);
     let text = || Some(macros(value));
     match key {
@@ -719,6 +721,7 @@ fn macros(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const MAN_EXAMPLE: &str = "\
 [default]

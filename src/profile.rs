@@ -6,8 +6,11 @@ Why it is shaped this way:
 - One profile per `*.toml` file in a profiles directory (`--profiles-dir`, else
   `$CLSYNC_PROFILES_DIR`, else `/etc/clsync`), named by the file stem. Other files and
   dot-files are ignored so that editor leftovers and READMEs can live there. A file that
-  does not parse is an error for the whole directory, naming the file: a daemon silently
-  running without one of its profiles is worse than one that refuses to start.
+  does not load is *broken*: it stays in the directory's list with its error (one line
+  naming file, line and column), and resolving it, or a profile that inherits from it,
+  fails with that error. Every other profile loads and runs: one bad file must not stop
+  the rest (`clsync check` reports each profile, ok or its error; the manager marks the
+  broken ones failed and keeps running the good ones).
 - Keys are the original clsync's long option names in kebab-case, so its man page
   documents them. Unknown keys are rejected (`deny_unknown_fields`): a misspelt
   `delay-colect` must not be silently ignored. The error names `file:line:col` and
@@ -470,22 +473,15 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::E
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a duration: seconds like 30 or 0.5, or a string like \"200ms\", \"2m\"")
         }
+        // Numbers go through the same parser as strings (one cap, one message).
         fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
-            u64::try_from(v)
-                .map(Duration::from_secs)
-                .map_err(|_| E::custom(format!("invalid duration {v}: must not be negative")))
+            crate::config::parse_duration(&v.to_string()).map_err(E::custom)
         }
         fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(v))
+            crate::config::parse_duration(&v.to_string()).map_err(E::custom)
         }
         fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Duration, E> {
-            if v < 0.0 {
-                return Err(E::custom(format!(
-                    "invalid duration {v}: must not be negative"
-                )));
-            }
-            Duration::try_from_secs_f64(v)
-                .map_err(|e| E::custom(format!("invalid duration {v}: {e}")))
+            crate::config::parse_duration(&format!("{v:?}")).map_err(E::custom)
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
             crate::config::parse_duration(v).map_err(E::custom)
@@ -583,6 +579,9 @@ pub struct Profile {
     pub file: PathBuf,
     /// The values set in the file itself (no inheritance).
     pub values: ProfileValues,
+    /// Why the file does not load (one line naming it); its `values` are then empty,
+    /// except `autostart` when that much could be read (so the manager can show it failed).
+    pub broken: Option<String>,
 }
 
 /// The profiles of a directory by name.
@@ -639,7 +638,15 @@ pub enum ProfileError {
     Substitution { file: PathBuf, message: String },
     #[error("no such profile {name:?} in {}", .dir.display())]
     NoSuchProfile { name: String, dir: PathBuf },
-    #[error("invalid label {label:?}: {reason}")]
+    #[error("{message}")]
+    Broken { message: String },
+    #[error("{}: inherits {parent:?}, which is broken: {message}", .file.display())]
+    BrokenParent {
+        file: PathBuf,
+        parent: String,
+        message: String,
+    },
+    #[error("invalid label {label:?}: {reason} (a label must be one safe path component)")]
     BadLabel { label: String, reason: &'static str },
     #[error("profile {profile} is not a template (it does not use %label%), so it takes no label (got {label:?})")]
     NotTemplate { profile: String, label: String },
@@ -651,6 +658,16 @@ pub enum ProfileError {
         first: String,
         second: String,
     },
+}
+
+impl ProfileError {
+    /// The profile or one it inherits from is broken (its file does not load).
+    pub fn is_broken(&self) -> bool {
+        matches!(
+            self,
+            ProfileError::Broken { .. } | ProfileError::BrokenParent { .. }
+        )
+    }
 }
 
 fn location(file: &Path, line_col: Option<(usize, usize)>) -> String {
@@ -821,10 +838,34 @@ pub fn load_file(path: impl AsRef<Path>) -> Result<Profile, ProfileError> {
         name,
         file: path.to_path_buf(),
         values,
+        broken: None,
     })
 }
 
-/// Loads every `*.toml` file of `dir` (not dot-files, not subdirectories).
+/// A profile whose file does not load: kept with its error, and with `autostart` if the
+/// file is TOML at all (so a broken autostart profile shows as failed, not as absent).
+fn broken_profile(path: &Path, error: ProfileError) -> Profile {
+    let autostart = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+        .and_then(|t| t.get("autostart").and_then(toml::Value::as_bool));
+    Profile {
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        file: path.to_path_buf(),
+        values: ProfileValues {
+            autostart,
+            ..Default::default()
+        },
+        broken: Some(error.to_string()),
+    }
+}
+
+/// Loads every `*.toml` file of `dir` (not dot-files, not subdirectories). A file that
+/// does not load is kept as a broken profile (see [`Profile::broken`]); only a directory
+/// that cannot be read is an error.
 pub fn load_dir(dir: &Path) -> Result<Profiles, ProfileError> {
     let io = |source| ProfileError::Io {
         path: dir.to_path_buf(),
@@ -840,7 +881,7 @@ pub fn load_dir(dir: &Path) -> Result<Profiles, ProfileError> {
         if !is_toml || hidden || !path.is_file() {
             continue;
         }
-        let profile = load_file(&path)?;
+        let profile = load_file(&path).unwrap_or_else(|e| broken_profile(&path, e));
         profiles.insert(profile.name.clone(), profile);
     }
     Ok(profiles)
@@ -866,6 +907,11 @@ pub fn inherited(profiles: &Profiles, name: &str) -> Result<ProfileValues, Profi
             name: name.to_string(),
             dir: dir_of(profiles),
         })?;
+    if let Some(message) = &start.broken {
+        return Err(ProfileError::Broken {
+            message: message.clone(),
+        });
+    }
     let mut values = start.values.clone();
     let mut seen = vec![start.name.clone()];
     let mut cur = start;
@@ -893,6 +939,13 @@ pub fn inherited(profiles: &Profiles, name: &str) -> Result<ProfileValues, Profi
                     .parent()
                     .map_or_else(|| dir_of(profiles), Path::to_path_buf),
             })?;
+        if let Some(message) = &p.broken {
+            return Err(ProfileError::BrokenParent {
+                file: start.file.clone(),
+                parent: parent.to_string(),
+                message: message.clone(),
+            });
+        }
         values = values.merge(p.values.clone());
         seen.push(p.name.clone());
         cur = p;
@@ -1071,16 +1124,26 @@ fn substitute(values: &ProfileValues, label: Option<&str>) -> Result<ProfileValu
     ProfileValues::from_table(out)
 }
 
-/// Checks an instance label: it ends up in paths, so no `/`, `..`, NUL, leading `-`.
+/// Checks a label: it ends up in paths (`%label%` in watch-dir, destination-dir,
+/// lists-dir…), in hook arguments and in log lines, so it must be one safe path
+/// component: not empty, not `.` or `..` (a `%label%` path would fall back to the parent,
+/// and `--delete` would then wipe a sibling's mirror), no `/`, no `..`, no NUL or other
+/// control character (newline, ESC), no leading `-` (an option to a hook). The one check
+/// for every way a label comes in: `PROFILE@LABEL`, `PROFILE-LABEL`, `--label`/`-l`, a
+/// profile's or INI block's `label`, and the manager's control socket.
 pub fn check_label(label: &str) -> Result<(), ProfileError> {
     let reason = if label.is_empty() {
         Some("empty")
+    } else if label == "." || label == ".." {
+        Some("'.' and '..' name a directory itself or its parent, not a place of its own")
     } else if label.contains('/') {
         Some("contains '/'")
     } else if label.contains("..") {
         Some("contains '..'")
     } else if label.contains('\0') {
         Some("contains NUL")
+    } else if label.chars().any(char::is_control) {
+        Some("contains a control character")
     } else if label.starts_with('-') {
         Some("starts with '-'")
     } else {
@@ -1112,13 +1175,21 @@ fn split_instance(
     if profiles.contains_key(name) {
         return Ok((name.to_string(), None));
     }
+    // The longest profile name that fits and is a template wins; a broken one that fits
+    // better is reported (it may well be the one meant), one that fits less is skipped.
     let mut best: Option<&str> = None;
     for p in profiles.keys() {
         let fits = name
             .strip_prefix(p.as_str())
             .is_some_and(|rest| rest.starts_with('-'));
-        if fits && best.is_none_or(|b| p.len() > b.len()) && is_template_profile(profiles, p)? {
-            best = Some(p);
+        if !fits || best.is_some_and(|b| p.len() <= b.len()) {
+            continue;
+        }
+        match is_template_profile(profiles, p) {
+            Ok(true) => best = Some(p),
+            Ok(false) => {}
+            Err(e) if e.is_broken() => best = Some(p),
+            Err(e) => return Err(e),
         }
     }
     match best {
@@ -1165,10 +1236,21 @@ pub fn resolve(
         _ => {}
     }
     let file = profiles[&profile].file.clone();
-    let mut values = substitute(&values, label.as_deref())
-        .map_err(|message| ProfileError::Substitution { file, message })?;
+    let mut values =
+        substitute(&values, label.as_deref()).map_err(|message| ProfileError::Substitution {
+            file: file.clone(),
+            message,
+        })?;
     if values.label.is_none() {
         values.label.clone_from(&label);
+    }
+    // The profile's own `label` (fixed, or derived from the instance label) is a label
+    // like any other.
+    if let Some(l) = &values.label {
+        check_label(l).map_err(|e| ProfileError::Substitution {
+            file,
+            message: format!("label: {e}"),
+        })?;
     }
     let instance = match &label {
         Some(l) => format!("{profile}@{l}"),
@@ -1467,8 +1549,12 @@ mod tests {
         assert_eq!(p["web"].file, d.path().join("web.toml"));
         assert_eq!(p["web"].values.watch_dir.as_deref(), Some("/srv/web"));
 
-        write(d.path(), "bad.toml", "mode = 3\n");
-        let e = load_dir(d.path()).unwrap_err().to_string();
+        // A file that does not load is kept as broken, with its error; the others load.
+        write(d.path(), "bad.toml", "mode = 3\nautostart = true\n");
+        write(d.path(), "heir.toml", "inherits = \"bad\"\n");
+        let p = load_dir(d.path()).unwrap();
+        assert_eq!(p.keys().collect::<Vec<_>>(), ["bad", "heir", "web"]);
+        let e = p["bad"].broken.clone().unwrap();
         assert!(
             e.starts_with(&format!(
                 "{}:1:8: mode:",
@@ -1476,6 +1562,18 @@ mod tests {
             )),
             "{e}"
         );
+        assert_eq!(p["bad"].values.autostart, Some(true));
+        assert_eq!(resolve(&p, "bad", None).unwrap_err().to_string(), e);
+        let h = resolve(&p, "heir", None).unwrap_err();
+        assert!(h.is_broken(), "{h}");
+        assert_eq!(
+            h.to_string(),
+            format!(
+                "{}: inherits \"bad\", which is broken: {e}",
+                d.path().join("heir.toml").display()
+            )
+        );
+        assert!(resolve(&p, "web", None).is_ok());
 
         let e = load_dir(&d.path().join("nope")).unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");
@@ -1675,7 +1773,19 @@ one-file-system = true
     #[test]
     fn bad_labels() {
         let (_d, p) = profiles(&[("lxc", "watch-dir = \"/lxc/%label%\"\n")]);
-        for bad in ["", "a/b", "..", "a..b", "-x", "a\0b"] {
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            ".",
+            "a..b",
+            "-x",
+            "a\0b",
+            "a\nb",
+            "\u{1b}[31m",
+            "a\tb",
+            "/",
+        ] {
             let e = resolve(&p, "lxc", Some(bad)).unwrap_err();
             assert!(matches!(e, ProfileError::BadLabel { .. }), "{bad:?}: {e}");
             assert!(e.to_string().starts_with("invalid label"), "{e}");
@@ -1688,14 +1798,37 @@ one-file-system = true
             resolve(&p, "lxc-", None),
             Err(ProfileError::BadLabel { .. })
         ));
+        assert!(matches!(
+            resolve(&p, "lxc@.", None),
+            Err(ProfileError::BadLabel { .. })
+        ));
+        assert!(matches!(
+            resolve(&p, "lxc-.", None),
+            Err(ProfileError::BadLabel { .. })
+        ));
         assert!(check_label("web01.example").is_ok());
+        assert!(check_label(".hidden").is_ok());
+        // A profile's own label is checked too, fixed or derived.
+        let (_d, p) = profiles(&[
+            ("fixed", "label = \".\"\nwatch-dir = \"/srv/%label%\"\n"),
+            ("derived", "label = \"%watch-dir%\"\nwatch-dir = \"/srv\"\n"),
+        ]);
+        for name in ["fixed", "derived"] {
+            let e = resolve(&p, name, None).unwrap_err().to_string();
+            assert!(e.contains(".toml: label: invalid label"), "{e}");
+        }
     }
 
     #[test]
     fn profile_names_with_at_are_rejected() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "a@b.toml", "");
-        let e = load_dir(d.path()).unwrap_err().to_string();
+        let e = load_file(d.path().join("a@b.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid profile name \"a@b\""), "{e}");
+        let p = load_dir(d.path()).unwrap();
+        let e = p["a@b"].broken.clone().unwrap();
         assert!(e.contains("invalid profile name \"a@b\""), "{e}");
     }
 

@@ -303,6 +303,7 @@ pub fn load_legacy(
             name: block.to_string(),
             file: file.to_path_buf(),
             values,
+            broken: None,
         },
     );
     let template =

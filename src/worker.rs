@@ -133,7 +133,24 @@ impl Drop for PidFile {
 pub struct Status(Option<PathBuf>, std::cell::RefCell<String>);
 
 impl Status {
+    /// A missing directory of the status file (`/run/clsync` outside the units, which
+    /// make it with RuntimeDirectory) is created (0755), or every change would warn.
     pub fn new(path: Option<PathBuf>) -> Self {
+        if let Some(dir) = path.as_deref().and_then(std::path::Path::parent) {
+            use std::os::unix::fs::DirBuilderExt;
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                if let Err(e) = std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(dir)
+                {
+                    warn!(
+                        "cannot create the status file's directory {}: {e}",
+                        dir.display()
+                    );
+                }
+            }
+        }
         Status(path, Default::default())
     }
 
@@ -469,6 +486,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             keep_lists: cfg.dont_unlink_lists,
             uid: cfg.sync_handler_uid,
             gid: cfg.sync_handler_gid,
+            stderr_to_log: cfg.mode == Mode::RsyncDirect && cfg.handler_args.is_none(),
         },
         waker,
     );
@@ -1173,6 +1191,18 @@ impl Worker {
             self.abort(1);
             return;
         }
+        // A sync deletes what the source lacks (a full one everywhere): the destination is
+        // checked again by identity first (a bind mount made since the start must not
+        // alias the source).
+        let dst = self.targets[t].handler.dst();
+        if let Err(e) = crate::config::recheck_destination(&self.cfg, &self.src, dst) {
+            error!("{e}: not syncing; exiting");
+            self.targets[t]
+                .batcher
+                .complete(Instant::now(), batch, false);
+            self.abort(3);
+            return;
+        }
         let none = BTreeSet::new();
         let excludes =
             if !self.ready && self.cfg.full_initialsync && batch.is_full() && self.pair.is_none() {
@@ -1280,15 +1310,15 @@ impl Worker {
             }
         }
         if let Err(why) = &f.result {
-            let give_up = self.cfg.retries > 0
-                && !self.cfg.ignore_failures
-                && t.batcher.failures() >= self.cfg.retries;
+            let retries = self.cfg.give_up_after();
+            let give_up =
+                retries > 0 && !self.cfg.ignore_failures && t.batcher.failures() >= retries;
             let aborting = matches!(self.phase, Phase::Aborting { .. });
             if give_up && self.phase == Phase::Running {
                 error!(
                     "sync{to} failed: {why}; giving up after {} tries in a row (retries = {}): exiting; {n} paths were not synced",
                     t.batcher.failures(),
-                    self.cfg.retries
+                    retries
                 );
                 // Parallel syncs still running are stopped too.
                 self.failed = true;

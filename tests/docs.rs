@@ -181,6 +181,7 @@ fn accepted(key: &str, value: &str) -> Result<(), String> {
             name: "p".into(),
             file: file.clone(),
             values,
+            broken: None,
         },
     );
     profiles.insert(
@@ -189,6 +190,7 @@ fn accepted(key: &str, value: &str) -> Result<(), String> {
             name: "base".into(),
             file: PathBuf::from("/etc/clsync/base.toml"),
             values: Default::default(),
+            broken: None,
         },
     );
     let r = profile::resolve(&profiles, "p", None)

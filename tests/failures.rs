@@ -270,3 +270,84 @@ fn retries_gives_up_with_rsyncs_exit_code() {
     assert_eq!(calls(&count), 3, "the initial sync and two tries:\n{log}");
     assert!(log.contains("giving up after 2 tries in a row"), "{log}");
 }
+
+/// Lines of the worker's log that say a sync failed.
+fn failure_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains("sync failed")).collect()
+}
+
+/// Every line of stderr is the worker's own log line (rsync's are at debug level).
+#[track_caller]
+fn only_log_lines(log: &str) {
+    for l in log.lines() {
+        assert!(
+            l.starts_with("clsync"),
+            "a line that is not the worker's: {l:?}\n{log}"
+        );
+    }
+}
+
+/// The short form against a read-only destination, as a one-shot: it exits non-zero
+/// after the failure (retrying forever is for the live form), with one line saying why.
+#[test]
+fn only_initialsync_to_a_read_only_destination_exits_non_zero() {
+    let t = TestDir::new("ro_oneshot");
+    write(&t.s(b"f"), b"x");
+    let _ro = Tmpfs::mount(&t.dst, "ro");
+    let out = run(
+        &t.root,
+        &[
+            std::ffi::OsString::from("--only-initialsync"),
+            t.src.clone().into(),
+            t.dst.clone().into(),
+        ],
+        SYNC_TIMEOUT,
+    );
+    let code = out.code();
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "expected a non-zero exit: {}",
+        out.describe()
+    );
+    let fails = failure_lines(&out.stderr);
+    assert_eq!(fails.len(), 1, "{}", out.describe());
+    assert!(
+        fails[0].contains("Read-only file system"),
+        "{}",
+        out.describe()
+    );
+    only_log_lines(&out.stderr);
+}
+
+/// The live form keeps retrying, with one summarised line per failed try (rsync's own
+/// lines only at debug level), and syncs once the destination is writable.
+#[test]
+fn a_read_only_destination_logs_one_line_per_failed_try() {
+    let t = TestDir::new("ro_live");
+    write(&t.s(b"f"), b"x");
+    let ro = Tmpfs::mount(&t.dst, "ro");
+    let mut w = Worker::spawn_in(&t.root, &t.src, &t.dst, NO_ARGS);
+    wait_until(SYNC_TIMEOUT, "three failed tries", || {
+        let log = w.stderr();
+        (failure_lines(&log).len() >= 3).then_some(()).ok_or(log)
+    });
+    w.assert_alive();
+    let log = w.stderr();
+    only_log_lines(&log);
+    for l in failure_lines(&log) {
+        assert!(
+            l.contains("Read-only file system") && l.contains("next try in"),
+            "{l}\n{log}"
+        );
+    }
+    // Writable again: the next try goes through.
+    let st = std::process::Command::new("mount")
+        .args(["-o", "remount,rw"])
+        .arg(&t.dst)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    w.stop_ok();
+    drop(ro);
+}

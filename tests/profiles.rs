@@ -401,3 +401,211 @@ fn sighup_reloads_the_profile() {
     assert!(!other.exists(), "the destination did not change");
     w.stop_ok();
 }
+
+/// A broken profile (a typo in a key) and one that inherits from it, beside good ones:
+/// only those two fail; `clsync --profile`, `check` and the manager go on with the rest.
+#[test]
+fn one_broken_profile_does_not_stop_the_others() {
+    let t = TestDir::new("one-broken");
+    let prof = t.root.join("profiles");
+    mkdir(&prof);
+    write(&t.s(b"file"), b"content");
+    let src2 = t.root.join("src2");
+    let dst2 = t.root.join("dst2");
+    mkdir(&src2);
+    write(&src2.join("file2"), b"content 2");
+    let pair = |s: &Path, d: &Path| {
+        format!(
+            "watch-dir = \"{}\"\ndestination-dir = \"{}\"\ndelay-collect = 0.1\ndelay-sync = 0.1\n",
+            s.display(),
+            d.display()
+        )
+    };
+    write(&prof.join("good.toml"), pair(&t.src, &t.dst).as_bytes());
+    write(&prof.join("mirror.toml"), pair(&src2, &dst2).as_bytes());
+    write(
+        &prof.join("broken.toml"),
+        b"autostart = true\ndelay-colect = 3\n",
+    );
+    write(
+        &prof.join("heir.toml"),
+        format!(
+            "inherits = \"broken\"\nautostart = true\n{}",
+            pair(&src2, &dst2)
+        )
+        .as_bytes(),
+    );
+    let dir: [OsString; 2] = ["--profiles-dir".into(), prof.clone().into()];
+
+    // The worker runs a good profile.
+    let mut args = dir.to_vec();
+    args.extend([
+        "--profile".into(),
+        "good".into(),
+        "--only-initialsync".into(),
+    ]);
+    let f = run(&t.root, &args, Duration::from_secs(30));
+    assert_eq!(f.status.code(), Some(0), "{}", f.describe());
+    assert_eq!(std::fs::read(t.d(b"file")).unwrap(), b"content");
+    // The broken one and its heir are refused, each naming the broken file.
+    for name in ["broken", "heir"] {
+        let mut args = dir.to_vec();
+        args.extend(["--profile".into(), name.into()]);
+        let f = run(&t.root, &args, Duration::from_secs(30));
+        assert_eq!(f.status.code(), Some(2), "{name}: {}", f.describe());
+        assert!(
+            f.first_line()
+                .contains("broken.toml:2:1: unknown key \"delay-colect\""),
+            "{name}: {}",
+            f.describe()
+        );
+    }
+
+    // check reports every profile, ok or its error, and fails.
+    let mut args = vec![OsString::from("check")];
+    args.extend(dir.iter().cloned());
+    let f = run(&t.root, &args, Duration::from_secs(30));
+    assert_ne!(f.status.code(), Some(0), "{}", f.describe());
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "one line per profile:\n{}", f.stdout);
+    assert!(
+        lines.contains(&"good: ok") && lines.contains(&"mirror: ok"),
+        "{}",
+        f.stdout
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with(
+            "broken.toml:2:1: unknown key \"delay-colect\" (did you mean \"delay-collect\"?)"
+        )),
+        "{}",
+        f.stdout
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("heir.toml: inherits \"broken\", which is broken:")),
+        "{}",
+        f.stdout
+    );
+
+    // The manager: broken and heir (autostart) are failed, the others start.
+    let m = common::manager::Mgr::start(&t.root);
+    let o = m.cli(&["start", "mirror"]);
+    assert_eq!(o.code, Some(0), "{}{}\n{}", o.stdout, o.stderr, m.log());
+    wait_until(SYNC_TIMEOUT, "mirror to be running", || {
+        let running = m
+            .status()
+            .iter()
+            .any(|i| i["name"] == "mirror" && i["state"] == "running");
+        running.then_some(()).ok_or_else(|| m.log())
+    });
+    assert_eq!(std::fs::read(dst2.join("file2")).unwrap(), b"content 2");
+    let status = m.status();
+    let state = |n: &str| {
+        status.iter().find(|i| i["name"] == n).map(|i| {
+            (
+                i["state"].as_str().unwrap_or("").to_string(),
+                i["last_error"].to_string(),
+            )
+        })
+    };
+    assert_eq!(
+        state("mirror").map(|s| s.0).as_deref(),
+        Some("running"),
+        "{status:?}"
+    );
+    for n in ["broken", "heir"] {
+        let (st, err) = state(n).unwrap_or_else(|| panic!("{n} not listed: {status:?}"));
+        assert_eq!(st, "failed", "{n}: {status:?}");
+        assert!(err.contains("broken.toml:2:1"), "{n}: {err}");
+    }
+    assert!(state("good").is_none(), "good is not autostart: {status:?}");
+    let o = m.cli(&["start", "broken"]);
+    assert_ne!(o.code, Some(0), "{}", o.stdout);
+    assert!(o.stderr.contains("broken.toml:2:1"), "{}", o.stderr);
+    // Still running the good one.
+    assert_eq!(
+        m.status()
+            .iter()
+            .find(|i| i["name"] == "mirror")
+            .map(|i| i["state"].clone()),
+        Some(serde_json::json!("running"))
+    );
+}
+
+/// profiles/backup.toml retries with backoff instead of exiting on its first failed
+/// sync (a backup disk that is away or full comes back).
+#[test]
+fn the_backup_profile_retries_a_failed_sync() {
+    let t = TestDir::new("backup-retries");
+    let prof = t.root.join("profiles");
+    mkdir(&prof);
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/backup.toml");
+    std::fs::copy(&shipped, prof.join("backup.toml")).unwrap();
+    write(
+        &prof.join("test-backup.toml"),
+        format!(
+            "inherits = \"backup\"\nwatch-dir = \"{}\"\ndestination-dir = \"{}\"\nstatus-file = \"{}\"\ndelay-collect = 0.1\ndelay-sync = 0.1\n",
+            t.src.display(),
+            t.dst.display(),
+            t.status.display()
+        )
+        .as_bytes(),
+    );
+    write(&t.s(b"f"), b"x");
+    let ro = Tmpfs::mount(&t.dst, "ro");
+    let args: Vec<OsString> = vec![
+        "--profiles-dir".into(),
+        prof.into(),
+        "--profile".into(),
+        "test-backup".into(),
+    ];
+    let stderr = t.root.join("backup.stderr");
+    let mut child = std::process::Command::new(BIN)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut exited = None;
+    wait_until(SYNC_TIMEOUT, "two failed tries", || {
+        let log = read_lossy(&stderr);
+        exited = exited.or(child.try_wait().unwrap());
+        let fails = log.lines().filter(|l| l.contains("sync failed")).count();
+        (fails >= 2 || exited.is_some()).then_some(()).ok_or(log)
+    });
+    let log = read_lossy(&stderr);
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(ro);
+    assert!(
+        alive,
+        "the backup profile gave up after a failed sync:\n{log}"
+    );
+    assert!(!log.contains("giving up"), "{log}");
+}
+
+/// A status file under a directory that does not exist yet (/run/clsync outside the
+/// systemd units): the worker creates the directory; no warning per status change.
+#[test]
+fn the_status_file_directory_is_created() {
+    let t = TestDir::new("status-dir");
+    let status = t.root.join("run/clsync/mirror.status");
+    write(&t.s(b"f"), b"x");
+    let args: Vec<OsString> = vec![
+        "-t".into(),
+        "0.1".into(),
+        "-w".into(),
+        "0.1".into(),
+        "--status-file".into(),
+        status.clone().into(),
+        t.src.clone().into(),
+        t.dst.clone().into(),
+    ];
+    let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &status, &args);
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    assert!(!w.stderr().contains("status file"), "{}", w.stderr());
+    assert_eq!(std::fs::read_to_string(&status).unwrap(), "exiting\n");
+}

@@ -6,7 +6,7 @@ use clsync::cli::Command;
 fn main() {
     let cmd = match clsync::cli::parse_command(std::env::args_os().collect()) {
         Ok(c) => c,
-        Err(e) => e.exit(),
+        Err(e) => clsync::cli::exit_on_error(e),
     };
     match cmd {
         Command::Run(cfg) => {

@@ -492,6 +492,9 @@ impl Daemon {
     /// ones stop, changed ones restart, unchanged ones are left alone.
     fn apply_profiles(&mut self, profiles: &Profiles) {
         let mut wanted: BTreeSet<String> = BTreeSet::new();
+        // Autostart profiles that are broken (or inherit from a broken one): shown as
+        // failed instances; the others run regardless.
+        let mut broken: Vec<(String, String)> = Vec::new();
         for (name, p) in profiles {
             if p.values.autostart != Some(true) {
                 continue;
@@ -503,7 +506,10 @@ impl Daemon {
                 Ok(true) => {
                     warn!("profile {name}: autostart is ignored for a template (start instances with `clsync-manager start {name}@LABEL`)")
                 }
-                Err(e) => error!("profile {name}: {e}"),
+                Err(e) => {
+                    error!("profile {name}: {e}");
+                    broken.push((name.clone(), e.to_string()));
+                }
             }
         }
         let names: Vec<String> = self.instances.keys().cloned().collect();
@@ -520,6 +526,18 @@ impl Daemon {
                         i.life.policy = Policy::of(&r.values);
                         self.restart(&name);
                     }
+                }
+                (_, Err(e)) if e.is_broken() => {
+                    // A profile broken by an edit: a running worker keeps its settings
+                    // (stopping it would not make the file right); one not running is
+                    // failed until the file is mended.
+                    let i = self.instances.get_mut(&name).expect("listed");
+                    if i.worker.is_some() {
+                        error!("[{name}] {e}: the worker keeps running with the settings it has");
+                    } else {
+                        i.state = State::Failed;
+                    }
+                    i.last_error = Some(e.to_string());
                 }
                 (_, Err(e)) => {
                     info!("[{name}] {e}: stopping and removing the instance");
@@ -551,6 +569,14 @@ impl Daemon {
                 );
                 self.start(&name);
             }
+        }
+        for (name, e) in broken {
+            self.instances.entry(name.clone()).or_insert_with(|| {
+                let mut i = Instance::new(&name, &name, String::new(), Policy::default());
+                i.state = State::Failed;
+                i.last_error = Some(e);
+                i
+            });
         }
         // On-demand instances restored from the state file.
         let idle: Vec<String> = self
@@ -975,6 +1001,9 @@ impl Daemon {
         }
     }
 
+    /// Applies the profiles as they are now. A broken profile does not hold back the
+    /// others: they are applied, and the broken ones are reported (an error, so that
+    /// `clsync-manager reload` says so).
     fn reload(&mut self) -> Result<(), String> {
         let profiles = profile::load_dir(&self.opts.profiles_dir)
             .map_err(|e| format!("keeping the old profiles: {e}"))?;
@@ -984,7 +1013,18 @@ impl Daemon {
         );
         self.apply_profiles(&profiles);
         self.notify_status();
-        Ok(())
+        let broken: Vec<&str> = profiles
+            .values()
+            .filter_map(|p| p.broken.as_deref())
+            .collect();
+        if broken.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the other profiles are applied; broken: {}",
+                broken.join("; ")
+            ))
+        }
     }
 
     fn notify_status(&self) {
@@ -1205,6 +1245,7 @@ impl Daemon {
             out.push(json!({
                 "profile": name,
                 "file": p.file.display().to_string(),
+                "error": p.broken,
                 "template": template,
                 "autostart": p.values.autostart == Some(true),
                 "instances": self.instances.values()

@@ -100,6 +100,11 @@ pub struct RunConfig {
     /// Run children as this user and group (`sync-handler-uid`, `sync-handler-gid`).
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// The children's standard error goes to the log at debug level, line by line, and
+    /// a failure's message quotes its first line: one summarised line per failed try
+    /// instead of rsync's ten (set for rsync run by the worker itself; a handler script's
+    /// output stays its own).
+    pub stderr_to_log: bool,
 }
 
 enum Outcome {
@@ -112,6 +117,8 @@ struct Done {
     job: u64,
     step: u64,
     outcome: Outcome,
+    /// With `stderr_to_log`: what the step said on standard error, summarised.
+    said: Option<String>,
     /// What the step itemized (its output lines, counted; the first few kept).
     itemized: Option<Itemized>,
 }
@@ -171,6 +178,41 @@ pub struct Runner {
 /// Reads a run's output: keeps the latest `--info=progress2` record (they end with `\r`
 /// and hold a `%`) for [`Runner::progress`], and counts the other lines (`rsync -i`'s
 /// itemized changes), keeping the first few.
+/// How long the result of a run waits for the end of its standard error once the run
+/// has exited.
+const STDERR_GRACE: Duration = Duration::from_secs(1);
+
+/// Reads a child's standard error to its end: every line to the log at debug level; the
+/// summary is the first line that says what went wrong (rsync's closing `rsync error:`
+/// line only repeats the exit code) and how many more there were.
+fn read_stderr(err: std::process::ChildStderr, name: &str) -> Option<String> {
+    use std::io::BufRead;
+    let mut first: Option<String> = None;
+    let mut closing: Option<String> = None;
+    let mut lines = 0usize;
+    let mut r = std::io::BufReader::new(err);
+    let mut buf = Vec::new();
+    while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+        let line = String::from_utf8_lossy(&buf).trim().to_string();
+        buf.clear();
+        if line.is_empty() {
+            continue;
+        }
+        debug!("{name}: {line}");
+        lines += 1;
+        if line.starts_with("rsync error:") {
+            closing.get_or_insert(line);
+        } else if first.is_none() {
+            first = Some(line);
+        }
+    }
+    let head = first.or(closing)?;
+    Some(match lines {
+        1 => head,
+        n => format!("{head} (and {} more lines; -d 1 logs them)", n - 1),
+    })
+}
+
 fn read_output(
     mut out: std::process::ChildStdout,
     latest: &std::sync::Mutex<Option<String>>,
@@ -351,11 +393,12 @@ impl Runner {
         let seq = self.next_step;
         let tx = self.tx.clone();
         let waker = self.waker.clone();
-        let report = move |outcome, itemized| {
+        let report = move |outcome, itemized, said| {
             let _ = tx.send(Done {
                 job: id,
                 step: seq,
                 outcome,
+                said,
                 itemized,
             });
             let _ = waker.wake();
@@ -380,12 +423,23 @@ impl Runner {
                 if e.progress || e.itemize {
                     cmd.stdout(Stdio::piped());
                 }
+                if self.cfg.stderr_to_log {
+                    cmd.stderr(Stdio::piped());
+                }
                 match cmd.spawn() {
                     Ok(mut child) => {
                         let pid = Pid::from_raw(child.id() as i32);
                         let reader = child.stdout.take().map(|out| {
                             let latest = self.progress.clone();
                             std::thread::spawn(move || read_output(out, &latest))
+                        });
+                        let said = child.stderr.take().map(|err| {
+                            let name = self.cfg.name.clone();
+                            let (tx, rx) = channel();
+                            std::thread::spawn(move || {
+                                let _ = tx.send(read_stderr(err, &name));
+                            });
+                            rx
                         });
                         let itemize = e.itemize;
                         std::thread::spawn(move || {
@@ -394,7 +448,12 @@ impl Runner {
                                 Err(e) => Outcome::Failed(e),
                             };
                             let itemized = reader.and_then(|r| r.join().ok()).filter(|_| itemize);
-                            report(outcome, itemized)
+                            // A grandchild that keeps standard error open (a daemon a
+                            // script started) must not hold the result back.
+                            let said = said
+                                .and_then(|rx| rx.recv_timeout(STDERR_GRACE).ok())
+                                .flatten();
+                            report(outcome, itemized, said)
                         });
                         Some(pid)
                     }
@@ -409,7 +468,7 @@ impl Runner {
                 }
             }
             Step::Call(f) => {
-                std::thread::spawn(move || report(Outcome::Returned(f()), None));
+                std::thread::spawn(move || report(Outcome::Returned(f()), None, None));
                 None
             }
         };
@@ -480,7 +539,14 @@ impl Runner {
                 Outcome::Exited(st) if optional || st.code().is_some_and(|c| self.success(c)) => {
                     self.next_step(done.job)
                 }
-                Outcome::Exited(st) => self.finish(i, Err(describe(&name, &st)), st.code()),
+                Outcome::Exited(st) => {
+                    let mut why = describe(&name, &st);
+                    if let Some(said) = &done.said {
+                        why.push_str(": ");
+                        why.push_str(said);
+                    }
+                    self.finish(i, Err(why), st.code())
+                }
                 Outcome::Returned(c) if self.success(c) => self.next_step(done.job),
                 Outcome::Returned(c) => {
                     self.finish(i, Err(format!("{name} returned {c}")), Some(c))

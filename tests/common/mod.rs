@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod manager;
 pub mod ssh;
 
 use std::collections::{BTreeMap, BTreeSet};

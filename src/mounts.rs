@@ -88,26 +88,20 @@ pub fn place(mounts: &[Mount], p: &Path) -> Option<(String, PathBuf)> {
     Some((m.dev.clone(), at))
 }
 
-/// Whether canonical paths `a` and `b` show the same directory, or one shows a directory
-/// inside the other's, by their places in their file systems. `None` if the mount table
-/// cannot be read (the identity checks still apply).
-pub fn overlap(a: &Path, b: &Path) -> Option<bool> {
-    let text = std::fs::read("/proc/self/mountinfo").ok()?;
-    Some(overlap_in(&parse(&text), a, b))
-}
-
-pub fn overlap_in(mounts: &[Mount], a: &Path, b: &Path) -> bool {
-    match (place(mounts, a), place(mounts, b)) {
-        (Some((da, pa)), Some((db, pb))) => {
-            da == db && (pa.starts_with(&pb) || pb.starts_with(&pa))
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `a` and `b` show the same directory or one inside the other (the rule
+    /// `config::check_overlap` applies to places).
+    fn overlap_in(mounts: &[Mount], a: &Path, b: &Path) -> bool {
+        match (place(mounts, a), place(mounts, b)) {
+            (Some((da, pa)), Some((db, pb))) => {
+                da == db && (pa.starts_with(&pb) || pb.starts_with(&pa))
+            }
+            _ => false,
+        }
+    }
 
     const TABLE: &[u8] = b"22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
 30 22 0:40 / /tmp rw shared:9 - tmpfs tmpfs rw\n\

@@ -65,7 +65,7 @@
 //! such files below it goes into the first group whole (`/dir/***`): the destination has
 //! nothing at its path, so the cost is reading its other files once on the sending side,
 //! and a burst of new files in new directories stays one run. Otherwise the first group
-//! syncs a directory whole exactly when all its entries are in the group, however few. A hard-linked file makes the batch one full run with the
+//! syncs a directory whole only when all its entries, at least [`CROWD_MIN`], are in it. A hard-linked file makes the batch one full run with the
 //! quick check, as before; a file written through `mmap` only (no `IN_MODIFY`) keeps the
 //! quick check, as do the handler scripts of `rsyncshell` and `rsyncso` (they get the
 //! lists of one quick plan and choose rsync's options themselves).
@@ -213,7 +213,8 @@ pub const CROWD_MIN: usize = 64;
 /// Directories synced whole this way count as entries of their own parent, which may then
 /// be synced whole in turn (200 crowded directories of one new parent: one line).
 ///
-/// `strict` (the group sent with `--checksum`, where every file looked at is read whole): only directories all of whose entries are in the group.
+/// `strict` (the group sent with `--checksum`, where every file looked at is read whole):
+/// only directories all of whose entries are in the group.
 fn collapse_crowded<'a>(root: &Path, merged: &mut HashMap<&'a [u8], bool>, strict: bool) {
     let mut changed_below: Option<HashSet<&'a [u8]>> = None;
     let mut examined: HashSet<&'a [u8]> = Default::default();
@@ -224,10 +225,9 @@ fn collapse_crowded<'a>(root: &Path, merged: &mut HashMap<&'a [u8], bool>, stric
                 *kids.entry(par).or_default() += 1;
             }
         }
-        let min = if strict { 1 } else { CROWD_MIN };
         let mut crowded: Vec<(&'a [u8], usize)> = kids
             .into_iter()
-            .filter(|(p, n)| *n >= min && !examined.contains(p))
+            .filter(|(p, n)| *n >= CROWD_MIN && !examined.contains(p))
             .collect();
         // Deepest first: a subdirectory synced whole counts as synced whole for its parent.
         crowded.sort_by_key(|(p, _)| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count()));
@@ -304,7 +304,7 @@ fn whole_is_cheaper(
     }
     inside += in_batch.saturating_sub(present);
     if strict {
-        return true;
+        return inside >= CROWD_MIN;
     }
     inside >= CROWD_MIN && outside <= inside && partial <= inside / 16
 }
@@ -987,15 +987,17 @@ mod tests {
         assert_eq!(runs, [(Check::Checksum, vec!["/new/***".to_string()])]);
         // A directory that did not appear: its written files are listed one by one while it
         // holds a file not in the batch (neither sent nor read), and it is synced whole once
-        // all its entries are in the group.
+        // all its entries (at least CROWD_MIN) are in the group.
         fs::create_dir(t.path().join("old")).unwrap();
-        for f in ["old/a", "old/b", "old/unchanged"] {
+        let names: Vec<String> = (0..CROWD_MIN).map(|i| format!("old/f{i:03}")).collect();
+        for f in names.iter().map(String::as_str).chain(["old/unchanged"]) {
             fs::write(t.path().join(f), "x").unwrap();
         }
-        let entries = [masked("old/a", w), masked("old/b", w)];
+        let entries: Vec<Entry> = names.iter().map(|f| masked(f, w)).collect();
         let runs = runs_of(plan_runs(t.path(), &entries, &[], &BTreeSet::new(), 0));
-        let want = ["/old", "/old/a", "/old/a/***", "/old/b", "/old/b/***"];
-        assert_eq!(runs, [(Check::Checksum, want.map(String::from).to_vec())]);
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].0, Check::Checksum);
+        assert_eq!(runs[0].1.len(), 1 + 2 * CROWD_MIN, "{:?}", runs[0].1);
         fs::remove_file(t.path().join("old/unchanged")).unwrap();
         let runs = runs_of(plan_runs(t.path(), &entries, &[], &BTreeSet::new(), 0));
         assert_eq!(runs, [(Check::Checksum, vec!["/old/***".to_string()])]);

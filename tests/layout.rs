@@ -6,7 +6,8 @@
 //!
 //! Symbol names carry hashes of the toolchain (v0 mangling names each crate with its
 //! disambiguator), so the list is compared twice: by the functions' paths, demangled by
-//! `c++filt` with the disambiguators dropped, which does not depend on the toolchain (the
+//! `c++filt` with the disambiguators, hashes and generic arguments dropped (legacy and v0
+//! mangling alike), which does not depend on the toolchain (the
 //! list still names this code's functions), and by the exact names the linker matches,
 //! which do only with the toolchain the list was made with (the functions are placed).
 
@@ -70,7 +71,7 @@ fn paths<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     assert!(out.status.success(), "c++filt failed: {out:?}");
     let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(strip_disambiguators)
+        .map(|l| normalize(&strip_disambiguators(l)))
         .collect();
     assert_eq!(lines.len(), names.len(), "c++filt gave one line per name");
     lines
@@ -102,6 +103,101 @@ fn strip_disambiguators(s: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// What the legacy and the v0 mangling schemes (toolchains differ in which they use) both
+/// say of a function once demangled: its path without generic arguments (v0 names the
+/// concrete types, legacy the parameters), without the brackets of qualified paths
+/// (`<alloc::ffi::c_str::CString>::new` in v0 is `alloc::ffi::c_str::CString::new` in
+/// legacy), with closures unnumbered.
+fn normalize(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut qualified = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'<' {
+            let prev = out.as_bytes().last().copied();
+            if prev.is_some_and(|p| p.is_ascii_alphanumeric() || p == b'_' || p == b':') {
+                // Generic arguments: skipped to the matching '>' ("->" inside is no bracket).
+                let mut depth = 0usize;
+                while i < b.len() {
+                    match b[i] {
+                        b'<' => depth += 1,
+                        b'>' if i > 0 && b[i - 1] == b'-' => {}
+                        b'>' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                if out.ends_with("::") {
+                    out.truncate(out.len() - 2);
+                }
+            } else {
+                qualified += 1;
+            }
+        } else if c == b'>' && qualified > 0 {
+            qualified -= 1;
+        } else {
+            out.push(c as char);
+        }
+        i += 1;
+    }
+    // Closures: legacy `{{closure}}`, v0 `{closure#0}`.
+    let mut norm = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find('{') {
+        norm.push_str(&rest[..at]);
+        match rest[at..].find('}') {
+            Some(end) => {
+                let inner = rest[at..at + end].trim_start_matches('{');
+                let word: String = inner
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphabetic() || *c == '_' || *c == '.')
+                    .collect();
+                norm.push('{');
+                norm.push_str(&word);
+                norm.push('}');
+                rest = rest[at + end..].trim_start_matches('}');
+            }
+            None => {
+                norm.push_str(&rest[at..]);
+                rest = "";
+            }
+        }
+    }
+    norm.push_str(rest);
+    norm
+}
+
+#[test]
+fn legacy_and_v0_names_normalize_alike() {
+    for (legacy, v0) in [
+        (
+            "alloc::ffi::c_str::CString::new",
+            "<alloc::ffi::c_str::CString>::new::<&str>",
+        ),
+        (
+            "<core::result::Result<T,std::io::error::Error> as tempfile::error::IoResultExt<T>>::with_err_path",
+            "<core::result::Result<(), std::io::error::Error> as tempfile::error::IoResultExt<()>>::with_err_path::<fn() -> u8>",
+        ),
+        (
+            "clsync::worker::Worker::run::{{closure}}",
+            "<clsync::worker::Worker>::run::{closure#1}",
+        ),
+    ] {
+        assert_eq!(normalize(legacy), normalize(v0), "{legacy} / {v0}");
+    }
+    assert_eq!(
+        normalize("<alloc::ffi::c_str::CString>::new::<&str>"),
+        "alloc::ffi::c_str::CString::new"
+    );
 }
 
 #[test]

@@ -766,7 +766,14 @@ impl Worker {
         {
             Class::Normal
         } else {
-            if d.modify_only && self.targets.iter().all(|t| t.batcher.contains(&d.path)) {
+            // A write to a queued path: only its mask (a write is what makes rsync check
+            // the content, sync/plan.rs).
+            if d.modify_only
+                && self
+                    .targets
+                    .iter_mut()
+                    .all(|t| t.batcher.merge_mask(&d.path, d.mask))
+            {
                 return;
             }
             // An event that cannot have changed the size (chmod, touch, chown) of a path

@@ -405,3 +405,31 @@ fn every_option_of_the_original_is_recognised() {
         unknown.join("\n")
     );
 }
+
+/// README.md's test command is the one CI runs (`.ci/run`), with `CI=true` (a test whose
+/// prerequisites are missing fails there instead of reporting itself skipped) and
+/// `--no-fail-fast` (a failing test file does not hide the later ones).
+#[test]
+fn readme_test_command_is_the_one_ci_runs() {
+    let read =
+        |p: &str| std::fs::read_to_string(root().join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let command = |text: &str, file: &str| -> String {
+        let line = text
+            .lines()
+            .find(|l| l.contains("cargo test --release"))
+            .unwrap_or_else(|| panic!("{file}: no test command"));
+        let at = line
+            .find("CI=")
+            .unwrap_or_else(|| panic!("{file}: no CI=true: {line}"));
+        line[at..].trim().to_string()
+    };
+    let readme = command(&read("README.md"), "README.md");
+    let ci = command(&read(".ci/run"), ".ci/run");
+    assert_eq!(readme, ci, "README.md and .ci/run run different tests");
+    for word in ["CI=true", "--release", "--no-fail-fast"] {
+        assert!(
+            readme.split_whitespace().any(|w| w == word),
+            "the test command lacks {word}: {readme}"
+        );
+    }
+}

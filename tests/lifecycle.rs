@@ -9,6 +9,8 @@ use std::time::Duration;
 #[test]
 fn pid_file_refuses_a_second_instance_and_is_removed_at_exit() {
     let t = TestDir::new("pidfile");
+    // What a second worker that did not refuse would copy to its destination.
+    write(&t.s(b"x"), b"x");
     let pid = t.root.join("clsync.pid");
     let mut w = t.start(&[OsString::from("--pid-file"), pid.clone().into()]);
     let text = std::fs::read_to_string(&pid).unwrap();
@@ -31,7 +33,11 @@ fn pid_file_refuses_a_second_instance_and_is_removed_at_exit() {
         "{}",
         second.stderr
     );
-    assert!(!other.join("x").exists());
+    assert!(t.d(b"x").exists(), "the first worker mirrors x");
+    assert!(
+        !other.join("x").exists(),
+        "the refused worker synced nothing"
+    );
     w.stop_ok();
     assert!(!pid.exists(), "removed at exit");
 }
@@ -160,7 +166,22 @@ fn standby_file_holds_syncs_and_events_keep_queuing() {
         }
     });
     write(&t.s(b"held"), b"waits for the standby file to go");
-    assert!(!exists_nofollow(&t.d(b"held")));
+    // Held, not merely not yet synced: the worker has queued `held` (probe and held), its
+    // batch was due after 0.1 s and is overdue by more than a second (a standby check
+    // every second), and no sync ran since the hold began.
+    let held_at = state(&mut w);
+    let syncs = held_at["syncs"].clone();
+    wait_until(SYNC_TIMEOUT, "held queued and overdue", || {
+        let s = state(&mut w);
+        let lag = s["destinations"][0]["lag_s"].as_f64().unwrap_or(0.0);
+        if s["queued"] == 2 && s["standby"] == true && lag >= 1.5 {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    assert_eq!(state(&mut w)["syncs"], syncs, "no sync on standby");
+    assert!(!exists_nofollow(&t.d(b"held")), "held synced on standby");
     assert!(
         !exists_nofollow(&t.d(b"probe")),
         "nothing synced on standby"
@@ -677,4 +698,31 @@ fn a_new_file_costs_one_rsync_run_at_zero_delays() {
     drop(f);
     w.wait_synced(SYNC_TIMEOUT);
     w.stop_ok();
+}
+
+/// The worker's state (SIGUSR1), a fresh line.
+fn state(w: &mut Worker) -> serde_json::Value {
+    let count = |log: &str| {
+        log.lines()
+            .filter(|l| l.starts_with("clsync: state: "))
+            .count()
+    };
+    let before = count(&w.stderr());
+    w.signal(nix::sys::signal::Signal::SIGUSR1);
+    let mut line = String::new();
+    wait_until(SYNC_TIMEOUT, "a state line", || {
+        let log = w.stderr();
+        if count(&log) > before {
+            line = log
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("clsync: state: "))
+                .unwrap()
+                .to_string();
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    serde_json::from_str(line.trim_start_matches("clsync: state: ")).unwrap()
 }

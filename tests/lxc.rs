@@ -556,10 +556,7 @@ fn have(prog: &str) -> bool {
 #[test]
 fn container_start_and_stop_drive_its_instance() {
     if std::env::var_os("CLSYNC_TEST_LXC").is_none_or(|v| v != "1") {
-        eprintln!(
-            "skipped: set CLSYNC_TEST_LXC=1 to run the LXC test (needs lxc, busybox-static, root)"
-        );
-        return;
+        return skip("set CLSYNC_TEST_LXC=1 to run the LXC test (needs lxc, busybox-static, root)");
     }
     for prog in [
         "lxc-create",

@@ -423,11 +423,18 @@ fn bad_requests_get_an_error_and_change_nothing() {
     m.profile(
         "t",
         &format!(
-            "watch-dir = \"{}/%label%\"\ndestination-dir = \"{}/%label%\"\n",
+            "watch-dir = \"{}/%label%\"\ndestination-dir = \"{}/m/%label%\"\n",
             t.src.display(),
             t.dst.display()
         ),
     );
+    // What a label that escapes would sync: src/../etc/x to dst/m/../etc/x, src/a/b/x to
+    // dst/m/a/b/x.
+    mkdir(&t.root.join("etc"));
+    write(&t.root.join("etc").join("x"), b"x");
+    mkdir_p(&t.s(b"a/b"));
+    write(&t.s(b"a/b/x"), b"x");
+    mkdir_p(&t.d(b"m/a"));
     let cases: &[(&[u8], &str)] = &[
         (b"this is not json\n", "malformed request"),
         (b"{\"cmd\":\"frob\"}\n", "unknown command \"frob\""),
@@ -445,7 +452,8 @@ fn bad_requests_get_an_error_and_change_nothing() {
         assert!(e.contains(want), "{}: {e}", String::from_utf8_lossy(line));
     }
     assert_eq!(m.status(), Vec::<Value>::new(), "nothing was started");
-    assert!(!t.dst.join("..").join("etc").join("x").exists());
+    assert!(!t.dst.join("etc").join("x").exists());
+    assert!(!t.dst.join("m").join("a").join("b").join("x").exists());
 }
 
 #[test]

@@ -529,8 +529,19 @@ fn overflow_while_stopped() {
     let mut w = t.start(NO_ARGS);
     assert_synced_now(&t.src, &t.dst, "right after readiness");
 
+    // More new files than the kernel queues events (each is at least one event), so the
+    // queue overflows while the worker is stopped.
+    let limit: usize = std::fs::read_to_string(if fanotify_run() {
+        "/proc/sys/fs/fanotify/max_queued_events"
+    } else {
+        "/proc/sys/fs/inotify/max_queued_events"
+    })
+    .ok()
+    .and_then(|s| s.trim().parse().ok())
+    .unwrap_or(16_384);
+    let files = (limit + limit / 2).max(30_000);
     w.signal(Signal::SIGSTOP);
-    for i in 0..30_000 {
+    for i in 0..files {
         let d = i % 30;
         write(
             &t.s(format!("n/d{d:02}/f{i:05}").as_bytes()),
@@ -557,6 +568,12 @@ fn overflow_while_stopped() {
     remove_dir_all(&t.s(b"n/d28"));
     w.signal(Signal::SIGCONT);
     w.wait_synced(Duration::from_secs(120));
+    // Converged because the overflow was handled, not because there was none.
+    let log = w.stderr();
+    assert!(
+        log.contains("queue overflowed"),
+        "no queue overflow with {files} new files (limit {limit}):\n{log}"
+    );
 
     // Still mirroring live after the overflow.
     write(&t.s(b"n/d00/after_overflow"), b"after");
@@ -836,4 +853,138 @@ fn new_dir_whose_parent_was_renamed_before_the_event_was_read() {
     write(&t.s(b"top/p2/d/e/f/deeper"), b"4");
     w.wait_synced(SYNC_TIMEOUT);
     w.stop_ok();
+}
+
+/// The modification time of `path` (to the nanosecond).
+fn mtime(path: &std::path::Path) -> std::time::SystemTime {
+    lstat(path).modified().unwrap()
+}
+
+/// Rewrites `path` in place (truncate, write) and gives it the modification time `t` back
+/// (`futimens`, as `cp -p`, `tar x` and `touch -d` do).
+fn rewrite_keeping(path: &std::path::Path, data: &[u8], t: std::time::SystemTime) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", showp(path)));
+    f.write_all(data).unwrap();
+    f.set_modified(t).unwrap();
+}
+
+/// A rewrite that keeps the size and restores the modification time is invisible to
+/// rsync's quick check; the worker saw the write, so the content reaches the destination.
+/// Before: the destination kept the old content of all six files (timed out after 30 s).
+#[test]
+fn rewrites_that_restore_the_mtime_are_synced() {
+    let t = TestDir::new("restored-mtime");
+    for f in [
+        "inplace",
+        "touch-d",
+        "chmod-first",
+        "renamed-over",
+        "moved-in",
+    ] {
+        write(&t.s(f.as_bytes()), b"old content 1");
+    }
+    mkdir(&t.s(b"d"));
+    write(&t.s(b"d/g"), b"old content 2");
+    let mut w = t.start(NO_ARGS);
+    assert_synced_now(&t.src, &t.dst, "right after readiness");
+    let new = b"NEW CONTENT 1";
+
+    // In place, the time restored by futimens (cp -p, tar x onto an existing file).
+    let p = t.s(b"inplace");
+    rewrite_keeping(&p, new, mtime(&p));
+    // In place, the time restored by touch -d.
+    let p = t.s(b"touch-d");
+    let m = lstat(&p);
+    rewrite_keeping(&p, new, std::time::SystemTime::now());
+    let st = std::process::Command::new("touch")
+        .arg("-m")
+        .arg("-d")
+        .arg(format!("@{}.{:09}", m.mtime(), m.mtime_nsec()))
+        .arg(&p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // A change of attributes queues the path first, then the write.
+    let p = t.s(b"chmod-first");
+    let before = mtime(&p);
+    chmod(&p, 0o600);
+    rewrite_keeping(&p, new, before);
+    // Written under a temporary name in the tree and renamed into place (rsync -t).
+    let p = t.s(b"renamed-over");
+    let tmp = t.s(b".renamed-over.XXXXXX");
+    write(&tmp, new);
+    std::fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(mtime(&p))
+        .unwrap();
+    rename(&tmp, &p);
+    // Moved in from outside the tree with the same size and time.
+    let p = t.s(b"moved-in");
+    let o = t.o(b"moved-in");
+    write(&o, new);
+    std::fs::File::options()
+        .write(true)
+        .open(&o)
+        .unwrap()
+        .set_modified(mtime(&p))
+        .unwrap();
+    rename(&o, &p);
+    // A directory replaced by an archive's copy (rm -rf, tar x).
+    let before = mtime(&t.s(b"d/g"));
+    remove_dir_all(&t.s(b"d"));
+    mkdir(&t.s(b"d"));
+    write(&t.s(b"d/g"), b"NEW CONTENT 2");
+    rewrite_keeping(&t.s(b"d/g"), b"NEW CONTENT 2", before);
+
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+}
+
+/// What only changed attributes, or was renamed inside the tree, sends no content: the
+/// destination's copies are made to differ (same size and time, so rsync's quick check
+/// cannot tell) and must keep that difference after a chmod and a rename.
+#[test]
+fn attribute_changes_and_renames_send_no_content() {
+    let t = TestDir::new("attr-only");
+    write(&t.s(b"mode"), b"source");
+    write(&t.s(b"name"), b"source");
+    chmod(&t.s(b"mode"), 0o644);
+    let mut w = t.start(NO_ARGS);
+    assert_synced_now(&t.src, &t.dst, "right after readiness");
+    for f in [&b"mode"[..], b"name"] {
+        let d = t.d(f);
+        rewrite_keeping(&d, b"SENTRY", mtime(&d));
+    }
+
+    chmod(&t.s(b"mode"), 0o600);
+    rename(&t.s(b"name"), &t.s(b"renamed"));
+    wait_until(SYNC_TIMEOUT, "the chmod and the rename mirrored", || {
+        let mode = std::fs::symlink_metadata(t.d(b"mode"))
+            .map(|m| m.mode() & 0o7777)
+            .map_err(|e| e.to_string())?;
+        if mode != 0o600 {
+            return Err(format!("dst mode {mode:o}"));
+        }
+        if exists_nofollow(&t.d(b"name")) || !exists_nofollow(&t.d(b"renamed")) {
+            return Err("rename not mirrored".into());
+        }
+        Ok(())
+    });
+    // A stop runs whatever is still queued: any later run would show here too.
+    w.stop_ok();
+    for f in [&b"mode"[..], b"renamed"] {
+        assert_eq!(
+            std::fs::read(t.d(f)).unwrap(),
+            b"SENTRY",
+            "{}: content was sent again for an attribute change or a rename",
+            show(f)
+        );
+    }
 }

@@ -635,6 +635,29 @@ fn shared_object_handlers_get_events_and_lists() {
         });
         let text = read_lossy(&log);
         assert!(text.starts_with("init\n"), "{text}");
+        // The host functions are exported by the executable and do what they say.
+        for line in [
+            "  api version: 2\n",
+            "  xmalloc, xrealloc: abcde; xcalloc: zeroed\n",
+            "  clsyncapi_fork: child exited 3\n",
+            "  logged: warning, error, debug\n",
+        ] {
+            assert!(
+                text.contains(line),
+                "the handler's log lacks {line:?}:\n{text}"
+            );
+        }
+        let log_text = w.stderr();
+        for line in [
+            "clsyncapi_init(): hello from so_handler, pid 42, bye",
+            "host_calls(): a warning from the handler: 1",
+            "host_calls(): an error from the handler: two",
+        ] {
+            assert!(
+                log_text.contains(line),
+                "the worker's log lacks {line:?}:\n{log_text}"
+            );
+        }
         assert!(text.contains("  label: lbl\n"), "{text}");
         if mode == "so" {
             assert!(
@@ -647,6 +670,32 @@ fn shared_object_handlers_get_events_and_lists() {
         w.stop_ok();
         assert!(read_lossy(&log).ends_with("deinit\n"), "deinit at exit");
     }
+}
+
+/// The functions a shared-object handler calls back into clsync are in the executable's
+/// dynamic symbol table (build.rs exports them; a linker drops them otherwise).
+#[test]
+fn host_functions_are_exported_to_shared_object_handlers() {
+    let symbols: &[&str] = &include!("../src/sync/host_symbols.in");
+    let out = std::process::Command::new("nm")
+        .args(["-D", "--defined-only", env!("CARGO_BIN_EXE_clsync")])
+        .output()
+        .expect("run nm (binutils)");
+    assert!(out.status.success(), "nm -D: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [_, "T" | "W", name] => Some(name),
+            _ => None,
+        })
+        .collect();
+    let missing: Vec<&&str> = symbols.iter().filter(|s| !exported.contains(**s)).collect();
+    assert!(
+        missing.is_empty(),
+        "not exported by {}: {missing:?}",
+        env!("CARGO_BIN_EXE_clsync")
+    );
 }
 
 /// The original's "atomic sync" example: rsyncdirect with the user's own arguments,

@@ -671,10 +671,7 @@ fn symlink_force(target: &str, link: &Path) {
 #[test]
 fn units_under_a_real_systemd() {
     if std::env::var_os("CLSYNC_TEST_SYSTEMD").is_none_or(|v| v != "1") {
-        eprintln!(
-            "units_under_a_real_systemd: skipped (set CLSYNC_TEST_SYSTEMD=1 to boot systemd in systemd-nspawn)"
-        );
-        return;
+        return skip("set CLSYNC_TEST_SYSTEMD=1 to boot systemd in systemd-nspawn");
     }
     assert!(
         nix::unistd::geteuid().is_root(),

@@ -7,7 +7,7 @@ are the original clsync's, so that sites can keep their handler scripts:
 
 | mode | each batch | a recursive entry with `have-recursive-sync` |
 |---|---|---|
-| `rsyncdirect` | `rsync -aH --delete … SRC/ DST/` per part of the plan | (refused) |
+| `rsyncdirect` | `rsync -aH --delete … SRC/ DST/` per part of the plan (written and moved-in files first, with `--checksum`: see plan.rs) | (refused) |
 | `rsyncshell` | `H rsynclist LABEL INCLUDE-LIST [EXCLUDE-LIST]` per part | (refused) |
 | `shell` | `H synclist LABEL LIST` | `H initialsync LABEL ABSDIR` |
 | `direct` | `H REL… DST/` (root as `.`), split into runs of ≤ 254 paths | `H ABSDIR DST/` |
@@ -38,7 +38,7 @@ first step starts, named `KIND.PID.SEQ`, and removed when the batch ends (unless
 `dont-unlink-lists`).
 */
 
-use super::plan::{plan, push_pattern, Plan};
+use super::plan::{plan, plan_runs, push_pattern, Check, Plan, Run};
 use super::so::{SoEvent, SoHandler, EOT_DIR, EOT_DOESNTEXIST, EOT_FILE, EVIF_RECURSIVELY};
 use super::{Exec, Step, Steps};
 use crate::queue::{Batch, Entry};
@@ -233,6 +233,8 @@ struct Vars {
     exclude_path: Option<PathBuf>,
     typ: &'static str,
     mask: Option<u32>,
+    /// rsync's check for the run (`%RSYNC-ARGS%`).
+    check: Check,
 }
 
 impl Handler {
@@ -296,22 +298,18 @@ impl Handler {
                 })
                 .collect();
             let none = BTreeSet::new();
-            let p = plan(&self.cfg.src, &entries, &none, self.cfg.rsync_inclimit);
-            self.rsync(p, &mut out)?;
+            let runs = self.plan(&entries, &batch.moves, &none);
+            self.rsync(runs, &mut out)?;
         } else if self.cfg.mode.is_rsync() {
             let started = std::time::Instant::now();
-            let p = plan(
-                &self.cfg.src,
-                &batch.entries,
-                ctx.excludes,
-                self.cfg.rsync_inclimit,
-            );
+            let runs = self.plan(&batch.entries, &batch.moves, ctx.excludes);
             log::debug!(
-                "planned {} paths in {:.1} ms",
+                "planned {} paths in {:.1} ms ({} groups)",
                 batch.entries.len(),
-                started.elapsed().as_secs_f64() * 1000.0
+                started.elapsed().as_secs_f64() * 1000.0,
+                runs.len()
             );
-            self.rsync(p, &mut out)?;
+            self.rsync(runs, &mut out)?;
             if batch.verify {
                 // A verification reports what it had to repair.
                 for s in &mut out.steps {
@@ -395,17 +393,46 @@ impl Handler {
         out
     }
 
-    /// The rsync modes: one step per part of the plan.
-    fn rsync(&mut self, p: Plan, out: &mut Steps) -> io::Result<()> {
-        let parts: Vec<(Vec<u8>, Option<Vec<u8>>)> = match p {
-            Plan::Full { exclude } => vec![(exclude, None)],
-            Plan::Targeted(parts) => parts
-                .into_iter()
-                .map(|l| (l.exclude, Some(l.include)))
-                .collect(),
-        };
+    /// Whether this handler's rsync options are ours (`%RSYNC-ARGS%`), so a run can be told
+    /// to look past rsync's quick check; a handler script that runs rsync itself gets the
+    /// lists of one quick-check plan, as in the original.
+    fn own_rsync_args(&self) -> bool {
+        self.cfg.mode == Mode::RsyncDirect && self.words.iter().any(|w| w == "%RSYNC-ARGS%")
+    }
+
+    /// The runs of a batch of an rsync mode (sync/plan.rs).
+    fn plan(
+        &self,
+        entries: &[Entry],
+        moves: &[(Vec<u8>, Vec<u8>)],
+        excludes: &BTreeSet<Vec<u8>>,
+    ) -> Vec<Run> {
+        let (src, limit) = (&self.cfg.src, self.cfg.rsync_inclimit);
+        if self.own_rsync_args() {
+            plan_runs(src, entries, moves, excludes, limit)
+        } else {
+            vec![Run {
+                check: Check::Quick,
+                plan: plan(src, entries, excludes, limit),
+            }]
+        }
+    }
+
+    /// The rsync modes: one step per part of each run's plan.
+    fn rsync(&mut self, runs: Vec<Run>, out: &mut Steps) -> io::Result<()> {
+        let mut parts: Vec<(Check, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        for run in runs {
+            match run.plan {
+                Plan::Full { exclude } => parts.push((run.check, exclude, None)),
+                Plan::Targeted(lists) => parts.extend(
+                    lists
+                        .into_iter()
+                        .map(|l| (run.check, l.exclude, Some(l.include))),
+                ),
+            }
+        }
         let own_argv = self.cfg.mode == Mode::RsyncDirect && self.cfg.args.is_none();
-        for (exclude, include) in parts {
+        for (check, exclude, include) in parts {
             let include_is_none = include.is_none();
             let mut vars = Vars {
                 typ: if include.is_none() && !own_argv {
@@ -413,6 +440,7 @@ impl Handler {
                 } else {
                     "rsynclist"
                 },
+                check,
                 ..Vars::default()
             };
             if own_argv {
@@ -517,6 +545,9 @@ impl Handler {
     /// `%RSYNC-ARGS%`: rsync's options for a run with these lists.
     fn rsync_args(&self, vars: &Vars) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec!["-aH".into(), "--delete".into()];
+        if let Some(o) = vars.check.rsync_option() {
+            args.push(o.into());
+        }
         if self.cfg.one_file_system {
             args.push("-x".into());
         }

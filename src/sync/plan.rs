@@ -31,6 +31,45 @@
 //! about `limit` lines (each part repeats the ancestors it needs) because rsync is slow with
 //! huge include lists.
 //!
+//! What rsync's quick check cannot see. rsync sends a file only when its size or
+//! modification time differ at the destination, so a same-size rewrite that restores the old
+//! time (`cp -p`, `tar x`, `rsync -t`, build tools) would never reach the destination. The
+//! kernel told us which files were written, so [`plan_runs`] (for rsync runs whose options
+//! are ours) splits a batch into two groups, each planned as above, run in this order:
+//!
+//! 1. regular files written in the batch (`IN_MODIFY`/`FAN_MODIFY`: a write or a
+//!    truncation, also under a temporary name renamed into place) or moved in from outside
+//!    the tree (`IN_MOVED_TO` without a rename inside it: their times may be anything), and
+//!    directories deleted (or moved away) and created (or moved in from outside) again in
+//!    the batch (`rm -rf d; tar x`: the files in them were found by a walk, their writes
+//!    may predate the directory's watch, and the destination still holds the old tree) go
+//!    with `--checksum`: sent when their content differs, whatever their times say;
+//! 2. everything else (new files found by a walk, attribute changes, renames inside the
+//!    tree, which are repeated at the destination, deletions, directories) with the quick
+//!    check: a chmod sends no content. Paths below a tree of the first group are left out
+//!    (that run covers them), so a burst of new files stays one run.
+//!
+//! Why `--checksum` and not `--ignore-times`: the latter rewrites a destination file whose
+//! content is the same, and the destination's own worker (a failover pair with both sides
+//! live) then sees a write and sends it back, and so on forever; a checksum finds the copies
+//! equal and writes nothing. The cost: rsync reads such a file whole on the sending side,
+//! and on the receiving side when a file of the same size is there (a 4 GiB file rewritten
+//! in place costs reading 4 GiB on each side before its delta or copy is sent; new files
+//! and files whose size changed are read once more on the sending side only). Not
+//! `IN_CLOSE_WRITE`: `touch` opens a file for writing to set its times. A directory new to
+//! its path keeps the quick check (the destination has nothing there to be fooled by), as
+//! does one renamed inside the tree (the rename is repeated at the destination): reading a
+//! whole subtree is only paid where an old tree at the destination could look current.
+//!
+//! A directory that appeared in the batch (created, or moved in from outside the tree) with
+//! such files below it goes into the first group whole (`/dir/***`): the destination has
+//! nothing at its path, so the cost is reading its other files once on the sending side,
+//! and a burst of new files in new directories stays one run. Otherwise the first group
+//! syncs a directory whole only when all its entries, at least [`CROWD_MIN`], are in it. A hard-linked file makes the batch one full run with the
+//! quick check, as before; a file written through `mmap` only (no `IN_MODIFY`) keeps the
+//! quick check, as do the handler scripts of `rsyncshell` and `rsyncso` (they get the
+//! lists of one quick plan and choose rsync's options themselves).
+//!
 //! Lists are NUL-separated (`--from0`), so a newline cannot split a name. rsync treats `\`
 //! as an escape only in patterns that contain a wildcard (`*`, `?`, `[`): a name is written
 //! literally unless its pattern has one (always the case for `/***` lines), and then `\`,
@@ -59,6 +98,34 @@ pub enum Plan {
     Full { exclude: Vec<u8> },
     /// One rsync run per part.
     Targeted(Vec<Lists>),
+}
+
+/// How rsync decides that a listed file needs its content sent (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Check {
+    /// Size and modification time differ (rsync's quick check, its default).
+    #[default]
+    Quick,
+    /// The content differs (`--checksum`): the kernel reported a write to these files, or
+    /// they were moved in from outside the tree.
+    Checksum,
+}
+
+impl Check {
+    /// The rsync option that asks for this check, if any.
+    pub fn rsync_option(self) -> Option<&'static str> {
+        match self {
+            Check::Quick => None,
+            Check::Checksum => Some("--checksum"),
+        }
+    }
+}
+
+/// One group of a batch's paths, planned, with the check its runs use.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Run {
+    pub check: Check,
+    pub plan: Plan,
 }
 
 const PLAIN: u8 = 1;
@@ -137,15 +204,6 @@ impl Stat<'_> {
     }
 }
 
-fn root_entry() -> Entry {
-    Entry {
-        path: Vec::new(),
-        recursive: true,
-        class: crate::queue::Class::Normal,
-        mask: crate::watch::MASK_FOUND_DIR,
-    }
-}
-
 /// A directory with at least this many of its entries in a batch may be synced whole.
 pub const CROWD_MIN: usize = 64;
 
@@ -154,7 +212,10 @@ pub const CROWD_MIN: usize = 64;
 ///
 /// Directories synced whole this way count as entries of their own parent, which may then
 /// be synced whole in turn (200 crowded directories of one new parent: one line).
-fn collapse_crowded<'a>(root: &Path, merged: &mut HashMap<&'a [u8], bool>) {
+///
+/// `strict` (the group sent with `--checksum`, where every file looked at is read whole):
+/// only directories all of whose entries are in the group.
+fn collapse_crowded<'a>(root: &Path, merged: &mut HashMap<&'a [u8], bool>, strict: bool) {
     let mut changed_below: Option<HashSet<&'a [u8]>> = None;
     let mut examined: HashSet<&'a [u8]> = Default::default();
     loop {
@@ -164,10 +225,12 @@ fn collapse_crowded<'a>(root: &Path, merged: &mut HashMap<&'a [u8], bool>) {
                 *kids.entry(par).or_default() += 1;
             }
         }
-        let crowded: Vec<(&'a [u8], usize)> = kids
+        let mut crowded: Vec<(&'a [u8], usize)> = kids
             .into_iter()
             .filter(|(p, n)| *n >= CROWD_MIN && !examined.contains(p))
             .collect();
+        // Deepest first: a subdirectory synced whole counts as synced whole for its parent.
+        crowded.sort_by_key(|(p, _)| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count()));
         if crowded.is_empty() {
             return;
         }
@@ -188,7 +251,7 @@ fn collapse_crowded<'a>(root: &Path, merged: &mut HashMap<&'a [u8], bool>) {
         for (dir, in_batch) in crowded {
             examined.insert(dir);
             if merged.get(dir) != Some(&true)
-                && whole_is_cheaper(root, dir, in_batch, merged, below)
+                && whole_is_cheaper(root, dir, in_batch, merged, below, strict)
             {
                 merged.insert(dir, true);
             }
@@ -205,6 +268,7 @@ fn whole_is_cheaper(
     in_batch: usize,
     merged: &HashMap<&[u8], bool>,
     changed_below: &HashSet<&[u8]>,
+    strict: bool,
 ) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(rd) = std::fs::read_dir(crate::watch::abs_path(root, dir)) else {
@@ -230,6 +294,7 @@ fn whole_is_cheaper(
         present += usize::from(entry.is_some());
         match (entry, is_dir) {
             (Some(true), _) | (Some(false), false) => inside += 1,
+            (None, false) | (_, true) if strict => return false,
             (None, false) => outside += 1,
             // A directory in the batch for its attributes, or not at all, would be walked
             // whole: only a few, and only with changes below them.
@@ -238,24 +303,197 @@ fn whole_is_cheaper(
         }
     }
     inside += in_batch.saturating_sub(present);
+    if strict {
+        return inside >= CROWD_MIN;
+    }
     inside >= CROWD_MIN && outside <= inside && partial <= inside / 16
 }
 
-/// Plans the rsync runs for a batch. `excludes` are the rule-excluded paths known below
-/// the tree; those under a recursive entry are passed as excludes of its run.
+/// Plans the rsync runs for a batch, all with the quick check. `excludes` are the
+/// rule-excluded paths known below the tree; those under a recursive entry are passed as
+/// excludes of its run.
 pub fn plan(root: &Path, entries: &[Entry], excludes: &BTreeSet<Vec<u8>>, limit: usize) -> Plan {
-    if entries.iter().any(|e| e.recursive && e.path.is_empty()) {
-        let mut exclude = Vec::new();
-        for x in excludes {
-            push_pattern(&mut exclude, x, b"");
+    let group = entries.iter().map(|e| (e.path.as_slice(), e.recursive));
+    match plan_group(root, group, excludes, limit, false) {
+        Some(g) => Plan::Targeted(g.parts),
+        None => full(excludes),
+    }
+}
+
+/// A run over the whole tree, without the rule-excluded paths.
+fn full(excludes: &BTreeSet<Vec<u8>>) -> Plan {
+    let mut exclude = Vec::new();
+    for x in excludes {
+        push_pattern(&mut exclude, x, b"");
+    }
+    Plan::Full { exclude }
+}
+
+/// A write (`IN_MODIFY`, `FAN_MODIFY`: a `write(2)` or a truncation). Not `IN_CLOSE_WRITE`:
+/// `touch` opens the file for writing to set its times, and would resend it.
+const WRITTEN: u32 = libc::IN_MODIFY;
+
+/// A directory (synced recursively) that went away and came back in this batch (`rm -rf d;
+/// tar x`): the destination still holds the old tree, whose files may have the new ones'
+/// sizes and times.
+fn replaced(e: &Entry) -> bool {
+    const GONE: u32 = libc::IN_DELETE | libc::IN_MOVED_FROM;
+    const CAME: u32 = libc::IN_CREATE | libc::IN_MOVED_TO;
+    e.recursive && !e.path.is_empty() && e.mask & GONE != 0 && e.mask & CAME != 0
+}
+
+/// Plans a batch as up to two groups of runs (see the module docs): files the kernel saw
+/// written or moved in from outside the tree (`--checksum`), and everything else with the
+/// quick check. `moves` are the batch's renames inside the tree,
+/// in order (empty when not known: then every moved-in file counts as from outside).
+/// Without written or moved-in files this is [`plan`]'s one group.
+pub fn plan_runs(
+    root: &Path,
+    entries: &[Entry],
+    moves: &[(Vec<u8>, Vec<u8>)],
+    excludes: &BTreeSet<Vec<u8>>,
+    limit: usize,
+) -> Vec<Run> {
+    let quick = || {
+        vec![Run {
+            check: Check::Quick,
+            plan: plan(root, entries, excludes, limit),
+        }]
+    };
+    let candidate =
+        |e: &Entry| (!e.recursive && e.mask & (WRITTEN | libc::IN_MOVED_TO) != 0) || replaced(e);
+    if !entries.iter().any(candidate) {
+        return quick();
+    }
+    // Renames carry what is known of their source: a file written under a temporary name
+    // and renamed into place (rsync, editors) is a written file; an unchanged file renamed
+    // inside the tree was renamed at the destination too and the quick check suffices.
+    let mut written: HashSet<&[u8]> = HashSet::new();
+    let mut moved_in: HashSet<&[u8]> = HashSet::new();
+    for e in entries.iter().filter(|e| !e.recursive) {
+        if e.mask & WRITTEN != 0 {
+            written.insert(&e.path);
+        } else if e.mask & libc::IN_MOVED_TO != 0 {
+            moved_in.insert(&e.path);
         }
-        return Plan::Full { exclude };
     }
+    for (from, to) in moves {
+        let (from, to) = (from.as_slice(), to.as_slice());
+        if written.contains(from) {
+            written.insert(to);
+        } else if !written.contains(to) {
+            // Moved in from outside only if its source had been.
+            if moved_in.contains(from) {
+                moved_in.insert(to);
+            } else {
+                moved_in.remove(to);
+            }
+        }
+    }
+    let renamed: HashSet<&[u8]> = moves.iter().map(|(_, to)| to.as_slice()).collect();
+    // A directory that appeared in the batch (created, or moved in from outside) with such
+    // files below it is checked whole: the destination has nothing there (or an old tree,
+    // see `replaced`), so it costs reading its other files once on the sending side, and
+    // the batch stays one run (a burst of new files in new directories).
+    let appeared: HashSet<&[u8]> = entries
+        .iter()
+        .filter(|e| {
+            e.recursive
+                && !e.path.is_empty()
+                && e.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0
+                && !renamed.contains(e.path.as_slice())
+        })
+        .map(|e| e.path.as_slice())
+        .collect();
+    let mut holding: HashSet<&[u8]> = HashSet::new();
+    if !appeared.is_empty() {
+        for p in written.iter().chain(moved_in.iter()) {
+            let mut top = None;
+            let mut cur = *p;
+            while let Some(par) = parent(cur).filter(|par| !par.is_empty()) {
+                if appeared.contains(par) {
+                    top = Some(par);
+                }
+                cur = par;
+            }
+            holding.extend(top);
+        }
+    }
+    let (checked, rest): (Vec<&Entry>, Vec<&Entry>) = entries.iter().partition(|e| {
+        if e.recursive {
+            (replaced(e) && !renamed.contains(e.path.as_slice()))
+                || holding.contains(e.path.as_slice())
+        } else {
+            written.contains(e.path.as_slice()) || moved_in.contains(e.path.as_slice())
+        }
+    });
+    if checked.is_empty() {
+        return quick();
+    }
+    let paths = checked.iter().map(|e| (e.path.as_slice(), e.recursive));
+    let Some(g) = plan_group(root, paths, excludes, limit, true) else {
+        // Hard links (or the root): one full run with the quick check, as before.
+        return quick();
+    };
+    // Paths the first run syncs whole: the rest needs no line of its own.
+    let trees: HashSet<Vec<u8>> = g.trees.into_iter().collect();
+    let mut runs = vec![Run {
+        check: Check::Checksum,
+        plan: Plan::Targeted(g.parts),
+    }];
+    let covered = |p: &[u8]| {
+        // The root's own attributes: every run transfers the root directory itself.
+        if p.is_empty() {
+            return true;
+        }
+        let mut cur = p;
+        loop {
+            if trees.contains(cur) {
+                return true;
+            }
+            match parent(cur) {
+                Some(par) if !par.is_empty() => cur = par,
+                _ => return false,
+            }
+        }
+    };
+    let rest: Vec<Entry> = rest
+        .into_iter()
+        .filter(|e| (e.recursive && e.path.is_empty()) || !covered(&e.path))
+        .map(|e| (*e).clone())
+        .collect();
+    if !rest.is_empty() {
+        runs.push(Run {
+            check: Check::Quick,
+            plan: plan(root, &rest, excludes, limit),
+        });
+    }
+    runs
+}
+
+/// One group's lists, and the paths they sync whole.
+struct Group {
+    parts: Vec<Lists>,
+    trees: Vec<Vec<u8>>,
+}
+
+/// Plans one group of `(path, recursive)` entries as targeted lists; `None` when the group
+/// needs a run over the whole tree (the root recursively, a hard-linked file).
+fn plan_group<'a>(
+    root: &Path,
+    entries: impl Iterator<Item = (&'a [u8], bool)>,
+    excludes: &BTreeSet<Vec<u8>>,
+    limit: usize,
+    strict: bool,
+) -> Option<Group> {
     let mut merged: HashMap<&[u8], bool> = HashMap::new();
-    for e in entries {
-        *merged.entry(&e.path).or_insert(false) |= e.recursive;
+    for (path, recursive) in entries {
+        if recursive && path.is_empty() {
+            return None;
+        }
+        *merged.entry(path).or_insert(false) |= recursive;
     }
-    collapse_crowded(root, &mut merged);
+    collapse_crowded(root, &mut merged, strict);
     let mut stat = Stat {
         root,
         cache: HashMap::new(),
@@ -303,7 +541,7 @@ pub fn plan(root: &Path, entries: &[Entry], excludes: &BTreeSet<Vec<u8>>, limit:
         if path.is_empty() {
             // The root's own attributes: every run transfers the root directory itself.
             if form & TREE != 0 {
-                return plan(root, &[root_entry()], excludes, limit);
+                return None;
             }
             forms.entry(Vec::new()).or_insert(PLAIN);
             continue;
@@ -314,8 +552,13 @@ pub fn plan(root: &Path, entries: &[Entry], excludes: &BTreeSet<Vec<u8>>, limit:
     if stat.hardlinked {
         // rsync -H links names it sees in one transfer; the other names of this inode may
         // be anywhere in the tree, so only a full run keeps the destination's links.
-        return plan(root, &[root_entry()], excludes, limit);
+        return None;
     }
+    let trees = forms
+        .iter()
+        .filter(|(k, f)| !k.is_empty() && *f & TREE != 0)
+        .map(|(k, _)| unkey(k))
+        .collect();
     let mut parts = Vec::new();
     let mut cur = Lists::default();
     // Ancestor directories already listed in the current part (as keys), a stack.
@@ -374,7 +617,7 @@ pub fn plan(root: &Path, entries: &[Entry], excludes: &BTreeSet<Vec<u8>>, limit:
     if cur.lines > 0 || parts.is_empty() {
         parts.push(cur);
     }
-    Plan::Targeted(parts)
+    Some(Group { parts, trees })
 }
 
 #[cfg(test)]
@@ -620,6 +863,180 @@ mod tests {
             plan(t.path(), &[entry("two", false)], &BTreeSet::new(), 0),
             Plan::Full { .. }
         ));
+    }
+
+    fn masked(p: &str, mask: u32) -> Entry {
+        Entry {
+            mask,
+            ..entry(p, false)
+        }
+    }
+
+    fn runs_of(runs: Vec<Run>) -> Vec<(Check, Vec<String>)> {
+        runs.into_iter()
+            .map(|r| {
+                let parts = targeted(r.plan);
+                assert_eq!(parts.len(), 1);
+                (r.check, lines(&parts[0].include))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn written_and_moved_in_files_get_a_run_that_looks_past_the_quick_check() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("d")).unwrap();
+        for f in [
+            "d/written",
+            "d/chmod",
+            "d/moved-in",
+            "d/other",
+            "renamed",
+            "from-temp",
+        ] {
+            fs::write(t.path().join(f), "x").unwrap();
+        }
+        let entries = [
+            masked("d/written", libc::IN_MODIFY | libc::IN_CLOSE_WRITE),
+            // touch: opened for writing, not written
+            masked("d/chmod", libc::IN_ATTRIB | libc::IN_CLOSE_WRITE),
+            masked("d/moved-in", libc::IN_MOVED_TO),
+            // renamed inside the tree, unchanged; and a temporary file renamed into place
+            masked("old", libc::IN_MOVED_FROM),
+            masked("renamed", libc::IN_MOVED_TO),
+            masked(
+                ".tmp",
+                libc::IN_CREATE | libc::IN_MODIFY | libc::IN_MOVED_FROM,
+            ),
+            masked("from-temp", libc::IN_MOVED_TO),
+        ];
+        let moves = [
+            (b"old".to_vec(), b"renamed".to_vec()),
+            (b".tmp".to_vec(), b"from-temp".to_vec()),
+        ];
+        let runs = runs_of(plan_runs(t.path(), &entries, &moves, &BTreeSet::new(), 0));
+        let want = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            runs,
+            [
+                (
+                    Check::Checksum,
+                    want(&[
+                        "/.tmp",
+                        "/.tmp/***",
+                        "/d",
+                        "/d/moved-in",
+                        "/d/moved-in/***",
+                        "/d/written",
+                        "/d/written/***",
+                        "/from-temp",
+                        "/from-temp/***"
+                    ])
+                ),
+                (
+                    Check::Quick,
+                    want(&[
+                        "/d",
+                        "/d/chmod",
+                        "/d/chmod/***",
+                        "/old",
+                        "/old/***",
+                        "/renamed",
+                        "/renamed/***"
+                    ])
+                ),
+            ]
+        );
+        // Without written or moved-in files: the one quick plan.
+        let quiet = [masked("d/chmod", libc::IN_ATTRIB)];
+        let runs = plan_runs(t.path(), &quiet, &[], &BTreeSet::new(), 0);
+        assert_eq!(
+            runs,
+            [Run {
+                check: Check::Quick,
+                plan: plan(t.path(), &quiet, &BTreeSet::new(), 0)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_new_directory_and_its_written_files_are_one_run() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("new/sub")).unwrap();
+        fs::write(t.path().join("new/f"), "x").unwrap();
+        fs::write(t.path().join("new/sub/g"), "x").unwrap();
+        let w = libc::IN_CREATE | libc::IN_MODIFY | libc::IN_CLOSE_WRITE;
+        let dir = libc::IN_CREATE | libc::IN_ISDIR;
+        let entries = [
+            Entry {
+                mask: dir,
+                ..entry("new", true)
+            },
+            Entry {
+                mask: dir,
+                ..entry("new/sub", true)
+            },
+            masked("new/f", w),
+            masked("new/sub/g", w),
+        ];
+        let runs = runs_of(plan_runs(t.path(), &entries, &[], &BTreeSet::new(), 0));
+        assert_eq!(runs, [(Check::Checksum, vec!["/new/***".to_string()])]);
+        // Also with files in it that are not in the batch (written before its watch).
+        fs::write(t.path().join("new/unseen"), "x").unwrap();
+        let runs = runs_of(plan_runs(t.path(), &entries, &[], &BTreeSet::new(), 0));
+        assert_eq!(runs, [(Check::Checksum, vec!["/new/***".to_string()])]);
+        // A directory that did not appear: its written files are listed one by one while it
+        // holds a file not in the batch (neither sent nor read), and it is synced whole once
+        // all its entries (at least CROWD_MIN) are in the group.
+        fs::create_dir(t.path().join("old")).unwrap();
+        let names: Vec<String> = (0..CROWD_MIN).map(|i| format!("old/f{i:03}")).collect();
+        for f in names.iter().map(String::as_str).chain(["old/unchanged"]) {
+            fs::write(t.path().join(f), "x").unwrap();
+        }
+        let entries: Vec<Entry> = names.iter().map(|f| masked(f, w)).collect();
+        let runs = runs_of(plan_runs(t.path(), &entries, &[], &BTreeSet::new(), 0));
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].0, Check::Checksum);
+        assert_eq!(runs[0].1.len(), 1 + 2 * CROWD_MIN, "{:?}", runs[0].1);
+        fs::remove_file(t.path().join("old/unchanged")).unwrap();
+        let runs = runs_of(plan_runs(t.path(), &entries, &[], &BTreeSet::new(), 0));
+        assert_eq!(runs, [(Check::Checksum, vec!["/old/***".to_string()])]);
+    }
+
+    #[test]
+    fn a_directory_replaced_in_the_batch_is_checked_whole_and_a_renamed_one_is_not() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["replaced/sub", "new", "renamed"] {
+            fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        let dir = |p: &str, mask: u32| Entry {
+            mask: mask | libc::IN_ISDIR,
+            ..entry(p, true)
+        };
+        let entries = [
+            dir("replaced", libc::IN_DELETE | libc::IN_CREATE),
+            dir("replaced/sub", libc::IN_CREATE),
+            dir("new", libc::IN_CREATE),
+            dir("renamed", libc::IN_MOVED_FROM | libc::IN_MOVED_TO),
+            masked("gone", libc::IN_MOVED_FROM | libc::IN_ISDIR),
+        ];
+        let moves = [(b"gone".to_vec(), b"renamed".to_vec())];
+        let runs = runs_of(plan_runs(t.path(), &entries, &moves, &BTreeSet::new(), 0));
+        assert_eq!(
+            runs,
+            [
+                (Check::Checksum, vec!["/replaced/***".to_string()]),
+                (
+                    Check::Quick,
+                    vec![
+                        "/gone".to_string(),
+                        "/gone/***".into(),
+                        "/new/***".into(),
+                        "/renamed/***".into()
+                    ]
+                ),
+            ]
+        );
     }
 
     #[test]

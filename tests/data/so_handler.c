@@ -13,13 +13,17 @@
  *   - clsyncapi_sync returns 0, or 5 when one of the paths is "fail";
  *   - clsyncapi_rsync returns 0 with an exclude list and 3 without one;
  *   - with -DNO_RSYNC there is no clsyncapi_rsync;
- *   - with -DNO_CAPS it reads the ctx layout of a build without capabilities.
+ *   - with -DNO_CAPS it reads the ctx layout of a build without capabilities;
+ *   - in a host that exports the API it calls every host function at init (see
+ *     host_calls) and logs what each did.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* Where the host's struct ctx keeps what we read: Linux LP64 glibc build with
  * capabilities, unshare and getmntent support; with -DNO_CAPS the same without
@@ -67,7 +71,15 @@ struct event {
 /* Host functions: weak, so that the handler also loads into a host that does not export
  * them (the test binaries). */
 extern int clsyncapi_getapiversion(void) __attribute__((weak));
+extern int clsyncapi_fork(void *ctx) __attribute__((weak));
+extern void _critical(const char *func, const char *fmt, ...) __attribute__((weak));
+extern void _error(const char *func, const char *fmt, ...) __attribute__((weak));
+extern void _warning(const char *func, const char *fmt, ...) __attribute__((weak));
 extern void _info(const char *func, const char *fmt, ...) __attribute__((weak));
+extern void _debug(int level, const char *func, const char *fmt, ...) __attribute__((weak));
+extern void *xmalloc(size_t size) __attribute__((weak));
+extern void *xcalloc(size_t nmemb, size_t size) __attribute__((weak));
+extern void *xrealloc(void *ptr, size_t size) __attribute__((weak));
 
 static FILE *log_file;
 static char *ctx_base;
@@ -106,6 +118,44 @@ static void copy_file(const char *tag, const char *path)
 }
 #endif
 
+/* Calls every host function the host exports, each with an effect the log shows (the
+ * logging ones write to the host's log); names one it does not export. Only in a host
+ * that exports the API (clsync itself, not the test binaries). */
+static void host_calls(void *ctx)
+{
+	int missing = 0;
+#define NEED(f) do { if (f == NULL) { fprintf(log_file, "  %s: not exported\n", #f); missing = 1; } } while (0)
+	NEED(clsyncapi_fork); NEED(_critical); NEED(_error); NEED(_warning); NEED(_info);
+	NEED(_debug); NEED(xmalloc); NEED(xcalloc); NEED(xrealloc);
+#undef NEED
+	if (missing)
+		return;
+	char *p = xmalloc(4);
+	strcpy(p, "abc");
+	p = xrealloc(p, 8);
+	strcat(p, "de");
+	int *z = xcalloc(16, sizeof *z);
+	int zero = 1;
+	for (int i = 0; i < 16; i++)
+		zero &= z[i] == 0;
+	fprintf(log_file, "  xmalloc, xrealloc: %s; xcalloc: %s\n", p, zero ? "zeroed" : "dirty");
+	free(p);
+	free(z);
+	fflush(log_file);
+	pid_t pid = clsyncapi_fork(ctx);
+	if (pid == 0)
+		_exit(3);
+	int st = 0;
+	if (pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st))
+		fprintf(log_file, "  clsyncapi_fork: child exited %d\n", WEXITSTATUS(st));
+	else
+		fprintf(log_file, "  clsyncapi_fork: failed\n");
+	_warning(__func__, "a warning from the handler: %d", 1);
+	_error(__func__, "an error from the handler: %s", "two");
+	_debug(1, __func__, "a debug line from the handler: %d", 3);
+	fprintf(log_file, "  logged: warning, error, debug\n");
+}
+
 int clsyncapi_init(void *ctx, void *indexes)
 {
 	char fallback[4096];
@@ -127,9 +177,10 @@ int clsyncapi_init(void *ctx, void *indexes)
 			zeroed = 0;
 
 	fprintf(log_file, "init\n");
-	if (clsyncapi_getapiversion != NULL)
+	if (clsyncapi_getapiversion != NULL) {
 		fprintf(log_file, "  api version: %d\n", clsyncapi_getapiversion());
-	else
+		host_calls(ctx);
+	} else
 		fprintf(log_file, "  api version: not exported\n");
 	fprintf(log_file, "  label: %s\n", ctx_str(OFF_LABEL));
 	fprintf(log_file, "  watchdir: %s (%zu)\n", ctx_str(OFF_WATCHDIR), ctx_size(OFF_WATCHDIRLEN));

@@ -277,31 +277,10 @@ fn encode<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = (&'a [u8], &'a Meta
 
 fn decode_list(data: &[u8]) -> Result<Vec<(Vec<u8>, Meta)>, String> {
     let mut out = Vec::new();
-    for (i, rec) in data.split(|&b| b == 0).enumerate() {
-        if rec.is_empty() {
-            continue;
-        }
-        let bad = || format!("record {}: {:?}", i + 1, String::from_utf8_lossy(rec));
-        let mut parts = rec.splitn(4, |&b| b == b' ');
-        let (Some(t), Some(size), Some(mtime), Some(path)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad());
-        };
-        let num = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_string);
-        let size: u64 = num(size).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        let mtime: i64 = num(mtime).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        if t.len() != 1 {
-            return Err(bad());
-        }
-        out.push((
-            path.to_vec(),
-            Meta {
-                kind: t[0],
-                size,
-                mtime,
-            },
-        ));
+    for rec in crate::pair::records(data) {
+        let (kind, size, mtime, path, bad) = rec?;
+        let mtime: i64 = mtime.parse().map_err(|_| bad)?;
+        out.push((path.to_vec(), Meta { kind, size, mtime }));
     }
     Ok(out)
 }

@@ -181,24 +181,12 @@ impl Manifest {
     /// Reads NUL-terminated `T SIZE MTIME PATH` records (`find -printf '%y %s %T@ %P\0'`).
     pub fn parse(data: &[u8]) -> Result<Manifest, String> {
         let mut out = BTreeMap::new();
-        for (i, rec) in data.split(|&b| b == 0).enumerate() {
-            if rec.is_empty() {
-                continue;
+        for rec in records(data) {
+            let (kind, size, mtime, path, bad) = rec?;
+            let mtime: f64 = mtime.parse().map_err(|_| bad.clone())?;
+            if path.is_empty() {
+                return Err(bad);
             }
-            let bad = || format!("record {}: {:?}", i + 1, String::from_utf8_lossy(rec));
-            let mut parts = rec.splitn(4, |&b| b == b' ');
-            let (Some(t), Some(size), Some(mtime), Some(path)) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                return Err(bad());
-            };
-            let num = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_string);
-            let size: u64 = num(size).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-            let mtime: f64 = num(mtime).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-            if t.len() != 1 || path.is_empty() {
-                return Err(bad());
-            }
-            let kind = t[0];
             out.insert(
                 path.to_vec(),
                 Meta {
@@ -462,6 +450,33 @@ impl Resolver<'_> {
             },
         })
     }
+}
+
+/// One parsed `T SIZE MTIME PATH` record: type, size, mtime as written, path, and the
+/// error line that names the record, for a caller that finds the mtime or path bad.
+pub(crate) type Rec<'a> = (u8, u64, &'a str, &'a [u8], String);
+
+/// The NUL-terminated `T SIZE MTIME PATH` records of `data` (a peer's `find -printf`
+/// listing, and the delivered record's manifest and journal frames): one reader for both.
+pub(crate) fn records(data: &[u8]) -> impl Iterator<Item = Result<Rec<'_>, String>> {
+    data.split(|&b| b == 0)
+        .enumerate()
+        .filter(|(_, rec)| !rec.is_empty())
+        .map(|(i, rec)| {
+            let bad = format!("record {}: {:?}", i + 1, String::from_utf8_lossy(rec));
+            let mut parts = rec.splitn(4, |&b| b == b' ');
+            let (Some(t), Some(size), Some(mtime), Some(path)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad);
+            };
+            let size = std::str::from_utf8(size).ok().and_then(|s| s.parse().ok());
+            let mtime = std::str::from_utf8(mtime).ok();
+            match (t, size, mtime) {
+                (&[kind], Some(size), Some(mtime)) => Ok((kind, size, mtime, path, bad)),
+                _ => Err(bad),
+            }
+        })
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@ synced at once, not after a first copy that may take hours, and once more after 
 Ready (log line and status file) means both the watches and the initial sync are done.
 */
 
+use crate::batcher::{Batch, Batcher, Class, Entry};
 use crate::config::{preflight, Config, Initial, StartError};
 use crate::dest::Dest;
-use crate::queue::{Batch, Batcher, Class, Entry};
 use crate::sync::handler::{Context, Handler, HandlerConfig, Mode, Mover};
 use crate::sync::{Finished, RunConfig, Runner};
 use crate::watch::{abs_path, Changes, Watcher};
@@ -266,7 +266,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     crate::manager::instance_lock::Inherited::adopt();
     if cfg.mode == Mode::Simple {
         // simple mode: every event goes to the handler at once, as in the original.
-        cfg.delays = crate::queue::Delays {
+        cfg.delays = crate::batcher::Delays {
             collect: Duration::ZERO,
             collect_bigfile: Duration::ZERO,
             sync: Duration::ZERO,
@@ -522,7 +522,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             Dest::Local(_) => {}
         }
         rsync_extra.extend(cfg.rsync_options.iter().cloned());
-        if cfg.mode != Mode::RsyncDirect || cfg.threading != crate::queue::Threading::Off {
+        if cfg.mode != Mode::RsyncDirect || cfg.threading != crate::batcher::Threading::Off {
             mover = Mover::None;
         }
         let handler = Handler::new(

@@ -41,7 +41,7 @@ first step starts, named `KIND.PID.SEQ`, and removed when the batch ends (unless
 use super::plan::{plan, plan_runs, push_pattern, Check, Plan, Run};
 use super::so::{SoEvent, SoHandler, EOT_DIR, EOT_DOESNTEXIST, EOT_FILE, EVIF_RECURSIVELY};
 use super::{Exec, Step, Steps};
-use crate::queue::{Batch, Entry};
+use crate::batcher::{Batch, Entry};
 use crate::rules::{Kind, Rules};
 use crate::watch::{abs_path, MASK_FOUND, MASK_FOUND_DIR};
 use std::collections::{BTreeMap, BTreeSet};
@@ -293,7 +293,7 @@ impl Handler {
                 .map(|(path, mask)| Entry {
                     path,
                     recursive: false,
-                    class: crate::queue::Class::Normal,
+                    class: crate::batcher::Class::Normal,
                     mask,
                 })
                 .collect();

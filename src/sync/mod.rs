@@ -26,7 +26,7 @@ pub mod so;
 
 pub use runner::{describe, describe_progress, rsync_ok, Runner};
 
-use crate::queue::Batch;
+use crate::batcher::Batch;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -75,7 +75,7 @@
 //! literally unless its pattern has one (always the case for `/***` lines), and then `\`,
 //! `*`, `?` and `[` of the name are escaped.
 
-use crate::queue::Entry;
+use crate::batcher::Entry;
 // hashbrown's default hasher (foldhash): a 20,000-path batch hashes each path several
 // times here, and SipHash was a visible part of planning it.
 use hashbrown::{HashMap, HashSet};
@@ -623,7 +623,7 @@ fn plan_group<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::Class;
+    use crate::batcher::Class;
     use std::fs;
 
     fn entry(p: &str, recursive: bool) -> Entry {

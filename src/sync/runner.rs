@@ -16,7 +16,7 @@ killed by a signal, fail the batch: its paths go back to the queue.
 */
 
 use super::{Finished, Itemized, RunConfig, Step, Steps};
-use crate::queue::Batch;
+use crate::batcher::Batch;
 use log::debug;
 use mio::Waker;
 use nix::sys::signal::{killpg, Signal};

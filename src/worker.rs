@@ -21,7 +21,7 @@ use crate::batcher::{Batch, Batcher, Class, Entry};
 use crate::config::{preflight, Config, Initial, StartError};
 use crate::dest::Dest;
 use crate::sync::handler::{Context, Handler, HandlerConfig, Mode, Mover};
-use crate::sync::{Finished, RunConfig, Runner};
+use crate::sync::{Finished, RunConfig, Runner, KILL_GRACE};
 use crate::watch::{abs_path, Changes, Watcher};
 use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
@@ -47,8 +47,6 @@ const STANDBY_CHECK: Duration = Duration::from_secs(1);
 const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the progress of a long full sync is logged and reported.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-/// How long a killed rsync gets between SIGTERM and SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(3);
 
 /// How long a file just created waits for its writer to close it before it is synced
 /// anyway (a hard link, a symlink, a writer that keeps it open).
@@ -479,7 +477,6 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 format!("sync handler {}", rsync.display())
             },
             cwd: src.clone(),
-            env: Vec::new(),
             ok_codes: cfg.mode.ok_codes(),
             ignore_exitcodes: cfg.ignore_exitcodes.clone(),
             timeout: cfg.timeout_sync,

@@ -24,7 +24,7 @@ pub mod plan;
 mod runner;
 pub mod so;
 
-pub use runner::{describe, describe_progress, rsync_ok, Runner};
+pub use runner::{describe_progress, Runner, KILL_GRACE};
 
 use crate::batcher::Batch;
 use std::ffi::OsString;
@@ -36,7 +36,7 @@ use std::time::Duration;
 pub struct Exec {
     pub program: PathBuf,
     pub args: Vec<OsString>,
-    /// Added to the environment (besides what [`RunConfig`] adds to every run).
+    /// Added to the environment.
     pub env: Vec<(OsString, OsString)>,
     /// The run prints rsync's `--info=progress2` on standard output: it is read, and the
     /// latest record is kept for [`Runner::progress`].
@@ -81,8 +81,6 @@ pub struct RunConfig {
     pub name: String,
     /// Working directory of every child (the watch directory).
     pub cwd: PathBuf,
-    /// Added to every child's environment.
-    pub env: Vec<(OsString, OsString)>,
     /// Exit codes that are success (0, and 24 for rsync).
     pub ok_codes: Vec<i32>,
     /// Exit codes that count as success besides those (`ignore-exitcode`).

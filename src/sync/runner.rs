@@ -79,9 +79,6 @@ pub struct Runner {
     next_step: u64,
 }
 
-/// Reads a run's output: keeps the latest `--info=progress2` record (they end with `\r`
-/// and hold a `%`) for [`Runner::progress`], and counts the other lines (`rsync -i`'s
-/// itemized changes), keeping the first few.
 /// How long the result of a run waits for the end of its standard error once the run
 /// has exited.
 const STDERR_GRACE: Duration = Duration::from_secs(1);
@@ -117,6 +114,9 @@ fn read_stderr(err: std::process::ChildStderr, name: &str) -> Option<String> {
     })
 }
 
+/// Reads a run's output: keeps the latest `--info=progress2` record (they end with `\r`
+/// and hold a `%`) for [`Runner::progress`], and counts the other lines (`rsync -i`'s
+/// itemized changes), keeping the first few.
 fn read_output(
     mut out: std::process::ChildStdout,
     latest: &std::sync::Mutex<Option<String>>,
@@ -186,16 +186,12 @@ pub fn describe_progress(rec: &str) -> String {
     s
 }
 
-/// How long a run that overran its timeout gets between TERM and KILL.
-const KILL_GRACE: Duration = Duration::from_secs(3);
-
-/// Success, as far as a mirror is concerned.
-pub fn rsync_ok(status: &ExitStatus) -> bool {
-    matches!(status.code(), Some(0 | 24))
-}
+/// How long a child gets between SIGTERM and SIGKILL: a run that overran
+/// `timeout-sync`, and every run when the worker aborts (src/worker.rs).
+pub const KILL_GRACE: Duration = Duration::from_secs(3);
 
 /// A readable reason for a failed run of `name`.
-pub fn describe(name: &str, status: &ExitStatus) -> String {
+fn describe(name: &str, status: &ExitStatus) -> String {
     if let Some(sig) = status.signal() {
         let sig = Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
         return format!("{name} was killed by signal {sig}");
@@ -313,7 +309,6 @@ impl Runner {
                 debug!("running {} {:?}", e.program.display(), e.args);
                 let mut cmd = Command::new(&e.program);
                 cmd.args(&e.args)
-                    .envs(self.cfg.env.iter().map(|(k, v)| (k, v)))
                     .envs(e.env.iter().map(|(k, v)| (k, v)))
                     .current_dir(&self.cfg.cwd)
                     .stdin(Stdio::null())

@@ -215,6 +215,9 @@ pub struct Context<'a> {
 const DIRECT_MAX_PATHS: usize = 254;
 const DIRECT_MAX_BYTES: usize = 128 << 10;
 
+/// rsync's progress records, asked for on full runs (`HandlerConfig::progress`).
+const PROGRESS: &str = "--info=progress2";
+
 pub struct Handler {
     cfg: HandlerConfig,
     /// The words of each run (the user's or the mode's defaults).
@@ -235,6 +238,11 @@ struct Vars {
     mask: Option<u32>,
     /// rsync's check for the run (`%RSYNC-ARGS%`).
     check: Check,
+    /// A full run reports its progress (`--info=progress2` in `%RSYNC-ARGS%`).
+    progress: bool,
+    /// A verification: the run itemizes what it repairs (`-i` first in the argv) and
+    /// reports no progress, its output being the itemized lines.
+    itemize: bool,
 }
 
 impl Handler {
@@ -299,7 +307,7 @@ impl Handler {
                 .collect();
             let none = BTreeSet::new();
             let runs = self.plan(&entries, &batch.moves, &none);
-            self.rsync(runs, &mut out)?;
+            self.rsync(runs, false, &mut out)?;
         } else if self.cfg.mode.is_rsync() {
             let started = std::time::Instant::now();
             let runs = self.plan(&batch.entries, &batch.moves, ctx.excludes);
@@ -309,18 +317,8 @@ impl Handler {
                 started.elapsed().as_secs_f64() * 1000.0,
                 runs.len()
             );
-            self.rsync(runs, &mut out)?;
-            if batch.verify {
-                // A verification reports what it had to repair.
-                for s in &mut out.steps {
-                    if let Step::Exec(e) = s {
-                        e.args.insert(0, "-i".into());
-                        e.itemize = true;
-                        e.progress = false;
-                        e.args.retain(|a| a != "--info=progress2");
-                    }
-                }
-            }
+            // A verification reports what it had to repair.
+            self.rsync(runs, batch.verify, &mut out)?;
         } else {
             let (paths, trees) = self.expand(&batch.entries, ctx.rules);
             for dir in trees {
@@ -418,8 +416,9 @@ impl Handler {
         }
     }
 
-    /// The rsync modes: one step per part of each run's plan.
-    fn rsync(&mut self, runs: Vec<Run>, out: &mut Steps) -> io::Result<()> {
+    /// The rsync modes: one step per part of each run's plan; `verify`: the runs itemize
+    /// what they repair.
+    fn rsync(&mut self, runs: Vec<Run>, verify: bool, out: &mut Steps) -> io::Result<()> {
         let mut parts: Vec<(Check, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         for run in runs {
             match run.plan {
@@ -433,7 +432,6 @@ impl Handler {
         }
         let own_argv = self.cfg.mode == Mode::RsyncDirect && self.cfg.args.is_none();
         for (check, exclude, include) in parts {
-            let include_is_none = include.is_none();
             let mut vars = Vars {
                 typ: if include.is_none() && !own_argv {
                     "initialsync"
@@ -441,6 +439,9 @@ impl Handler {
                     "rsynclist"
                 },
                 check,
+                // A full run can take hours on a big tree: it reports its progress.
+                progress: include.is_none() && own_argv && self.cfg.progress && !verify,
+                itemize: verify,
                 ..Vars::default()
             };
             if own_argv {
@@ -467,7 +468,6 @@ impl Handler {
                     vars.exclude_path = Some(self.write_list("exclude", &data, &mut out.files)?);
                 }
             }
-            let full = include_is_none && own_argv && self.cfg.progress;
             if self.cfg.mode == Mode::RsyncSo {
                 let so = self.so.clone().expect("rsyncso has its shared object");
                 let inc = vars.include_path.clone().unwrap_or_default();
@@ -478,13 +478,7 @@ impl Handler {
                         .unwrap_or(-1)
                 })));
             } else {
-                let mut step = self.exec(&vars);
-                if let (true, Step::Exec(e)) = (full, &mut step) {
-                    // A full run can take hours on a big tree: it reports its progress.
-                    e.args.insert(1, "--info=progress2".into());
-                    e.progress = true;
-                }
-                out.steps.push(step);
+                out.steps.push(self.exec(&vars));
             }
         }
         Ok(())
@@ -544,14 +538,22 @@ impl Handler {
 
     /// `%RSYNC-ARGS%`: rsync's options for a run with these lists.
     fn rsync_args(&self, vars: &Vars) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec!["-aH".into(), "--delete".into()];
+        let mut args: Vec<OsString> = vec!["-aH".into()];
+        if vars.progress {
+            args.push(PROGRESS.into());
+        }
+        args.push("--delete".into());
         if let Some(o) = vars.check.rsync_option() {
             args.push(o.into());
         }
         if self.cfg.one_file_system {
             args.push("-x".into());
         }
-        args.extend(self.cfg.rsync_extra.iter().cloned());
+        args.extend(
+            (self.cfg.rsync_extra.iter())
+                .filter(|a| !(vars.itemize && *a == PROGRESS))
+                .cloned(),
+        );
         if self.nul && (vars.exclude_path.is_some() || vars.include_path.is_some()) {
             args.push("--from0".into());
         }
@@ -565,11 +567,16 @@ impl Handler {
         args
     }
 
-    /// The argv of one run: the words with the placeholders filled in.
+    /// The argv of one run: the words with the placeholders filled in; a verification's
+    /// starts with `-i` and leaves out progress records.
     fn exec(&self, vars: &Vars) -> Step {
         let mut args = Vec::new();
+        if vars.itemize {
+            args.push("-i".into());
+        }
         for w in &self.words {
             match w.as_bytes() {
+                _ if vars.itemize && w == PROGRESS => {}
                 b"%INCLUDE-LIST%" => args.extend(vars.include_list.iter().cloned()),
                 b"%RSYNC-ARGS%" => args.extend(self.rsync_args(vars)),
                 _ => args.push(self.substitute(w, vars)),
@@ -579,8 +586,8 @@ impl Handler {
             program: self.cfg.program.clone(),
             args,
             env: Vec::new(),
-            progress: false,
-            itemize: false,
+            progress: vars.progress,
+            itemize: vars.itemize,
             optional: false,
         })
     }
@@ -835,4 +842,91 @@ fn prefixed(prefix: &str, p: &Path) -> OsString {
     let mut a = OsString::from(prefix);
     a.push(p);
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The argv of a full run of rsyncdirect with its own options, with `progress` on
+    /// and `verify` as given.
+    fn full_run(verify: bool) -> Exec {
+        let dir = std::env::temp_dir().join(format!("clsync-handler-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut h = Handler::new(
+            HandlerConfig {
+                mode: Mode::RsyncDirect,
+                program: "/usr/bin/rsync".into(),
+                args: None,
+                src: "/src".into(),
+                dst: "/dst".into(),
+                label: "t".into(),
+                lists_dir: dir.clone(),
+                one_file_system: false,
+                rsync_inclimit: 0,
+                synclist_simplify: false,
+                have_recursive_sync: false,
+                lists_nul: false,
+                rsync_prefer_include: false,
+                rsync_extra: vec!["--bwlimit=1000".into(), PROGRESS.into()],
+                mover: Mover::None,
+                progress: true,
+            },
+            None,
+        );
+        let batch = Batch {
+            entries: vec![Entry {
+                path: Vec::new(),
+                recursive: true,
+                class: crate::batcher::Class::Normal,
+                mask: MASK_FOUND_DIR,
+            }],
+            moves: Vec::new(),
+            verify,
+            beside: false,
+        };
+        let ctx = Context {
+            rules: &Rules::default(),
+            excludes: &BTreeSet::new(),
+            status: "running",
+            iteration: 0,
+        };
+        let mut steps = h.steps(&batch, &ctx).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(steps.steps.len(), 1, "{steps:?}");
+        match steps.steps.remove(0) {
+            Step::Exec(e) => e,
+            s => panic!("{s:?}"),
+        }
+    }
+
+    fn args(e: &Exec) -> Vec<&str> {
+        e.args.iter().map(|a| a.to_str().unwrap()).collect()
+    }
+
+    /// A full run reports its progress; a verification itemizes instead, its argv built
+    /// so from the start: `-i` first, no progress records (not even the user's).
+    #[test]
+    fn verify_argv_itemizes_without_progress() {
+        let full = full_run(false);
+        assert_eq!(
+            args(&full),
+            [
+                "-aH",
+                PROGRESS,
+                "--delete",
+                "--bwlimit=1000",
+                PROGRESS,
+                "/src/",
+                "/dst/"
+            ]
+        );
+        assert!(full.progress && !full.itemize);
+        let verify = full_run(true);
+        assert_eq!(
+            args(&verify),
+            ["-i", "-aH", "--delete", "--bwlimit=1000", "/src/", "/dst/"]
+        );
+        assert!(verify.itemize && !verify.progress);
+    }
 }

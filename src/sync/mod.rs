@@ -19,6 +19,10 @@ This file holds the types the stages pass to each other: what to run ([`Exec`], 
 ([`Finished`], [`Itemized`]).
 */
 
+// Every unsafe operation of the stage (nearly all in so.rs) is in a block of its own
+// with a `SAFETY:` comment, unsafe functions included; clippy checks both.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 pub mod handler;
 pub mod plan;
 mod runner;

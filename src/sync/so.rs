@@ -378,6 +378,7 @@ pub struct SoHandler {
 // mutex (or `&mut self` in drop), so the handler is never entered from two threads at
 // once, and glibc's dlopen/dlsym/dlclose are thread-safe.
 unsafe impl Send for SoHandler {}
+// SAFETY: as for Send above: all access to `Inner` is serialized by its mutex.
 unsafe impl Sync for SoHandler {}
 
 impl std::fmt::Debug for SoHandler {
@@ -464,8 +465,7 @@ fn check_file(path: &Path, shown: &str) -> Result<std::fs::File, String> {
         ));
     }
     let uid = md.uid();
-    // SAFETY: getuid cannot fail.
-    let ruid = unsafe { libc::getuid() };
+    let ruid = nix::unistd::getuid().as_raw();
     if uid != 0 && uid != ruid {
         let exe_uid = std::fs::metadata("/proc/self/exe").map(|m| m.uid()).ok();
         if exe_uid != Some(uid) {
@@ -496,11 +496,14 @@ fn check_file(path: &Path, shown: &str) -> Result<std::fs::File, String> {
 /// `T` is not zero-sized, and all-zero bytes are a valid `T`.
 unsafe fn zeroed_box<T>() -> Box<T> {
     let layout = std::alloc::Layout::new::<T>();
-    let p = std::alloc::alloc_zeroed(layout).cast::<T>();
+    // SAFETY: the layout is not zero-sized (the caller's promise).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
     if p.is_null() {
         std::alloc::handle_alloc_error(layout);
     }
-    Box::from_raw(p)
+    // SAFETY: p was allocated by the global allocator with T's layout, and all-zero bytes
+    // are a valid T (the caller's promise); the Box owns it from here.
+    unsafe { Box::from_raw(p) }
 }
 
 /// Turns the filled-in ctx into the layout of a build without `CAPABILITIES_SUPPORT`:
@@ -632,6 +635,7 @@ impl SoHandler {
         // SAFETY: every field of CtxBlock and IndexesBlock is an integer, an array of them or
         // a raw pointer, for which all-zero bytes are valid.
         let mut block: Box<CtxBlock> = unsafe { zeroed_box() };
+        // SAFETY: as above.
         let mut indexes: Box<IndexesBlock> = unsafe { zeroed_box() };
         let ctx = &mut block.ctx;
 
@@ -643,8 +647,10 @@ impl SoHandler {
             *d = s as c_char;
         }
         ctx.pid_str_len = pid_str.len();
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
         ctx.uid = uid;
         ctx.gid = gid;
         ctx.privileged_uid = uid;
@@ -888,19 +894,25 @@ unsafe fn format_c(fmt: *const c_char, args: [usize; 8]) -> String {
     {
         let mut buf = vec![0u8; 4096];
         let [a0, a1, a2, a3, a4, a5, a6, a7] = args;
-        let n = libc::snprintf(
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            fmt,
-            a0,
-            a1,
-            a2,
-            a3,
-            a4,
-            a5,
-            a6,
-            a7,
-        );
+        // SAFETY: buf is writable for buf.len() bytes and snprintf writes at most that;
+        // fmt is a NUL-terminated format taking at most eight integer or pointer arguments
+        // (the caller's promise), and on these targets the C ABI passes word-sized
+        // variadic arguments as the named ones, so unused ones are never read as more.
+        let n = unsafe {
+            libc::snprintf(
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                fmt,
+                a0,
+                a1,
+                a2,
+                a3,
+                a4,
+                a5,
+                a6,
+                a7,
+            )
+        };
         if n >= 0 {
             let n = (n as usize).min(buf.len() - 1);
             return String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -911,7 +923,10 @@ unsafe fn format_c(fmt: *const c_char, args: [usize; 8]) -> String {
         any(target_arch = "x86_64", target_arch = "aarch64")
     )))]
     let _ = args;
-    CStr::from_ptr(fmt).to_string_lossy().into_owned()
+    // SAFETY: fmt is not NULL (checked above) and NUL-terminated (the caller's promise).
+    unsafe { CStr::from_ptr(fmt) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Where the handler's messages go.
@@ -946,7 +961,9 @@ pub extern "C" fn clsyncapi_getapiversion() -> c_int {
 /// functions until it execs.
 #[no_mangle]
 pub unsafe extern "C" fn clsyncapi_fork(_ctx: *mut c_void) -> libc::pid_t {
-    libc::fork()
+    // SAFETY: the caller's promise above: the child only execs (or calls async-signal-safe
+    // functions) and never returns into our code with our threads gone.
+    unsafe { libc::fork() }
 }
 
 /// Defines one of the logging functions a handler calls as `NAME(func, fmt, ...)`.
@@ -971,7 +988,9 @@ macro_rules! log_fn {
             a6: usize,
             a7: usize,
         ) {
-            let msg = format_c(fmt, [a0, a1, a2, a3, a4, a5, a6, a7]);
+            // SAFETY: fmt and its arguments are as format_c wants them (the caller's
+            // promise).
+            let msg = unsafe { format_c(fmt, [a0, a1, a2, a3, a4, a5, a6, a7]) };
             emit($level, func, msg);
         }
     };
@@ -1020,7 +1039,8 @@ pub unsafe extern "C" fn _debug(
     if !log::log_enabled!(lvl) && !cfg!(test) {
         return;
     }
-    let msg = format_c(fmt, [a0, a1, a2, a3, a4, a5, a6, a7]);
+    // SAFETY: fmt and its arguments are as format_c wants them (the caller's promise).
+    let msg = unsafe { format_c(fmt, [a0, a1, a2, a3, a4, a5, a6, a7]) };
     emit(lvl, func, msg);
 }
 
@@ -1044,7 +1064,8 @@ pub unsafe extern "C" fn _critical(
     a7: usize,
 ) {
     let errno = std::io::Error::last_os_error();
-    let msg = format_c(fmt, [a0, a1, a2, a3, a4, a5, a6, a7]);
+    // SAFETY: fmt and its arguments are as format_c wants them (the caller's promise).
+    let msg = unsafe { format_c(fmt, [a0, a1, a2, a3, a4, a5, a6, a7]) };
     emit(
         log::Level::Error,
         func,
@@ -1067,7 +1088,8 @@ fn out_of_memory(what: &str, size: usize) -> ! {
 /// As `malloc(3)`.
 #[no_mangle]
 pub unsafe extern "C" fn xmalloc(size: libc::size_t) -> *mut c_void {
-    let p = libc::malloc(size);
+    // SAFETY: malloc(3) with the caller's arguments, as is.
+    let p = unsafe { libc::malloc(size) };
     if p.is_null() && size != 0 {
         out_of_memory("xmalloc", size);
     }
@@ -1080,7 +1102,8 @@ pub unsafe extern "C" fn xmalloc(size: libc::size_t) -> *mut c_void {
 /// As `calloc(3)`.
 #[no_mangle]
 pub unsafe extern "C" fn xcalloc(nmemb: libc::size_t, size: libc::size_t) -> *mut c_void {
-    let p = libc::calloc(nmemb, size);
+    // SAFETY: calloc(3) with the caller's arguments, as is.
+    let p = unsafe { libc::calloc(nmemb, size) };
     if p.is_null() && nmemb != 0 && size != 0 {
         out_of_memory("xcalloc", nmemb.saturating_mul(size));
     }
@@ -1093,7 +1116,8 @@ pub unsafe extern "C" fn xcalloc(nmemb: libc::size_t, size: libc::size_t) -> *mu
 /// As `realloc(3)`.
 #[no_mangle]
 pub unsafe extern "C" fn xrealloc(ptr: *mut c_void, size: libc::size_t) -> *mut c_void {
-    let p = libc::realloc(ptr, size);
+    // SAFETY: realloc(3) with the caller's arguments, as is. ptr is NULL or from this allocator (the caller's promise).
+    let p = unsafe { libc::realloc(ptr, size) };
     if p.is_null() && size != 0 {
         out_of_memory("xrealloc", size);
     }
@@ -1383,8 +1407,7 @@ mod tests {
             )
         );
 
-        // SAFETY: getuid cannot fail.
-        let me = unsafe { libc::getuid() };
+        let me = nix::unistd::getuid().as_raw();
         if me == 0 {
             std::os::unix::fs::chown(&f.so, Some(54321), None).unwrap();
             let err = SoHandler::load(&f.so, &f.src, &f.dst, "x").unwrap_err();

@@ -6,6 +6,12 @@ compiled as `.so` files against its headers. Loading those same files, unchanged
 only way to move such a site over, so this module speaks the original's binary interface
 (its API version 2) rather than one of our own.
 
+This file is longer than the ~700 lines the other modules keep to, on purpose: the
+`struct ctx` layout, the loader that fills it in and the host symbols handlers link
+against are one contract with the original's headers and must agree byte for byte, so
+they are kept together rather than spread over files that could drift apart. (Its unit
+tests are in so/tests.rs.)
+
 # What a handler exports (all looked up with `dlsym`, all optional but one)
 
 | symbol | C signature | when called |

@@ -202,11 +202,6 @@ pub struct Batcher {
 const MAX_MOVES: usize = 10_000;
 
 impl Batcher {
-    /// One batch at a time (`threading = off`).
-    pub fn new(delays: Delays) -> Self {
-        Self::with_threading(delays, Threading::Off, 1)
-    }
-
     /// `max_parallel` batches at once (forced to 1 with `Threading::Off`).
     pub fn with_threading(delays: Delays, threading: Threading, max_parallel: usize) -> Self {
         Batcher {
@@ -251,14 +246,10 @@ impl Batcher {
         }
     }
 
-    /// Marks `path` dirty. A path is kept once; `recursive` is sticky; a path moves to the
-    /// queue of its latest classification (a file that grew past the threshold waits with
-    /// the big files, a recursive entry always waits in the normal queue).
-    pub fn push(&mut self, now: Instant, path: Vec<u8>, recursive: bool, class: Class) {
-        self.push_event(now, path, recursive, 0, class);
-    }
-
-    /// [`push`](Self::push) with the event's inotify mask (ORed into the path's).
+    /// Marks `path` dirty, ORing the event's inotify mask into the path's. A path is kept
+    /// once; `recursive` is sticky; a path moves to the queue of its latest classification
+    /// (a file that grew past the threshold waits with the big files, a recursive entry
+    /// always waits in the normal queue).
     pub fn push_event(
         &mut self,
         now: Instant,
@@ -318,11 +309,6 @@ impl Batcher {
     /// True while a batch runs (in the queue or beside it).
     pub fn is_busy(&self) -> bool {
         self.running > 0 || self.beside > 0
-    }
-
-    /// Batches running now.
-    pub fn running(&self) -> usize {
-        self.running
     }
 
     /// True when no further batch may start now (the parallel limit is reached).

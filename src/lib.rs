@@ -3,7 +3,7 @@ clsync: a live file-sync daemon. The worker watches a tree with inotify, collect
 changed paths into batches and mirrors them with rsync; see docs/architecture.md.
 */
 
-pub mod batcher;
+pub(crate) mod batcher;
 pub mod cli;
 pub mod config;
 pub mod delivered;
@@ -18,6 +18,6 @@ pub mod profile_config;
 pub mod report;
 pub mod rules;
 pub mod signature;
-pub mod sync;
+pub(crate) mod sync;
 pub mod watch;
 pub mod worker;

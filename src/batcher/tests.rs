@@ -1,5 +1,23 @@
 use super::*;
 
+/// Conveniences of the tests alone.
+impl Batcher {
+    /// One batch at a time (`threading = off`).
+    fn new(delays: Delays) -> Self {
+        Self::with_threading(delays, Threading::Off, 1)
+    }
+
+    /// `push_event` without a mask.
+    fn push(&mut self, now: Instant, path: Vec<u8>, recursive: bool, class: Class) {
+        self.push_event(now, path, recursive, 0, class);
+    }
+
+    /// Batches running now.
+    fn running(&self) -> usize {
+        self.running
+    }
+}
+
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }

@@ -130,10 +130,13 @@ pub const CLSYNC_API_VERSION: c_int = 2;
 
 /// `eventinfo_flags`: sync the path recursively.
 pub const EVIF_RECURSIVELY: u32 = 0x1;
-/// `eventinfo_flags`: recursively, but only the content of this directory.
+/// `eventinfo_flags`: recursively, but only the content of this directory (part of
+/// the ABI; never sent by this host).
+#[allow(dead_code)]
 pub const EVIF_CONTENTRECURSIVELY: u32 = 0x2;
 
-/// `eventobjtype` values.
+/// `eventobjtype` values (`EOT_UNKNOWN` is part of the ABI; this host always knows).
+#[allow(dead_code)]
 pub const EOT_UNKNOWN: u8 = 0;
 pub const EOT_DOESNTEXIST: u8 = 1;
 pub const EOT_FILE: u8 = 2;
@@ -539,24 +542,8 @@ fn drop_capability_fields(block: &mut CtxBlock) {
 
 impl SoHandler {
     /// Checks ownership and permissions like the original, `dlopen(RTLD_NOW |
-    /// RTLD_LOCAL)`, resolves the symbols and calls `clsyncapi_init` if present; either
-    /// entry point will do (see [`SoHandler::load_with`] to require one).
-    pub fn load(
-        path: &Path,
-        watch_dir: &Path,
-        destination_dir: &Path,
-        label: &str,
-    ) -> Result<SoHandler, String> {
-        Self::load_with(
-            path,
-            watch_dir,
-            destination_dir,
-            label,
-            &SoOptions::default(),
-        )
-    }
-
-    /// [`SoHandler::load`], for a given mode and with more of the ctx filled in.
+    /// RTLD_LOCAL)`, resolves the symbols and calls `clsyncapi_init` if present; the mode
+    /// in `opts` says which entry point is required (without one either will do).
     pub fn load_with(
         path: &Path,
         watch_dir: &Path,
@@ -758,21 +745,6 @@ impl SoHandler {
                 _strings: strings,
             }),
         })
-    }
-
-    /// The file it was loaded from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Exports `clsyncapi_rsync`.
-    pub fn has_rsync(&self) -> bool {
-        self.has_rsync
-    }
-
-    /// Exports `clsyncapi_sync`.
-    pub fn has_sync(&self) -> bool {
-        self.has_sync
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

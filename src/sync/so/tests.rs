@@ -1,4 +1,40 @@
 use super::*;
+
+/// Conveniences of the tests alone.
+impl SoHandler {
+    /// Checks ownership and permissions like the original, `dlopen(RTLD_NOW |
+    /// RTLD_LOCAL)`, resolves the symbols and calls `clsyncapi_init` if present; either
+    /// entry point will do.
+    fn load(
+        path: &Path,
+        watch_dir: &Path,
+        destination_dir: &Path,
+        label: &str,
+    ) -> Result<SoHandler, String> {
+        Self::load_with(
+            path,
+            watch_dir,
+            destination_dir,
+            label,
+            &SoOptions::default(),
+        )
+    }
+
+    /// The file it was loaded from.
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Exports `clsyncapi_rsync`.
+    fn has_rsync(&self) -> bool {
+        self.has_rsync
+    }
+
+    /// Exports `clsyncapi_sync`.
+    fn has_sync(&self) -> bool {
+        self.has_sync
+    }
+}
 use std::mem::offset_of;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

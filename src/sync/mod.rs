@@ -9,7 +9,7 @@ kernel → tree → rules → batcher → **plan → runner**
   rsync one rsync run per part of the plan, for a handler script one run with its list
   file, for a shared-object handler an in-process call.
 - [`plan`]: for the rsync modes, which include and exclude lists cover the batch's paths
-  (pure code, no I/O).
+  (an `lstat` of each path at plan time decides its lines).
 - [`runner`]: starts the steps of a batch one after another, each child in its own
   process group, and reports each finished batch ([`Finished`]).
 - [`so`]: the C ABI of shared-object handlers.

@@ -9,8 +9,8 @@ original that is not supported (its sandboxing, its control socket) is rejected 
 with the reason, never silently ignored.
 */
 
+use crate::batcher::Delays;
 use crate::config::{parse_duration, parse_size, Config, Initial, StartError};
-use crate::queue::Delays;
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -124,7 +124,7 @@ struct Args {
     dont_unlink_lists: bool,
     /// Parallel syncs: off, safe (a path is never in two syncs at once) or full [default: off]
     #[arg(short = 'p', long = "threading", value_name = "MODE")]
-    threading: Option<crate::queue::Threading>,
+    threading: Option<crate::batcher::Threading>,
     /// How many syncs may run at once with --threading safe or full [default: 4]
     #[arg(long = "max-parallel-syncs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_parallel_syncs: Option<u32>,

@@ -6,7 +6,7 @@ rsync is run, so a mistake costs an error message and never a deleted file. Each
 problem maps to a documented exit code ([`StartError::exit_code`]).
 */
 
-use crate::queue::Delays;
+use crate::batcher::Delays;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -121,7 +121,7 @@ pub struct Config {
     /// Keep list files after each run.
     pub dont_unlink_lists: bool,
     /// Parallel syncs (`threading`: off, safe, full).
-    pub threading: crate::queue::Threading,
+    pub threading: crate::batcher::Threading,
     /// How many syncs may run at once with threading safe or full.
     pub max_parallel_syncs: usize,
 }

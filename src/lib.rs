@@ -3,6 +3,7 @@ clsync: a live file-sync daemon. The worker watches a tree with inotify, collect
 changed paths into batches and mirrors them with rsync; see docs/architecture.md.
 */
 
+pub(crate) mod batcher;
 pub mod cli;
 pub mod config;
 pub mod delivered;
@@ -14,10 +15,9 @@ pub mod mounts;
 pub mod pair;
 pub mod profile;
 pub mod profile_config;
-pub mod queue;
 pub mod report;
 pub mod rules;
 pub mod signature;
-pub mod sync;
+pub(crate) mod sync;
 pub mod watch;
 pub mod worker;

@@ -1369,7 +1369,7 @@ impl Link {
     }
 
     /// A sync to the peer starts: the time, and the state of the paths it names.
-    pub fn sync_started(&mut self, src: &Path, batch: &crate::queue::Batch) {
+    pub fn sync_started(&mut self, src: &Path, batch: &crate::batcher::Batch) {
         for e in &batch.entries {
             if e.recursive || e.path.is_empty() {
                 continue;
@@ -1394,7 +1394,7 @@ impl Link {
         &mut self,
         src: &Path,
         rules: &crate::rules::Rules,
-        batch: &crate::queue::Batch,
+        batch: &crate::batcher::Batch,
         ok: bool,
     ) {
         // The earliest start of the syncs running: safe for whichever ended.
@@ -1516,7 +1516,7 @@ fn also_of(mut m: Meta) -> Meta {
 fn delivered_ops(
     src: &Path,
     rules: &crate::rules::Rules,
-    entries: &[crate::queue::Entry],
+    entries: &[crate::batcher::Entry],
     since: (i64, i64),
     pre: &std::collections::HashMap<Vec<u8>, (Meta, (i64, i64))>,
 ) -> Vec<(Vec<u8>, Meta)> {

@@ -7,9 +7,9 @@ Every key is carried out by the worker, except those that belong to the manager
 original's defaults (30 s, 30 s, 1800 s, 128 MiB, one try) unless they set their own.
 */
 
+use crate::batcher::Delays;
 use crate::config::{Config, StartError};
 use crate::profile::{self, Profiles, Resolved};
-use crate::queue::Delays;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -223,7 +223,7 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         },
         threading: match &v.threading {
             Some(t) => t.parse().map_err(err)?,
-            None => crate::queue::Threading::Off,
+            None => crate::batcher::Threading::Off,
         },
         max_parallel_syncs: match v.max_parallel_syncs {
             Some(0) => return Err(err("max-parallel-syncs must be at least 1".into())),

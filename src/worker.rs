@@ -17,11 +17,11 @@ synced at once, not after a first copy that may take hours, and once more after 
 Ready (log line and status file) means both the watches and the initial sync are done.
 */
 
+use crate::batcher::{Batch, Batcher, Class, Entry};
 use crate::config::{preflight, Config, Initial, StartError};
 use crate::dest::Dest;
-use crate::queue::{Batch, Batcher, Class, Entry};
 use crate::sync::handler::{Context, Handler, HandlerConfig, Mode, Mover};
-use crate::sync::{Finished, RunConfig, Runner};
+use crate::sync::{Finished, RunConfig, Runner, KILL_GRACE};
 use crate::watch::{abs_path, Changes, Watcher};
 use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
@@ -47,8 +47,6 @@ const STANDBY_CHECK: Duration = Duration::from_secs(1);
 const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the progress of a long full sync is logged and reported.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-/// How long a killed rsync gets between SIGTERM and SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(3);
 
 /// How long a file just created waits for its writer to close it before it is synced
 /// anyway (a hard link, a symlink, a writer that keeps it open).
@@ -266,7 +264,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     crate::manager::instance_lock::Inherited::adopt();
     if cfg.mode == Mode::Simple {
         // simple mode: every event goes to the handler at once, as in the original.
-        cfg.delays = crate::queue::Delays {
+        cfg.delays = crate::batcher::Delays {
             collect: Duration::ZERO,
             collect_bigfile: Duration::ZERO,
             sync: Duration::ZERO,
@@ -479,7 +477,6 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 format!("sync handler {}", rsync.display())
             },
             cwd: src.clone(),
-            env: Vec::new(),
             ok_codes: cfg.mode.ok_codes(),
             ignore_exitcodes: cfg.ignore_exitcodes.clone(),
             timeout: cfg.timeout_sync,
@@ -522,7 +519,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             Dest::Local(_) => {}
         }
         rsync_extra.extend(cfg.rsync_options.iter().cloned());
-        if cfg.mode != Mode::RsyncDirect || cfg.threading != crate::queue::Threading::Off {
+        if cfg.mode != Mode::RsyncDirect || cfg.threading != crate::batcher::Threading::Off {
             mover = Mover::None;
         }
         let handler = Handler::new(

@@ -41,7 +41,7 @@ first step starts, named `KIND.PID.SEQ`, and removed when the batch ends (unless
 use super::plan::{plan, plan_runs, push_pattern, Check, Plan, Run};
 use super::so::{SoEvent, SoHandler, EOT_DIR, EOT_DOESNTEXIST, EOT_FILE, EVIF_RECURSIVELY};
 use super::{Exec, Step, Steps};
-use crate::queue::{Batch, Entry};
+use crate::batcher::{Batch, Entry};
 use crate::rules::{Kind, Rules};
 use crate::watch::{abs_path, MASK_FOUND, MASK_FOUND_DIR};
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,6 +51,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+mod paths;
 
 /// The sync-handler modes of the original.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -215,6 +217,9 @@ pub struct Context<'a> {
 const DIRECT_MAX_PATHS: usize = 254;
 const DIRECT_MAX_BYTES: usize = 128 << 10;
 
+/// rsync's progress records, asked for on full runs (`HandlerConfig::progress`).
+const PROGRESS: &str = "--info=progress2";
+
 pub struct Handler {
     cfg: HandlerConfig,
     /// The words of each run (the user's or the mode's defaults).
@@ -235,6 +240,11 @@ struct Vars {
     mask: Option<u32>,
     /// rsync's check for the run (`%RSYNC-ARGS%`).
     check: Check,
+    /// A full run reports its progress (`--info=progress2` in `%RSYNC-ARGS%`).
+    progress: bool,
+    /// A verification: the run itemizes what it repairs (`-i` first in the argv) and
+    /// reports no progress, its output being the itemized lines.
+    itemize: bool,
 }
 
 impl Handler {
@@ -293,13 +303,13 @@ impl Handler {
                 .map(|(path, mask)| Entry {
                     path,
                     recursive: false,
-                    class: crate::queue::Class::Normal,
+                    class: crate::batcher::Class::Normal,
                     mask,
                 })
                 .collect();
             let none = BTreeSet::new();
             let runs = self.plan(&entries, &batch.moves, &none);
-            self.rsync(runs, &mut out)?;
+            self.rsync(runs, false, &mut out)?;
         } else if self.cfg.mode.is_rsync() {
             let started = std::time::Instant::now();
             let runs = self.plan(&batch.entries, &batch.moves, ctx.excludes);
@@ -309,18 +319,8 @@ impl Handler {
                 started.elapsed().as_secs_f64() * 1000.0,
                 runs.len()
             );
-            self.rsync(runs, &mut out)?;
-            if batch.verify {
-                // A verification reports what it had to repair.
-                for s in &mut out.steps {
-                    if let Step::Exec(e) = s {
-                        e.args.insert(0, "-i".into());
-                        e.itemize = true;
-                        e.progress = false;
-                        e.args.retain(|a| a != "--info=progress2");
-                    }
-                }
-            }
+            // A verification reports what it had to repair.
+            self.rsync(runs, batch.verify, &mut out)?;
         } else {
             let (paths, trees) = self.expand(&batch.entries, ctx.rules);
             for dir in trees {
@@ -418,8 +418,9 @@ impl Handler {
         }
     }
 
-    /// The rsync modes: one step per part of each run's plan.
-    fn rsync(&mut self, runs: Vec<Run>, out: &mut Steps) -> io::Result<()> {
+    /// The rsync modes: one step per part of each run's plan; `verify`: the runs itemize
+    /// what they repair.
+    fn rsync(&mut self, runs: Vec<Run>, verify: bool, out: &mut Steps) -> io::Result<()> {
         let mut parts: Vec<(Check, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         for run in runs {
             match run.plan {
@@ -433,7 +434,6 @@ impl Handler {
         }
         let own_argv = self.cfg.mode == Mode::RsyncDirect && self.cfg.args.is_none();
         for (check, exclude, include) in parts {
-            let include_is_none = include.is_none();
             let mut vars = Vars {
                 typ: if include.is_none() && !own_argv {
                     "initialsync"
@@ -441,6 +441,9 @@ impl Handler {
                     "rsynclist"
                 },
                 check,
+                // A full run can take hours on a big tree: it reports its progress.
+                progress: include.is_none() && own_argv && self.cfg.progress && !verify,
+                itemize: verify,
                 ..Vars::default()
             };
             if own_argv {
@@ -467,7 +470,6 @@ impl Handler {
                     vars.exclude_path = Some(self.write_list("exclude", &data, &mut out.files)?);
                 }
             }
-            let full = include_is_none && own_argv && self.cfg.progress;
             if self.cfg.mode == Mode::RsyncSo {
                 let so = self.so.clone().expect("rsyncso has its shared object");
                 let inc = vars.include_path.clone().unwrap_or_default();
@@ -478,13 +480,7 @@ impl Handler {
                         .unwrap_or(-1)
                 })));
             } else {
-                let mut step = self.exec(&vars);
-                if let (true, Step::Exec(e)) = (full, &mut step) {
-                    // A full run can take hours on a big tree: it reports its progress.
-                    e.args.insert(1, "--info=progress2".into());
-                    e.progress = true;
-                }
-                out.steps.push(step);
+                out.steps.push(self.exec(&vars));
             }
         }
         Ok(())
@@ -544,14 +540,22 @@ impl Handler {
 
     /// `%RSYNC-ARGS%`: rsync's options for a run with these lists.
     fn rsync_args(&self, vars: &Vars) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec!["-aH".into(), "--delete".into()];
+        let mut args: Vec<OsString> = vec!["-aH".into()];
+        if vars.progress {
+            args.push(PROGRESS.into());
+        }
+        args.push("--delete".into());
         if let Some(o) = vars.check.rsync_option() {
             args.push(o.into());
         }
         if self.cfg.one_file_system {
             args.push("-x".into());
         }
-        args.extend(self.cfg.rsync_extra.iter().cloned());
+        args.extend(
+            (self.cfg.rsync_extra.iter())
+                .filter(|a| !(vars.itemize && *a == PROGRESS))
+                .cloned(),
+        );
         if self.nul && (vars.exclude_path.is_some() || vars.include_path.is_some()) {
             args.push("--from0".into());
         }
@@ -565,11 +569,16 @@ impl Handler {
         args
     }
 
-    /// The argv of one run: the words with the placeholders filled in.
+    /// The argv of one run: the words with the placeholders filled in; a verification's
+    /// starts with `-i` and leaves out progress records.
     fn exec(&self, vars: &Vars) -> Step {
         let mut args = Vec::new();
+        if vars.itemize {
+            args.push("-i".into());
+        }
         for w in &self.words {
             match w.as_bytes() {
+                _ if vars.itemize && w == PROGRESS => {}
                 b"%INCLUDE-LIST%" => args.extend(vars.include_list.iter().cloned()),
                 b"%RSYNC-ARGS%" => args.extend(self.rsync_args(vars)),
                 _ => args.push(self.substitute(w, vars)),
@@ -579,8 +588,8 @@ impl Handler {
             program: self.cfg.program.clone(),
             args,
             env: Vec::new(),
-            progress: false,
-            itemize: false,
+            progress: vars.progress,
+            itemize: vars.itemize,
             optional: false,
         })
     }
@@ -631,204 +640,6 @@ impl Handler {
         }
         OsString::from_vec(out)
     }
-
-    /// Splits entries into single paths (recursive ones walked, masks merged) and, with
-    /// have-recursive-sync, the directories handed over whole.
-    fn expand(&self, entries: &[Entry], rules: &Rules) -> (BTreeMap<Vec<u8>, u32>, Vec<Vec<u8>>) {
-        let mut paths: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
-        let mut trees = Vec::new();
-        for e in entries {
-            if !e.recursive {
-                *paths.entry(e.path.clone()).or_default() |= e.mask;
-            } else if self.cfg.have_recursive_sync {
-                trees.push(e.path.clone());
-            } else {
-                self.walk(&e.path, e.mask, rules, &mut paths);
-            }
-        }
-        (paths, trees)
-    }
-
-    /// Lists `rel` and everything below it that the rules permit, not following symlinks
-    /// (nor mount points with one-file-system).
-    fn walk(&self, rel: &[u8], mask: u32, rules: &Rules, out: &mut BTreeMap<Vec<u8>, u32>) {
-        let top = abs_path(&self.cfg.src, rel);
-        let Ok(m) = std::fs::symlink_metadata(&top) else {
-            // Gone since: the handler hears about the path itself.
-            *out.entry(rel.to_vec()).or_default() |= mask;
-            return;
-        };
-        *out.entry(rel.to_vec()).or_default() |= mask | MASK_FOUND_DIR;
-        let dev = m.dev();
-        let mut stack = vec![rel.to_vec()];
-        while let Some(dir) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(abs_path(&self.cfg.src, &dir)) else {
-                continue;
-            };
-            for ent in rd.flatten() {
-                let name = ent.file_name();
-                let mut child = dir.clone();
-                if !child.is_empty() {
-                    child.push(b'/');
-                }
-                child.extend_from_slice(name.as_bytes());
-                let Ok(ft) = ent.file_type() else { continue };
-                let kind = Kind::of(ft);
-                if !rules.is_empty() && rules.excluded(&child, kind) {
-                    continue;
-                }
-                if ft.is_dir() {
-                    *out.entry(child.clone()).or_default() |= MASK_FOUND_DIR;
-                    let same_fs =
-                        !self.cfg.one_file_system || ent.metadata().is_ok_and(|m| m.dev() == dev);
-                    if same_fs {
-                        stack.push(child);
-                    }
-                } else {
-                    *out.entry(child).or_default() |= MASK_FOUND;
-                }
-            }
-        }
-    }
-
-    /// have-recursive-sync: a directory handed over whole, with `%TYPE%` initialsync.
-    fn initial(&mut self, rel: &[u8], out: &mut Steps) -> io::Result<()> {
-        let abs = abs_path(&self.cfg.src, rel);
-        match self.cfg.mode {
-            Mode::So => {
-                let ev = SoEvent {
-                    path: abs.into_os_string().into_vec(),
-                    evmask: MASK_FOUND_DIR,
-                    flags: EVIF_RECURSIVELY,
-                    objtype_old: EOT_DIR,
-                    objtype_new: EOT_DIR,
-                };
-                out.steps.push(self.so_call(vec![ev]));
-            }
-            Mode::Shell if self.cfg.args.is_none() => {
-                let vars = Vars {
-                    include_list: vec![abs.into_os_string()],
-                    typ: "initialsync",
-                    mask: Some(MASK_FOUND_DIR),
-                    ..Vars::default()
-                };
-                // The original's initial words: `initialsync LABEL ABSDIR`.
-                let words = ["initialsync", "%label%", "%INCLUDE-LIST%"];
-                let saved =
-                    std::mem::replace(&mut self.words, words.iter().map(OsString::from).collect());
-                out.steps.push(self.exec(&vars));
-                self.words = saved;
-            }
-            _ => {
-                let vars = Vars {
-                    include_list: vec![abs.into_os_string()],
-                    typ: "initialsync",
-                    mask: Some(MASK_FOUND_DIR),
-                    ..Vars::default()
-                };
-                out.steps.push(self.exec(&vars));
-            }
-        }
-        Ok(())
-    }
-
-    /// shell: one list file, `sync LABEL MASK RELPATH` (or `RELPATH`) per path.
-    fn shell(&mut self, paths: &BTreeMap<Vec<u8>, u32>, out: &mut Steps) -> io::Result<()> {
-        let mut list = Vec::new();
-        for (rel, mask) in paths {
-            if !self.cfg.synclist_simplify {
-                list.extend_from_slice(b"sync ");
-                list.extend_from_slice(self.cfg.label.as_bytes());
-                list.extend_from_slice(format!(" {mask} ").as_bytes());
-            }
-            list.extend_from_slice(rel);
-            list.push(0);
-        }
-        let data = self.records(&list);
-        let vars = Vars {
-            include_path: Some(self.write_list("list", &data, &mut out.files)?),
-            typ: "synclist",
-            ..Vars::default()
-        };
-        out.steps.push(self.exec(&vars));
-        Ok(())
-    }
-
-    /// direct: the relative paths as arguments (root as `.`), several runs if many.
-    fn direct(&mut self, paths: &BTreeMap<Vec<u8>, u32>, out: &mut Steps) {
-        let mut run: Vec<OsString> = Vec::new();
-        let mut bytes = 0;
-        for rel in paths.keys() {
-            let arg = if rel.is_empty() {
-                OsString::from(".")
-            } else {
-                OsString::from_vec(rel.clone())
-            };
-            if !run.is_empty()
-                && (run.len() >= DIRECT_MAX_PATHS || bytes + arg.len() > DIRECT_MAX_BYTES)
-            {
-                let vars = Vars {
-                    include_list: std::mem::take(&mut run),
-                    typ: "synclist",
-                    ..Vars::default()
-                };
-                out.steps.push(self.exec(&vars));
-                bytes = 0;
-            }
-            bytes += arg.len() + 1;
-            run.push(arg);
-        }
-        let vars = Vars {
-            include_list: run,
-            typ: "synclist",
-            ..Vars::default()
-        };
-        out.steps.push(self.exec(&vars));
-    }
-
-    /// simple: one run per path, `sync LABEL MASK ABSPATH`.
-    fn simple(&mut self, paths: &BTreeMap<Vec<u8>, u32>, out: &mut Steps) {
-        for (rel, mask) in paths {
-            let vars = Vars {
-                include_list: vec![abs_path(&self.cfg.src, rel).into_os_string()],
-                typ: "sync",
-                mask: Some(*mask),
-                ..Vars::default()
-            };
-            out.steps.push(self.exec(&vars));
-        }
-    }
-
-    /// so: one `clsyncapi_sync` call with every path.
-    fn so_sync(&mut self, paths: &BTreeMap<Vec<u8>, u32>, out: &mut Steps) {
-        let events = paths
-            .iter()
-            .map(|(rel, &mask)| {
-                let now = std::fs::symlink_metadata(abs_path(&self.cfg.src, rel));
-                let new = match now {
-                    Ok(m) if m.is_dir() => EOT_DIR,
-                    Ok(_) => EOT_FILE,
-                    Err(_) => EOT_DOESNTEXIST,
-                };
-                let created = mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0;
-                SoEvent {
-                    path: rel.clone(),
-                    evmask: mask,
-                    flags: 0,
-                    objtype_old: if created { EOT_DOESNTEXIST } else { new },
-                    objtype_new: new,
-                }
-            })
-            .collect();
-        out.steps.push(self.so_call(events));
-    }
-
-    fn so_call(&self, events: Vec<SoEvent>) -> Step {
-        let so = self.so.clone().expect("so mode has its shared object");
-        Step::Call(Box::new(move || {
-            so.lock().map(|h| h.sync(&events)).unwrap_or(-1)
-        }))
-    }
 }
 
 fn prefixed(prefix: &str, p: &Path) -> OsString {
@@ -836,3 +647,6 @@ fn prefixed(prefix: &str, p: &Path) -> OsString {
     a.push(p);
     a
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,83 @@
+use super::*;
+
+/// The argv of a full run of rsyncdirect with its own options, with `progress` on
+/// and `verify` as given.
+fn full_run(verify: bool) -> Exec {
+    let dir = std::env::temp_dir().join(format!("clsync-handler-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut h = Handler::new(
+        HandlerConfig {
+            mode: Mode::RsyncDirect,
+            program: "/usr/bin/rsync".into(),
+            args: None,
+            src: "/src".into(),
+            dst: "/dst".into(),
+            label: "t".into(),
+            lists_dir: dir.clone(),
+            one_file_system: false,
+            rsync_inclimit: 0,
+            synclist_simplify: false,
+            have_recursive_sync: false,
+            lists_nul: false,
+            rsync_prefer_include: false,
+            rsync_extra: vec!["--bwlimit=1000".into(), PROGRESS.into()],
+            mover: Mover::None,
+            progress: true,
+        },
+        None,
+    );
+    let batch = Batch {
+        entries: vec![Entry {
+            path: Vec::new(),
+            recursive: true,
+            class: crate::batcher::Class::Normal,
+            mask: MASK_FOUND_DIR,
+        }],
+        moves: Vec::new(),
+        verify,
+        beside: false,
+    };
+    let ctx = Context {
+        rules: &Rules::default(),
+        excludes: &BTreeSet::new(),
+        status: "running",
+        iteration: 0,
+    };
+    let mut steps = h.steps(&batch, &ctx).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(steps.steps.len(), 1, "{steps:?}");
+    match steps.steps.remove(0) {
+        Step::Exec(e) => e,
+        s => panic!("{s:?}"),
+    }
+}
+
+fn args(e: &Exec) -> Vec<&str> {
+    e.args.iter().map(|a| a.to_str().unwrap()).collect()
+}
+
+/// A full run reports its progress; a verification itemizes instead, its argv built
+/// so from the start: `-i` first, no progress records (not even the user's).
+#[test]
+fn verify_argv_itemizes_without_progress() {
+    let full = full_run(false);
+    assert_eq!(
+        args(&full),
+        [
+            "-aH",
+            PROGRESS,
+            "--delete",
+            "--bwlimit=1000",
+            PROGRESS,
+            "/src/",
+            "/dst/"
+        ]
+    );
+    assert!(full.progress && !full.itemize);
+    let verify = full_run(true);
+    assert_eq!(
+        args(&verify),
+        ["-i", "-aH", "--delete", "--bwlimit=1000", "/src/", "/dst/"]
+    );
+    assert!(verify.itemize && !verify.progress);
+}

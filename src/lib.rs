@@ -3,17 +3,13 @@ clsync: a live file-sync daemon. The worker watches a tree with inotify, collect
 changed paths into batches and mirrors them with rsync; see docs/architecture.md.
 */
 
-pub mod cli;
 pub mod config;
 pub mod delivered;
 pub mod dest;
-pub mod legacy;
 pub mod logger;
 pub mod manager;
 pub mod mounts;
 pub mod pair;
-pub mod profile;
-pub mod profile_config;
 pub mod queue;
 pub mod report;
 pub mod rules;
@@ -21,3 +17,6 @@ pub mod signature;
 pub mod sync;
 pub mod watch;
 pub mod worker;
+
+// The configuration's layers live in `config/`; their old paths stay valid.
+pub use config::{cli, legacy, profile, profile_config};

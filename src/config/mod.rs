@@ -4,7 +4,15 @@ The worker's settings, value parsers, and the checks made before anything is tou
 Everything a user can get wrong is checked here, before the destination is created or
 rsync is run, so a mistake costs an error message and never a deleted file. Each
 problem maps to a documented exit code ([`StartError::exit_code`]).
+
+The layers a configuration comes from live beside it: the command line ([`cli`]), the
+TOML profiles ([`profile`], [`profile_config`]) and the original's INI file ([`legacy`]).
 */
+
+pub mod cli;
+pub mod legacy;
+pub mod profile;
+pub mod profile_config;
 
 use crate::queue::Delays;
 use std::ffi::OsString;

@@ -227,13 +227,59 @@ impl StartError {
     }
 }
 
-/// Lists the fields of `$a` and `$b` that differ.
-macro_rules! differing {
-    ($a:expr, $b:expr; $($f:ident),* $(,)?) => {{
-        let mut v: Vec<&'static str> = Vec::new();
-        $(if $a.$f != $b.$f { v.push(stringify!($f)); })*
-        v
-    }};
+/// Sorts every field of [`Config`] into one of two kinds and derives from that both
+/// halves of a SIGHUP reload: [`Config::restart_needed_for`] compares the fields that are
+/// fixed at start (built into rsync's argv, the watch, the privileges, the files opened),
+/// and [`Config::reload_from`] assigns the others. The destructuring names every field
+/// and has no `..`: a field added to `Config` but not sorted here does not compile, so a
+/// setting can no longer be named as kept while replaced, or changed without effect and
+/// unreported.
+macro_rules! restart_or_reload {
+    (restart: $($r:ident),* $(,)?; reload: $($l:ident),* $(,)?) => {
+        impl Config {
+            /// The settings that differ between `self` and `new` and can only change
+            /// with a restart (SIGHUP keeps them as they are), by their option names.
+            pub fn restart_needed_for(&self, new: &Config) -> Vec<String> {
+                let mut v: Vec<&'static str> = Vec::new();
+                $(if self.$r != new.$r { v.push(stringify!($r)); })*
+                v.into_iter().map(option_name).collect()
+            }
+
+            /// SIGHUP: takes every setting a reload may change from `new`; those that
+            /// need a restart stay as they are.
+            pub fn reload_from(&mut self, new: Config) {
+                let Config { $($r: _,)* $($l,)* } = new;
+                $(self.$l = $l;)*
+            }
+        }
+    };
+}
+
+restart_or_reload! {
+    restart: src, dst, more_dsts, ssh, rsync_options, rsync_password_file, progress, pair,
+        mode, rsync, handler_args, lists_dir, label, uid, gid, threading, max_parallel_syncs,
+        one_file_system, monitor, pid_file, output, status_file, sync_handler_uid,
+        sync_handler_gid, lists_nul, synclist_simplify, have_recursive_sync,
+        rsync_prefer_include, background, initial, full_initialsync, dont_unlink_lists;
+    reload: ignore_failures, modification_signature, dump_dir, wait_for_close,
+        verify_interval, allow_empty_source, reload_args, delays, threshold_bigfile,
+        rules_file, rules_inline, globs, rsync_inclimit, debug, ignore_exitcodes,
+        timeout_sync, pre_exit_hook, exit_hook, standby_file, retries, exit_on_no_events,
+        max_iterations, quiet,
+}
+
+/// The option a [`Config`] field is set by.
+fn option_name(field: &str) -> String {
+    match field {
+        "src" => "watch-dir".to_string(),
+        "dst" => "destination-dir".to_string(),
+        "more_dsts" => "destinations".to_string(),
+        "rsync" => "sync-handler".to_string(),
+        "handler_args" => "sync-handler-args".to_string(),
+        "initial" => "skip-initialsync/only-initialsync".to_string(),
+        "pair" => "peer".to_string(),
+        f => f.replace('_', "-"),
+    }
 }
 
 impl Config {
@@ -260,28 +306,6 @@ impl Config {
         } else {
             self.retries
         }
-    }
-
-    /// The settings that differ between `self` and `new` and can only change with a
-    /// restart (SIGHUP applies the others).
-    pub fn restart_needed_for(&self, new: &Config) -> Vec<String> {
-        differing!(self, new;
-            src, dst, more_dsts, ssh, rsync_password_file, mode, rsync, handler_args, lists_dir, label, uid, gid, threading,
-            max_parallel_syncs, one_file_system, monitor, pid_file, output, status_file,
-            sync_handler_uid, sync_handler_gid, lists_nul, synclist_simplify,
-            have_recursive_sync, rsync_prefer_include, background, initial,
-            full_initialsync, dont_unlink_lists,
-        )
-        .into_iter()
-        .map(|f| match f {
-            "src" => "watch-dir".to_string(),
-            "dst" => "destination-dir".to_string(),
-            "rsync" => "sync-handler".to_string(),
-            "handler_args" => "sync-handler-args".to_string(),
-            "initial" => "skip-initialsync/only-initialsync".to_string(),
-            f => f.replace('_', "-"),
-        })
-        .collect()
     }
 
     /// Checks the combinations of mode and options that make no sense (the original

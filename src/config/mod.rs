@@ -9,6 +9,7 @@ The layers a configuration comes from live beside it: the command line ([`cli`])
 TOML profiles ([`profile`], [`profile_config`]) and the original's INI file ([`legacy`]).
 */
 
+pub mod build;
 pub mod cli;
 pub mod legacy;
 pub mod profile;

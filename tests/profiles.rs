@@ -732,3 +732,42 @@ fn sighup_keeps_the_ssh_settings_it_says_it_keeps() {
         std::fs::read_to_string(&log_b).unwrap_or_default()
     );
 }
+
+/// The subcommands are clap's like every option: `clsync --help` lists them, and each
+/// has its own `--help`.
+#[test]
+fn subcommands_have_help() {
+    let t = TestDir::new("sub-help");
+    let top = run(
+        &t.root,
+        &[OsString::from("--help")],
+        Duration::from_secs(30),
+    );
+    assert_eq!(top.status.code(), Some(0), "{}", top.stderr);
+    for sub in ["check", "show-config", "import"] {
+        assert!(
+            top.stdout.lines().any(|l| l.trim_start().starts_with(sub)),
+            "clsync --help does not list {sub}:\n{}",
+            top.stdout
+        );
+        let help = run(
+            &t.root,
+            &[OsString::from(sub), "--help".into()],
+            Duration::from_secs(30),
+        );
+        assert_eq!(help.status.code(), Some(0), "{sub} --help: {}", help.stderr);
+        assert!(
+            help.stdout.contains("--profiles-dir"),
+            "{sub} --help:\n{}",
+            help.stdout
+        );
+    }
+    // A stray option is refused by name, as for the worker.
+    let bad = run(
+        &t.root,
+        &[OsString::from("check"), "--label".into(), "x".into()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
+    assert!(bad.stderr.starts_with("clsync: error: "), "{}", bad.stderr);
+}

@@ -20,9 +20,13 @@ use std::time::Duration;
     name = "clsync",
     version,
     about = "Live mirror of a directory tree: inotify + rsync",
-    after_help = "Short form: clsync [OPTIONS] SRC DST\nClassic form: clsync -M rsyncdirect -W SRC -D DST [OPTIONS]\nExit codes: 0 ok, 1 runtime failure, 2 usage, 3 bad source/destination, 4 rsync not found, 5 tree cannot be watched, 7 split-brain of a failover pair."
+    after_help = "Short form: clsync [OPTIONS] SRC DST\nClassic form: clsync -M rsyncdirect -W SRC -D DST [OPTIONS]\nExit codes: 0 ok, 1 runtime failure, 2 usage, 3 bad source/destination, 4 rsync not found, 5 tree cannot be watched, 7 split-brain of a failover pair.",
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Sync-handler mode: rsyncdirect, rsyncshell, shell, direct, simple, rsyncso, so
     #[arg(short = 'M', long = "mode", value_name = "MODE")]
     mode: Option<crate::sync::handler::Mode>,
@@ -221,6 +225,45 @@ struct Args {
     paths: Vec<PathBuf>,
 }
 
+/// The commands besides running the worker (a source directory literally named like one
+/// is given as `./check`).
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Validate profiles without running them: one line per profile (NAME: ok, or its
+    /// error); exit 0 if every one is valid, 2 if not
+    Check {
+        /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
+        #[arg(long = "profiles-dir", value_name = "DIR")]
+        profiles_dir: Option<PathBuf>,
+        /// Profiles by name, or profile files (a path or *.toml); none: every profile of
+        /// the directory
+        #[arg(value_name = "PROFILE|FILE")]
+        targets: Vec<String>,
+    },
+    /// Print a profile's effective values, after inheritance and substitution
+    ShowConfig {
+        /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
+        #[arg(long = "profiles-dir", value_name = "DIR")]
+        profiles_dir: Option<PathBuf>,
+        /// The label of a template's instance (or give PROFILE@LABEL)
+        #[arg(short = 'l', long = "label")]
+        label: Option<String>,
+        /// The profile (PROFILE, PROFILE@LABEL or PROFILE-LABEL)
+        #[arg(value_name = "PROFILE")]
+        name: String,
+    },
+    /// Convert the original's INI configuration file into profiles, one per block,
+    /// written into the profiles directory (an existing profile is never overwritten)
+    Import {
+        /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
+        #[arg(long = "profiles-dir", value_name = "DIR")]
+        profiles_dir: Option<PathBuf>,
+        /// The original's configuration file
+        #[arg(value_name = "CLSYNC.CONF")]
+        file: PathBuf,
+    },
+}
+
 /// Why the original's sandboxing options are not supported.
 const SANDBOX: &str = "clsync does not sandbox itself; run it under systemd's sandboxing (ProtectSystem=, CapabilityBoundingSet=, SystemCallFilter=...) or in a container instead";
 
@@ -329,69 +372,34 @@ pub fn exit_on_error(e: clap::Error) -> ! {
     std::process::exit(e.exit_code())
 }
 
-/// Parses the command line: the subcommands `check` and `show-config`, or a worker run
-/// (a directory literally named `check` is given as `./check`).
+/// Parses the command line: a subcommand (`check`, `show-config`, `import`) or a worker
+/// run.
 pub fn parse_command(args: Vec<std::ffi::OsString>) -> Result<Command, clap::Error> {
-    let sub = args.get(1).and_then(|a| a.to_str());
-    if !matches!(sub, Some("check" | "show-config" | "import")) {
-        return parse(args).map(|c| Command::Run(Box::new(c)));
-    }
-    let usage =
-        |m: String| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{m}\n"));
-    let mut dir = None;
-    let mut label = None;
-    let mut rest = Vec::new();
-    let mut it = args[2..].iter().map(|a| a.to_string_lossy().into_owned());
-    while let Some(a) = it.next() {
-        if let Some(v) = a.strip_prefix("--profiles-dir=") {
-            dir = Some(PathBuf::from(v));
-        } else if a == "--profiles-dir" {
-            dir =
-                Some(PathBuf::from(it.next().ok_or_else(|| {
-                    usage("--profiles-dir needs a directory".into())
-                })?));
-        } else if let Some(v) = a.strip_prefix("--label=") {
-            label = Some(v.to_string());
-        } else if a == "--label" || a == "-l" {
-            label = Some(
-                it.next()
-                    .ok_or_else(|| usage("--label needs a value".into()))?,
-            );
-        } else if a.starts_with('-') {
-            return Err(usage(format!(
-                "unknown option {a:?} for {}",
-                sub.unwrap_or_default()
-            )));
-        } else {
-            rest.push(a);
-        }
-    }
-    let dir = crate::profile::profiles_dir(dir.as_deref());
-    if sub == Some("import") {
-        return match <[String; 1]>::try_from(rest) {
-            Ok([file]) if label.is_none() => Ok(Command::Import {
-                file: PathBuf::from(file),
-                dir,
-            }),
-            _ => Err(usage(
-                "usage: clsync import [--profiles-dir DIR] CLSYNC.CONF (writes one profile per block into DIR)".into(),
-            )),
-        };
-    }
-    if sub == Some("check") {
-        if label.is_some() {
-            return Err(usage(
-                "check takes no --label (templates are checked with a sample label)".into(),
-            ));
-        }
-        return Ok(Command::Check { dir, targets: rest });
-    }
-    match <[String; 1]>::try_from(rest) {
-        Ok([name]) => Ok(Command::ShowConfig { dir, name, label }),
-        Err(_) => Err(usage(
-            "usage: clsync show-config [--profiles-dir DIR] [--label L] PROFILE[@LABEL]".into(),
-        )),
-    }
+    let (mut a, argv) = parse_args(args)?;
+    let dir = |d: Option<PathBuf>| crate::profile::profiles_dir(d.as_deref());
+    Ok(match a.command.take() {
+        Some(Sub::Check {
+            profiles_dir,
+            targets,
+        }) => Command::Check {
+            dir: dir(profiles_dir),
+            targets,
+        },
+        Some(Sub::ShowConfig {
+            profiles_dir,
+            label,
+            name,
+        }) => Command::ShowConfig {
+            dir: dir(profiles_dir),
+            name,
+            label,
+        },
+        Some(Sub::Import { profiles_dir, file }) => Command::Import {
+            file,
+            dir: dir(profiles_dir),
+        },
+        None => Command::Run(Box::new(run_config(a, argv)?)),
+    })
 }
 
 fn parse_monitor(s: &str) -> Result<crate::watch::Monitor, String> {
@@ -408,6 +416,17 @@ fn parse_yes_no(s: &str) -> Result<bool, String> {
 
 /// Parses the command line into a worker configuration.
 pub fn parse<I, T>(args: I) -> Result<Config, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone + AsRef<std::ffi::OsStr>,
+{
+    let (a, argv) = parse_args(args)?;
+    run_config(a, argv)
+}
+
+/// The options as clap parses them, after the original's forms clap does not know (the
+/// unsupported options named, `-b0`/`-b1`); and the command line as given.
+fn parse_args<I, T>(args: I) -> Result<(Args, Vec<std::ffi::OsString>), clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone + AsRef<std::ffi::OsStr>,
@@ -432,9 +451,19 @@ where
             _ => parsed.push(a.clone()),
         }
     }
-    let a = Args::try_parse_from(parsed)?;
+    Ok((Args::try_parse_from(parsed)?, argv))
+}
+
+/// The worker's configuration from parsed options; `argv` is kept for SIGHUP.
+fn run_config(a: Args, argv: Vec<std::ffi::OsString>) -> Result<Config, clap::Error> {
     let invalid =
         |e: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n"));
+    if a.command.is_some() {
+        return Err(invalid(
+            "check, show-config and import are commands of their own, not a worker's options"
+                .into(),
+        ));
+    }
     let mut c = to_config(a).map_err(|e| invalid(e.to_string()))?;
     c.reload_args = Some(argv);
     Ok(c)

@@ -4,20 +4,19 @@ changed paths into batches and mirrors them with rsync; see docs/architecture.md
 */
 
 pub(crate) mod batcher;
-pub mod cli;
 pub mod config;
 pub mod delivered;
 pub mod dest;
-pub mod legacy;
 pub mod logger;
 pub mod manager;
 pub mod mounts;
 pub mod pair;
-pub mod profile;
-pub mod profile_config;
 pub mod report;
 pub mod rules;
 pub mod signature;
 pub(crate) mod sync;
 pub mod watch;
 pub mod worker;
+
+// The configuration's layers live in `config/`; their old paths stay valid.
+pub use config::{cli, legacy, profile, profile_config};

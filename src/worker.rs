@@ -1087,35 +1087,8 @@ impl Worker {
                 restart.join(", ")
             );
         }
-        let old = std::mem::replace(&mut self.cfg, new);
-        // What needs a restart stays as it was.
-        let c = &mut self.cfg;
-        c.src = old.src;
-        c.dst = old.dst;
-        c.mode = old.mode;
-        c.rsync = old.rsync;
-        c.handler_args = old.handler_args;
-        c.lists_dir = old.lists_dir;
-        c.label = old.label;
-        c.uid = old.uid;
-        c.gid = old.gid;
-        c.threading = old.threading;
-        c.max_parallel_syncs = old.max_parallel_syncs;
-        c.one_file_system = old.one_file_system;
-        c.monitor = old.monitor;
-        c.pid_file = old.pid_file;
-        c.output = old.output;
-        c.status_file = old.status_file;
-        c.sync_handler_uid = old.sync_handler_uid;
-        c.sync_handler_gid = old.sync_handler_gid;
-        c.lists_nul = old.lists_nul;
-        c.synclist_simplify = old.synclist_simplify;
-        c.have_recursive_sync = old.have_recursive_sync;
-        c.rsync_prefer_include = old.rsync_prefer_include;
-        c.background = old.background;
-        c.initial = old.initial;
-        c.full_initialsync = old.full_initialsync;
-        c.dont_unlink_lists = old.dont_unlink_lists;
+        let old = self.cfg.clone();
+        self.cfg.reload_from(new);
         if self.cfg.mode == Mode::Simple {
             self.cfg.delays = old.delays;
         }

@@ -609,3 +609,165 @@ fn the_status_file_directory_is_created() {
     assert!(!w.stderr().contains("status file"), "{}", w.stderr());
     assert_eq!(std::fs::read_to_string(&status).unwrap(), "exiting\n");
 }
+
+/// SIGHUP with changed `rsync-options` and `progress`: both are part of rsync's argv,
+/// built at start, so they take a restart; the log names them (they were neither applied
+/// nor named) and the worker goes on with the options it started with.
+#[test]
+fn sighup_names_rsync_options_and_progress_as_needing_a_restart() {
+    let t = TestDir::new("hup-rsync-options");
+    let prof = t.root.join("profiles");
+    mkdir(&prof);
+    let text = |more: &str| {
+        format!(
+            "watch-dir = \"{}\"\ndestination-dir = \"{}\"\nstatus-file = \"{}\"\ndelay-collect = 0.1\ndelay-sync = 0\n{more}",
+            t.src.display(),
+            t.dst.display(),
+            t.status.display()
+        )
+    };
+    let file = prof.join("p.toml");
+    write(&file, text("").as_bytes());
+    let args: Vec<OsString> = vec![
+        "--profiles-dir".into(),
+        prof.clone().into(),
+        "--profile".into(),
+        "p".into(),
+    ];
+    let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args);
+    write(
+        &file,
+        text("rsync-options = [\"--exclude=*.skip\"]\nprogress = true\n").as_bytes(),
+    );
+    w.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until(SYNC_TIMEOUT, "the reload", || {
+        let log = w.stderr();
+        log.contains("signal HUP: configuration and rules reloaded")
+            .then_some(())
+            .ok_or(log)
+    });
+    let log = w.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("that takes a restart"))
+        .unwrap_or_else(|| panic!("no setting named as needing a restart:\n{log}"));
+    assert!(
+        line.contains("rsync-options") && line.contains("progress"),
+        "{line}"
+    );
+    // Kept as it was: the exclude it would add is not in force.
+    write(&t.s(b"file.skip"), b"still synced");
+    w.wait_synced(SYNC_TIMEOUT);
+    assert!(t.d(b"file.skip").exists(), "the old options stay in force");
+    w.stop_ok();
+}
+
+/// SIGHUP with changed ssh settings: they take a restart and are kept, as the log says;
+/// they were logged as kept but replaced, so the exit closed the shared connection with
+/// the new ssh command. Here each ssh command is a wrapper that records its arguments.
+#[test]
+fn sighup_keeps_the_ssh_settings_it_says_it_keeps() {
+    use common::ssh::Sshd;
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new("hup-ssh");
+    let sshd = Sshd::start(&t.root.join("sshd"));
+    let wrapper = |name: &str| {
+        let script = t.root.join(name);
+        let log = t.root.join(format!("{name}.log"));
+        write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\nexec ssh \"$@\"\n",
+                log.display()
+            )
+            .as_bytes(),
+        );
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (script, log)
+    };
+    write(&t.s(b"before"), b"initial");
+    let (ssh_a, log_a) = wrapper("ssh-a");
+    let (ssh_b, log_b) = wrapper("ssh-b");
+    let prof = t.root.join("profiles");
+    mkdir(&prof);
+    let text = |ssh: &Path| {
+        format!(
+            "watch-dir = \"{}\"\ndestination-dir = \"{}\"\nstatus-file = \"{}\"\ndelay-collect = 0.1\ndelay-sync = 0\nssh-command = \"{}\"\nssh-identity = \"{}\"\nssh-port = {}\nssh-options = [\"-oStrictHostKeyChecking=no\", \"-oUserKnownHostsFile=/dev/null\", \"-oLogLevel=ERROR\", \"-oConnectTimeout=5\"]\n",
+            t.src.display(),
+            sshd.dest(&t.dst),
+            t.status.display(),
+            ssh.display(),
+            sshd.key.display(),
+            sshd.port
+        )
+    };
+    let file = prof.join("p.toml");
+    write(&file, text(&ssh_a).as_bytes());
+    let args: Vec<OsString> = vec![
+        "--profiles-dir".into(),
+        prof.clone().into(),
+        "--profile".into(),
+        "p".into(),
+    ];
+    let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args);
+    write(&file, text(&ssh_b).as_bytes());
+    w.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until(SYNC_TIMEOUT, "the reload", || {
+        let log = w.stderr();
+        log.contains("signal HUP: ssh changed; that takes a restart (kept as it was)")
+            .then_some(())
+            .ok_or(log)
+    });
+    write(&t.s(b"after-hup"), b"over the old ssh");
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    let a = std::fs::read_to_string(&log_a).unwrap_or_default();
+    assert!(
+        a.lines().any(|l| l.contains("-O exit")),
+        "the exit closes the connection with the ssh command kept:\n{a}"
+    );
+    assert!(
+        !log_b.exists(),
+        "the new ssh command ran although kept out: {}",
+        std::fs::read_to_string(&log_b).unwrap_or_default()
+    );
+}
+
+/// The subcommands are clap's like every option: `clsync --help` lists them, and each
+/// has its own `--help`.
+#[test]
+fn subcommands_have_help() {
+    let t = TestDir::new("sub-help");
+    let top = run(
+        &t.root,
+        &[OsString::from("--help")],
+        Duration::from_secs(30),
+    );
+    assert_eq!(top.status.code(), Some(0), "{}", top.stderr);
+    for sub in ["check", "show-config", "import"] {
+        assert!(
+            top.stdout.lines().any(|l| l.trim_start().starts_with(sub)),
+            "clsync --help does not list {sub}:\n{}",
+            top.stdout
+        );
+        let help = run(
+            &t.root,
+            &[OsString::from(sub), "--help".into()],
+            Duration::from_secs(30),
+        );
+        assert_eq!(help.status.code(), Some(0), "{sub} --help: {}", help.stderr);
+        assert!(
+            help.stdout.contains("--profiles-dir"),
+            "{sub} --help:\n{}",
+            help.stdout
+        );
+    }
+    // A stray option is refused by name, as for the worker.
+    let bad = run(
+        &t.root,
+        &[OsString::from("check"), "--label".into(), "x".into()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
+    assert!(bad.stderr.starts_with("clsync: error: "), "{}", bad.stderr);
+}

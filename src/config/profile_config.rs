@@ -1,14 +1,15 @@
 /*!
-From a resolved profile to the worker's [`Config`], and the `check` / `show-config`
-commands.
+From a resolved profile (or a block of the original's INI file) to one layer of the
+configuration ([`Values`], built by [`super::build`]), and the `check`, `show-config`
+and `import` commands.
 
 Every key is carried out by the worker, except those that belong to the manager
 (`autostart`, `restart`), which are accepted and left to it. Profiles run with the
 original's defaults (30 s, 30 s, 1800 s, 128 MiB, one try) unless they set their own.
 */
 
-use crate::batcher::Delays;
-use crate::config::{Config, StartError};
+use super::build::{build, Defaults, RulesFrom, Values};
+use crate::config::{Config, Initial, StartError};
 use crate::profile::{self, Profiles, Resolved};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,8 +24,9 @@ pub const PAIR_KEYS: &[&str] = &[
     "peer-pair-dir",
 ];
 
-/// The worker configuration of a resolved profile. `file` names the profile in errors.
-pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
+/// A resolved profile as one layer of the configuration. `file` names the profile in
+/// errors.
+pub fn layer(r: &Resolved, file: &Path) -> Result<Values, StartError> {
     let v = &r.values;
     let err = |m: String| StartError::Usage(format!("{}: {m}", file.display()));
     if v.sync_on_quit == Some(false) {
@@ -33,10 +35,6 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
                 .into(),
         ));
     }
-    let mode: crate::sync::handler::Mode = match v.mode.as_deref() {
-        None => Default::default(),
-        Some(m) => m.parse().map_err(err)?,
-    };
     let src = v
         .watch_dir
         .as_ref()
@@ -89,62 +87,70 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
         }
     };
     // `destinations` alone names them all; with destination-dir it adds to it.
-    let (dst, more) = match (&v.destination_dir, v.destinations.as_deref()) {
-        (None, _) if v.peer.is_some() => (v.peer.clone().unwrap_or_default(), Vec::new()),
-        (Some(d), _) => (d.clone(), v.destinations.clone().unwrap_or_default()),
-        (None, Some([first, rest @ ..])) => (first.clone(), rest.to_vec()),
-        (None, _) => (String::new(), Vec::new()),
+    let dsts: Vec<&String> = match (&v.destination_dir, v.destinations.as_deref()) {
+        (None, _) if v.peer.is_some() => v.peer.iter().collect(),
+        (Some(d), more) => std::iter::once(d).chain(more.unwrap_or_default()).collect(),
+        (None, Some(all)) => all.iter().collect(),
+        (None, None) => Vec::new(),
     };
     let user = |key: &str, val: &Option<String>| {
         val.as_deref()
-            .map(crate::config::parse_user)
+            .map(super::parse_user)
             .transpose()
             .map_err(|e| err(format!("{key}: {e}")))
     };
     let group = |key: &str, val: &Option<String>| {
         val.as_deref()
-            .map(crate::config::parse_group)
+            .map(super::parse_group)
             .transpose()
             .map_err(|e| err(format!("{key}: {e}")))
     };
-    if v.rules_file.is_some() && v.rules.is_some() {
-        return Err(err("set either rules-file or rules, not both".into()));
-    }
-    let cfg = Config {
-        src: PathBuf::from(src),
-        dst: PathBuf::from(dst),
-        rsync: PathBuf::from(
-            v.sync_handler
-                .as_deref()
-                .or(mode.default_handler())
-                .unwrap_or_default(),
-        ),
-        mode,
+    let rules = match (&v.rules_file, &v.rules) {
+        (Some(_), Some(_)) => return Err(err("set either rules-file or rules, not both".into())),
+        (Some(f), None) => Some(RulesFrom::File(PathBuf::from(f))),
+        (None, Some(lines)) => Some(RulesFrom::Inline(lines.clone(), file.to_path_buf())),
+        (None, None) => None,
+    };
+    let initial = match (v.skip_initialsync, v.only_initialsync) {
+        (Some(true), Some(true)) => {
+            return Err(err(
+                "skip-initialsync and only-initialsync exclude each other".into(),
+            ))
+        }
+        (Some(true), _) => Some(Initial::Skip),
+        (_, Some(true)) => Some(Initial::Only),
+        _ => None,
+    };
+    Ok(Values {
+        src: Some(PathBuf::from(src)),
+        // No destination at all (a handler that needs none): one empty one, as before.
+        dsts: (!dsts.is_empty()).then(|| dsts.into_iter().map(PathBuf::from).collect()),
+        mode: parsed(&v.mode).map_err(err)?,
+        sync_handler: v.sync_handler.as_ref().map(PathBuf::from),
         handler_args: v
             .sync_handler_args
             .as_ref()
             .map(|a| a.iter().map(std::ffi::OsString::from).collect()),
-        synclist_simplify: v.synclist_simplify == Some(true),
-        have_recursive_sync: v.have_recursive_sync == Some(true),
-        lists_nul: v.lists_nul == Some(true),
-        rsync_prefer_include: v.rsync_prefer_include == Some(true),
-        ignore_failures: v.ignore_failures == Some(true),
+        synclist_simplify: v.synclist_simplify,
+        have_recursive_sync: v.have_recursive_sync,
+        lists_nul: v.lists_nul,
+        rsync_prefer_include: v.rsync_prefer_include,
+        ignore_failures: v.ignore_failures,
         sync_handler_uid: user("sync-handler-uid", &v.sync_handler_uid)?,
         sync_handler_gid: group("sync-handler-gid", &v.sync_handler_gid)?,
         uid: user("uid", &v.uid)?,
         gid: group("gid", &v.gid)?,
-        modification_signature: match &v.modification_signature {
-            Some(m) => crate::signature::parse(m).map_err(err)?,
-            None => 0,
-        },
+        modification_signature: v
+            .modification_signature
+            .as_deref()
+            .map(crate::signature::parse)
+            .transpose()
+            .map_err(err)?,
         dump_dir: v.dump_dir.as_ref().map(PathBuf::from),
-        more_dsts: more.iter().map(PathBuf::from).collect(),
-        ssh: crate::dest::Ssh {
-            command: v.ssh_command.clone(),
-            identity: v.ssh_identity.as_ref().map(PathBuf::from),
-            port: v.ssh_port,
-            options: v.ssh_options.clone().unwrap_or_default(),
-        },
+        ssh_command: v.ssh_command.clone(),
+        ssh_identity: v.ssh_identity.as_ref().map(PathBuf::from),
+        ssh_port: v.ssh_port,
+        ssh_options: v.ssh_options.clone().unwrap_or_default(),
         rsync_options: v
             .rsync_options
             .iter()
@@ -152,20 +158,17 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
             .map(std::ffi::OsString::from)
             .collect(),
         rsync_password_file: v.rsync_password_file.as_ref().map(PathBuf::from),
-        allow_empty_source: v.allow_empty_source == Some(true),
+        allow_empty_source: v.allow_empty_source,
         progress: v.progress,
-        verify_interval: v.verify_interval.filter(|d| !d.is_zero()),
-        wait_for_close: v.wait_for_close.filter(|d| !d.is_zero()),
+        wait_for_close: v.wait_for_close,
+        verify_interval: v.verify_interval,
         pair,
-        reload_args: None,
-        delays: Delays {
-            collect: v.delay_collect.unwrap_or(Duration::from_secs(30)),
-            collect_bigfile: v.delay_collect_bigfile.unwrap_or(Duration::from_secs(1800)),
-            sync: v.delay_sync.unwrap_or(Duration::from_secs(30)),
-        },
-        threshold_bigfile: v.threshold_bigfile.unwrap_or(128 << 20),
-        rules_file: v.rules_file.as_ref().map(PathBuf::from),
-        rules_inline: v.rules.clone().map(|r| (r, file.to_path_buf())),
+        split_brain_keep: None,
+        delay_collect: v.delay_collect,
+        delay_collect_bigfile: v.delay_collect_bigfile,
+        delay_sync: v.delay_sync,
+        threshold_bigfile: v.threshold_bigfile,
+        rules,
         globs: (v.include.is_some() || v.exclude.is_some()).then(|| {
             (
                 v.include.clone().unwrap_or_default(),
@@ -174,70 +177,62 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
             )
         }),
         label: v.label.clone().or_else(|| Some(r.instance.clone())),
-        rsync_inclimit: v.rsync_inclimit.unwrap_or(20000) as usize,
+        rsync_inclimit: v
+            .rsync_inclimit
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         status_file: v.status_file.as_ref().map(PathBuf::from),
-        debug: v.debug.unwrap_or(0),
+        debug: v.debug,
+        debug_min: None,
         pid_file: v.pid_file.as_ref().map(PathBuf::from),
         ignore_exitcodes: match &v.ignore_exitcode {
             Some(codes) => {
                 let text: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
-                crate::config::parse_exitcodes(&text).map_err(err)?
+                Some(super::parse_exitcodes(&text).map_err(err)?)
             }
-            None => Vec::new(),
+            None => None,
         },
-        timeout_sync: v.timeout_sync.filter(|t| !t.is_zero()),
-        initial: match (
-            v.skip_initialsync == Some(true),
-            v.only_initialsync == Some(true),
-        ) {
-            (true, true) => {
-                return Err(err(
-                    "skip-initialsync and only-initialsync exclude each other".into(),
-                ))
-            }
-            (true, false) => crate::config::Initial::Skip,
-            (false, true) => crate::config::Initial::Only,
-            (false, false) => crate::config::Initial::Sync,
-        },
+        timeout_sync: v.timeout_sync,
+        initial,
         pre_exit_hook: v.pre_exit_hook.as_ref().map(PathBuf::from),
         exit_hook: v.exit_hook.as_ref().map(PathBuf::from),
         standby_file: v.standby_file.as_ref().map(PathBuf::from),
-        // As the original: give up after one failed try unless told otherwise (see
-        // below for remote and several destinations).
-        retries: v.retries.unwrap_or(1),
-        one_file_system: v.one_file_system == Some(true) || v.exclude_mount_points == Some(true),
-        full_initialsync: v.full_initialsync == Some(true),
-        exit_on_no_events: v.exit_on_no_events == Some(true),
-        max_iterations: v.max_iterations.unwrap_or(0),
-        quiet: false,
-        output: match &v.output {
-            Some(o) => o.parse().map_err(err)?,
-            None => crate::logger::Output::Stderr,
-        },
-        background: false,
+        retries: v.retries,
+        one_file_system: (v.one_file_system == Some(true) || v.exclude_mount_points == Some(true))
+            .then_some(true),
+        monitor: parsed(&v.monitor).map_err(err)?,
+        full_initialsync: v.full_initialsync,
+        exit_on_no_events: v.exit_on_no_events,
+        max_iterations: v.max_iterations,
+        quiet: None,
+        output: parsed(&v.output).map_err(err)?,
+        background: None,
         lists_dir: v.lists_dir.as_ref().map(PathBuf::from),
-        dont_unlink_lists: v.dont_unlink_lists == Some(true),
-        monitor: match &v.monitor {
-            Some(m) => m.parse().map_err(err)?,
-            None => crate::watch::Monitor::Inotify,
-        },
-        threading: match &v.threading {
-            Some(t) => t.parse().map_err(err)?,
-            None => crate::batcher::Threading::Off,
-        },
+        dont_unlink_lists: v.dont_unlink_lists,
+        threading: parsed(&v.threading).map_err(err)?,
         max_parallel_syncs: match v.max_parallel_syncs {
             Some(0) => return Err(err("max-parallel-syncs must be at least 1".into())),
-            Some(n) => n as usize,
-            None => crate::config::MAX_PARALLEL_SYNCS,
+            n => n.map(|n| n as usize),
         },
-    };
-    let mut cfg = cfg;
-    if v.retries.is_none() && cfg.networked() {
-        // A node that is down comes back: keep the changes queued and retry.
-        cfg.retries = 0;
+    })
+}
+
+/// The worker configuration of a resolved profile alone (the original's defaults).
+/// `file` names the profile in errors.
+pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
+    build(layer(r, file)?, Defaults::ORIGINAL).map_err(|e| in_file(e, file))
+}
+
+/// A usage error of the merged values, named after the file they came from.
+pub fn in_file(e: StartError, file: &Path) -> StartError {
+    match e {
+        StartError::Usage(m) => StartError::Usage(format!("{}: {m}", file.display())),
+        e => e,
     }
-    cfg.check_mode().map_err(err)?;
-    Ok(cfg)
+}
+
+/// A value of a key parsed as its type (`mode`, `monitor`, `output`, `threading`).
+fn parsed<T: std::str::FromStr<Err = String>>(s: &Option<String>) -> Result<Option<T>, String> {
+    s.as_deref().map(str::parse).transpose()
 }
 
 fn file_of(profiles: &Profiles, r: &Resolved) -> PathBuf {
@@ -248,7 +243,7 @@ fn file_of(profiles: &Profiles, r: &Resolved) -> PathBuf {
 }
 
 /// Loads the profiles directory and resolves `name` in it; the file of the profile too.
-fn resolve_in(
+pub(crate) fn resolve_in(
     dir: &Path,
     name: &str,
     label: Option<&str>,
@@ -267,17 +262,28 @@ pub fn load(dir: &Path, name: &str, label: Option<&str>) -> Result<Config, Start
     config_of(&r, &file)
 }
 
-/// A block of the original's INI configuration file (`-H FILE -K BLOCK`) as a worker
-/// configuration: inheritance between blocks, then our substitution (the original's
-/// default label is `nolabel`, which a block that uses `%label%` gets when no `-l` is
-/// given). The block's keys that have no meaning here are reported, not silently dropped.
-/// `dirs` are `-W`/`-D` from the command line, which win over the file.
+/// A block of the original's INI configuration file (`-H FILE -K BLOCK`) alone as a
+/// worker configuration (the original's defaults): see [`legacy_layer`].
 pub fn load_legacy(
     file: &Path,
     block: &str,
     label: Option<&str>,
     dirs: (Option<&Path>, Option<&Path>),
 ) -> Result<Config, StartError> {
+    build(legacy_layer(file, block, label, dirs)?, Defaults::ORIGINAL).map_err(|e| in_file(e, file))
+}
+
+/// A block of the original's INI configuration file (`-H FILE -K BLOCK`) as one layer of
+/// the configuration: inheritance between blocks, then our substitution (the original's
+/// default label is `nolabel`, which a block that uses `%label%` gets when no `-l` is
+/// given). The block's keys that have no meaning here are reported, not silently dropped.
+/// `dirs` are `-W`/`-D` from the command line, which win over the file.
+pub fn legacy_layer(
+    file: &Path,
+    block: &str,
+    label: Option<&str>,
+    dirs: (Option<&Path>, Option<&Path>),
+) -> Result<Values, StartError> {
     use crate::legacy;
     let usage = |m: String| StartError::Usage(m);
     let mut values = legacy::load_block(file, block).map_err(|e| usage(e.to_string()))?;
@@ -313,7 +319,7 @@ pub fn load_legacy(
         (false, _) => None,
     };
     let r = profile::resolve(&profiles, block, label).map_err(|e| usage(e.to_string()))?;
-    config_of(&r, file)
+    layer(&r, file)
 }
 
 /// `clsync import FILE [DIR]`: one profile per block of the original's configuration

@@ -9,7 +9,7 @@ original that is not supported (its sandboxing, its control socket) is rejected 
 with the reason, never silently ignored.
 */
 
-use crate::batcher::Delays;
+use crate::config::build::{build, Defaults, RulesFrom, Values};
 use crate::config::{parse_duration, parse_size, Config, Initial, StartError};
 use clap::Parser;
 use std::path::PathBuf;
@@ -20,9 +20,13 @@ use std::time::Duration;
     name = "clsync",
     version,
     about = "Live mirror of a directory tree: inotify + rsync",
-    after_help = "Short form: clsync [OPTIONS] SRC DST\nClassic form: clsync -M rsyncdirect -W SRC -D DST [OPTIONS]\nExit codes: 0 ok, 1 runtime failure, 2 usage, 3 bad source/destination, 4 rsync not found, 5 tree cannot be watched, 7 split-brain of a failover pair."
+    after_help = "Short form: clsync [OPTIONS] SRC DST\nClassic form: clsync -M rsyncdirect -W SRC -D DST [OPTIONS]\nExit codes: 0 ok, 1 runtime failure, 2 usage, 3 bad source/destination, 4 rsync not found, 5 tree cannot be watched, 7 split-brain of a failover pair.",
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Sync-handler mode: rsyncdirect, rsyncshell, shell, direct, simple, rsyncso, so
     #[arg(short = 'M', long = "mode", value_name = "MODE")]
     mode: Option<crate::sync::handler::Mode>,
@@ -221,6 +225,45 @@ struct Args {
     paths: Vec<PathBuf>,
 }
 
+/// The commands besides running the worker (a source directory literally named like one
+/// is given as `./check`).
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Validate profiles without running them: one line per profile (NAME: ok, or its
+    /// error); exit 0 if every one is valid, 2 if not
+    Check {
+        /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
+        #[arg(long = "profiles-dir", value_name = "DIR")]
+        profiles_dir: Option<PathBuf>,
+        /// Profiles by name, or profile files (a path or *.toml); none: every profile of
+        /// the directory
+        #[arg(value_name = "PROFILE|FILE")]
+        targets: Vec<String>,
+    },
+    /// Print a profile's effective values, after inheritance and substitution
+    ShowConfig {
+        /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
+        #[arg(long = "profiles-dir", value_name = "DIR")]
+        profiles_dir: Option<PathBuf>,
+        /// The label of a template's instance (or give PROFILE@LABEL)
+        #[arg(short = 'l', long = "label")]
+        label: Option<String>,
+        /// The profile (PROFILE, PROFILE@LABEL or PROFILE-LABEL)
+        #[arg(value_name = "PROFILE")]
+        name: String,
+    },
+    /// Convert the original's INI configuration file into profiles, one per block,
+    /// written into the profiles directory (an existing profile is never overwritten)
+    Import {
+        /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
+        #[arg(long = "profiles-dir", value_name = "DIR")]
+        profiles_dir: Option<PathBuf>,
+        /// The original's configuration file
+        #[arg(value_name = "CLSYNC.CONF")]
+        file: PathBuf,
+    },
+}
+
 /// Why the original's sandboxing options are not supported.
 const SANDBOX: &str = "clsync does not sandbox itself; run it under systemd's sandboxing (ProtectSystem=, CapabilityBoundingSet=, SystemCallFilter=...) or in a container instead";
 
@@ -329,69 +372,34 @@ pub fn exit_on_error(e: clap::Error) -> ! {
     std::process::exit(e.exit_code())
 }
 
-/// Parses the command line: the subcommands `check` and `show-config`, or a worker run
-/// (a directory literally named `check` is given as `./check`).
+/// Parses the command line: a subcommand (`check`, `show-config`, `import`) or a worker
+/// run.
 pub fn parse_command(args: Vec<std::ffi::OsString>) -> Result<Command, clap::Error> {
-    let sub = args.get(1).and_then(|a| a.to_str());
-    if !matches!(sub, Some("check" | "show-config" | "import")) {
-        return parse(args).map(|c| Command::Run(Box::new(c)));
-    }
-    let usage =
-        |m: String| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{m}\n"));
-    let mut dir = None;
-    let mut label = None;
-    let mut rest = Vec::new();
-    let mut it = args[2..].iter().map(|a| a.to_string_lossy().into_owned());
-    while let Some(a) = it.next() {
-        if let Some(v) = a.strip_prefix("--profiles-dir=") {
-            dir = Some(PathBuf::from(v));
-        } else if a == "--profiles-dir" {
-            dir =
-                Some(PathBuf::from(it.next().ok_or_else(|| {
-                    usage("--profiles-dir needs a directory".into())
-                })?));
-        } else if let Some(v) = a.strip_prefix("--label=") {
-            label = Some(v.to_string());
-        } else if a == "--label" || a == "-l" {
-            label = Some(
-                it.next()
-                    .ok_or_else(|| usage("--label needs a value".into()))?,
-            );
-        } else if a.starts_with('-') {
-            return Err(usage(format!(
-                "unknown option {a:?} for {}",
-                sub.unwrap_or_default()
-            )));
-        } else {
-            rest.push(a);
-        }
-    }
-    let dir = crate::profile::profiles_dir(dir.as_deref());
-    if sub == Some("import") {
-        return match <[String; 1]>::try_from(rest) {
-            Ok([file]) if label.is_none() => Ok(Command::Import {
-                file: PathBuf::from(file),
-                dir,
-            }),
-            _ => Err(usage(
-                "usage: clsync import [--profiles-dir DIR] CLSYNC.CONF (writes one profile per block into DIR)".into(),
-            )),
-        };
-    }
-    if sub == Some("check") {
-        if label.is_some() {
-            return Err(usage(
-                "check takes no --label (templates are checked with a sample label)".into(),
-            ));
-        }
-        return Ok(Command::Check { dir, targets: rest });
-    }
-    match <[String; 1]>::try_from(rest) {
-        Ok([name]) => Ok(Command::ShowConfig { dir, name, label }),
-        Err(_) => Err(usage(
-            "usage: clsync show-config [--profiles-dir DIR] [--label L] PROFILE[@LABEL]".into(),
-        )),
-    }
+    let (mut a, argv) = parse_args(args)?;
+    let dir = |d: Option<PathBuf>| crate::profile::profiles_dir(d.as_deref());
+    Ok(match a.command.take() {
+        Some(Sub::Check {
+            profiles_dir,
+            targets,
+        }) => Command::Check {
+            dir: dir(profiles_dir),
+            targets,
+        },
+        Some(Sub::ShowConfig {
+            profiles_dir,
+            label,
+            name,
+        }) => Command::ShowConfig {
+            dir: dir(profiles_dir),
+            name,
+            label,
+        },
+        Some(Sub::Import { profiles_dir, file }) => Command::Import {
+            file,
+            dir: dir(profiles_dir),
+        },
+        None => Command::Run(Box::new(run_config(a, argv)?)),
+    })
 }
 
 fn parse_monitor(s: &str) -> Result<crate::watch::Monitor, String> {
@@ -408,6 +416,17 @@ fn parse_yes_no(s: &str) -> Result<bool, String> {
 
 /// Parses the command line into a worker configuration.
 pub fn parse<I, T>(args: I) -> Result<Config, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone + AsRef<std::ffi::OsStr>,
+{
+    let (a, argv) = parse_args(args)?;
+    run_config(a, argv)
+}
+
+/// The options as clap parses them, after the original's forms clap does not know (the
+/// unsupported options named, `-b0`/`-b1`); and the command line as given.
+fn parse_args<I, T>(args: I) -> Result<(Args, Vec<std::ffi::OsString>), clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone + AsRef<std::ffi::OsStr>,
@@ -432,233 +451,41 @@ where
             _ => parsed.push(a.clone()),
         }
     }
-    let a = Args::try_parse_from(parsed)?;
+    Ok((Args::try_parse_from(parsed)?, argv))
+}
+
+/// The worker's configuration from parsed options; `argv` is kept for SIGHUP.
+fn run_config(a: Args, argv: Vec<std::ffi::OsString>) -> Result<Config, clap::Error> {
     let invalid =
         |e: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n"));
-    let mut c = to_config(a).map_err(|e| invalid(e.to_string()))?;
-    // Whichever way the label came (-l, a profile, an INI block), it is checked here
-    // once more, as what the worker will use.
-    if let Some(l) = &c.label {
-        crate::profile::check_label(l).map_err(|e| invalid(format!("label: {e}")))?;
+    if a.command.is_some() {
+        return Err(invalid(
+            "check, show-config and import are commands of their own, not a worker's options"
+                .into(),
+        ));
     }
+    let mut c = to_config(a).map_err(|e| invalid(e.to_string()))?;
     c.reload_args = Some(argv);
     Ok(c)
 }
 
-/// `--profile NAME`: the profile's values, overridden by options given on the command line.
-fn profile_config(a: Args, name: &str) -> Result<Config, StartError> {
-    if !a.paths.is_empty() || a.watch_dir.is_some() || !a.destination_dir.is_empty() {
-        return Err(StartError::Usage(
-            "--profile takes the directories from the profile; do not give SRC/DST or -W/-D too"
-                .into(),
-        ));
+/// `skip-initialsync` and `only-initialsync` together make no sense (the original
+/// refuses the pair too).
+fn initial(skip: bool, only: bool) -> Result<Option<Initial>, StartError> {
+    match (skip, only) {
+        (true, true) => Err(StartError::Usage(
+            "--skip-initialsync and --only-initialsync exclude each other".into(),
+        )),
+        (true, false) => Ok(Some(Initial::Skip)),
+        (false, true) => Ok(Some(Initial::Only)),
+        (false, false) => Ok(None),
     }
-    let dir = crate::profile::profiles_dir(a.profiles_dir.as_deref());
-    let c = crate::profile_config::load(&dir, name, a.label.as_deref())?;
-    overridden(c, a)
 }
 
-/// `-H FILE [-K BLOCK]`: a block of the original's INI file, with the options given on
-/// the command line on top (as in the original, the command line wins; -W and -D too).
-fn legacy_config(mut a: Args, file: &std::path::Path) -> Result<Config, StartError> {
-    let block = a.config_block.take().unwrap_or_else(|| "default".into());
-    let mut c = crate::profile_config::load_legacy(
-        file,
-        &block,
-        a.label.as_deref(),
-        (
-            a.watch_dir.as_deref(),
-            a.destination_dir.first().map(PathBuf::as_path),
-        ),
-    )?;
-    if !a.paths.is_empty() {
-        return Err(StartError::Usage(
-            "with -H give the directories as -W/-D (or in the file), not as SRC DST".into(),
-        ));
-    }
-    if let Some(w) = a.watch_dir.take() {
-        c.src = w;
-    }
-    let mut dsts = std::mem::take(&mut a.destination_dir).into_iter();
-    if let Some(d) = dsts.next() {
-        c.dst = d;
-        c.more_dsts = dsts.collect();
-    }
-    if let Some(l) = a.label.take() {
-        c.label = Some(l);
-    }
-    overridden(c, a)
-}
-
-/// Options given on the command line override a profile's or config block's values.
-fn overridden(mut c: Config, a: Args) -> Result<Config, StartError> {
-    let x = extra(&a)?;
-    if let Some(m) = a.mode {
-        if m != c.mode && a.sync_handler.is_none() {
-            c.rsync = PathBuf::from(m.default_handler().unwrap_or_default());
-        }
-        c.mode = m;
-    }
-    if let Some(v) = a.sync_handler {
-        c.rsync = v;
-    }
-    if let Some(v) = a.delay_sync {
-        c.delays.sync = v;
-    }
-    if let Some(v) = a.delay_collect {
-        c.delays.collect = v;
-    }
-    if let Some(v) = a.delay_collect_bigfile {
-        c.delays.collect_bigfile = v;
-    }
-    if let Some(v) = a.threshold_bigfile {
-        c.threshold_bigfile = v;
-    }
-    if let Some(v) = a.rules_file {
-        c.rules_file = Some(v);
-        c.rules_inline = None;
-    }
-    if let Some(v) = a.rsync_inclimit {
-        c.rsync_inclimit = v;
-    }
-    if let Some(v) = a.status_file {
-        c.status_file = Some(v);
-    }
-    if let Some(v) = a.debug {
-        c.debug = v;
-    }
-    if let Some(v) = a.pid_file {
-        c.pid_file = Some(v);
-    }
-    if !a.ignore_exitcode.is_empty() {
-        c.ignore_exitcodes =
-            crate::config::parse_exitcodes(&a.ignore_exitcode).map_err(StartError::Usage)?;
-    }
-    if let Some(v) = a.timeout_sync {
-        c.timeout_sync = (!v.is_zero()).then_some(v);
-    }
-    c.initial = initial(a.skip_initialsync, a.only_initialsync, c.initial)?;
-    if let Some(v) = a.pre_exit_hook {
-        c.pre_exit_hook = Some(v);
-    }
-    if let Some(v) = a.exit_hook {
-        c.exit_hook = Some(v);
-    }
-    if let Some(v) = a.standby_file {
-        c.standby_file = Some(v);
-    }
-    if let Some(v) = a.retries {
-        c.retries = v;
-    }
-    c.one_file_system |= a.one_file_system || a.exclude_mount_points;
-    if let Some(m) = a.monitor {
-        c.monitor = m;
-    }
-    c.full_initialsync |= a.full_initialsync;
-    c.exit_on_no_events |= a.exit_on_no_events;
-    if let Some(v) = a.max_iterations {
-        c.max_iterations = v;
-    }
-    let _ = a.sync_on_quit; // what every stop does anyway
-    c.quiet |= a.quiet;
-    if let Some(o) = a.output {
-        c.output = o;
-    }
-    if let Some(b) = a.background {
-        c.background = b != 0;
-    }
-    c.synclist_simplify |= x.synclist_simplify;
-    c.have_recursive_sync |= x.have_recursive_sync;
-    c.lists_nul |= x.lists_nul;
-    c.rsync_prefer_include |= x.rsync_prefer_include;
-    c.ignore_failures |= x.ignore_failures;
-    c.sync_handler_uid = x.sync_handler_uid.or(c.sync_handler_uid);
-    c.sync_handler_gid = x.sync_handler_gid.or(c.sync_handler_gid);
-    c.uid = x.uid.or(c.uid);
-    c.gid = x.gid.or(c.gid);
-    if let Some(m) = x.modification_signature {
-        c.modification_signature = m;
-    }
-    if let Some(d) = x.dump_dir {
-        c.dump_dir = Some(d);
-    }
-    if a.ssh_command.is_some() {
-        c.ssh.command = a.ssh_command.clone();
-    }
-    if a.ssh_identity.is_some() {
-        c.ssh.identity = a.ssh_identity.clone();
-    }
-    if a.ssh_port.is_some() {
-        c.ssh.port = a.ssh_port;
-    }
-    c.ssh.options.extend(a.ssh_option.iter().cloned());
-    c.rsync_options
-        .extend(a.rsync_option.iter().map(Into::into));
-    if a.rsync_password_file.is_some() {
-        c.rsync_password_file = a.rsync_password_file.clone();
-    }
-    c.allow_empty_source |= a.allow_empty_source;
-    if a.progress.is_some() {
-        c.progress = a.progress;
-    }
-    if let Some(v) = a.verify_interval {
-        c.verify_interval = (!v.is_zero()).then_some(v);
-    }
-    if let Some(v) = a.wait_for_close {
-        c.wait_for_close = (!v.is_zero()).then_some(v);
-    }
-    if let Some(k) = &a.split_brain_keep {
-        let keep = match k.as_str() {
-            "local" => crate::pair::Decision::KeepLocal,
-            "peer" => crate::pair::Decision::KeepPeer,
-            _ => {
-                return Err(StartError::Usage(format!(
-                    "--split-brain-keep {k:?}: expected local or peer"
-                )))
-            }
-        };
-        match c.pair.as_mut() {
-            Some(p) => p.keep = Some(keep),
-            None => {
-                return Err(StartError::Usage(
-                    "--split-brain-keep needs a profile with a peer".into(),
-                ))
-            }
-        }
-    }
-    if let Some(d) = a.lists_dir {
-        c.lists_dir = Some(d);
-    }
-    c.dont_unlink_lists |= a.dont_unlink_lists;
-    if let Some(t) = a.threading {
-        c.threading = t;
-    }
-    if let Some(n) = a.max_parallel_syncs {
-        c.max_parallel_syncs = n as usize;
-    }
-    if a.verbose {
-        c.debug = c.debug.max(1);
-    }
-    Ok(c)
-}
-
-/// The handler and privilege options, parsed (shared by the command-line forms).
-#[derive(Default)]
-struct Extra {
-    synclist_simplify: bool,
-    have_recursive_sync: bool,
-    lists_nul: bool,
-    rsync_prefer_include: bool,
-    ignore_failures: bool,
-    sync_handler_uid: Option<u32>,
-    sync_handler_gid: Option<u32>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    modification_signature: Option<u32>,
-    dump_dir: Option<PathBuf>,
-}
-
-fn extra(a: &Args) -> Result<Extra, StartError> {
+/// The options given on the command line as one layer of the configuration: `-W` and
+/// `-D` as the directories; the short form's paths and the handler's words are the
+/// caller's.
+fn layer(a: Args) -> Result<Values, StartError> {
     let usage = |opt: &str, e: String| StartError::Usage(format!("--{opt}: {e}"));
     let user = |opt: &str, v: &Option<String>| {
         v.as_deref()
@@ -672,13 +499,20 @@ fn extra(a: &Args) -> Result<Extra, StartError> {
             .transpose()
             .map_err(|e| usage(opt, e))
     };
+    let flag = |given: bool| given.then_some(true);
     let _ = a.exit_on_sync_skip; // nothing is ever skipped
-    Ok(Extra {
-        synclist_simplify: a.synclist_simplify,
-        have_recursive_sync: a.have_recursive_sync,
-        lists_nul: a.lists_nul,
-        rsync_prefer_include: a.rsync_prefer_include,
-        ignore_failures: a.ignore_failures,
+    let _ = a.sync_on_quit; // what every stop does anyway
+    let split_brain_keep = match a.split_brain_keep.as_deref() {
+        None => None,
+        Some("local") => Some(crate::pair::Decision::KeepLocal),
+        Some("peer") => Some(crate::pair::Decision::KeepPeer),
+        Some(k) => {
+            return Err(StartError::Usage(format!(
+                "--split-brain-keep {k:?}: expected local or peer"
+            )))
+        }
+    };
+    Ok(Values {
         sync_handler_uid: user("sync-handler-uid", &a.sync_handler_uid)?,
         sync_handler_gid: group("sync-handler-gid", &a.sync_handler_gid)?,
         uid: user("uid", &a.uid)?,
@@ -689,61 +523,131 @@ fn extra(a: &Args) -> Result<Extra, StartError> {
             .map(crate::signature::parse)
             .transpose()
             .map_err(|e| usage("modification-signature", e))?,
-        dump_dir: a.dump_dir.clone(),
+        ignore_exitcodes: if a.ignore_exitcode.is_empty() {
+            None
+        } else {
+            Some(crate::config::parse_exitcodes(&a.ignore_exitcode).map_err(StartError::Usage)?)
+        },
+        initial: initial(a.skip_initialsync, a.only_initialsync)?,
+        split_brain_keep,
+        src: a.watch_dir,
+        dsts: (!a.destination_dir.is_empty()).then_some(a.destination_dir),
+        mode: a.mode,
+        sync_handler: a.sync_handler,
+        handler_args: None,
+        synclist_simplify: flag(a.synclist_simplify),
+        have_recursive_sync: flag(a.have_recursive_sync),
+        lists_nul: flag(a.lists_nul),
+        rsync_prefer_include: flag(a.rsync_prefer_include),
+        ignore_failures: flag(a.ignore_failures),
+        dump_dir: a.dump_dir,
+        ssh_command: a.ssh_command,
+        ssh_identity: a.ssh_identity,
+        ssh_port: a.ssh_port,
+        ssh_options: a.ssh_option,
+        rsync_options: a.rsync_option.into_iter().map(Into::into).collect(),
+        rsync_password_file: a.rsync_password_file,
+        allow_empty_source: flag(a.allow_empty_source),
+        progress: a.progress,
+        wait_for_close: a.wait_for_close,
+        verify_interval: a.verify_interval,
+        pair: None,
+        delay_collect: a.delay_collect,
+        delay_collect_bigfile: a.delay_collect_bigfile,
+        delay_sync: a.delay_sync,
+        threshold_bigfile: a.threshold_bigfile,
+        rules: a.rules_file.map(RulesFrom::File),
+        globs: None,
+        label: a.label,
+        rsync_inclimit: a.rsync_inclimit,
+        status_file: a.status_file,
+        debug: a.debug,
+        debug_min: a.verbose.then_some(1),
+        pid_file: a.pid_file,
+        timeout_sync: a.timeout_sync,
+        pre_exit_hook: a.pre_exit_hook,
+        exit_hook: a.exit_hook,
+        standby_file: a.standby_file,
+        retries: a.retries,
+        one_file_system: flag(a.one_file_system || a.exclude_mount_points),
+        monitor: a.monitor,
+        full_initialsync: flag(a.full_initialsync),
+        exit_on_no_events: flag(a.exit_on_no_events),
+        max_iterations: a.max_iterations,
+        quiet: flag(a.quiet),
+        output: a.output,
+        background: a.background.map(|b| b != 0),
+        lists_dir: a.lists_dir,
+        dont_unlink_lists: flag(a.dont_unlink_lists),
+        threading: a.threading,
+        max_parallel_syncs: a.max_parallel_syncs.map(|n| n as usize),
     })
 }
 
-/// `skip-initialsync` and `only-initialsync` together make no sense (the original
-/// refuses the pair too).
-fn initial(skip: bool, only: bool, default: Initial) -> Result<Initial, StartError> {
-    match (skip, only) {
-        (true, true) => Err(StartError::Usage(
-            "--skip-initialsync and --only-initialsync exclude each other".into(),
-        )),
-        (true, false) => Ok(Initial::Skip),
-        (false, true) => Ok(Initial::Only),
-        (false, false) => Ok(default),
-    }
-}
-
+/// The command line's layers, merged in one order (a profile or an INI block below, the
+/// options on top), built into the worker's configuration.
 fn to_config(mut a: Args) -> Result<Config, StartError> {
+    let usage = |m: &str| StartError::Usage(m.into());
     if let Some(name) = a.profile.take() {
         if a.config_file.is_some() {
-            return Err(StartError::Usage(
-                "give either --profile or -H, not both".into(),
+            return Err(usage("give either --profile or -H, not both"));
+        }
+        if !a.paths.is_empty() || a.watch_dir.is_some() || !a.destination_dir.is_empty() {
+            return Err(usage(
+                "--profile takes the directories from the profile; do not give SRC/DST or -W/-D too",
             ));
         }
-        return profile_config(a, &name);
+        let dir = crate::profile::profiles_dir(a.profiles_dir.as_deref());
+        let (r, file) = crate::profile_config::resolve_in(&dir, &name, a.label.as_deref())?;
+        let profile = crate::profile_config::layer(&r, &file)?;
+        // `-l` named the template's instance; the label is the profile's.
+        a.label = None;
+        let options = layer(a)?;
+        return build(options.over(profile), Defaults::ORIGINAL)
+            .map_err(|e| crate::profile_config::in_file(e, &file));
     }
     match a.config_file.take() {
-        Some(f) if f.as_os_str() != crate::legacy::NULL_CONFIG => return legacy_config(a, &f),
+        Some(f) if f.as_os_str() != crate::legacy::NULL_CONFIG => {
+            // As in the original, the command line wins over the block; -W and -D too.
+            let block = a.config_block.take().unwrap_or_else(|| "default".into());
+            let ini = crate::profile_config::legacy_layer(
+                &f,
+                &block,
+                a.label.as_deref(),
+                (
+                    a.watch_dir.as_deref(),
+                    a.destination_dir.first().map(PathBuf::as_path),
+                ),
+            )?;
+            if !a.paths.is_empty() {
+                return Err(usage(
+                    "with -H give the directories as -W/-D (or in the file), not as SRC DST",
+                ));
+            }
+            let options = layer(a)?;
+            return build(options.over(ini), Defaults::ORIGINAL)
+                .map_err(|e| crate::profile_config::in_file(e, &f));
+        }
         _ => {}
     }
     if a.config_block.is_some() {
-        return Err(StartError::Usage("-K/--config-block needs -H FILE".into()));
+        return Err(usage("-K/--config-block needs -H FILE"));
     }
     if a.profiles_dir.is_some() {
-        return Err(StartError::Usage(
-            "--profiles-dir needs --profile NAME".into(),
-        ));
+        return Err(usage("--profiles-dir needs --profile NAME"));
     }
-    let usage = |m: String| StartError::Usage(m);
     if a.split_brain_keep.is_some() {
-        return Err(usage(
-            "--split-brain-keep needs --profile with a peer".into(),
-        ));
+        return Err(usage("--split-brain-keep needs --profile with a peer"));
     }
-    let mode = a.mode.unwrap_or_default();
     let classic = a.mode.is_some() || a.watch_dir.is_some() || !a.destination_dir.is_empty();
     let mut handler_args = None;
-    let (src, dst, more_dsts) = if classic {
-        if !a.paths.is_empty() {
+    let paths = std::mem::take(&mut a.paths);
+    let (src, dsts) = if classic {
+        if !paths.is_empty() {
             // The words after `--` replace the mode's default arguments; a single empty
             // word brings the defaults back (as in the original).
-            let words: Vec<std::ffi::OsString> = std::mem::take(&mut a.paths)
-                .into_iter()
-                .map(PathBuf::into_os_string)
-                .collect();
+            let words: Vec<std::ffi::OsString> =
+                paths.into_iter().map(PathBuf::into_os_string).collect();
             if !(words.len() == 1 && words[0].is_empty()) {
                 handler_args = Some(words);
             }
@@ -751,120 +655,33 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         let src = a
             .watch_dir
             .take()
-            .ok_or_else(|| usage("-W/--watch-dir is required".into()))?;
-        let mut d = std::mem::take(&mut a.destination_dir);
-        let first = if d.is_empty() {
-            PathBuf::new()
-        } else {
-            d.remove(0)
-        };
-        (src, first, d)
+            .ok_or_else(|| usage("-W/--watch-dir is required"))?;
+        (src, std::mem::take(&mut a.destination_dir))
     } else {
-        let mut p = std::mem::take(&mut a.paths);
-        if p.len() < 2 {
-            return Err(usage(format!(
+        if paths.len() < 2 {
+            return Err(StartError::Usage(format!(
                 "expected SRC and DST, got {} path{} (usage: clsync SRC DST [DST...], or clsync -M rsyncdirect -W SRC -D DST)",
-                p.len(),
-                if p.len() == 1 { "" } else { "s" }
+                paths.len(),
+                if paths.len() == 1 { "" } else { "s" }
             )));
         }
-        let more = p.split_off(2);
-        let d = p.pop().expect("two");
-        let s = p.pop().expect("two");
-        (s, d, more)
+        let mut p = paths.into_iter();
+        let src = p.next().expect("two");
+        (src, p.collect())
     };
-    let x = extra(&a)?;
-    let (collect, sync, bigfile) = if classic {
-        (30_000, 30_000, 1_800_000)
-    } else {
-        // 0.2 s: a change shows at the mirror at once to a person, and the first change
-        // after a long initial copy is not held back (time until live); bursts are
-        // coalesced by the batcher, so short delays no longer mean many small runs.
-        (200, 200, 5_000)
-    };
-    let cfg = Config {
-        src,
-        dst,
-        rsync: a
-            .sync_handler
-            .unwrap_or_else(|| PathBuf::from(mode.default_handler().unwrap_or_default())),
-        mode,
-        handler_args,
-        synclist_simplify: x.synclist_simplify,
-        have_recursive_sync: x.have_recursive_sync,
-        lists_nul: x.lists_nul,
-        rsync_prefer_include: x.rsync_prefer_include,
-        ignore_failures: x.ignore_failures,
-        sync_handler_uid: x.sync_handler_uid,
-        sync_handler_gid: x.sync_handler_gid,
-        uid: x.uid,
-        gid: x.gid,
-        modification_signature: x.modification_signature.unwrap_or(0),
-        dump_dir: x.dump_dir,
-        more_dsts,
-        ssh: crate::dest::Ssh {
-            command: a.ssh_command.clone(),
-            identity: a.ssh_identity.clone(),
-            port: a.ssh_port,
-            options: a.ssh_option.clone(),
+    let mut options = layer(a)?;
+    options.src = Some(src);
+    options.dsts = Some(dsts);
+    options.handler_args = handler_args;
+    // The original's defaults in its classic form; the short form's are quick.
+    build(
+        options,
+        if classic {
+            Defaults::ORIGINAL
+        } else {
+            Defaults::SHORT
         },
-        rsync_options: a.rsync_option.iter().map(Into::into).collect(),
-        rsync_password_file: a.rsync_password_file.clone(),
-        allow_empty_source: a.allow_empty_source,
-        progress: a.progress,
-        verify_interval: a.verify_interval.filter(|d| !d.is_zero()),
-        wait_for_close: a.wait_for_close.filter(|d| !d.is_zero()),
-        pair: None,
-        reload_args: None,
-        delays: Delays {
-            collect: a.delay_collect.unwrap_or(Duration::from_millis(collect)),
-            collect_bigfile: a
-                .delay_collect_bigfile
-                .unwrap_or(Duration::from_millis(bigfile)),
-            sync: a.delay_sync.unwrap_or(Duration::from_millis(sync)),
-        },
-        threshold_bigfile: a.threshold_bigfile.unwrap_or(128 << 20),
-        rules_file: a.rules_file,
-        rules_inline: None,
-        globs: None,
-        label: a.label,
-        rsync_inclimit: a.rsync_inclimit.unwrap_or(20000),
-        status_file: a.status_file,
-        debug: a
-            .debug
-            .unwrap_or(u8::from(a.verbose))
-            .max(u8::from(a.verbose)),
-        pid_file: a.pid_file,
-        ignore_exitcodes: crate::config::parse_exitcodes(&a.ignore_exitcode).map_err(usage)?,
-        timeout_sync: a.timeout_sync.filter(|t| !t.is_zero()),
-        initial: initial(a.skip_initialsync, a.only_initialsync, Initial::Sync)?,
-        pre_exit_hook: a.pre_exit_hook,
-        exit_hook: a.exit_hook,
-        standby_file: a.standby_file,
-        // The original gives up after one failed try; the short form keeps retrying, and
-        // so does a worker with remote or several destinations (see below).
-        retries: a.retries.unwrap_or(u32::from(classic)),
-        one_file_system: a.one_file_system || a.exclude_mount_points,
-        monitor: a.monitor.unwrap_or_default(),
-        full_initialsync: a.full_initialsync,
-        exit_on_no_events: a.exit_on_no_events,
-        max_iterations: a.max_iterations.unwrap_or(0),
-        quiet: a.quiet,
-        output: a.output.unwrap_or_default(),
-        background: a.background.is_some_and(|b| b != 0),
-        lists_dir: a.lists_dir,
-        dont_unlink_lists: a.dont_unlink_lists,
-        threading: a.threading.unwrap_or_default(),
-        max_parallel_syncs: a
-            .max_parallel_syncs
-            .map_or(crate::config::MAX_PARALLEL_SYNCS, |n| n as usize),
-    };
-    let mut cfg = cfg;
-    if a.retries.is_none() && cfg.networked() {
-        cfg.retries = 0;
-    }
-    cfg.check_mode().map_err(usage)?;
-    Ok(cfg)
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,373 @@
+/*!
+The checks made against the file system before anything is touched, and again before
+each sync: the source, the destinations (by identity, not by path string), the sync
+handler and the lists directory.
+
+They come after [`super::build`] has made the `Config` (the values are consistent; here
+is whether the places they name are safe to use): a mistake costs an error message with
+its exit code, never a deleted file.
+*/
+
+use super::{Config, StartError};
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
+
+/// Makes sure a lists directory is safe to write lists into: created 0700 if missing;
+/// refused if others may write to it (a list could be swapped under rsync).
+pub fn check_lists_dir(dir: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                StartError::Path(format!(
+                    "lists-dir {}: cannot create it: {e}",
+                    dir.display()
+                ))
+            })?;
+    }
+    let m = std::fs::metadata(dir)
+        .map_err(|e| StartError::Path(format!("lists-dir {}: {e}", dir.display())))?;
+    if !m.is_dir() {
+        return Err(StartError::Path(format!(
+            "lists-dir {}: not a directory",
+            dir.display()
+        )));
+    }
+    let mode = m.permissions().mode();
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky {
+        return Err(StartError::Path(format!(
+            "lists-dir {}: writable by others (mode {:o}); use a private directory (0700)",
+            dir.display(),
+            mode & 0o7777
+        )));
+    }
+    if m.uid() != nix::unistd::geteuid().as_raw() && mode & 0o022 != 0 {
+        return Err(StartError::Path(format!(
+            "lists-dir {}: a shared directory owned by someone else",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Finds an executable: a path with a slash is taken as is, a bare name in `$PATH`.
+pub fn find_executable(prog: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if prog.components().count() > 1 || prog.is_absolute() {
+        return is_exec(prog).then(|| prog.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| is_exec(p))
+}
+
+/// Canonicalizes a path that may not exist yet: the longest existing prefix is resolved,
+/// the rest appended (`..` in the missing part is refused).
+fn canonical_maybe_missing(p: &Path) -> Result<PathBuf, String> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("cannot read the current directory: {e}"))?
+            .join(p)
+    };
+    let mut existing = abs.as_path();
+    let mut tail = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(c) => {
+                let mut out = c;
+                for part in tail.iter().rev() {
+                    out.push(part);
+                }
+                return Ok(out);
+            }
+            Err(_) => {
+                if existing.components().next_back() == Some(Component::ParentDir) {
+                    return Err(format!("{}: '..' below a missing directory", p.display()));
+                }
+                let name = existing
+                    .file_name()
+                    .ok_or_else(|| format!("{}: no existing parent directory", p.display()))?;
+                tail.push(name.to_os_string());
+                existing = existing.parent().unwrap_or(Path::new("/"));
+            }
+        }
+    }
+}
+
+/// Finds the sync handler: an executable, or the shared object of the so modes.
+fn find_handler(cfg: &Config) -> Result<PathBuf, StartError> {
+    let h = &cfg.rsync;
+    if cfg.mode.is_so() {
+        return match std::fs::metadata(h) {
+            Ok(m) if m.is_file() => Ok(h.clone()),
+            Ok(_) => Err(StartError::Handler(format!(
+                "sync handler {}: not a regular file",
+                h.display()
+            ))),
+            Err(e) => Err(StartError::Handler(format!(
+                "sync handler {}: {e}",
+                h.display()
+            ))),
+        };
+    }
+    find_executable(h).ok_or_else(|| {
+        StartError::Handler(format!(
+            "sync handler {}: not found or not executable{}",
+            h.display(),
+            if h.as_os_str() == "rsync" {
+                " in $PATH (install rsync: apt-get install rsync)"
+            } else if h.components().count() == 1 {
+                " in $PATH"
+            } else {
+                ""
+            }
+        ))
+    })
+}
+
+/// Checks source, destinations and the handler, and creates missing local destination
+/// directories. Returns the canonical source, the destinations (local ones canonical,
+/// remote ones as given; the first is `dst`) and the handler. Nothing else is touched.
+pub fn preflight(cfg: &Config) -> Result<(PathBuf, Vec<PathBuf>, PathBuf), StartError> {
+    let src = match std::fs::metadata(&cfg.src) {
+        Ok(m) if m.is_dir() => cfg
+            .src
+            .canonicalize()
+            .map_err(|e| StartError::Path(format!("source {}: {e}", cfg.src.display())))?,
+        Ok(_) => {
+            return Err(StartError::Path(format!(
+                "source {}: not a directory",
+                cfg.src.display()
+            )))
+        }
+        Err(e) => {
+            return Err(StartError::Path(format!(
+                "source {}: {e}",
+                cfg.src.display()
+            )))
+        }
+    };
+    cfg.check_mode().map_err(StartError::Usage)?;
+    let handler = find_handler(cfg)?;
+    if cfg.mode != crate::sync::handler::Mode::RsyncDirect || cfg.handler_args.is_some() {
+        // The handler decides what the destination is (a host, a path, nothing): it is
+        // passed on as given, never created or deleted here.
+        return Ok((src, vec![cfg.dst.clone()], handler));
+    }
+    let mut dsts = Vec::new();
+    let empty_src = dir_is_empty(&src);
+    for given in std::iter::once(&cfg.dst).chain(&cfg.more_dsts) {
+        let d = match crate::dest::Dest::parse(given.as_os_str()) {
+            crate::dest::Dest::Local(_) => check_local_dst(&src, given)?,
+            _ => given.clone(),
+        };
+        if empty_src && !cfg.allow_empty_source && !dst_is_empty(&d) {
+            return Err(StartError::Path(empty_source_message(&src, given)));
+        }
+        dsts.push(d);
+    }
+    Ok((src, dsts, handler))
+}
+
+/// Why a sync from an empty source is refused.
+pub fn empty_source_message(src: &Path, dst: &Path) -> String {
+    format!(
+        "the watch directory {} is empty but the destination {} is not (an unmounted disk?): not syncing, so nothing is deleted there; set allow-empty-source (--allow-empty-source) to mirror an empty tree",
+        src.display(),
+        dst.display()
+    )
+}
+
+/// Whether a directory has no entries (an unreadable one counts as not empty).
+pub fn dir_is_empty(d: &Path) -> bool {
+    std::fs::read_dir(d).is_ok_and(|mut rd| rd.next().is_none())
+}
+
+/// Whether a destination holds nothing: a local directory that is empty or missing; a
+/// remote one is not known to be empty.
+pub fn dst_is_empty(d: &Path) -> bool {
+    match crate::dest::Dest::parse(d.as_os_str()) {
+        crate::dest::Dest::Local(p) => !p.exists() || dir_is_empty(&p),
+        _ => false,
+    }
+}
+
+/// A local destination: canonical, not the source, not inside it nor around it, a
+/// directory (created if missing).
+fn check_local_dst(src: &Path, given: &Path) -> Result<PathBuf, StartError> {
+    let dst =
+        canonical_maybe_missing(given).map_err(|e| StartError::Path(format!("destination {e}")))?;
+    if dst == src {
+        return Err(StartError::Path(format!(
+            "destination {} is the source directory itself",
+            given.display()
+        )));
+    }
+    if dst.starts_with(src) {
+        return Err(StartError::Path(format!(
+            "destination {} is inside the source {}: it would sync into itself",
+            given.display(),
+            src.display()
+        )));
+    }
+    if src.starts_with(&dst) {
+        return Err(StartError::Path(format!(
+            "source {} is inside the destination {}: --delete would remove everything else there",
+            src.display(),
+            dst.display()
+        )));
+    }
+    check_overlap(src, &dst).map_err(StartError::Path)?;
+    match std::fs::metadata(&dst) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(StartError::Path(format!(
+                "destination {}: not a directory",
+                given.display()
+            )))
+        }
+        Err(_) => std::fs::create_dir_all(&dst).map_err(|e| {
+            StartError::Path(format!(
+                "destination {}: cannot create it: {e}",
+                given.display()
+            ))
+        })?,
+    }
+    Ok(dst)
+}
+
+/// The (device, inode) of a directory, following symlinks.
+fn identity(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Refuses a local destination that is the source, inside it or around it under any
+/// name, by identity rather than by path: the (device, inode) of the destination and of
+/// each of its ancestors against those of the source and its ancestors (after resolving
+/// symlinks), and, for bind mounts of a directory below the source (whose ancestors never
+/// lead back to it), their places in their file system ([`crate::mounts`]). Called at
+/// start and again before every sync: a mount made later is seen too. `dst` may not
+/// exist yet (then only "inside the source" can apply, to where it would be created).
+pub fn check_overlap(src: &Path, dst: &Path) -> Result<(), String> {
+    let src = src
+        .canonicalize()
+        .map_err(|e| format!("source {}: {e}", src.display()))?;
+    let dst = canonical_maybe_missing(dst).map_err(|e| format!("destination {e}"))?;
+    let src_id =
+        identity(&src).ok_or_else(|| format!("source {}: cannot stat it", src.display()))?;
+    let src_chain: Vec<(u64, u64)> = src.ancestors().filter_map(identity).collect();
+    // The destination, or the nearest directory that exists on its way.
+    let existing = dst
+        .ancestors()
+        .find(|a| identity(a).is_some())
+        .unwrap_or(Path::new("/"));
+    let dst_exists = existing == dst;
+    let same = "the source directory itself under another name (a bind mount or a link)";
+    let around = "a directory around the source under another name (a bind mount or a link): --delete would remove the source and everything beside it";
+    let inside =
+        "inside the source under another name (a bind mount or a link): it would sync into itself";
+    let refuse = |what: &str| {
+        Err(format!(
+            "destination {} is {what} (source {})",
+            dst.display(),
+            src.display()
+        ))
+    };
+    if dst_exists {
+        let dst_id = identity(&dst);
+        if dst_id == Some(src_id) {
+            return refuse(same);
+        }
+        if dst_id.is_some_and(|d| src_chain.contains(&d)) {
+            return refuse(around);
+        }
+    }
+    if existing
+        .ancestors()
+        .filter_map(identity)
+        .any(|a| a == src_id)
+    {
+        return refuse(inside);
+    }
+    // A bind mount of a directory below (or above) the source: same device, and one
+    // place in the file system is a prefix of the other.
+    if let Ok(text) = std::fs::read("/proc/self/mountinfo") {
+        let mounts = crate::mounts::parse(&text);
+        if let (Some((sd, sp)), Some((dd, dp))) = (
+            crate::mounts::place(&mounts, &src),
+            crate::mounts::place(&mounts, existing),
+        ) {
+            if sd == dd {
+                if dst_exists && dp == sp {
+                    return refuse(same);
+                }
+                if dst_exists && sp.starts_with(&dp) {
+                    return refuse(around);
+                }
+                if dp.starts_with(&sp) {
+                    return refuse(inside);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`check_overlap`] again for a destination the worker syncs to (before each sync):
+/// local destinations of rsyncdirect only, as at start ([`preflight`]). A source that is
+/// gone is not this check's business (the worker stops for it on its own, exit 1).
+pub fn recheck_destination(cfg: &Config, src: &Path, dst: &Path) -> Result<(), String> {
+    if src.canonicalize().is_err() {
+        return Ok(());
+    }
+    let own_rsync =
+        cfg.mode == crate::sync::handler::Mode::RsyncDirect && cfg.handler_args.is_none();
+    match crate::dest::Dest::parse(dst.as_os_str()) {
+        crate::dest::Dest::Local(d) if own_rsync => check_overlap(src, &d),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_by_identity_sees_through_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let top = t.path().canonicalize().unwrap();
+        let src = top.join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&top, top.join("alias")).unwrap();
+        std::os::unix::fs::symlink(src.join("sub"), top.join("subalias")).unwrap();
+        let e = check_overlap(&src, &top.join("alias")).unwrap_err();
+        assert!(e.contains("around the source"), "{e}");
+        let e = check_overlap(&src, &top.join("subalias/new")).unwrap_err();
+        assert!(e.contains("inside the source"), "{e}");
+        let e = check_overlap(&src, &top.join("alias/src")).unwrap_err();
+        assert!(e.contains("the source directory itself"), "{e}");
+        // A sibling, existing or not, is fine.
+        std::fs::create_dir(top.join("dst")).unwrap();
+        assert_eq!(check_overlap(&src, &top.join("dst")), Ok(()));
+        assert_eq!(check_overlap(&src, &top.join("new/dst")), Ok(()));
+        assert_eq!(check_overlap(&src, &top.join("alias/srcx")), Ok(()));
+    }
+
+    #[test]
+    fn missing_paths_canonicalize_through_their_existing_parent() {
+        let t = tempfile::tempdir().unwrap();
+        let c = canonical_maybe_missing(&t.path().join("a/b")).unwrap();
+        assert_eq!(c, t.path().canonicalize().unwrap().join("a/b"));
+    }
+}

@@ -11,6 +11,7 @@ use super::daemon::Daemon;
 use super::instance_lock::{self, Taken};
 use super::life::{Exit, Life, Next, Policy};
 use super::protocol::InstanceStatus;
+use crate::report::{Latest, Phase, Report};
 use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
@@ -86,8 +87,8 @@ pub(super) struct Instance {
     /// The next start resolves a split-brain keeping this side (`local` or `peer`).
     pub(super) resolve: Option<String>,
     pub(super) last_error: Option<String>,
-    /// The worker's last report.
-    pub(super) report: Option<serde_json::Value>,
+    /// What the worker reported (empty until its first report).
+    pub(super) report: Latest,
     pub(super) logs: VecDeque<String>,
 }
 
@@ -107,7 +108,7 @@ impl Instance {
             then_remove: false,
             resolve: None,
             last_error: None,
-            report: None,
+            report: Latest::default(),
             logs: VecDeque::new(),
         }
     }
@@ -115,13 +116,8 @@ impl Instance {
     pub(super) fn state_name(&self) -> String {
         match self.state {
             State::Stopped => "stopped".into(),
-            State::Starting => match self
-                .report
-                .as_ref()
-                .and_then(|r| r.get("phase"))
-                .and_then(|p| p.as_str())
-            {
-                Some("initsync") => "initsync".into(),
+            State::Starting => match self.report.phase {
+                Some(Phase::Initsync) => "initsync".into(),
                 _ => "starting".into(),
             },
             State::Running => "running".into(),
@@ -134,8 +130,8 @@ impl Instance {
     }
 
     pub(super) fn status(&self) -> InstanceStatus {
-        let r = self.report.as_ref();
-        let num = |k: &str| r.and_then(|r| r.get(k)).and_then(|v| v.as_u64());
+        let r = &self.report;
+        let num = |v: Option<usize>| v.map(|v| v as u64);
         InstanceStatus {
             name: self.name.clone(),
             profile: self.profile.clone(),
@@ -146,26 +142,19 @@ impl Instance {
                 .as_ref()
                 .map(|w| w.started.elapsed().as_secs_f64()),
             restarts: self.life.restarts,
-            last_sync_unix: r
-                .and_then(|r| r.get("last_sync_unix"))
-                .and_then(|v| v.as_f64()),
-            queued: num("queued"),
-            events: num("events"),
-            syncs: num("syncs"),
-            sync_failures: num("sync_failures"),
-            watches: num("watches"),
-            last_error: self.last_error.clone().or_else(|| {
-                r.and_then(|r| r.get("last_error"))
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string)
-            }),
+            last_sync_unix: r.last_sync_unix,
+            queued: num(r.queued),
+            events: r.events,
+            syncs: r.syncs,
+            sync_failures: r.sync_failures,
+            watches: num(r.watches),
+            last_error: self.last_error.clone().or_else(|| r.last_error.clone()),
             on_demand: self.on_demand,
-            destinations: r.and_then(|r| r.get("destinations")).cloned(),
+            destinations: r.destinations.clone(),
             progress: r
-                .filter(|_| matches!(self.state, State::Starting))
-                .and_then(|r| r.get("progress"))
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
+                .progress
+                .clone()
+                .filter(|_| matches!(self.state, State::Starting)),
         }
     }
 
@@ -201,7 +190,7 @@ impl Daemon {
             return;
         }
         i.restart_at = None;
-        i.report = None;
+        i.report = Latest::default();
         let lock = match instance_lock::take(&self.opts.state_dir, name) {
             Ok(Taken::Free(lock)) => lock,
             Ok(Taken::Held(pid)) => {
@@ -517,23 +506,7 @@ pub(super) fn drain(i: &mut Instance, t: Token) -> (bool, bool) {
     let mut reported = false;
     for line in lines {
         if kind == Stream::Report {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v.get("ready").and_then(|r| r.as_bool()) == Some(true)
-                    && i.state == State::Starting
-                {
-                    i.state = State::Running;
-                    i.last_error = None;
-                    info!("[{}] running", i.name);
-                }
-                // Progress reports carry a few fields: merge, keep the counters.
-                match (i.report.as_mut(), v) {
-                    (Some(serde_json::Value::Object(old)), serde_json::Value::Object(new)) => {
-                        old.extend(new)
-                    }
-                    (_, v) => i.report = Some(v),
-                }
-                reported = true;
-            }
+            reported |= take_report(i, &line);
         } else {
             // The worker's own `clsync[LABEL]: ` prefix says again what the name says.
             let text = match line.strip_prefix("clsync") {
@@ -559,6 +532,22 @@ pub(super) fn drain(i: &mut Instance, t: Token) -> (bool, bool) {
     (eof, reported)
 }
 
+/// Takes in one line of the report pipe: a worker that says it is ready is running. Returns
+/// whether the line was a report (anything else is ignored).
+fn take_report(i: &mut Instance, line: &str) -> bool {
+    let Ok(report) = serde_json::from_str::<Report>(line) else {
+        return false;
+    };
+    if matches!(&report, Report::State(s) if s.ready) && i.state == State::Starting {
+        i.state = State::Running;
+        i.last_error = None;
+        info!("[{}] running", i.name);
+    }
+    // Steps carry a few fields: laid over the state, the counters kept.
+    i.report.update(report);
+    true
+}
+
 pub(super) fn set_nonblocking(f: &File) {
     // SAFETY: fcntl on an open descriptor.
     unsafe {
@@ -576,4 +565,55 @@ pub(super) fn instance_held(state_dir: &Path, name: &str) -> bool {
 pub(super) fn alive_worker(pid: i32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .is_ok_and(|c| c.windows(6).any(|w| w == b"clsync"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The status of an instance as its worker reports: the initial sync and its progress
+    /// while starting, running once ready (the progress no longer shown, an error of the
+    /// start forgotten), the counters of the last state.
+    #[test]
+    fn reports_move_a_starting_instance_to_running() {
+        let mut i = Instance::new("web", "web", String::new(), Policy::default());
+        i.state = State::Starting;
+        i.last_error = Some("exit code 1: before".into());
+        assert!(take_report(&mut i, r#"{"phase":"watching","watches":2}"#));
+        assert_eq!(i.status().state, "starting");
+        assert!(take_report(
+            &mut i,
+            r#"{"phase":"initsync","watches":4,"progress":"50%"}"#
+        ));
+        let s = i.status();
+        assert_eq!((s.state.as_str(), s.watches), ("initsync", Some(4)));
+        assert_eq!(s.progress.as_deref(), Some("50%"));
+        assert_eq!(s.events, None);
+        assert!(!take_report(&mut i, "clsync: not a report"));
+        let ready = r#"{"consecutive_failures":0,"destinations":[{"consecutive_failures":0,"destination":"/srv","lag_s":0.0,"last_error":null,"last_sync_unix":1.5,"queued":0,"state":"ok"}],"events":9,"iterations":1,"last_error":null,"last_sync_unix":1.5,"phase":"running","queued":0,"ready":true,"running_syncs":0,"standby":false,"sync_failures":0,"syncing":false,"syncs":1,"unwatched_dirs":0,"uptime_s":0.5,"watches":4}"#;
+        assert!(take_report(&mut i, ready));
+        let s = i.status();
+        assert_eq!(i.state, State::Running);
+        assert_eq!(s.state, "running");
+        assert_eq!(
+            (s.events, s.syncs, s.last_sync_unix),
+            (Some(9), Some(1), Some(1.5))
+        );
+        assert_eq!((s.progress, s.last_error), (None, None));
+        let d = s.destinations.expect("destinations");
+        assert_eq!((d.len(), d[0].destination.as_str()), (1, "/srv"));
+    }
+
+    /// A split-brain step's message is the instance's error until the manager has its own.
+    #[test]
+    fn a_split_brain_report_is_the_instance_error() {
+        let mut i = Instance::new("pair", "pair", String::new(), Policy::default());
+        i.state = State::Starting;
+        assert!(take_report(
+            &mut i,
+            r#"{"last_error":"both sides changed","phase":"split-brain"}"#
+        ));
+        assert_eq!(i.status().last_error.as_deref(), Some("both sides changed"));
+        assert_eq!(i.state, State::Starting);
+    }
 }

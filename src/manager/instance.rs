@@ -404,30 +404,26 @@ impl Daemon {
                 i.life.ended(Instant::now(), ran, exit, stopping, &why)
             };
             match &next {
-                Next::Stopped => {
-                    info!("[{name}] worker pid {pid} ended ({exit})");
-                    i.state = State::Stopped;
-                }
+                Next::Stopped => info!("[{name}] worker pid {pid} ended ({exit})"),
                 Next::Restart(at) => {
                     let wait = at.saturating_duration_since(Instant::now());
                     warn!(
                         "[{name}] worker pid {pid} ended ({exit}); restart in {:.1}s",
                         wait.as_secs_f64()
                     );
-                    i.state = State::Backoff;
-                    i.restart_at = Some(*at);
-                    i.last_error = Some(format!("{exit}: {why}"));
                 }
                 Next::Failed(_) if exit == Exit::Code(crate::pair::SPLIT_BRAIN_EXIT) => {
                     error!("[{name}] split-brain: nothing syncs until `clsync-manager resolve {name} --keep local|peer`");
-                    i.state = State::SplitBrain;
-                    i.last_error = Some(why.clone());
                 }
-                Next::Failed(reason) => {
-                    error!("[{name}] failed: {reason}");
-                    i.state = State::Failed;
-                    i.last_error = Some(reason.clone());
-                }
+                Next::Failed(reason) => error!("[{name}] failed: {reason}"),
+            }
+            let (state, restart_at, error) = after_exit(&next, exit, &why);
+            i.state = state;
+            if restart_at.is_some() {
+                i.restart_at = restart_at;
+            }
+            if error.is_some() {
+                i.last_error = error;
             }
             let then_start = std::mem::take(&mut i.then_start);
             let ended = i.status();
@@ -532,6 +528,19 @@ pub(super) fn drain(i: &mut Instance, t: Token) -> (bool, bool) {
     (eof, reported)
 }
 
+/// What a worker's end makes of its instance, once the restart policy has decided: its
+/// state, when it starts again, and its error (`None`: the one it had stays).
+fn after_exit(next: &Next, exit: Exit, why: &str) -> (State, Option<Instant>, Option<String>) {
+    match next {
+        Next::Stopped => (State::Stopped, None, None),
+        Next::Restart(at) => (State::Backoff, Some(*at), Some(format!("{exit}: {why}"))),
+        Next::Failed(_) if exit == Exit::Code(crate::pair::SPLIT_BRAIN_EXIT) => {
+            (State::SplitBrain, None, Some(why.to_string()))
+        }
+        Next::Failed(reason) => (State::Failed, None, Some(reason.clone())),
+    }
+}
+
 /// Takes in one line of the report pipe: a worker that says it is ready is running. Returns
 /// whether the line was a report (anything else is ignored).
 fn take_report(i: &mut Instance, line: &str) -> bool {
@@ -556,12 +565,12 @@ pub(super) fn set_nonblocking(f: &File) {
     }
 }
 
-/// Whether `pid` is a live clsync worker (its command line names clsync).
 /// Whether a worker (of this manager or an earlier one) holds the lock of `name`.
 pub(super) fn instance_held(state_dir: &Path, name: &str) -> bool {
     matches!(instance_lock::take(state_dir, name), Ok(Taken::Held(_)))
 }
 
+/// Whether `pid` is a live clsync worker (its command line names clsync).
 pub(super) fn alive_worker(pid: i32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .is_ok_and(|c| c.windows(6).any(|w| w == b"clsync"))
@@ -602,6 +611,35 @@ mod tests {
         assert_eq!((s.progress, s.last_error), (None, None));
         let d = s.destinations.expect("destinations");
         assert_eq!((d.len(), d[0].destination.as_str()), (1, "/srv"));
+    }
+
+    /// Each decision of the policy gives its state; a split-brain exit is its own state
+    /// (waiting for `resolve`), whatever the policy says, and keeps the worker's words.
+    #[test]
+    fn the_end_of_a_worker_gives_the_state_that_follows() {
+        let at = Instant::now();
+        let why = "error: rsync exited with 12";
+        assert_eq!(
+            after_exit(&Next::Stopped, Exit::Code(0), why),
+            (State::Stopped, None, None)
+        );
+        assert_eq!(
+            after_exit(&Next::Restart(at), Exit::Signal(9), why),
+            (
+                State::Backoff,
+                Some(at),
+                Some(format!("{}: {why}", Exit::Signal(9)))
+            )
+        );
+        assert_eq!(
+            after_exit(&Next::Failed("start limit".into()), Exit::Code(1), why),
+            (State::Failed, None, Some("start limit".into()))
+        );
+        let split = Exit::Code(crate::pair::SPLIT_BRAIN_EXIT);
+        assert_eq!(
+            after_exit(&Next::Failed(String::new()), split, why),
+            (State::SplitBrain, None, Some(why.into()))
+        );
     }
 
     /// A split-brain step's message is the instance's error until the manager has its own.

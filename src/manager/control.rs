@@ -35,13 +35,13 @@ pub(super) struct Client {
     pub(super) buf: Vec<u8>,
 }
 
-pub(super) enum Handled {
+enum Handled {
     Now(Response),
     Later { name: String, restart: bool },
 }
 
 /// Whether a peer with these credentials may use the socket.
-pub(super) fn permitted(uid: u32, pid: i32, group: Option<u32>) -> bool {
+fn permitted(uid: u32, pid: i32, group: Option<u32>) -> bool {
     if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
         return true;
     }
@@ -153,7 +153,7 @@ impl Daemon {
         }
     }
 
-    pub(super) fn handle(&mut self, req: &Request) -> Handled {
+    fn handle(&mut self, req: &Request) -> Handled {
         let name = || {
             req.name
                 .clone()
@@ -169,7 +169,7 @@ impl Daemon {
             "resolve" => name().and_then(|n| self.cmd_resolve(&n, req.keep.as_deref())),
             "logs" => name().and_then(|n| self.cmd_logs(&n, req.lines.unwrap_or(50))),
             "reload" => self.reload().map(|_| json!({ "reloaded": true })),
-            "metrics" => Ok(json!({ "text": super::metrics::metrics(&self.statuses()) })),
+            "metrics" => Ok(json!({ "text": super::metrics::text(&self.statuses()) })),
             "check" => {
                 let mut out = Vec::new();
                 let ok = crate::profile_config::check(&self.opts.profiles_dir, &[], &mut out);
@@ -185,7 +185,7 @@ impl Daemon {
         })
     }
 
-    pub(super) fn with_name(
+    fn with_name(
         &mut self,
         req: &Request,
         f: impl FnOnce(&mut Self, &str) -> Result<Handled, String>,
@@ -199,7 +199,7 @@ impl Daemon {
 
     /// The canonical instance name of `name` (`PROFILE`, `PROFILE@LABEL`,
     /// `PROFILE-LABEL`), checked against the profiles.
-    pub(super) fn canonical(&self, name: &str) -> Result<String, String> {
+    fn canonical(&self, name: &str) -> Result<String, String> {
         if self.instances.contains_key(name) {
             return Ok(name.to_string());
         }
@@ -209,14 +209,14 @@ impl Daemon {
             .map_err(|e| e.to_string())
     }
 
-    pub(super) fn instance(&self, name: &str) -> Result<&Instance, String> {
+    fn instance(&self, name: &str) -> Result<&Instance, String> {
         let n = self.canonical(name)?;
         self.instances
             .get(&n)
             .ok_or_else(|| format!("{n} is not running (start it with `clsync-manager start {n}`)"))
     }
 
-    pub(super) fn cmd_status(&self, name: Option<&str>) -> Result<serde_json::Value, String> {
+    fn cmd_status(&self, name: Option<&str>) -> Result<serde_json::Value, String> {
         let list = match name {
             Some(n) => vec![self.instance(n)?.status()],
             None => self.statuses(),
@@ -224,7 +224,7 @@ impl Daemon {
         serde_json::to_value(list).map_err(|e| e.to_string())
     }
 
-    pub(super) fn cmd_list(&self) -> Result<serde_json::Value, String> {
+    fn cmd_list(&self) -> Result<serde_json::Value, String> {
         let profiles = profile::load_dir(&self.opts.profiles_dir).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         for (name, p) in &profiles {
@@ -244,7 +244,7 @@ impl Daemon {
         Ok(serde_json::Value::Array(out))
     }
 
-    pub(super) fn cmd_start(&mut self, name: &str) -> Result<serde_json::Value, String> {
+    fn cmd_start(&mut self, name: &str) -> Result<serde_json::Value, String> {
         if self.stopping {
             return Err("clsync-manager is stopping".into());
         }
@@ -288,7 +288,7 @@ impl Daemon {
         serde_json::to_value(i.status()).map_err(|e| e.to_string())
     }
 
-    pub(super) fn cmd_stop(&mut self, name: &str) -> Result<Handled, String> {
+    fn cmd_stop(&mut self, name: &str) -> Result<Handled, String> {
         let i = self
             .instances
             .get_mut(name)
@@ -327,7 +327,7 @@ impl Daemon {
         })
     }
 
-    pub(super) fn cmd_restart(&mut self, name: &str) -> Result<Handled, String> {
+    fn cmd_restart(&mut self, name: &str) -> Result<Handled, String> {
         if !self.instances.contains_key(name) {
             return Err(format!("{name} is not running (use start)"));
         }
@@ -346,7 +346,7 @@ impl Daemon {
     }
 
     /// Ends a split-brain: the instance starts again keeping `keep`'s side.
-    pub(super) fn cmd_resolve(
+    fn cmd_resolve(
         &mut self,
         name: &str,
         keep: Option<&str>,
@@ -374,7 +374,7 @@ impl Daemon {
         serde_json::to_value(i.status()).map_err(|e| e.to_string())
     }
 
-    pub(super) fn cmd_resync(&mut self, name: &str) -> Result<serde_json::Value, String> {
+    fn cmd_resync(&mut self, name: &str) -> Result<serde_json::Value, String> {
         let i = self.instance(name)?;
         let w = i
             .worker
@@ -386,7 +386,7 @@ impl Daemon {
         Ok(json!({ "name": i.name, "resync": true }))
     }
 
-    pub(super) fn cmd_logs(&self, name: &str, lines: usize) -> Result<serde_json::Value, String> {
+    fn cmd_logs(&self, name: &str, lines: usize) -> Result<serde_json::Value, String> {
         let i = self.instance(name)?;
         let skip = i.logs.len().saturating_sub(lines);
         Ok(json!({ "name": i.name, "lines": i.logs.iter().skip(skip).collect::<Vec<_>>() }))
@@ -417,14 +417,14 @@ impl Daemon {
 }
 
 /// Writes a response (blocking, bounded by a timeout) and closes the connection.
-pub(super) fn reply_mio(stream: UnixStream, resp: &Response) {
+fn reply_mio(stream: UnixStream, resp: &Response) {
     let fd = stream.into_raw_fd();
     // SAFETY: the descriptor was just released by the mio stream.
     let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
     reply_std(std, resp);
 }
 
-pub(super) fn reply_std(mut s: std::os::unix::net::UnixStream, resp: &Response) {
+fn reply_std(mut s: std::os::unix::net::UnixStream, resp: &Response) {
     let _ = s.set_nonblocking(false);
     let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
     let mut line = serde_json::to_vec(resp).unwrap_or_default();

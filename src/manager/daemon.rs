@@ -49,11 +49,11 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub(super) const SIGNALS: Token = Token(0);
-pub(super) const LISTENER: Token = Token(1);
+const SIGNALS: Token = Token(0);
+const LISTENER: Token = Token(1);
 
 /// How often a previous manager's worker is looked for.
-pub(super) const WAIT_POLL: Duration = Duration::from_secs(1);
+const WAIT_POLL: Duration = Duration::from_secs(1);
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -172,7 +172,7 @@ pub fn run(opts: Options) -> Result<i32, String> {
 }
 
 /// Takes the manager lock in the state directory (flock, released at exit).
-pub(super) fn lock(dir: &Path) -> Result<File, String> {
+fn lock(dir: &Path) -> Result<File, String> {
     let path = dir.join("manager.lock");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -197,7 +197,7 @@ pub(super) fn lock(dir: &Path) -> Result<File, String> {
 }
 
 /// Binds the control socket: 0600 root, or 0660 with the configured group.
-pub(super) fn listen(opts: &Options) -> Result<UnixListener, String> {
+fn listen(opts: &Options) -> Result<UnixListener, String> {
     use std::os::unix::fs::PermissionsExt;
     let show = opts.socket.display();
     if let Some(dir) = opts.socket.parent() {
@@ -233,7 +233,7 @@ impl Daemon {
 
     /// Brings the instances in line with the profiles: autostart profiles run, removed
     /// ones stop, changed ones restart, unchanged ones are left alone.
-    pub(super) fn apply_profiles(&mut self, profiles: &Profiles) {
+    fn apply_profiles(&mut self, profiles: &Profiles) {
         let mut wanted: BTreeSet<String> = BTreeSet::new();
         // Autostart profiles that are broken (or inherit from a broken one): shown as
         // failed instances; the others run regardless.
@@ -334,7 +334,7 @@ impl Daemon {
         self.save();
     }
 
-    pub(super) fn timeout(&self, now: Instant) -> Option<Duration> {
+    fn timeout(&self, now: Instant) -> Option<Duration> {
         let mut t: Option<Instant> = None;
         let mut consider = |d: Option<Instant>| {
             if let Some(d) = d {
@@ -353,7 +353,7 @@ impl Daemon {
         t.map(|t| t.saturating_duration_since(now))
     }
 
-    pub(super) fn tick(&mut self, now: Instant) {
+    fn tick(&mut self, now: Instant) {
         self.reap();
         let names: Vec<String> = self.instances.keys().cloned().collect();
         for name in names {

@@ -27,7 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Lines of each worker's output kept for `logs`.
-pub(super) const LOG_LINES: usize = 1000;
+const LOG_LINES: usize = 1000;
 
 /// Between a worker's second TERM (abort the final sync) and KILL.
 pub(super) const ABORT_GRACE: Duration = Duration::from_secs(10);
@@ -47,14 +47,14 @@ pub(super) enum State {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Stream {
+enum Stream {
     Stdout,
     Stderr,
     Report,
 }
 
 /// One of a worker's pipes, with the start of a line not complete yet.
-pub(super) struct Pipe {
+struct Pipe {
     pub(super) file: File,
     pub(super) kind: Stream,
     pub(super) partial: Vec<u8>,
@@ -64,7 +64,7 @@ pub(super) struct Worker {
     pub(super) child: Child,
     pub(super) pid: i32,
     pub(super) started: Instant,
-    pub(super) pipes: HashMap<Token, Pipe>,
+    pipes: HashMap<Token, Pipe>,
 }
 
 pub(super) struct Instance {
@@ -158,7 +158,7 @@ impl Instance {
         }
     }
 
-    pub(super) fn log_line(&mut self, line: String) {
+    fn log_line(&mut self, line: String) {
         if self.logs.len() >= LOG_LINES {
             self.logs.pop_front();
         }
@@ -222,7 +222,7 @@ impl Daemon {
         self.notify_status();
     }
 
-    pub(super) fn spawn(&mut self, name: &str, lock: instance_lock::Lock) -> Result<(), String> {
+    fn spawn(&mut self, name: &str, lock: instance_lock::Lock) -> Result<(), String> {
         let (r, w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
         let w_fd = w.as_raw_fd();
@@ -468,7 +468,7 @@ impl Daemon {
 /// Reads what a worker pipe holds and handles its complete lines: output is logged with
 /// the instance's name and kept for `logs`; reports update the state. Returns (end of
 /// file, a report arrived).
-pub(super) fn drain(i: &mut Instance, t: Token) -> (bool, bool) {
+fn drain(i: &mut Instance, t: Token) -> (bool, bool) {
     let Some(p) = i.worker.as_mut().and_then(|w| w.pipes.get_mut(&t)) else {
         return (true, false);
     };

@@ -14,7 +14,7 @@ use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 /// Prometheus text format: counters and gauges per instance.
-pub fn metrics(list: &[InstanceStatus]) -> String {
+pub fn text(list: &[InstanceStatus]) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -92,7 +92,7 @@ fn escape(s: &str) -> String {
 
 /// The metrics text file is rewritten this long after a change, and at least this often
 /// (so that "seconds since the last sync" moves).
-pub(super) const METRICS_EVERY: Duration = Duration::from_secs(5);
+const METRICS_EVERY: Duration = Duration::from_secs(5);
 pub(super) const METRICS_REFRESH: Duration = Duration::from_secs(15);
 
 impl Daemon {
@@ -107,7 +107,7 @@ impl Daemon {
         let Some(path) = &self.opts.metrics_textfile else {
             return;
         };
-        let text = super::metrics::metrics(&self.statuses());
+        let text = super::metrics::text(&self.statuses());
         let mut tmp = path.clone().into_os_string();
         tmp.push(".tmp");
         if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)) {

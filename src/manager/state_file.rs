@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// What the state file keeps across manager restarts.
 #[derive(serde::Serialize, serde::Deserialize, Default)]
-pub(super) struct Saved {
+struct Saved {
     #[serde(default)]
     pub(super) on_demand: BTreeSet<String>,
     #[serde(default)]

@@ -346,11 +346,7 @@ impl Daemon {
     }
 
     /// Ends a split-brain: the instance starts again keeping `keep`'s side.
-    fn cmd_resolve(
-        &mut self,
-        name: &str,
-        keep: Option<&str>,
-    ) -> Result<serde_json::Value, String> {
+    fn cmd_resolve(&mut self, name: &str, keep: Option<&str>) -> Result<serde_json::Value, String> {
         let keep = match keep {
             Some(k @ ("local" | "peer")) => k.to_string(),
             Some(k) => return Err(format!("resolve: --keep {k:?}: expected local or peer")),

@@ -20,6 +20,7 @@ Ready (log line and status file) means both the watches and the initial sync are
 use crate::batcher::{Batch, Batcher, Class, Entry};
 use crate::config::{preflight, Config, Initial, StartError};
 use crate::dest::Dest;
+use crate::report::{Health, Phase as ReportPhase, Report, Step};
 use crate::sync::handler::{Context, Handler, HandlerConfig, Mode, Mover};
 use crate::sync::{Finished, RunConfig, Runner, KILL_GRACE};
 use crate::watch::{abs_path, Changes, Watcher};
@@ -377,10 +378,12 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 Ok(crate::pair::Step::SplitBrain(msg)) => {
                     error!("{msg}");
                     status.set("split-brain");
-                    reporter.send(
-                        &serde_json::json!({ "phase": "split-brain", "last_error": msg })
-                            .to_string(),
-                    );
+                    reporter.send(&Report::Step(Step {
+                        phase: ReportPhase::SplitBrain,
+                        watches: None,
+                        progress: None,
+                        last_error: Some(msg),
+                    }));
                     return Ok(crate::pair::SPLIT_BRAIN_EXIT);
                 }
                 Err(e) => return Err(StartError::Other(format!("pair check: {e}"))),
@@ -397,12 +400,19 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 "setting watches: {dirs} directories so far ({:.0}s)",
                 started.elapsed().as_secs_f64()
             );
-            reporter.send(&format!("{{\"phase\":\"watching\",\"watches\":{dirs}}}"));
+            reporter.send(&Report::Step(Step {
+                phase: ReportPhase::Watching,
+                watches: Some(dirs),
+                progress: None,
+                last_error: None,
+            }));
         })?;
-    reporter.send(&format!(
-        "{{\"phase\":\"initsync\",\"watches\":{}}}",
-        watcher.watched()
-    ));
+    reporter.send(&Report::Step(Step {
+        phase: ReportPhase::Initsync,
+        watches: Some(watcher.watched()),
+        progress: None,
+        last_error: None,
+    }));
     info!(
         "watching {} under {} ({:.1}s)",
         watcher.describe(),
@@ -910,59 +920,72 @@ impl Worker {
 
     /// The worker's state as one JSON object (SIGUSR1, SIGIO), for people and scripts.
     fn state_json(&self) -> String {
+        serde_json::to_string(&self.state()).unwrap_or_default()
+    }
+
+    /// The worker's state, as reported to the supervisor.
+    fn state(&self) -> crate::report::State {
         let phase = match self.phase {
-            Phase::Running => "running",
-            Phase::Stopping { .. } => "stopping",
-            Phase::Aborting { .. } => "aborting",
+            Phase::Running => ReportPhase::Running,
+            Phase::Stopping { .. } => ReportPhase::Stopping,
+            Phase::Aborting { .. } => ReportPhase::Aborting,
         };
         let unix = |t: Option<std::time::SystemTime>| {
             t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0)
         };
         let now = std::time::SystemTime::now();
-        let destinations: Vec<serde_json::Value> = self
+        let destinations = self
             .targets
             .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "destination": t.name,
-                    "state": if t.unreachable {
-                        "unreachable"
-                    } else if t.batcher.failures() > 0 {
-                        "failing"
-                    } else {
-                        "ok"
-                    },
-                    "queued": t.batcher.len(),
-                    "consecutive_failures": t.batcher.failures(),
-                    "lag_s": t.behind_since
-                        .and_then(|b| now.duration_since(b).ok())
-                        .map_or(0.0, |d| (d.as_secs_f64() * 10.0).round() / 10.0),
-                    "last_sync_unix": unix(t.last_ok),
-                    "last_error": t.last_error,
-                })
+            .map(|t| crate::report::Destination {
+                destination: t.name.clone(),
+                state: if t.unreachable {
+                    Health::Unreachable
+                } else if t.batcher.failures() > 0 {
+                    Health::Failing
+                } else {
+                    Health::Ok
+                },
+                queued: t.batcher.len(),
+                consecutive_failures: t.batcher.failures(),
+                lag_s: t
+                    .behind_since
+                    .and_then(|b| now.duration_since(b).ok())
+                    .map_or(0.0, |d| (d.as_secs_f64() * 10.0).round() / 10.0),
+                last_sync_unix: unix(t.last_ok),
+                last_error: t.last_error.clone(),
             })
             .collect();
-        serde_json::json!({
-            "phase": phase,
-            "ready": self.ready,
-            "queued": self.targets.iter().map(|t| t.batcher.len()).max().unwrap_or(0),
-            "syncing": self.runner.busy(),
-            "running_syncs": self.runner.running(),
-            "consecutive_failures": self.targets.iter().map(|t| t.batcher.failures()).max().unwrap_or(0),
-            "iterations": self.iterations,
-            "watches": self.watcher.watched(),
-            "unwatched_dirs": self.watcher.unwatched(),
-            "standby": self.standby_check.is_some(),
-            "uptime_s": (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-            "events": self.events,
-            "syncs": self.syncs,
-            "sync_failures": self.sync_failures,
-            "last_sync_unix": unix(self.last_ok),
-            "last_error": self.last_error,
-            "destinations": destinations,
-        })
-        .to_string()
+        crate::report::State {
+            phase,
+            ready: self.ready,
+            queued: self
+                .targets
+                .iter()
+                .map(|t| t.batcher.len())
+                .max()
+                .unwrap_or(0),
+            syncing: self.runner.busy(),
+            running_syncs: self.runner.running(),
+            consecutive_failures: self
+                .targets
+                .iter()
+                .map(|t| t.batcher.failures())
+                .max()
+                .unwrap_or(0),
+            iterations: self.iterations,
+            watches: self.watcher.watched(),
+            unwatched_dirs: self.watcher.unwatched(),
+            standby: self.standby_check.is_some(),
+            uptime_s: (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            events: self.events,
+            syncs: self.syncs,
+            sync_failures: self.sync_failures,
+            last_sync_unix: unix(self.last_ok),
+            last_error: self.last_error.clone(),
+            destinations,
+        }
     }
 
     /// Ends the shared ssh connections (their masters would linger for a minute).
@@ -983,8 +1006,7 @@ impl Worker {
 
     /// Sends the state to the supervisor, if there is one.
     fn report(&mut self) {
-        let state = self.state_json();
-        self.reporter.send(&state);
+        self.reporter.send(&Report::State(self.state()));
     }
 
     fn became_ready(&mut self) {
@@ -1369,12 +1391,16 @@ impl Worker {
                 let what = if self.ready { "full" } else { "initial" };
                 let desc = crate::sync::describe_progress(&rec);
                 info!("{what} sync: {desc}");
-                let json = serde_json::to_string(&desc).unwrap_or_default();
-                self.reporter.send(&format!(
-                    "{{\"phase\":\"{}\",\"watches\":{},\"progress\":{json}}}",
-                    if self.ready { "running" } else { "initsync" },
-                    self.watcher.watched()
-                ));
+                self.reporter.send(&Report::Step(Step {
+                    phase: if self.ready {
+                        ReportPhase::Running
+                    } else {
+                        ReportPhase::Initsync
+                    },
+                    watches: Some(self.watcher.watched()),
+                    progress: Some(desc),
+                    last_error: None,
+                }));
             }
         }
         self.runner.enforce_timeout(now);
@@ -1519,9 +1545,12 @@ impl Worker {
             Ok(crate::pair::Step::SplitBrain(msg)) => {
                 error!("{msg}");
                 self.status.set("split-brain");
-                self.reporter.send(
-                    &serde_json::json!({ "phase": "split-brain", "last_error": msg }).to_string(),
-                );
+                self.reporter.send(&Report::Step(Step {
+                    phase: ReportPhase::SplitBrain,
+                    watches: None,
+                    progress: None,
+                    last_error: Some(msg),
+                }));
                 self.abort(crate::pair::SPLIT_BRAIN_EXIT);
             }
             Err(e) => {

@@ -5,6 +5,7 @@ client of its control socket (`check` alone works without the daemon).
 
 use super::daemon::{self, Options};
 use super::protocol::{self, InstanceStatus, Request, Response};
+use crate::report::Health;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -344,21 +345,18 @@ pub fn status_table(list: &[InstanceStatus]) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
         // Several destinations, or one in trouble: a line each, with its lag.
-        let dests = n
-            .checked_sub(1)
-            .and_then(|i| list[i].destinations.as_ref())
-            .and_then(|d| d.as_array());
+        let dests = n.checked_sub(1).and_then(|i| list[i].destinations.as_ref());
         if let Some(dests) = dests {
-            if dests.len() > 1 || dests.iter().any(|d| d["state"] != "ok") {
+            if dests.len() > 1 || dests.iter().any(|d| d.state != Health::Ok) {
                 for d in dests {
                     out.push_str(&format!(
                         "  -> {}  {}  queued {}  lag {}{}\n",
-                        d["destination"].as_str().unwrap_or_default(),
-                        d["state"].as_str().unwrap_or_default(),
-                        d["queued"].as_u64().unwrap_or(0),
-                        human(d["lag_s"].as_f64().unwrap_or(0.0)),
-                        d["last_error"]
-                            .as_str()
+                        d.destination,
+                        d.state.name(),
+                        d.queued,
+                        human(d.lag_s),
+                        d.last_error
+                            .as_deref()
                             .map_or(String::new(), |e| format!("  {e}")),
                     ));
                 }

@@ -93,7 +93,7 @@ pub struct InstanceStatus {
     /// Per destination: `destination`, `state` (ok, failing, unreachable), `queued`,
     /// `lag_s`, `last_sync_unix`, `last_error`.
     #[serde(default)]
-    pub destinations: Option<serde_json::Value>,
+    pub destinations: Option<Vec<crate::report::Destination>>,
 }
 
 /// Sends one request to the daemon at `socket` and reads its response. `timeout` bounds

@@ -1,0 +1,429 @@
+/*!
+The control socket's server side: who may connect (peer credentials), reading one request
+line, and the commands (`start`, `stop`, `status`, ...). A `stop` or `restart` is answered
+when the worker is gone, so its client waits in [`Waiter`] until the reaper calls
+[`Daemon::answer_waiters`].
+
+Apart from the loop because the commands are the protocol of docs/manager.md, read and
+changed on their own; [`super::protocol`] holds the wire types and the client.
+*/
+
+use super::daemon::{fingerprint, Daemon};
+use super::instance::{Instance, State};
+use super::life::Policy;
+use super::protocol::{InstanceStatus, Request, Response, MAX_REQUEST};
+use crate::profile;
+use log::{debug, error, info, warn};
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Token};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use serde_json::json;
+use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::time::Duration;
+
+/// A client waiting for an instance to stop (or to start again).
+pub(super) struct Waiter {
+    pub(super) stream: UnixStream,
+    pub(super) name: String,
+    pub(super) restart: bool,
+}
+
+pub(super) struct Client {
+    pub(super) stream: UnixStream,
+    pub(super) buf: Vec<u8>,
+}
+
+enum Handled {
+    Now(Response),
+    Later { name: String, restart: bool },
+}
+
+/// Whether a peer with these credentials may use the socket.
+fn permitted(uid: u32, pid: i32, group: Option<u32>) -> bool {
+    if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+        return true;
+    }
+    let Some(g) = group else { return false };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().any(|l| {
+        (l.starts_with("Groups:") || l.starts_with("Gid:"))
+            && l.split_whitespace().skip(1).any(|x| x == g.to_string())
+    })
+}
+
+impl Daemon {
+    pub(super) fn accept(&mut self, listener: &UnixListener) {
+        loop {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let cred = nix::sys::socket::getsockopt(
+                        &stream,
+                        nix::sys::socket::sockopt::PeerCredentials,
+                    );
+                    let ok = cred
+                        .as_ref()
+                        .is_ok_and(|c| permitted(c.uid(), c.pid(), self.opts.socket_group));
+                    if !ok {
+                        let who = cred.map_or("unknown".into(), |c| format!("uid {}", c.uid()));
+                        warn!("control socket: refused a client ({who})");
+                        reply_mio(
+                            stream,
+                            &Response::err(format!(
+                                "permission denied: {who} may not control clsync-manager (root and the socket group only)"
+                            )),
+                        );
+                        continue;
+                    }
+                    let t = self.token();
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, t, Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.clients.insert(
+                            t,
+                            Client {
+                                stream,
+                                buf: Vec::new(),
+                            },
+                        );
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    error!("control socket: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn read_client(&mut self, t: Token) {
+        let Some(c) = self.clients.get_mut(&t) else {
+            return;
+        };
+        let mut chunk = [0u8; 4096];
+        let mut closed = false;
+        loop {
+            match c.stream.read(&mut chunk) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let line_end = c.buf.iter().position(|&b| b == b'\n');
+        if line_end.is_none() && !closed && c.buf.len() <= MAX_REQUEST {
+            return;
+        }
+        let mut c = self.clients.remove(&t).expect("client");
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let line = match line_end {
+            Some(n) => c.buf[..n].to_vec(),
+            None if c.buf.len() > MAX_REQUEST => {
+                reply_mio(c.stream, &Response::err("request too long"));
+                return;
+            }
+            None => c.buf.clone(),
+        };
+        let req: Request = match serde_json::from_slice(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                reply_mio(c.stream, &Response::err(format!("malformed request: {e}")));
+                return;
+            }
+        };
+        debug!("control: {req:?}");
+        match self.handle(&req) {
+            Handled::Now(resp) => reply_mio(c.stream, &resp),
+            Handled::Later { name, restart } => self.waiters.push(Waiter {
+                stream: c.stream,
+                name,
+                restart,
+            }),
+        }
+    }
+
+    fn handle(&mut self, req: &Request) -> Handled {
+        let name = || {
+            req.name
+                .clone()
+                .ok_or_else(|| format!("{}: which instance? (give a name)", req.cmd))
+        };
+        let r = match req.cmd.as_str() {
+            "status" => self.cmd_status(req.name.as_deref()),
+            "list" => self.cmd_list(),
+            "start" => name().and_then(|n| self.cmd_start(&n)),
+            "stop" => return self.with_name(req, |d, n| d.cmd_stop(n)),
+            "restart" => return self.with_name(req, |d, n| d.cmd_restart(n)),
+            "resync" => name().and_then(|n| self.cmd_resync(&n)),
+            "resolve" => name().and_then(|n| self.cmd_resolve(&n, req.keep.as_deref())),
+            "logs" => name().and_then(|n| self.cmd_logs(&n, req.lines.unwrap_or(50))),
+            "reload" => self.reload().map(|_| json!({ "reloaded": true })),
+            "metrics" => Ok(json!({ "text": super::metrics::text(&self.statuses()) })),
+            "check" => {
+                let mut out = Vec::new();
+                let ok = crate::profile_config::check(&self.opts.profiles_dir, &[], &mut out);
+                Ok(json!({ "ok": ok, "text": String::from_utf8_lossy(&out) }))
+            }
+            other => Err(format!(
+                "unknown command {other:?} (valid: start, stop, restart, status, list, reload, resync, resolve, logs, metrics, check)"
+            )),
+        };
+        Handled::Now(match r {
+            Ok(v) => Response::ok(v),
+            Err(e) => Response::err(e),
+        })
+    }
+
+    fn with_name(
+        &mut self,
+        req: &Request,
+        f: impl FnOnce(&mut Self, &str) -> Result<Handled, String>,
+    ) -> Handled {
+        let r = match &req.name {
+            Some(n) => self.canonical(n).and_then(|n| f(self, &n)),
+            None => Err(format!("{}: which instance? (give a name)", req.cmd)),
+        };
+        r.unwrap_or_else(|e| Handled::Now(Response::err(e)))
+    }
+
+    /// The canonical instance name of `name` (`PROFILE`, `PROFILE@LABEL`,
+    /// `PROFILE-LABEL`), checked against the profiles.
+    fn canonical(&self, name: &str) -> Result<String, String> {
+        if self.instances.contains_key(name) {
+            return Ok(name.to_string());
+        }
+        let profiles = profile::load_dir(&self.opts.profiles_dir).map_err(|e| e.to_string())?;
+        profile::resolve(&profiles, name, None)
+            .map(|r| r.instance)
+            .map_err(|e| e.to_string())
+    }
+
+    fn instance(&self, name: &str) -> Result<&Instance, String> {
+        let n = self.canonical(name)?;
+        self.instances
+            .get(&n)
+            .ok_or_else(|| format!("{n} is not running (start it with `clsync-manager start {n}`)"))
+    }
+
+    fn cmd_status(&self, name: Option<&str>) -> Result<serde_json::Value, String> {
+        let list = match name {
+            Some(n) => vec![self.instance(n)?.status()],
+            None => self.statuses(),
+        };
+        serde_json::to_value(list).map_err(|e| e.to_string())
+    }
+
+    fn cmd_list(&self) -> Result<serde_json::Value, String> {
+        let profiles = profile::load_dir(&self.opts.profiles_dir).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for (name, p) in &profiles {
+            let template = profile::is_template_profile(&profiles, name).unwrap_or(false);
+            out.push(json!({
+                "profile": name,
+                "file": p.file.display().to_string(),
+                "error": p.broken,
+                "template": template,
+                "autostart": p.values.autostart == Some(true),
+                "instances": self.instances.values()
+                    .filter(|i| &i.profile == name)
+                    .map(|i| json!({"name": i.name, "state": i.state_name()}))
+                    .collect::<Vec<_>>(),
+            }));
+        }
+        Ok(serde_json::Value::Array(out))
+    }
+
+    fn cmd_start(&mut self, name: &str) -> Result<serde_json::Value, String> {
+        if self.stopping {
+            return Err("clsync-manager is stopping".into());
+        }
+        let profiles = profile::load_dir(&self.opts.profiles_dir).map_err(|e| e.to_string())?;
+        let r = profile::resolve(&profiles, name, None).map_err(|e| e.to_string())?;
+        // Refuse what the worker would refuse, before anything runs.
+        let file = profiles[&r.profile].file.clone();
+        crate::profile_config::config_of(&r, &file).map_err(|e| e.to_string())?;
+        let n = r.instance.clone();
+        let autostart = profiles[&r.profile].values.autostart == Some(true)
+            && !profile::is_template_profile(&profiles, &r.profile).unwrap_or(true);
+        let i = self.instances.entry(n.clone()).or_insert_with(|| {
+            Instance::new(
+                &n,
+                &r.profile,
+                fingerprint(&r.values),
+                Policy::of(&r.values),
+            )
+        });
+        i.on_demand |= !autostart;
+        i.then_remove = false;
+        match i.state {
+            // Started again once the running stop is over.
+            State::Stopping => i.then_start = true,
+            State::Running | State::Starting | State::Waiting(_) => {}
+            _ => {
+                i.life.reset();
+                i.last_error = None;
+                i.state = State::Stopped;
+                self.start(&n);
+            }
+        }
+        self.save();
+        let i = &self.instances[&n];
+        if i.state == State::Failed {
+            return Err(format!(
+                "{n}: {}",
+                i.last_error.clone().unwrap_or_else(|| "failed".into())
+            ));
+        }
+        serde_json::to_value(i.status()).map_err(|e| e.to_string())
+    }
+
+    fn cmd_stop(&mut self, name: &str) -> Result<Handled, String> {
+        let i = self
+            .instances
+            .get_mut(name)
+            .ok_or_else(|| format!("{name} is not running"))?;
+        // Stopped instances are forgotten (an autostart one starts again with the next
+        // reload or manager start, as an enabled unit does after `systemctl stop`).
+        i.on_demand = false;
+        if let State::Waiting(pid) = i.state {
+            // A previous manager's worker makes its final sync: answer when it is gone,
+            // and do not start a new one.
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+            i.then_remove = true;
+            self.save();
+            return Ok(Handled::Later {
+                name: name.to_string(),
+                restart: false,
+            });
+        }
+        if i.worker.is_none() {
+            i.state = State::Stopped;
+            i.restart_at = None;
+            let st = i.status();
+            self.instances.remove(name);
+            self.save();
+            return Ok(Handled::Now(Response::ok(
+                serde_json::to_value(st).unwrap_or_default(),
+            )));
+        }
+        i.then_start = false;
+        i.then_remove = true;
+        self.stop(name);
+        self.save();
+        Ok(Handled::Later {
+            name: name.to_string(),
+            restart: false,
+        })
+    }
+
+    fn cmd_restart(&mut self, name: &str) -> Result<Handled, String> {
+        if !self.instances.contains_key(name) {
+            return Err(format!("{name} is not running (use start)"));
+        }
+        let running = self.instances[name].worker.is_some();
+        self.restart(name);
+        if running {
+            return Ok(Handled::Later {
+                name: name.to_string(),
+                restart: true,
+            });
+        }
+        let i = &self.instances[name];
+        Ok(Handled::Now(Response::ok(
+            serde_json::to_value(i.status()).unwrap_or_default(),
+        )))
+    }
+
+    /// Ends a split-brain: the instance starts again keeping `keep`'s side.
+    fn cmd_resolve(&mut self, name: &str, keep: Option<&str>) -> Result<serde_json::Value, String> {
+        let keep = match keep {
+            Some(k @ ("local" | "peer")) => k.to_string(),
+            Some(k) => return Err(format!("resolve: --keep {k:?}: expected local or peer")),
+            None => return Err("resolve: say which side to keep: --keep local|peer".into()),
+        };
+        let n = self.canonical(name)?;
+        let i = self
+            .instances
+            .get_mut(&n)
+            .ok_or_else(|| format!("{n} is not known to the manager"))?;
+        if i.state != State::SplitBrain {
+            return Err(format!("{n} is {}, not in split-brain", i.state_name()));
+        }
+        info!("[{n}] split-brain resolved by an operator: keeping the {keep} side");
+        i.resolve = Some(keep);
+        i.life.reset();
+        i.last_error = None;
+        i.state = State::Stopped;
+        self.start(&n);
+        let i = &self.instances[&n];
+        serde_json::to_value(i.status()).map_err(|e| e.to_string())
+    }
+
+    fn cmd_resync(&mut self, name: &str) -> Result<serde_json::Value, String> {
+        let i = self.instance(name)?;
+        let w = i
+            .worker
+            .as_ref()
+            .ok_or_else(|| format!("{}: no worker is running", i.name))?;
+        nix::sys::signal::kill(Pid::from_raw(w.pid), Signal::SIGUSR2)
+            .map_err(|e| format!("{}: {e}", i.name))?;
+        info!("[{}] full resync requested", i.name);
+        Ok(json!({ "name": i.name, "resync": true }))
+    }
+
+    fn cmd_logs(&self, name: &str, lines: usize) -> Result<serde_json::Value, String> {
+        let i = self.instance(name)?;
+        let skip = i.logs.len().saturating_sub(lines);
+        Ok(json!({ "name": i.name, "lines": i.logs.iter().skip(skip).collect::<Vec<_>>() }))
+    }
+
+    /// Replies to clients waiting for `name` to stop or to start again: with its status
+    /// now, or (if it is gone) as it ended.
+    pub(super) fn answer_waiters(&mut self, name: &str, ended: InstanceStatus) {
+        let s = self.instances.get(name).map_or(ended, |i| i.status());
+        let mut keep = Vec::new();
+        for w in std::mem::take(&mut self.waiters) {
+            if w.name != name {
+                keep.push(w);
+                continue;
+            }
+            let resp = if w.restart && s.state == "failed" {
+                Response::err(format!(
+                    "{name} failed: {}",
+                    s.last_error.clone().unwrap_or_default()
+                ))
+            } else {
+                Response::ok(serde_json::to_value(&s).unwrap_or_default())
+            };
+            reply_mio(w.stream, &resp);
+        }
+        self.waiters = keep;
+    }
+}
+
+/// Writes a response (blocking, bounded by a timeout) and closes the connection.
+fn reply_mio(stream: UnixStream, resp: &Response) {
+    let fd = stream.into_raw_fd();
+    // SAFETY: the descriptor was just released by the mio stream.
+    let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    reply_std(std, resp);
+}
+
+fn reply_std(mut s: std::os::unix::net::UnixStream, resp: &Response) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut line = serde_json::to_vec(resp).unwrap_or_default();
+    line.push(b'\n');
+    let _ = s.write_all(&line);
+}

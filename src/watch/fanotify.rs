@@ -40,7 +40,9 @@ system with file handles and an fsid; anything else falls back to inotify with t
 in the log.
 */
 
-use super::{join, Changes, Dirty};
+use super::changes::{abs_path, join, Changes, Dirty};
+use super::pump::{not_started, Pump};
+use super::records::{in_mask, parse_fid, Entry, META_LEN};
 use crate::rules::{Kind, Rules};
 use log::{debug, warn};
 use std::collections::HashMap;
@@ -98,7 +100,7 @@ pub struct FanWatcher {
     rename: bool,
     ibuf: Vec<u8>,
     /// The thread that reads the fanotify fd, once started.
-    pump: Option<super::pump::Pump>,
+    pump: Option<Pump>,
 }
 
 /// Why fanotify cannot be used here; the caller falls back to inotify.
@@ -203,59 +205,7 @@ fn ignored(rules: &Rules, rel: &[u8]) -> bool {
 
 /// The rules' kind of a non-directory path, by `lstat` (gone counts as a file).
 fn kind_now(root: &Path, rel: &[u8]) -> Kind {
-    std::fs::symlink_metadata(super::abs_path(root, rel))
-        .map_or(Kind::File, |m| Kind::of(m.file_type()))
-}
-
-/// A parsed directory-entry record of an event.
-struct Entry<'a> {
-    /// fsid + handle type + handle: the cache key.
-    key: &'a [u8],
-    fsid: [u8; 8],
-    handle_type: i32,
-    handle: &'a [u8],
-    /// `None` or "." for the directory itself.
-    name: Option<&'a [u8]>,
-}
-
-fn parse_fid(rec: &[u8], with_name: bool) -> Option<Entry<'_>> {
-    // header(4) fsid(8) handle_bytes(4) handle_type(4) f_handle[handle_bytes] [name\0]
-    if rec.len() < 20 {
-        return None;
-    }
-    let hb = u32::from_ne_bytes(rec[12..16].try_into().ok()?) as usize;
-    let handle_type = i32::from_ne_bytes(rec[16..20].try_into().ok()?);
-    let end = 20usize.checked_add(hb)?;
-    if rec.len() < end {
-        return None;
-    }
-    let name = if with_name {
-        let raw = &rec[end..];
-        let n = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-        Some(&raw[..n])
-    } else {
-        None
-    };
-    Some(Entry {
-        key: &rec[4..end],
-        fsid: rec[4..12].try_into().ok()?,
-        handle_type,
-        handle: &rec[20..end],
-        name: name.filter(|n| *n != b"." && !n.is_empty()),
-    })
-}
-
-const META_LEN: usize = std::mem::size_of::<libc::fanotify_event_metadata>();
-
-/// The event bits we pass on: fanotify's values are inotify's (`FAN_MODIFY == IN_MODIFY`,
-/// …), `FAN_ONDIR` becomes `IN_ISDIR`.
-fn in_mask(mask: u64) -> u32 {
-    let bits = (mask & 0xfff) as u32;
-    if mask & libc::FAN_ONDIR != 0 {
-        bits | libc::IN_ISDIR
-    } else {
-        bits
-    }
+    std::fs::symlink_metadata(abs_path(root, rel)).map_or(Kind::File, |m| Kind::of(m.file_type()))
 }
 
 impl FanWatcher {
@@ -384,17 +334,14 @@ impl FanWatcher {
     /// watch.
     pub fn fds(&self) -> io::Result<[RawFd; 2]> {
         use std::os::fd::AsRawFd as _;
-        let fan = self.pump.as_ref().ok_or_else(super::not_started)?.fd();
+        let fan = self.pump.as_ref().ok_or_else(not_started)?.fd();
         Ok([fan, self.root_watch.as_raw_fd()])
     }
 
     /// Hands the reading of the fanotify fd to a thread of its own (after any fork).
     pub fn start_pump(&mut self) -> io::Result<()> {
         if self.pump.is_none() {
-            self.pump = Some(super::pump::Pump::start(
-                self.fan.as_raw_fd(),
-                "clsync-fanotify",
-            )?);
+            self.pump = Some(Pump::start(self.fan.as_raw_fd(), "clsync-fanotify")?);
         }
         Ok(())
     }
@@ -442,7 +389,7 @@ impl FanWatcher {
             .flatten();
         let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
         while let Some(rel) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(super::abs_path(&self.root, &rel)) else {
+            let Ok(rd) = std::fs::read_dir(abs_path(&self.root, &rel)) else {
                 continue;
             };
             for e in rd.flatten() {
@@ -568,7 +515,7 @@ impl FanWatcher {
     /// event in the kernel queue now) and reports what changed.
     pub fn drain(&mut self, out: &mut Changes, barrier: bool) -> io::Result<()> {
         self.drain_root(out);
-        let pump = self.pump.take().ok_or_else(super::not_started)?;
+        let pump = self.pump.take().ok_or_else(not_started)?;
         let read = if barrier {
             pump.drain_all(|buf| self.events_in(buf, out))
         } else {
@@ -714,18 +661,5 @@ mod tests {
         assert_eq!(unescape(br"/srv/a\040b"), b"/srv/a b".to_vec());
         assert_eq!(unescape(br"/x\\y"), br"/x\\y".to_vec());
         assert_eq!(unescape(br"/end\04"), br"/end\04".to_vec());
-    }
-
-    #[test]
-    fn masks_map_to_inotify_bits() {
-        assert_eq!(in_mask(libc::FAN_MODIFY), libc::IN_MODIFY);
-        assert_eq!(
-            in_mask(libc::FAN_CREATE | libc::FAN_ONDIR),
-            libc::IN_CREATE | libc::IN_ISDIR
-        );
-        assert_eq!(in_mask(libc::FAN_CLOSE_WRITE), libc::IN_CLOSE_WRITE);
-        assert_eq!(in_mask(libc::FAN_MOVED_TO), libc::IN_MOVED_TO);
-        assert_eq!(in_mask(libc::FAN_DELETE), libc::IN_DELETE);
-        assert_eq!(in_mask(libc::FAN_ATTRIB), libc::IN_ATTRIB);
     }
 }

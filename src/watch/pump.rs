@@ -54,6 +54,11 @@ enum Msg {
 
 /// How long [`Pump::drain_all`] waits for the thread (it only reads: far less than this
 /// even on a loaded machine).
+/// Events are read by the reader thread only; draining before it runs is a bug.
+pub(crate) fn not_started() -> io::Error {
+    io::Error::other("the event reader thread is not started (start_pump)")
+}
+
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -244,32 +249,6 @@ impl Pump {
     }
 }
 
-/// Calls `f(wd, mask, cookie, name)` for each `struct inotify_event` in `buf`.
-pub fn inotify_events(buf: &[u8], mut f: impl FnMut(i32, u32, u32, Option<&[u8]>)) {
-    const HDR: usize = 16;
-    let mut off = 0;
-    while off + HDR <= buf.len() {
-        let word = |i: usize| {
-            let b = &buf[off + i..off + i + 4];
-            [b[0], b[1], b[2], b[3]]
-        };
-        let wd = i32::from_ne_bytes(word(0));
-        let mask = u32::from_ne_bytes(word(4));
-        let cookie = u32::from_ne_bytes(word(8));
-        let len = u32::from_ne_bytes(word(12)) as usize;
-        let end = off + HDR + len;
-        if end > buf.len() {
-            break;
-        }
-        let name = (len > 0).then(|| {
-            let raw = &buf[off + HDR..end];
-            &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())]
-        });
-        f(wd, mask, cookie, name);
-        off = end;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,25 +295,5 @@ mod tests {
         assert_eq!(got, want);
         drop(w);
         std::mem::forget(r);
-    }
-
-    #[test]
-    fn inotify_records_are_parsed() {
-        let mut buf = Vec::new();
-        for (wd, mask, cookie, name) in [(1, 2u32, 0u32, &b"ab"[..]), (3, 4, 5, b"")] {
-            buf.extend_from_slice(&i32::to_ne_bytes(wd));
-            buf.extend_from_slice(&mask.to_ne_bytes());
-            buf.extend_from_slice(&cookie.to_ne_bytes());
-            let padded = if name.is_empty() { 0 } else { 16 };
-            buf.extend_from_slice(&(padded as u32).to_ne_bytes());
-            let mut n = name.to_vec();
-            n.resize(padded, 0);
-            buf.extend_from_slice(&n);
-        }
-        let mut seen = Vec::new();
-        inotify_events(&buf, |wd, mask, cookie, name| {
-            seen.push((wd, mask, cookie, name.map(|n| n.to_vec())))
-        });
-        assert_eq!(seen, [(1, 2, 0, Some(b"ab".to_vec())), (3, 4, 5, None)]);
     }
 }

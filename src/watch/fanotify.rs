@@ -50,7 +50,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// More cached directories than this and the cache starts over (it refills on demand,
@@ -115,26 +115,27 @@ fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
 }
 
+/// Opens a directory (`O_RDONLY | O_DIRECTORY`; std adds `O_CLOEXEC`).
 fn open_dir(p: &Path) -> io::Result<OwnedFd> {
-    let c = cpath(p)?;
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(errno());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(p)?;
+    Ok(f.into())
 }
 
+/// The file system id of `fd`'s file system, as the bytes fanotify's records carry.
+/// (Raw libc: nix's `Statfs` does not hand out the id's bytes.)
 fn fsid_of(fd: RawFd) -> io::Result<[u8; 8]> {
+    // SAFETY: `statfs` is plain integers, for which all zeroes is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable `statfs`; a bad fd is an error return, not UB.
     if unsafe { libc::fstatfs(fd, &mut st) } != 0 {
         return Err(errno());
     }
     // `__kernel_fsid_t` is two ints, as in the event's info record.
+    // SAFETY: `fsid_t` is two `c_int`s (8 bytes, no padding), so every bit pattern of it
+    // is a valid `[u8; 8]` and the sizes match (checked by transmute at compile time).
     Ok(unsafe { std::mem::transmute::<libc::fsid_t, [u8; 8]>(st.f_fsid) })
 }
 
@@ -242,10 +243,13 @@ impl FanWatcher {
             | libc::FAN_CLOEXEC
             | libc::FAN_NONBLOCK
             | libc::FAN_REPORT_DFID_NAME;
+        // Raw libc: nix's fanotify flags have no `FAN_REPORT_DFID_NAME`.
+        // SAFETY: takes no pointers; the result is checked before use.
         let fd = unsafe { libc::fanotify_init(flags, (libc::O_RDONLY | libc::O_CLOEXEC) as u32) };
         if fd < 0 {
             return Err(fail("fanotify_init", errno()));
         }
+        // SAFETY: fanotify_init succeeded: `fd` is a new open fd nothing else owns.
         let fan = unsafe { OwnedFd::from_raw_fd(fd) };
         let root_watch = inotify::Inotify::init().map_err(|e| fail("inotify_init", e))?;
         root_watch
@@ -296,6 +300,9 @@ impl FanWatcher {
             | libc::FAN_ATTRIB
             | libc::FAN_ONDIR;
         let c = cpath(dir)?;
+        // Raw libc: nix's mark flags have no `FAN_MARK_FILESYSTEM` nor `FAN_RENAME`.
+        // SAFETY: `c` is a NUL-terminated path that outlives the call, and the fanotify
+        // fd is ours and open; failures are error returns.
         let add = |mask: u64| unsafe {
             libc::fanotify_mark(
                 self.fan.as_raw_fd(),
@@ -351,15 +358,18 @@ impl FanWatcher {
         let n = buf.len();
         let mut off = 0;
         while off + META_LEN <= n {
+            // SAFETY: `off + META_LEN <= buf.len()`, so the bytes read are in `buf`;
+            // read_unaligned needs no alignment, and the struct is plain integers, valid
+            // for any bytes.
             let meta: libc::fanotify_event_metadata =
-                unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off) as *const _) };
+                unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off).cast()) };
             let len = meta.event_len as usize;
             if len < META_LEN || off + len > n {
                 break;
             }
             if meta.fd >= 0 {
                 // Not in FID mode; close it so it cannot leak.
-                unsafe { libc::close(meta.fd) };
+                let _ = nix::unistd::close(meta.fd);
             }
             let info_start = off + (meta.metadata_len as usize).min(len);
             self.event(meta.mask, &buf[info_start..off + len], out);
@@ -432,13 +442,14 @@ impl FanWatcher {
         let mut fh = vec![0u32; 2 + e.handle.len().div_ceil(4)];
         fh[0] = e.handle.len() as u32;
         fh[1] = e.handle_type as u32;
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                e.handle.as_ptr(),
-                fh.as_mut_ptr().add(2) as *mut u8,
-                e.handle.len(),
-            );
+        for (word, bytes) in fh[2..].iter_mut().zip(e.handle.chunks(4)) {
+            let mut w = [0u8; 4];
+            w[..bytes.len()].copy_from_slice(bytes);
+            *word = u32::from_ne_bytes(w);
         }
+        // Not in nix.
+        // SAFETY: `fh` is a `file_handle` header followed by `handle_bytes` bytes of
+        // handle, 4-byte aligned and alive for the call; `mount_fd` is an open directory.
         let fd = unsafe {
             libc::open_by_handle_at(
                 mount_fd,
@@ -449,9 +460,9 @@ impl FanWatcher {
         if fd < 0 {
             return None;
         }
+        // SAFETY: open_by_handle_at succeeded: `fd` is a new open fd nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 || st.st_nlink == 0 {
+        if !nix::sys::stat::fstat(fd.as_raw_fd()).is_ok_and(|st| st.st_nlink != 0) {
             return None;
         }
         let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;

@@ -169,6 +169,9 @@ impl InotifyWatcher {
                 // its IN_IGNORED is then on the way and is consumed via `retired`.
                 // (By number: keeping the crate's descriptor objects would cost ~40
                 // bytes per directory.)
+                // (Raw libc: nix's inotify wrapper is another crate's fd.)
+                // SAFETY: takes no pointers; the fd is our open inotify instance, and a
+                // stale `wd` is an error return.
                 unsafe { libc::inotify_rm_watch(self.inotify.as_raw_fd(), wd) };
             }
         }

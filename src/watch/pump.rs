@@ -21,9 +21,11 @@ registers the fds it waits on). The watchers read events only through it; the ke
 queue holds what happens before it starts.
 */
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use std::cell::Cell;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -62,13 +64,7 @@ pub(crate) fn not_started() -> io::Error {
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is an array of two ints, as pipe2 requires.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both are open fds that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?)
 }
 
 /// Reads everything available from the non-blocking `fd`. Stops at `EAGAIN`, or once
@@ -76,24 +72,21 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 fn read_available(fd: RawFd, chunk: &mut [u8], cap: usize) -> Result<Vec<u8>, ()> {
     let mut out = Vec::new();
     loop {
-        // SAFETY: `chunk` is valid for writes of its length.
-        let n = unsafe { libc::read(fd, chunk.as_mut_ptr() as *mut libc::c_void, chunk.len()) };
-        if n > 0 {
-            out.extend_from_slice(&chunk[..n as usize]);
-            if out.len() >= cap {
-                return Ok(out);
+        match nix::unistd::read(fd, chunk) {
+            Ok(n) if n > 0 => {
+                out.extend_from_slice(&chunk[..n]);
+                if out.len() >= cap {
+                    return Ok(out);
+                }
             }
-            continue;
+            Err(Errno::EINTR) => {}
+            Err(e) if e != Errno::EAGAIN && out.is_empty() => {
+                // The fd is gone (exit): nothing more to read.
+                return Err(());
+            }
+            // End of file, `EAGAIN`, or an error after some bytes: hand over what we have.
+            Ok(_) | Err(_) => return Ok(out),
         }
-        let e = io::Error::last_os_error();
-        if n < 0 && e.kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        if n < 0 && e.kind() != io::ErrorKind::WouldBlock && out.is_empty() {
-            // The fd is gone (exit): nothing more to read.
-            return Err(());
-        }
-        return Ok(out);
     }
 }
 
@@ -101,12 +94,10 @@ fn clear(fd: RawFd) -> usize {
     let mut sink = [0u8; 256];
     let mut total = 0;
     loop {
-        // SAFETY: `sink` is valid for writes of its length.
-        let n = unsafe { libc::read(fd, sink.as_mut_ptr().cast(), sink.len()) };
-        if n <= 0 {
-            return total;
+        match nix::unistd::read(fd, &mut sink) {
+            Ok(n) if n > 0 => total += n,
+            Ok(_) | Err(_) => return total,
         }
-        total += n as usize;
     }
 }
 
@@ -124,8 +115,7 @@ impl Pump {
                 let mut barriers = 0u64;
                 let wake = || {
                     // EAGAIN (a wake-up is pending already) is fine.
-                    // SAFETY: writes one byte from a valid buffer to our own pipe.
-                    unsafe { libc::write(wake_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+                    let _ = nix::unistd::write(&wake_w, &[1u8]);
                 };
                 loop {
                     let mut pfd = [
@@ -140,7 +130,10 @@ impl Pump {
                             revents: 0,
                         },
                     ];
-                    // SAFETY: `pfd` is an array of two initialised pollfd structs.
+                    // Raw libc: nix's poll needs a `BorrowedFd` for `fd`, which the watcher
+                    // owns; nix's "poll" feature is not enabled either.
+                    // SAFETY: `pfd` is an array of two initialised pollfd structs, alive
+                    // for the call; a closed fd is reported in `revents`, not UB.
                     if unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) } < 0 {
                         if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                             continue;
@@ -217,13 +210,12 @@ impl Pump {
         let want = self.asked.get() + 1;
         self.asked.set(want);
         clear(self.wake.as_raw_fd());
-        // SAFETY: writes one byte from a valid buffer to our own pipe.
-        if unsafe { libc::write(self.ask.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
-            let e = io::Error::last_os_error();
+        match nix::unistd::write(&self.ask, &[1u8]) {
             // A full pipe holds requests the thread has not read yet: it will.
-            if e.kind() != io::ErrorKind::WouldBlock {
+            Ok(1) | Err(Errno::EAGAIN) => {}
+            r => {
                 self.drain(f);
-                return Err(e);
+                return Err(r.map_or_else(io::Error::from, |_| io::ErrorKind::WriteZero.into()));
             }
         }
         let deadline = Instant::now() + BARRIER_TIMEOUT;
@@ -258,7 +250,7 @@ mod tests {
         let (r, w) = pipe().unwrap();
         let pump = Pump::start(r.as_raw_fd(), "test-pump").unwrap();
         for i in 0..100u8 {
-            unsafe { libc::write(w.as_raw_fd(), [i].as_ptr().cast(), 1) };
+            nix::unistd::write(&w, &[i]).unwrap();
         }
         let mut got = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -268,6 +260,7 @@ mod tests {
                 events: libc::POLLIN,
                 revents: 0,
             };
+            // SAFETY: `pfd` is one initialised pollfd struct, alive for the call.
             unsafe { libc::poll(&mut pfd, 1, 100) };
             pump.drain(|b| got.extend_from_slice(b));
             assert!(std::time::Instant::now() < deadline, "got {}", got.len());
@@ -285,8 +278,7 @@ mod tests {
         let mut got = Vec::new();
         for round in 0..200u32 {
             let bytes = round.to_ne_bytes();
-            // SAFETY: writes from a valid buffer to our own pipe.
-            unsafe { libc::write(w.as_raw_fd(), bytes.as_ptr().cast(), 4) };
+            nix::unistd::write(&w, &bytes).unwrap();
             // At once: the thread has usually not read it yet.
             pump.drain_all(|b| got.extend_from_slice(b)).unwrap();
             assert_eq!(got.len(), 4 * (round as usize + 1), "round {round}");

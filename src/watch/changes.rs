@@ -6,6 +6,7 @@ Its own file so that the backends and the worker share these types without impor
 each other: `mod.rs` → backends → this.
 */
 
+use crate::rules::Kind;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,12 @@ pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     }
     p.extend_from_slice(name);
     p
+}
+
+/// The rules' kind of a non-directory path, by `lstat` (a path that is gone by now
+/// counts as a file).
+pub(super) fn kind_now(root: &Path, rel: &[u8]) -> Kind {
+    std::fs::symlink_metadata(abs_path(root, rel)).map_or(Kind::File, |m| Kind::of(m.file_type()))
 }
 
 /// Absolute path of `rel` below `root`.

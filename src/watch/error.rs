@@ -68,3 +68,8 @@ pub(super) fn count_dirs(dir: &Path) -> usize {
     }
     n
 }
+
+/// Is `err` "this path is gone or is no longer a directory"?
+pub(super) fn vanished(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+}

@@ -40,7 +40,7 @@ system with file handles and an fsid; anything else falls back to inotify with t
 in the log.
 */
 
-use super::changes::{abs_path, join, Changes, Dirty};
+use super::changes::{abs_path, join, kind_now, Changes, Dirty};
 use super::pump::{not_started, Pump};
 use super::records::{in_mask, parse_fid, Entry, META_LEN};
 use crate::rules::{Kind, Rules};
@@ -202,11 +202,6 @@ fn ignored(rules: &Rules, rel: &[u8]) -> bool {
         }
         end = next + 1;
     }
-}
-
-/// The rules' kind of a non-directory path, by `lstat` (gone counts as a file).
-fn kind_now(root: &Path, rel: &[u8]) -> Kind {
-    std::fs::symlink_metadata(abs_path(root, rel)).map_or(Kind::File, |m| Kind::of(m.file_type()))
 }
 
 impl FanWatcher {

@@ -18,8 +18,8 @@ where the peers lose changes. Here:
   mount, a loop) is not entered twice.
 */
 
-use super::changes::{abs_path, join, Changes, Dirty};
-use super::error::{count_dirs, watch_limit_advice, WatchError};
+use super::changes::{abs_path, join, kind_now, Changes, Dirty};
+use super::error::{count_dirs, vanished, watch_limit_advice, WatchError};
 use super::pump::{self, not_started};
 use super::records;
 use super::tree::{NodeId, Tree, ROOT};
@@ -82,16 +82,10 @@ pub struct InotifyWatcher {
     pump: Option<pump::Pump>,
 }
 
-/// Is `err` "this path is gone or is no longer a directory"?
-fn vanished(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
-}
-
 impl InotifyWatcher {
-    /// Sets up inotify for `root` and watches the whole tree. Returns the watcher and the
-    /// paths excluded by the rules (for the initial sync's exclude list).
-    /// Watches the tree below `root`. `progress` is called with the number of watched
-    /// directories every few seconds while that takes long (a tree of millions).
+    /// Watches the tree below `root`; returns the watcher and the paths the rules exclude
+    /// (for the initial sync). `progress` gets the number of watched directories every few
+    /// seconds while that takes long (a tree of millions).
     pub fn new(
         root: &Path,
         rules: Rules,
@@ -129,7 +123,6 @@ impl InotifyWatcher {
         Ok((w, out))
     }
 
-    /// Number of watched directories.
     /// The rules in force.
     pub fn rules(&self) -> &Rules {
         &self.rules
@@ -150,13 +143,6 @@ impl InotifyWatcher {
 
     fn rel_excluded(&self, rel: &[u8], kind: Kind) -> bool {
         !self.rules.is_empty() && self.rules.excluded(rel, kind)
-    }
-
-    /// The rules' kind of a non-directory path, by `lstat` (a path that is gone by now
-    /// counts as a file).
-    fn kind_now(&self, rel: &[u8]) -> Kind {
-        std::fs::symlink_metadata(abs_path(&self.root, rel))
-            .map_or(Kind::File, |m| Kind::of(m.file_type()))
     }
 
     /// Drops the kernel watches of nodes removed from the tree.
@@ -343,9 +329,8 @@ impl InotifyWatcher {
     }
 
     /// Watches and lists the subtree of node `id`: new directories get nodes and watches,
-    /// directories that are gone lose theirs. Reports `id` dirty recursively.
-    /// Watches and lists the subtree of `id`. `startup` (with a progress callback) is the
-    /// first scan, where an unreadable directory is an error rather than polled.
+    /// gone ones lose theirs; `id` is reported dirty recursively. `startup` (with a
+    /// progress callback) is the first scan, where an unreadable directory is an error.
     fn scan(
         &mut self,
         id: NodeId,
@@ -610,7 +595,7 @@ impl InotifyWatcher {
             String::from_utf8_lossy(&rel)
         );
         if !mask.contains(EventMask::ISDIR) {
-            if !self.rules.is_empty() && self.rules.excluded(&rel, self.kind_now(&rel)) {
+            if !self.rules.is_empty() && self.rules.excluded(&rel, kind_now(&self.root, &rel)) {
                 out.excluded.push(rel);
                 return;
             }

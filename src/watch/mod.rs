@@ -28,11 +28,11 @@ Files, imports running one way (this file → backends → the rest):
 
 mod changes;
 mod error;
-pub mod fanotify;
-pub mod inotify;
-pub mod pump;
+mod fanotify;
+mod inotify;
+mod pump;
 mod records;
-pub mod tree;
+mod tree;
 
 use self::inotify::InotifyWatcher;
 pub use changes::{abs_path, Changes, Dirty, MASK_FOUND, MASK_FOUND_DIR};
@@ -106,14 +106,6 @@ impl Watcher {
         };
         let (w, out) = InotifyWatcher::new(root, rules, one_file_system, progress)?;
         Ok((Watcher::Inotify(Box::new(w)), out))
-    }
-
-    /// The backend in use.
-    pub fn monitor(&self) -> Monitor {
-        match self {
-            Watcher::Inotify(_) => Monitor::Inotify,
-            Watcher::Fanotify(_) => Monitor::Fanotify,
-        }
     }
 
     /// Hands the reading of the kernel queue to a thread of its own ([`pump`]); call

@@ -158,10 +158,6 @@ impl Tree {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     /// Number of nodes with a watch descriptor.
     pub fn watched(&self) -> usize {
         self.by_wd.len()
@@ -253,6 +249,7 @@ impl Tree {
     /// is a live node naming that parent, the index finds every node under its parent
     /// and name, every watch descriptor maps back to its node, and the free list holds
     /// only dead slots.
+    #[cfg(test)]
     pub fn check(&self) -> Result<(), String> {
         let mut live = 0;
         for (i, n) in self.nodes.iter().enumerate() {

@@ -479,13 +479,14 @@ impl InotifyWatcher {
         let pump = self.pump.take().ok_or_else(not_started)?;
         let mut each = |buf: &[u8]| {
             records::inotify_events(buf, |wd, mask, cookie, name| {
-                self.handle(
-                    wd,
+                let (mask, name) = (
                     EventMask::from_bits_retain(mask),
-                    cookie,
                     name.map(OsStr::from_bytes),
-                    out,
-                )
+                );
+                self.handle(wd, mask, cookie, name, out);
+                // Debug builds check the tree's links after every event, and name it.
+                #[cfg(debug_assertions)]
+                self.check_tree(|| format!("event {mask:?} cookie {cookie} wd {wd} name {name:?}"));
             })
         };
         let read = if barrier {
@@ -502,6 +503,8 @@ impl InotifyWatcher {
             warn!("the watch tree is out of step with the file system; rescanning the whole tree");
             self.overflow(out);
         }
+        #[cfg(debug_assertions)]
+        self.check_tree(|| "the end of a read".to_string());
         read
     }
 
@@ -536,6 +539,14 @@ impl InotifyWatcher {
     fn overflow(&mut self, out: &mut Changes) {
         self.pending = None;
         self.rescan(ROOT, out);
+    }
+
+    /// Debug builds: panics, saying after what, if the tree's links are inconsistent.
+    #[cfg(debug_assertions)]
+    fn check_tree(&self, after: impl FnOnce() -> String) {
+        if let Err(e) = self.tree.check() {
+            panic!("the watch tree is inconsistent after {}: {e}", after());
+        }
     }
 
     fn handle(
@@ -667,5 +678,26 @@ impl InotifyWatcher {
         } else {
             out.event(rel, false, mask.bits());
         }
+    }
+}
+
+#[cfg(all(test, debug_assertions))]
+mod tests {
+    use super::*;
+
+    /// docs/architecture.md: debug builds check the watch tree after every event.
+    #[test]
+    #[should_panic(expected = "the watch tree is inconsistent after event")]
+    fn debug_builds_check_the_tree_after_every_event() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let (mut w, _) =
+            InotifyWatcher::new(dir.path(), Rules::default(), false, &mut |_| {}).unwrap();
+        w.start_pump().unwrap();
+        w.tree.break_free_list();
+        // A file's events change nothing in the tree: only the check can see the damage.
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        let mut out = Changes::default();
+        let _ = w.drain(&mut out, true);
     }
 }

@@ -40,7 +40,9 @@ system with file handles and an fsid; anything else falls back to inotify with t
 in the log.
 */
 
-use super::{join, Changes, Dirty};
+use super::changes::{abs_path, join, kind_now, Changes, Dirty};
+use super::pump::{not_started, Pump};
+use super::records::{in_mask, parse_fid, Entry, META_LEN};
 use crate::rules::{Kind, Rules};
 use log::{debug, warn};
 use std::collections::HashMap;
@@ -48,7 +50,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// More cached directories than this and the cache starts over (it refills on demand,
@@ -98,7 +100,7 @@ pub struct FanWatcher {
     rename: bool,
     ibuf: Vec<u8>,
     /// The thread that reads the fanotify fd, once started.
-    pump: Option<super::pump::Pump>,
+    pump: Option<Pump>,
 }
 
 /// Why fanotify cannot be used here; the caller falls back to inotify.
@@ -113,26 +115,27 @@ fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
 }
 
+/// Opens a directory (`O_RDONLY | O_DIRECTORY`; std adds `O_CLOEXEC`).
 fn open_dir(p: &Path) -> io::Result<OwnedFd> {
-    let c = cpath(p)?;
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(errno());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(p)?;
+    Ok(f.into())
 }
 
+/// The file system id of `fd`'s file system, as the bytes fanotify's records carry.
+/// (Raw libc: nix's `Statfs` does not hand out the id's bytes.)
 fn fsid_of(fd: RawFd) -> io::Result<[u8; 8]> {
+    // SAFETY: `statfs` is plain integers, for which all zeroes is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable `statfs`; a bad fd is an error return, not UB.
     if unsafe { libc::fstatfs(fd, &mut st) } != 0 {
         return Err(errno());
     }
     // `__kernel_fsid_t` is two ints, as in the event's info record.
+    // SAFETY: `fsid_t` is two `c_int`s (8 bytes, no padding), so every bit pattern of it
+    // is a valid `[u8; 8]` and the sizes match (checked by transmute at compile time).
     Ok(unsafe { std::mem::transmute::<libc::fsid_t, [u8; 8]>(st.f_fsid) })
 }
 
@@ -201,63 +204,6 @@ fn ignored(rules: &Rules, rel: &[u8]) -> bool {
     }
 }
 
-/// The rules' kind of a non-directory path, by `lstat` (gone counts as a file).
-fn kind_now(root: &Path, rel: &[u8]) -> Kind {
-    std::fs::symlink_metadata(super::abs_path(root, rel))
-        .map_or(Kind::File, |m| Kind::of(m.file_type()))
-}
-
-/// A parsed directory-entry record of an event.
-struct Entry<'a> {
-    /// fsid + handle type + handle: the cache key.
-    key: &'a [u8],
-    fsid: [u8; 8],
-    handle_type: i32,
-    handle: &'a [u8],
-    /// `None` or "." for the directory itself.
-    name: Option<&'a [u8]>,
-}
-
-fn parse_fid(rec: &[u8], with_name: bool) -> Option<Entry<'_>> {
-    // header(4) fsid(8) handle_bytes(4) handle_type(4) f_handle[handle_bytes] [name\0]
-    if rec.len() < 20 {
-        return None;
-    }
-    let hb = u32::from_ne_bytes(rec[12..16].try_into().ok()?) as usize;
-    let handle_type = i32::from_ne_bytes(rec[16..20].try_into().ok()?);
-    let end = 20usize.checked_add(hb)?;
-    if rec.len() < end {
-        return None;
-    }
-    let name = if with_name {
-        let raw = &rec[end..];
-        let n = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-        Some(&raw[..n])
-    } else {
-        None
-    };
-    Some(Entry {
-        key: &rec[4..end],
-        fsid: rec[4..12].try_into().ok()?,
-        handle_type,
-        handle: &rec[20..end],
-        name: name.filter(|n| *n != b"." && !n.is_empty()),
-    })
-}
-
-const META_LEN: usize = std::mem::size_of::<libc::fanotify_event_metadata>();
-
-/// The event bits we pass on: fanotify's values are inotify's (`FAN_MODIFY == IN_MODIFY`,
-/// …), `FAN_ONDIR` becomes `IN_ISDIR`.
-fn in_mask(mask: u64) -> u32 {
-    let bits = (mask & 0xfff) as u32;
-    if mask & libc::FAN_ONDIR != 0 {
-        bits | libc::IN_ISDIR
-    } else {
-        bits
-    }
-}
-
 impl FanWatcher {
     /// Marks the file system(s) of `root`. Fails with the reason when fanotify cannot be
     /// used (not root, an old kernel, a file system without file handles).
@@ -292,10 +238,13 @@ impl FanWatcher {
             | libc::FAN_CLOEXEC
             | libc::FAN_NONBLOCK
             | libc::FAN_REPORT_DFID_NAME;
+        // Raw libc: nix's fanotify flags have no `FAN_REPORT_DFID_NAME`.
+        // SAFETY: takes no pointers; the result is checked before use.
         let fd = unsafe { libc::fanotify_init(flags, (libc::O_RDONLY | libc::O_CLOEXEC) as u32) };
         if fd < 0 {
             return Err(fail("fanotify_init", errno()));
         }
+        // SAFETY: fanotify_init succeeded: `fd` is a new open fd nothing else owns.
         let fan = unsafe { OwnedFd::from_raw_fd(fd) };
         let root_watch = inotify::Inotify::init().map_err(|e| fail("inotify_init", e))?;
         root_watch
@@ -346,6 +295,9 @@ impl FanWatcher {
             | libc::FAN_ATTRIB
             | libc::FAN_ONDIR;
         let c = cpath(dir)?;
+        // Raw libc: nix's mark flags have no `FAN_MARK_FILESYSTEM` nor `FAN_RENAME`.
+        // SAFETY: `c` is a NUL-terminated path that outlives the call, and the fanotify
+        // fd is ours and open; failures are error returns.
         let add = |mask: u64| unsafe {
             libc::fanotify_mark(
                 self.fan.as_raw_fd(),
@@ -384,17 +336,14 @@ impl FanWatcher {
     /// watch.
     pub fn fds(&self) -> io::Result<[RawFd; 2]> {
         use std::os::fd::AsRawFd as _;
-        let fan = self.pump.as_ref().ok_or_else(super::not_started)?.fd();
+        let fan = self.pump.as_ref().ok_or_else(not_started)?.fd();
         Ok([fan, self.root_watch.as_raw_fd()])
     }
 
     /// Hands the reading of the fanotify fd to a thread of its own (after any fork).
     pub fn start_pump(&mut self) -> io::Result<()> {
         if self.pump.is_none() {
-            self.pump = Some(super::pump::Pump::start(
-                self.fan.as_raw_fd(),
-                "clsync-fanotify",
-            )?);
+            self.pump = Some(Pump::start(self.fan.as_raw_fd(), "clsync-fanotify")?);
         }
         Ok(())
     }
@@ -404,15 +353,18 @@ impl FanWatcher {
         let n = buf.len();
         let mut off = 0;
         while off + META_LEN <= n {
+            // SAFETY: `off + META_LEN <= buf.len()`, so the bytes read are in `buf`;
+            // read_unaligned needs no alignment, and the struct is plain integers, valid
+            // for any bytes.
             let meta: libc::fanotify_event_metadata =
-                unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off) as *const _) };
+                unsafe { std::ptr::read_unaligned(buf.as_ptr().add(off).cast()) };
             let len = meta.event_len as usize;
             if len < META_LEN || off + len > n {
                 break;
             }
             if meta.fd >= 0 {
                 // Not in FID mode; close it so it cannot leak.
-                unsafe { libc::close(meta.fd) };
+                let _ = nix::unistd::close(meta.fd);
             }
             let info_start = off + (meta.metadata_len as usize).min(len);
             self.event(meta.mask, &buf[info_start..off + len], out);
@@ -442,7 +394,7 @@ impl FanWatcher {
             .flatten();
         let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
         while let Some(rel) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(super::abs_path(&self.root, &rel)) else {
+            let Ok(rd) = std::fs::read_dir(abs_path(&self.root, &rel)) else {
                 continue;
             };
             for e in rd.flatten() {
@@ -485,13 +437,14 @@ impl FanWatcher {
         let mut fh = vec![0u32; 2 + e.handle.len().div_ceil(4)];
         fh[0] = e.handle.len() as u32;
         fh[1] = e.handle_type as u32;
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                e.handle.as_ptr(),
-                fh.as_mut_ptr().add(2) as *mut u8,
-                e.handle.len(),
-            );
+        for (word, bytes) in fh[2..].iter_mut().zip(e.handle.chunks(4)) {
+            let mut w = [0u8; 4];
+            w[..bytes.len()].copy_from_slice(bytes);
+            *word = u32::from_ne_bytes(w);
         }
+        // Not in nix.
+        // SAFETY: `fh` is a `file_handle` header followed by `handle_bytes` bytes of
+        // handle, 4-byte aligned and alive for the call; `mount_fd` is an open directory.
         let fd = unsafe {
             libc::open_by_handle_at(
                 mount_fd,
@@ -502,9 +455,9 @@ impl FanWatcher {
         if fd < 0 {
             return None;
         }
+        // SAFETY: open_by_handle_at succeeded: `fd` is a new open fd nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 || st.st_nlink == 0 {
+        if !nix::sys::stat::fstat(fd.as_raw_fd()).is_ok_and(|st| st.st_nlink != 0) {
             return None;
         }
         let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
@@ -568,7 +521,7 @@ impl FanWatcher {
     /// event in the kernel queue now) and reports what changed.
     pub fn drain(&mut self, out: &mut Changes, barrier: bool) -> io::Result<()> {
         self.drain_root(out);
-        let pump = self.pump.take().ok_or_else(super::not_started)?;
+        let pump = self.pump.take().ok_or_else(not_started)?;
         let read = if barrier {
             pump.drain_all(|buf| self.events_in(buf, out))
         } else {
@@ -714,18 +667,5 @@ mod tests {
         assert_eq!(unescape(br"/srv/a\040b"), b"/srv/a b".to_vec());
         assert_eq!(unescape(br"/x\\y"), br"/x\\y".to_vec());
         assert_eq!(unescape(br"/end\04"), br"/end\04".to_vec());
-    }
-
-    #[test]
-    fn masks_map_to_inotify_bits() {
-        assert_eq!(in_mask(libc::FAN_MODIFY), libc::IN_MODIFY);
-        assert_eq!(
-            in_mask(libc::FAN_CREATE | libc::FAN_ONDIR),
-            libc::IN_CREATE | libc::IN_ISDIR
-        );
-        assert_eq!(in_mask(libc::FAN_CLOSE_WRITE), libc::IN_CLOSE_WRITE);
-        assert_eq!(in_mask(libc::FAN_MOVED_TO), libc::IN_MOVED_TO);
-        assert_eq!(in_mask(libc::FAN_DELETE), libc::IN_DELETE);
-        assert_eq!(in_mask(libc::FAN_ATTRIB), libc::IN_ATTRIB);
     }
 }

@@ -21,9 +21,11 @@ registers the fds it waits on). The watchers read events only through it; the ke
 queue holds what happens before it starts.
 */
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use std::cell::Cell;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -54,16 +56,15 @@ enum Msg {
 
 /// How long [`Pump::drain_all`] waits for the thread (it only reads: far less than this
 /// even on a loaded machine).
+/// Events are read by the reader thread only; draining before it runs is a bug.
+pub(crate) fn not_started() -> io::Error {
+    io::Error::other("the event reader thread is not started (start_pump)")
+}
+
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is an array of two ints, as pipe2 requires.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both are open fds that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?)
 }
 
 /// Reads everything available from the non-blocking `fd`. Stops at `EAGAIN`, or once
@@ -71,24 +72,21 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 fn read_available(fd: RawFd, chunk: &mut [u8], cap: usize) -> Result<Vec<u8>, ()> {
     let mut out = Vec::new();
     loop {
-        // SAFETY: `chunk` is valid for writes of its length.
-        let n = unsafe { libc::read(fd, chunk.as_mut_ptr() as *mut libc::c_void, chunk.len()) };
-        if n > 0 {
-            out.extend_from_slice(&chunk[..n as usize]);
-            if out.len() >= cap {
-                return Ok(out);
+        match nix::unistd::read(fd, chunk) {
+            Ok(n) if n > 0 => {
+                out.extend_from_slice(&chunk[..n]);
+                if out.len() >= cap {
+                    return Ok(out);
+                }
             }
-            continue;
+            Err(Errno::EINTR) => {}
+            Err(e) if e != Errno::EAGAIN && out.is_empty() => {
+                // The fd is gone (exit): nothing more to read.
+                return Err(());
+            }
+            // End of file, `EAGAIN`, or an error after some bytes: hand over what we have.
+            Ok(_) | Err(_) => return Ok(out),
         }
-        let e = io::Error::last_os_error();
-        if n < 0 && e.kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        if n < 0 && e.kind() != io::ErrorKind::WouldBlock && out.is_empty() {
-            // The fd is gone (exit): nothing more to read.
-            return Err(());
-        }
-        return Ok(out);
     }
 }
 
@@ -96,12 +94,10 @@ fn clear(fd: RawFd) -> usize {
     let mut sink = [0u8; 256];
     let mut total = 0;
     loop {
-        // SAFETY: `sink` is valid for writes of its length.
-        let n = unsafe { libc::read(fd, sink.as_mut_ptr().cast(), sink.len()) };
-        if n <= 0 {
-            return total;
+        match nix::unistd::read(fd, &mut sink) {
+            Ok(n) if n > 0 => total += n,
+            Ok(_) | Err(_) => return total,
         }
-        total += n as usize;
     }
 }
 
@@ -119,8 +115,7 @@ impl Pump {
                 let mut barriers = 0u64;
                 let wake = || {
                     // EAGAIN (a wake-up is pending already) is fine.
-                    // SAFETY: writes one byte from a valid buffer to our own pipe.
-                    unsafe { libc::write(wake_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+                    let _ = nix::unistd::write(&wake_w, &[1u8]);
                 };
                 loop {
                     let mut pfd = [
@@ -135,7 +130,10 @@ impl Pump {
                             revents: 0,
                         },
                     ];
-                    // SAFETY: `pfd` is an array of two initialised pollfd structs.
+                    // Raw libc: nix's poll needs a `BorrowedFd` for `fd`, which the watcher
+                    // owns; nix's "poll" feature is not enabled either.
+                    // SAFETY: `pfd` is an array of two initialised pollfd structs, alive
+                    // for the call; a closed fd is reported in `revents`, not UB.
                     if unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) } < 0 {
                         if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                             continue;
@@ -212,13 +210,12 @@ impl Pump {
         let want = self.asked.get() + 1;
         self.asked.set(want);
         clear(self.wake.as_raw_fd());
-        // SAFETY: writes one byte from a valid buffer to our own pipe.
-        if unsafe { libc::write(self.ask.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
-            let e = io::Error::last_os_error();
+        match nix::unistd::write(&self.ask, &[1u8]) {
             // A full pipe holds requests the thread has not read yet: it will.
-            if e.kind() != io::ErrorKind::WouldBlock {
+            Ok(1) | Err(Errno::EAGAIN) => {}
+            r => {
                 self.drain(f);
-                return Err(e);
+                return Err(r.map_or_else(io::Error::from, |_| io::ErrorKind::WriteZero.into()));
             }
         }
         let deadline = Instant::now() + BARRIER_TIMEOUT;
@@ -244,32 +241,6 @@ impl Pump {
     }
 }
 
-/// Calls `f(wd, mask, cookie, name)` for each `struct inotify_event` in `buf`.
-pub fn inotify_events(buf: &[u8], mut f: impl FnMut(i32, u32, u32, Option<&[u8]>)) {
-    const HDR: usize = 16;
-    let mut off = 0;
-    while off + HDR <= buf.len() {
-        let word = |i: usize| {
-            let b = &buf[off + i..off + i + 4];
-            [b[0], b[1], b[2], b[3]]
-        };
-        let wd = i32::from_ne_bytes(word(0));
-        let mask = u32::from_ne_bytes(word(4));
-        let cookie = u32::from_ne_bytes(word(8));
-        let len = u32::from_ne_bytes(word(12)) as usize;
-        let end = off + HDR + len;
-        if end > buf.len() {
-            break;
-        }
-        let name = (len > 0).then(|| {
-            let raw = &buf[off + HDR..end];
-            &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())]
-        });
-        f(wd, mask, cookie, name);
-        off = end;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,7 +250,7 @@ mod tests {
         let (r, w) = pipe().unwrap();
         let pump = Pump::start(r.as_raw_fd(), "test-pump").unwrap();
         for i in 0..100u8 {
-            unsafe { libc::write(w.as_raw_fd(), [i].as_ptr().cast(), 1) };
+            nix::unistd::write(&w, &[i]).unwrap();
         }
         let mut got = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -289,6 +260,7 @@ mod tests {
                 events: libc::POLLIN,
                 revents: 0,
             };
+            // SAFETY: `pfd` is one initialised pollfd struct, alive for the call.
             unsafe { libc::poll(&mut pfd, 1, 100) };
             pump.drain(|b| got.extend_from_slice(b));
             assert!(std::time::Instant::now() < deadline, "got {}", got.len());
@@ -306,8 +278,7 @@ mod tests {
         let mut got = Vec::new();
         for round in 0..200u32 {
             let bytes = round.to_ne_bytes();
-            // SAFETY: writes from a valid buffer to our own pipe.
-            unsafe { libc::write(w.as_raw_fd(), bytes.as_ptr().cast(), 4) };
+            nix::unistd::write(&w, &bytes).unwrap();
             // At once: the thread has usually not read it yet.
             pump.drain_all(|b| got.extend_from_slice(b)).unwrap();
             assert_eq!(got.len(), 4 * (round as usize + 1), "round {round}");
@@ -316,25 +287,5 @@ mod tests {
         assert_eq!(got, want);
         drop(w);
         std::mem::forget(r);
-    }
-
-    #[test]
-    fn inotify_records_are_parsed() {
-        let mut buf = Vec::new();
-        for (wd, mask, cookie, name) in [(1, 2u32, 0u32, &b"ab"[..]), (3, 4, 5, b"")] {
-            buf.extend_from_slice(&i32::to_ne_bytes(wd));
-            buf.extend_from_slice(&mask.to_ne_bytes());
-            buf.extend_from_slice(&cookie.to_ne_bytes());
-            let padded = if name.is_empty() { 0 } else { 16 };
-            buf.extend_from_slice(&(padded as u32).to_ne_bytes());
-            let mut n = name.to_vec();
-            n.resize(padded, 0);
-            buf.extend_from_slice(&n);
-        }
-        let mut seen = Vec::new();
-        inotify_events(&buf, |wd, mask, cookie, name| {
-            seen.push((wd, mask, cookie, name.map(|n| n.to_vec())))
-        });
-        assert_eq!(seen, [(1, 2, 0, Some(b"ab".to_vec())), (3, 4, 5, None)]);
     }
 }

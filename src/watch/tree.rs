@@ -158,10 +158,6 @@ impl Tree {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     /// Number of nodes with a watch descriptor.
     pub fn watched(&self) -> usize {
         self.by_wd.len()
@@ -253,6 +249,7 @@ impl Tree {
     /// is a live node naming that parent, the index finds every node under its parent
     /// and name, every watch descriptor maps back to its node, and the free list holds
     /// only dead slots.
+    #[cfg(any(debug_assertions, test))]
     pub fn check(&self) -> Result<(), String> {
         let mut live = 0;
         for (i, n) in self.nodes.iter().enumerate() {
@@ -307,6 +304,12 @@ impl Tree {
             ));
         }
         Ok(())
+    }
+
+    /// Tests: damages the free list (a live slot listed as free), as a bug would.
+    #[cfg(all(test, debug_assertions))]
+    pub fn break_free_list(&mut self) {
+        self.free.push(ROOT);
     }
 
     /// The path relative to the root, without a leading slash (the root is empty).

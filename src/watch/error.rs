@@ -1,0 +1,75 @@
+/*!
+Why the watch cannot start: the errors that stop the worker at start-up, and the advice
+for the one users meet most (the inotify watch limit).
+*/
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Errors that stop the worker at start-up; at run time the same conditions are logged
+/// and the subtree is polled instead.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot watch {path}: inotify watch limit reached: {advice}")]
+    NoSpace { path: PathBuf, advice: String },
+    #[error(
+        "cannot watch {path}: {source} (make it readable for this user, or exclude it with a rule)"
+    )]
+    Watch { path: PathBuf, source: io::Error },
+    #[error("cannot read directory {path}: {source} (make it readable for this user, or exclude it with a rule)")]
+    Unreadable { path: PathBuf, source: io::Error },
+    #[error("cannot initialise inotify: {0}")]
+    Init(io::Error),
+}
+
+/// What to tell a user whose tree needs `needed` watches: the limit in force, the
+/// sysctl that sets it and a value that fits. Inside a user namespace
+/// `user.max_inotify_watches` may be lower than the global
+/// `fs.inotify.max_user_watches`; the lower one is what bites, and both are named.
+pub(super) fn watch_limit_advice(needed: usize) -> String {
+    let read = |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+    let global = read("/proc/sys/fs/inotify/max_user_watches");
+    let user = read("/proc/sys/user/max_inotify_watches");
+    let show = |v: Option<u64>| v.map_or_else(|| "?".to_string(), |v| v.to_string());
+    let (limit, sysctl, state) = match (global, user) {
+        (g, Some(u)) if g.is_none_or(|g| u < g) => (
+            u,
+            "user.max_inotify_watches",
+            format!(
+                "user.max_inotify_watches = {u} in this user namespace (fs.inotify.max_user_watches = {})",
+                show(global)
+            ),
+        ),
+        (g, _) => (
+            g.unwrap_or(0),
+            "fs.inotify.max_user_watches",
+            format!("fs.inotify.max_user_watches = {}", show(g)),
+        ),
+    };
+    let suggest = (needed as u64 + 8192).max(limit.saturating_mul(2));
+    format!(
+        "{state}, this tree needs at least {needed} watches (plus those other programs use); raise it, e.g. `sysctl {sysctl}={suggest}`"
+    )
+}
+
+/// Counts the directories below `dir` (itself included) without following symlinks.
+pub(super) fn count_dirs(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        n += 1;
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    n
+}
+
+/// Is `err` "this path is gone or is no longer a directory"?
+pub(super) fn vanished(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+}

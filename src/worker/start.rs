@@ -85,23 +85,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         (None, None) => unreachable!("one of the two is set"),
     };
 
-    // ssh destinations share one connection each; its control socket lives here.
-    let control = if cfg
-        .destinations()
-        .iter()
-        .any(|d| matches!(d, Dest::Ssh { .. }))
-    {
-        Some(
-            tempfile::Builder::new()
-                .prefix("clsync-ssh.")
-                .tempdir()
-                .map_err(|e| {
-                    StartError::Other(format!("cannot create a directory for ssh: {e}"))
-                })?,
-        )
-    } else {
-        None
-    };
+    let control = ssh_control_dir(&cfg)?;
 
     // A failover pair: bring both sides together before anything is watched or synced
     // (or, when the peer cannot be reached, once it can: nothing is synced to it before).
@@ -426,6 +410,29 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         }
     }
     Ok(code)
+}
+
+/// ssh destinations share one connection each; its control socket lives in a private
+/// temporary directory made here (none without an ssh destination).
+fn ssh_control_dir(cfg: &Config) -> Result<Option<tempfile::TempDir>, StartError> {
+    Ok(
+        if cfg
+            .destinations()
+            .iter()
+            .any(|d| matches!(d, Dest::Ssh { .. }))
+        {
+            Some(
+                tempfile::Builder::new()
+                    .prefix("clsync-ssh.")
+                    .tempdir()
+                    .map_err(|e| {
+                        StartError::Other(format!("cannot create a directory for ssh: {e}"))
+                    })?,
+            )
+        } else {
+            None
+        },
+    )
 }
 
 /// `uid` / `gid`: the worker drops to this user and group once the tree is watched and

@@ -187,7 +187,7 @@ pub fn describe_progress(rec: &str) -> String {
 }
 
 /// How long a child gets between SIGTERM and SIGKILL: a run that overran
-/// `timeout-sync`, and every run when the worker aborts (src/worker.rs).
+/// `timeout-sync`, and every run when the worker aborts (src/worker/).
 pub const KILL_GRACE: Duration = Duration::from_secs(3);
 
 /// A readable reason for a failed run of `name`.

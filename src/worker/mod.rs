@@ -1,0 +1,685 @@
+/*!
+The worker loop: one thread, one `mio::Poll`, four sources of wake-ups.
+
+- the watcher's event pipe: a reader thread empties the kernel's event queue as fast as
+  events arrive and hands buffers over; every wake-up handles all of them
+  ([`Watcher::drain`]);
+- signals (signal-hook's pipe): TERM/INT/QUIT stop after a final sync, USR2 forces a full
+  resync, HUP reloads the rules, USR1/IO log the state;
+- a `Waker` poked by the thread that waits for the running rsync;
+- the timeout: the batcher's next deadline, the next poll of unwatchable directories, a
+  sync's timeout, the next look at a standby file.
+
+Start-up order matters: the watches are set first, then the initial full sync runs, so a
+change made while it runs is an event like any other. With rsyncdirect (threading off or
+full) the initial sync runs beside the queue ([`Batcher::start_beside`]): such a change is
+synced at once, not after a first copy that may take hours, and once more after it.
+Ready (log line and status file) means both the watches and the initial sync are done.
+
+This file holds the loop's state and what each tick does; start-up is in `start`, the
+destinations (the sync stage) in `targets`, reload on HUP in `reload`, and the process
+chores (pid file, status, hooks, dump) in `chores`.
+*/
+
+mod chores;
+mod reload;
+mod start;
+mod targets;
+
+use crate::batcher::{Batch, Batcher, Class, Entry};
+use crate::config::{preflight, Config, Initial, StartError};
+use crate::dest::Dest;
+use crate::report::{Health, Phase as ReportPhase, Report, Step};
+use crate::sync::handler::{Context, Handler, HandlerConfig, Mode, Mover};
+use crate::sync::{Finished, RunConfig, Runner, KILL_GRACE};
+use crate::watch::{abs_path, Changes, Watcher};
+use log::{debug, error, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use nix::sys::signal::Signal;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGIO, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook_mio::v1_0::Signals;
+use std::collections::BTreeSet;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use chores::Status;
+use chores::{dump, signame, PidFile};
+pub use start::run;
+use targets::{full_batch, Target};
+
+const INOTIFY: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const WAKER: Token = Token(2);
+
+/// How often directories that could not be watched are rescanned.
+const POLL_UNWATCHED: Duration = Duration::from_secs(5);
+/// How often a standby file is looked at.
+const STANDBY_CHECK: Duration = Duration::from_secs(1);
+/// How long a pre-exit or exit hook may run.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the progress of a long full sync is logged and reported.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a file just created waits for its writer to close it before it is synced
+/// anyway (a hard link, a symlink, a writer that keeps it open).
+const CREATE_SETTLE: Duration = Duration::from_millis(100);
+
+/// A file held back because it is being written: a file just created waits for its
+/// `IN_CLOSE_WRITE` (at most [`CREATE_SETTLE`]), so a new file costs one rsync run, not one
+/// for its creation and another for its content, even at zero delays; with
+/// `wait-for-close`, a file written but not closed waits for its close (at most the cap,
+/// then again every cap while it stays open).
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    /// When its first event came (its place in the queue when it is released).
+    since: Instant,
+    /// When it is synced anyway (with wait-for-close: and held again, for the next round).
+    due: Instant,
+    /// The events' masks, for the handler.
+    mask: u32,
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Phase {
+    Running,
+    /// Stop requested: finish the running sync, then one final sync of everything queued.
+    Stopping {
+        final_started: bool,
+    },
+    /// Second signal: rsync is being killed.
+    Aborting {
+        since: Instant,
+        killed: bool,
+    },
+}
+
+struct Worker {
+    cfg: Config,
+    src: PathBuf,
+    watcher: Watcher,
+    /// One per destination: its queue, handler and health.
+    targets: Vec<Target>,
+    runner: Runner,
+    excludes: BTreeSet<Vec<u8>>,
+    /// `modification-signature`: the last stat fields of each synced path.
+    signatures: Option<crate::signature::Signatures>,
+    status: Status,
+    ready: bool,
+    phase: Phase,
+    next_poll: Option<Instant>,
+    /// The exit code once the running rsync is gone, after an abort.
+    abort_code: i32,
+    /// Set while the standby file exists: when to look at it again.
+    standby_check: Option<Instant>,
+    /// Sync iterations done (batches, the initial sync included).
+    iterations: u32,
+    started: Instant,
+    exit: Option<i32>,
+    /// The worker gives up because syncs failed (the exit hook hears so).
+    failed: bool,
+    /// Reports to a supervisor (clsync-manager).
+    reporter: crate::report::Reporter,
+    /// The ssh control sockets' directory (ssh destinations only).
+    control: Option<tempfile::TempDir>,
+    /// A failover pair's link (its peer is the first destination).
+    pair: Option<crate::pair::Link>,
+    /// While a full sync runs: when its progress is logged and reported next.
+    progress_at: Option<Instant>,
+    /// When the next verification runs (`verify-interval`).
+    verify_at: Option<Instant>,
+    /// Files written but not closed yet (see [`Held`]).
+    open_files: std::collections::HashMap<Vec<u8>, Held>,
+    /// Counters for reports: changed paths seen, syncs done and failed.
+    events: u64,
+    syncs: u64,
+    sync_failures: u64,
+    /// When the last sync succeeded, and the last failure.
+    last_ok: Option<std::time::SystemTime>,
+    last_error: Option<String>,
+}
+
+impl Worker {
+    fn timeout(&self, now: Instant) -> Option<Duration> {
+        let mut t: Option<Instant> = None;
+        let mut consider = |d: Option<Instant>| {
+            if let Some(d) = d {
+                t = Some(t.map_or(d, |t| t.min(d)));
+            }
+        };
+        if self.phase == Phase::Running {
+            for t in &self.targets {
+                consider(t.batcher.deadline());
+            }
+        }
+        consider(self.next_poll);
+        consider(self.pair.as_ref().and_then(|l| l.retry_at()));
+        consider(self.runner.deadline());
+        consider(self.standby_check);
+        consider(self.progress_at);
+        consider(self.open_files.values().map(|h| h.due).min());
+        if self.phase == Phase::Running {
+            consider(self.verify_at);
+        }
+        if let Phase::Aborting { since, .. } = self.phase {
+            consider(Some(since + KILL_GRACE));
+        }
+        if matches!(self.phase, Phase::Stopping { .. })
+            && !self.runner.busy()
+            && self.standby_check.is_none()
+        {
+            return Some(Duration::ZERO);
+        }
+        t.map(|t| t.saturating_duration_since(now))
+    }
+
+    fn drain(&mut self) {
+        let mut changes = Changes::default();
+        if let Err(e) = self.watcher.drain(&mut changes) {
+            error!("reading inotify events: {e}");
+        }
+        self.apply(changes);
+    }
+
+    /// [`drain`](Self::drain) behind a barrier: every event queued in the kernel so far
+    /// is handled. If the reader thread cannot give that guarantee, the whole tree is
+    /// queued instead: a full sync cannot miss what the events would have said.
+    fn drain_all(&mut self) {
+        let mut changes = Changes::default();
+        if let Err(e) = self.watcher.drain_all(&mut changes) {
+            error!("reading the last events: {e}; syncing the whole tree instead");
+            changes.dirty.push(crate::watch::Dirty {
+                path: Vec::new(),
+                recursive: true,
+                modify_only: false,
+                mask: crate::watch::MASK_FOUND_DIR,
+            });
+        }
+        self.apply(changes);
+    }
+
+    fn apply(&mut self, changes: Changes) {
+        if changes.root_gone {
+            error!(
+                "the watch directory {} was deleted, moved away or unmounted; stopping without syncing (nothing is deleted at the destination)",
+                self.src.display()
+            );
+            self.abort(1);
+            return;
+        }
+        self.excludes.extend(changes.excluded);
+        self.events += changes.dirty.len() as u64;
+        for (from, to) in &changes.moves {
+            for t in &mut self.targets {
+                t.batcher.push_move(from.clone(), to.clone());
+            }
+        }
+        let now = Instant::now();
+        for mut d in changes.dirty {
+            let at = if d.recursive {
+                now
+            } else {
+                match self.hold(now, &mut d) {
+                    Some(at) => at,
+                    None => continue,
+                }
+            };
+            self.push_dirty(at, d);
+        }
+        if self.watcher.unwatched() > 0 && self.next_poll.is_none() {
+            self.next_poll = Some(now + POLL_UNWATCHED);
+        }
+    }
+
+    /// Queues one changed path for every destination (its class decided by its size,
+    /// skipped when its modification signature did not change).
+    fn push_dirty(&mut self, now: Instant, d: crate::watch::Dirty) {
+        let class = if d.recursive || (self.cfg.threshold_bigfile == 0 && self.signatures.is_none())
+        {
+            Class::Normal
+        } else {
+            // A write to a queued path: only its mask (a write is what makes rsync check
+            // the content, sync/plan.rs).
+            if d.modify_only
+                && self
+                    .targets
+                    .iter_mut()
+                    .all(|t| t.batcher.merge_mask(&d.path, d.mask))
+            {
+                return;
+            }
+            // An event that cannot have changed the size (chmod, touch, chown) of a path
+            // queued already: no lstat (the hottest syscall of an event storm), its mask is
+            // merged into the queued one.
+            const RESIZES: u32 =
+                libc::IN_MODIFY | libc::IN_CLOSE_WRITE | libc::IN_CREATE | libc::IN_MOVED_TO;
+            if d.mask & RESIZES == 0
+                && self.signatures.is_none()
+                && self.targets.iter().all(|t| t.batcher.contains(&d.path))
+            {
+                for t in &mut self.targets {
+                    t.batcher.merge_mask(&d.path, d.mask);
+                }
+                return;
+            }
+            match std::fs::symlink_metadata(abs_path(&self.src, &d.path)) {
+                Ok(m) => {
+                    if let Some(sigs) = &mut self.signatures {
+                        if sigs.unchanged(&d.path, &m) {
+                            debug!(
+                                "{}: modification signature unchanged; not synced",
+                                String::from_utf8_lossy(&d.path)
+                            );
+                            return;
+                        }
+                    }
+                    if self.cfg.threshold_bigfile > 0
+                        && m.is_file()
+                        && m.len() > self.cfg.threshold_bigfile
+                    {
+                        Class::Big
+                    } else {
+                        Class::Normal
+                    }
+                }
+                // Gone (a deletion is never skipped).
+                Err(_) => Class::Normal,
+            }
+        };
+        // The path is moved into the last destination's queue, copied for the others.
+        let (last, others) = self
+            .targets
+            .split_last_mut()
+            .expect("at least one destination");
+        for t in others {
+            t.behind_since
+                .get_or_insert_with(std::time::SystemTime::now);
+            t.batcher
+                .push_event(now, d.path.clone(), d.recursive, d.mask, class);
+        }
+        last.behind_since
+            .get_or_insert_with(std::time::SystemTime::now);
+        last.batcher
+            .push_event(now, d.path, d.recursive, d.mask, class);
+    }
+
+    /// Whether the event `d` of a file leaves it held back as being written ([`Held`]).
+    /// An event that ends the writing (close, delete, rename) releases it.
+    /// Returns when the path is to be queued (now, or as of the first event of a held file
+    /// it releases, whose masks are merged into `d`), or `None` while it stays held.
+    fn hold(&mut self, now: Instant, d: &mut crate::watch::Dirty) -> Option<Instant> {
+        const ENDS: u32 = libc::IN_CLOSE_WRITE
+            | libc::IN_DELETE
+            | libc::IN_MOVED_FROM
+            | libc::IN_MOVED_TO
+            | libc::IN_DELETE_SELF;
+        if d.mask & ENDS != 0 || d.mask & libc::IN_ISDIR != 0 {
+            if self.open_files.is_empty() {
+                return Some(now);
+            }
+            // Released: queued as of its first event, so the delays count from there.
+            return Some(self.open_files.remove(&d.path).map_or(now, |h| {
+                d.mask |= h.mask;
+                d.modify_only = false;
+                h.since
+            }));
+        }
+        if let Some(h) = self.open_files.get_mut(&d.path) {
+            h.mask |= d.mask;
+            return None;
+        }
+        let created = d.mask & libc::IN_CREATE != 0;
+        let cap = match self.cfg.wait_for_close {
+            Some(cap) if created || d.mask & libc::IN_MODIFY != 0 => cap,
+            None if created && self.phase == Phase::Running => CREATE_SETTLE,
+            _ => return Some(now),
+        };
+        self.open_files.insert(
+            d.path.clone(),
+            Held {
+                since: now,
+                due: now + cap,
+                mask: d.mask,
+            },
+        );
+        None
+    }
+
+    /// Held files whose time is up are synced anyway (a log that is never closed: with
+    /// wait-for-close it is held again for the next round). `all`: every held file (the
+    /// final sync).
+    fn release_open_files(&mut self, now: Instant, all: bool) {
+        let due: Vec<(Vec<u8>, Held)> = self
+            .open_files
+            .iter()
+            .filter(|(_, h)| all || now >= h.due)
+            .map(|(p, h)| (p.clone(), *h))
+            .collect();
+        for (path, h) in due {
+            match (all, self.cfg.wait_for_close) {
+                (false, Some(cap)) => {
+                    self.open_files.insert(
+                        path.clone(),
+                        Held {
+                            since: now,
+                            due: now + cap,
+                            mask: libc::IN_MODIFY,
+                        },
+                    );
+                }
+                _ => {
+                    self.open_files.remove(&path);
+                }
+            }
+            self.push_dirty(
+                h.since,
+                crate::watch::Dirty {
+                    path,
+                    recursive: false,
+                    modify_only: false,
+                    mask: h.mask,
+                },
+            );
+        }
+    }
+
+    fn signal(&mut self, sig: i32) {
+        match sig {
+            SIGTERM | SIGINT | SIGQUIT => match self.phase {
+                Phase::Running => {
+                    info!(
+                        "signal {}: final sync of {} queued paths, then exit",
+                        signame(sig),
+                        self.queued()
+                    );
+                    if let Some(hook) = self.cfg.pre_exit_hook.clone() {
+                        if self.ready {
+                            self.status.set("preexit");
+                            self.run_hook(&hook, "preexit", None);
+                        }
+                    }
+                    self.status.set("terminating");
+                    self.phase = Phase::Stopping {
+                        final_started: false,
+                    };
+                }
+                Phase::Stopping { .. } => {
+                    warn!("signal {} again: aborting the final sync", signame(sig));
+                    self.abort(1);
+                }
+                Phase::Aborting { .. } => {}
+            },
+            SIGUSR2 => {
+                info!("signal USR2: full resync");
+                for t in &mut self.targets {
+                    t.batcher.push_event(
+                        Instant::now(),
+                        Vec::new(),
+                        true,
+                        crate::watch::MASK_FOUND_DIR,
+                        Class::Normal,
+                    );
+                }
+            }
+            SIGHUP if self.phase != Phase::Running => {
+                info!("signal HUP: stopping; nothing reloaded")
+            }
+            SIGHUP => self.reload(),
+            SIGUSR1 | SIGIO => {
+                let state = self.state_json();
+                info!("state: {state}");
+                if let Some(dir) = &self.cfg.dump_dir {
+                    dump(dir, &state);
+                }
+            }
+            _ => debug!("signal {sig} ignored"),
+        }
+    }
+
+    /// Stops now: kills a running rsync (TERM, then KILL after a grace period).
+    fn abort(&mut self, code: i32) {
+        if !self.runner.busy() {
+            self.exit = Some(code);
+            return;
+        }
+        self.runner.signal(Signal::SIGTERM);
+        self.phase = Phase::Aborting {
+            since: Instant::now(),
+            killed: false,
+        };
+        self.abort_code = code;
+    }
+
+    /// Paths waiting, for the destination that is furthest behind.
+    fn queued(&self) -> usize {
+        self.targets
+            .iter()
+            .map(|t| t.batcher.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if self.exit.is_some() {
+            return;
+        }
+        if self.progress_at.is_some_and(|t| now >= t) {
+            self.progress_at = self.runner.busy().then_some(now + PROGRESS_EVERY);
+            if let Some(rec) = self.runner.progress() {
+                let what = if self.ready { "full" } else { "initial" };
+                let desc = crate::sync::describe_progress(&rec);
+                info!("{what} sync: {desc}");
+                self.reporter.send(&Report::Step(Step {
+                    phase: if self.ready {
+                        ReportPhase::Running
+                    } else {
+                        ReportPhase::Initsync
+                    },
+                    watches: Some(self.watcher.watched()),
+                    progress: Some(desc),
+                    last_error: None,
+                }));
+            }
+        }
+        self.runner.enforce_timeout(now);
+        self.release_open_files(now, false);
+        if let Some(t) = self.next_poll {
+            if now >= t {
+                let mut changes = Changes::default();
+                self.watcher.poll_unwatched(&mut changes);
+                self.next_poll = None;
+                self.apply(changes);
+            }
+        }
+        match self.phase {
+            Phase::Aborting { since, killed } => {
+                if !self.runner.busy() {
+                    self.exit = Some(self.abort_code);
+                } else if !killed && now >= since + KILL_GRACE {
+                    self.runner.signal(Signal::SIGKILL);
+                    self.phase = Phase::Aborting {
+                        since,
+                        killed: true,
+                    };
+                }
+            }
+            Phase::Stopping { final_started } => {
+                if self.runner.busy() || final_started || self.on_standby(now) {
+                    return;
+                }
+                // Pick up everything the kernel queued up to now (a barrier: the change
+                // made just before the signal may not have been read yet), then sync
+                // everything, ignoring delays (files still being written included).
+                self.drain_all();
+                self.release_open_files(now, true);
+                if self.exit.is_some() {
+                    return;
+                }
+                self.phase = Phase::Stopping {
+                    final_started: true,
+                };
+                // The final syncs of every destination, in parallel; the exit code is
+                // 1 if any fails.
+                self.abort_code = 0;
+                let mut any = false;
+                for t in 0..self.targets.len() {
+                    if let Some(batch) = self.targets[t].batcher.take_all(now) {
+                        any = true;
+                        self.start(t, batch);
+                    }
+                }
+                if !any {
+                    info!("nothing queued; exiting");
+                    self.exit = Some(0);
+                }
+            }
+            Phase::Running => {
+                // The standby file is looked at only when a sync is due (or was held).
+                let due = self
+                    .targets
+                    .iter()
+                    .any(|t| t.batcher.deadline().is_some_and(|d| d <= now));
+                let recheck = self.standby_check.is_some_and(|t| now >= t);
+                if (due || recheck) && self.on_standby(now) {
+                    return;
+                }
+                let started = self.iterations + self.runner.running() as u32;
+                if self.cfg.max_iterations > 0 && started >= self.cfg.max_iterations {
+                    if self.runner.busy() {
+                        return;
+                    }
+                    info!(
+                        "max-iterations: {} sync iterations done; exiting ({} paths queued)",
+                        self.iterations,
+                        self.queued()
+                    );
+                    self.exit = Some(0);
+                    return;
+                }
+                if self.cfg.exit_on_no_events
+                    && self.ready
+                    && self.queued() == 0
+                    && !self.runner.busy()
+                {
+                    self.drain();
+                    if self.queued() == 0 && self.exit.is_none() {
+                        info!("exit-on-no-events: nothing left to sync; exiting");
+                        self.exit = Some(0);
+                        return;
+                    }
+                }
+                if self.verify_at.is_some_and(|v| now >= v) {
+                    self.verify(now);
+                }
+                if self
+                    .pair
+                    .as_ref()
+                    .and_then(|l| l.retry_at())
+                    .is_some_and(|t| now >= t)
+                {
+                    self.retry_pair();
+                }
+                for t in 0..self.targets.len() {
+                    if self.exit.is_some() {
+                        break;
+                    }
+                    if let Some(batch) = self.targets[t].batcher.take_due(now) {
+                        self.start(t, batch);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The peer of a pair cannot be reached: its initial sync is held (counted as
+    /// running, so no batch starts) until a pair check passes ([`retry_pair`]); the
+    /// worker runs meanwhile, ready once the other destinations are.
+    fn hold_pair(&mut self) {
+        let t = &mut self.targets[0];
+        t.batcher.start_external(&full_batch(false));
+        t.initial_failed = true;
+        t.unreachable = true;
+        t.last_error = Some("the pair check waits for the peer".into());
+        if self.targets.len() == 1 {
+            self.became_ready();
+        }
+    }
+
+    /// The pair check again, the peer having been unreachable: on success the held
+    /// initial sync runs.
+    fn retry_pair(&mut self) {
+        let Some(link) = &mut self.pair else { return };
+        match link.check(&self.src, self.watcher.rules()) {
+            Ok(crate::pair::Step::Go(excluded)) => {
+                self.excludes.extend(excluded);
+                info!(
+                    "initial sync of {} to {}",
+                    self.src.display(),
+                    self.targets[0].name
+                );
+                self.start(0, full_batch(false));
+            }
+            Ok(crate::pair::Step::Waiting) => {}
+            Ok(crate::pair::Step::SplitBrain(msg)) => {
+                error!("{msg}");
+                self.status.set("split-brain");
+                self.reporter.send(&Report::Step(Step {
+                    phase: ReportPhase::SplitBrain,
+                    watches: None,
+                    progress: None,
+                    last_error: Some(msg),
+                }));
+                self.abort(crate::pair::SPLIT_BRAIN_EXIT);
+            }
+            Err(e) => {
+                error!("pair check: {e}");
+                self.abort(1);
+            }
+        }
+    }
+
+    /// `verify-interval`: a full rsync run per destination that is idle, which repairs
+    /// drift (changes made at the destination by someone else, events lost for reasons
+    /// outside our control) and reports what it repaired. A busy destination is checked
+    /// at the next interval.
+    fn verify(&mut self, now: Instant) {
+        self.verify_at = self.cfg.verify_interval.map(|i| now + i);
+        for t in 0..self.targets.len() {
+            if self.targets[t].batcher.is_busy() || self.exit.is_some() {
+                continue;
+            }
+            debug!("verifying {}", self.targets[t].name);
+            self.start_full(t, true);
+        }
+    }
+
+    /// While the standby file exists no sync starts; it is looked at again every second.
+    fn on_standby(&mut self, now: Instant) -> bool {
+        let Some(file) = &self.cfg.standby_file else {
+            return false;
+        };
+        if file.exists() {
+            if self.standby_check.is_none() {
+                info!(
+                    "standby: {} exists; no sync until it is gone ({} paths queued)",
+                    file.display(),
+                    self.queued()
+                );
+                if self.phase == Phase::Running && self.ready {
+                    self.status.set("hold on");
+                }
+            }
+            self.standby_check = Some(now + STANDBY_CHECK);
+            return true;
+        }
+        if self.standby_check.take().is_some() {
+            info!("standby: {} is gone; syncing again", file.display());
+            if self.phase == Phase::Running && self.ready {
+                self.status.set("running");
+            }
+        }
+        false
+    }
+}

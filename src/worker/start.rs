@@ -36,54 +36,8 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     if let Some(p) = &cfg.pid_file {
         PidFile::check(p)?;
     }
-    // List files: in lists-dir if given (checked, kept with dont-unlink-lists), else in a
-    // private temporary directory removed at exit.
-    // The handler runs in the watch directory: list paths must be absolute.
-    if let Some(d) = cfg.lists_dir.as_mut().filter(|d| d.is_relative()) {
-        let cwd = std::env::current_dir()
-            .map_err(|e| StartError::Other(format!("cannot read the current directory: {e}")))?;
-        *d = cwd.join(&*d);
-    }
-    let lists = match &cfg.lists_dir {
-        Some(d) => {
-            crate::config::check_lists_dir(d)?;
-            None
-        }
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("clsync-lists.")
-                .tempdir()
-                .map_err(|e| {
-                    StartError::Other(format!("cannot create a directory for list files: {e}"))
-                })?;
-            // The worker writes its lists after dropping to `uid`; a handler running as
-            // another user must be able to read them (the directory is then 0711: its
-            // files can be opened by name, not listed).
-            use std::os::unix::fs::PermissionsExt;
-            let fail = |e: &dyn std::fmt::Display| {
-                StartError::Other(format!("lists directory {}: {e}", t.path().display()))
-            };
-            if cfg.uid.is_some() || cfg.gid.is_some() {
-                nix::unistd::chown(
-                    t.path(),
-                    cfg.uid.map(nix::unistd::Uid::from_raw),
-                    cfg.gid.map(nix::unistd::Gid::from_raw),
-                )
-                .map_err(|e| fail(&e))?;
-            }
-            let writer = cfg.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
-            if cfg.sync_handler_uid.is_some_and(|u| u != writer) {
-                std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o711))
-                    .map_err(|e| fail(&e))?;
-            }
-            Some(t)
-        }
-    };
-    let lists_dir = match (&lists, &cfg.lists_dir) {
-        (Some(t), _) => t.path().to_path_buf(),
-        (None, Some(d)) => d.clone(),
-        (None, None) => unreachable!("one of the two is set"),
-    };
+    // `_lists` keeps a temporary lists directory alive until the worker ends.
+    let (_lists, lists_dir) = list_files_dir(&mut cfg)?;
 
     let control = ssh_control_dir(&cfg)?;
 
@@ -410,6 +364,60 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         }
     }
     Ok(code)
+}
+
+/// The directory of the list files (made absolute; a private temporary one when
+/// `lists-dir` is not given) and the temporary directory to keep alive, if any.
+fn list_files_dir(cfg: &mut Config) -> Result<(Option<tempfile::TempDir>, PathBuf), StartError> {
+    // List files: in lists-dir if given (checked, kept with dont-unlink-lists), else in a
+    // private temporary directory removed at exit.
+    // The handler runs in the watch directory: list paths must be absolute.
+    if let Some(d) = cfg.lists_dir.as_mut().filter(|d| d.is_relative()) {
+        let cwd = std::env::current_dir()
+            .map_err(|e| StartError::Other(format!("cannot read the current directory: {e}")))?;
+        *d = cwd.join(&*d);
+    }
+    let lists = match &cfg.lists_dir {
+        Some(d) => {
+            crate::config::check_lists_dir(d)?;
+            None
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("clsync-lists.")
+                .tempdir()
+                .map_err(|e| {
+                    StartError::Other(format!("cannot create a directory for list files: {e}"))
+                })?;
+            // The worker writes its lists after dropping to `uid`; a handler running as
+            // another user must be able to read them (the directory is then 0711: its
+            // files can be opened by name, not listed).
+            use std::os::unix::fs::PermissionsExt;
+            let fail = |e: &dyn std::fmt::Display| {
+                StartError::Other(format!("lists directory {}: {e}", t.path().display()))
+            };
+            if cfg.uid.is_some() || cfg.gid.is_some() {
+                nix::unistd::chown(
+                    t.path(),
+                    cfg.uid.map(nix::unistd::Uid::from_raw),
+                    cfg.gid.map(nix::unistd::Gid::from_raw),
+                )
+                .map_err(|e| fail(&e))?;
+            }
+            let writer = cfg.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+            if cfg.sync_handler_uid.is_some_and(|u| u != writer) {
+                std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o711))
+                    .map_err(|e| fail(&e))?;
+            }
+            Some(t)
+        }
+    };
+    let lists_dir = match (&lists, &cfg.lists_dir) {
+        (Some(t), _) => t.path().to_path_buf(),
+        (None, Some(d)) => d.clone(),
+        (None, None) => unreachable!("one of the two is set"),
+    };
+    Ok((lists, lists_dir))
 }
 
 /// ssh destinations share one connection each; its control socket lives in a private

@@ -8,13 +8,20 @@
 //! at every start and then resident, to ~5 KB. The executable stays position
 //! independent (ASLR); only the table's encoding changes.
 //!
-//! And lays out the worker's code: the functions listed in `src/bin/clsync.order` (those
-//! that run, found by `bench/order.sh`) go first in the executable's text, so the code the
-//! daemon runs fills a few of the 64 KiB windows the kernel maps around each page that
-//! runs, instead of touching nearly all of them (about 1 MiB less resident). This needs a
-//! linker that reads symbol ordering files (lld, rustc's default on x86_64 Linux since
-//! 1.90); a one-line probe link decides, and without it the build is the same as before,
-//! only larger in memory.
+//! And lays out the worker's code: the functions listed in `generated/clsync.order`
+//! (those that run, found by `bench/order.sh`) go first in the executable's text, so the
+//! code the daemon runs fills a few of the 64 KiB windows the kernel maps around each page
+//! that runs, instead of touching nearly all of them (about 1 MiB less resident). This
+//! needs a linker that reads symbol ordering files (lld, rustc's default on x86_64 Linux
+//! since 1.90); a one-line probe link decides, and without it the build is the same as
+//! before, only larger in memory.
+//!
+//! `generated/` holds what a script writes and the build reads, apart from `src/` (which
+//! is written by hand): its files are not edited, only regenerated, and they are bound to
+//! the toolchain that made them. The order file is committed all the same: making it runs
+//! the release binary under valgrind (`bench/order.sh`), which a build cannot require, and
+//! with a stale or foreign-toolchain file the build still succeeds (the linker skips names
+//! it does not know, `--no-warn-symbol-ordering`); `tests/layout.rs` says when to re-run it.
 
 fn main() {
     let symbols: &[&str] = &include!("src/sync/host_symbols.in");
@@ -62,7 +69,7 @@ fn libc_knows_relr() -> bool {
     })
 }
 
-const ORDER_FILE: &str = "src/bin/clsync.order";
+const ORDER_FILE: &str = "generated/clsync.order";
 
 /// The linker flags that apply `ORDER_FILE`, if the linker this build uses takes them:
 /// a trivial program is linked with them, through the same rustc, target and flags.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates src/bin/clsync.order: the functions the worker runs, in the order the linker
+# Regenerates generated/clsync.order: the functions the worker runs, in the order the linker
 # puts them at the start of the executable's code (see docs/benchmarks.md, "Code layout").
 #
 # Why: the kernel maps an executable's code in 64 KiB windows around each page that runs
@@ -21,7 +21,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-out="$root/src/bin/clsync.order"
+out="$root/generated/clsync.order"
 command -v valgrind >/dev/null || { echo "order.sh: valgrind is needed (apt-get install -y valgrind)" >&2; exit 1; }
 
 (cd "$root" && cargo build --release --bin clsync)

@@ -1,6 +1,6 @@
-//! The worker's code layout: the functions `src/bin/clsync.order` lists (those that run,
-//! found by `bench/order.sh`) are packed at the start of the executable's code, in the
-//! listed order, and the list still names the functions of this build. Without this the
+//! The worker's code layout: the functions `generated/clsync.order` lists (those that
+//! run, found by `bench/order.sh`) are packed at the start of the executable's code, in
+//! the listed order, and the list still names the functions of this build. Without this the
 //! worker keeps ~1 MiB more of its code resident (docs/benchmarks.md, "Code layout"),
 //! which no functional test would notice.
 //!
@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-const ORDER: &str = include_str!("../src/bin/clsync.order");
+const ORDER: &str = include_str!("../generated/clsync.order");
 
 /// The listed names, and the toolchain the list was made with (its `# rustc …` line).
 fn listed() -> (Vec<&'static str>, Option<&'static str>) {
@@ -221,7 +221,7 @@ fn the_list_names_functions_of_this_build() {
         // A debug build inlines nothing and names other functions than the release build
         // the list was made from.
         return skip(
-            "this build does not apply src/bin/clsync.order (not a release build, \
+            "this build does not apply generated/clsync.order (not a release build, \
              CLSYNC_NO_CODE_ORDER set, or a linker without --symbol-ordering-file)",
         );
     }
@@ -239,7 +239,7 @@ fn the_list_names_functions_of_this_build() {
     let missing: Vec<&String> = wanted.iter().filter(|p| !here.contains(*p)).collect();
     assert!(
         missing.len() * 10 <= wanted.len(),
-        "src/bin/clsync.order is stale: {} of its {} functions are not in this build \
+        "generated/clsync.order is stale: {} of its {} functions are not in this build \
          (by demangled path, whatever the toolchain), e.g. {:?}; run bench/order.sh",
         missing.len(),
         wanted.len(),
@@ -254,7 +254,7 @@ fn the_list_names_functions_of_this_build() {
 fn listed_functions_come_first_in_the_listed_order() {
     if env!("CLSYNC_CODE_ORDERED") != "1" {
         return skip(
-            "this build does not apply src/bin/clsync.order (not a release build, \
+            "this build does not apply generated/clsync.order (not a release build, \
              CLSYNC_NO_CODE_ORDER set, or a linker without --symbol-ordering-file)",
         );
     }
@@ -269,13 +269,13 @@ fn listed_functions_come_first_in_the_listed_order() {
         let same = made_with.is_some_and(|m| this.strip_prefix("rustc ") == Some(m));
         assert!(
             !same,
-            "src/bin/clsync.order is stale: {} of its {} functions are in this build; \
+            "generated/clsync.order is stale: {} of its {} functions are in this build; \
              run bench/order.sh",
             found.len(),
             names.len()
         );
         return skip(&format!(
-            "src/bin/clsync.order was made with rustc {made_with:?}, this is {this:?}: \
+            "generated/clsync.order was made with rustc {made_with:?}, this is {this:?}: \
              {} of {} exact names match, so the linker placed none of the rest; \
              run bench/order.sh for this toolchain",
             found.len(),

@@ -11,7 +11,7 @@ pub mod logger;
 pub mod manager;
 pub mod mounts;
 pub mod pair;
-pub mod report;
+pub(crate) mod report;
 pub mod rules;
 pub mod signature;
 pub(crate) mod sync;

@@ -51,11 +51,6 @@ impl Reporter {
         Reporter(Some(unsafe { File::from_raw_fd(fd) }))
     }
 
-    /// A reporter that reports nothing.
-    pub fn none() -> Reporter {
-        Reporter(None)
-    }
-
     /// Sends one report, as a line.
     pub fn send(&mut self, report: &Report) {
         let Some(f) = &mut self.0 else { return };

@@ -5,17 +5,17 @@ changed paths into batches and mirrors them with rsync; see docs/architecture.md
 
 pub(crate) mod batcher;
 pub mod config;
-pub mod delivered;
-pub mod dest;
+pub(crate) mod delivered;
+pub(crate) mod dest;
 pub mod logger;
 pub mod manager;
-pub mod mounts;
+pub(crate) mod mounts;
 pub mod pair;
 pub(crate) mod report;
 pub mod rules;
-pub mod signature;
+pub(crate) mod signature;
 pub(crate) mod sync;
-pub mod watch;
+pub(crate) mod watch;
 pub mod worker;
 
 // The configuration's layers live in `config/`; their old paths stay valid.

@@ -11,10 +11,10 @@ TOML profiles ([`profile`], [`profile_config`]) and the original's INI file ([`l
 file system before anything is touched.
 */
 
-pub mod build;
+pub(crate) mod build;
 pub mod cli;
 pub mod legacy;
-pub mod preflight;
+pub(crate) mod preflight;
 pub mod profile;
 pub mod profile_config;
 

@@ -19,10 +19,10 @@ can run by hand with the same profile.
 
 pub mod cli;
 mod control;
-pub mod daemon;
+pub(crate) mod daemon;
 mod instance;
-pub mod instance_lock;
-pub mod life;
-pub mod metrics;
+pub(crate) mod instance_lock;
+pub(crate) mod life;
+pub(crate) mod metrics;
 pub mod protocol;
 mod state_file;

@@ -210,11 +210,6 @@ impl Manifest {
         }
         out
     }
-
-    /// The newest mtime in the tree (0 when empty).
-    pub fn newest(&self) -> i64 {
-        self.0.values().map(|m| m.mtime).max().unwrap_or(0)
-    }
 }
 
 /// What changed on one side since the agreed state.

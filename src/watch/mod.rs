@@ -70,8 +70,12 @@ impl std::str::FromStr for Monitor {
     }
 }
 
-/// The tree watch, by either backend; the worker sees only this.
-pub enum Watcher {
+/// The tree watch, by either backend; the worker sees only this, and only its methods:
+/// which backend runs is this file's business (the fallback to inotify included).
+pub struct Watcher(Backend);
+
+/// The backend behind a [`Watcher`].
+enum Backend {
     Inotify(Box<InotifyWatcher>),
     Fanotify(Box<fanotify::FanWatcher>),
 }
@@ -93,7 +97,7 @@ impl Watcher {
                 Ok(f) => {
                     let mut out = Changes::default();
                     f.list_excluded(&mut out);
-                    return Ok((Watcher::Fanotify(Box::new(f)), out));
+                    return Ok((Watcher(Backend::Fanotify(Box::new(f))), out));
                 }
                 Err((fanotify::Unavailable(why), rules)) => {
                     warn!(
@@ -105,54 +109,54 @@ impl Watcher {
             },
         };
         let (w, out) = InotifyWatcher::new(root, rules, one_file_system, progress)?;
-        Ok((Watcher::Inotify(Box::new(w)), out))
+        Ok((Watcher(Backend::Inotify(Box::new(w))), out))
     }
 
     /// Hands the reading of the kernel queue to a thread of its own ([`pump`]); call
     /// after any fork, before [`fds`](Self::fds).
     pub fn start_pump(&mut self) -> io::Result<()> {
-        match self {
-            Watcher::Inotify(w) => w.start_pump(),
-            Watcher::Fanotify(f) => f.start_pump(),
+        match &mut self.0 {
+            Backend::Inotify(w) => w.start_pump(),
+            Backend::Fanotify(f) => f.start_pump(),
         }
     }
 
     /// The fds to wait on for events (after [`start_pump`](Self::start_pump)).
     pub fn fds(&self) -> io::Result<Vec<RawFd>> {
-        Ok(match self {
-            Watcher::Inotify(w) => vec![w.wait_fd()?],
-            Watcher::Fanotify(f) => f.fds()?.to_vec(),
+        Ok(match &self.0 {
+            Backend::Inotify(w) => vec![w.wait_fd()?],
+            Backend::Fanotify(f) => f.fds()?.to_vec(),
         })
     }
 
     pub fn rules(&self) -> &Rules {
-        match self {
-            Watcher::Inotify(w) => w.rules(),
-            Watcher::Fanotify(f) => f.rules(),
+        match &self.0 {
+            Backend::Inotify(w) => w.rules(),
+            Backend::Fanotify(f) => f.rules(),
         }
     }
 
     /// Kernel watches held: inotify watches, or fanotify marks (one per file system).
     pub fn watched(&self) -> usize {
-        match self {
-            Watcher::Inotify(w) => w.watched(),
-            Watcher::Fanotify(f) => f.marks(),
+        match &self.0 {
+            Backend::Inotify(w) => w.watched(),
+            Backend::Fanotify(f) => f.marks(),
         }
     }
 
     /// Directories that could not be watched and are polled (inotify only).
     pub fn unwatched(&self) -> usize {
-        match self {
-            Watcher::Inotify(w) => w.unwatched(),
-            Watcher::Fanotify(_) => 0,
+        match &self.0 {
+            Backend::Inotify(w) => w.unwatched(),
+            Backend::Fanotify(_) => 0,
         }
     }
 
     /// What is watched, for the log: "20001 directories (inotify)".
     pub fn describe(&self) -> String {
-        match self {
-            Watcher::Inotify(w) => format!("{} directories with inotify", w.watched()),
-            Watcher::Fanotify(f) => format!(
+        match &self.0 {
+            Backend::Inotify(w) => format!("{} directories with inotify", w.watched()),
+            Backend::Fanotify(f) => format!(
                 "the whole tree with {} fanotify file-system mark{}",
                 f.marks(),
                 if f.marks() == 1 { "" } else { "s" }
@@ -161,23 +165,23 @@ impl Watcher {
     }
 
     pub fn set_rules(&mut self, rules: Rules, out: &mut Changes) {
-        match self {
-            Watcher::Inotify(w) => w.set_rules(rules, out),
-            Watcher::Fanotify(f) => f.set_rules(rules, out),
+        match &mut self.0 {
+            Backend::Inotify(w) => w.set_rules(rules, out),
+            Backend::Fanotify(f) => f.set_rules(rules, out),
         }
     }
 
     pub fn poll_unwatched(&mut self, out: &mut Changes) {
-        if let Watcher::Inotify(w) = self {
+        if let Backend::Inotify(w) = &mut self.0 {
             w.poll_unwatched(out);
         }
     }
 
     /// Handles every event the reader thread has handed over and reports what changed.
     pub fn drain(&mut self, out: &mut Changes) -> io::Result<()> {
-        match self {
-            Watcher::Inotify(w) => w.drain(out, false),
-            Watcher::Fanotify(f) => f.drain(out, false),
+        match &mut self.0 {
+            Backend::Inotify(w) => w.drain(out, false),
+            Backend::Fanotify(f) => f.drain(out, false),
         }
     }
 
@@ -185,9 +189,9 @@ impl Watcher {
     /// kernel queue, so every event queued before this call is handled. The final sync of
     /// a stop is planned after it (a change made just before the signal is in it).
     pub fn drain_all(&mut self, out: &mut Changes) -> io::Result<()> {
-        match self {
-            Watcher::Inotify(w) => w.drain(out, true),
-            Watcher::Fanotify(f) => f.drain(out, true),
+        match &mut self.0 {
+            Backend::Inotify(w) => w.drain(out, true),
+            Backend::Fanotify(f) => f.drain(out, true),
         }
     }
 }

@@ -12,10 +12,13 @@ not find there. The kernel knows the answer: `/proc/self/mountinfo` gives, for e
 mount, its device and the directory of that file system it shows (`root`). A path's place
 in its file system is that root joined with the path below the mount point, and two
 directories overlap when they are on one device and one place is a prefix of the other.
+
+The fanotify backend reads the same table for the mount points below the watch root (each
+another file system to mark): mountinfo is parsed, and its escapes undone, here only.
 */
 
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 /// One line of mountinfo, the fields we use.
@@ -29,7 +32,8 @@ pub struct Mount {
     pub point: PathBuf,
 }
 
-/// Undoes mountinfo's escapes (`\040` for a space, `\011`, `\012`, `\134`).
+/// Undoes mountinfo's escapes (`\040` for a space, `\011`, `\012`, `\134`); a backslash
+/// not followed by three octal digits of a byte value stays as it is.
 fn unescape(s: &[u8]) -> PathBuf {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
@@ -64,6 +68,29 @@ pub fn parse(text: &[u8]) -> Vec<Mount> {
                 point: unescape(f[4]),
             })
         })
+        .collect()
+}
+
+/// The mounts of this process (`/proc/self/mountinfo`); none when it cannot be read.
+pub fn read() -> Vec<Mount> {
+    std::fs::read("/proc/self/mountinfo").map_or_else(|_| Vec::new(), |text| parse(&text))
+}
+
+/// The mount points strictly below the directory `root` (compared as bytes: `root` is
+/// canonical, as the kernel prints mount points).
+pub fn points_below(mounts: &[Mount], root: &Path) -> Vec<PathBuf> {
+    let root = root.as_os_str().as_bytes();
+    mounts
+        .iter()
+        .filter(|m| {
+            let mp = m.point.as_os_str().as_bytes();
+            if root == b"/" {
+                mp.len() > 1
+            } else {
+                mp.len() > root.len() && mp.starts_with(root) && mp[root.len()] == b'/'
+            }
+        })
+        .map(|m| m.point.clone())
         .collect()
 }
 
@@ -108,6 +135,48 @@ mod tests {
 31 22 8:1 /srv/top/src/sub /mnt/y rw shared:1 - ext4 /dev/sda1 rw\n\
 32 22 8:1 /srv/top /mnt/bm rw shared:1 - ext4 /dev/sda1 rw\n\
 33 22 8:1 /srv/with\\040space /mnt/sp rw shared:1 - ext4 /dev/sda1 rw\n";
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape(br"/srv/a\040b"), PathBuf::from("/srv/a b"));
+        assert_eq!(unescape(br"/x\\y"), PathBuf::from(r"/x\\y"));
+        assert_eq!(unescape(br"/x\134y"), PathBuf::from(r"/x\y"));
+        assert_eq!(unescape(br"/end\04"), PathBuf::from(r"/end\04"));
+        assert_eq!(unescape(br"/big\777"), PathBuf::from(r"/big\777"));
+    }
+
+    /// Mount points named with a space or a newline (escaped by the kernel, at the end of
+    /// the field too): found below the root under their real names, and placed.
+    #[test]
+    fn mount_points_with_a_space_or_newline_in_their_name() {
+        let table = b"22 1 8:1 / / rw shared:1 - ext4 /dev/sda1 rw\n\
+40 22 0:50 / /srv/tree/a\\040b rw shared:2 - tmpfs tmpfs rw\n\
+41 22 0:51 / /srv/tree/line\\012break rw shared:3 - tmpfs tmpfs rw\n\
+42 22 0:52 / /srv/tree/trailing\\040 rw shared:4 - tmpfs tmpfs rw\n\
+43 22 0:53 /x\\011y /srv/tree/deep/er rw shared:5 - tmpfs tmpfs rw\n\
+44 22 0:54 / /srv/treex rw shared:6 - tmpfs tmpfs rw\n";
+        let m = parse(table);
+        assert_eq!(
+            points_below(&m, Path::new("/srv/tree")),
+            [
+                "/srv/tree/a b",
+                "/srv/tree/line\nbreak",
+                "/srv/tree/trailing ",
+                "/srv/tree/deep/er"
+            ]
+            .map(PathBuf::from)
+        );
+        assert_eq!(points_below(&m, Path::new("/")).len(), 5);
+        assert!(points_below(&m, Path::new("/srv/tree/deep/er")).is_empty());
+        assert_eq!(
+            place(&m, Path::new("/srv/tree/trailing /f")),
+            Some(("0:52".into(), PathBuf::from("/f")))
+        );
+        assert_eq!(
+            place(&m, Path::new("/srv/tree/deep/er/g")),
+            Some(("0:53".into(), PathBuf::from("/x\ty/g")))
+        );
+    }
 
     #[test]
     fn places_follow_bind_mounts() {

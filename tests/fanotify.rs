@@ -107,6 +107,30 @@ fn a_file_system_mounted_inside_the_tree_is_watched_too() {
     w.stop_ok();
 }
 
+/// A mount point named with a space and a newline (which mountinfo escapes as `\040` and
+/// `\012`) is found under its real name: it gets its mark and its changes are mirrored.
+#[test]
+fn a_mount_point_named_with_a_space_and_a_newline_is_watched_too() {
+    if !root_or_skip("submount with an escaped name") {
+        return;
+    }
+    let t = TestDir::new("fan-submount-name");
+    let mnt = t.s(b"a b\nc");
+    mkdir(&mnt);
+    let _tmpfs = Tmpfs::mount(&mnt, "");
+    write(&t.s(b"a b\nc/seed"), b"seed");
+    let mut w = t.start(FAN);
+    assert!(
+        w.stderr().contains("with 2 fanotify file-system marks"),
+        "{}",
+        w.stderr()
+    );
+    mkdir_p(&t.s(b"a b\nc/fresh"));
+    write(&t.s(b"a b\nc/fresh/f"), b"on the other file system");
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+}
+
 /// With one-file-system the mount point's content is neither watched nor synced.
 #[test]
 fn one_file_system_leaves_a_mount_alone() {

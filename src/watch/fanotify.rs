@@ -139,49 +139,6 @@ fn fsid_of(fd: RawFd) -> io::Result<[u8; 8]> {
     Ok(unsafe { std::mem::transmute::<libc::fsid_t, [u8; 8]>(st.f_fsid) })
 }
 
-/// Unescapes a path field of /proc/self/mountinfo (`\040` for a space, …).
-fn unescape(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] == b'\\' && i + 4 <= field.len() {
-            let oct = &field[i + 1..i + 4];
-            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = (oct[0] - b'0') * 64 + (oct[1] - b'0') * 8 + (oct[2] - b'0');
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(field[i]);
-        i += 1;
-    }
-    out
-}
-
-/// Mount points strictly below `root`, from /proc/self/mountinfo.
-fn mounts_below(root: &[u8]) -> Vec<PathBuf> {
-    let Ok(text) = std::fs::read("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for line in text.split(|&b| b == b'\n') {
-        let Some(mp) = line.split(|&b| b == b' ').nth(4) else {
-            continue;
-        };
-        let mp = unescape(mp);
-        let below = if root == b"/" {
-            mp.len() > 1
-        } else {
-            mp.len() > root.len() && mp.starts_with(root) && mp[root.len()] == b'/'
-        };
-        if below {
-            out.push(PathBuf::from(std::ffi::OsStr::from_bytes(&mp)));
-        }
-    }
-    out
-}
-
 /// Is `rel` or a directory above it excluded, or not monitored, by the rules?
 fn ignored(rules: &Rules, rel: &[u8]) -> bool {
     if rules.is_empty() || rel.is_empty() {
@@ -272,7 +229,7 @@ impl FanWatcher {
         };
         let mut places = vec![root.to_path_buf()];
         if !one_file_system {
-            places.extend(mounts_below(root.as_os_str().as_bytes()));
+            places.extend(crate::mounts::points_below(&crate::mounts::read(), root));
         }
         for p in places {
             w.mark(&p)
@@ -655,17 +612,5 @@ impl FanWatcher {
             out.excluded.push(rel.to_vec());
         }
         excluded
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape(br"/srv/a\040b"), b"/srv/a b".to_vec());
-        assert_eq!(unescape(br"/x\\y"), br"/x\\y".to_vec());
-        assert_eq!(unescape(br"/end\04"), br"/end\04".to_vec());
     }
 }

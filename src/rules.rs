@@ -56,7 +56,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn of(t: std::fs::FileType) -> Kind {
+    pub(crate) fn of(t: std::fs::FileType) -> Kind {
         if t.is_dir() {
             Kind::Dir
         } else if t.is_file() {
@@ -127,15 +127,15 @@ pub enum RulesError {
 
 impl Rules {
     /// No rules: everything is included.
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Rules::default()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
-    pub fn load(file: &Path) -> Result<Self, RulesError> {
+    pub(crate) fn load(file: &Path) -> Result<Self, RulesError> {
         let text = std::fs::read(file).map_err(|source| RulesError::Read {
             file: file.to_path_buf(),
             source,
@@ -264,7 +264,7 @@ impl Rules {
     }
 
     /// Whether a (not excluded) directory gets an inotify watch.
-    pub fn monitored(&self, rel: &[u8]) -> bool {
+    pub(crate) fn monitored(&self, rel: &[u8]) -> bool {
         self.permits(rel, |r| r.monitor)
     }
 }

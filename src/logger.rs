@@ -116,7 +116,7 @@ fn level(debug: u8, quiet: bool) -> LevelFilter {
 }
 
 /// Changes the log level (a configuration reload).
-pub fn set_level(debug: u8, quiet: bool) {
+pub(crate) fn set_level(debug: u8, quiet: bool) {
     log::set_max_level(level(debug, quiet));
 }
 
@@ -131,7 +131,7 @@ pub fn init(label: Option<&str>, debug: u8, quiet: bool, output: Output) {
 }
 
 /// Installs the logger with `name` as the prefix and syslog ident.
-pub fn init_named(name: String, debug: u8, quiet: bool, output: Output) {
+pub(crate) fn init_named(name: String, debug: u8, quiet: bool, output: Output) {
     let level = level(debug, quiet);
     if output == Output::Syslog {
         // openlog keeps the pointer: the ident must live as long as the process.

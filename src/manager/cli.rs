@@ -284,7 +284,7 @@ fn print_response(req: &Request, resp: &Response, json: bool) -> i32 {
 }
 
 /// Seconds as `1h02m`, `3m12s`, `12s`.
-pub fn human(secs: f64) -> String {
+pub(crate) fn human(secs: f64) -> String {
     let s = secs.max(0.0) as u64;
     match s {
         0..=59 => format!("{s}s"),
@@ -295,7 +295,7 @@ pub fn human(secs: f64) -> String {
 }
 
 /// The `status` table.
-pub fn status_table(list: &[InstanceStatus]) -> String {
+pub(crate) fn status_table(list: &[InstanceStatus]) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

@@ -22,12 +22,12 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The default control socket.
-pub const DEFAULT_SOCKET: &str = "/run/clsync/manager.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/clsync/manager.sock";
 /// The environment variable that overrides [`DEFAULT_SOCKET`].
-pub const SOCKET_ENV: &str = "CLSYNC_MANAGER_SOCKET";
+pub(crate) const SOCKET_ENV: &str = "CLSYNC_MANAGER_SOCKET";
 
 /// The longest request line the daemon reads.
-pub const MAX_REQUEST: usize = 64 << 10;
+pub(crate) const MAX_REQUEST: usize = 64 << 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -52,7 +52,7 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn ok(data: serde_json::Value) -> Response {
+    pub(crate) fn ok(data: serde_json::Value) -> Response {
         Response {
             ok: true,
             data: Some(data),
@@ -60,7 +60,7 @@ impl Response {
         }
     }
 
-    pub fn err(e: impl Into<String>) -> Response {
+    pub(crate) fn err(e: impl Into<String>) -> Response {
         Response {
             ok: false,
             data: None,

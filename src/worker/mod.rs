@@ -45,7 +45,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use chores::Status;
+pub(crate) use chores::Status;
 use chores::{dump, signame, PidFile};
 pub use start::run;
 use targets::{full_batch, Target};

@@ -26,6 +26,7 @@ mod reload;
 mod start;
 mod targets;
 
+use crate::batcher::hold::{Held, CREATE_SETTLE};
 use crate::batcher::{Batch, Batcher, Class, Entry};
 use crate::config::{preflight, Config, Initial, StartError};
 use crate::dest::Dest;
@@ -62,25 +63,6 @@ const STANDBY_CHECK: Duration = Duration::from_secs(1);
 const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the progress of a long full sync is logged and reported.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
-/// How long a file just created waits for its writer to close it before it is synced
-/// anyway (a hard link, a symlink, a writer that keeps it open).
-const CREATE_SETTLE: Duration = Duration::from_millis(100);
-
-/// A file held back because it is being written: a file just created waits for its
-/// `IN_CLOSE_WRITE` (at most [`CREATE_SETTLE`]), so a new file costs one rsync run, not one
-/// for its creation and another for its content, even at zero delays; with
-/// `wait-for-close`, a file written but not closed waits for its close (at most the cap,
-/// then again every cap while it stays open).
-#[derive(Clone, Copy, Debug)]
-struct Held {
-    /// When its first event came (its place in the queue when it is released).
-    since: Instant,
-    /// When it is synced anyway (with wait-for-close: and held again, for the next round).
-    due: Instant,
-    /// The events' masks, for the handler.
-    mask: u32,
-}
 
 #[derive(PartialEq, Eq, Clone, Copy)]
 enum Phase {

@@ -170,3 +170,6 @@ fn sorted(mut v: Vec<(Instant, Dirty)>) -> Vec<(Instant, Dirty)> {
     v.sort_by(|a, b| (a.0, &a.1.path).cmp(&(b.0, &b.1.path)));
     v
 }
+
+#[cfg(test)]
+mod tests;

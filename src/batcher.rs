@@ -24,6 +24,8 @@ delay-sync is counted from the start of the last batch as well as from the end o
 last one, so it still limits how often runs start.
 */
 
+pub(crate) mod hold;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

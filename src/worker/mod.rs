@@ -26,6 +26,7 @@ mod reload;
 mod start;
 mod targets;
 
+use crate::batcher::hold::{OpenFiles, Policy as HoldPolicy};
 use crate::batcher::{Batch, Batcher, Class, Entry};
 use crate::config::{preflight, Config, Initial, StartError};
 use crate::dest::Dest;
@@ -62,25 +63,6 @@ const STANDBY_CHECK: Duration = Duration::from_secs(1);
 const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the progress of a long full sync is logged and reported.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
-/// How long a file just created waits for its writer to close it before it is synced
-/// anyway (a hard link, a symlink, a writer that keeps it open).
-const CREATE_SETTLE: Duration = Duration::from_millis(100);
-
-/// A file held back because it is being written: a file just created waits for its
-/// `IN_CLOSE_WRITE` (at most [`CREATE_SETTLE`]), so a new file costs one rsync run, not one
-/// for its creation and another for its content, even at zero delays; with
-/// `wait-for-close`, a file written but not closed waits for its close (at most the cap,
-/// then again every cap while it stays open).
-#[derive(Clone, Copy, Debug)]
-struct Held {
-    /// When its first event came (its place in the queue when it is released).
-    since: Instant,
-    /// When it is synced anyway (with wait-for-close: and held again, for the next round).
-    due: Instant,
-    /// The events' masks, for the handler.
-    mask: u32,
-}
 
 #[derive(PartialEq, Eq, Clone, Copy)]
 enum Phase {
@@ -130,8 +112,8 @@ struct Worker {
     progress_at: Option<Instant>,
     /// When the next verification runs (`verify-interval`).
     verify_at: Option<Instant>,
-    /// Files written but not closed yet (see [`Held`]).
-    open_files: std::collections::HashMap<Vec<u8>, Held>,
+    /// Files written but not closed yet, held back from the batchers.
+    open_files: OpenFiles,
     /// Counters for reports: changed paths seen, syncs done and failed.
     events: u64,
     syncs: u64,
@@ -159,7 +141,7 @@ impl Worker {
         consider(self.runner.deadline());
         consider(self.standby_check);
         consider(self.progress_at);
-        consider(self.open_files.values().map(|h| h.due).min());
+        consider(self.open_files.next_due());
         if self.phase == Phase::Running {
             consider(self.verify_at);
         }
@@ -217,16 +199,14 @@ impl Worker {
             }
         }
         let now = Instant::now();
+        let policy = HoldPolicy {
+            wait_for_close: self.cfg.wait_for_close,
+            settle_created: self.phase == Phase::Running,
+        };
         for mut d in changes.dirty {
-            let at = if d.recursive {
-                now
-            } else {
-                match self.hold(now, &mut d) {
-                    Some(at) => at,
-                    None => continue,
-                }
-            };
-            self.push_dirty(at, d);
+            if let Some(at) = self.open_files.event(now, &mut d, policy) {
+                self.push_dirty(at, d);
+            }
         }
         if self.watcher.unwatched() > 0 && self.next_poll.is_none() {
             self.next_poll = Some(now + POLL_UNWATCHED);
@@ -305,83 +285,16 @@ impl Worker {
             .push_event(now, d.path, d.recursive, d.mask, class);
     }
 
-    /// Whether the event `d` of a file leaves it held back as being written ([`Held`]).
-    /// An event that ends the writing (close, delete, rename) releases it.
-    /// Returns when the path is to be queued (now, or as of the first event of a held file
-    /// it releases, whose masks are merged into `d`), or `None` while it stays held.
-    fn hold(&mut self, now: Instant, d: &mut crate::watch::Dirty) -> Option<Instant> {
-        const ENDS: u32 = libc::IN_CLOSE_WRITE
-            | libc::IN_DELETE
-            | libc::IN_MOVED_FROM
-            | libc::IN_MOVED_TO
-            | libc::IN_DELETE_SELF;
-        if d.mask & ENDS != 0 || d.mask & libc::IN_ISDIR != 0 {
-            if self.open_files.is_empty() {
-                return Some(now);
-            }
-            // Released: queued as of its first event, so the delays count from there.
-            return Some(self.open_files.remove(&d.path).map_or(now, |h| {
-                d.mask |= h.mask;
-                d.modify_only = false;
-                h.since
-            }));
-        }
-        if let Some(h) = self.open_files.get_mut(&d.path) {
-            h.mask |= d.mask;
-            return None;
-        }
-        let created = d.mask & libc::IN_CREATE != 0;
-        let cap = match self.cfg.wait_for_close {
-            Some(cap) if created || d.mask & libc::IN_MODIFY != 0 => cap,
-            None if created && self.phase == Phase::Running => CREATE_SETTLE,
-            _ => return Some(now),
-        };
-        self.open_files.insert(
-            d.path.clone(),
-            Held {
-                since: now,
-                due: now + cap,
-                mask: d.mask,
-            },
-        );
-        None
-    }
-
-    /// Held files whose time is up are synced anyway (a log that is never closed: with
-    /// wait-for-close it is held again for the next round). `all`: every held file (the
-    /// final sync).
+    /// Held files whose time is up are queued (see [`OpenFiles::release_due`]); `all`:
+    /// every held file (the final sync).
     fn release_open_files(&mut self, now: Instant, all: bool) {
-        let due: Vec<(Vec<u8>, Held)> = self
-            .open_files
-            .iter()
-            .filter(|(_, h)| all || now >= h.due)
-            .map(|(p, h)| (p.clone(), *h))
-            .collect();
-        for (path, h) in due {
-            match (all, self.cfg.wait_for_close) {
-                (false, Some(cap)) => {
-                    self.open_files.insert(
-                        path.clone(),
-                        Held {
-                            since: now,
-                            due: now + cap,
-                            mask: libc::IN_MODIFY,
-                        },
-                    );
-                }
-                _ => {
-                    self.open_files.remove(&path);
-                }
-            }
-            self.push_dirty(
-                h.since,
-                crate::watch::Dirty {
-                    path,
-                    recursive: false,
-                    modify_only: false,
-                    mask: h.mask,
-                },
-            );
+        let released = if all {
+            self.open_files.release_all()
+        } else {
+            self.open_files.release_due(now, self.cfg.wait_for_close)
+        };
+        for (since, d) in released {
+            self.push_dirty(since, d);
         }
     }
 

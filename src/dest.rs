@@ -97,8 +97,9 @@ pub struct Ssh {
 }
 
 impl Ssh {
-    /// The ssh argv (program first) with the shared connection through `control_dir`.
-    pub fn argv(&self, control_dir: &Path) -> Vec<OsString> {
+    /// The ssh argv (program first) with the shared connection through `control_dir`,
+    /// without a host: the base of [`argv_to`](Self::argv_to) and [`rsync_e`](Self::rsync_e).
+    fn argv(&self, control_dir: &Path) -> Vec<OsString> {
         let mut v: Vec<OsString> =
             vec![self.command.clone().unwrap_or_else(|| "ssh".into()).into()];
         if let Some(p) = self.port {
@@ -126,6 +127,26 @@ impl Ssh {
             v.push("-o".into());
             v.push(o);
         }
+        v
+    }
+
+    /// The ssh argv that runs a command on `host` through the shared connection: the
+    /// settings' argv, `--` (so no host is taken for an option) and the host; the remote
+    /// command's words come after it. Every ssh run to a destination is built here.
+    pub fn argv_to(&self, control_dir: &Path, host: &str) -> Vec<OsString> {
+        self.argv_with(control_dir, &[], host)
+    }
+
+    /// `ssh -O exit` to `host`: ends the shared connection (its master would linger).
+    pub fn exit_argv(&self, control_dir: &Path, host: &str) -> Vec<OsString> {
+        self.argv_with(control_dir, &["-O", "exit"], host)
+    }
+
+    fn argv_with(&self, control_dir: &Path, opts: &[&str], host: &str) -> Vec<OsString> {
+        let mut v = self.argv(control_dir);
+        v.extend(opts.iter().map(OsString::from));
+        v.push("--".into());
+        v.push(host.into());
         v
     }
 
@@ -217,5 +238,20 @@ mod tests {
         );
         assert!(e.contains("ControlPath=/tmp/c/%C"), "{e}");
         assert_eq!(sh_quote(b"it's"), b"'it'\\''s'".to_vec());
+    }
+
+    #[test]
+    fn ssh_argv_to_a_host_ends_with_the_host_after_the_options() {
+        let s = Ssh {
+            port: Some(2222),
+            ..Ssh::default()
+        };
+        let dir = Path::new("/tmp/c");
+        let mut want = s.argv(dir);
+        want.extend(["--".into(), "-oProxyCommand=x".into()]);
+        assert_eq!(s.argv_to(dir, "-oProxyCommand=x"), want);
+        let mut want = s.argv(dir);
+        want.extend(["-O", "exit", "--", "root@b"].map(OsString::from));
+        assert_eq!(s.exit_argv(dir, "root@b"), want);
     }
 }

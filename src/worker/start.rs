@@ -141,12 +141,9 @@ fn pair_up(
     let pair = match (&cfg.pair, Dest::parse(paths.dsts[0].as_os_str())) {
         (Some(settings), Dest::Ssh { host, path }) => {
             let dir = control.expect("made for ssh").path();
-            let mut ssh = cfg.ssh.argv(dir);
-            ssh.push("--".into());
-            ssh.push(host.clone().into());
             let mut link = crate::pair::Link::new(
                 settings.clone(),
-                ssh,
+                cfg.ssh.argv_to(dir, &host),
                 host,
                 path,
                 paths.rsync.clone(),
@@ -373,11 +370,8 @@ fn transport(
             let dir = control.expect("made for ssh").path();
             rsync_extra.push("-e".into());
             rsync_extra.push(cfg.ssh.rsync_e(dir));
-            let mut argv = cfg.ssh.argv(dir);
-            argv.push("--".into());
-            argv.push(host.into());
             mover = Mover::Ssh {
-                argv,
+                argv: cfg.ssh.argv_to(dir, host),
                 path: path.clone(),
             };
         }

@@ -37,10 +37,9 @@ impl Worker {
         let Some(dir) = &self.control else { return };
         for d in self.cfg.destinations() {
             let Dest::Ssh { host, .. } = d else { continue };
-            let argv = self.cfg.ssh.argv(dir.path());
+            let argv = self.cfg.ssh.exit_argv(dir.path(), &host);
             let _ = std::process::Command::new(&argv[0])
                 .args(&argv[1..])
-                .args(["-O", "exit", "--", &host])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())

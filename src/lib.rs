@@ -7,6 +7,7 @@ pub(crate) mod batcher;
 pub mod config;
 pub mod delivered;
 pub mod dest;
+pub mod exit;
 pub mod logger;
 pub mod manager;
 pub mod mounts;

@@ -153,9 +153,7 @@ fn pair_up(
             match link.check(&paths.src, rules) {
                 Ok(crate::pair::Step::Go(excluded)) => peer_excluded = excluded,
                 Ok(crate::pair::Step::Waiting) if cfg.initial == Initial::Only => {
-                    return Err(StartError::Other(
-                        "pair check: the peer cannot be reached".into(),
-                    ))
+                    return Err(StartError::PeerUnreachable)
                 }
                 Ok(crate::pair::Step::Waiting) => {}
                 Ok(crate::pair::Step::SplitBrain(msg)) => {
@@ -169,7 +167,7 @@ fn pair_up(
                     }));
                     return Ok(Pairing::SplitBrain);
                 }
-                Err(e) => return Err(StartError::Other(format!("pair check: {e}"))),
+                Err(e) => return Err(StartError::Pair(e)),
             }
             Some(link)
         }
@@ -225,8 +223,7 @@ fn go_background(cfg: &Config) -> Result<(), StartError> {
             warn!("going to the background: the log goes to /dev/null (use --output syslog)");
         }
         // No thread exists yet: the inotify fd and the watches survive the fork.
-        nix::unistd::daemon(true, false)
-            .map_err(|e| StartError::Other(format!("cannot go to the background: {e}")))?;
+        nix::unistd::daemon(true, false).map_err(StartError::Background)?;
     }
     Ok(())
 }
@@ -235,27 +232,23 @@ fn go_background(cfg: &Config) -> Result<(), StartError> {
 /// the signals, and the watcher's reader thread with its fds. After the fork (threads
 /// do not survive it): a thread empties the kernel queue while the loop prepares syncs.
 fn wake_ups(watcher: &mut Watcher) -> Result<(Poll, Arc<Waker>, Signals), StartError> {
-    let poll = Poll::new().map_err(|e| StartError::Other(format!("epoll: {e}")))?;
-    let waker = Arc::new(
-        Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Other(format!("waker: {e}")))?,
-    );
+    let system = |what| move |source| StartError::System { what, source };
+    let poll = Poll::new().map_err(system("epoll"))?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(system("waker"))?);
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGIO])
-        .map_err(|e| StartError::Other(format!("signals: {e}")))?;
+        .map_err(system("signals"))?;
     watcher
         .start_pump()
-        .map_err(|e| StartError::Other(format!("event reader thread: {e}")))?;
+        .map_err(system("event reader thread"))?;
     let registry = poll.registry();
-    for fd in watcher
-        .fds()
-        .map_err(|e| StartError::Other(format!("epoll: {e}")))?
-    {
+    for fd in watcher.fds().map_err(system("epoll"))? {
         registry
             .register(&mut SourceFd(&fd), INOTIFY, Interest::READABLE)
-            .map_err(|e| StartError::Other(format!("epoll: {e}")))?;
+            .map_err(system("epoll"))?;
     }
     registry
         .register(&mut signals, SIGNALS, Interest::READABLE)
-        .map_err(|e| StartError::Other(format!("epoll: {e}")))?;
+        .map_err(system("epoll"))?;
     Ok((poll, waker, signals))
 }
 
@@ -498,7 +491,10 @@ impl Worker {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(StartError::Other(format!("epoll: {e}")));
+                return Err(StartError::System {
+                    what: "epoll",
+                    source: e,
+                });
             }
             for ev in events.iter() {
                 match ev.token() {
@@ -552,8 +548,7 @@ fn list_files_dir(cfg: &mut Config) -> Result<(Option<tempfile::TempDir>, PathBu
     // private temporary directory removed at exit.
     // The handler runs in the watch directory: list paths must be absolute.
     if let Some(d) = cfg.lists_dir.as_mut().filter(|d| d.is_relative()) {
-        let cwd = std::env::current_dir()
-            .map_err(|e| StartError::Other(format!("cannot read the current directory: {e}")))?;
+        let cwd = std::env::current_dir().map_err(StartError::CurrentDir)?;
         *d = cwd.join(&*d);
     }
     let lists = match &cfg.lists_dir {
@@ -565,15 +560,17 @@ fn list_files_dir(cfg: &mut Config) -> Result<(Option<tempfile::TempDir>, PathBu
             let t = tempfile::Builder::new()
                 .prefix("clsync-lists.")
                 .tempdir()
-                .map_err(|e| {
-                    StartError::Other(format!("cannot create a directory for list files: {e}"))
+                .map_err(|source| StartError::MakeDir {
+                    what: "list files",
+                    source,
                 })?;
             // The worker writes its lists after dropping to `uid`; a handler running as
             // another user must be able to read them (the directory is then 0711: its
             // files can be opened by name, not listed).
             use std::os::unix::fs::PermissionsExt;
-            let fail = |e: &dyn std::fmt::Display| {
-                StartError::Other(format!("lists directory {}: {e}", t.path().display()))
+            let fail = |e: Box<dyn std::error::Error + Send + Sync>| StartError::ListsDir {
+                path: t.path().to_path_buf(),
+                source: e,
             };
             if cfg.uid.is_some() || cfg.gid.is_some() {
                 nix::unistd::chown(
@@ -581,12 +578,12 @@ fn list_files_dir(cfg: &mut Config) -> Result<(Option<tempfile::TempDir>, PathBu
                     cfg.uid.map(nix::unistd::Uid::from_raw),
                     cfg.gid.map(nix::unistd::Gid::from_raw),
                 )
-                .map_err(|e| fail(&e))?;
+                .map_err(|e| fail(e.into()))?;
             }
             let writer = cfg.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
             if cfg.sync_handler_uid.is_some_and(|u| u != writer) {
                 std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o711))
-                    .map_err(|e| fail(&e))?;
+                    .map_err(|e| fail(e.into()))?;
             }
             Some(t)
         }
@@ -612,8 +609,9 @@ fn ssh_control_dir(cfg: &Config) -> Result<Option<tempfile::TempDir>, StartError
                 tempfile::Builder::new()
                     .prefix("clsync-ssh.")
                     .tempdir()
-                    .map_err(|e| {
-                        StartError::Other(format!("cannot create a directory for ssh: {e}"))
+                    .map_err(|source| StartError::MakeDir {
+                        what: "ssh",
+                        source,
                     })?,
             )
         } else {
@@ -626,9 +624,7 @@ fn ssh_control_dir(cfg: &Config) -> Result<Option<tempfile::TempDir>, StartError
 /// the pid file written (the watches stay; list files and the handler run as them).
 fn drop_privileges(uid: Option<u32>, gid: Option<u32>) -> Result<(), StartError> {
     use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
-    let fail = |what: &str, e: nix::Error| {
-        StartError::Other(format!("cannot drop privileges ({what}): {e}"))
-    };
+    let fail = |what, source| StartError::Privileges { what, source };
     if let Some(g) = gid {
         let g = Gid::from_raw(g);
         setgroups(&[g]).map_err(|e| fail("setgroups", e))?;

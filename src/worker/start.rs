@@ -1,7 +1,8 @@
 /*!
 Start-up: from a checked [`Config`] to a running [`Worker`](super::Worker). The order
 matters (watches before the initial sync, ready only after both; see [`crate::worker`]); kept apart so that order reads in one place and the loop holds only
-what runs once the worker is up.
+what runs once the worker is up. [`run`] is the list of the steps in their order; each
+step is a function below whose doc says why it stands where it does.
 */
 
 use super::*;
@@ -10,9 +11,9 @@ use super::*;
 ///
 /// Each line below is one start-up step, in the order they must run; each step's doc
 /// says why it stands where it does.
-pub fn run(cfg: Config) -> Result<i32, StartError> {
-    let mut cfg = cfg;
+pub fn run(mut cfg: Config) -> Result<i32, StartError> {
     tune_allocator();
+    // A supervisor's report pipe and instance lock, before any child could inherit them.
     let mut reporter = crate::report::Reporter::from_env();
     crate::manager::instance_lock::Inherited::adopt();
     simple_mode(&mut cfg);
@@ -34,7 +35,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         Pairing::SplitBrain => return Ok(crate::pair::SPLIT_BRAIN_EXIT),
     };
     let started = Instant::now();
-    let (watcher, init) = watch(&cfg, &paths.src, rules, started, &mut reporter)?;
+    let (mut watcher, init) = watch(&cfg, &paths.src, rules, started, &mut reporter)?;
     go_background(&cfg)?;
     // After the fork, so the file names the process that stays.
     let _pid_file = match &cfg.pid_file {
@@ -42,7 +43,6 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         None => None,
     };
     drop_privileges(cfg.uid, cfg.gid)?;
-    let mut watcher = watcher;
     let (mut poll, waker, mut signals) = wake_ups(&mut watcher)?;
     let (runner, targets) = handlers(
         &cfg,
@@ -101,9 +101,9 @@ struct Paths {
     rsync: PathBuf,
 }
 
-/// The refusals: the rules, the paths ([`preflight`]) and a live pid file. They come
-/// before anything is made on disk, watched or forked, so a refused start leaves nothing
-/// behind and is told on the terminal.
+/// The refusals: the rules, the paths ([`preflight`]) and a live pid file. Before the
+/// worker's own directories are made, the tree is watched or the process forks: a refused
+/// start is told on the terminal and leaves no directory of the worker behind.
 fn check(cfg: &Config) -> Result<(crate::rules::Rules, Paths), StartError> {
     let rules = cfg
         .load_rules()
@@ -128,7 +128,8 @@ enum Pairing {
 
 /// A failover pair: bring both sides together before anything is watched or synced
 /// (or, when the peer cannot be reached, once it can: nothing is synced to it before).
-/// Before the watches, so a split-brain or a refused pair costs no walk of the tree.
+/// The check may pull the peer's changes into the source first; a split-brain ends the
+/// start here, before the tree is walked.
 fn pair_up(
     cfg: &Config,
     paths: &Paths,
@@ -254,8 +255,9 @@ fn wake_ups(watcher: &mut Watcher) -> Result<(Poll, Arc<Waker>, Signals), StartE
 
 /// The sync stage: the shared object (`so` modes), the [`Runner`] that runs the handler's
 /// processes, and one [`Target`] per destination with its batcher and handler. After the
-/// privileges are dropped (the `.so` is loaded as the user that runs it) and with the
-/// tree watched (its size chooses the progress default).
+/// privileges are dropped (the `.so` is checked and loaded, and its `clsyncapi_init`
+/// runs, as the user the worker runs as) and the watches set (the tree's size chooses the
+/// progress default).
 fn handlers(
     cfg: &Config,
     paths: &Paths,

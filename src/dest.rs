@@ -75,6 +75,32 @@ impl Dest {
         s
     }
 
+    /// rsync's arguments that reach this destination: `-e` with the shared ssh
+    /// connection through `control_dir` (made for ssh destinations), a daemon's
+    /// `--password-file=` when one is given; none for a local directory.
+    pub fn rsync_args(
+        &self,
+        ssh: &Ssh,
+        control_dir: Option<&Path>,
+        password_file: Option<&Path>,
+    ) -> Vec<OsString> {
+        match self {
+            Dest::Ssh { .. } => {
+                let dir = control_dir.expect("made for ssh destinations");
+                vec!["-e".into(), ssh.rsync_e(dir)]
+            }
+            Dest::Daemon(_) => password_file
+                .map(|f| {
+                    let mut a = OsString::from("--password-file=");
+                    a.push(f);
+                    a
+                })
+                .into_iter()
+                .collect(),
+            Dest::Local(_) => Vec::new(),
+        }
+    }
+
     /// For messages.
     pub fn show(&self) -> String {
         match self {
@@ -238,6 +264,23 @@ mod tests {
         );
         assert!(e.contains("ControlPath=/tmp/c/%C"), "{e}");
         assert_eq!(sh_quote(b"it's"), b"'it'\\''s'".to_vec());
+    }
+
+    #[test]
+    fn rsync_args_reach_each_kind_of_destination() {
+        let ssh = Ssh::default();
+        let dir = Path::new("/tmp/c");
+        let pw = Some(Path::new("/etc/pw"));
+        assert_eq!(
+            p("h:/x").rsync_args(&ssh, Some(dir), pw),
+            vec![OsString::from("-e"), ssh.rsync_e(dir)]
+        );
+        assert_eq!(
+            p("rsync://h/m").rsync_args(&ssh, None, pw),
+            vec![OsString::from("--password-file=/etc/pw")]
+        );
+        assert!(p("rsync://h/m").rsync_args(&ssh, None, None).is_empty());
+        assert!(p("/x").rsync_args(&ssh, Some(dir), pw).is_empty());
     }
 
     #[test]

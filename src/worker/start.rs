@@ -355,34 +355,22 @@ fn transport(
     dest: &Dest,
     control: Option<&tempfile::TempDir>,
 ) -> (Vec<std::ffi::OsString>, Mover) {
-    let mut rsync_extra: Vec<std::ffi::OsString> = Vec::new();
-    let mut mover = match dest {
-        Dest::Local(p) => Mover::Local(p.clone()),
-        _ => Mover::None,
-    };
-    match dest {
-        Dest::Ssh { host, path } => {
-            let dir = control.expect("made for ssh").path();
-            rsync_extra.push("-e".into());
-            rsync_extra.push(cfg.ssh.rsync_e(dir));
-            mover = Mover::Ssh {
-                argv: cfg.ssh.argv_to(dir, host),
-                path: path.clone(),
-            };
-        }
-        Dest::Daemon(_) => {
-            if let Some(f) = &cfg.rsync_password_file {
-                let mut a = std::ffi::OsString::from("--password-file=");
-                a.push(f);
-                rsync_extra.push(a);
-            }
-        }
-        Dest::Local(_) => {}
-    }
+    let dir = control.map(tempfile::TempDir::path);
+    let mut rsync_extra = dest.rsync_args(&cfg.ssh, dir, cfg.rsync_password_file.as_deref());
     rsync_extra.extend(cfg.rsync_options.iter().cloned());
-    if cfg.mode != Mode::RsyncDirect || cfg.threading != crate::batcher::Threading::Off {
-        mover = Mover::None;
-    }
+    let mover = if cfg.mode != Mode::RsyncDirect || cfg.threading != crate::batcher::Threading::Off
+    {
+        Mover::None
+    } else {
+        match dest {
+            Dest::Local(p) => Mover::Local(p.clone()),
+            Dest::Ssh { host, path } => Mover::Ssh {
+                argv: cfg.ssh.argv_to(dir.expect("made for ssh"), host),
+                path: path.clone(),
+            },
+            Dest::Daemon(_) => Mover::None,
+        }
+    };
     (rsync_extra, mover)
 }
 

@@ -332,17 +332,11 @@ fn handlers(
             },
             so.take(),
         );
-        targets.push(Target {
-            name: dest.show(),
-            batcher: Batcher::with_threading(cfg.delays, cfg.threading, cfg.max_parallel_syncs),
+        targets.push(Target::new(
+            dest.show(),
+            Batcher::with_threading(cfg.delays, cfg.threading, cfg.max_parallel_syncs),
             handler,
-            initial_ok: false,
-            initial_failed: false,
-            unreachable: false,
-            last_error: None,
-            last_ok: None,
-            behind_since: None,
-        });
+        ));
     }
     Ok((runner, targets))
 }

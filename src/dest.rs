@@ -75,6 +75,32 @@ impl Dest {
         s
     }
 
+    /// rsync's arguments that reach this destination: `-e` with the shared ssh
+    /// connection through `control_dir` (made for ssh destinations), a daemon's
+    /// `--password-file=` when one is given; none for a local directory.
+    pub fn rsync_args(
+        &self,
+        ssh: &Ssh,
+        control_dir: Option<&Path>,
+        password_file: Option<&Path>,
+    ) -> Vec<OsString> {
+        match self {
+            Dest::Ssh { .. } => {
+                let dir = control_dir.expect("made for ssh destinations");
+                vec!["-e".into(), ssh.rsync_e(dir)]
+            }
+            Dest::Daemon(_) => password_file
+                .map(|f| {
+                    let mut a = OsString::from("--password-file=");
+                    a.push(f);
+                    a
+                })
+                .into_iter()
+                .collect(),
+            Dest::Local(_) => Vec::new(),
+        }
+    }
+
     /// For messages.
     pub fn show(&self) -> String {
         match self {
@@ -97,8 +123,9 @@ pub struct Ssh {
 }
 
 impl Ssh {
-    /// The ssh argv (program first) with the shared connection through `control_dir`.
-    pub fn argv(&self, control_dir: &Path) -> Vec<OsString> {
+    /// The ssh argv (program first) with the shared connection through `control_dir`,
+    /// without a host: the base of [`argv_to`](Self::argv_to) and [`rsync_e`](Self::rsync_e).
+    fn argv(&self, control_dir: &Path) -> Vec<OsString> {
         let mut v: Vec<OsString> =
             vec![self.command.clone().unwrap_or_else(|| "ssh".into()).into()];
         if let Some(p) = self.port {
@@ -126,6 +153,26 @@ impl Ssh {
             v.push("-o".into());
             v.push(o);
         }
+        v
+    }
+
+    /// The ssh argv that runs a command on `host` through the shared connection: the
+    /// settings' argv, `--` (so no host is taken for an option) and the host; the remote
+    /// command's words come after it. Every ssh run to a destination is built here.
+    pub fn argv_to(&self, control_dir: &Path, host: &str) -> Vec<OsString> {
+        self.argv_with(control_dir, &[], host)
+    }
+
+    /// `ssh -O exit` to `host`: ends the shared connection (its master would linger).
+    pub fn exit_argv(&self, control_dir: &Path, host: &str) -> Vec<OsString> {
+        self.argv_with(control_dir, &["-O", "exit"], host)
+    }
+
+    fn argv_with(&self, control_dir: &Path, opts: &[&str], host: &str) -> Vec<OsString> {
+        let mut v = self.argv(control_dir);
+        v.extend(opts.iter().map(OsString::from));
+        v.push("--".into());
+        v.push(host.into());
         v
     }
 
@@ -217,5 +264,37 @@ mod tests {
         );
         assert!(e.contains("ControlPath=/tmp/c/%C"), "{e}");
         assert_eq!(sh_quote(b"it's"), b"'it'\\''s'".to_vec());
+    }
+
+    #[test]
+    fn rsync_args_reach_each_kind_of_destination() {
+        let ssh = Ssh::default();
+        let dir = Path::new("/tmp/c");
+        let pw = Some(Path::new("/etc/pw"));
+        assert_eq!(
+            p("h:/x").rsync_args(&ssh, Some(dir), pw),
+            vec![OsString::from("-e"), ssh.rsync_e(dir)]
+        );
+        assert_eq!(
+            p("rsync://h/m").rsync_args(&ssh, None, pw),
+            vec![OsString::from("--password-file=/etc/pw")]
+        );
+        assert!(p("rsync://h/m").rsync_args(&ssh, None, None).is_empty());
+        assert!(p("/x").rsync_args(&ssh, Some(dir), pw).is_empty());
+    }
+
+    #[test]
+    fn ssh_argv_to_a_host_ends_with_the_host_after_the_options() {
+        let s = Ssh {
+            port: Some(2222),
+            ..Ssh::default()
+        };
+        let dir = Path::new("/tmp/c");
+        let mut want = s.argv(dir);
+        want.extend(["--".into(), "-oProxyCommand=x".into()]);
+        assert_eq!(s.argv_to(dir, "-oProxyCommand=x"), want);
+        let mut want = s.argv(dir);
+        want.extend(["-O", "exit", "--", "root@b"].map(OsString::from));
+        assert_eq!(s.exit_argv(dir, "root@b"), want);
     }
 }

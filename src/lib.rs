@@ -7,6 +7,7 @@ pub(crate) mod batcher;
 pub mod config;
 pub(crate) mod delivered;
 pub(crate) mod dest;
+pub mod exit;
 pub mod logger;
 pub mod manager;
 pub(crate) mod mounts;

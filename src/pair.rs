@@ -659,7 +659,7 @@ pub struct PairSettings {
 }
 
 /// The exit status of a worker that stops for a split-brain a person must resolve.
-pub const SPLIT_BRAIN_EXIT: i32 = 7;
+pub const SPLIT_BRAIN_EXIT: i32 = crate::exit::ExitCode::SplitBrain as i32;
 
 /// How to reach the peer: its ssh argv (up to and including the host) and path, and
 /// rsync's `-e` value.

@@ -433,3 +433,69 @@ fn readme_test_command_is_the_one_ci_runs() {
         );
     }
 }
+
+/// The rows of the table under `## Exit codes` in docs/cli.md: (code cell, meaning cell).
+fn exit_code_rows() -> Vec<(String, String)> {
+    let path = root().join("docs/cli.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines().skip_while(|l| l.trim() != "## Exit codes");
+    assert!(
+        lines.next().is_some(),
+        "docs/cli.md has no `## Exit codes` section"
+    );
+    lines
+        .take_while(|l| !l.starts_with("## "))
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---") && !l.starts_with("| code |"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim().trim_matches('|').splitn(2, '|').collect();
+            assert_eq!(
+                cells.len(),
+                2,
+                "docs/cli.md, exit codes: a row without two cells: {l:?}"
+            );
+            (cells[0].trim().to_string(), cells[1].trim().to_string())
+        })
+        .collect()
+}
+
+/// The exit-code table of docs/cli.md is `clsync::exit::ExitCode`: the same codes in the
+/// same order, each row opening with the code's meaning, and every kind of `StartError`
+/// named in the row of its code. (The handler's own code, passed through after
+/// `--retries` failures, is the one row that is no fixed number.)
+#[test]
+fn exit_code_table_is_the_exit_code_type() {
+    use clsync::exit::{ExitCode, Kind};
+    let rows = exit_code_rows();
+    let fixed: Vec<&(String, String)> = rows
+        .iter()
+        .filter(|(c, _)| c != "the handler's code")
+        .collect();
+    let documented: Vec<&str> = fixed.iter().map(|(c, _)| c.as_str()).collect();
+    let codes: Vec<String> = ExitCode::ALL.iter().map(|c| c.code().to_string()).collect();
+    assert_eq!(
+        documented, codes,
+        "docs/cli.md lists other exit codes than clsync::exit::ExitCode::ALL"
+    );
+    let row = |code: ExitCode| -> &str {
+        &fixed[ExitCode::ALL.iter().position(|c| *c == code).unwrap()].1
+    };
+    for code in ExitCode::ALL {
+        assert!(
+            row(code).starts_with(code.meaning()),
+            "docs/cli.md, exit code {}: the row should open with {:?}, it reads {:?}",
+            code.code(),
+            code.meaning(),
+            row(code)
+        );
+    }
+    for kind in Kind::ALL {
+        let code = kind.exit_code();
+        assert!(
+            row(code).contains(kind.documented_as()),
+            "docs/cli.md, exit code {}: the row does not name the start-up error {kind:?} \
+             as {:?}",
+            code.code(),
+            kind.documented_as()
+        );
+    }
+}

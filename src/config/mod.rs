@@ -208,33 +208,7 @@ pub fn parse_group(s: &str) -> Result<u32, String> {
     }
 }
 
-/// Why the worker could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Path(String),
-    #[error("{0}")]
-    Handler(String),
-    #[error(transparent)]
-    Watch(#[from] crate::watch::WatchError),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl StartError {
-    /// The documented exit codes (docs/cli.md).
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            StartError::Usage(_) => 2,
-            StartError::Path(_) => 3,
-            StartError::Handler(_) => 4,
-            StartError::Watch(_) => 5,
-            StartError::Other(_) => 1,
-        }
-    }
-}
+pub use crate::exit::StartError;
 
 /// Sorts every field of [`Config`] into one of two kinds and derives from that both
 /// halves of a SIGHUP reload: [`Config::restart_needed_for`] compares the fields that are

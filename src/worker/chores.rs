@@ -23,10 +23,10 @@ impl PidFile {
                         Err(nix::errno::Errno::ESRCH)
                     );
                 if alive {
-                    return Err(StartError::Other(format!(
-                        "pid file {}: another process is running as pid {pid}; not starting a second instance",
-                        path.display()
-                    )));
+                    return Err(StartError::PidFileLive {
+                        path: path.to_path_buf(),
+                        pid,
+                    });
                 }
             }
         }
@@ -50,7 +50,10 @@ impl PidFile {
         tmp.push(format!(".tmp.{me}"));
         std::fs::write(&tmp, format!("{me}\n"))
             .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| StartError::Other(format!("pid file {}: {e}", path.display())))?;
+            .map_err(|source| StartError::PidFile {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(PidFile(path.to_path_buf()))
     }
 }

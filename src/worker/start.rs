@@ -1,24 +1,90 @@
 /*!
 Start-up: from a checked [`Config`] to a running [`Worker`](super::Worker). The order
 matters (watches before the initial sync, ready only after both; see [`crate::worker`]); kept apart so that order reads in one place and the loop holds only
-what runs once the worker is up.
+what runs once the worker is up. [`run`] is the list of the steps in their order; each
+step is a function below whose doc says why it stands where it does.
 */
 
 use super::*;
 
 /// Runs the worker until it is told to stop. Returns the process exit code.
-pub fn run(cfg: Config) -> Result<i32, StartError> {
-    let mut cfg = cfg;
-    // The watch tree's tables grow by doubling; glibc's default (a threshold that rises
-    // as big blocks are freed) puts the later generations on the heap, where each old
-    // one leaves a hole that stays resident. A fixed threshold keeps every block of
-    // 32 KiB or more in a mapping of its own: grown in place by mremap, returned on free.
-    // SAFETY: mallopt only changes the allocator's settings.
-    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 10) };
+///
+/// Each line below is one start-up step, in the order they must run; each step's doc
+/// says why it stands where it does.
+pub fn run(mut cfg: Config) -> Result<i32, StartError> {
+    tune_allocator();
+    // A supervisor's report pipe and instance lock, before any child could inherit them.
     let mut reporter = crate::report::Reporter::from_env();
     crate::manager::instance_lock::Inherited::adopt();
+    simple_mode(&mut cfg);
+    let status = Status::new(cfg.status_file.clone());
+    status.set("starting");
+    let (rules, paths) = check(&cfg)?;
+    // `_lists` keeps a temporary lists directory alive until the worker ends.
+    let (_lists, lists_dir) = list_files_dir(&mut cfg)?;
+    let control = ssh_control_dir(&cfg)?;
+    let (pair, peer_excluded) = match pair_up(
+        &cfg,
+        &paths,
+        control.as_ref(),
+        &rules,
+        &status,
+        &mut reporter,
+    )? {
+        Pairing::Go(pair, excluded) => (pair, excluded),
+        Pairing::SplitBrain => return Ok(crate::pair::SPLIT_BRAIN_EXIT),
+    };
+    let started = Instant::now();
+    let (mut watcher, init) = watch(&cfg, &paths.src, rules, started, &mut reporter)?;
+    go_background(&cfg)?;
+    // After the fork, so the file names the process that stays.
+    let _pid_file = match &cfg.pid_file {
+        Some(p) => Some(PidFile::create(p)?),
+        None => None,
+    };
+    drop_privileges(cfg.uid, cfg.gid)?;
+    let (mut poll, waker, mut signals) = wake_ups(&mut watcher)?;
+    let (runner, targets) = handlers(
+        &cfg,
+        &paths,
+        &lists_dir,
+        control.as_ref(),
+        watcher.watched(),
+        waker,
+    )?;
+    let mut w = assemble(Parts {
+        excludes: init.excluded.into_iter().chain(peer_excluded).collect(),
+        cfg,
+        src: paths.src,
+        watcher,
+        runner,
+        targets,
+        control,
+        pair,
+        status,
+        reporter,
+        started,
+    });
+    w.initial_sync();
+    let code = w.serve(&mut poll, &mut signals)?;
+    w.finish(code);
+    Ok(code)
+}
+
+/// The watch tree's tables grow by doubling; glibc's default (a threshold that rises
+/// as big blocks are freed) puts the later generations on the heap, where each old
+/// one leaves a hole that stays resident. A fixed threshold keeps every block of
+/// 32 KiB or more in a mapping of its own: grown in place by mremap, returned on free.
+/// First, before anything big is allocated.
+fn tune_allocator() {
+    // SAFETY: mallopt only changes the allocator's settings.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 10) };
+}
+
+/// Simple mode: every event goes to the handler at once, as in the original (no delays,
+/// no big-file queue). Before the batchers are made from these settings.
+fn simple_mode(cfg: &mut Config) {
     if cfg.mode == Mode::Simple {
-        // simple mode: every event goes to the handler at once, as in the original.
         cfg.delays = crate::batcher::Delays {
             collect: Duration::ZERO,
             collect_bigfile: Duration::ZERO,
@@ -26,45 +92,69 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         };
         cfg.threshold_bigfile = 0;
     }
-    let status = Status::new(cfg.status_file.clone());
-    status.set("starting");
+}
+
+/// The source, the destinations and the sync handler, as checked by [`preflight`].
+struct Paths {
+    src: PathBuf,
+    dsts: Vec<PathBuf>,
+    rsync: PathBuf,
+}
+
+/// The refusals: the rules, the paths ([`preflight`]) and a live pid file. Before the
+/// worker's own directories are made, the tree is watched or the process forks: a refused
+/// start is told on the terminal and leaves no directory of the worker behind.
+fn check(cfg: &Config) -> Result<(crate::rules::Rules, Paths), StartError> {
     let rules = cfg
         .load_rules()
         .map_err(|e| StartError::Usage(e.to_string()))?;
-    let (src, dsts, rsync) = preflight(&cfg)?;
-    let dst = dsts[0].clone();
+    let (src, dsts, rsync) = preflight(cfg)?;
     if let Some(p) = &cfg.pid_file {
         PidFile::check(p)?;
     }
-    // `_lists` keeps a temporary lists directory alive until the worker ends.
-    let (_lists, lists_dir) = list_files_dir(&mut cfg)?;
+    Ok((rules, Paths { src, dsts, rsync }))
+}
 
-    let control = ssh_control_dir(&cfg)?;
+/// What the failover pair step decided.
+// Made once and taken apart at once: the size of the link does not matter here.
+#[allow(clippy::large_enum_variant)]
+enum Pairing {
+    /// Go on: the link (a failover pair only) and the paths the peer keeps excluded.
+    Go(Option<crate::pair::Link>, Vec<Vec<u8>>),
+    /// A split-brain a person must resolve: nothing is synced, the worker ends with
+    /// [`crate::pair::SPLIT_BRAIN_EXIT`].
+    SplitBrain,
+}
 
-    // A failover pair: bring both sides together before anything is watched or synced
-    // (or, when the peer cannot be reached, once it can: nothing is synced to it before).
+/// A failover pair: bring both sides together before anything is watched or synced
+/// (or, when the peer cannot be reached, once it can: nothing is synced to it before).
+/// The check may pull the peer's changes into the source first; a split-brain ends the
+/// start here, before the tree is walked.
+fn pair_up(
+    cfg: &Config,
+    paths: &Paths,
+    control: Option<&tempfile::TempDir>,
+    rules: &crate::rules::Rules,
+    status: &Status,
+    reporter: &mut crate::report::Reporter,
+) -> Result<Pairing, StartError> {
     let mut peer_excluded = Vec::new();
-    let pair = match (&cfg.pair, Dest::parse(dst.as_os_str())) {
+    let pair = match (&cfg.pair, Dest::parse(paths.dsts[0].as_os_str())) {
         (Some(settings), Dest::Ssh { host, path }) => {
-            let dir = control.as_ref().expect("made for ssh").path();
-            let mut ssh = cfg.ssh.argv(dir);
-            ssh.push("--".into());
-            ssh.push(host.clone().into());
+            let dir = control.expect("made for ssh").path();
             let mut link = crate::pair::Link::new(
                 settings.clone(),
-                ssh,
+                cfg.ssh.argv_to(dir, &host),
                 host,
                 path,
-                rsync.clone(),
+                paths.rsync.clone(),
                 cfg.ssh.rsync_e(dir),
             );
             status.set("pairing");
-            match link.check(&src, &rules) {
+            match link.check(&paths.src, rules) {
                 Ok(crate::pair::Step::Go(excluded)) => peer_excluded = excluded,
                 Ok(crate::pair::Step::Waiting) if cfg.initial == Initial::Only => {
-                    return Err(StartError::Other(
-                        "pair check: the peer cannot be reached".into(),
-                    ))
+                    return Err(StartError::PeerUnreachable)
                 }
                 Ok(crate::pair::Step::Waiting) => {}
                 Ok(crate::pair::Step::SplitBrain(msg)) => {
@@ -76,18 +166,29 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                         progress: None,
                         last_error: Some(msg),
                     }));
-                    return Ok(crate::pair::SPLIT_BRAIN_EXIT);
+                    return Ok(Pairing::SplitBrain);
                 }
-                Err(e) => return Err(StartError::Other(format!("pair check: {e}"))),
+                Err(e) => return Err(StartError::Pair(e)),
             }
             Some(link)
         }
         _ => None,
     };
+    Ok(Pairing::Go(pair, peer_excluded))
+}
 
-    let started = Instant::now();
+/// Sets the watches on the whole tree, reporting the count as it grows. Before the
+/// initial sync, so a change made while it runs is an event like any other; before the
+/// fork, so a tree that cannot be watched is refused on the terminal.
+fn watch(
+    cfg: &Config,
+    src: &std::path::Path,
+    rules: crate::rules::Rules,
+    started: Instant,
+    reporter: &mut crate::report::Reporter,
+) -> Result<(Watcher, Changes), StartError> {
     let (watcher, init) =
-        Watcher::new(&src, rules, cfg.one_file_system, cfg.monitor, &mut |dirs| {
+        Watcher::new(src, rules, cfg.one_file_system, cfg.monitor, &mut |dirs| {
             info!(
                 "setting watches: {dirs} directories so far ({:.0}s)",
                 started.elapsed().as_secs_f64()
@@ -111,47 +212,61 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         src.display(),
         started.elapsed().as_secs_f64()
     );
+    Ok((watcher, init))
+}
+
+/// `background`: forks away from the terminal. After every check and the watches (their
+/// refusals reach the terminal), before the pid file (it names the process that stays)
+/// and before any thread (threads do not survive a fork).
+fn go_background(cfg: &Config) -> Result<(), StartError> {
     if cfg.background {
         if cfg.output == crate::logger::Output::Stderr {
             warn!("going to the background: the log goes to /dev/null (use --output syslog)");
         }
         // No thread exists yet: the inotify fd and the watches survive the fork.
-        nix::unistd::daemon(true, false)
-            .map_err(|e| StartError::Other(format!("cannot go to the background: {e}")))?;
+        nix::unistd::daemon(true, false).map_err(StartError::Background)?;
     }
-    // After the fork, so the file names the process that stays.
-    let _pid_file = match &cfg.pid_file {
-        Some(p) => Some(PidFile::create(p)?),
-        None => None,
-    };
+    Ok(())
+}
 
-    drop_privileges(cfg.uid, cfg.gid)?;
-
-    let mut poll = Poll::new().map_err(|e| StartError::Other(format!("epoll: {e}")))?;
-    let waker = Arc::new(
-        Waker::new(poll.registry(), WAKER).map_err(|e| StartError::Other(format!("waker: {e}")))?,
-    );
+/// The loop's sources of wake-ups: the epoll instance, the waker of the runner's thread,
+/// the signals, and the watcher's reader thread with its fds. After the fork (threads
+/// do not survive it): a thread empties the kernel queue while the loop prepares syncs.
+fn wake_ups(watcher: &mut Watcher) -> Result<(Poll, Arc<Waker>, Signals), StartError> {
+    let system = |what| move |source| StartError::System { what, source };
+    let poll = Poll::new().map_err(system("epoll"))?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(system("waker"))?);
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGIO])
-        .map_err(|e| StartError::Other(format!("signals: {e}")))?;
-    // After the fork (threads do not survive it): a thread empties the kernel queue
-    // while the loop prepares syncs.
-    let mut watcher = watcher;
+        .map_err(system("signals"))?;
     watcher
         .start_pump()
-        .map_err(|e| StartError::Other(format!("event reader thread: {e}")))?;
+        .map_err(system("event reader thread"))?;
     let registry = poll.registry();
-    for fd in watcher
-        .fds()
-        .map_err(|e| StartError::Other(format!("epoll: {e}")))?
-    {
+    for fd in watcher.fds().map_err(system("epoll"))? {
         registry
             .register(&mut SourceFd(&fd), INOTIFY, Interest::READABLE)
-            .map_err(|e| StartError::Other(format!("epoll: {e}")))?;
+            .map_err(system("epoll"))?;
     }
     registry
         .register(&mut signals, SIGNALS, Interest::READABLE)
-        .map_err(|e| StartError::Other(format!("epoll: {e}")))?;
+        .map_err(system("epoll"))?;
+    Ok((poll, waker, signals))
+}
 
+/// The sync stage: the shared object (`so` modes), the [`Runner`] that runs the handler's
+/// processes, and one [`Target`] per destination with its batcher and handler. After the
+/// privileges are dropped (the `.so` is checked and loaded, and its `clsyncapi_init`
+/// runs, as the user the worker runs as) and the watches set (the tree's size chooses the
+/// progress default).
+fn handlers(
+    cfg: &Config,
+    paths: &Paths,
+    lists_dir: &std::path::Path,
+    control: Option<&tempfile::TempDir>,
+    watched: usize,
+    waker: Arc<Waker>,
+) -> Result<(Runner, Vec<Target>), StartError> {
+    let Paths { src, dsts, rsync } = paths;
     let label = cfg.label.clone().unwrap_or_else(|| "nolabel".into());
     let so = if cfg.mode.is_so() {
         let opts = crate::sync::so::SoOptions {
@@ -165,7 +280,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
             ..Default::default()
         };
         Some(
-            crate::sync::so::SoHandler::load_with(&rsync, &src, &dst, &label, &opts)
+            crate::sync::so::SoHandler::load_with(rsync, src, &dsts[0], &label, &opts)
                 .map_err(StartError::Handler)?,
         )
     } else {
@@ -191,39 +306,9 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
     );
     let mut so = so;
     let mut targets = Vec::new();
-    for d in &dsts {
+    for d in dsts {
         let dest = Dest::parse(d.as_os_str());
-        let mut rsync_extra: Vec<std::ffi::OsString> = Vec::new();
-        let mut mover = match &dest {
-            Dest::Local(p) => Mover::Local(p.clone()),
-            _ => Mover::None,
-        };
-        match &dest {
-            Dest::Ssh { host, path } => {
-                let dir = control.as_ref().expect("made for ssh").path();
-                rsync_extra.push("-e".into());
-                rsync_extra.push(cfg.ssh.rsync_e(dir));
-                let mut argv = cfg.ssh.argv(dir);
-                argv.push("--".into());
-                argv.push(host.into());
-                mover = Mover::Ssh {
-                    argv,
-                    path: path.clone(),
-                };
-            }
-            Dest::Daemon(_) => {
-                if let Some(f) = &cfg.rsync_password_file {
-                    let mut a = std::ffi::OsString::from("--password-file=");
-                    a.push(f);
-                    rsync_extra.push(a);
-                }
-            }
-            Dest::Local(_) => {}
-        }
-        rsync_extra.extend(cfg.rsync_options.iter().cloned());
-        if cfg.mode != Mode::RsyncDirect || cfg.threading != crate::batcher::Threading::Off {
-            mover = Mover::None;
-        }
+        let (rsync_extra, mover) = transport(cfg, &dest, control);
         let handler = Handler::new(
             HandlerConfig {
                 mode: cfg.mode,
@@ -232,7 +317,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 src: src.clone(),
                 dst: d.clone(),
                 label: label.clone(),
-                lists_dir: lists_dir.clone(),
+                lists_dir: lists_dir.to_path_buf(),
                 one_file_system: cfg.one_file_system,
                 rsync_inclimit: cfg.rsync_inclimit,
                 synclist_simplify: cfg.synclist_simplify,
@@ -243,25 +328,79 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
                 mover,
                 progress: cfg
                     .progress
-                    .unwrap_or(watcher.watched() >= crate::config::PROGRESS_MIN_DIRS),
+                    .unwrap_or(watched >= crate::config::PROGRESS_MIN_DIRS),
             },
             so.take(),
         );
-        targets.push(Target {
-            name: dest.show(),
-            batcher: Batcher::with_threading(cfg.delays, cfg.threading, cfg.max_parallel_syncs),
+        targets.push(Target::new(
+            dest.show(),
+            Batcher::with_threading(cfg.delays, cfg.threading, cfg.max_parallel_syncs),
             handler,
-            initial_ok: false,
-            initial_failed: false,
-            unreachable: false,
-            last_error: None,
-            last_ok: None,
-            behind_since: None,
-        });
+        ));
     }
+    Ok((runner, targets))
+}
+
+/// How one destination is reached: rsync's extra arguments (`-e` with the shared ssh
+/// connection, a daemon's password file, `rsync-options`) and the mover that renames
+/// there (rsyncdirect without threads only).
+fn transport(
+    cfg: &Config,
+    dest: &Dest,
+    control: Option<&tempfile::TempDir>,
+) -> (Vec<std::ffi::OsString>, Mover) {
+    let dir = control.map(tempfile::TempDir::path);
+    let mut rsync_extra = dest.rsync_args(&cfg.ssh, dir, cfg.rsync_password_file.as_deref());
+    rsync_extra.extend(cfg.rsync_options.iter().cloned());
+    let mover = if cfg.mode != Mode::RsyncDirect || cfg.threading != crate::batcher::Threading::Off
+    {
+        Mover::None
+    } else {
+        match dest {
+            Dest::Local(p) => Mover::Local(p.clone()),
+            Dest::Ssh { host, path } => Mover::Ssh {
+                argv: cfg.ssh.argv_to(dir.expect("made for ssh"), host),
+                path: path.clone(),
+            },
+            Dest::Daemon(_) => Mover::None,
+        }
+    };
+    (rsync_extra, mover)
+}
+
+/// What the start-up steps made, for the worker to hold.
+struct Parts {
+    cfg: Config,
+    src: PathBuf,
+    watcher: Watcher,
+    excludes: BTreeSet<Vec<u8>>,
+    runner: Runner,
+    targets: Vec<Target>,
+    control: Option<tempfile::TempDir>,
+    pair: Option<crate::pair::Link>,
+    status: Status,
+    reporter: crate::report::Reporter,
+    started: Instant,
+}
+
+/// The worker in its first state: running, not ready, nothing counted yet.
+fn assemble(p: Parts) -> Worker {
+    let Parts {
+        cfg,
+        src,
+        watcher,
+        excludes,
+        runner,
+        targets,
+        control,
+        pair,
+        status,
+        reporter,
+        started,
+    } = p;
     let signatures = (cfg.modification_signature != 0)
         .then(|| crate::signature::Signatures::new(cfg.modification_signature));
-    let mut w = Worker {
+    Worker {
         targets,
         control,
         pair,
@@ -269,7 +408,7 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         src,
         watcher,
         runner,
-        excludes: init.excluded.into_iter().chain(peer_excluded).collect(),
+        excludes,
         signatures,
         status,
         ready: false,
@@ -290,80 +429,100 @@ pub fn run(cfg: Config) -> Result<i32, StartError> {
         sync_failures: 0,
         last_ok: None,
         last_error: None,
-    };
-    w.status.set("initsync");
-    if w.pair.as_ref().is_some_and(|l| l.waiting()) {
-        w.hold_pair();
     }
-    if w.cfg.initial == Initial::Skip {
-        info!("initial sync skipped (skip-initialsync)");
-        for t in &mut w.targets {
-            t.initial_ok = true;
+}
+
+impl Worker {
+    /// The initial full sync of every destination (or none with `skip-initialsync`:
+    /// ready at once). Last of the start-up, with the watches set and the loop's wake-ups
+    /// registered: a change made while it runs is an event like any other.
+    fn initial_sync(&mut self) {
+        self.status.set("initsync");
+        if self.pair.as_ref().is_some_and(|l| l.waiting()) {
+            self.hold_pair();
         }
-        w.became_ready();
-    } else {
-        for t in 0..w.targets.len() {
-            if t == 0 && w.pair.as_ref().is_some_and(|l| l.waiting()) {
-                continue;
+        if self.cfg.initial == Initial::Skip {
+            info!("initial sync skipped (skip-initialsync)");
+            for t in &mut self.targets {
+                t.initial_ok = true;
             }
-            info!(
-                "initial sync of {} to {}",
-                w.src.display(),
-                w.targets[t].name
-            );
-            w.start_full(t, false);
+            self.became_ready();
+        } else {
+            for t in 0..self.targets.len() {
+                if t == 0 && self.pair.as_ref().is_some_and(|l| l.waiting()) {
+                    continue;
+                }
+                info!(
+                    "initial sync of {} to {}",
+                    self.src.display(),
+                    self.targets[t].name
+                );
+                self.start_full(t, false);
+            }
         }
     }
 
-    let mut events = Events::with_capacity(64);
-    let code = loop {
-        if let Some(code) = w.exit {
-            break code;
-        }
-        let timeout = w.timeout(Instant::now());
-        if let Err(e) = poll.poll(&mut events, timeout) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+    /// The loop: waits for a wake-up (events, signals, the runner, a deadline), handles
+    /// it and ticks, until the worker sets its exit code.
+    fn serve(&mut self, poll: &mut Poll, signals: &mut Signals) -> Result<i32, StartError> {
+        let mut events = Events::with_capacity(64);
+        let code = loop {
+            if let Some(code) = self.exit {
+                break code;
             }
-            return Err(StartError::Other(format!("epoll: {e}")));
-        }
-        for ev in events.iter() {
-            match ev.token() {
-                INOTIFY => w.drain(),
-                SIGNALS => {
-                    for sig in signals.pending() {
-                        w.signal(sig);
-                    }
+            let timeout = self.timeout(Instant::now());
+            if let Err(e) = poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
                 }
-                WAKER => {
-                    for f in w.runner.poll() {
-                        w.finished(f);
+                return Err(StartError::System {
+                    what: "epoll",
+                    source: e,
+                });
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    INOTIFY => self.drain(),
+                    SIGNALS => {
+                        for sig in signals.pending() {
+                            self.signal(sig);
+                        }
                     }
+                    WAKER => {
+                        for f in self.runner.poll() {
+                            self.finished(f);
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
+            }
+            self.tick(Instant::now());
+        };
+        Ok(code)
+    }
+
+    /// The ending, once the loop has its exit code: the pair's record of a clean stop,
+    /// the shared ssh connections closed, the status file, the exit hook.
+    fn finish(&mut self, code: i32) {
+        // A clean stop after the final sync: both sides are equal, record it.
+        if code == 0 && self.ready && matches!(self.phase, Phase::Stopping { .. }) {
+            if let Some(link) = &mut self.pair {
+                link.clean_stop();
             }
         }
-        w.tick(Instant::now());
-    };
-    // A clean stop after the final sync: both sides are equal, record it.
-    if code == 0 && w.ready && matches!(w.phase, Phase::Stopping { .. }) {
-        if let Some(link) = &mut w.pair {
-            link.clean_stop();
+        self.close_ssh();
+        self.status.set("exiting");
+        if let Some(hook) = self.cfg.exit_hook.clone() {
+            if self.ready {
+                let why = if self.failed {
+                    "synchandler error"
+                } else {
+                    "exiting"
+                };
+                self.run_hook(&hook, why, Some(code));
+            }
         }
     }
-    w.close_ssh();
-    w.status.set("exiting");
-    if let Some(hook) = w.cfg.exit_hook.clone() {
-        if w.ready {
-            let why = if w.failed {
-                "synchandler error"
-            } else {
-                "exiting"
-            };
-            w.run_hook(&hook, why, Some(code));
-        }
-    }
-    Ok(code)
 }
 
 /// The directory of the list files (made absolute; a private temporary one when
@@ -373,8 +532,7 @@ fn list_files_dir(cfg: &mut Config) -> Result<(Option<tempfile::TempDir>, PathBu
     // private temporary directory removed at exit.
     // The handler runs in the watch directory: list paths must be absolute.
     if let Some(d) = cfg.lists_dir.as_mut().filter(|d| d.is_relative()) {
-        let cwd = std::env::current_dir()
-            .map_err(|e| StartError::Other(format!("cannot read the current directory: {e}")))?;
+        let cwd = std::env::current_dir().map_err(StartError::CurrentDir)?;
         *d = cwd.join(&*d);
     }
     let lists = match &cfg.lists_dir {
@@ -386,15 +544,17 @@ fn list_files_dir(cfg: &mut Config) -> Result<(Option<tempfile::TempDir>, PathBu
             let t = tempfile::Builder::new()
                 .prefix("clsync-lists.")
                 .tempdir()
-                .map_err(|e| {
-                    StartError::Other(format!("cannot create a directory for list files: {e}"))
+                .map_err(|source| StartError::MakeDir {
+                    what: "list files",
+                    source,
                 })?;
             // The worker writes its lists after dropping to `uid`; a handler running as
             // another user must be able to read them (the directory is then 0711: its
             // files can be opened by name, not listed).
             use std::os::unix::fs::PermissionsExt;
-            let fail = |e: &dyn std::fmt::Display| {
-                StartError::Other(format!("lists directory {}: {e}", t.path().display()))
+            let fail = |e: Box<dyn std::error::Error + Send + Sync>| StartError::ListsDir {
+                path: t.path().to_path_buf(),
+                source: e,
             };
             if cfg.uid.is_some() || cfg.gid.is_some() {
                 nix::unistd::chown(
@@ -402,12 +562,12 @@ fn list_files_dir(cfg: &mut Config) -> Result<(Option<tempfile::TempDir>, PathBu
                     cfg.uid.map(nix::unistd::Uid::from_raw),
                     cfg.gid.map(nix::unistd::Gid::from_raw),
                 )
-                .map_err(|e| fail(&e))?;
+                .map_err(|e| fail(e.into()))?;
             }
             let writer = cfg.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
             if cfg.sync_handler_uid.is_some_and(|u| u != writer) {
                 std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o711))
-                    .map_err(|e| fail(&e))?;
+                    .map_err(|e| fail(e.into()))?;
             }
             Some(t)
         }
@@ -433,8 +593,9 @@ fn ssh_control_dir(cfg: &Config) -> Result<Option<tempfile::TempDir>, StartError
                 tempfile::Builder::new()
                     .prefix("clsync-ssh.")
                     .tempdir()
-                    .map_err(|e| {
-                        StartError::Other(format!("cannot create a directory for ssh: {e}"))
+                    .map_err(|source| StartError::MakeDir {
+                        what: "ssh",
+                        source,
                     })?,
             )
         } else {
@@ -447,9 +608,7 @@ fn ssh_control_dir(cfg: &Config) -> Result<Option<tempfile::TempDir>, StartError
 /// the pid file written (the watches stay; list files and the handler run as them).
 fn drop_privileges(uid: Option<u32>, gid: Option<u32>) -> Result<(), StartError> {
     use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
-    let fail = |what: &str, e: nix::Error| {
-        StartError::Other(format!("cannot drop privileges ({what}): {e}"))
-    };
+    let fail = |what, source| StartError::Privileges { what, source };
     if let Some(g) = gid {
         let g = Gid::from_raw(g);
         setgroups(&[g]).map_err(|e| fail("setgroups", e))?;

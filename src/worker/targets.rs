@@ -25,6 +25,23 @@ pub(super) struct Target {
     pub(super) behind_since: Option<std::time::SystemTime>,
 }
 
+impl Target {
+    /// A destination before its initial sync: nothing known of its health yet.
+    pub(super) fn new(name: String, batcher: Batcher, handler: Handler) -> Target {
+        Target {
+            name,
+            batcher,
+            handler,
+            initial_ok: false,
+            initial_failed: false,
+            unreachable: false,
+            last_error: None,
+            last_ok: None,
+            behind_since: None,
+        }
+    }
+}
+
 /// rsync's exit codes that mean "could not reach or talk to the destination" (and 255,
 /// ssh's own failure).
 fn unreachable_code(code: Option<i32>) -> bool {
@@ -37,10 +54,9 @@ impl Worker {
         let Some(dir) = &self.control else { return };
         for d in self.cfg.destinations() {
             let Dest::Ssh { host, .. } = d else { continue };
-            let argv = self.cfg.ssh.argv(dir.path());
+            let argv = self.cfg.ssh.exit_argv(dir.path(), &host);
             let _ = std::process::Command::new(&argv[0])
                 .args(&argv[1..])
-                .args(["-O", "exit", "--", &host])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())

@@ -43,9 +43,9 @@ Why it is shaped this way:
   so that adding a field needs no change here; [`ProfileValues::to_toml`] uses the same
   serialization (durations as humantime strings, sizes as bytes) and round-trips.
 
-Its parts, in the order a profile goes through them: [`schema`] is the file format
-(the keys, [`ProfileValues`], the TOML parser and its one-line errors), [`load`] reads a
-profiles directory and applies inheritance, [`template`] does the substitutions and
+Its parts, in the order a profile goes through them: `schema.rs` is the file format
+(the keys, [`ProfileValues`], the TOML parser and its one-line errors), `load.rs` reads a
+profiles directory and applies inheritance, `template.rs` does the substitutions and
 turns a name (`PROFILE`, `PROFILE@LABEL`, `PROFILE-LABEL`) into a [`Resolved`] instance.
 This file holds what they share: the loaded [`Profile`] and the [`ProfileError`]s.
 */

@@ -90,6 +90,7 @@ impl std::fmt::Display for Version {
 
 impl Version {
     /// A new agreement above `a` and `b`, with a random id.
+    #[must_use]
     pub fn next(a: Version, b: Version) -> Version {
         Version {
             gen: a.gen.max(b.gen) + 1,
@@ -140,6 +141,7 @@ fn below(p: &[u8]) -> (Vec<u8>, Vec<u8>) {
 impl Record {
     /// The paths the destination has (deletion markers left out), as a manifest, and
     /// the alternatives (type in lower case).
+    #[must_use]
     pub fn agreed(&self) -> (Manifest, Manifest) {
         (
             Manifest(
@@ -202,6 +204,7 @@ impl Record {
     }
 
     /// The manifest file's bytes.
+    #[must_use]
     pub fn manifest_bytes(&self) -> Vec<u8> {
         let v = self.version;
         let mut out = format!("{HEADER}{} {:016x} {}\n", v.gen, v.id, v.seq).into_bytes();
@@ -436,10 +439,12 @@ impl Journal {
         Ok((jn, rec))
     }
 
+    #[must_use]
     pub fn version(&self) -> Version {
         self.version
     }
 
+    #[must_use]
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -462,6 +467,7 @@ impl Journal {
     }
 
     /// Whether the journal has outgrown the manifest.
+    #[must_use]
     pub fn wants_compaction(&self) -> bool {
         self.len > COMPACT_MIN.max(self.manifest_len)
     }
@@ -489,6 +495,7 @@ impl Journal {
     }
 }
 
+#[must_use]
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

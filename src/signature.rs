@@ -69,6 +69,7 @@ pub struct Signatures {
 }
 
 impl Signatures {
+    #[must_use]
     pub fn new(mask: u32) -> Self {
         Signatures {
             mask,

@@ -156,6 +156,7 @@ pub enum ProfileError {
 
 impl ProfileError {
     /// The profile or one it inherits from is broken (its file does not load).
+    #[must_use]
     pub fn is_broken(&self) -> bool {
         matches!(
             self,

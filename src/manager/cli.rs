@@ -284,6 +284,7 @@ fn print_response(req: &Request, resp: &Response, json: bool) -> i32 {
 }
 
 /// Seconds as `1h02m`, `3m12s`, `12s`.
+#[must_use]
 pub fn human(secs: f64) -> String {
     let s = secs.max(0.0) as u64;
     match s {

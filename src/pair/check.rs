@@ -74,6 +74,7 @@ impl PairSettings {
 }
 
 /// A conflict directory's name: the UTC time, `2026-12-03T20-04-35Z`.
+#[must_use]
 pub fn conflict_name(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(t)
         .to_string()

@@ -21,11 +21,13 @@ pub struct Changes {
 }
 
 impl Changes {
+    #[must_use]
     pub fn count(&self) -> usize {
         self.added.len() + self.modified.len() + self.deleted.len()
     }
 
     /// One path per line, with `+`, `~` or `-` in front (for a resolver script).
+    #[must_use]
     pub fn listing(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for (mark, list) in [
@@ -45,6 +47,7 @@ impl Changes {
 }
 
 /// What changed from `agreed` to `now`.
+#[must_use]
 pub fn diff(agreed: &Manifest, now: &Manifest) -> Changes {
     let mut c = Changes::default();
     for (p, m) in &now.0 {
@@ -129,6 +132,7 @@ pub enum Decision {
 }
 
 /// Decides from both sides' changes since the agreed state.
+#[must_use]
 pub fn decide(local: &Changes, peer: &Changes, policy: Policy) -> Decision {
     match (local.count(), peer.count()) {
         (_, 0) => return Decision::Push,
@@ -182,6 +186,7 @@ pub struct Side<'a> {
 /// Splits the paths where the two sides differ into what each side changed since the
 /// agreed state. Paths equal on both sides are agreed, whatever the record says;
 /// `holders` (the directories above excluded paths) are left out. A deletion counts as a change at the time it was seen ([`Changes::newest`]).
+#[must_use]
 pub fn sides(
     agreed: &Manifest,
     local: Side,

@@ -56,6 +56,7 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 const CTIME_SLACK: Duration = Duration::from_millis(50);
 
 impl Link {
+    #[must_use]
     pub fn new(
         settings: PairSettings,
         ssh: Vec<std::ffi::OsString>,
@@ -128,11 +129,13 @@ impl Link {
     }
 
     /// Whether syncs to the peer wait for a pair check.
+    #[must_use]
     pub fn waiting(&self) -> bool {
         self.waiting.is_some()
     }
 
     /// When the next pair check is due.
+    #[must_use]
     pub fn retry_at(&self) -> Option<std::time::Instant> {
         self.waiting.map(|(t, _)| t)
     }

@@ -182,6 +182,7 @@ impl Manifest {
     }
 
     /// The records [`Manifest::parse`] reads.
+    #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for (path, m) in &self.0 {

@@ -32,6 +32,7 @@ pub struct Moved {
 
 impl Moved {
     /// Counts `rsync --out-format='%i %n'` lines.
+    #[must_use]
     pub fn parse(out: &[u8]) -> Moved {
         let mut m = Moved::default();
         for line in out.split(|&b| b == b'\n') {
@@ -58,6 +59,7 @@ impl Moved {
     }
 
     /// The versions a backup directory received.
+    #[must_use]
     pub fn kept(&self) -> usize {
         self.replaced + self.deleted
     }

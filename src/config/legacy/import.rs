@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 /// with comments naming the source and listing the keys that were not imported, and
 /// parses back (with [`profile::parse_values`]) to the block's values, except that
 /// block names unfit for profile names are made fit (in `inherits` too).
+#[must_use]
 pub fn to_profiles(blocks: &[LegacyBlock]) -> Vec<(String, String)> {
     blocks
         .iter()

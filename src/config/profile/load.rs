@@ -17,6 +17,7 @@ pub const PROFILES_DIR_ENV: &str = "CLSYNC_PROFILES_DIR";
 
 /// The profiles directory: `cli`, else `$CLSYNC_PROFILES_DIR` (if not empty), else
 /// `/etc/clsync`.
+#[must_use]
 pub fn profiles_dir(cli: Option<&Path>) -> PathBuf {
     profiles_dir_from(cli, std::env::var_os(PROFILES_DIR_ENV))
 }

@@ -111,6 +111,7 @@ pub(super) const DURATION_KEYS: &[&str] = &[
 pub(super) const NO_SUBST_KEYS: &[&str] = &["inherits"];
 
 /// The valid keys of a profile file.
+#[must_use]
 pub fn keys() -> &'static [&'static str] {
     KEYS
 }
@@ -384,6 +385,7 @@ macro_rules! merge_fields {
 
 impl ProfileValues {
     /// These values, with every value not set here taken from `parent`.
+    #[must_use]
     pub fn merge(self, parent: ProfileValues) -> ProfileValues {
         merge_fields!(self, parent;
             watch_dir, destination_dir, mode, sync_handler, sync_handler_args, rules_file,
@@ -405,6 +407,7 @@ impl ProfileValues {
 
     /// The set values as TOML `key = value` lines in the order of [`KEYS`]; durations as
     /// humantime strings (`"30s"`, `"1m 30s"`), sizes as bytes. Parses back to `self`.
+    #[must_use]
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot serialize: {e}\n"))
     }

@@ -158,6 +158,8 @@ impl Resolver<'_> {
                     std::thread::sleep(Duration::from_millis(20))
                 }
                 _ => {
+                    // A pid is at most PID_MAX_LIMIT (2^22): it fits an i32.
+                    #[allow(clippy::cast_possible_wrap)]
                     let pg = nix::unistd::Pid::from_raw(child.id() as i32);
                     let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
                     let _ = child.wait();

@@ -156,8 +156,8 @@ impl Link {
             .checked_sub(CTIME_SLACK)
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .unwrap_or_default();
-        self.running
-            .push((t.as_secs() as i64, i64::from(t.subsec_nanos())));
+        let secs = i64::try_from(t.as_secs()).unwrap_or(i64::MAX);
+        self.running.push((secs, i64::from(t.subsec_nanos())));
     }
 
     /// A sync to the peer ended: records what it delivered (a full sync is a new

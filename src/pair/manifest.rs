@@ -174,6 +174,8 @@ impl Manifest {
                 Meta {
                     kind,
                     size: if kind == b'd' { 0 } else { size },
+                    // Float casts saturate: a bogus mtime stays bogus, whole seconds.
+                    #[allow(clippy::cast_possible_truncation)]
                     mtime: mtime.floor() as i64,
                 },
             );

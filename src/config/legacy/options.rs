@@ -130,6 +130,8 @@ fn is_option_name(name: &str) -> bool {
 /// The original's `--output` values.
 const OUTPUTS: &[&str] = &["stderr", "stdout", "syslog"];
 
+// The `as u32`/`as u8` casts cannot truncate: number() caps each value at that MAX.
+#[allow(clippy::cast_possible_truncation)]
 pub(super) fn apply(v: &mut ProfileValues, key: &str, value: &str) -> Result<Applied, String> {
     let num = |max: u64| number(key, value, max);
     let secs = || {
@@ -189,14 +191,10 @@ pub(super) fn apply(v: &mut ProfileValues, key: &str, value: &str) -> Result<App
                 v.output = Some("syslog".to_string());
             }
         }
-        // number() caps each value at its type's MAX: these casts cannot truncate.
-        #[allow(clippy::cast_possible_truncation)]
         "retries" => v.retries = Some(num(u32::MAX.into())? as u32),
-        #[allow(clippy::cast_possible_truncation)]
         "max-iterations" => v.max_iterations = Some(num(u32::MAX.into())? as u32),
         "rsync-inclimit" => v.rsync_inclimit = Some(num(u64::MAX)?),
         "threshold-bigfile" => v.threshold_bigfile = Some(num(u64::MAX)?),
-        #[allow(clippy::cast_possible_truncation)]
         "debug" => v.debug = Some(num(u8::MAX.into())? as u8),
         "timeout-sync" => v.timeout_sync = Some(secs()?),
         "delay-sync" => v.delay_sync = Some(secs()?),

@@ -13,7 +13,7 @@ docs/failover.md).
 - [`sides`] tells what each side changed since (added, modified, deleted, and when:
   a deletion is dated by its directory), so a side that changed while no worker ran is
   noticed at start.
-- [`decide`] applies the policy named after DRBD's after-split-brain policies; a
+- [`decide()`] applies the policy named after DRBD's after-split-brain policies; a
   resolver script may decide instead ([`Resolver`]), and anything it cannot settle is
   `manual`: nothing syncs in either direction until an operator says which side to keep.
   Whatever the rsync that follows replaces or deletes is kept in a conflict directory.

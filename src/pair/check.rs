@@ -1,6 +1,6 @@
 /*!
 The pair check a worker makes before it syncs: it lists both sides, finds the newest
-record either side has, lets [`super::decide`] (or the resolver script, or the
+record either side has, lets `decide.rs` (or the resolver script, or the
 operator's `--split-brain-keep`) say what to do, and brings both sides together, keeping
 whatever the rsync replaces or deletes in a conflict directory, or stops for a person
 ([`Outcome::SplitBrain`], exit [`SPLIT_BRAIN_EXIT`]).

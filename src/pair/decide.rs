@@ -2,7 +2,7 @@
 The decision of a pair check, as pure functions of the trees: what each side changed
 since the agreed state ([`sides`], [`diff`]), dated so that `discard-younger` and
 `discard-older` can compare, and what the after-split-brain [`Policy`] (DRBD's names)
-makes of it ([`decide`]). Nothing here touches a file or runs a process, so every rule
+makes of it ([`decide()`]). Nothing here touches a file or runs a process, so every rule
 of docs/failover.md is a unit test.
 */
 

@@ -90,6 +90,7 @@ impl std::fmt::Display for Version {
 
 impl Version {
     /// A new agreement above `a` and `b`, with a random id.
+    #[must_use]
     pub fn next(a: Version, b: Version) -> Version {
         Version {
             gen: a.gen.max(b.gen) + 1,
@@ -107,6 +108,8 @@ fn random_u64() -> u64 {
     {
         return u64::from_le_bytes(b);
     }
+    // The low 64 bits of the nanoseconds are all a seed needs.
+    #[allow(clippy::cast_possible_truncation)]
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -140,6 +143,7 @@ fn below(p: &[u8]) -> (Vec<u8>, Vec<u8>) {
 impl Record {
     /// The paths the destination has (deletion markers left out), as a manifest, and
     /// the alternatives (type in lower case).
+    #[must_use]
     pub fn agreed(&self) -> (Manifest, Manifest) {
         (
             Manifest(
@@ -202,6 +206,7 @@ impl Record {
     }
 
     /// The manifest file's bytes.
+    #[must_use]
     pub fn manifest_bytes(&self) -> Vec<u8> {
         let v = self.version;
         let mut out = format!("{HEADER}{} {:016x} {}\n", v.gen, v.id, v.seq).into_bytes();
@@ -317,7 +322,7 @@ fn next_frame(data: &[u8]) -> Option<Frame<'_>> {
     Some(((n(0), n(8), n(16), &payload[24..]), end))
 }
 
-fn frame(v: Version, ops: &[(Vec<u8>, Meta)]) -> Vec<u8> {
+fn frame(v: Version, ops: &[(Vec<u8>, Meta)]) -> io::Result<Vec<u8>> {
     let mut payload = Vec::new();
     payload.extend_from_slice(&v.gen.to_le_bytes());
     payload.extend_from_slice(&v.id.to_le_bytes());
@@ -325,10 +330,18 @@ fn frame(v: Version, ops: &[(Vec<u8>, Meta)]) -> Vec<u8> {
     encode(&mut payload, ops.iter().map(|(p, m)| (p.as_slice(), m)));
     let mut out = Vec::with_capacity(payload.len() + 16);
     out.extend_from_slice(FRAME_MAGIC);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    // The length field is a u32: a bigger frame is refused, not written with its
+    // length cut (which would lose it and every frame after it).
+    let len = u32::try_from(payload.len()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a journal frame of {} bytes is over 4 GiB", payload.len()),
+        )
+    })?;
+    out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&payload);
     out.extend_from_slice(&checksum(&payload).to_le_bytes());
-    out
+    Ok(out)
 }
 
 fn read_or_empty(p: &Path) -> io::Result<Vec<u8>> {
@@ -436,10 +449,12 @@ impl Journal {
         Ok((jn, rec))
     }
 
+    #[must_use]
     pub fn version(&self) -> Version {
         self.version
     }
 
+    #[must_use]
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -453,7 +468,7 @@ impl Journal {
             seq: self.version.seq + 1,
             ..self.version
         };
-        let data = frame(v, ops);
+        let data = frame(v, ops)?;
         self.file.write_all(&data)?;
         self.file.sync_data()?;
         self.version = v;
@@ -462,6 +477,7 @@ impl Journal {
     }
 
     /// Whether the journal has outgrown the manifest.
+    #[must_use]
     pub fn wants_compaction(&self) -> bool {
         self.len > COMPACT_MIN.max(self.manifest_len)
     }
@@ -489,11 +505,11 @@ impl Journal {
     }
 }
 
+#[must_use]
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -539,8 +555,10 @@ mod tests {
             .append(true)
             .open(dir.join("journal"))
             .unwrap();
-        f.write_all(&frame(Version { seq: 3, ..v }, &[(b"x".to_vec(), m(b'f', 1, 1))])[..20])
-            .unwrap();
+        f.write_all(
+            &frame(Version { seq: 3, ..v }, &[(b"x".to_vec(), m(b'f', 1, 1))]).unwrap()[..20],
+        )
+        .unwrap();
         let (mut j, r2) = Journal::open(&dir).unwrap();
         assert_eq!(r2, r);
         j.append(&[(b"y".to_vec(), m(b'f', 1, 1))]).unwrap();

@@ -29,6 +29,7 @@ pub struct Reporter(Option<File>);
 impl Reporter {
     /// The reporter of `CLSYNC_REPORT_FD`, or one that reports nothing. The variable is
     /// removed so that handlers do not inherit it.
+    #[must_use]
     pub fn from_env() -> Reporter {
         let fd = std::env::var(REPORT_FD_ENV)
             .ok()
@@ -96,6 +97,7 @@ pub enum Health {
 
 impl Health {
     /// As written in the report and shown by `clsync-manager status`.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Health::Ok => "ok",

@@ -56,6 +56,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    #[must_use]
     pub(crate) fn of(t: std::fs::FileType) -> Kind {
         if t.is_dir() {
             Kind::Dir
@@ -127,10 +128,12 @@ pub enum RulesError {
 
 impl Rules {
     /// No rules: everything is included.
+    #[must_use]
     pub(crate) fn none() -> Self {
         Rules::default()
     }
 
+    #[must_use]
     pub(crate) fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
@@ -255,6 +258,7 @@ impl Rules {
 
     /// Whether the path (relative, no leading slash) is excluded: for a directory, when
     /// walking or syncing it is excluded.
+    #[must_use]
     pub fn excluded(&self, rel: &[u8], kind: Kind) -> bool {
         match kind {
             Kind::File => !self.permits(rel, |r| r.files),
@@ -264,6 +268,7 @@ impl Rules {
     }
 
     /// Whether a (not excluded) directory gets an inotify watch.
+    #[must_use]
     pub(crate) fn monitored(&self, rel: &[u8]) -> bool {
         self.permits(rel, |r| r.monitor)
     }

@@ -44,6 +44,9 @@ pub fn parse(value: &str) -> Result<u32, String> {
     Ok(mask)
 }
 
+/// Field `i` as an i64. The values are only compared for equality, and `u64 as i64`
+/// is one-to-one: a wrap changes nothing.
+#[allow(clippy::cast_possible_wrap)]
 fn field(m: &Metadata, i: usize) -> i64 {
     match i {
         0 => m.dev() as i64,
@@ -69,6 +72,7 @@ pub struct Signatures {
 }
 
 impl Signatures {
+    #[must_use]
     pub fn new(mask: u32) -> Self {
         Signatures {
             mask,

@@ -112,6 +112,7 @@ impl Values {
     /// add to those below. A mode given here without a handler drops the handler below
     /// when the mode changes (it was that mode's handler), and a rules file given here
     /// replaces inline rules below.
+    #[must_use]
     pub fn over(self, lower: Values) -> Values {
         let mode_changed = self
             .mode

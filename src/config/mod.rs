@@ -267,6 +267,7 @@ fn option_name(field: &str) -> String {
 
 impl Config {
     /// Every destination, the first one first.
+    #[must_use]
     pub fn destinations(&self) -> Vec<crate::dest::Dest> {
         std::iter::once(&self.dst)
             .chain(&self.more_dsts)
@@ -276,6 +277,7 @@ impl Config {
 
     /// Whether a destination is remote or there are several: then a failed sync is
     /// retried forever by default (a node that is down comes back), not given up.
+    #[must_use]
     pub fn networked(&self) -> bool {
         !self.more_dsts.is_empty() || self.destinations().iter().any(|d| d.is_remote())
     }
@@ -283,6 +285,7 @@ impl Config {
     /// After how many failed tries in a row the worker gives up (0: never). A one-shot
     /// (`only-initialsync`) whose retries would be forever gives up after its first
     /// failure: nothing else would end it, and whoever runs it needs its exit code.
+    #[must_use]
     pub fn give_up_after(&self) -> u32 {
         if self.initial == Initial::Only && self.retries == 0 {
             1

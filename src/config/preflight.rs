@@ -55,6 +55,7 @@ pub fn check_lists_dir(dir: &Path) -> Result<(), StartError> {
 }
 
 /// Finds an executable: a path with a slash is taken as is, a bare name in `$PATH`.
+#[must_use]
 pub fn find_executable(prog: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let is_exec = |p: &Path| {
@@ -180,6 +181,7 @@ pub fn preflight(cfg: &Config) -> Result<(PathBuf, Vec<PathBuf>, PathBuf), Start
 }
 
 /// Why a sync from an empty source is refused.
+#[must_use]
 pub fn empty_source_message(src: &Path, dst: &Path) -> String {
     format!(
         "the watch directory {} is empty but the destination {} is not (an unmounted disk?): not syncing, so nothing is deleted there; set allow-empty-source (--allow-empty-source) to mirror an empty tree",
@@ -189,12 +191,14 @@ pub fn empty_source_message(src: &Path, dst: &Path) -> String {
 }
 
 /// Whether a directory has no entries (an unreadable one counts as not empty).
+#[must_use]
 pub fn dir_is_empty(d: &Path) -> bool {
     std::fs::read_dir(d).is_ok_and(|mut rd| rd.next().is_none())
 }
 
 /// Whether a destination holds nothing: a local directory that is empty or missing; a
 /// remote one is not known to be empty.
+#[must_use]
 pub fn dst_is_empty(d: &Path) -> bool {
     match crate::dest::Dest::parse(d.as_os_str()) {
         crate::dest::Dest::Local(p) => !p.exists() || dir_is_empty(&p),

@@ -223,6 +223,7 @@ pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
 }
 
 /// A usage error of the merged values, named after the file they came from.
+#[must_use]
 pub fn in_file(e: StartError, file: &Path) -> StartError {
     match e {
         StartError::Usage(m) => StartError::Usage(format!("{}: {m}", file.display())),

@@ -284,7 +284,10 @@ fn print_response(req: &Request, resp: &Response, json: bool) -> i32 {
 }
 
 /// Seconds as `1h02m`, `3m12s`, `12s`.
+#[must_use]
 pub(crate) fn human(secs: f64) -> String {
+    // Float casts saturate (NaN is 0), and the negative is clamped first.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let s = secs.max(0.0) as u64;
     match s {
         0..=59 => format!("{s}s"),

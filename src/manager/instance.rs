@@ -226,7 +226,7 @@ impl Daemon {
         let (r, w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
         let w_fd = w.as_raw_fd();
-        let parent = std::process::id() as i32;
+        let parent = nix::unistd::getpid().as_raw();
         let lock_fd = lock.raw_fd();
         let mut cmd = Command::new(&self.opts.clsync);
         if let Some(keep) = self.instances.get_mut(name).and_then(|i| i.resolve.take()) {
@@ -273,6 +273,8 @@ impl Daemon {
             .spawn()
             .map_err(|e| format!("{}: {e}", self.opts.clsync.display()))?;
         drop(w);
+        // A pid is at most PID_MAX_LIMIT (2^22): it fits an i32.
+        #[allow(clippy::cast_possible_wrap)]
         let pid = child.id() as i32;
         lock.hand_over(pid);
         let out = child.stdout.take().map(|s| File::from(OwnedFd::from(s)));

@@ -52,6 +52,7 @@ pub struct Lock(File);
 
 impl Lock {
     /// The descriptor to leave open across `exec` (close-on-exec is set in the manager).
+    #[must_use]
     pub fn raw_fd(&self) -> i32 {
         self.0.as_raw_fd()
     }

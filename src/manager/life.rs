@@ -56,6 +56,7 @@ impl Default for Policy {
 
 impl Policy {
     /// The policy a profile sets (defaults for what it does not).
+    #[must_use]
     pub fn of(v: &ProfileValues) -> Policy {
         let d = Policy::default();
         Policy {
@@ -81,6 +82,7 @@ pub enum Exit {
 }
 
 impl Exit {
+    #[must_use]
     pub fn clean(self) -> bool {
         self == Exit::Code(0)
     }
@@ -121,6 +123,7 @@ pub struct Life {
 }
 
 impl Life {
+    #[must_use]
     pub fn new(policy: Policy) -> Life {
         Life {
             delay: policy.delay,

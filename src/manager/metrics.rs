@@ -14,6 +14,7 @@ use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 /// Prometheus text format: counters and gauges per instance.
+#[must_use]
 pub fn text(list: &[InstanceStatus]) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -52,6 +52,7 @@ pub struct Response {
 }
 
 impl Response {
+    #[must_use]
     pub(crate) fn ok(data: serde_json::Value) -> Response {
         Response {
             ok: true,

@@ -418,8 +418,8 @@ impl Handler {
         }
     }
 
-    /// The rsync modes: one step per part of each run's plan; `verify`: the runs itemize
-    /// what they repair.
+    /// The rsync modes: one step per part of each run's plan; `verify`: rsyncdirect's
+    /// runs itemize what they repair (the other modes' handlers run rsync themselves).
     fn rsync(&mut self, runs: Vec<Run>, verify: bool, out: &mut Steps) -> io::Result<()> {
         let mut parts: Vec<(Check, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         for run in runs {
@@ -433,6 +433,9 @@ impl Handler {
             }
         }
         let own_argv = self.cfg.mode == Mode::RsyncDirect && self.cfg.args.is_none();
+        // Only rsync itself itemizes: an rsyncshell handler keeps its argv (the
+        // original's `rsynclist LABEL ...`), and its output is not rsync's.
+        let itemize = verify && self.cfg.mode == Mode::RsyncDirect;
         for (check, exclude, include) in parts {
             let mut vars = Vars {
                 typ: if include.is_none() && !own_argv {
@@ -443,7 +446,7 @@ impl Handler {
                 check,
                 // A full run can take hours on a big tree: it reports its progress.
                 progress: include.is_none() && own_argv && self.cfg.progress && !verify,
-                itemize: verify,
+                itemize,
                 ..Vars::default()
             };
             if own_argv {

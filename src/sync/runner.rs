@@ -327,6 +327,8 @@ impl Runner {
                 }
                 match cmd.spawn() {
                     Ok(mut child) => {
+                        // A pid is at most PID_MAX_LIMIT (2^22): it fits an i32.
+                        #[allow(clippy::cast_possible_wrap)]
                         let pid = Pid::from_raw(child.id() as i32);
                         let reader = child.stdout.take().map(|out| {
                             let latest = self.progress.clone();

@@ -633,11 +633,14 @@ impl SoHandler {
         let ctx = &mut block.ctx;
 
         ctx.state = STATE_RUNNING;
-        let pid = std::process::id();
-        ctx.pid = pid as libc::pid_t;
+        let pid = nix::unistd::getpid().as_raw();
+        ctx.pid = pid;
         let pid_str = pid.to_string();
         for (d, s) in ctx.pid_str.iter_mut().zip(pid_str.bytes()) {
-            *d = s as c_char;
+            // ASCII digits: the same value as a signed char.
+            #[allow(clippy::cast_possible_wrap)]
+            let c = s as c_char;
+            *d = c;
         }
         ctx.pid_str_len = pid_str.len();
         let (uid, gid) = (
@@ -684,7 +687,8 @@ impl SoHandler {
             w.push(b'/');
             ctx.watchdirwslash = own(&w);
             ctx.watchdirwslashsize = w.len() + 1;
-            ctx.watchdir_dirlevel = w[1..].iter().filter(|&&b| b == b'/').count() as i16;
+            let level = w[1..].iter().filter(|&&b| b == b'/').count();
+            ctx.watchdir_dirlevel = i16::try_from(level).unwrap_or(i16::MAX);
         }
 
         let dest_raw = destination_dir.as_os_str().as_bytes();
@@ -891,8 +895,8 @@ unsafe fn format_c(fmt: *const c_char, args: [usize; 8]) -> String {
                 a7,
             )
         };
-        if n >= 0 {
-            let n = (n as usize).min(buf.len() - 1);
+        if let Ok(n) = usize::try_from(n) {
+            let n = n.min(buf.len() - 1);
             return String::from_utf8_lossy(&buf[..n]).into_owned();
         }
     }

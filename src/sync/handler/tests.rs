@@ -3,11 +3,17 @@ use super::*;
 /// The argv of a full run of rsyncdirect with its own options, with `progress` on
 /// and `verify` as given.
 fn full_run(verify: bool) -> Exec {
-    let dir = std::env::temp_dir().join(format!("clsync-handler-{}", std::process::id()));
+    full_run_of(Mode::RsyncDirect, "rsyncdirect", verify)
+}
+
+/// The argv of a full run of `mode` with its default words (`tag` keeps the list
+/// directories of tests running at once apart).
+fn full_run_of(mode: Mode, tag: &str, verify: bool) -> Exec {
+    let dir = std::env::temp_dir().join(format!("clsync-handler-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut h = Handler::new(
         HandlerConfig {
-            mode: Mode::RsyncDirect,
+            mode,
             program: "/usr/bin/rsync".into(),
             args: None,
             src: "/src".into(),
@@ -80,4 +86,21 @@ fn verify_argv_itemizes_without_progress() {
         ["-i", "-aH", "--delete", "--bwlimit=1000", "/src/", "/dst/"]
     );
     assert!(verify.itemize && !verify.progress);
+}
+
+/// An rsyncshell handler is called as the original's man page says, `H rsynclist LABEL
+/// INCLUDE-LIST-PATH EXCLUDE-LIST-PATH`, on a verification too: its first argument
+/// stays `rsynclist` (rsync's `-i` is not the handler's to receive), and its output is
+/// not read as rsync's itemized lines.
+#[test]
+fn rsyncshell_verify_keeps_the_handler_argv() {
+    for verify in [false, true] {
+        let run = full_run_of(Mode::RsyncShell, &format!("rsyncshell-{verify}"), verify);
+        let a = args(&run);
+        assert_eq!(a.len(), 4, "verify {verify}: {a:?}");
+        assert_eq!(a[..2], ["rsynclist", "t"], "verify {verify}: {a:?}");
+        assert!(a[2].contains("include"), "verify {verify}: {a:?}");
+        assert!(a[3].contains("exclude"), "verify {verify}: {a:?}");
+        assert!(!run.itemize && !run.progress, "verify {verify}: {run:?}");
+    }
 }

@@ -124,6 +124,45 @@ struct Worker {
 }
 
 impl Worker {
+    /// The loop: waits for a wake-up (events, signals, the runner, a deadline), handles
+    /// it and ticks, until the worker sets its exit code.
+    fn serve(&mut self, poll: &mut Poll, signals: &mut Signals) -> Result<i32, StartError> {
+        let mut events = Events::with_capacity(64);
+        let code = loop {
+            if let Some(code) = self.exit {
+                break code;
+            }
+            let timeout = self.timeout(Instant::now());
+            if let Err(e) = poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(StartError::System {
+                    what: "epoll",
+                    source: e,
+                });
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    INOTIFY => self.drain(),
+                    SIGNALS => {
+                        for sig in signals.pending() {
+                            self.signal(sig);
+                        }
+                    }
+                    WAKER => {
+                        for f in self.runner.poll() {
+                            self.finished(f);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.tick(Instant::now());
+        };
+        Ok(code)
+    }
+
     fn timeout(&self, now: Instant) -> Option<Duration> {
         let mut t: Option<Instant> = None;
         let mut consider = |d: Option<Instant>| {

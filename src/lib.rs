@@ -11,7 +11,7 @@ pub mod exit;
 pub mod logger;
 pub mod manager;
 pub(crate) mod mounts;
-pub mod pair;
+pub(crate) mod pair;
 pub(crate) mod report;
 pub mod rules;
 pub(crate) mod signature;

@@ -35,14 +35,11 @@ mod link;
 mod manifest;
 mod peer;
 
-pub use check::{
-    check, conflict_name, CheckError, Outcome, PairSettings, Resolver, SPLIT_BRAIN_EXIT,
-};
-pub use decide::{decide, diff, sides, Changes, Decision, Policy, Side, POLICIES};
+pub use check::{PairSettings, SPLIT_BRAIN_EXIT};
+pub use decide::Decision;
 pub use link::{Link, Step};
 pub(crate) use manifest::records;
-pub use manifest::{walk, Manifest, Meta, Walk};
-pub use peer::{Moved, Peer};
+pub use manifest::{Manifest, Meta};
 
 #[cfg(test)]
 mod tests;

@@ -306,22 +306,20 @@ pub fn check_overlap(src: &Path, dst: &Path) -> Result<(), String> {
     }
     // A bind mount of a directory below (or above) the source: same device, and one
     // place in the file system is a prefix of the other.
-    if let Ok(text) = std::fs::read("/proc/self/mountinfo") {
-        let mounts = crate::mounts::parse(&text);
-        if let (Some((sd, sp)), Some((dd, dp))) = (
-            crate::mounts::place(&mounts, &src),
-            crate::mounts::place(&mounts, existing),
-        ) {
-            if sd == dd {
-                if dst_exists && dp == sp {
-                    return refuse(same);
-                }
-                if dst_exists && sp.starts_with(&dp) {
-                    return refuse(around);
-                }
-                if dp.starts_with(&sp) {
-                    return refuse(inside);
-                }
+    let mounts = crate::mounts::read();
+    if let (Some((sd, sp)), Some((dd, dp))) = (
+        crate::mounts::place(&mounts, &src),
+        crate::mounts::place(&mounts, existing),
+    ) {
+        if sd == dd {
+            if dst_exists && dp == sp {
+                return refuse(same);
+            }
+            if dst_exists && sp.starts_with(&dp) {
+                return refuse(around);
+            }
+            if dp.starts_with(&sp) {
+                return refuse(inside);
             }
         }
     }

@@ -126,7 +126,9 @@ pub fn walk(
 }
 
 impl Manifest {
-    /// Lists `root` (not following symlinks, not crossing into other file systems).
+    /// Lists `root` (not following symlinks, not crossing into other file systems); for
+    /// the unit tests, which build trees on disk.
+    #[cfg(test)]
     pub fn scan(root: &Path) -> io::Result<Manifest> {
         Ok(walk(root, b"", &crate::rules::Rules::none(), None)?.manifest)
     }
@@ -183,7 +185,9 @@ impl Manifest {
         Ok(Manifest(out))
     }
 
-    /// The records [`Manifest::parse`] reads.
+    /// The records [`Manifest::parse`] reads (the unit tests write them; the delivered
+    /// record and the peer's `find` write their own).
+    #[cfg(test)]
     #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();

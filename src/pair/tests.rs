@@ -1,4 +1,6 @@
-use super::*;
+use super::check::*;
+use super::decide::*;
+use super::manifest::*;
 use std::path::Path;
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use clsync::profile::{self, Profile, Profiles};
+use clsync::profile;
 use common::shipped_profiles;
 use std::path::{Path, PathBuf};
 
@@ -174,25 +174,7 @@ fn accepted(key: &str, value: &str) -> Result<(), String> {
     }
     let values = profile::parse_values(&file, &text)
         .unwrap_or_else(|e| panic!("sample for {key} does not parse: {e}"));
-    let mut profiles = Profiles::new();
-    profiles.insert(
-        "p".into(),
-        Profile {
-            name: "p".into(),
-            file: file.clone(),
-            values,
-            broken: None,
-        },
-    );
-    profiles.insert(
-        "base".into(),
-        Profile {
-            name: "base".into(),
-            file: PathBuf::from("/etc/clsync/base.toml"),
-            values: Default::default(),
-            broken: None,
-        },
-    );
+    let profiles = common::profiles::p_and_base(&file, values);
     let r = profile::resolve(&profiles, "p", None)
         .unwrap_or_else(|e| panic!("sample for {key} does not resolve: {e}"));
     clsync::profile_config::config_of(&r, &file)

@@ -13,11 +13,7 @@ use std::process::Command;
 
 /// A mirror profile of `t`'s src → dst.
 fn mirror(t: &TestDir, extra: &str) -> String {
-    format!(
-        "watch-dir = \"{}\"\ndestination-dir = \"{}\"\ndelay-collect = 0.1\ndelay-sync = 0.1\n{extra}",
-        t.src.display(),
-        t.dst.display()
-    )
+    common::profiles::mirror(&t.src, &t.dst, extra)
 }
 
 #[test]

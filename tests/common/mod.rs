@@ -1107,6 +1107,27 @@ pub fn assert_stopped_for_unmounted_source(w: &mut Worker, t: &TestDir, n: usize
 }
 
 // ---------------------------------------------------------------------------
+// Tables of cases
+// ---------------------------------------------------------------------------
+
+/// A table of cases that differ only in data: `cases! { runner; name: data, ... }` makes
+/// one `#[test] fn name()` per row, calling `runner("name", data)`. Each case runs, passes
+/// and fails on its own, under its own name (which the runner puts in its messages), and
+/// `cargo test NAME` picks it out. Attributes before a row (its `///` lines) go on its test.
+macro_rules! cases {
+    ($runner:path; $($(#[$attr:meta])* $name:ident: $case:expr,)+) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $name() {
+                $runner(stringify!($name), $case)
+            }
+        )+
+    };
+}
+pub(crate) use cases;
+
+// ---------------------------------------------------------------------------
 // Tests whose prerequisites are missing
 // ---------------------------------------------------------------------------
 

@@ -475,14 +475,17 @@ fn parse_seed(s: &str) -> u64 {
     r.unwrap_or_else(|e| panic!("CLSYNC_TEST_SEED={s:?}: {e}"))
 }
 
-fn run_seed(name: &str, default_seed: u64) {
-    run_seed_with(name, default_seed, NO_ARGS);
+/// One randomized run: its default seed (`CLSYNC_TEST_SEED` overrides it), extra worker
+/// options (delays: different batching exercises different interleavings of events,
+/// scans and syncs), and whether the destination is reached over ssh.
+struct Seed {
+    seed: u64,
+    args: &'static [&'static str],
+    over_ssh: bool,
 }
 
-/// `args` are extra worker options (delays): different batching exercises
-/// different interleavings of events, scans and syncs.
-fn run_seed_with(name: &str, default_seed: u64, args: &[&str]) {
-    run_seed_to(name, default_seed, args, false)
+fn run_seed(name: &str, case: Seed) {
+    run_seed_to(name, case.seed, case.args, case.over_ssh)
 }
 
 /// `over_ssh`: the destination is `root@127.0.0.1:DST` through a real sshd.
@@ -555,63 +558,31 @@ fn run_seed_to(name: &str, default_seed: u64, args: &[&str], over_ssh: bool) {
     w.stop_ok();
 }
 
-#[test]
-fn random_seed_1() {
-    run_seed("random_seed_1", 0x5eed_0000_0000_0001);
-}
-
-#[test]
-fn random_seed_2() {
-    run_seed("random_seed_2", 0x5eed_0000_0000_0002);
-}
-
-#[test]
-fn random_seed_3() {
-    run_seed("random_seed_3", 0xdead_beef_cafe_f00d);
-}
-
-#[test]
-fn random_seed_4() {
-    run_seed("random_seed_4", 0x0123_4567_89ab_cdef);
-}
-
-#[test]
-fn random_seed_5_immediate_batches() {
-    run_seed_with(
-        "random_seed_5",
-        0x5eed_0000_0000_0005,
-        &["-t", "0", "-w", "0"],
-    );
-}
-
-#[test]
-fn random_seed_6_immediate_batches() {
-    run_seed_with(
-        "random_seed_6",
-        0x5eed_0000_0000_0006,
-        &["-t", "0", "-w", "0"],
-    );
-}
-
-#[test]
-fn random_seed_7_slow_batches() {
-    run_seed_with(
-        "random_seed_7",
-        0x5eed_0000_0000_0007,
-        &["-t", "0.7", "-w", "0.3"],
-    );
-}
-
-#[test]
-fn random_seed_8_tiny_include_lists() {
-    run_seed_with(
-        "random_seed_8",
-        0x5eed_0000_0000_0008,
-        &["-t", "0.05", "--rsync-inclimit", "3"],
-    );
-}
-
-#[test]
-fn random_seed_9_over_ssh() {
-    run_seed_to("random_seed_9_over_ssh", 0x5eed_0009, NO_ARGS, true);
+cases! { run_seed;
+    random_seed_1: Seed { seed: 0x5eed_0000_0000_0001, args: &[], over_ssh: false },
+    random_seed_2: Seed { seed: 0x5eed_0000_0000_0002, args: &[], over_ssh: false },
+    random_seed_3: Seed { seed: 0xdead_beef_cafe_f00d, args: &[], over_ssh: false },
+    random_seed_4: Seed { seed: 0x0123_4567_89ab_cdef, args: &[], over_ssh: false },
+    random_seed_5_immediate_batches: Seed {
+        seed: 0x5eed_0000_0000_0005,
+        args: &["-t", "0", "-w", "0"],
+        over_ssh: false,
+    },
+    random_seed_6_immediate_batches: Seed {
+        seed: 0x5eed_0000_0000_0006,
+        args: &["-t", "0", "-w", "0"],
+        over_ssh: false,
+    },
+    random_seed_7_slow_batches: Seed {
+        seed: 0x5eed_0000_0000_0007,
+        args: &["-t", "0.7", "-w", "0.3"],
+        over_ssh: false,
+    },
+    random_seed_8_tiny_include_lists: Seed {
+        seed: 0x5eed_0000_0000_0008,
+        args: &["-t", "0.05", "--rsync-inclimit", "3"],
+        over_ssh: false,
+    },
+    /// The destination is `root@127.0.0.1:DST` through a real sshd.
+    random_seed_9_over_ssh: Seed { seed: 0x5eed_0009, args: &[], over_ssh: true },
 }

@@ -1114,6 +1114,7 @@ pub fn assert_stopped_for_unmounted_source(w: &mut Worker, t: &TestDir, n: usize
 /// one `#[test] fn name()` per row, calling `runner("name", data)`. Each case runs, passes
 /// and fails on its own, under its own name (which the runner puts in its messages), and
 /// `cargo test NAME` picks it out. Attributes before a row (its `///` lines) go on its test.
+#[allow(unused_macros)] // the test files that have no table
 macro_rules! cases {
     ($runner:path; $($(#[$attr:meta])* $name:ident: $case:expr,)+) => {
         $(
@@ -1125,6 +1126,7 @@ macro_rules! cases {
         )+
     };
 }
+#[allow(unused_imports)]
 pub(crate) use cases;
 
 // ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 //! Reproduce a failure with `CLSYNC_TEST_SEED=<seed> cargo test --test random
 //! <test name>` (the seed is in the panic message; decimal or 0x-hex).
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};

@@ -1,7 +1,7 @@
 //! Profiles: every shipped profile passes `clsync check` and runs against temp dirs;
 //! templates run per label; a broken profile is refused with file, line and column.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::ffi::OsString;

@@ -2,7 +2,7 @@
 //! no other), in the order of `profile::keys()`, says truthfully whether the worker carries
 //! it out today, and quotes every shipped profile in its EXAMPLES.
 
-mod common;
+use crate::common;
 
 use clsync::profile;
 use common::shipped_profiles;

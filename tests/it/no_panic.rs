@@ -9,7 +9,7 @@
 //! `CLSYNC_NO_PANIC_SEED=N` runs another sequence, `CLSYNC_NO_PANIC_ROUNDS=N` a longer
 //! one. Each failure names the input that panicked.
 
-mod common;
+use crate::common;
 
 use clsync::profile;
 use std::panic::{catch_unwind, AssertUnwindSafe};

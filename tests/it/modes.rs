@@ -6,7 +6,7 @@
 //! argument that names a file (list files are removed once the batch is over). It fails
 //! call N when the file `fail.N` exists (with the code in it, or by SIGKILL for `KILL`).
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::BTreeMap;
@@ -699,7 +699,10 @@ cases! { shared_object_handler;
 /// dynamic symbol table (build.rs exports them; a linker drops them otherwise).
 #[test]
 fn host_functions_are_exported_to_shared_object_handlers() {
-    let symbols: &[&str] = &include!("../src/sync/host_symbols.in");
+    let symbols: &[&str] = &include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/sync/host_symbols.in"
+    ));
     let out = std::process::Command::new("nm")
         .args(["-D", "--defined-only", env!("CARGO_BIN_EXE_clsync")])
         .output()

@@ -1,6 +1,6 @@
 //! Live-mirroring behaviour: one test per hard case.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;

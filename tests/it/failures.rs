@@ -3,7 +3,7 @@
 //! The sync handler is a small script that counts its calls, misbehaves on a chosen call
 //! and otherwise runs the real rsync with the worker's argv.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::os::unix::fs::PermissionsExt;

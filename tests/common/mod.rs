@@ -225,7 +225,7 @@ impl Drop for TestDir {
 // ---------------------------------------------------------------------------
 
 /// True in the test binaries that run the convergence tests again with
-/// `--monitor fanotify` (`tests/*_fanotify.rs` are symlinks to the inotify ones); every
+/// `--monitor fanotify` (`tests/*_fanotify.rs` include tests/it/mirror.rs and random.rs); every
 /// worker they start watches with fanotify.
 pub fn fanotify_run() -> bool {
     std::env::current_exe()

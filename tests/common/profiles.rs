@@ -1,6 +1,6 @@
 //! Profile fixtures shared by the test files: the profile set a single profile text is
-//! resolved in (the parser tests of tests/no_panic.rs and the sample values of
-//! tests/docs.rs), and the mirror profile that the manager and profile tests write.
+//! resolved in (the parser tests of tests/it/no_panic.rs and the sample values of
+//! tests/it/docs.rs), and the mirror profile that the manager and profile tests write.
 
 use clsync::profile::{Profile, ProfileValues, Profiles};
 use std::path::{Path, PathBuf};

@@ -188,7 +188,7 @@ fn every_entry_says_it_is_carried_out_and_the_worker_takes_it() {
     assert_eq!(
         sampled,
         profile::keys(),
-        "tests/docs.rs SAMPLES: give every key of KEYS a sample value, in KEYS order"
+        "tests/it/docs.rs SAMPLES: give every key of KEYS a sample value, in KEYS order"
     );
     let mut wrong = Vec::new();
     for (key, text) in &key_entries() {

@@ -1,8 +1,9 @@
 //! Seeded randomized operations on SRC while the worker runs; after every
 //! round DST must converge to SRC.
 //!
-//! Reproduce a failure with `CLSYNC_TEST_SEED=<seed> cargo test --test random
-//! <test name>` (the seed is in the panic message; decimal or 0x-hex).
+//! Reproduce a failure with `CLSYNC_TEST_SEED=<seed> cargo test --release --test it
+//! random::<test name>` (`--test random_fanotify` for the fanotify run; the panic message
+//! has the whole command, with the seed in decimal or 0x-hex).
 
 use crate::common;
 
@@ -466,6 +467,16 @@ impl Fuzzer {
     }
 }
 
+/// The command that runs test `name` of this binary again with `seed`.
+fn rerun(seed: u64, name: &str) -> String {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let exe = exe.file_name().unwrap_or_default().to_string_lossy();
+    // target/release/deps/NAME-HASH; the module path without the crate's name.
+    let binary = exe.rsplit_once('-').map_or(&*exe, |(b, _)| b);
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    format!("CLSYNC_TEST_SEED={seed:#x} cargo test --release --test {binary} {module}::{name}")
+}
+
 fn parse_seed(s: &str) -> u64 {
     let s = s.trim();
     let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -529,7 +540,8 @@ fn run_seed_to(name: &str, default_seed: u64, args: &[&str], over_ssh: bool) {
         &t.src,
         &t.dst,
         &format!(
-            "seed {seed:#x} (rerun: CLSYNC_TEST_SEED={seed:#x} cargo test --test random {name}): right after readiness"
+            "seed {seed:#x} (rerun: {}): right after readiness",
+            rerun(seed, name)
         ),
     );
     for round in 1..=ROUNDS {
@@ -542,9 +554,10 @@ fn run_seed_to(name: &str, default_seed: u64, args: &[&str], over_ssh: bool) {
         write(&t.root.join("ops.log"), all_ops.join("\n").as_bytes());
         let tree = f.tree();
         let ctx = format!(
-            "seed {seed:#x} round {round}/{ROUNDS} (rerun: CLSYNC_TEST_SEED={seed:#x} cargo test --test random {name})\n\
+            "seed {seed:#x} round {round}/{ROUNDS} (rerun: {})\n\
              {} operations done, {} skipped; src has {} dirs and {} other entries, {} dirs moved out\n\
              operations of this round:\n{}",
+            rerun(seed, name),
             f.log.len(),
             f.skipped,
             tree.dirs.len(),

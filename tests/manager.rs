@@ -3,206 +3,23 @@
 
 mod common;
 
+use common::manager::{group_gone, pid_of, Mgr, MGR};
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-const MGR: &str = env!("CARGO_BIN_EXE_clsync-manager");
-
-struct Manager {
-    child: Child,
-    root: PathBuf,
-    socket: PathBuf,
-    profiles: PathBuf,
-    state: PathBuf,
-    log: PathBuf,
-}
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Manager {
-    /// Starts `clsync-manager run` on `root/profiles` and waits until it answers.
-    fn start(root: &Path, extra: &[&str]) -> Manager {
-        let profiles = root.join("profiles");
-        let state = root.join("state");
-        let socket = root.join("manager.sock");
-        let log = root.join(format!("manager.{}.log", std::process::id()));
-        std::fs::create_dir_all(&profiles).unwrap();
-        let child = Command::new(MGR)
-            .args(["run", "--profiles-dir"])
-            .arg(&profiles)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--socket")
-            .arg(&socket)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(root.join("manager.stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        let m = Manager {
-            child,
-            root: root.to_path_buf(),
-            socket,
-            profiles,
-            state,
-            log,
-        };
-        wait_until(READY_TIMEOUT, "the manager to answer", || {
-            let o = m.cli(&["status"]);
-            (o.code == Some(0)).then_some(()).ok_or(o.stderr)
-        });
-        m
-    }
-
-    fn stderr(&self) -> String {
-        read_lossy(&self.root.join("manager.stderr"))
-    }
-
-    fn cli(&self, args: &[&str]) -> Out {
-        let o = Command::new(MGR)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        Out {
-            code: o.status.code(),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.cli(args);
-        assert_eq!(
-            o.code,
-            Some(0),
-            "clsync-manager {args:?}: {}\nmanager log:\n{}",
-            o.stderr,
-            self.stderr()
-        );
-        o.stdout
-    }
-
-    fn status(&self) -> Vec<Value> {
-        let o = self.cli(&["status", "--json"]);
-        serde_json::from_str::<Value>(&o.stdout)
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
-    }
-
-    fn instance(&self, name: &str) -> Option<Value> {
-        self.status().into_iter().find(|i| i["name"] == name)
-    }
-
-    #[track_caller]
-    fn wait_state(&self, name: &str, state: &str) -> Value {
-        let mut last = None;
-        wait_until(SYNC_TIMEOUT, &format!("{name} to be {state}"), || {
-            last = self.instance(name);
-            match &last {
-                Some(i) if i["state"] == state => Ok(()),
-                other => Err(format!("{other:?}\nmanager log:\n{}", self.stderr())),
-            }
-        });
-        last.unwrap()
-    }
-
-    fn profile(&self, name: &str, text: &str) {
-        write(&self.profiles.join(format!("{name}.toml")), text.as_bytes());
-    }
-
-    /// Sends a raw request line and returns the response object.
-    fn raw(&self, line: &[u8]) -> Value {
-        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
-        s.set_read_timeout(Some(SYNC_TIMEOUT)).unwrap();
-        s.write_all(line).unwrap();
-        let mut resp = String::new();
-        BufReader::new(s).read_line(&mut resp).unwrap();
-        serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{resp:?}: {e}"))
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
-        let mut st = None;
-        wait_until(STOP_TIMEOUT, "the manager to exit", || {
-            st = self.child.try_wait().unwrap();
-            st.map(|_| ()).ok_or_else(|| self.stderr())
-        });
-        st.unwrap()
-    }
-}
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
-            let _ = self.child.wait();
-        }
-        // Workers get SIGTERM from their parent-death signal; make sure.
-        let me = self.profiles.to_string_lossy().into_owned();
-        for (pid, _) in processes_mentioning(me.as_bytes()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        let _ = &self.log;
-    }
-}
+use std::process::Command;
 
 /// A mirror profile of `t`'s src → dst.
 fn mirror(t: &TestDir, extra: &str) -> String {
-    format!(
-        "watch-dir = \"{}\"\ndestination-dir = \"{}\"\ndelay-collect = 0.1\ndelay-sync = 0.1\n{extra}",
-        t.src.display(),
-        t.dst.display()
-    )
-}
-
-fn pid_of(i: &Value) -> i32 {
-    i["pid"].as_i64().unwrap_or_else(|| panic!("no pid: {i}")) as i32
-}
-
-/// No live process (zombies waiting for a reaper aside) is left in group `pgid`.
-fn group_gone(pgid: i32) -> Result<(), String> {
-    let mut live = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid pgrp ...: comm may contain spaces; split after ')'.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z" {
-            live.push(stat.trim().to_string());
-        }
-    }
-    if live.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("process group {pgid} still has {live:?}"))
-    }
+    common::profiles::mirror(&t.src, &t.dst, extra)
 }
 
 #[test]
 fn a_killed_worker_is_restarted_after_its_backoff_and_counted() {
     let t = TestDir::new("mgr-kill9");
-    let mut m = Manager::start(&t.root, &[]);
+    let mut m = Mgr::start(&t.root);
     m.profile(
         "m",
         &mirror(&t, "autostart = true\nrestart-delay = \"200ms\"\n"),
@@ -234,7 +51,7 @@ fn a_killed_worker_is_restarted_after_its_backoff_and_counted() {
 #[test]
 fn a_worker_that_keeps_failing_is_failed_at_the_start_limit() {
     let t = TestDir::new("mgr-limit");
-    let m = Manager::start(&t.root, &[]);
+    let m = Mgr::start(&t.root);
     m.profile(
         "gone",
         &format!(
@@ -258,7 +75,7 @@ fn a_worker_that_keeps_failing_is_failed_at_the_start_limit() {
 #[test]
 fn a_configuration_error_is_failed_without_restarts() {
     let t = TestDir::new("mgr-config");
-    let m = Manager::start(&t.root, &[]);
+    let m = Mgr::start(&t.root);
     m.profile("bad", &mirror(&t, "autostart = true\nmode = \"shell\"\n"));
     m.ok(&["reload"]);
     let i = m.wait_state("bad", "failed");
@@ -277,7 +94,7 @@ fn a_configuration_error_is_failed_without_restarts() {
 #[test]
 fn stop_waits_for_the_final_sync_and_leaves_no_process() {
     let t = TestDir::new("mgr-stop");
-    let m = Manager::start(&t.root, &[]);
+    let m = Mgr::start(&t.root);
     // An hour's delay: only the final sync can carry the late file.
     m.profile(
         "t",
@@ -314,7 +131,7 @@ fn stop_waits_for_the_final_sync_and_leaves_no_process() {
 #[test]
 fn manager_sigterm_stops_every_worker_with_its_final_sync() {
     let t = TestDir::new("mgr-term");
-    let mut m = Manager::start(&t.root, &[]);
+    let mut m = Mgr::start(&t.root);
     m.profile(
         "m",
         &format!(
@@ -326,8 +143,8 @@ fn manager_sigterm_stops_every_worker_with_its_final_sync() {
     m.ok(&["reload"]);
     let pid = pid_of(&m.wait_state("m", "running"));
     write(&t.s(b"late"), b"final");
-    assert_eq!(m.terminate().code(), Some(0), "{}", m.stderr());
-    assert!(t.d(b"late").exists(), "the final sync ran:\n{}", m.stderr());
+    assert_eq!(m.terminate().code(), Some(0), "{}", m.log());
+    assert!(t.d(b"late").exists(), "the final sync ran:\n{}", m.log());
     group_gone(pid).unwrap();
     assert!(!m.socket.exists(), "the socket is removed at exit");
 }
@@ -335,7 +152,7 @@ fn manager_sigterm_stops_every_worker_with_its_final_sync() {
 #[test]
 fn a_second_manager_refuses_to_start() {
     let t = TestDir::new("mgr-two");
-    let m = Manager::start(&t.root, &[]);
+    let m = Mgr::start(&t.root);
     // Same state directory: the lock.
     let o = Command::new(MGR)
         .args(["run", "--profiles-dir"])
@@ -365,39 +182,19 @@ fn a_second_manager_refuses_to_start() {
     m.ok(&["status"]);
 }
 
-fn as_nobody(m: &Manager, args: &[&str]) -> Out {
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            MGR,
-            "--socket",
-        ])
-        .arg(&m.socket)
-        .args(args)
-        .output()
-        .expect("setpriv (util-linux)");
-    Out {
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
 #[test]
 fn unprivileged_clients_are_refused_and_the_socket_group_is_let_in() {
     let t = TestDir::new("mgr-creds");
     std::fs::set_permissions(&t.root, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let m = Manager::start(&t.root, &[]);
+    let m = Mgr::start(&t.root);
     let mode = std::fs::metadata(&m.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the socket is for root only");
-    let o = as_nobody(&m, &["status"]);
+    let o = m.cli_as_nobody(&["status"]);
     assert_eq!(o.code, Some(3), "{}", o.stderr);
     assert!(o.stderr.contains("permission denied"), "{}", o.stderr);
     // Even where the file mode lets it connect, the daemon checks who it is.
     std::fs::set_permissions(&m.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let o = as_nobody(&m, &["start", "anything"]);
+    let o = m.cli_as_nobody(&["start", "anything"]);
     assert_eq!(o.code, Some(3), "{}", o.stderr);
     assert!(
         o.stderr.contains("permission denied: uid 65534"),
@@ -408,10 +205,10 @@ fn unprivileged_clients_are_refused_and_the_socket_group_is_let_in() {
 
     let t = TestDir::new("mgr-group");
     std::fs::set_permissions(&t.root, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let m = Manager::start(&t.root, &["--socket-group", "65534"]);
+    let m = Mgr::start_with(&t.root, &["--socket-group", "65534"]);
     let mode = std::fs::metadata(&m.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
-    let o = as_nobody(&m, &["status", "--json"]);
+    let o = m.cli_as_nobody(&["status", "--json"]);
     assert_eq!(o.code, Some(0), "the socket group is let in: {}", o.stderr);
     assert_eq!(o.stdout.trim(), "[]");
 }
@@ -419,7 +216,7 @@ fn unprivileged_clients_are_refused_and_the_socket_group_is_let_in() {
 #[test]
 fn bad_requests_get_an_error_and_change_nothing() {
     let t = TestDir::new("mgr-bad");
-    let m = Manager::start(&t.root, &[]);
+    let m = Mgr::start(&t.root);
     m.profile(
         "t",
         &format!(
@@ -446,7 +243,7 @@ fn bad_requests_get_an_error_and_change_nothing() {
         (b"{\"cmd\":\"status\",\"bogus\":1}\n", "malformed request"),
     ];
     for (line, want) in cases {
-        let r = m.raw(line);
+        let r = m.request(line);
         assert_eq!(r["ok"], false, "{}: {r}", String::from_utf8_lossy(line));
         let e = r["error"].as_str().unwrap_or_default();
         assert!(e.contains(want), "{}: {e}", String::from_utf8_lossy(line));
@@ -459,7 +256,7 @@ fn bad_requests_get_an_error_and_change_nothing() {
 #[test]
 fn reload_starts_new_stops_removed_restarts_changed_and_leaves_the_rest() {
     let t = TestDir::new("mgr-reload");
-    let m = Manager::start(&t.root, &[]);
+    let m = Mgr::start(&t.root);
     for n in ["keep", "change", "remove"] {
         mkdir(&t.s(n.as_bytes()));
         m.profile(
@@ -515,7 +312,7 @@ fn reload_starts_new_stops_removed_restarts_changed_and_leaves_the_rest() {
     });
     // Mended, and reloaded by SIGHUP: the instances stay as they are.
     std::fs::remove_file(m.profiles.join("broken.toml")).unwrap();
-    kill(Pid::from_raw(m.child.id() as i32), Signal::SIGHUP).unwrap();
+    m.signal(Signal::SIGHUP);
     assert_eq!(
         pid_of(&m.wait_state("keep", "running")),
         keep,
@@ -528,7 +325,7 @@ fn reload_starts_new_stops_removed_restarts_changed_and_leaves_the_rest() {
 #[test]
 fn on_demand_instances_survive_a_manager_restart() {
     let t = TestDir::new("mgr-survive");
-    let mut m = Manager::start(&t.root, &[]);
+    let mut m = Mgr::start(&t.root);
     m.profile(
         "t",
         &format!(
@@ -541,7 +338,7 @@ fn on_demand_instances_survive_a_manager_restart() {
     m.ok(&["start", "t@web01"]);
     m.wait_state("t@web01", "running");
     assert_eq!(m.terminate().code(), Some(0));
-    let m = Manager::start(&t.root, &[]);
+    let m = Mgr::start(&t.root);
     m.wait_state("t@web01", "running");
     write(&t.s(b"web01/again"), b"x");
     wait_synced(&t.s(b"web01"), &t.d(b"web01"), SYNC_TIMEOUT);
@@ -570,7 +367,6 @@ fn a_client_is_told_when_the_daemon_is_not_running() {
     assert_eq!(o.status.code(), Some(3));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("clsync-manager is not running"), "{err}");
-    let _ = Duration::ZERO;
 }
 
 /// The manager dies hard: its worker gets SIGTERM (parent-death signal) and makes its
@@ -602,7 +398,7 @@ fn hard_manager_death(name: &str, lose_state: bool) {
         .as_bytes(),
     );
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut m = Manager::start(&t.root, &[]);
+    let mut m = Mgr::start(&t.root);
     m.profile(
         "m",
         &format!(
@@ -615,7 +411,7 @@ fn hard_manager_death(name: &str, lose_state: bool) {
     m.ok(&["reload"]);
     let old = pid_of(&m.wait_state("m", "running"));
     write(&t.s(b"queued"), b"final sync of the orphan");
-    kill(Pid::from_raw(m.child.id() as i32), Signal::SIGKILL).unwrap();
+    m.signal(Signal::SIGKILL);
     m.child.wait().unwrap();
     if lose_state {
         std::fs::remove_file(m.state.join("state.json")).unwrap();
@@ -625,7 +421,7 @@ fn hard_manager_death(name: &str, lose_state: bool) {
         std::fs::read(format!("/proc/{old}/cmdline")).is_ok_and(|c| !c.is_empty()),
         "the old worker is gone before its final sync"
     );
-    let m2 = Manager::start(&t.root, &[]);
+    let m2 = Mgr::start(&t.root);
     let i = m2.wait_state("m", &format!("waiting for old worker {old}"));
     assert!(i["pid"].is_null(), "no second worker: {i}");
     // A restart asked for now does not start one either.
@@ -655,7 +451,7 @@ fn metrics_are_written_to_the_textfile() {
     let t = TestDir::new("mgr-textfile");
     let file = t.root.join("clsync.prom");
     let file_arg = file.display().to_string();
-    let m = Manager::start(&t.root, &["--metrics-textfile", &file_arg]);
+    let m = Mgr::start_with(&t.root, &["--metrics-textfile", &file_arg]);
     m.profile("m", &mirror(&t, "autostart = true\n"));
     m.ok(&["reload"]);
     m.wait_state("m", "running");

@@ -1,1 +1,7 @@
-random.rs
+//! tests/it/random.rs again, in a binary of its own whose every worker watches with
+//! fanotify (`common::fanotify_run`: the binary's name ends in `_fanotify`).
+
+mod common;
+
+#[path = "it/random.rs"]
+mod random;

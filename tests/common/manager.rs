@@ -1,21 +1,25 @@
-//! A `clsync-manager run` for tests outside tests/manager.rs: started on `ROOT/profiles`
-//! with its socket and state in ROOT, asked through its own command line or raw request
-//! lines, killed (with its workers) on drop.
+//! The one `clsync-manager run` harness of the tests: started on `ROOT/profiles` with its
+//! socket and state in ROOT (and extra options of `run` if given), asked through its own
+//! command line or raw request lines, killed (with its workers) on drop.
 
-use super::{processes_mentioning, read_lossy, wait_until, READY_TIMEOUT, SYNC_TIMEOUT};
+use super::{
+    processes_mentioning, read_lossy, wait_until, write, READY_TIMEOUT, STOP_TIMEOUT, SYNC_TIMEOUT,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 
 pub const MGR: &str = env!("CARGO_BIN_EXE_clsync-manager");
 
 pub struct Mgr {
-    child: Child,
+    pub child: Child,
     pub root: PathBuf,
     pub socket: PathBuf,
     pub profiles: PathBuf,
+    pub state: PathBuf,
 }
 
 /// Exit code and output of one `clsync-manager` command.
@@ -25,20 +29,37 @@ pub struct Said {
     pub stderr: String,
 }
 
+impl Said {
+    fn of(o: std::process::Output) -> Said {
+        Said {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
 impl Mgr {
     /// Starts the manager on `root/profiles` (which may hold profiles already) and waits
     /// until it answers.
     pub fn start(root: &Path) -> Mgr {
+        Mgr::start_with(root, &[])
+    }
+
+    /// [`start`](Self::start) with `extra` options of `clsync-manager run`.
+    pub fn start_with(root: &Path, extra: &[&str]) -> Mgr {
         let profiles = root.join("profiles");
+        let state = root.join("state");
         std::fs::create_dir_all(&profiles).unwrap();
         let socket = root.join("manager.sock");
         let child = Command::new(MGR)
             .args(["run", "--profiles-dir"])
             .arg(&profiles)
             .arg("--state-dir")
-            .arg(root.join("state"))
+            .arg(&state)
             .arg("--socket")
             .arg(&socket)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(root.join("manager.stdout")).unwrap())
             .stderr(std::fs::File::create(root.join("manager.stderr")).unwrap())
@@ -49,6 +70,7 @@ impl Mgr {
             root: root.to_path_buf(),
             socket,
             profiles,
+            state,
         };
         wait_until(READY_TIMEOUT, "the manager to answer", || {
             let o = m.cli(&["status"]);
@@ -57,23 +79,53 @@ impl Mgr {
         m
     }
 
+    /// The manager's stderr (its log).
     pub fn log(&self) -> String {
         read_lossy(&self.root.join("manager.stderr"))
     }
 
     pub fn cli(&self, args: &[&str]) -> Said {
-        let o = Command::new(MGR)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        Said {
-            code: o.status.code(),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+        Said::of(
+            Command::new(MGR)
+                .arg("--socket")
+                .arg(&self.socket)
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        )
+    }
+
+    /// `clsync-manager --socket S ARGS` as uid/gid 65534 (`setpriv`).
+    pub fn cli_as_nobody(&self, args: &[&str]) -> Said {
+        Said::of(
+            Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    MGR,
+                    "--socket",
+                ])
+                .arg(&self.socket)
+                .args(args)
+                .output()
+                .expect("setpriv (util-linux)"),
+        )
+    }
+
+    /// `cli(args)`, which must exit 0; its stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert_eq!(
+            o.code,
+            Some(0),
+            "clsync-manager {args:?}: {}\nmanager log:\n{}",
+            o.stderr,
+            self.log()
+        );
+        o.stdout
     }
 
     /// Sends one raw request line; returns the response line ("" if none came).
@@ -86,13 +138,65 @@ impl Mgr {
         resp
     }
 
+    /// Sends one raw request line, which must be sent whole and answered by a JSON
+    /// object; that object.
+    #[track_caller]
+    pub fn request(&self, line: &[u8]) -> Value {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(SYNC_TIMEOUT)).unwrap();
+        s.write_all(line).unwrap();
+        let mut resp = String::new();
+        BufReader::new(s).read_line(&mut resp).unwrap();
+        serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{resp:?}: {e}"))
+    }
+
     /// `status --json`, parsed.
-    pub fn status(&self) -> Vec<serde_json::Value> {
+    pub fn status(&self) -> Vec<Value> {
         let o = self.cli(&["status", "--json"]);
-        serde_json::from_str::<serde_json::Value>(&o.stdout)
+        serde_json::from_str::<Value>(&o.stdout)
             .ok()
             .and_then(|v| v.as_array().cloned())
             .unwrap_or_default()
+    }
+
+    /// The status of instance `name`, if listed.
+    pub fn instance(&self, name: &str) -> Option<Value> {
+        self.status().into_iter().find(|i| i["name"] == name)
+    }
+
+    /// Waits (deadline `SYNC_TIMEOUT`) for instance `name` to be in `state`; its status.
+    #[track_caller]
+    pub fn wait_state(&self, name: &str, state: &str) -> Value {
+        let mut last = None;
+        wait_until(SYNC_TIMEOUT, &format!("{name} to be {state}"), || {
+            last = self.instance(name);
+            match &last {
+                Some(i) if i["state"] == state => Ok(()),
+                other => Err(format!("{other:?}\nmanager log:\n{}", self.log())),
+            }
+        });
+        last.unwrap()
+    }
+
+    /// Writes `profiles/NAME.toml`.
+    pub fn profile(&self, name: &str, text: &str) {
+        write(&self.profiles.join(format!("{name}.toml")), text.as_bytes());
+    }
+
+    /// Sends `sig` to the manager.
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// SIGTERM, and waits (deadline `STOP_TIMEOUT`) for the manager to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        let mut st = None;
+        wait_until(STOP_TIMEOUT, "the manager to exit", || {
+            st = self.child.try_wait().unwrap();
+            st.map(|_| ()).ok_or_else(|| self.log())
+        });
+        st.unwrap()
     }
 
     /// Whether the manager process is still running.
@@ -107,9 +211,39 @@ impl Drop for Mgr {
             let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
             let _ = self.child.wait();
         }
+        // Workers get SIGTERM from their parent-death signal; make sure.
         let me = self.profiles.to_string_lossy().into_owned();
         for (pid, _) in processes_mentioning(me.as_bytes()) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+    }
+}
+
+/// The `pid` of an instance's status.
+#[track_caller]
+pub fn pid_of(i: &Value) -> i32 {
+    i["pid"].as_i64().unwrap_or_else(|| panic!("no pid: {i}")) as i32
+}
+
+/// No live process (zombies waiting for a reaper aside) is left in group `pgid`.
+pub fn group_gone(pgid: i32) -> Result<(), String> {
+    let mut live = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...: comm may contain spaces; split after ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z" {
+            live.push(stat.trim().to_string());
+        }
+    }
+    if live.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("process group {pgid} still has {live:?}"))
     }
 }

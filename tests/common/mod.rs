@@ -9,6 +9,7 @@
 
 pub mod load;
 pub mod manager;
+pub mod profiles;
 pub mod ssh;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -224,7 +225,7 @@ impl Drop for TestDir {
 // ---------------------------------------------------------------------------
 
 /// True in the test binaries that run the convergence tests again with
-/// `--monitor fanotify` (`tests/*_fanotify.rs` are symlinks to the inotify ones); every
+/// `--monitor fanotify` (`tests/*_fanotify.rs` include tests/it/mirror.rs and random.rs); every
 /// worker they start watches with fanotify.
 pub fn fanotify_run() -> bool {
     std::env::current_exe()
@@ -1104,6 +1105,29 @@ pub fn assert_stopped_for_unmounted_source(w: &mut Worker, t: &TestDir, n: usize
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Tables of cases
+// ---------------------------------------------------------------------------
+
+/// A table of cases that differ only in data: `cases! { runner; name: data, ... }` makes
+/// one `#[test] fn name()` per row, calling `runner("name", data)`. Each case runs, passes
+/// and fails on its own, under its own name (which the runner puts in its messages), and
+/// `cargo test NAME` picks it out. Attributes before a row (its `///` lines) go on its test.
+#[allow(unused_macros)] // the test files that have no table
+macro_rules! cases {
+    ($runner:path; $($(#[$attr:meta])* $name:ident: $case:expr,)+) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $name() {
+                $runner(stringify!($name), $case)
+            }
+        )+
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use cases;
 
 // ---------------------------------------------------------------------------
 // Tests whose prerequisites are missing

@@ -1,7 +1,7 @@
 //! Profiles: every shipped profile passes `clsync check` and runs against temp dirs;
 //! templates run per label; a broken profile is refused with file, line and column.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::ffi::OsString;
@@ -414,13 +414,7 @@ fn one_broken_profile_does_not_stop_the_others() {
     let dst2 = t.root.join("dst2");
     mkdir(&src2);
     write(&src2.join("file2"), b"content 2");
-    let pair = |s: &Path, d: &Path| {
-        format!(
-            "watch-dir = \"{}\"\ndestination-dir = \"{}\"\ndelay-collect = 0.1\ndelay-sync = 0.1\n",
-            s.display(),
-            d.display()
-        )
-    };
+    let pair = |s: &Path, d: &Path| common::profiles::mirror(s, d, "");
     write(&prof.join("good.toml"), pair(&t.src, &t.dst).as_bytes());
     write(&prof.join("mirror.toml"), pair(&src2, &dst2).as_bytes());
     write(

@@ -4,7 +4,7 @@
 //! (`unshare -U -r`), whose `user.max_inotify_watches` is its own; the rest of the machine
 //! (and the other tests) keep the normal limit.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::ffi::OsString;

@@ -1,7 +1,7 @@
 //! Remote destinations over a real sshd on loopback, several destinations, a
 //! destination that goes away and comes back, a full disk, and a source that empties.
 
-mod common;
+use crate::common;
 
 use common::ssh::Sshd;
 use common::*;

@@ -2,9 +2,9 @@
 //! no other), in the order of `profile::keys()`, says truthfully whether the worker carries
 //! it out today, and quotes every shipped profile in its EXAMPLES.
 
-mod common;
+use crate::common;
 
-use clsync::profile::{self, Profile, Profiles};
+use clsync::profile;
 use common::shipped_profiles;
 use std::path::{Path, PathBuf};
 
@@ -174,25 +174,7 @@ fn accepted(key: &str, value: &str) -> Result<(), String> {
     }
     let values = profile::parse_values(&file, &text)
         .unwrap_or_else(|e| panic!("sample for {key} does not parse: {e}"));
-    let mut profiles = Profiles::new();
-    profiles.insert(
-        "p".into(),
-        Profile {
-            name: "p".into(),
-            file: file.clone(),
-            values,
-            broken: None,
-        },
-    );
-    profiles.insert(
-        "base".into(),
-        Profile {
-            name: "base".into(),
-            file: PathBuf::from("/etc/clsync/base.toml"),
-            values: Default::default(),
-            broken: None,
-        },
-    );
+    let profiles = common::profiles::p_and_base(&file, values);
     let r = profile::resolve(&profiles, "p", None)
         .unwrap_or_else(|e| panic!("sample for {key} does not resolve: {e}"));
     clsync::profile_config::config_of(&r, &file)
@@ -206,7 +188,7 @@ fn every_entry_says_it_is_carried_out_and_the_worker_takes_it() {
     assert_eq!(
         sampled,
         profile::keys(),
-        "tests/docs.rs SAMPLES: give every key of KEYS a sample value, in KEYS order"
+        "tests/it/docs.rs SAMPLES: give every key of KEYS a sample value, in KEYS order"
     );
     let mut wrong = Vec::new();
     for (key, text) in &key_entries() {

@@ -1,10 +1,11 @@
 //! Seeded randomized operations on SRC while the worker runs; after every
 //! round DST must converge to SRC.
 //!
-//! Reproduce a failure with `CLSYNC_TEST_SEED=<seed> cargo test --test random
-//! <test name>` (the seed is in the panic message; decimal or 0x-hex).
+//! Reproduce a failure with `CLSYNC_TEST_SEED=<seed> cargo test --release --test it
+//! random::<test name>` (`--test random_fanotify` for the fanotify run; the panic message
+//! has the whole command, with the seed in decimal or 0x-hex).
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
@@ -466,6 +467,16 @@ impl Fuzzer {
     }
 }
 
+/// The command that runs test `name` of this binary again with `seed`.
+fn rerun(seed: u64, name: &str) -> String {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let exe = exe.file_name().unwrap_or_default().to_string_lossy();
+    // target/release/deps/NAME-HASH; the module path without the crate's name.
+    let binary = exe.rsplit_once('-').map_or(&*exe, |(b, _)| b);
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    format!("CLSYNC_TEST_SEED={seed:#x} cargo test --release --test {binary} {module}::{name}")
+}
+
 fn parse_seed(s: &str) -> u64 {
     let s = s.trim();
     let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -475,14 +486,17 @@ fn parse_seed(s: &str) -> u64 {
     r.unwrap_or_else(|e| panic!("CLSYNC_TEST_SEED={s:?}: {e}"))
 }
 
-fn run_seed(name: &str, default_seed: u64) {
-    run_seed_with(name, default_seed, NO_ARGS);
+/// One randomized run: its default seed (`CLSYNC_TEST_SEED` overrides it), extra worker
+/// options (delays: different batching exercises different interleavings of events,
+/// scans and syncs), and whether the destination is reached over ssh.
+struct Seed {
+    seed: u64,
+    args: &'static [&'static str],
+    over_ssh: bool,
 }
 
-/// `args` are extra worker options (delays): different batching exercises
-/// different interleavings of events, scans and syncs.
-fn run_seed_with(name: &str, default_seed: u64, args: &[&str]) {
-    run_seed_to(name, default_seed, args, false)
+fn run_seed(name: &str, case: Seed) {
+    run_seed_to(name, case.seed, case.args, case.over_ssh)
 }
 
 /// `over_ssh`: the destination is `root@127.0.0.1:DST` through a real sshd.
@@ -526,7 +540,8 @@ fn run_seed_to(name: &str, default_seed: u64, args: &[&str], over_ssh: bool) {
         &t.src,
         &t.dst,
         &format!(
-            "seed {seed:#x} (rerun: CLSYNC_TEST_SEED={seed:#x} cargo test --test random {name}): right after readiness"
+            "seed {seed:#x} (rerun: {}): right after readiness",
+            rerun(seed, name)
         ),
     );
     for round in 1..=ROUNDS {
@@ -539,9 +554,10 @@ fn run_seed_to(name: &str, default_seed: u64, args: &[&str], over_ssh: bool) {
         write(&t.root.join("ops.log"), all_ops.join("\n").as_bytes());
         let tree = f.tree();
         let ctx = format!(
-            "seed {seed:#x} round {round}/{ROUNDS} (rerun: CLSYNC_TEST_SEED={seed:#x} cargo test --test random {name})\n\
+            "seed {seed:#x} round {round}/{ROUNDS} (rerun: {})\n\
              {} operations done, {} skipped; src has {} dirs and {} other entries, {} dirs moved out\n\
              operations of this round:\n{}",
+            rerun(seed, name),
             f.log.len(),
             f.skipped,
             tree.dirs.len(),
@@ -555,63 +571,31 @@ fn run_seed_to(name: &str, default_seed: u64, args: &[&str], over_ssh: bool) {
     w.stop_ok();
 }
 
-#[test]
-fn random_seed_1() {
-    run_seed("random_seed_1", 0x5eed_0000_0000_0001);
-}
-
-#[test]
-fn random_seed_2() {
-    run_seed("random_seed_2", 0x5eed_0000_0000_0002);
-}
-
-#[test]
-fn random_seed_3() {
-    run_seed("random_seed_3", 0xdead_beef_cafe_f00d);
-}
-
-#[test]
-fn random_seed_4() {
-    run_seed("random_seed_4", 0x0123_4567_89ab_cdef);
-}
-
-#[test]
-fn random_seed_5_immediate_batches() {
-    run_seed_with(
-        "random_seed_5",
-        0x5eed_0000_0000_0005,
-        &["-t", "0", "-w", "0"],
-    );
-}
-
-#[test]
-fn random_seed_6_immediate_batches() {
-    run_seed_with(
-        "random_seed_6",
-        0x5eed_0000_0000_0006,
-        &["-t", "0", "-w", "0"],
-    );
-}
-
-#[test]
-fn random_seed_7_slow_batches() {
-    run_seed_with(
-        "random_seed_7",
-        0x5eed_0000_0000_0007,
-        &["-t", "0.7", "-w", "0.3"],
-    );
-}
-
-#[test]
-fn random_seed_8_tiny_include_lists() {
-    run_seed_with(
-        "random_seed_8",
-        0x5eed_0000_0000_0008,
-        &["-t", "0.05", "--rsync-inclimit", "3"],
-    );
-}
-
-#[test]
-fn random_seed_9_over_ssh() {
-    run_seed_to("random_seed_9_over_ssh", 0x5eed_0009, NO_ARGS, true);
+cases! { run_seed;
+    random_seed_1: Seed { seed: 0x5eed_0000_0000_0001, args: &[], over_ssh: false },
+    random_seed_2: Seed { seed: 0x5eed_0000_0000_0002, args: &[], over_ssh: false },
+    random_seed_3: Seed { seed: 0xdead_beef_cafe_f00d, args: &[], over_ssh: false },
+    random_seed_4: Seed { seed: 0x0123_4567_89ab_cdef, args: &[], over_ssh: false },
+    random_seed_5_immediate_batches: Seed {
+        seed: 0x5eed_0000_0000_0005,
+        args: &["-t", "0", "-w", "0"],
+        over_ssh: false,
+    },
+    random_seed_6_immediate_batches: Seed {
+        seed: 0x5eed_0000_0000_0006,
+        args: &["-t", "0", "-w", "0"],
+        over_ssh: false,
+    },
+    random_seed_7_slow_batches: Seed {
+        seed: 0x5eed_0000_0000_0007,
+        args: &["-t", "0.7", "-w", "0.3"],
+        over_ssh: false,
+    },
+    random_seed_8_tiny_include_lists: Seed {
+        seed: 0x5eed_0000_0000_0008,
+        args: &["-t", "0.05", "--rsync-inclimit", "3"],
+        over_ssh: false,
+    },
+    /// The destination is `root@127.0.0.1:DST` through a real sshd.
+    random_seed_9_over_ssh: Seed { seed: 0x5eed_0009, args: &[], over_ssh: true },
 }

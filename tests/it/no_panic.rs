@@ -9,9 +9,9 @@
 //! `CLSYNC_NO_PANIC_SEED=N` runs another sequence, `CLSYNC_NO_PANIC_ROUNDS=N` a longer
 //! one. Each failure names the input that panicked.
 
-mod common;
+use crate::common;
 
-use clsync::profile::{self, Profile, Profiles};
+use clsync::profile;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -329,25 +329,7 @@ fn toml_profiles() {
             return;
         };
         let _ = values.to_toml();
-        let mut profiles = Profiles::new();
-        profiles.insert(
-            "p".into(),
-            Profile {
-                name: "p".into(),
-                file: file.clone(),
-                values,
-                broken: None,
-            },
-        );
-        profiles.insert(
-            "base".into(),
-            Profile {
-                name: "base".into(),
-                file: PathBuf::from("/etc/clsync/base.toml"),
-                values: Default::default(),
-                broken: None,
-            },
-        );
+        let profiles = common::profiles::p_and_base(&file, values);
         for (name, l) in [("p", None), ("p", Some(label.as_str())), ("p@x", None)] {
             if let Ok(r) = profile::resolve(&profiles, name, l) {
                 let _ = clsync::profile_config::config_of(&r, &file);

@@ -5,7 +5,7 @@
 //! its start, notes an overlap if another run on `slow` is in progress, and waits for a
 //! `release` file before transferring: the test decides when the slow sync may end.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::os::unix::fs::PermissionsExt;

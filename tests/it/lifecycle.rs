@@ -1,6 +1,6 @@
 //! Start-up and exit options: pid file, skip-initialsync, only-initialsync.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::ffi::OsString;

@@ -6,7 +6,7 @@
 //! argument that names a file (list files are removed once the batch is over). It fails
 //! call N when the file `fail.N` exists (with the code in it, or by SIGKILL for `KILL`).
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::BTreeMap;
@@ -579,104 +579,130 @@ fn usr1_writes_the_state_into_dump_dir() {
     w.stop_ok();
 }
 
-/// The project's own C handler (tests/data/so_handler.c) loaded in `so` and `rsyncso`
-/// modes: it logs what it is given into DST/so_handler.log.
-#[test]
-fn shared_object_handlers_get_events_and_lists() {
-    for mode in ["so", "rsyncso"] {
-        let t = TestDir::new(&format!("mode-{mode}"));
-        let so = t.root.join("handler.so");
-        let c = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/so_handler.c");
-        let out = std::process::Command::new("gcc")
-            .args(["-shared", "-fPIC", "-o"])
-            .arg(&so)
-            .arg(&c)
-            .output()
-            .expect("gcc");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).unwrap();
-        write(&t.s(b"before"), b"1");
-        let args: Vec<OsString> = [
-            "-M",
-            mode,
-            "-W",
-            &s(&t.src),
-            "-D",
-            &s(&t.dst),
-            "-S",
-            &s(&so),
-            "-l",
-            "lbl",
-            "-t",
-            "0.1",
-            "-w",
-            "0.1",
-            "--status-file",
-            &s(&t.status),
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
-        let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args);
-        write(&t.s(b"after"), b"2");
-        let log = t.d(b"so_handler.log");
-        let want = if mode == "so" {
-            "  \"after\" len=5"
-        } else {
-            "  inc: /after"
-        };
-        wait_until(SYNC_TIMEOUT, "the handler to hear of `after`", || {
+/// A mode that loads the project's own C handler (tests/data/so_handler.c), which logs
+/// what it is given into DST/so_handler.log.
+struct So {
+    mode: &'static str,
+    /// The handler's log line for the file `after`, written while the worker runs.
+    live: &'static str,
+    /// What the handler's log says of the initial sync.
+    initial: fn() -> String,
+}
+
+/// The project's own C handler loaded in `so` and `rsyncso` modes: the host functions it
+/// calls work, it hears of the initial sync and of a live change, and it is deinitialised.
+fn shared_object_handler(name: &str, case: So) {
+    let mode = case.mode;
+    let t = TestDir::new(name);
+    let so = t.root.join("handler.so");
+    let c = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/so_handler.c");
+    let out = std::process::Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&c)
+        .output()
+        .expect("gcc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write(&t.s(b"before"), b"1");
+    let args: Vec<OsString> = [
+        "-M",
+        mode,
+        "-W",
+        &s(&t.src),
+        "-D",
+        &s(&t.dst),
+        "-S",
+        &s(&so),
+        "-l",
+        "lbl",
+        "-t",
+        "0.1",
+        "-w",
+        "0.1",
+        "--status-file",
+        &s(&t.status),
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args);
+    write(&t.s(b"after"), b"2");
+    let log = t.d(b"so_handler.log");
+    let want = case.live;
+    wait_until(
+        SYNC_TIMEOUT,
+        &format!("{name}: the handler to hear of `after`"),
+        || {
             let text = read_lossy(&log);
             text.contains(want).then_some(()).ok_or(text)
-        });
-        let text = read_lossy(&log);
-        assert!(text.starts_with("init\n"), "{text}");
-        // The host functions are exported by the executable and do what they say.
-        for line in [
-            "  api version: 2\n",
-            "  xmalloc, xrealloc: abcde; xcalloc: zeroed\n",
-            "  clsyncapi_fork: child exited 3\n",
-            "  logged: warning, error, debug\n",
-        ] {
-            assert!(
-                text.contains(line),
-                "the handler's log lacks {line:?}:\n{text}"
-            );
-        }
-        let log_text = w.stderr();
-        for line in [
-            "clsyncapi_init(): hello from so_handler, pid 42, bye",
-            "host_calls(): a warning from the handler: 1",
-            "host_calls(): an error from the handler: two",
-        ] {
-            assert!(
-                log_text.contains(line),
-                "the worker's log lacks {line:?}:\n{log_text}"
-            );
-        }
-        assert!(text.contains("  label: lbl\n"), "{text}");
-        if mode == "so" {
-            assert!(
-                text.contains(&format!("  \"before\" len=6 mask={MASK_FILE:#x} flags=0")),
-                "the initial walk lists `before`:\n{text}"
-            );
-        } else {
-            assert!(text.contains("  inc: /***\n"), "the initial sync:\n{text}");
-        }
-        w.stop_ok();
-        assert!(read_lossy(&log).ends_with("deinit\n"), "deinit at exit");
+        },
+    );
+    let text = read_lossy(&log);
+    assert!(text.starts_with("init\n"), "{name}: {text}");
+    // The host functions are exported by the executable and do what they say.
+    for line in [
+        "  api version: 2\n",
+        "  xmalloc, xrealloc: abcde; xcalloc: zeroed\n",
+        "  clsyncapi_fork: child exited 3\n",
+        "  logged: warning, error, debug\n",
+    ] {
+        assert!(
+            text.contains(line),
+            "{name}: the handler's log lacks {line:?}:\n{text}"
+        );
     }
+    let log_text = w.stderr();
+    for line in [
+        "clsyncapi_init(): hello from so_handler, pid 42, bye",
+        "host_calls(): a warning from the handler: 1",
+        "host_calls(): an error from the handler: two",
+    ] {
+        assert!(
+            log_text.contains(line),
+            "{name}: the worker's log lacks {line:?}:\n{log_text}"
+        );
+    }
+    assert!(text.contains("  label: lbl\n"), "{name}: {text}");
+    let initial = (case.initial)();
+    assert!(
+        text.contains(&initial),
+        "{name}: the initial sync is not logged as {initial:?}:\n{text}"
+    );
+    w.stop_ok();
+    assert!(
+        read_lossy(&log).ends_with("deinit\n"),
+        "{name}: deinit at exit"
+    );
+}
+
+cases! { shared_object_handler;
+    /// `so`: the initial walk lists `before` with its mask, a live event names `after`.
+    shared_object_handler_in_so_mode: So {
+        mode: "so",
+        live: "  \"after\" len=5",
+        initial: || format!("  \"before\" len=6 mask={MASK_FILE:#x} flags=0"),
+    },
+    /// `rsyncso`: include lists, everything at the initial sync.
+    shared_object_handler_in_rsyncso_mode: So {
+        mode: "rsyncso",
+        live: "  inc: /after",
+        initial: || "  inc: /***\n".to_string(),
+    },
 }
 
 /// The functions a shared-object handler calls back into clsync are in the executable's
 /// dynamic symbol table (build.rs exports them; a linker drops them otherwise).
 #[test]
 fn host_functions_are_exported_to_shared_object_handlers() {
-    let symbols: &[&str] = &include!("../src/sync/host_symbols.in");
+    let symbols: &[&str] = &include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/sync/host_symbols.in"
+    ));
     let out = std::process::Command::new("nm")
         .args(["-D", "--defined-only", env!("CARGO_BIN_EXE_clsync")])
         .output()

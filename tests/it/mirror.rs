@@ -1,6 +1,6 @@
 //! Live-mirroring behaviour: one test per hard case.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
@@ -759,28 +759,24 @@ fn classic_args(t: &TestDir, mode: &[&str]) -> Vec<OsString> {
     a
 }
 
+/// The classic form (`-W SRC -D DST`) with the mode given as `mode`.
 fn classic_form(name: &str, mode: &[&str]) {
     let t = TestDir::new(name);
     mkdir(&t.s(b"pre"));
     write(&t.s(b"pre/f"), b"pre");
     let args = classic_args(&t, mode);
     let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args);
-    assert_synced_now(&t.src, &t.dst, "right after readiness");
+    assert_synced_now(&t.src, &t.dst, &format!("{name}: right after readiness"));
     write(&t.s(b"live"), b"live");
     mkdir(&t.s(b"pre/sub"));
     write(&t.s(b"pre/sub/g"), b"g");
-    w.wait_synced(SYNC_TIMEOUT);
+    w.wait_synced_ctx(SYNC_TIMEOUT, name, &no_filter);
     w.stop_ok();
 }
 
-#[test]
-fn classic_form_separate_mode() {
-    classic_form("classic", &["-M", "rsyncdirect"]);
-}
-
-#[test]
-fn classic_form_glued_mode() {
-    classic_form("classic_glued", &["-Mrsyncdirect"]);
+cases! { classic_form;
+    classic_form_separate_mode: &["-M", "rsyncdirect"],
+    classic_form_glued_mode: &["-Mrsyncdirect"],
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! resolved by policy, by a resolver script or by an operator, and the losing side's
 //! versions are kept in its conflict directory.
 
-mod common;
+use crate::common;
 
 use common::ssh::Sshd;
 use common::*;

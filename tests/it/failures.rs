@@ -3,7 +3,7 @@
 //! The sync handler is a small script that counts its calls, misbehaves on a chosen call
 //! and otherwise runs the real rsync with the worker's argv.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::os::unix::fs::PermissionsExt;
@@ -23,14 +23,6 @@ fn script(t: &TestDir, body: &str) -> (PathBuf, PathBuf) {
     (script, calls)
 }
 
-/// A handler whose call number `bad` runs `action` first, then rsync.
-fn handler(t: &TestDir, bad: u32, action: &str) -> (PathBuf, PathBuf) {
-    script(
-        t,
-        &format!("if [ $n = {bad} ]; then {action}; fi\nexec rsync \"$@\""),
-    )
-}
-
 fn calls(p: &Path) -> u32 {
     std::fs::read_to_string(p)
         .ok()
@@ -43,82 +35,121 @@ fn start_with_handler(t: &TestDir, script: &Path) -> Worker {
     t.start(&[std::ffi::OsString::from("-S"), s])
 }
 
-#[test]
-fn exit_23_is_retried_and_nothing_is_lost() {
-    let t = TestDir::new("fail23");
-    // Call 1 is the initial sync; call 2 is the first live batch: it fails.
-    let (script, count) = handler(&t, 2, "exit 23");
+/// A handler that fails some calls after the initial sync: the files written meanwhile
+/// arrive all the same, through retries.
+struct Retried {
+    /// The handler's script (`$n` is the call number, 1 for the initial sync).
+    body: &'static str,
+    /// Files written once the worker runs (parent directories are made first).
+    files: &'static [&'static str],
+    /// At least this many handler calls by the time the trees are equal.
+    min_calls: u32,
+    /// The worker's log says this about the failure.
+    says: &'static str,
+    /// Exactly this many failures are logged, if given.
+    failures: Option<usize>,
+}
+
+fn retried(name: &str, case: Retried) {
+    let t = TestDir::new(name);
+    let (script, count) = script(&t, case.body);
     let mut w = start_with_handler(&t, &script);
-    write(&t.s(b"a"), b"first");
-    mkdir_p(&t.s(b"d/e"));
-    write(&t.s(b"d/e/f"), b"deep");
-    w.wait_synced(SYNC_TIMEOUT);
-    assert!(calls(&count) >= 3, "the failed batch was retried");
+    for f in case.files {
+        let path = t.s(f.as_bytes());
+        mkdir_p(path.parent().unwrap());
+        write(&path, format!("{name}: {f}").as_bytes());
+    }
+    w.wait_synced_ctx(SYNC_TIMEOUT, name, &no_filter);
+    let n = calls(&count);
+    assert!(
+        n >= case.min_calls,
+        "{name}: {n} handler calls, expected at least {}: the failed batch was not retried",
+        case.min_calls
+    );
     let log = w.stderr();
     assert!(
-        log.contains("sync failed: rsync exited with code 23"),
-        "the failure is reported:\n{log}"
+        log.contains(case.says),
+        "{name}: the failure is not reported as {:?}:\n{log}",
+        case.says
     );
+    if let Some(want) = case.failures {
+        assert_eq!(
+            log.matches("sync failed").count(),
+            want,
+            "{name}: failures logged\n{log}"
+        );
+    }
     w.stop_ok();
 }
 
-#[test]
-fn handler_killed_by_a_signal_is_a_failure() {
-    let t = TestDir::new("failsig");
-    let (script, count) = handler(&t, 2, "kill -KILL $$");
-    let mut w = start_with_handler(&t, &script);
-    write(&t.s(b"x"), b"payload");
-    w.wait_synced(SYNC_TIMEOUT);
-    assert!(calls(&count) >= 3, "the killed batch was retried");
-    let log = w.stderr();
-    assert!(
-        log.contains("killed by signal SIGKILL"),
-        "the failure is reported:\n{log}"
-    );
-    w.stop_ok();
+cases! { retried;
+    /// Call 1 is the initial sync; call 2 is the first live batch: it fails.
+    exit_23_is_retried_and_nothing_is_lost: Retried {
+        body: "if [ $n = 2 ]; then exit 23; fi\nexec rsync \"$@\"",
+        files: &["a", "d/e/f"],
+        min_calls: 3,
+        says: "sync failed: rsync exited with code 23",
+        failures: None,
+    },
+    handler_killed_by_a_signal_is_a_failure: Retried {
+        body: "if [ $n = 2 ]; then kill -KILL $$; fi\nexec rsync \"$@\"",
+        files: &["x"],
+        min_calls: 3,
+        says: "killed by signal SIGKILL",
+        failures: None,
+    },
+    /// Calls 2..=4 fail: three consecutive failures with backoff 1 s, 2 s.
+    failing_handler_keeps_paths_queued_across_many_failures: Retried {
+        body: "if [ $n -ge 2 ] && [ $n -le 4 ]; then exit 12; fi\nexec rsync \"$@\"",
+        files: &["kept"],
+        min_calls: 5,
+        says: "sync failed",
+        failures: Some(3),
+    },
 }
 
-#[test]
-fn exit_24_is_success_without_retry() {
-    let t = TestDir::new("exit24");
-    // Every call after the initial sync runs rsync and then says "files vanished".
-    let (script, count) = script(&t, "rsync \"$@\" || exit $?\n[ $n = 1 ] || exit 24");
-    let mut w = start_with_handler(&t, &script);
+/// A handler that runs rsync and then exits with a code that counts as success (every
+/// call after the initial sync): each change is one run, never retried.
+struct Success {
+    /// The code the handler exits with after rsync.
+    code: u32,
+    /// Extra worker options.
+    args: &'static [&'static str],
+}
+
+fn success(name: &str, case: Success) {
+    let t = TestDir::new(name);
+    let (script, count) = script(
+        &t,
+        &format!("rsync \"$@\" || exit $?\n[ $n = 1 ] || exit {}", case.code),
+    );
+    let mut args = vec![std::ffi::OsString::from("-S"), script.into()];
+    args.extend(case.args.iter().map(std::ffi::OsString::from));
+    let mut w = t.start(&args);
     write(&t.s(b"one"), b"1");
-    w.wait_synced(SYNC_TIMEOUT);
+    w.wait_synced_ctx(SYNC_TIMEOUT, name, &no_filter);
     // A second change must be a new batch, not a retry of the first.
     let before = calls(&count);
     write(&t.s(b"two"), b"2");
-    w.wait_synced(SYNC_TIMEOUT);
+    w.wait_synced_ctx(SYNC_TIMEOUT, name, &no_filter);
     w.stop_ok();
     let log = w.stderr();
-    assert!(!log.contains("sync failed"), "24 is not a failure:\n{log}");
+    assert!(
+        !log.contains("sync failed"),
+        "{name}: exit {} is not a failure:\n{log}",
+        case.code
+    );
     assert_eq!(
         calls(&count),
         before + 1,
-        "one run per batch, no retries:\n{log}"
+        "{name}: one run per batch, no retries:\n{log}"
     );
 }
 
-#[test]
-fn failing_handler_keeps_paths_queued_across_many_failures() {
-    let t = TestDir::new("failmany");
-    // Calls 2..=4 fail: three consecutive failures with backoff 1 s, 2 s.
-    let (script, count) = script(
-        &t,
-        "if [ $n -ge 2 ] && [ $n -le 4 ]; then exit 12; fi\nexec rsync \"$@\"",
-    );
-    let mut w = start_with_handler(&t, &script);
-    write(&t.s(b"kept"), b"must arrive");
-    w.wait_synced(SYNC_TIMEOUT);
-    assert!(calls(&count) >= 5);
-    assert_eq!(
-        w.stderr().matches("sync failed").count(),
-        3,
-        "{}",
-        w.stderr()
-    );
-    w.stop_ok();
+cases! { success;
+    exit_24_is_success_without_retry: Success { code: 24, args: &[] },
+    /// `-x 23`: exit 23 of the handler is not a failure.
+    ignore_exitcode_makes_a_code_success: Success { code: 23, args: &["-x", "23"] },
 }
 
 /// SIGTERM waits for the running sync; a second SIGTERM kills the sync's whole process
@@ -199,24 +230,6 @@ fn watch_root_moved_away_stops_without_touching_the_destination() {
         &t.dst,
         "the destination is untouched",
     );
-}
-
-/// `-x 23`: exit 23 of the handler is not a failure.
-#[test]
-fn ignore_exitcode_makes_a_code_success() {
-    let t = TestDir::new("ignore23");
-    let (script, count) = script(&t, "rsync \"$@\" || exit $?\n[ $n = 1 ] || exit 23");
-    let s = script.as_os_str().to_os_string();
-    let mut w = t.start(&[std::ffi::OsString::from("-S"), s, "-x".into(), "23".into()]);
-    write(&t.s(b"one"), b"1");
-    w.wait_synced(SYNC_TIMEOUT);
-    let before = calls(&count);
-    write(&t.s(b"two"), b"2");
-    w.wait_synced(SYNC_TIMEOUT);
-    w.stop_ok();
-    let log = w.stderr();
-    assert!(!log.contains("sync failed"), "23 is ignored:\n{log}");
-    assert_eq!(calls(&count), before + 1, "no retries:\n{log}");
 }
 
 /// `-k 1`: a sync that runs past the timeout is killed with its whole process group,

@@ -2,7 +2,7 @@
 //! exit code, a first stderr line naming the offending path or value, and
 //! without touching DST.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -1,0 +1,27 @@
+//! The integration tests that may share a process, one module per former test file, in
+//! one test binary: tests/common and the library are compiled and linked once for all
+//! of them instead of once per file. Their tests run side by side (two threads here).
+//!
+//! Files whose tests change what the others would see stay binaries of their own
+//! (tests/*.rs; cargo runs one binary at a time): stop.rs and manager.rs load the CPU
+//! with busy loops on purpose; fanotify.rs, mirror_fanotify.rs and random_fanotify.rs
+//! watch the whole file system, so the others' file activity would reach (and could
+//! overflow) their queues; systemd.rs and lxc.rs start units and containers on the
+//! machine; layout.rs checks the linker's work on the binary.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_input;
+mod docs;
+mod failover;
+mod failures;
+mod lifecycle;
+mod limits;
+mod mirror;
+mod modes;
+mod no_panic;
+mod profiles;
+mod random;
+mod remote;
+mod threading;

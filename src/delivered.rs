@@ -374,22 +374,10 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
-/// Writes `data` to `dir/name` crash-safe: a new temporary file (O_EXCL, O_NOFOLLOW),
-/// fsync, rename, fsync of the directory.
+/// Writes `data` to `dir/name` crash-safe, 0600: see [`crate::safe_file::write_atomic`]
+/// (a temporary file with a random name, O_EXCL, fsync, rename, fsync of the directory).
 pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp); // a crash's leftover
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::safe_file::write_atomic(&dir.join(name), data, 0o600).map(|_| ())
 }
 
 /// Replaces the record of `dir` with `rec` (manifest, then `id`; the journal is emptied

@@ -86,8 +86,7 @@ pub(super) struct Daemon {
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
 pub fn run(opts: Options) -> Result<i32, String> {
-    std::fs::create_dir_all(&opts.state_dir)
-        .map_err(|e| format!("state directory {}: {e}", opts.state_dir.display()))?;
+    crate::safe_file::ensure_dir(&opts.state_dir, "state directory", 0o700, None)?;
     let _lock = lock(&opts.state_dir)?;
     if std::os::unix::net::UnixStream::connect(&opts.socket).is_ok() {
         return Err(format!(

@@ -134,8 +134,8 @@ pub fn check_dir(dir: &Path, what: &str, also: Option<u32>) -> Result<(), String
     let others_write = mode & 0o002 != 0 || (mode & 0o020 != 0 && m.gid() != 0);
     if others_write || !trusted(m.uid()) {
         return Err(format!(
-            "refusing {what} {}: owned by uid {}, group {}, mode {mode:04o}; others could \
-             replace the files written there; {fix}",
+            "refusing {what} {}: writable by others (owned by uid {}, group {}, mode \
+             {mode:04o}): they could replace the files written there; {fix}",
             dir.display(),
             user(m.uid()),
             group(m.gid())

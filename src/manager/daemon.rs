@@ -172,12 +172,15 @@ pub fn run(opts: Options) -> Result<i32, String> {
 
 /// Takes the manager lock in the state directory (flock, released at exit).
 fn lock(dir: &Path) -> Result<File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("manager.lock");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     // SAFETY: flock on an open descriptor.

@@ -365,13 +365,11 @@ pub fn load(dir: &Path) -> io::Result<Record> {
         .map_err(|e| bad_data(dir, e))
 }
 
-/// Creates `dir` (and its parents) private to this user.
+/// Creates `dir` (and its parents) private to this user; an existing one that someone
+/// else owns or may write to is refused (its records decide what a pair deletes).
 pub fn private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    crate::safe_file::ensure_dir(dir, "records directory", 0o700, None)
+        .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))
 }
 
 /// Writes `data` to `dir/name` crash-safe, 0600: see [`crate::safe_file::write_atomic`]
@@ -582,6 +580,23 @@ mod tests {
             newer,
             "frames of another agreement skipped"
         );
+    }
+
+    /// A records directory someone else may write to is refused: its manifest decides
+    /// what a failover pair deletes.
+    #[test]
+    fn a_shared_records_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("pairs");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = Journal::open(&dir).err().expect("refused");
+        assert!(e.to_string().contains("writable by others"), "{e}");
+        assert!(e.to_string().contains("mode 1777"), "{e}");
+        assert!(!dir.join("journal").exists(), "nothing written");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(Journal::open(&dir).is_ok());
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! by `nobody` (`setpriv`). Where that directory must now be private (status, dump and
 //! lists directories, the manager's state directory), a shared one is refused at start
 //! (a test each), and the symlink is planted by root: a name prepared by someone else is
-//! still never written through.
+//! still never written through. The one such directory nobody may own is the status
+//! file's with `--uid nobody` (root writes `starting` there before the drop): planted by
+//! nobody.
 //!
 //! Names with the program's pid are planted before it runs: `sh` plants them with its
 //! own pid (`$$`) and then `exec`s the program, which keeps that pid.
@@ -355,6 +357,62 @@ fn status_file_symlinks_are_not_followed() {
     });
     assert_canary(&c);
     assert_regular(&status, 0o644);
+    write(&t.s(b"f"), b"1");
+    wait_until(SYNC_TIMEOUT, "f mirrored", || {
+        t.d(b"f")
+            .exists()
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    });
+    assert_eq!(w.stop(), Some(0), "{}", w.stderr());
+    assert_canary(&c);
+}
+
+/// With `--uid nobody` the status file's directory may be nobody's own (it is accepted),
+/// and root writes `starting` there before dropping to nobody: nobody's symlinks at the
+/// old temporary name `STATUS.tmp.PID` and at the status file are replaced, and a
+/// root-owned canary elsewhere is untouched.
+#[test]
+fn status_file_symlinks_planted_by_the_uid_user_are_not_followed() {
+    if !attacks_possible() {
+        return;
+    }
+    let t = TestDir::new("safe-status-uid");
+    let private = tempfile::tempdir().unwrap();
+    let c = private.path().join("canary");
+    write(&c, CANARY);
+    chmod(&c, 0o600);
+    // The user's own directories, as for any `--uid` worker.
+    for d in [&t.root, &t.src, &t.dst] {
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+        chmod(d, 0o755);
+    }
+    let run = t.root.join("run");
+    mkdir(&run);
+    std::os::unix::fs::chown(&run, Some(65534), Some(65534)).unwrap();
+    let status = run.join("status");
+    let plant = plant_line("RUN", "status.tmp.$$", true) + &plant_line("RUN", "status", true);
+    let args = worker_args(
+        &t,
+        &status,
+        &[
+            "--uid".into(),
+            "nobody".into(),
+            "--gid".into(),
+            "65534".into(),
+        ],
+    );
+    let mut w = Planted::spawn(
+        &t.root,
+        &[("CANARY", &c), ("RUN", &run)],
+        &plant,
+        BIN,
+        &args,
+    );
+    w.wait("status running", || {
+        is_file(&status) && read_trim(&status) == "running"
+    });
+    assert_canary(&c);
     write(&t.s(b"f"), b"1");
     wait_until(SYNC_TIMEOUT, "f mirrored", || {
         t.d(b"f")

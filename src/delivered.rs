@@ -365,31 +365,17 @@ pub fn load(dir: &Path) -> io::Result<Record> {
         .map_err(|e| bad_data(dir, e))
 }
 
-/// Creates `dir` (and its parents) private to this user.
+/// Creates `dir` (and its parents) private to this user; an existing one that someone
+/// else owns or may write to is refused (its records decide what a pair deletes).
 pub fn private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    crate::safe_file::ensure_dir(dir, "records directory", 0o700, None)
+        .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))
 }
 
-/// Writes `data` to `dir/name` crash-safe: a new temporary file (O_EXCL, O_NOFOLLOW),
-/// fsync, rename, fsync of the directory.
+/// Writes `data` to `dir/name` crash-safe, 0600: see [`crate::safe_file::write_atomic`]
+/// (a temporary file with a random name, O_EXCL, fsync, rename, fsync of the directory).
 pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp); // a crash's leftover
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::safe_file::write_atomic(&dir.join(name), data, 0o600).map(|_| ())
 }
 
 /// Replaces the record of `dir` with `rec` (manifest, then `id`; the journal is emptied
@@ -594,6 +580,23 @@ mod tests {
             newer,
             "frames of another agreement skipped"
         );
+    }
+
+    /// A records directory someone else may write to is refused: its manifest decides
+    /// what a failover pair deletes.
+    #[test]
+    fn a_shared_records_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("pairs");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = Journal::open(&dir).err().expect("refused");
+        assert!(e.to_string().contains("writable by others"), "{e}");
+        assert!(e.to_string().contains("mode 1777"), "{e}");
+        assert!(!dir.join("journal").exists(), "nothing written");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(Journal::open(&dir).is_ok());
     }
 
     #[test]

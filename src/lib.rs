@@ -14,6 +14,7 @@ pub(crate) mod mounts;
 pub(crate) mod pair;
 pub(crate) mod report;
 pub mod rules;
+pub(crate) mod safe_file;
 pub(crate) mod signature;
 pub(crate) mod sync;
 pub(crate) mod watch;

@@ -13,45 +13,11 @@ use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
 /// Makes sure a lists directory is safe to write lists into: created 0700 if missing;
-/// refused if others may write to it (a list could be swapped under rsync).
-pub fn check_lists_dir(dir: &Path) -> Result<(), StartError> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| {
-                StartError::Path(format!(
-                    "lists-dir {}: cannot create it: {e}",
-                    dir.display()
-                ))
-            })?;
-    }
-    let m = std::fs::metadata(dir)
-        .map_err(|e| StartError::Path(format!("lists-dir {}: {e}", dir.display())))?;
-    if !m.is_dir() {
-        return Err(StartError::Path(format!(
-            "lists-dir {}: not a directory",
-            dir.display()
-        )));
-    }
-    let mode = m.permissions().mode();
-    let sticky = mode & 0o1000 != 0;
-    if mode & 0o022 != 0 && !sticky {
-        return Err(StartError::Path(format!(
-            "lists-dir {}: writable by others (mode {:o}); use a private directory (0700)",
-            dir.display(),
-            mode & 0o7777
-        )));
-    }
-    if m.uid() != nix::unistd::geteuid().as_raw() && mode & 0o022 != 0 {
-        return Err(StartError::Path(format!(
-            "lists-dir {}: a shared directory owned by someone else",
-            dir.display()
-        )));
-    }
-    Ok(())
+/// refused if someone else owns it or others may write to it, sticky or not (a list could
+/// be swapped under rsync, or a name taken first): [`crate::safe_file::check_dir`].
+/// `uid` is the user the worker drops to (it writes the lists, so may own the directory).
+pub fn check_lists_dir(dir: &Path, uid: Option<u32>) -> Result<(), StartError> {
+    crate::safe_file::ensure_dir(dir, "lists-dir", 0o700, uid).map_err(StartError::Path)
 }
 
 /// Finds an executable: a path with a slash is taken as is, a bare name in `$PATH`.

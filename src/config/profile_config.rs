@@ -334,7 +334,7 @@ pub fn import(file: &Path, dir: &Path) -> Result<Vec<PathBuf>, StartError> {
     let out = legacy::to_profiles(&blocks);
     for (name, _) in &out {
         let p = dir.join(name);
-        if p.exists() {
+        if p.symlink_metadata().is_ok() {
             return Err(usage(format!(
                 "{}: exists; not overwriting (import into an empty directory)",
                 p.display()
@@ -345,7 +345,9 @@ pub fn import(file: &Path, dir: &Path) -> Result<Vec<PathBuf>, StartError> {
     let mut written = Vec::new();
     for (name, toml) in out {
         let p = dir.join(name);
-        std::fs::write(&p, toml).map_err(|e| usage(format!("{}: {e}", p.display())))?;
+        crate::safe_file::create_new(&p, 0o644)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, toml.as_bytes()))
+            .map_err(|e| usage(format!("{}: {e}", p.display())))?;
         written.push(p);
     }
     Ok(written)

@@ -86,8 +86,7 @@ pub(super) struct Daemon {
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
 pub fn run(opts: Options) -> Result<i32, String> {
-    std::fs::create_dir_all(&opts.state_dir)
-        .map_err(|e| format!("state directory {}: {e}", opts.state_dir.display()))?;
+    crate::safe_file::ensure_dir(&opts.state_dir, "state directory", 0o700, None)?;
     let _lock = lock(&opts.state_dir)?;
     if std::os::unix::net::UnixStream::connect(&opts.socket).is_ok() {
         return Err(format!(
@@ -173,12 +172,15 @@ pub fn run(opts: Options) -> Result<i32, String> {
 
 /// Takes the manager lock in the state directory (flock, released at exit).
 fn lock(dir: &Path) -> Result<File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("manager.lock");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     // SAFETY: flock on an open descriptor.

@@ -109,9 +109,9 @@ impl Daemon {
             return;
         };
         let text = super::metrics::text(&self.statuses());
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".tmp");
-        if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)) {
+        // A random temporary name (O_EXCL): the textfile directory is often another
+        // user's (prometheus), so a predictable name could be a planted symlink.
+        if let Err(e) = crate::safe_file::write_atomic(path, text.as_bytes(), 0o644) {
             error!("metrics file {}: {e}", path.display());
         }
     }

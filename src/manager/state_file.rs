@@ -92,9 +92,8 @@ impl Daemon {
             return;
         }
         let path = self.opts.state_dir.join("state.json");
-        let tmp = self.opts.state_dir.join(".state.json.tmp");
-        match std::fs::write(&tmp, format!("{text}\n")).and_then(|_| std::fs::rename(&tmp, &path)) {
-            Ok(()) => self.saved = text,
+        match crate::safe_file::write_atomic(&path, format!("{text}\n").as_bytes(), 0o600) {
+            Ok(_) => self.saved = text,
             Err(e) => error!("{}: {e}", path.display()),
         }
     }

@@ -121,11 +121,11 @@ impl Resolver<'_> {
         lists: &Path,
     ) -> Result<Decision, String> {
         use std::os::unix::process::CommandExt;
-        std::fs::create_dir_all(lists).map_err(|e| format!("{}: {e}", lists.display()))?;
+        crate::delivered::private_dir(lists).map_err(|e| format!("{}: {e}", lists.display()))?;
         let local_list = lists.join("local-changes");
         let peer_list = lists.join("peer-changes");
-        std::fs::write(&local_list, local.listing())
-            .and_then(|_| std::fs::write(&peer_list, peer.listing()))
+        crate::delivered::write_atomic(lists, "local-changes", &local.listing())
+            .and_then(|_| crate::delivered::write_atomic(lists, "peer-changes", &peer.listing()))
             .map_err(|e| format!("{}: {e}", lists.display()))?;
         let args = [
             instance.to_string(),

@@ -164,3 +164,34 @@ fn resolver_answers_by_word_or_exit_code_and_is_killed_when_it_hangs() {
     let e = run(&hang, 1).unwrap_err();
     assert!(e.contains("was killed"), "{e}");
 }
+
+/// The resolver's input files (`local-changes`, `peer-changes`) are written with a random
+/// temporary name and renamed into place: a symlink at either name is replaced, its
+/// target untouched, and the resolver reads the listing.
+#[test]
+fn resolver_input_files_replace_a_symlink_instead_of_writing_through_it() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = tempfile::tempdir().unwrap();
+    let canary = t.path().join("canary");
+    std::fs::write(&canary, b"canary\n").unwrap();
+    let lists = t.path().join("lists");
+    std::fs::create_dir(&lists).unwrap();
+    for name in ["local-changes", "peer-changes"] {
+        std::os::unix::fs::symlink(&canary, lists.join(name)).unwrap();
+    }
+    let script = t.path().join("resolve");
+    std::fs::write(&script, "#!/bin/sh\ngrep -q '^+ p2$' \"$7\" && echo peer\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = Resolver {
+        script: &script,
+        timeout: Duration::from_secs(10),
+    }
+    .run("web@a", &changes(2, 10), &changes(3, 20), &lists);
+    assert_eq!(r, Ok(Decision::KeepPeer));
+    assert_eq!(std::fs::read(&canary).unwrap(), b"canary\n");
+    for name in ["local-changes", "peer-changes"] {
+        let m = std::fs::symlink_metadata(lists.join(name)).unwrap();
+        assert!(m.is_file(), "{name} is a regular file");
+        assert_eq!(m.mode() & 0o777, 0o600, "{name}");
+    }
+}

@@ -44,6 +44,7 @@ use super::{Exec, Step, Steps};
 use crate::batcher::{Batch, Entry};
 use crate::rules::{Kind, Rules};
 use crate::watch::{abs_path, MASK_FOUND, MASK_FOUND_DIR};
+use log::warn;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -164,6 +165,9 @@ pub struct HandlerConfig {
     pub label: String,
     /// Where list files are written.
     pub lists_dir: PathBuf,
+    /// The mode of list files: 0600, or 0644 when the handler runs as another user (the
+    /// default lists directory is then 0711: files opened by name, not listed).
+    pub lists_mode: u32,
     /// `rsync -x`: do not cross file system boundaries (and walks do not either).
     pub one_file_system: bool,
     /// Split include lists into parts of about this many lines (0: no limit).
@@ -359,13 +363,26 @@ impl Handler {
         data: &[u8],
         files: &mut Vec<PathBuf>,
     ) -> io::Result<PathBuf> {
-        self.seq += 1;
-        let path = self
-            .cfg
-            .lists_dir
-            .join(format!("{kind}.{}.{}", std::process::id(), self.seq));
-        std::fs::write(&path, data)?;
+        // O_EXCL|O_NOFOLLOW: a file or symlink already at the name is never written
+        // through; the next number is taken instead.
+        let mut tries = 0;
+        let (path, mut f) = loop {
+            self.seq += 1;
+            let path =
+                self.cfg
+                    .lists_dir
+                    .join(format!("{kind}.{}.{}", std::process::id(), self.seq));
+            match crate::safe_file::create_new(&path, self.cfg.lists_mode) {
+                Ok(f) => break (path, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 100 => {
+                    tries += 1;
+                    warn!("list file {}: exists; not touching it", path.display());
+                }
+                Err(e) => return Err(e),
+            }
+        };
         files.push(path.clone());
+        io::Write::write_all(&mut f, data)?;
         Ok(path)
     }
 

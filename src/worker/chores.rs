@@ -7,14 +7,16 @@ supervisor or dumps on USR1, and the pre-exit / exit hooks. They sit beside the 
 use super::*;
 
 /// The pid file: refuses to start over a live pid, replaces a stale one, and is removed
-/// at exit if it still names this process.
-pub(super) struct PidFile(PathBuf);
+/// at exit if the file at its name is still the one this process wrote (same identity).
+/// Written with [`crate::safe_file::write_atomic`] and read without following a symlink:
+/// a symlink planted at the name is replaced, never written through.
+pub(super) struct PidFile(PathBuf, crate::safe_file::FileId);
 
 impl PidFile {
     /// Refuses to go on if the file names a live process other than this one.
     pub(super) fn check(path: &std::path::Path) -> Result<(), StartError> {
         let me = std::process::id() as i32;
-        if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok((text, _)) = crate::safe_file::read_nofollow(path) {
             if let Ok(pid) = text.trim().parse::<i32>() {
                 let alive = pid > 0
                     && pid != me
@@ -36,9 +38,9 @@ impl PidFile {
     pub(super) fn create(path: &std::path::Path) -> Result<PidFile, StartError> {
         Self::check(path)?;
         let me = std::process::id() as i32;
-        if let Some(stale) = std::fs::read_to_string(path)
+        if let Some(stale) = crate::safe_file::read_nofollow(path)
             .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
+            .and_then(|(t, _)| t.trim().parse::<i32>().ok())
             .filter(|pid| *pid != me)
         {
             warn!(
@@ -46,52 +48,41 @@ impl PidFile {
                 path.display()
             );
         }
-        let mut tmp = path.as_os_str().to_os_string();
-        tmp.push(format!(".tmp.{me}"));
-        std::fs::write(&tmp, format!("{me}\n"))
-            .and_then(|_| std::fs::rename(&tmp, path))
+        let id = crate::safe_file::write_atomic(path, format!("{me}\n").as_bytes(), 0o644)
             .map_err(|source| StartError::PidFile {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(PidFile(path.to_path_buf()))
+        Ok(PidFile(path.to_path_buf(), id))
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let mine = std::fs::read_to_string(&self.0)
-            .is_ok_and(|t| t.trim() == std::process::id().to_string());
-        if mine {
+        if crate::safe_file::id_of(&self.0).is_ok_and(|id| id == self.1) {
             let _ = std::fs::remove_file(&self.0);
         }
     }
 }
 
-/// Writes the status word to the status file atomically (temp file + rename), only
-/// when it changes.
+/// Writes the status word to the status file atomically (a temporary file with a random
+/// name + rename, [`crate::safe_file::write_atomic`]), only when it changes.
 pub struct Status(Option<PathBuf>, std::cell::RefCell<String>);
 
 impl Status {
     /// A missing directory of the status file (`/run/clsync` outside the units, which
-    /// make it with RuntimeDirectory) is created (0755), or every change would warn.
-    pub fn new(path: Option<PathBuf>) -> Self {
+    /// make it with RuntimeDirectory) is created 0755 (others may read the status), or
+    /// every change would warn. An existing directory that others may write to is
+    /// refused ([`crate::safe_file::check_dir`]); `uid` is the user the worker drops to,
+    /// who may own it.
+    pub fn new(path: Option<PathBuf>, uid: Option<u32>) -> Result<Self, StartError> {
         if let Some(dir) = path.as_deref().and_then(std::path::Path::parent) {
-            use std::os::unix::fs::DirBuilderExt;
-            if !dir.as_os_str().is_empty() && !dir.exists() {
-                if let Err(e) = std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(dir)
-                {
-                    warn!(
-                        "cannot create the status file's directory {}: {e}",
-                        dir.display()
-                    );
-                }
+            if !dir.as_os_str().is_empty() {
+                crate::safe_file::ensure_dir(dir, "status-file directory", 0o755, uid)
+                    .map_err(StartError::Path)?;
             }
         }
-        Status(path, Default::default())
+        Ok(Status(path, Default::default()))
     }
 
     pub fn set(&self, word: &str) {
@@ -100,10 +91,7 @@ impl Status {
             return;
         }
         *self.1.borrow_mut() = word.to_string();
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(format!(".tmp.{}", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let r = std::fs::write(&tmp, format!("{word}\n")).and_then(|_| std::fs::rename(&tmp, path));
+        let r = crate::safe_file::write_atomic(path, format!("{word}\n").as_bytes(), 0o644);
         if let Err(e) = r {
             warn!("cannot write the status file {}: {e}", path.display());
         }
@@ -252,19 +240,17 @@ impl Worker {
     }
 }
 
-/// Writes the state JSON to `DIR/clsync.PID.json` (atomically; the directory is created
-/// 0700 if missing).
+/// Writes the state JSON to `DIR/clsync.PID.json`, 0600 (atomically, with a random
+/// temporary name; the directory is created 0700 if missing, and refused if others may
+/// write to it).
 pub(super) fn dump(dir: &std::path::Path, state: &str) {
-    use std::os::unix::fs::DirBuilderExt;
-    let _ = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir);
+    if let Err(e) = crate::safe_file::ensure_dir(dir, "dump-dir", 0o700, None) {
+        error!("{e}");
+        return;
+    }
     let file = dir.join(format!("clsync.{}.json", std::process::id()));
-    let tmp = dir.join(format!(".clsync.{}.json.tmp", std::process::id()));
-    let r = std::fs::write(&tmp, format!("{state}\n")).and_then(|_| std::fs::rename(&tmp, &file));
-    match r {
-        Ok(()) => info!("state written to {}", file.display()),
+    match crate::safe_file::write_atomic(&file, format!("{state}\n").as_bytes(), 0o600) {
+        Ok(_) => info!("state written to {}", file.display()),
         Err(e) => error!("dump-dir {}: {e}", dir.display()),
     }
 }

@@ -17,7 +17,8 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
     let mut reporter = crate::report::Reporter::from_env();
     crate::manager::instance_lock::Inherited::adopt();
     simple_mode(&mut cfg);
-    let status = Status::new(cfg.status_file.clone());
+    let status = Status::new(cfg.status_file.clone(), cfg.uid)?;
+    check_dump_dir(&cfg)?;
     status.set("starting");
     let (rules, paths) = check(&cfg)?;
     // `_lists` keeps a temporary lists directory alive until the worker ends.
@@ -318,6 +319,7 @@ fn handlers(
                 dst: d.clone(),
                 label: label.clone(),
                 lists_dir: lists_dir.to_path_buf(),
+                lists_mode: lists_mode(cfg),
                 one_file_system: cfg.one_file_system,
                 rsync_inclimit: cfg.rsync_inclimit,
                 synclist_simplify: cfg.synclist_simplify,
@@ -486,6 +488,28 @@ impl Worker {
     }
 }
 
+/// An existing dump directory that others may write to is refused at start, not at the
+/// first SIGUSR1 (a missing one is made 0700 by the dump).
+fn check_dump_dir(cfg: &Config) -> Result<(), StartError> {
+    match &cfg.dump_dir {
+        Some(d) if std::fs::symlink_metadata(d).is_ok() => {
+            crate::safe_file::check_dir(d, "dump-dir", cfg.uid).map_err(StartError::Path)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// List files are 0600, or 0644 when the handler runs as another user than the one
+/// who writes them (the private lists directory is then 0711).
+fn lists_mode(cfg: &Config) -> u32 {
+    let writer = cfg.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    if cfg.sync_handler_uid.is_some_and(|u| u != writer) {
+        0o644
+    } else {
+        0o600
+    }
+}
+
 /// The directory of the list files (made absolute; a private temporary one when
 /// `lists-dir` is not given) and the temporary directory to keep alive, if any.
 fn list_files_dir(cfg: &mut Config) -> Result<(Option<tempfile::TempDir>, PathBuf), StartError> {
@@ -498,12 +522,15 @@ fn list_files_dir(cfg: &mut Config) -> Result<(Option<tempfile::TempDir>, PathBu
     }
     let lists = match &cfg.lists_dir {
         Some(d) => {
-            crate::config::check_lists_dir(d)?;
+            crate::config::check_lists_dir(d, cfg.uid)?;
             None
         }
         None => {
+            // 0700 from mkdir on: tempfile's default follows the umask (0755).
+            use std::os::unix::fs::PermissionsExt;
             let t = tempfile::Builder::new()
                 .prefix("clsync-lists.")
+                .permissions(std::fs::Permissions::from_mode(0o700))
                 .tempdir()
                 .map_err(|source| StartError::MakeDir {
                     what: "list files",
@@ -512,7 +539,6 @@ fn list_files_dir(cfg: &mut Config) -> Result<(Option<tempfile::TempDir>, PathBu
             // The worker writes its lists after dropping to `uid`; a handler running as
             // another user must be able to read them (the directory is then 0711: its
             // files can be opened by name, not listed).
-            use std::os::unix::fs::PermissionsExt;
             let fail = |e: Box<dyn std::error::Error + Send + Sync>| StartError::ListsDir {
                 path: t.path().to_path_buf(),
                 source: e,
@@ -553,6 +579,7 @@ fn ssh_control_dir(cfg: &Config) -> Result<Option<tempfile::TempDir>, StartError
             Some(
                 tempfile::Builder::new()
                     .prefix("clsync-ssh.")
+                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
                     .tempdir()
                     .map_err(|source| StartError::MakeDir {
                         what: "ssh",

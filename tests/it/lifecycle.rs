@@ -445,8 +445,11 @@ fn lists_dir_keeps_the_lists_with_dont_unlink_lists() {
 fn the_worker_drops_to_uid_and_gid_and_keeps_syncing() {
     use std::os::unix::fs::PermissionsExt;
     let t = TestDir::new("uid-drop");
+    // The user's own directories: the status file's directory may be the user's, not
+    // one everybody may write to (that is refused).
     for d in [&t.root, &t.src, &t.dst] {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let mut w = t.start(&[
         OsString::from("--uid"),

@@ -20,6 +20,7 @@ fn full_run_of(mode: Mode, tag: &str, verify: bool) -> Exec {
             dst: "/dst".into(),
             label: "t".into(),
             lists_dir: dir.clone(),
+            lists_mode: 0o600,
             one_file_system: false,
             rsync_inclimit: 0,
             synclist_simplify: false,

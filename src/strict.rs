@@ -88,11 +88,57 @@ pub fn check_named(path: &Path, what: &str) -> Result<(), String> {
     check(path, what, "strict-modes = false")
 }
 
+/// Checks a file a configuration names when its `strict-modes` is on (`on`) and the
+/// command line did not turn the checks off: for the checks made while a configuration
+/// is loaded, before [`set_named`] applies to it.
+pub fn check_named_if(on: bool, path: &Path, what: &str) -> Result<(), String> {
+    if !on || !config_enabled() {
+        return Ok(());
+    }
+    check(path, what, "strict-modes = false")
+}
+
+/// Checks a program about to run when it is given as a path (with a `/`), unless
+/// `strict-modes = false`. A bare name is looked up in `$PATH`, which is the
+/// environment root gave the process, not something the configuration names.
+pub fn check_program(program: &Path, what: &str) -> Result<(), String> {
+    if is_path(program) {
+        check_named(program, what)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether `program` is a path rather than a name looked up in `$PATH`.
+#[must_use]
+pub fn is_path(program: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    program.as_os_str().as_bytes().contains(&b'/')
+}
+
 /// Checks `path` whatever the switches say; the refusal is one line naming the file,
 /// the component at fault with its owner and mode, the command that fixes it and
 /// `opt_out`.
 pub fn check(path: &Path, what: &str, opt_out: &str) -> Result<(), String> {
-    let Some(f) = find_unsafe(path).map_err(|e| {
+    report(find_unsafe(path, false), path, what, opt_out)
+}
+
+/// The directories above `path` alone (as given and resolved), unless `strict-modes =
+/// false`: for a `.so` handler, whose own owner and mode follow the original's rules.
+pub fn check_ancestors(path: &Path, what: &str) -> Result<(), String> {
+    if !named_enabled() {
+        return Ok(());
+    }
+    report(find_unsafe(path, true), path, what, "strict-modes = false")
+}
+
+fn report(
+    found: std::io::Result<Option<Unsafe>>,
+    path: &Path,
+    what: &str,
+    opt_out: &str,
+) -> Result<(), String> {
+    let Some(f) = found.map_err(|e| {
         format!(
             "refusing {what} {}: cannot check who may change it: {e}",
             path.display()
@@ -165,29 +211,34 @@ impl Unsafe {
 }
 
 /// The first component of `path` (as given, then resolved) that fails the rule; `None`
-/// when every one passes or the file does not exist yet.
-pub(crate) fn find_unsafe(path: &Path) -> std::io::Result<Option<Unsafe>> {
+/// when every one passes or the file does not exist yet. `above`: the directories above
+/// the file only, not the file itself.
+pub(crate) fn find_unsafe(path: &Path, above: bool) -> std::io::Result<Option<Unsafe>> {
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
         std::env::current_dir()?.join(path)
     };
-    if let Some(u) = walk(&abs)? {
+    if let Some(u) = walk(&abs, above)? {
         return Ok(Some(u));
     }
     match abs.canonicalize() {
-        Ok(real) if real != abs => walk(&real),
+        Ok(real) if real != abs => walk(&real, above),
         Ok(_) => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// `lstat`s every prefix of the absolute `path`, from `/` down.
-fn walk(path: &Path) -> std::io::Result<Option<Unsafe>> {
+/// `lstat`s every prefix of the absolute `path`, from `/` down (`above`: but `path`).
+fn walk(path: &Path, above: bool) -> std::io::Result<Option<Unsafe>> {
     let euid = nix::unistd::geteuid().as_raw();
     let mut cur = PathBuf::new();
-    let parts: Vec<Component> = path.components().collect();
+    let mut parts: Vec<Component> = path.components().collect();
+    if above {
+        parts.pop();
+    }
+    let file = path.components().count();
     for (i, part) in parts.iter().enumerate() {
         cur.push(part);
         if matches!(part, Component::ParentDir | Component::CurDir) {
@@ -199,14 +250,13 @@ fn walk(path: &Path) -> std::io::Result<Option<Unsafe>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let last = i + 1 == parts.len();
+        let last = i + 1 == file;
         let symlink = md.file_type().is_symlink();
         let (uid, mode) = (md.uid(), md.mode());
         let bad_owner = uid != 0 && uid != euid;
         let sticky_dir = md.is_dir() && mode & 0o1000 != 0 && !last;
-        let bad_mode = !symlink
-            && !sticky_dir
-            && (mode & 0o002 != 0 || (mode & 0o020 != 0 && md.gid() != 0));
+        let bad_mode =
+            !symlink && !sticky_dir && (mode & 0o002 != 0 || (mode & 0o020 != 0 && md.gid() != 0));
         if bad_owner || bad_mode {
             return Ok(Some(Unsafe {
                 component: cur,
@@ -251,7 +301,7 @@ mod tests {
     #[test]
     fn a_safe_file_in_a_private_dir_under_sticky_tmp_passes() {
         let (_t, _dir, file) = setup();
-        assert_eq!(find_unsafe(&file).unwrap(), None);
+        assert_eq!(find_unsafe(&file, false).unwrap(), None);
         assert!(check(&file, "sync handler", "x").is_ok());
     }
 
@@ -259,13 +309,16 @@ mod tests {
     fn a_file_writable_by_others_is_refused_with_owner_mode_and_fix() {
         let (_t, _dir, file) = setup();
         chmod(&file, 0o757);
-        let u = find_unsafe(&file).unwrap().unwrap();
+        let u = find_unsafe(&file, false).unwrap().unwrap();
         assert_eq!(u.component, file);
         assert!(u.bad_mode && !u.bad_owner);
         let msg = check(&file, "sync handler", "strict-modes = false").unwrap_err();
         assert!(msg.starts_with(&format!("refusing sync handler {}: ", file.display())));
         assert!(msg.contains("mode 0757"), "{msg}");
-        assert!(msg.contains(&format!("chmod go-w {}", file.display())), "{msg}");
+        assert!(
+            msg.contains(&format!("chmod go-w {}", file.display())),
+            "{msg}"
+        );
         assert!(msg.contains("(or strict-modes = false)"), "{msg}");
         assert!(!msg.contains('\n'));
     }
@@ -275,13 +328,13 @@ mod tests {
         let (_t, _dir, file) = setup();
         chmod(&file, 0o775);
         let gid = std::fs::metadata(&file).unwrap().gid();
-        let refused = find_unsafe(&file).unwrap().is_some();
+        let refused = find_unsafe(&file, false).unwrap().is_some();
         assert_eq!(refused, gid != 0);
         if root() {
             std::os::unix::fs::chown(&file, None, Some(NOBODY)).unwrap();
-            assert!(find_unsafe(&file).unwrap().is_some());
+            assert!(find_unsafe(&file, false).unwrap().is_some());
             std::os::unix::fs::chown(&file, None, Some(0)).unwrap();
-            assert_eq!(find_unsafe(&file).unwrap(), None);
+            assert_eq!(find_unsafe(&file, false).unwrap(), None);
         }
     }
 
@@ -293,8 +346,14 @@ mod tests {
         let (_t, _dir, file) = setup();
         std::os::unix::fs::chown(&file, Some(NOBODY), None).unwrap();
         let msg = check(&file, "exit hook", "o").unwrap_err();
-        assert!(msg.contains("owned by uid 65534 (nobody), mode 0755"), "{msg}");
-        assert!(msg.contains(&format!("chown root: {}", file.display())), "{msg}");
+        assert!(
+            msg.contains("owned by uid 65534 (nobody), mode 0755"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("chown root: {}", file.display())),
+            "{msg}"
+        );
         assert!(!msg.contains("chmod"), "{msg}");
     }
 
@@ -309,11 +368,11 @@ mod tests {
         );
         // Sticky is accepted for a directory above the file, never for the file itself.
         chmod(&dir, 0o1777);
-        assert_eq!(find_unsafe(&file).unwrap(), None);
-        assert!(find_unsafe(&dir).unwrap().is_some());
+        assert_eq!(find_unsafe(&file, false).unwrap(), None);
+        assert!(find_unsafe(&dir, false).unwrap().is_some());
         if root() {
             std::os::unix::fs::chown(&dir, Some(NOBODY), None).unwrap();
-            assert!(find_unsafe(&file).unwrap().is_some());
+            assert!(find_unsafe(&file, false).unwrap().is_some());
         }
     }
 
@@ -322,10 +381,10 @@ mod tests {
         let (t, dir, file) = setup();
         let link = t.path().join("link");
         std::os::unix::fs::symlink(&file, &link).unwrap();
-        assert_eq!(find_unsafe(&link).unwrap(), None);
+        assert_eq!(find_unsafe(&link, false).unwrap(), None);
         // The target's directory is judged on the resolved path.
         chmod(&dir, 0o777);
-        let u = find_unsafe(&link).unwrap().unwrap();
+        let u = find_unsafe(&link, false).unwrap().unwrap();
         assert_eq!(u.component, dir);
         chmod(&dir, 0o755);
         if root() {
@@ -344,18 +403,30 @@ mod tests {
     }
 
     #[test]
+    fn above_checks_the_directories_but_not_the_file() {
+        let (_t, dir, file) = setup();
+        chmod(&file, 0o777);
+        assert_eq!(find_unsafe(&file, true).unwrap(), None);
+        chmod(&dir, 0o777);
+        assert_eq!(find_unsafe(&file, true).unwrap().unwrap().component, dir);
+        // Sticky is fine for the directory right above the file.
+        chmod(&dir, 0o1777);
+        assert_eq!(find_unsafe(&file, true).unwrap(), None);
+    }
+
+    #[test]
     fn a_missing_file_is_left_to_whoever_opens_it() {
         let (_t, dir, _file) = setup();
-        assert_eq!(find_unsafe(&dir.join("nope/x")).unwrap(), None);
+        assert_eq!(find_unsafe(&dir.join("nope/x"), false).unwrap(), None);
         chmod(&dir, 0o777);
-        assert!(find_unsafe(&dir.join("nope")).unwrap().is_some());
+        assert!(find_unsafe(&dir.join("nope"), false).unwrap().is_some());
     }
 
     #[test]
     fn relative_paths_are_taken_from_the_current_directory() {
         // The crate's directory is the test's current directory, owned by root here.
-        let r = find_unsafe(Path::new("Cargo.toml")).unwrap();
+        let r = find_unsafe(Path::new("Cargo.toml"), false).unwrap();
         let abs = std::env::current_dir().unwrap().join("Cargo.toml");
-        assert_eq!(r, find_unsafe(&abs).unwrap());
+        assert_eq!(r, find_unsafe(&abs, false).unwrap());
     }
 }

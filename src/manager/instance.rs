@@ -232,6 +232,9 @@ impl Daemon {
         if let Some(keep) = self.instances.get_mut(name).and_then(|i| i.resolve.take()) {
             cmd.arg("--split-brain-keep").arg(keep);
         }
+        if !crate::strict::config_enabled() {
+            cmd.arg("--strict-modes=false");
+        }
         cmd.arg("--profiles-dir")
             .arg(&self.opts.profiles_dir)
             .arg("--profile")

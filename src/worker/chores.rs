@@ -206,6 +206,10 @@ impl Worker {
     pub(super) fn run_hook(&self, hook: &std::path::Path, status: &str, code: Option<i32>) {
         use std::os::unix::process::CommandExt;
         let label = self.cfg.label.clone().unwrap_or_else(|| "nolabel".into());
+        if let Err(e) = crate::strict::check_program(hook, &format!("{status} hook")) {
+            error!("{e}");
+            return;
+        }
         let mut cmd = std::process::Command::new(hook);
         cmd.arg(&label)
             .current_dir(&self.src)

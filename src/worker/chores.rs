@@ -206,7 +206,12 @@ impl Worker {
     pub(super) fn run_hook(&self, hook: &std::path::Path, status: &str, code: Option<i32>) {
         use std::os::unix::process::CommandExt;
         let label = self.cfg.label.clone().unwrap_or_else(|| "nolabel".into());
-        if let Err(e) = crate::strict::check_program(hook, &format!("{status} hook")) {
+        let what = if status == "preexit" {
+            "pre-exit hook"
+        } else {
+            "exit hook"
+        };
+        if let Err(e) = crate::strict::check_program(hook, what) {
             error!("{e}");
             return;
         }

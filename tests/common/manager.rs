@@ -29,6 +29,11 @@ impl Mgr {
     /// Starts the manager on `root/profiles` (which may hold profiles already) and waits
     /// until it answers.
     pub fn start(root: &Path) -> Mgr {
+        Mgr::start_with(root, &[])
+    }
+
+    /// [`Mgr::start`] with more `run` options.
+    pub fn start_with(root: &Path, extra: &[&str]) -> Mgr {
         let profiles = root.join("profiles");
         std::fs::create_dir_all(&profiles).unwrap();
         let socket = root.join("manager.sock");
@@ -39,6 +44,7 @@ impl Mgr {
             .arg(root.join("state"))
             .arg("--socket")
             .arg(&socket)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(root.join("manager.stdout")).unwrap())
             .stderr(std::fs::File::create(root.join("manager.stderr")).unwrap())

@@ -310,6 +310,17 @@ fn a_profiles_directory_others_may_write_to_is_refused() {
             &format!("chmod go-w {d}"),
         );
     }
+    let c = run(
+        &t.root,
+        &[
+            os("check"),
+            os("--strict-modes=false"),
+            os("--profiles-dir"),
+            os(&profiles),
+        ],
+        SYNC_TIMEOUT,
+    );
+    assert_eq!(c.status.code(), Some(0), "{}", c.describe());
     // The manager: both broken on reload, nothing started.
     let m = Mgr::start(&t.root);
     let o = m.cli(&["reload"]);

@@ -243,6 +243,9 @@ enum Sub {
         /// the directory
         #[arg(value_name = "PROFILE|FILE")]
         targets: Vec<String>,
+        /// false: do not report files that others than root may change
+        #[arg(long = "strict-modes", value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_yes_no)]
+        strict_modes: Option<bool>,
     },
     /// Print a profile's effective values, after inheritance and substitution
     ShowConfig {
@@ -385,10 +388,16 @@ pub fn parse_command(args: Vec<std::ffi::OsString>) -> Result<Command, clap::Err
         Some(Sub::Check {
             profiles_dir,
             targets,
-        }) => Command::Check {
-            dir: dir(profiles_dir),
-            targets,
-        },
+            strict_modes,
+        }) => {
+            if strict_modes == Some(false) {
+                crate::strict::disable();
+            }
+            Command::Check {
+                dir: dir(profiles_dir),
+                targets,
+            }
+        }
         Some(Sub::ShowConfig {
             profiles_dir,
             label,

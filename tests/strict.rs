@@ -503,7 +503,7 @@ fn a_handler_in_a_directory_of_another_user_is_refused() {
 }
 
 #[test]
-fn a_handler_changed_after_the_start_is_refused_at_its_next_run() {
+fn a_handler_and_hook_changed_after_the_start_are_refused_at_their_next_run() {
     let s = setup("strict-later");
     let t = &s.t;
     let status = t.root.join("status");
@@ -516,6 +516,8 @@ fn a_handler_changed_after_the_start_is_refused_at_its_next_run() {
         os(&t.src),
         os("-D"),
         os(&t.dst),
+        os("--exit-hook"),
+        os(&s.hook),
         os("-t"),
         os("0.1"),
         os("-w"),
@@ -531,6 +533,9 @@ fn a_handler_changed_after_the_start_is_refused_at_its_next_run() {
     });
     remove_file(&s.ran);
     chown_nobody(&s.handler);
+    chmod(&s.hook, 0o775);
+    chown_root(&s.hook);
+    std::os::unix::fs::chown(&s.hook, None, Some(NOBODY)).unwrap();
     write(&t.s(b"new"), b"x");
     // The sync fails (retries 1 in the classic form): the worker ends.
     let st = w.wait_exit(SYNC_TIMEOUT);
@@ -544,5 +549,17 @@ fn a_handler_changed_after_the_start_is_refused_at_its_next_run() {
         "0755",
         &format!("chown root: {h}"),
     );
+    // The exit hook, made group-writable for nobody's group after the start.
+    let k = showp(&s.hook);
+    let line = refusal(
+        &w.stderr(),
+        "exit hook",
+        &s.hook,
+        "uid 0 (root)",
+        "0775",
+        &format!("chmod go-w {k}"),
+    );
+    assert!(line.contains("writable by its group"), "{line}");
     absent(&s.ran);
+    absent(&s.hooked);
 }

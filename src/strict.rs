@@ -109,6 +109,15 @@ pub fn check_program(program: &Path, what: &str) -> Result<(), String> {
     }
 }
 
+/// [`check_program`] for a program run in `dir`: a relative path is `dir`'s.
+pub fn check_program_in(dir: &Path, program: &Path, what: &str) -> Result<(), String> {
+    if is_path(program) {
+        check_named(&dir.join(program), what)
+    } else {
+        Ok(())
+    }
+}
+
 /// Whether `program` is a path rather than a name looked up in `$PATH`.
 #[must_use]
 pub fn is_path(program: &Path) -> bool {

@@ -142,25 +142,29 @@ fn find_handler(cfg: &Config) -> Result<PathBuf, StartError> {
 /// the failover pair's resolver and notify program, and `ssh` when given as a path.
 pub fn check_strict(cfg: &Config) -> Result<(), StartError> {
     let on = cfg.strict_modes;
-    let check = |p: &Path, what: &str| {
+    // `dir`: where the program runs (a relative path is taken from there).
+    let check_in = |dir: &Path, p: &Path, what: &str| {
         if crate::strict::is_path(p) {
-            crate::strict::check_named_if(on, p, what).map_err(StartError::Usage)
+            crate::strict::check_named_if(on, &dir.join(p), what).map_err(StartError::Usage)
         } else {
             Ok(())
         }
     };
+    // The handler and the hooks run in the watch directory, the others here.
+    let check = |p: &Path, what: &str| check_in(Path::new(""), p, what);
+    let in_src = |p: &Path, what: &str| check_in(&cfg.src, p, what);
     if let Some(f) = &cfg.rules_file {
         crate::strict::check_named_if(on, f, "rules file").map_err(StartError::Usage)?;
     }
     if !cfg.mode.is_so() {
-        check(&cfg.rsync, "sync handler")?;
+        in_src(&cfg.rsync, "sync handler")?;
     }
     for (hook, what) in [
         (&cfg.pre_exit_hook, "pre-exit hook"),
         (&cfg.exit_hook, "exit hook"),
     ] {
         if let Some(h) = hook {
-            check(h, what)?;
+            in_src(h, what)?;
         }
     }
     if let Some(p) = &cfg.pair {

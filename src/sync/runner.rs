@@ -308,7 +308,9 @@ impl Runner {
             Step::Exec(e) => {
                 debug!("running {} {:?}", e.program.display(), e.args);
                 // Checked again right before each run: the file may have changed.
-                if let Err(msg) = crate::strict::check_program(&e.program, "sync handler") {
+                if let Err(msg) =
+                    crate::strict::check_program_in(&self.cfg.cwd, &e.program, "sync handler")
+                {
                     return self.finish(i, Err(msg), None);
                 }
                 let mut cmd = Command::new(&e.program);

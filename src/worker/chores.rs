@@ -211,7 +211,7 @@ impl Worker {
         } else {
             "exit hook"
         };
-        if let Err(e) = crate::strict::check_program(hook, what) {
+        if let Err(e) = crate::strict::check_program_in(&self.src, hook, what) {
             error!("{e}");
             return;
         }

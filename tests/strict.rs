@@ -563,3 +563,40 @@ fn a_handler_and_hook_changed_after_the_start_are_refused_at_their_next_run() {
     absent(&s.ran);
     absent(&s.hooked);
 }
+
+#[test]
+fn a_clsync_binary_of_another_user_is_not_started_by_the_manager() {
+    let s = setup("strict-binary");
+    let t = &s.t;
+    let theirs = t.root.join("bin").join("clsync");
+    std::fs::copy(BIN, &theirs).expect("copy clsync");
+    chmod(&theirs, 0o755);
+    chown_nobody(&theirs);
+    let m = Mgr::start_with(&t.root, &["--clsync", &showp(&theirs)]);
+    write(
+        &m.profiles.join("web.toml"),
+        profile_text(t, &s.handler, &s.hook, "").as_bytes(),
+    );
+    let o = m.cli(&["reload"]);
+    assert_eq!(o.code, Some(0), "{}{}\n{}", o.stdout, o.stderr, m.log());
+    let mut last = None;
+    wait_until(SYNC_TIMEOUT, "web to fail", || {
+        last = state_of(&m, "web");
+        match &last {
+            Some((state, _)) if state == "failed" => Ok(()),
+            other => Err(format!("{other:?}\n{}", m.log())),
+        }
+    });
+    let (_, error) = last.unwrap();
+    let b = showp(&theirs);
+    refusal(
+        &error,
+        "clsync binary",
+        &theirs,
+        "uid 65534 (nobody)",
+        "0755",
+        &format!("chown root: {b}"),
+    );
+    absent(&s.ran);
+    absent(&s.hooked);
+}

@@ -16,6 +16,7 @@ pub(crate) mod report;
 pub mod rules;
 pub(crate) mod safe_file;
 pub(crate) mod signature;
+pub mod strict;
 pub(crate) mod sync;
 pub(crate) mod watch;
 pub mod worker;

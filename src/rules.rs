@@ -111,6 +111,9 @@ pub enum RulesError {
         file: PathBuf,
         source: std::io::Error,
     },
+    /// Someone besides root (or the running user) may change the file ([`crate::strict`]).
+    #[error("{message}")]
+    Unsafe { message: String },
     #[error("{file}:{line}: invalid rule {text:?}: {why}")]
     Parse {
         file: PathBuf,

@@ -198,6 +198,10 @@ struct Args {
     /// Sync even when the watch directory is empty (else taken for an unmounted disk)
     #[arg(long = "allow-empty-source")]
     allow_empty_source: bool,
+    /// Check that only root (or this user) can change the profile, -H file, rules file and
+    /// the programs run (handler, hooks, resolver…): false turns the checks off [default: true]
+    #[arg(long = "strict-modes", value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_yes_no)]
+    strict_modes: Option<bool>,
     /// Accepted: no event is ever skipped (an inotify overflow means a rescan)
     #[arg(long = "exit-on-sync-skip")]
     exit_on_sync_skip: bool,
@@ -239,6 +243,9 @@ enum Sub {
         /// the directory
         #[arg(value_name = "PROFILE|FILE")]
         targets: Vec<String>,
+        /// false: do not report files that others than root may change
+        #[arg(long = "strict-modes", value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_yes_no)]
+        strict_modes: Option<bool>,
     },
     /// Print a profile's effective values, after inheritance and substitution
     ShowConfig {
@@ -381,10 +388,16 @@ pub fn parse_command(args: Vec<std::ffi::OsString>) -> Result<Command, clap::Err
         Some(Sub::Check {
             profiles_dir,
             targets,
-        }) => Command::Check {
-            dir: dir(profiles_dir),
-            targets,
-        },
+            strict_modes,
+        }) => {
+            if strict_modes == Some(false) {
+                crate::strict::disable();
+            }
+            Command::Check {
+                dir: dir(profiles_dir),
+                targets,
+            }
+        }
         Some(Sub::ShowConfig {
             profiles_dir,
             label,
@@ -548,6 +561,7 @@ fn layer(a: Args) -> Result<Values, StartError> {
         rsync_options: a.rsync_option.into_iter().map(Into::into).collect(),
         rsync_password_file: a.rsync_password_file,
         allow_empty_source: flag(a.allow_empty_source),
+        strict_modes: a.strict_modes,
         progress: a.progress,
         wait_for_close: a.wait_for_close,
         verify_interval: a.verify_interval,
@@ -588,6 +602,10 @@ fn layer(a: Args) -> Result<Values, StartError> {
 /// options on top), built into the worker's configuration.
 fn to_config(mut a: Args) -> Result<Config, StartError> {
     let usage = |m: &str| StartError::Usage(m.into());
+    if a.strict_modes == Some(false) {
+        // Before any file is read: a key inside a file cannot vouch for that file.
+        crate::strict::disable();
+    }
     if let Some(name) = a.profile.take() {
         if a.config_file.is_some() {
             return Err(usage("give either --profile or -H, not both"));

@@ -86,6 +86,10 @@ pub struct Config {
     /// Sync even when the watch directory is empty (by default an empty source is taken
     /// for an unmounted disk: nothing is deleted at the destinations).
     pub allow_empty_source: bool,
+    /// Refuse handlers, hooks, rules files and other programs that someone besides root
+    /// (or the running user) may change ([`crate::strict`]); `strict-modes = false` turns
+    /// it off.
+    pub strict_modes: bool,
     /// The command line this configuration came from: SIGHUP parses it again (re-reading
     /// the profile or configuration file) and applies what can change at run time.
     pub reload_args: Option<Vec<OsString>>,
@@ -245,7 +249,7 @@ restart_or_reload! {
         sync_handler_gid, lists_nul, synclist_simplify, have_recursive_sync,
         rsync_prefer_include, background, initial, full_initialsync, dont_unlink_lists;
     reload: ignore_failures, modification_signature, dump_dir, wait_for_close,
-        verify_interval, allow_empty_source, reload_args, delays, threshold_bigfile,
+        verify_interval, allow_empty_source, strict_modes, reload_args, delays, threshold_bigfile,
         rules_file, rules_inline, globs, rsync_inclimit, debug, ignore_exitcodes,
         timeout_sync, pre_exit_hook, exit_hook, standby_file, retries, exit_on_no_events,
         max_iterations, quiet,
@@ -359,7 +363,11 @@ impl Config {
     pub fn load_rules(&self) -> Result<crate::rules::Rules, crate::rules::RulesError> {
         use crate::rules::Rules;
         let rules = match (&self.rules_file, &self.rules_inline) {
-            (Some(f), _) => Rules::load(f)?,
+            (Some(f), _) => {
+                crate::strict::check_named_if(self.strict_modes, f, "rules file")
+                    .map_err(|message| crate::rules::RulesError::Unsafe { message })?;
+                Rules::load(f)?
+            }
             (None, Some((lines, file))) => Rules::parse(&lines.join("\n"), file)?,
             (None, None) => Rules::none(),
         };

@@ -102,6 +102,51 @@ fn find_handler(cfg: &Config) -> Result<PathBuf, StartError> {
     })
 }
 
+/// The strict modes ([`crate::strict`]) for every file the configuration names that a
+/// root worker reads instructions from or runs: the rules file, the sync handler (a
+/// shared object is checked where it is loaded, with the original's rules), the hooks,
+/// the failover pair's resolver and notify program, and `ssh` when given as a path.
+pub fn check_strict(cfg: &Config) -> Result<(), StartError> {
+    let on = cfg.strict_modes;
+    // `dir`: where the program runs (a relative path is taken from there).
+    let check_in = |dir: &Path, p: &Path, what: &str| {
+        if crate::strict::is_path(p) {
+            crate::strict::check_named_if(on, &dir.join(p), what).map_err(StartError::Usage)
+        } else {
+            Ok(())
+        }
+    };
+    // The handler and the hooks run in the watch directory, the others here.
+    let check = |p: &Path, what: &str| check_in(Path::new(""), p, what);
+    let in_src = |p: &Path, what: &str| check_in(&cfg.src, p, what);
+    if let Some(f) = &cfg.rules_file {
+        crate::strict::check_named_if(on, f, "rules file").map_err(StartError::Usage)?;
+    }
+    if !cfg.mode.is_so() {
+        in_src(&cfg.rsync, "sync handler")?;
+    }
+    for (hook, what) in [
+        (&cfg.pre_exit_hook, "pre-exit hook"),
+        (&cfg.exit_hook, "exit hook"),
+    ] {
+        if let Some(h) = hook {
+            in_src(h, what)?;
+        }
+    }
+    if let Some(p) = &cfg.pair {
+        if let Some(r) = &p.resolver {
+            check(r, "resolver")?;
+        }
+        if let Some(n) = &p.notify {
+            check(n, "split-brain notify program")?;
+        }
+    }
+    if let Some(ssh) = &cfg.ssh.command {
+        check(Path::new(ssh), "ssh command")?;
+    }
+    Ok(())
+}
+
 /// Checks source, destinations and the handler, and creates missing local destination
 /// directories. Returns the canonical source, the destinations (local ones canonical,
 /// remote ones as given; the first is `dst`) and the handler. Nothing else is touched.
@@ -125,6 +170,7 @@ pub fn preflight(cfg: &Config) -> Result<(PathBuf, Vec<PathBuf>, PathBuf), Start
         }
     };
     cfg.check_mode().map_err(StartError::Usage)?;
+    check_strict(cfg)?;
     let handler = find_handler(cfg)?;
     if cfg.mode != crate::sync::handler::Mode::RsyncDirect || cfg.handler_args.is_some() {
         // The handler decides what the destination is (a host, a path, nothing): it is

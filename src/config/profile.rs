@@ -134,6 +134,10 @@ pub enum ProfileError {
     NoSuchProfile { name: String, dir: PathBuf },
     #[error("{message}")]
     Broken { message: String },
+    /// Someone besides root (or the running user) may change the file or a directory
+    /// above it ([`crate::strict`]).
+    #[error("{message}")]
+    Unsafe { message: String },
     #[error("{}: inherits {parent:?}, which is broken: {message}", .file.display())]
     BrokenParent {
         file: PathBuf,

@@ -159,6 +159,7 @@ pub fn layer(r: &Resolved, file: &Path) -> Result<Values, StartError> {
             .collect(),
         rsync_password_file: v.rsync_password_file.as_ref().map(PathBuf::from),
         allow_empty_source: v.allow_empty_source,
+        strict_modes: v.strict_modes,
         progress: v.progress,
         wait_for_close: v.wait_for_close,
         verify_interval: v.verify_interval,
@@ -287,6 +288,7 @@ pub fn legacy_layer(
 ) -> Result<Values, StartError> {
     use crate::legacy;
     let usage = |m: String| StartError::Usage(m);
+    crate::strict::check_config(file, "configuration file").map_err(usage)?;
     let mut values = legacy::load_block(file, block).map_err(|e| usage(e.to_string()))?;
     if let Some(w) = dirs.0 {
         values.watch_dir = Some(w.to_string_lossy().replace('%', "%%"));
@@ -371,7 +373,8 @@ pub fn check(dir: &Path, targets: &[String], out: &mut dyn std::io::Write) -> bo
             .map_err(|e| e.to_string())?
             .then_some("check");
         let r = profile::resolve(profiles, name, label).map_err(|e| e.to_string())?;
-        let result = config_of(&r, &file_of(profiles, &r)).map(|_| ());
+        let result = config_of(&r, &file_of(profiles, &r))
+            .and_then(|c| crate::config::preflight::check_strict(&c));
         // A base profile that others inherit from need not run on its own: it only has
         // to parse and resolve; its heirs are checked in full.
         let heirs = profiles

@@ -50,6 +50,10 @@ enum Cmd {
         /// Debug level: 0 info, 1 debug, 2 trace
         #[arg(short = 'd', long, value_name = "LEVEL", default_value_t = 0)]
         debug: u8,
+        /// false: do not refuse profiles, handlers and hooks that others than root may
+        /// change (passed on to the workers)
+        #[arg(long, value_name = "true|false", default_value_t = true, action = clap::ArgAction::Set)]
+        strict_modes: bool,
     },
     /// Start an instance: PROFILE, PROFILE@LABEL or PROFILE-LABEL (e.g. lxc-web01)
     Start {
@@ -108,6 +112,9 @@ enum Cmd {
         /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
         #[arg(long, value_name = "DIR")]
         profiles_dir: Option<PathBuf>,
+        /// false: do not refuse files that others than root may change
+        #[arg(long, value_name = "true|false", default_value_t = true, action = clap::ArgAction::Set)]
+        strict_modes: bool,
     },
     /// Prometheus metrics of every instance
     Metrics,
@@ -132,7 +139,11 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
             metrics_textfile,
             output,
             debug,
+            strict_modes,
         } => {
+            if !strict_modes {
+                crate::strict::disable();
+            }
             let output = output.unwrap_or_default();
             crate::logger::init_named("clsync-manager".into(), debug, false, output);
             let socket_group = match socket_group.as_deref().map(crate::config::parse_group) {
@@ -159,7 +170,13 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
                 }
             };
         }
-        Cmd::Check { profiles_dir } => {
+        Cmd::Check {
+            profiles_dir,
+            strict_modes,
+        } => {
+            if !strict_modes {
+                crate::strict::disable();
+            }
             let dir = crate::profile::profiles_dir(profiles_dir.as_deref());
             let ok = crate::profile_config::check(&dir, &[], &mut std::io::stdout());
             return if ok { 0 } else { 2 };

@@ -223,6 +223,8 @@ impl Daemon {
     }
 
     fn spawn(&mut self, name: &str, lock: instance_lock::Lock) -> Result<(), String> {
+        // It runs as root: the strict modes, right before each start.
+        crate::strict::check_program(&self.opts.clsync, "clsync binary")?;
         let (r, w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
         let w_fd = w.as_raw_fd();
@@ -231,6 +233,9 @@ impl Daemon {
         let mut cmd = Command::new(&self.opts.clsync);
         if let Some(keep) = self.instances.get_mut(name).and_then(|i| i.resolve.take()) {
             cmd.arg("--split-brain-keep").arg(keep);
+        }
+        if !crate::strict::config_enabled() {
+            cmd.arg("--strict-modes=false");
         }
         cmd.arg("--profiles-dir")
             .arg(&self.opts.profiles_dir)

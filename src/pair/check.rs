@@ -134,6 +134,7 @@ impl Resolver<'_> {
             local.newest.to_string(),
             peer.newest.to_string(),
         ];
+        crate::strict::check_program(self.script, "resolver")?;
         let mut child = std::process::Command::new(self.script)
             .args(&args)
             .arg(&local_list)
@@ -352,11 +353,15 @@ pub fn check(
                 s.instance
             );
             if let Some(hook) = &s.notify {
-                let _ = std::process::Command::new(hook)
-                    .arg(&s.instance)
-                    .env("CLSYNC_SPLIT_BRAIN", &msg)
-                    .stdin(std::process::Stdio::null())
-                    .status();
+                if let Err(e) = crate::strict::check_program(hook, "split-brain notify program") {
+                    log::error!("{e}");
+                } else {
+                    let _ = std::process::Command::new(hook)
+                        .arg(&s.instance)
+                        .env("CLSYNC_SPLIT_BRAIN", &msg)
+                        .stdin(std::process::Stdio::null())
+                        .status();
+                }
             }
             Ok(Outcome::SplitBrain(msg))
         }

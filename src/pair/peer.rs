@@ -85,6 +85,8 @@ impl Peer<'_> {
     ) -> Result<Vec<u8>, CheckError> {
         use std::io::Write;
         use std::os::unix::ffi::OsStringExt;
+        crate::strict::check_program(Path::new(&self.ssh[0]), "ssh command")
+            .map_err(CheckError::Failed)?;
         let mut child = std::process::Command::new(&self.ssh[0])
             .args(&self.ssh[1..])
             .arg(std::ffi::OsString::from_vec(script))
@@ -213,6 +215,7 @@ impl Peer<'_> {
         backup: Option<&Path>,
         exclude: Option<&Path>,
     ) -> Result<Moved, String> {
+        crate::strict::check_program(self.rsync, "rsync")?;
         let mut cmd = std::process::Command::new(self.rsync);
         cmd.args(["-aH", "--delete", "--out-format=%i %n", "-e"])
             .arg(self.rsync_e);

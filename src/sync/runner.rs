@@ -307,6 +307,12 @@ impl Runner {
         let pid = match step {
             Step::Exec(e) => {
                 debug!("running {} {:?}", e.program.display(), e.args);
+                // Checked again right before each run: the file may have changed.
+                if let Err(msg) =
+                    crate::strict::check_program_in(&self.cfg.cwd, &e.program, "sync handler")
+                {
+                    return self.finish(i, Err(msg), None);
+                }
                 let mut cmd = Command::new(&e.program);
                 cmd.args(&e.args)
                     .envs(e.env.iter().map(|(k, v)| (k, v)))

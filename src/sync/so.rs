@@ -463,6 +463,8 @@ fn destproto(dest: &[u8]) -> Option<Vec<u8>> {
 
 /// Refuses a handler file the original would refuse; returns the opened file.
 fn check_file(path: &Path, shown: &str) -> Result<std::fs::File, String> {
+    // The directories above it: the strict modes' rule (the file's own follows below).
+    crate::strict::check_ancestors(path, "sync handler")?;
     let file = std::fs::File::open(path)
         .map_err(|e| format!("sync handler {shown}: cannot open it: {e}"))?;
     let md = file

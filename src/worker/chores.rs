@@ -194,6 +194,15 @@ impl Worker {
     pub(super) fn run_hook(&self, hook: &std::path::Path, status: &str, code: Option<i32>) {
         use std::os::unix::process::CommandExt;
         let label = self.cfg.label.clone().unwrap_or_else(|| "nolabel".into());
+        let what = if status == "preexit" {
+            "pre-exit hook"
+        } else {
+            "exit hook"
+        };
+        if let Err(e) = crate::strict::check_program_in(&self.src, hook, what) {
+            error!("{e}");
+            return;
+        }
         let mut cmd = std::process::Command::new(hook);
         cmd.arg(&label)
             .current_dir(&self.src)

@@ -43,6 +43,7 @@ impl Worker {
         }
         let old = self.cfg.clone();
         self.cfg.reload_from(new);
+        crate::strict::set_named(self.cfg.strict_modes);
         if self.cfg.mode == Mode::Simple {
             self.cfg.delays = old.delays;
         }

@@ -106,6 +106,8 @@ struct Paths {
 /// worker's own directories are made, the tree is watched or the process forks: a refused
 /// start is told on the terminal and leaves no directory of the worker behind.
 fn check(cfg: &Config) -> Result<(crate::rules::Rules, Paths), StartError> {
+    // The programs run later are checked again right before each run.
+    crate::strict::set_named(cfg.strict_modes);
     let rules = cfg
         .load_rules()
         .map_err(|e| StartError::Usage(e.to_string()))?;

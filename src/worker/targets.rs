@@ -55,6 +55,10 @@ impl Worker {
         for d in self.cfg.destinations() {
             let Dest::Ssh { host, .. } = d else { continue };
             let argv = self.cfg.ssh.exit_argv(dir.path(), &host);
+            if let Err(e) = crate::strict::check_program(argv[0].as_ref(), "ssh command") {
+                log::error!("{e}");
+                continue;
+            }
             let _ = std::process::Command::new(&argv[0])
                 .args(&argv[1..])
                 .stdin(std::process::Stdio::null())

@@ -129,6 +129,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("rsync-options", "[\"--bwlimit=10m\"]"),
     ("rsync-password-file", "\"/etc/clsync/rsync.secret\""),
     ("allow-empty-source", "true"),
+    ("strict-modes", "false"),
     ("progress", "true"),
     ("verify-interval", "\"1h\""),
     ("wait-for-close", "\"30s\""),

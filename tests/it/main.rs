@@ -24,4 +24,6 @@ mod no_panic;
 mod profiles;
 mod random;
 mod remote;
+mod safe_files;
+mod strict;
 mod threading;

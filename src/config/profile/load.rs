@@ -52,9 +52,13 @@ fn check_name(file: &Path, name: &str) -> Result<(), ProfileError> {
     }
 }
 
-/// Loads one profile file; its name is the file stem.
+/// Loads one profile file; its name is the file stem. A file that someone besides root
+/// (or the running user) may change, or in such a directory, is refused
+/// ([`crate::strict`]) before it is read.
 pub fn load_file(path: impl AsRef<Path>) -> Result<Profile, ProfileError> {
     let path = path.as_ref();
+    crate::strict::check_config(path, "profile")
+        .map_err(|message| ProfileError::Unsafe { message })?;
     let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
         path: path.to_path_buf(),
         source,
@@ -76,6 +80,8 @@ pub fn load_file(path: impl AsRef<Path>) -> Result<Profile, ProfileError> {
 /// A profile whose file does not load: kept with its error, and with `autostart` if the
 /// file is TOML at all (so a broken autostart profile shows as failed, not as absent).
 fn broken_profile(path: &Path, error: ProfileError) -> Profile {
+    // A file refused by the strict modes is read for `autostart` alone: the worst its
+    // writer can do with it is show a failed instance.
     let autostart = std::fs::read_to_string(path)
         .ok()
         .and_then(|t| toml::from_str::<toml::Table>(&t).ok())

@@ -71,6 +71,7 @@ pub const KEYS: &[&str] = &[
     "rsync-options",
     "rsync-password-file",
     "allow-empty-source",
+    "strict-modes",
     "progress",
     "verify-interval",
     "wait-for-close",
@@ -285,6 +286,10 @@ pub struct ProfileValues {
     pub rsync_password_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_empty_source: Option<bool>,
+    /// `false`: the files this profile names (handlers, hooks, rules…) are not checked
+    /// for who may change them ([`crate::strict`]; not in the original).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_modes: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<bool>,
     /// Periodic verification against the source (not in the original).
@@ -398,7 +403,7 @@ impl ProfileValues {
             standby_file, modification_signature, rsync_inclimit, output, debug, uid, gid,
             sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, destinations, ssh_command,
             ssh_identity, ssh_port, ssh_options, rsync_options, rsync_password_file,
-            allow_empty_source, progress, verify_interval, wait_for_close, monitor, peer, split_brain, resolver, resolver_timeout,
+            allow_empty_source, strict_modes, progress, verify_interval, wait_for_close, monitor, peer, split_brain, resolver, resolver_timeout,
             split_brain_notify, pair_dir, peer_pair_dir, autostart, restart,
             restart_delay, restart_max_delay, start_limit_burst, start_limit_interval,
             stop_timeout, inherits,

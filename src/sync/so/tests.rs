@@ -293,6 +293,28 @@ fn group_or_world_writable_or_special_bits_are_refused() {
 }
 
 #[test]
+fn a_directory_above_that_others_may_write_to_is_refused() {
+    let f = Fixture::new(&[]);
+    let dir = f.so.parent().unwrap().to_path_buf();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = SoHandler::load(&f.so, &f.src, &f.dst, "x").unwrap_err();
+    assert!(
+        err.starts_with(&format!(
+            "refusing sync handler {}: directory {} is owned by uid 0 (root), mode 0777",
+            f.so.display(),
+            dir.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("fix: chmod go-w {}", dir.display())),
+        "{err}"
+    );
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(f.log(), "");
+}
+
+#[test]
 fn missing_file_directory_and_foreign_owner_are_refused() {
     let f = Fixture::new(&[]);
     let missing = f.src.join("nope.so");

@@ -19,7 +19,7 @@
 //! The attacks need `fs.protected_symlinks = 0` (the kernel's own defence against them in
 //! sticky directories): each test checks it and says so when it cannot run.
 
-mod common;
+use crate::common;
 
 use common::manager::MGR;
 use common::*;

@@ -6,6 +6,7 @@ use super::{processes_mentioning, read_lossy, wait_until, READY_TIMEOUT, SYNC_TI
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -16,6 +17,17 @@ pub struct Mgr {
     pub root: PathBuf,
     pub socket: PathBuf,
     pub profiles: PathBuf,
+}
+
+/// How to start a manager other than by default.
+#[derive(Default)]
+pub struct MgrOpts<'a> {
+    /// Extra environment.
+    pub env: &'a [(&'a str, &'a str)],
+    /// `RLIMIT_NOFILE` (soft and hard) of the manager.
+    pub nofile: Option<u64>,
+    /// `--clsync`: the worker binary.
+    pub clsync: Option<&'a Path>,
 }
 
 /// Exit code and output of one `clsync-manager` command.
@@ -29,21 +41,45 @@ impl Mgr {
     /// Starts the manager on `root/profiles` (which may hold profiles already) and waits
     /// until it answers.
     pub fn start(root: &Path) -> Mgr {
+        Mgr::start_with(root, &MgrOpts::default())
+    }
+
+    /// [`Mgr::start`] with `opts`.
+    pub fn start_with(root: &Path, opts: &MgrOpts) -> Mgr {
         let profiles = root.join("profiles");
         std::fs::create_dir_all(&profiles).unwrap();
         let socket = root.join("manager.sock");
-        let child = Command::new(MGR)
-            .args(["run", "--profiles-dir"])
+        let mut cmd = Command::new(MGR);
+        cmd.args(["run", "--profiles-dir"])
             .arg(&profiles)
             .arg("--state-dir")
             .arg(root.join("state"))
             .arg("--socket")
             .arg(&socket)
+            .envs(opts.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(root.join("manager.stdout")).unwrap())
-            .stderr(std::fs::File::create(root.join("manager.stderr")).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(std::fs::File::create(root.join("manager.stderr")).unwrap());
+        if let Some(c) = opts.clsync {
+            cmd.arg("--clsync").arg(c);
+        }
+        if let Some(n) = opts.nofile {
+            // SAFETY: setrlimit only, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let r = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap();
         let m = Mgr {
             child,
             root: root.to_path_buf(),
@@ -93,6 +129,11 @@ impl Mgr {
             .ok()
             .and_then(|v| v.as_array().cloned())
             .unwrap_or_default()
+    }
+
+    /// The manager's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 
     /// Whether the manager process is still running.

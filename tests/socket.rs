@@ -311,6 +311,11 @@ fn control_characters_are_escaped_in_output() {
     let json = m.cli(&["status", "--json"]).stdout;
     assert!(!raw(&json), "raw control characters in the JSON:\n{json:?}");
     assert!(json.contains(r"esc\u001b[31mred\nline\u009b2J"), "{json}");
+    let metrics = m.cli(&["metrics"]).stdout;
+    assert!(
+        !raw(&metrics) && metrics.contains(shown),
+        "metrics:\n{metrics:?}"
+    );
     let reply = m.raw(b"{\"cmd\":\"status\"}\n");
     assert!(
         !raw(reply.trim_end()),
@@ -336,4 +341,37 @@ fn control_characters_are_escaped_in_output() {
             .map(|l| l.escape_ascii().to_string())
             .collect::<Vec<_>>()
     );
+}
+
+/// A limit that is not a positive whole number stops `run` with one line naming it;
+/// nothing listens.
+#[test]
+fn bad_limit_in_the_environment_is_refused() {
+    let t = TestDir::new("socket-badenv");
+    std::fs::create_dir_all(t.root.join("profiles")).unwrap();
+    for (var, value) in [
+        ("CLSYNC_MANAGER_IDLE_MS", "abc"),
+        ("CLSYNC_MANAGER_MAX_CLIENTS", "0"),
+        ("CLSYNC_MANAGER_MAX_CLIENTS", "-3"),
+    ] {
+        let o = Command::new(MGR)
+            .args(["run", "--profiles-dir"])
+            .arg(t.root.join("profiles"))
+            .arg("--state-dir")
+            .arg(t.root.join("state"))
+            .arg("--socket")
+            .arg(t.root.join("m.sock"))
+            .env(var, value)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{var}={value}: {err}");
+        assert_eq!(
+            err.trim_end(),
+            format!("clsync-manager: error: {var}=\"{value}\": expected a positive whole number"),
+        );
+        assert!(!t.root.join("m.sock").exists(), "nothing listens");
+        assert!(!t.root.join("state").exists(), "nothing is created");
+    }
 }

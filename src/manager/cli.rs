@@ -253,9 +253,12 @@ fn print_response(req: &Request, resp: &Response, json: bool) -> i32 {
                 println!("{}", esc(l.as_str().unwrap_or_default()));
             }
         }
-        // Prometheus text: label values are escaped by the exposition format already,
-        // and the lines are lines.
-        "metrics" => print!("{}", data["text"].as_str().unwrap_or_default()),
+        // The exposition format escapes only `\`, `"` and newlines in label values.
+        "metrics" => {
+            for l in data["text"].as_str().unwrap_or_default().lines() {
+                println!("{}", esc(l));
+            }
+        }
         "list" => {
             for p in data.as_array().into_iter().flatten() {
                 let kind = if p["template"].as_bool() == Some(true) {

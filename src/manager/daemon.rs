@@ -91,10 +91,10 @@ pub(super) struct Daemon {
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
 pub fn run(opts: Options) -> Result<i32, String> {
+    let limits = Limits::from_env()?;
     std::fs::create_dir_all(&opts.state_dir)
         .map_err(|e| format!("state directory {}: {e}", opts.state_dir.display()))?;
     let _lock = lock(&opts.state_dir)?;
-    let limits = Limits::from_env()?;
     if std::os::unix::net::UnixStream::connect(&opts.socket).is_ok() {
         return Err(format!(
             "another clsync-manager answers on {}; not starting a second one",

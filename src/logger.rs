@@ -69,6 +69,13 @@ pub fn escape_bytes(b: &[u8]) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A path for a log line or a message: [`escape_bytes`] of its bytes.
+#[must_use]
+pub fn path(p: &std::path::Path) -> Cow<'_, str> {
+    use std::os::unix::ffi::OsStrExt;
+    escape_bytes(p.as_os_str().as_bytes())
+}
+
 fn push_escaped(out: &mut String, c: char) {
     match c {
         '\n' => out.push_str("\\n"),

@@ -375,3 +375,31 @@ fn bad_limit_in_the_environment_is_refused() {
         assert!(!t.root.join("state").exists(), "nothing is created");
     }
 }
+
+/// A directory name with an invalid UTF-8 byte, an ESC sequence and a newline comes out
+/// of the worker's log escaped byte for byte (`\xff`, `\x1b`, `\n`), on one line.
+#[test]
+fn worker_log_escapes_file_names() {
+    let t = TestDir::new("socket-logname");
+    mkdir(&t.s(b"d\xff\x1b[2J\nX"));
+    let mut w = t.start(&["-d", "2"]);
+    let shown = r"d\xff\x1b[2J\nX";
+    wait_until(SYNC_TIMEOUT, "the directory in the trace log", || {
+        let log = w.stderr();
+        log.contains(shown).then_some(()).ok_or(log)
+    });
+    w.stop_ok();
+    let log = std::fs::read(&w.stderr_path).unwrap();
+    let bad: Vec<String> = log
+        .split(|&b| b == b'\n')
+        .filter(|l| {
+            l.iter().any(|&b| b < b' ' || b == 0x7f || b == 0xff)
+                || std::str::from_utf8(l).map_or(true, |s| s.contains('\u{fffd}'))
+        })
+        .map(|l| l.escape_ascii().to_string())
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "log lines with raw control or invalid bytes: {bad:?}"
+    );
+}

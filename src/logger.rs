@@ -147,31 +147,33 @@ impl Log for Logger {
             Level::Debug => "debug: ",
             Level::Trace => "trace: ",
         };
-        let text = r.args().to_string();
-        let text = escape_controls(&text);
+        // One buffer, so that a line is one write: `<N>` for the journal, the prefix
+        // (escaped already), the level, the message; escaped as a whole only when it
+        // holds a control character.
+        let mut line = String::with_capacity(128);
+        if self.output == Output::Journal {
+            let _ = write!(line, "<{}>", priority(r.level()));
+        }
+        if self.output != Output::Syslog {
+            line.push_str(&self.prefix);
+        }
+        let _ = write!(line, "{level}{}", r.args());
+        let mut line = match escape_controls(&line) {
+            Cow::Borrowed(_) => line,
+            Cow::Owned(escaped) => escaped,
+        };
         match self.output {
-            Output::Stderr => {
-                let line = format!("{}{}{}\n", self.prefix, level, text);
+            Output::Stderr | Output::Journal => {
+                line.push('\n');
                 let _ = std::io::stderr().lock().write_all(line.as_bytes());
             }
             Output::Stdout => {
-                let line = format!("{}{}{}\n", self.prefix, level, text);
+                line.push('\n');
                 let _ = std::io::stdout().lock().write_all(line.as_bytes());
             }
-            Output::Journal => {
-                let line = format!(
-                    "<{}>{}{}{}\n",
-                    priority(r.level()),
-                    self.prefix,
-                    level,
-                    text
-                );
-                let _ = std::io::stderr().lock().write_all(line.as_bytes());
-            }
             Output::Syslog => {
-                // NUL is escaped too (`\x00`): CString would refuse it.
-                let msg = format!("{level}{text}");
-                if let Ok(c) = CString::new(msg) {
+                // NUL is escaped too (`\x00`): CString would not take it.
+                if let Ok(c) = CString::new(line) {
                     // SAFETY: "%s" with one NUL-terminated string argument.
                     unsafe { libc::syslog(priority(r.level()), c"%s".as_ptr(), c.as_ptr()) };
                 }

@@ -403,3 +403,46 @@ fn worker_log_escapes_file_names() {
         "log lines with raw control or invalid bytes: {bad:?}"
     );
 }
+
+/// A manager with one descriptor to spare (`ulimit -n` one above what it holds at rest,
+/// below the budget's estimate): each new connection closes the oldest idle one (at the
+/// cap, which is 1 here, or on EMFILE when a descriptor is in passing use), so `status`
+/// answers and the listener does not stall.
+#[test]
+fn descriptor_exhaustion_evicts_and_does_not_stall() {
+    let t = TestDir::new("socket-emfile");
+    // What a manager holds at rest (the least of a few looks: a look can catch a
+    // descriptor in passing).
+    let base = {
+        let m = Mgr::start(&t.root.join("probe"));
+        (0..20)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                fds(m.pid())
+            })
+            .min()
+            .unwrap()
+    };
+    let m = Mgr::start_with(
+        &t.root.join("tight"),
+        &MgrOpts {
+            nofile: Some(base as u64 + 1),
+            ..Default::default()
+        },
+    );
+    let conns: Vec<UnixStream> = (0..20).filter_map(|_| connect_idle(&m.socket)).collect();
+    let took = status_within(&m, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e} (ulimit -n {}); manager log:\n{}", base + 1, m.log()));
+    let first = line_within(&conns[0], Duration::from_secs(5));
+    assert!(
+        first.contains("too many connections"),
+        "the oldest idle connection is told why it is closed: {first:?}"
+    );
+    eprintln!(
+        "ulimit -n {}: status in {took:?}, {} connections made; log:\n{}",
+        base + 1,
+        conns.len(),
+        m.log()
+    );
+    assert!(fds(m.pid()) <= base + 1);
+}

@@ -214,21 +214,35 @@ impl Daemon {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    // Out of descriptors: give up the spare one to take the connection
-                    // off the queue and say why, then take the spare again.
-                    let Some(spare) = self.spare.take() else {
+                    // Out of descriptors (the budget is an estimate): close the oldest
+                    // idle connection and try again, as at the cap.
+                    if self.evict_oldest("too many connections (out of file descriptors); closed") {
+                        continue;
+                    }
+                    // None: give up the spare descriptor to take the connection off the
+                    // queue and say why, then take the spare again.
+                    let Some(spare) = self.spare.take().or_else(spare_fd) else {
                         error!("control socket: {e}; no spare descriptor left: pending connections wait");
                         return;
                     };
                     drop(spare);
-                    if let Ok((stream, _)) = listener.accept() {
-                        self.loud(&format!("control socket: {e}: a connection refused"));
-                        say(
-                            stream,
-                            &format!("clsync-manager is out of file descriptors ({e}); closed"),
-                        );
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            self.loud(&format!("control socket: {e}: a connection refused"));
+                            say(
+                                stream,
+                                &format!("clsync-manager is out of file descriptors ({e}); closed"),
+                            );
+                            // The connection is closed: its descriptor is the spare again.
+                            self.spare = spare_fd();
+                        }
+                        // Nothing pending any more, or the descriptor freed did not help
+                        // (ENFILE: another process took it): stop rather than spin.
+                        Err(_) => {
+                            self.spare = spare_fd();
+                            return;
+                        }
                     }
-                    self.spare = spare_fd();
                 }
                 Err(e) => {
                     error!("control socket: {e}");
@@ -289,31 +303,12 @@ impl Daemon {
         let cap = self.client_cap();
         if self.clients.len() + self.waiters.len() >= cap {
             let too_many = format!("too many connections ({cap}); closed");
-            // The oldest that has not sent a request; else the oldest reply being written
-            // (to a client that does not read it); waiters are never evicted.
-            let victim = self
-                .clients
-                .iter()
-                .min_by_key(|(_, c)| (c.writing(), c.since))
-                .map(|(t, _)| *t);
-            match victim {
-                Some(t) => {
-                    let mut c = self.clients.remove(&t).expect("listed");
-                    let _ = self.poll.registry().deregister(&mut c.stream);
-                    self.loud(&format!(
-                        "control socket: {too_many}: the oldest idle connection"
-                    ));
-                    if !c.writing() {
-                        say(c.stream, &too_many);
-                    }
-                }
-                None => {
-                    self.loud(&format!(
-                        "control socket: {too_many}: every connection waits for a stop"
-                    ));
-                    say(stream, &too_many);
-                    return;
-                }
+            if !self.evict_oldest(&too_many) {
+                self.loud(&format!(
+                    "control socket: {too_many}: every connection waits for a stop"
+                ));
+                say(stream, &too_many);
+                return;
             }
         }
         let t = self.token();
@@ -337,6 +332,29 @@ impl Daemon {
             },
         );
         self.read_client(t);
+    }
+
+    /// Closes the oldest connection that has not sent a request (it is told `why`), else
+    /// the oldest reply being written (to a client that does not read it); waiters are
+    /// never evicted. Whether there was one.
+    fn evict_oldest(&mut self, why: &str) -> bool {
+        let victim = self
+            .clients
+            .iter()
+            .min_by_key(|(_, c)| (c.writing(), c.since))
+            .map(|(t, _)| *t);
+        let Some(t) = victim else {
+            return false;
+        };
+        let mut c = self.clients.remove(&t).expect("listed");
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.loud(&format!(
+            "control socket: {why}: the oldest idle connection"
+        ));
+        if !c.writing() {
+            say(c.stream, why);
+        }
+        true
     }
 
     /// An event on a client's connection.

@@ -11,11 +11,85 @@ A minimal logger with the original's outputs: `stderr`, `stdout`, `syslog` and (
 
 A process-local logger keeps the worker free of a logging framework's threads and
 allocations on the hot path.
+
+Every line goes through [`escape_controls`]: names, labels and paths come from users
+(file names in a watched tree, profile file names, worker output the manager relays), and
+a control character in them must not reach a terminal or a log reader as one (an ESC
+sequence that rewrites the screen, a newline that forges a second log line). The same
+function escapes the manager's status table and its JSON (see docs/security.md,
+"Output").
 */
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::borrow::Cow;
 use std::ffi::CString;
+use std::fmt::Write as _;
 use std::io::Write;
+
+/// Whether `c` is a control character that must not be printed raw: C0 (U+0000–U+001F),
+/// DEL (U+007F) and C1 (U+0080–U+009F; a terminal may take U+009B as CSI).
+#[must_use]
+pub fn is_control(c: char) -> bool {
+    matches!(c, '\0'..='\x1f' | '\x7f'..='\u{9f}')
+}
+
+/// `s` with its control characters escaped: `\n`, `\r`, `\t`, `\xNN` for the other C0
+/// characters and DEL, `\u{NN}` for C1. Everything else (backslashes too) is left as it
+/// is: this is for showing, not a reversible encoding. Borrowed when nothing changes (the
+/// common case, so the log's hot path does not allocate twice).
+#[must_use]
+pub fn escape_controls(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        push_escaped(&mut out, c);
+    }
+    Cow::Owned(out)
+}
+
+/// Bytes (a path, a file name) shown as text: valid UTF-8 as in [`escape_controls`], each
+/// byte of an invalid sequence as `\xNN` (where `Path::display` would show U+FFFD and
+/// lose which bytes they were).
+#[must_use]
+pub fn escape_bytes(b: &[u8]) -> Cow<'_, str> {
+    if let Ok(s) = std::str::from_utf8(b) {
+        return escape_controls(s);
+    }
+    let mut out = String::with_capacity(b.len() + 8);
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            push_escaped(&mut out, c);
+        }
+        for x in chunk.invalid() {
+            let _ = write!(out, "\\x{x:02x}");
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A path for a log line or a message: [`escape_bytes`] of its bytes.
+#[must_use]
+pub fn path(p: &std::path::Path) -> Cow<'_, str> {
+    use std::os::unix::ffi::OsStrExt;
+    escape_bytes(p.as_os_str().as_bytes())
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\0'..='\x1f' | '\x7f' => {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        }
+        '\u{80}'..='\u{9f}' => {
+            let _ = write!(out, "\\u{{{:02x}}}", u32::from(c));
+        }
+        c => out.push(c),
+    }
+}
 
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,28 +147,33 @@ impl Log for Logger {
             Level::Debug => "debug: ",
             Level::Trace => "trace: ",
         };
+        // One buffer, so that a line is one write: `<N>` for the journal, the prefix
+        // (escaped already), the level, the message; escaped as a whole only when it
+        // holds a control character.
+        let mut line = String::with_capacity(128);
+        if self.output == Output::Journal {
+            let _ = write!(line, "<{}>", priority(r.level()));
+        }
+        if self.output != Output::Syslog {
+            line.push_str(&self.prefix);
+        }
+        let _ = write!(line, "{level}{}", r.args());
+        let mut line = match escape_controls(&line) {
+            Cow::Borrowed(_) => line,
+            Cow::Owned(escaped) => escaped,
+        };
         match self.output {
-            Output::Stderr => {
-                let line = format!("{}{}{}\n", self.prefix, level, r.args());
+            Output::Stderr | Output::Journal => {
+                line.push('\n');
                 let _ = std::io::stderr().lock().write_all(line.as_bytes());
             }
             Output::Stdout => {
-                let line = format!("{}{}{}\n", self.prefix, level, r.args());
+                line.push('\n');
                 let _ = std::io::stdout().lock().write_all(line.as_bytes());
             }
-            Output::Journal => {
-                let line = format!(
-                    "<{}>{}{}{}\n",
-                    priority(r.level()),
-                    self.prefix,
-                    level,
-                    r.args()
-                );
-                let _ = std::io::stderr().lock().write_all(line.as_bytes());
-            }
             Output::Syslog => {
-                let msg = format!("{level}{}", r.args()).replace('\0', "\\0");
-                if let Ok(c) = CString::new(msg) {
+                // NUL is escaped too (`\x00`): CString would not take it.
+                if let Ok(c) = CString::new(line) {
                     // SAFETY: "%s" with one NUL-terminated string argument.
                     unsafe { libc::syslog(priority(r.level()), c"%s".as_ptr(), c.as_ptr()) };
                 }
@@ -133,6 +212,7 @@ pub fn init(label: Option<&str>, debug: u8, quiet: bool, output: Output) {
 /// Installs the logger with `name` as the prefix and syslog ident.
 pub(crate) fn init_named(name: String, debug: u8, quiet: bool, output: Output) {
     let level = level(debug, quiet);
+    let name = escape_controls(&name).into_owned();
     if output == Output::Syslog {
         // openlog keeps the pointer: the ident must live as long as the process.
         let ident: &'static CString =
@@ -152,5 +232,35 @@ pub(crate) fn init_named(name: String, debug: u8, quiet: bool, output: Output) {
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_are_escaped() {
+        assert_eq!(escape_controls("plain/ü name"), "plain/ü name");
+        assert!(matches!(escape_controls("plain"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape_controls("a\x1b[31mred\nforged\r\tz\0\x7f"),
+            "a\\x1b[31mred\\nforged\\r\\tz\\x00\\x7f"
+        );
+        assert_eq!(
+            escape_controls("csi\u{9b}2J\u{80}\u{a0}"),
+            "csi\\u{9b}2J\\u{80}\u{a0}"
+        );
+        for c in (0u32..0x20).chain(0x7f..0xa0).filter_map(char::from_u32) {
+            let e = escape_controls(&c.to_string()).into_owned();
+            assert!(!e.chars().any(is_control), "{c:?} -> {e:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_bytes_are_shown_as_bytes() {
+        assert_eq!(escape_bytes(b"ok"), "ok");
+        assert_eq!(escape_bytes(b"a\xff\xfeb\x1b"), "a\\xff\\xfeb\\x1b");
+        assert_eq!(escape_bytes("é\n".as_bytes()), "é\\n");
     }
 }

@@ -241,7 +241,7 @@ fn worker_binary() -> PathBuf {
 fn print_response(req: &Request, resp: &Response, json: bool) -> i32 {
     if !resp.ok {
         let e = resp.error.as_deref().unwrap_or("failed");
-        eprintln!("clsync-manager: {e}");
+        eprintln!("clsync-manager: {}", esc(e));
         return if e.starts_with("permission denied") {
             3
         } else {
@@ -250,10 +250,7 @@ fn print_response(req: &Request, resp: &Response, json: bool) -> i32 {
     }
     let data = resp.data.clone().unwrap_or_default();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&data).unwrap_or_default()
-        );
+        println!("{}", protocol::json_text(&data, true));
         return 0;
     }
     match req.cmd.as_str() {
@@ -264,16 +261,21 @@ fn print_response(req: &Request, resp: &Response, json: bool) -> i32 {
         "start" | "stop" | "restart" | "resolve" => {
             println!(
                 "{}: {}",
-                data["name"].as_str().unwrap_or_default(),
-                data["state"].as_str().unwrap_or_default()
+                esc(data["name"].as_str().unwrap_or_default()),
+                esc(data["state"].as_str().unwrap_or_default())
             );
         }
         "logs" => {
             for l in data["lines"].as_array().into_iter().flatten() {
-                println!("{}", l.as_str().unwrap_or_default());
+                println!("{}", esc(l.as_str().unwrap_or_default()));
             }
         }
-        "metrics" => print!("{}", data["text"].as_str().unwrap_or_default()),
+        // The exposition format escapes only `\`, `"` and newlines in label values.
+        "metrics" => {
+            for l in data["text"].as_str().unwrap_or_default().lines() {
+                println!("{}", esc(l));
+            }
+        }
         "list" => {
             for p in data.as_array().into_iter().flatten() {
                 let kind = if p["template"].as_bool() == Some(true) {
@@ -283,21 +285,30 @@ fn print_response(req: &Request, resp: &Response, json: bool) -> i32 {
                 } else {
                     "on demand"
                 };
-                println!("{} ({kind})", p["profile"].as_str().unwrap_or_default());
+                println!(
+                    "{} ({kind})",
+                    esc(p["profile"].as_str().unwrap_or_default())
+                );
                 for i in p["instances"].as_array().into_iter().flatten() {
                     println!(
                         "  {}: {}",
-                        i["name"].as_str().unwrap_or_default(),
-                        i["state"].as_str().unwrap_or_default()
+                        esc(i["name"].as_str().unwrap_or_default()),
+                        esc(i["state"].as_str().unwrap_or_default())
                     );
                 }
             }
         }
         "resync" => println!("full resync requested"),
         "reload" => println!("profiles reloaded"),
-        _ => println!("{data}"),
+        _ => println!("{}", protocol::json_text(&data, false)),
     }
     0
+}
+
+/// What the daemon sent, fit for a terminal: names, labels, paths and errors come from
+/// users (see [`crate::logger::escape_controls`]).
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    crate::logger::escape_controls(s)
 }
 
 /// Seconds as `1h02m`, `3m12s`, `12s`.
@@ -331,7 +342,7 @@ pub(crate) fn status_table(list: &[InstanceStatus]) -> String {
         "LAST ERROR".into(),
     ]];
     for s in list {
-        rows.push([
+        let row = [
             s.name.clone(),
             match &s.progress {
                 Some(p) => format!("{} ({p})", s.state),
@@ -344,7 +355,8 @@ pub(crate) fn status_table(list: &[InstanceStatus]) -> String {
                 .map_or("-".into(), |t| format!("{} ago", human(now - t))),
             s.queued.map_or("-".into(), |q| q.to_string()),
             s.last_error.clone().unwrap_or_else(|| "-".into()),
-        ]);
+        ];
+        rows.push(row.map(|c| esc(&c).into_owned()));
     }
     let mut widths = [0usize; 8];
     for r in &rows {
@@ -371,13 +383,13 @@ pub(crate) fn status_table(list: &[InstanceStatus]) -> String {
                 for d in dests {
                     out.push_str(&format!(
                         "  -> {}  {}  queued {}  lag {}{}\n",
-                        d.destination,
+                        esc(&d.destination),
                         d.state.name(),
                         d.queued,
                         human(d.lag_s),
                         d.last_error
                             .as_deref()
-                            .map_or(String::new(), |e| format!("  {e}")),
+                            .map_or(String::new(), |e| format!("  {}", esc(e))),
                     ));
                 }
             }

@@ -30,7 +30,7 @@ Stop and restart requests are answered when the worker is gone (a stop waits for
 final sync), so a client's `stop` returns when nothing is left running.
 */
 
-use super::control::{Client, Waiter};
+use super::control::{spare_fd, Client, Limits, Waiter};
 use super::instance::{alive_worker, instance_held, Instance, State, ABORT_GRACE};
 use super::life::Policy;
 use super::metrics::METRICS_REFRESH;
@@ -82,10 +82,16 @@ pub(super) struct Daemon {
     pub(super) watchdog: Option<(Duration, Instant)>,
     pub(super) metrics_due: Option<Instant>,
     pub(super) saved: String,
+    /// The control socket's bounds, and its spare descriptor for `EMFILE`.
+    pub(super) limits: Limits,
+    pub(super) spare: Option<File>,
+    /// When the control socket last warned of a flood.
+    pub(super) socket_warned: Option<Instant>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
 pub fn run(opts: Options) -> Result<i32, String> {
+    let limits = Limits::from_env()?;
     crate::safe_file::ensure_dir(&opts.state_dir, "state directory", 0o700, None)?;
     let _lock = lock(&opts.state_dir)?;
     if std::os::unix::net::UnixStream::connect(&opts.socket).is_ok() {
@@ -119,6 +125,9 @@ pub fn run(opts: Options) -> Result<i32, String> {
         watchdog: None,
         metrics_due: None,
         saved: String::new(),
+        limits,
+        spare: spare_fd(),
+        socket_warned: None,
     };
     d.restore(&profiles);
     d.apply_profiles(&profiles);
@@ -156,7 +165,7 @@ pub fn run(opts: Options) -> Result<i32, String> {
                 }
                 LISTENER => d.accept(&listener),
                 t if d.pipes.contains_key(&t) => d.read_pipe(t),
-                t => d.read_client(t),
+                t => d.client_event(t),
             }
         }
         d.tick(Instant::now());
@@ -352,11 +361,13 @@ impl Daemon {
         }
         consider(self.watchdog.map(|(_, at)| at));
         consider(self.metrics_due);
+        consider(self.client_deadline());
         t.map(|t| t.saturating_duration_since(now))
     }
 
     fn tick(&mut self, now: Instant) {
         self.reap();
+        self.expire_clients(now);
         let names: Vec<String> = self.instances.keys().cloned().collect();
         for name in names {
             let i = self.instances.get_mut(&name).expect("listed");

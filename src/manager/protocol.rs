@@ -26,6 +26,32 @@ pub(crate) const DEFAULT_SOCKET: &str = "/run/clsync/manager.sock";
 /// The environment variable that overrides [`DEFAULT_SOCKET`].
 pub(crate) const SOCKET_ENV: &str = "CLSYNC_MANAGER_SOCKET";
 
+/// `v` as JSON text in which no control character is raw: serde_json escapes C0 (as
+/// `\u001b`, `\n`), and this escapes DEL and C1 (U+007F–U+009F) the same way, which
+/// serde_json leaves raw. Outside strings JSON text is ASCII without those, so the
+/// replacement is only ever inside a string, and the text stays valid JSON that means the
+/// same. What the daemon sends and what the command line prints go through this.
+pub(crate) fn json_text(v: &impl Serialize, pretty: bool) -> String {
+    let text = if pretty {
+        serde_json::to_string_pretty(v)
+    } else {
+        serde_json::to_string(v)
+    }
+    .unwrap_or_default();
+    if !text.chars().any(|c| matches!(c, '\x7f'..='\u{9f}')) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if matches!(c, '\x7f'..='\u{9f}') {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The longest request line the daemon reads.
 pub(crate) const MAX_REQUEST: usize = 64 << 10;
 
@@ -131,4 +157,25 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response,
         });
     }
     serde_json::from_str(&resp).map_err(|e| format!("invalid response from the daemon: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_text_has_no_raw_control() {
+        let v = serde_json::json!({ "name": "a\x1b[2J\n\x7f\u{9b}31m\u{a0}é" });
+        let t = json_text(&v, false);
+        assert_eq!(
+            t,
+            r#"{"name":"a\u001b[2J\n\u007f\u009b31m\u{a0}é"}"#.replace("\\u{a0}", "\u{a0}")
+        );
+        assert!(!t.chars().any(crate::logger::is_control), "{t:?}");
+        let back: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(back, v);
+        assert!(!json_text(&v, true)
+            .chars()
+            .any(|c| crate::logger::is_control(c) && c != '\n'));
+    }
 }

@@ -23,6 +23,7 @@ use super::error::{count_dirs, vanished, watch_limit_advice, WatchError};
 use super::pump::{self, not_started};
 use super::records;
 use super::tree::{NodeId, Tree, ROOT};
+use crate::logger::path;
 use crate::rules::{Kind, Rules};
 use inotify::{EventMask, Inotify, WatchMask};
 use log::{debug, error, warn};
@@ -205,7 +206,7 @@ impl InotifyWatcher {
             if self.tree.contains(p) && self.tree.child(p, &name).is_none() {
                 debug!(
                     "looking again for {}",
-                    abs_path(&self.root, &join(&self.tree.path(p), &name)).display()
+                    path(&abs_path(&self.root, &join(&self.tree.path(p), &name)))
                 );
                 self.new_dir(p, &name, out);
             }
@@ -224,14 +225,14 @@ impl InotifyWatcher {
         if let (Some(dev), true) = (self.device, id != ROOT) {
             if std::fs::symlink_metadata(&abs).is_ok_and(|m| m.dev() != dev) {
                 // A mount point: the directory itself is synced (rsync -x), not its content.
-                debug!("not entering {}: another file system", abs.display());
+                debug!("not entering {}: another file system", path(&abs));
                 self.remove_node(id);
                 return Ok(false);
             }
         }
         if id != ROOT && !self.rules.is_empty() && !self.rules.monitored(&self.tree.path(id)) {
             // The rules say: walk and sync it, but do not monitor it.
-            debug!("not monitoring {} (rules)", abs.display());
+            debug!("not monitoring {} (rules)", path(&abs));
             return Ok(true);
         }
         match self.inotify.watches().add(&abs, MASK) {
@@ -239,7 +240,7 @@ impl InotifyWatcher {
                 let raw = wd.get_watch_descriptor_id();
                 log::trace!(
                     "watch {raw} node {id} {} (known as {:?})",
-                    abs.display(),
+                    path(&abs),
                     self.tree.by_wd(raw)
                 );
                 self.retired.remove(&raw);
@@ -262,8 +263,8 @@ impl InotifyWatcher {
                         if same {
                             warn!(
                                 "not entering {}: it is the directory {} seen a second time (bind mount?)",
-                                abs.display(),
-                                other_abs.display()
+                                path(&abs),
+                                path(&other_abs)
                             );
                             self.tree.remove(id);
                             return Ok(false);
@@ -302,13 +303,13 @@ impl InotifyWatcher {
                     // Logged once per episode; the other directories join the poll quietly.
                     error!(
                         "cannot watch {}: inotify watch limit reached: {}; polling it until a watch can be added",
-                        abs.display(),
+                        path(&abs),
                         watch_limit_advice(self.tree.len())
                     );
                 } else {
                     debug!(
                         "cannot watch {}: inotify watch limit reached; polling it",
-                        abs.display()
+                        path(&abs)
                     );
                 }
                 Ok(true)
@@ -321,7 +322,7 @@ impl InotifyWatcher {
                     });
                 }
                 if self.unwatched.insert(id) {
-                    error!("cannot watch {}: {e}; polling it", abs.display());
+                    error!("cannot watch {}: {e}; polling it", path(&abs));
                 }
                 Ok(true)
             }
@@ -371,7 +372,7 @@ impl InotifyWatcher {
                         });
                     }
                     if self.unwatched.insert(cur) {
-                        error!("cannot read directory {}: {e}; polling it", abs.display());
+                        error!("cannot read directory {}: {e}; polling it", path(&abs));
                     }
                     continue;
                 }
@@ -388,7 +389,7 @@ impl InotifyWatcher {
                                 source: e,
                             });
                         }
-                        error!("cannot read directory {}: {e}", abs.display());
+                        error!("cannot read directory {}: {e}", path(&abs));
                         self.unwatched.insert(cur);
                         break;
                     }
@@ -448,7 +449,7 @@ impl InotifyWatcher {
     fn rescan(&mut self, id: NodeId, out: &mut Changes) {
         if let Err(e) = self.scan(id, None, out) {
             // Not reachable: run-time scans log and poll instead of failing.
-            error!("rescan of {} failed: {e}", self.abs(id).display());
+            error!("rescan of {} failed: {e}", path(&self.abs(id)));
         }
     }
 
@@ -465,7 +466,7 @@ impl InotifyWatcher {
         let ids: Vec<NodeId> = self.unwatched.iter().copied().collect();
         for id in ids {
             if self.tree.contains(id) {
-                debug!("polling unwatched {}", self.abs(id).display());
+                debug!("polling unwatched {}", path(&self.abs(id)));
                 self.rescan(id, out);
             }
         }
@@ -529,7 +530,7 @@ impl InotifyWatcher {
         if let Some(p) = self.pending.take() {
             if let Some(n) = p.node {
                 if self.tree.contains(n) {
-                    debug!("{} moved out of the tree", self.abs(n).display());
+                    debug!("{} moved out of the tree", path(&self.abs(n)));
                     self.remove_node(n);
                 }
             }

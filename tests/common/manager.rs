@@ -9,6 +9,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
@@ -20,6 +21,19 @@ pub struct Mgr {
     pub socket: PathBuf,
     pub profiles: PathBuf,
     pub state: PathBuf,
+}
+
+/// How to start a manager other than by default.
+#[derive(Default)]
+pub struct MgrOpts<'a> {
+    /// Extra environment.
+    pub env: &'a [(&'a str, &'a str)],
+    /// `RLIMIT_NOFILE` (soft and hard) of the manager.
+    pub nofile: Option<u64>,
+    /// `--clsync`: the worker binary.
+    pub clsync: Option<&'a Path>,
+    /// More options of `clsync-manager run`.
+    pub extra: &'a [&'a str],
 }
 
 /// Exit code and output of one `clsync-manager` command.
@@ -43,28 +57,58 @@ impl Mgr {
     /// Starts the manager on `root/profiles` (which may hold profiles already) and waits
     /// until it answers.
     pub fn start(root: &Path) -> Mgr {
-        Mgr::start_with(root, &[])
+        Mgr::start_opts(root, &MgrOpts::default())
     }
 
     /// [`start`](Self::start) with `extra` options of `clsync-manager run`.
     pub fn start_with(root: &Path, extra: &[&str]) -> Mgr {
+        Mgr::start_opts(
+            root,
+            &MgrOpts {
+                extra,
+                ..MgrOpts::default()
+            },
+        )
+    }
+
+    /// [`start`](Self::start) with `opts`.
+    pub fn start_opts(root: &Path, opts: &MgrOpts) -> Mgr {
         let profiles = root.join("profiles");
         let state = root.join("state");
         std::fs::create_dir_all(&profiles).unwrap();
         let socket = root.join("manager.sock");
-        let child = Command::new(MGR)
-            .args(["run", "--profiles-dir"])
+        let mut cmd = Command::new(MGR);
+        cmd.args(["run", "--profiles-dir"])
             .arg(&profiles)
             .arg("--state-dir")
             .arg(&state)
             .arg("--socket")
             .arg(&socket)
-            .args(extra)
+            .args(opts.extra)
+            .envs(opts.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(root.join("manager.stdout")).unwrap())
-            .stderr(std::fs::File::create(root.join("manager.stderr")).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(std::fs::File::create(root.join("manager.stderr")).unwrap());
+        if let Some(c) = opts.clsync {
+            cmd.arg("--clsync").arg(c);
+        }
+        if let Some(n) = opts.nofile {
+            // SAFETY: setrlimit only, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let r = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap();
         let m = Mgr {
             child,
             root: root.to_path_buf(),
@@ -197,6 +241,11 @@ impl Mgr {
             st.map(|_| ()).ok_or_else(|| self.log())
         });
         st.unwrap()
+    }
+
+    /// The manager's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 
     /// Whether the manager process is still running.

@@ -7,7 +7,8 @@
 //! with busy loops on purpose; fanotify.rs, mirror_fanotify.rs and random_fanotify.rs
 //! watch the whole file system, so the others' file activity would reach (and could
 //! overflow) their queues; systemd.rs and lxc.rs start units and containers on the
-//! machine; layout.rs checks the linker's work on the binary.
+//! machine; layout.rs checks the linker's work on the binary; socket.rs floods a manager
+//! with hundreds of connections and times its answers.
 
 #[path = "../common/mod.rs"]
 mod common;

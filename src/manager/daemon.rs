@@ -30,7 +30,7 @@ Stop and restart requests are answered when the worker is gone (a stop waits for
 final sync), so a client's `stop` returns when nothing is left running.
 */
 
-use super::control::{spare_fd, Client, Limits, Waiter};
+use super::clients::{spare_fd, Client, Limits, Waiter};
 use super::instance::{alive_worker, instance_held, Instance, State, ABORT_GRACE};
 use super::life::Policy;
 use super::metrics::METRICS_REFRESH;

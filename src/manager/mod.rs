@@ -18,6 +18,7 @@ can run by hand with the same profile.
 */
 
 pub mod cli;
+mod clients;
 mod control;
 pub(crate) mod daemon;
 mod instance;

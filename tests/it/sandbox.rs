@@ -1,0 +1,190 @@
+//! The confined worker (`--sandbox`): a shell-mode sync handler probes what it may do and
+//! writes what it saw into the destination (which it may write); the same handler run
+//! without `--sandbox` shows each probe succeeding, so every refusal is the sandbox's. The
+//! default rsync mode still mirrors a tree when confined.
+
+use crate::common;
+
+use common::*;
+use std::ffi::OsString;
+use std::path::Path;
+
+/// Writes the probing handler: outside the destination, /etc/shadow, a mount namespace,
+/// its own /proc status; each line `NAME: RESULT` where RESULT is `ok` or the error the
+/// shell printed. The results go to `dst/.probe` (via a temporary name and a rename).
+fn probe_handler(t: &TestDir) -> std::path::PathBuf {
+    let script = t.root.join("probe.sh");
+    let text = format!(
+        r#"#!/bin/sh
+d='{dst}'
+o='{outside}'
+try() {{ name=$1; shift; if out=$("$@" 2>&1 >/dev/null); then echo "$name: ok"; else echo "$name: $out"; fi; }}
+{{
+try outside sh -c "echo x > '$o/written'"
+try shadow cat /etc/shadow
+try unshare unshare -m true
+mkdir -p "$d/m"
+try mount busybox mount -t tmpfs none "$d/m"
+}} > "$d/.probe.tmp"
+mv "$d/.probe.tmp" "$d/.probe"
+"#,
+        dst = t.dst.display(),
+        outside = t.outside.display(),
+    );
+    write(&script, text.as_bytes());
+    chmod(&script, 0o755);
+    script
+}
+
+/// Runs a shell-mode worker with the probing handler (`extra`: `--sandbox` or nothing)
+/// and returns the probe's lines once the initial sync ran it.
+fn probe(t: &TestDir, extra: &[&str]) -> (String, Worker) {
+    let script = probe_handler(t);
+    // The status file's directory is writable for a confined worker: keep it apart from
+    // the test's `outside`.
+    let run = t.root.join("run");
+    mkdir(&run);
+    let status = run.join("status");
+    let mut a: Vec<OsString> = vec![
+        "-M".into(),
+        "shell".into(),
+        "-S".into(),
+        script.into(),
+        "-W".into(),
+        t.src.clone().into(),
+        "-D".into(),
+        t.dst.clone().into(),
+        "-l".into(),
+        "probe".into(),
+        "-t".into(),
+        "0.1".into(),
+        "-w".into(),
+        "0.1".into(),
+        "--status-file".into(),
+        status.clone().into(),
+    ];
+    a.extend(extra.iter().map(OsString::from));
+    write(&t.s(b"f"), b"1");
+    let w = Worker::start_raw(&run, &t.src, &t.dst, &status, &a);
+    let probe = t.d(b".probe");
+    wait_until(SYNC_TIMEOUT, "the handler's probe results", || {
+        probe
+            .exists()
+            .then_some(())
+            .ok_or_else(|| format!("no {}", probe.display()))
+    });
+    let text = read_lossy(&probe);
+    if line(&text, "mount") == "ok" {
+        // Unconfined, the tmpfs landed: take it away again.
+        let _ = std::process::Command::new("umount").arg(t.d(b"m")).status();
+    }
+    (text, w)
+}
+
+fn line<'a>(probe: &'a str, name: &str) -> &'a str {
+    probe
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} line in the probe:\n{probe}"))
+}
+
+/// `NoNewPrivs` and `Seccomp` of a process, from /proc/PID/status (read from outside:
+/// the handler itself may not read /proc).
+fn proc_flags(pid: i32) -> (String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let get = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    (get("NoNewPrivs:"), get("Seccomp:"))
+}
+
+fn need_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    skip("the sandbox probes compare with what root may do unconfined");
+    false
+}
+
+#[test]
+fn a_sandboxed_handler_cannot_write_outside_read_shadow_or_mount() {
+    if !need_root() {
+        return;
+    }
+    let t = TestDir::new("sandbox-probe");
+    let (probe, mut w) = probe(&t, &["--sandbox"]);
+    assert!(
+        line(&probe, "outside").contains("Permission denied"),
+        "{probe}"
+    );
+    assert!(!t.o(b"written").exists(), "the handler wrote outside");
+    assert!(
+        line(&probe, "shadow").contains("Permission denied"),
+        "{probe}"
+    );
+    assert!(
+        line(&probe, "unshare").contains("Operation not permitted"),
+        "{probe}"
+    );
+    // busybox says this for EPERM from mount(2) (and only for EPERM).
+    assert!(
+        line(&probe, "mount").contains("permission denied (are you root?)"),
+        "{probe}"
+    );
+    assert_eq!(
+        proc_flags(w.pid().as_raw()),
+        ("1".to_string(), "2".to_string()),
+        "the worker (and so all it runs) has no-new-privileges and a seccomp filter"
+    );
+    let log = w.stderr();
+    assert!(
+        log.contains("sandbox: landlock full, seccomp ("),
+        "the worker tells what it applied:\n{log}"
+    );
+    w.stop_ok();
+}
+
+/// The control: the same handler, unconfined, does each of these (as root).
+#[test]
+fn without_sandbox_the_same_handler_writes_outside_reads_shadow_and_mounts() {
+    if !need_root() {
+        return;
+    }
+    let t = TestDir::new("sandbox-probe-off");
+    let (probe, mut w) = probe(&t, &[]);
+    for name in ["outside", "shadow", "unshare"] {
+        assert_eq!(line(&probe, name), "ok", "{name}:\n{probe}");
+    }
+    assert!(t.o(b"written").exists());
+    assert_eq!(line(&probe, "mount"), "ok", "{probe}");
+    let (nnp, _) = proc_flags(w.pid().as_raw());
+    assert_eq!(nnp, "0");
+    w.stop_ok();
+}
+
+#[test]
+fn a_sandboxed_worker_mirrors_a_tree_with_rsync() {
+    let t = TestDir::new("sandbox-mirror");
+    mkdir(&t.s(b"a"));
+    write(&t.s(b"a/one"), b"1");
+    symlink(b"one", &t.s(b"a/link"));
+    let run = t.root.join("run");
+    mkdir(&run);
+    let mut w = Worker::start_in(&run, &t.src, &t.dst, &["--sandbox"]);
+    w.wait_synced(SYNC_TIMEOUT);
+    mkdir(&t.s(b"a/b"));
+    write(&t.s(b"a/b/two"), b"22");
+    rename(&t.s(b"a/one"), &t.s(b"a/b/one"));
+    write(&t.s(b"x"), b"333");
+    w.wait_synced(SYNC_TIMEOUT);
+    remove_dir_all(&t.s(b"a/b"));
+    w.wait_synced(SYNC_TIMEOUT);
+    assert!(Path::new(&t.d(b"x")).exists());
+    let log = w.stderr();
+    assert!(log.contains("sandbox: landlock"), "{log}");
+    w.stop_ok();
+}

@@ -198,6 +198,11 @@ impl Grants {
             g.read.push(home.join(".ssh"));
         }
         g.read.extend(cfg.ssh.identity.iter().cloned());
+        // A bare `ssh` is found in PATH (the system directories); a path is granted.
+        if let Some(c) = cfg.ssh.command.as_deref().filter(|c| c.contains('/')) {
+            g.exec.push(PathBuf::from(c));
+        }
+        g.read.extend(cfg.rsync_password_file.iter().cloned());
         g
     }
 }
@@ -397,6 +402,45 @@ fn thread_count() -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grants_name_the_programs_and_files_the_configuration_names() {
+        let cfg = crate::cli::parse(
+            [
+                "clsync",
+                "--ssh-command",
+                "/opt/bin/ssh-wrap",
+                "--exit-hook",
+                "/opt/bin/hook",
+                "--dump-dir",
+                "/run/dump",
+                "/srv/src",
+                "host:/srv/dst",
+                "/srv/dst2",
+            ]
+            .iter()
+            .map(std::ffi::OsString::from)
+            .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let g = Grants::for_worker(
+            &cfg,
+            Path::new("/srv/src"),
+            Path::new("/usr/bin/rsync"),
+            Path::new("/tmp/lists.x"),
+            Some(Path::new("/tmp/ssh.y")),
+        );
+        for p in ["/opt/bin/ssh-wrap", "/opt/bin/hook", "/usr/bin/rsync"] {
+            assert!(g.exec.contains(&PathBuf::from(p)), "{p}: {g:?}");
+        }
+        for p in ["/srv/dst2", "/run/dump", "/tmp/lists.x", "/tmp/ssh.y"] {
+            assert!(g.write.contains(&PathBuf::from(p)), "{p}: {g:?}");
+        }
+        assert!(g.read.contains(&PathBuf::from("/srv/src")));
+        assert!(!g.write.iter().any(|p| p.starts_with("/srv/src")), "{g:?}");
+        assert!(!g.read.iter().any(|p| p == Path::new("/etc")), "{g:?}");
+        assert_eq!(g.remove_dir, [PathBuf::from("/tmp"), PathBuf::from("/tmp")]);
+    }
 
     #[test]
     fn filter_compiles_and_lists_no_call_twice() {

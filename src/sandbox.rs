@@ -281,7 +281,7 @@ impl Sandbox {
                         "partial"
                     }
                     RulesetStatus::NotEnforced => {
-                        warn_no_landlock(&format!("{:?}", st.landlock));
+                        warn_no_landlock(&landlock_missing(&st.landlock));
                         "none"
                     }
                 },
@@ -300,6 +300,15 @@ impl Sandbox {
             None => 0,
         };
         Ok(Enforced { landlock, seccomp })
+    }
+}
+
+/// Why Landlock is not there, in the words of the fix.
+fn landlock_missing(st: &landlock::LandlockStatus) -> String {
+    match st {
+        landlock::LandlockStatus::NotImplemented => "not built into this kernel".to_string(),
+        landlock::LandlockStatus::NotEnabled => "disabled: boot with landlock in lsm=".to_string(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -188,3 +188,46 @@ fn a_sandboxed_worker_mirrors_a_tree_with_rsync() {
     assert!(log.contains("sandbox: landlock"), "{log}");
     w.stop_ok();
 }
+
+/// A kernel without Landlock, as the worker sees it: `landlock_create_ruleset` gives
+/// ENOSYS (a seccomp filter set in the child before exec). The worker says so in exactly
+/// one warning and mirrors with the rest of the sandbox on.
+#[test]
+fn without_landlock_one_warning_and_the_mirror_works() {
+    use std::os::unix::process::CommandExt;
+    let t = TestDir::new("sandbox-no-landlock");
+    write(&t.s(b"f"), b"1");
+    let rules = [(libc::SYS_landlock_create_ruleset, Vec::new())]
+        .into_iter()
+        .collect();
+    let filter = seccompiler::SeccompFilter::new(
+        rules,
+        seccompiler::SeccompAction::Allow,
+        seccompiler::SeccompAction::Errno(libc::ENOSYS as u32),
+        std::env::consts::ARCH.try_into().unwrap(),
+    )
+    .unwrap();
+    let prog: seccompiler::BpfProgram = filter.try_into().unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--sandbox", "--only-initialsync"])
+        .arg(&t.src)
+        .arg(&t.dst)
+        .stdin(std::process::Stdio::null());
+    // SAFETY: apply_filter makes two system calls on a program built before the fork.
+    unsafe {
+        cmd.pre_exec(move || seccompiler::apply_filter(&prog).map_err(std::io::Error::other));
+    }
+    let out = cmd.output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(std::fs::read(t.d(b"f")).unwrap(), b"1", "{log}");
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("does not enforce Landlock"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        log.contains("sandbox: landlock none, seccomp ("),
+        "the rest still applies:\n{log}"
+    );
+}

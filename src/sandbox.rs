@@ -23,7 +23,9 @@ the calling thread only, so a thread started earlier would stay free):
    files (a reload reads them again). Signals to processes outside the worker's domain and
    abstract Unix sockets are refused (ABI 6 scopes).
 3. seccomp: mount and namespace calls, ptrace, kexec, module loading, bpf, reboot, swap,
-   clock setting and the keyring give `EPERM`. `open_by_handle_at` stays allowed: the
+   clock setting and the keyring give `EPERM`, and so does opening a socket other than a
+   Unix one when every destination is local and there is no failover pair (nothing a
+   local mirror runs needs the network). `open_by_handle_at` stays allowed: the
    fanotify monitor resolves every event with it.
 
 Landlock does not cover `chmod`, `chown`, `utime` or extended attributes, and Execute is
@@ -143,6 +145,9 @@ pub struct Grants {
     /// Removing empty directories only: the parents of the worker's temporary directories,
     /// which it removes at exit.
     pub remove_dir: Vec<PathBuf>,
+    /// Every destination is a local directory and there is no failover pair: sockets
+    /// other than Unix ones are refused (`EPERM`).
+    pub local_only: bool,
 }
 
 impl Grants {
@@ -156,7 +161,14 @@ impl Grants {
         lists_dir: &Path,
         control: Option<&Path>,
     ) -> Self {
-        let mut g = Grants::default();
+        let mut g = Grants {
+            local_only: cfg.pair.is_none()
+                && cfg
+                    .destinations()
+                    .iter()
+                    .all(|d| matches!(d, crate::dest::Dest::Local(_))),
+            ..Grants::default()
+        };
         g.exec.extend(SYSTEM_DIRS.iter().map(PathBuf::from));
         g.exec.push(handler.to_path_buf());
         g.exec
@@ -230,6 +242,7 @@ pub struct Sandbox {
     /// Why Landlock is not used, when it is not (told once by `enforce`).
     no_landlock: Option<String>,
     filter: Option<seccompiler::BpfProgram>,
+    local_only: bool,
 }
 
 /// What [`Sandbox::enforce`] achieved, for the start-up log line.
@@ -239,6 +252,8 @@ pub struct Enforced {
     pub landlock: &'static str,
     /// How many system calls the filter refuses (0: no filter on this architecture).
     pub seccomp: usize,
+    /// Sockets other than Unix ones are refused (every destination is local).
+    pub no_network: bool,
 }
 
 impl Sandbox {
@@ -252,7 +267,8 @@ impl Sandbox {
         Ok(Self {
             ruleset,
             no_landlock,
-            filter: seccomp_filter()?,
+            filter: seccomp_filter(g.local_only)?,
+            local_only: g.local_only,
         })
     }
 
@@ -299,7 +315,11 @@ impl Sandbox {
             }
             None => 0,
         };
-        Ok(Enforced { landlock, seccomp })
+        Ok(Enforced {
+            landlock,
+            seccomp,
+            no_network: self.local_only && self.filter.is_some(),
+        })
     }
 }
 
@@ -376,8 +396,11 @@ fn denied_calls() -> &'static [libc::c_long] {
 
 /// The deny-list filter: the calls of [`DENIED_CALLS`] give `EPERM`, all else is allowed.
 /// `None` on an architecture the filter is not written for.
-fn seccomp_filter() -> Result<Option<seccompiler::BpfProgram>, String> {
-    use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
+fn seccomp_filter(local_only: bool) -> Result<Option<seccompiler::BpfProgram>, String> {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
     let Ok(arch) = TargetArch::try_from(std::env::consts::ARCH) else {
         log::warn!(
             "sandbox: no seccomp filter on {}: mount, ptrace and module loading are not refused",
@@ -385,8 +408,20 @@ fn seccomp_filter() -> Result<Option<seccompiler::BpfProgram>, String> {
         );
         return Ok(None);
     };
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         denied_calls().iter().map(|&nr| (nr, Vec::new())).collect();
+    if local_only {
+        // socket(domain != AF_UNIX): nothing a local mirror runs needs the network.
+        let not_unix = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Ne,
+            libc::AF_UNIX as u64,
+        )
+        .and_then(|c| SeccompRule::new(vec![c]))
+        .map_err(|e| format!("sandbox: seccomp filter: {e}"))?;
+        rules.insert(libc::SYS_socket, vec![not_unix]);
+    }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -449,6 +484,7 @@ mod tests {
         assert!(!g.write.iter().any(|p| p.starts_with("/srv/src")), "{g:?}");
         assert!(!g.read.iter().any(|p| p == Path::new("/etc")), "{g:?}");
         assert_eq!(g.remove_dir, [PathBuf::from("/tmp"), PathBuf::from("/tmp")]);
+        assert!(!g.local_only, "a destination is remote");
     }
 
     #[test]
@@ -459,7 +495,7 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), calls.len());
         assert!(!calls.contains(&libc::SYS_open_by_handle_at));
-        assert!(seccomp_filter().unwrap().is_some());
+        assert!(seccomp_filter(true).unwrap().is_some());
     }
 
     /// In a forked child: after `enforce`, writing outside the grants, reading an
@@ -473,6 +509,7 @@ mod tests {
         std::fs::create_dir(&outside).unwrap();
         std::fs::write(outside.join("secret"), b"s").unwrap();
         let g = Grants {
+            local_only: true,
             write: vec![inside.clone()],
             exec: SYSTEM_DIRS.iter().map(PathBuf::from).collect(),
             ..Grants::default()
@@ -514,6 +551,13 @@ mod tests {
                     };
                     if m != -1 || nix::errno::Errno::last() != nix::errno::Errno::EPERM {
                         return Some(14);
+                    }
+                    let tcp = std::net::TcpListener::bind("127.0.0.1:0");
+                    if !tcp.is_err_and(|e| e.raw_os_error() == Some(libc::EPERM)) {
+                        return Some(15);
+                    }
+                    if std::os::unix::net::UnixDatagram::unbound().is_err() {
+                        return Some(16);
                     }
                     Some(0)
                 })()

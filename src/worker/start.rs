@@ -628,9 +628,14 @@ fn confine(sandbox: Option<crate::sandbox::Sandbox>) -> Result<(), StartError> {
     if let Some(sb) = sandbox {
         let done = sb.enforce().map_err(StartError::Sandbox)?;
         log::info!(
-            "sandbox: landlock {}, seccomp ({} calls refused), no-new-privileges",
+            "sandbox: landlock {}, seccomp ({} calls refused{}), no-new-privileges",
             done.landlock,
-            done.seccomp
+            done.seccomp,
+            if done.no_network {
+                ", network sockets too"
+            } else {
+                ""
+            }
         );
     }
     Ok(())

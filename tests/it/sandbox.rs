@@ -10,19 +10,20 @@ use std::ffi::OsString;
 use std::path::Path;
 
 /// Writes the probing handler: outside the destination, /etc/shadow, a mount namespace,
-/// its own /proc status; each line `NAME: RESULT` where RESULT is `ok` or the error the
-/// shell printed. The results go to `dst/.probe` (via a temporary name and a rename).
+/// a TCP socket; each line `NAME: RESULT` where RESULT is `ok` or the last line of the
+/// error printed. The results go to `dst/.probe` (via a temporary name and a rename).
 fn probe_handler(t: &TestDir) -> std::path::PathBuf {
     let script = t.root.join("probe.sh");
     let text = format!(
         r#"#!/bin/sh
 d='{dst}'
 o='{outside}'
-try() {{ name=$1; shift; if out=$("$@" 2>&1 >/dev/null); then echo "$name: ok"; else echo "$name: $out"; fi; }}
+try() {{ name=$1; shift; if out=$("$@" 2>&1 >/dev/null); then echo "$name: ok"; else echo "$name: $(echo "$out" | tail -n 1)"; fi; }}
 {{
 try outside sh -c "echo x > '$o/written'"
 try shadow cat /etc/shadow
 try unshare unshare -m true
+try socket python3 -c 'import socket; socket.socket()'
 mkdir -p "$d/m"
 try mount busybox mount -t tmpfs none "$d/m"
 }} > "$d/.probe.tmp"
@@ -140,6 +141,11 @@ fn a_sandboxed_handler_cannot_write_outside_read_shadow_or_mount() {
         ("1".to_string(), "2".to_string()),
         "the worker (and so all it runs) has no-new-privileges and a seccomp filter"
     );
+    // No remote destination: a TCP socket is refused.
+    assert!(
+        line(&probe, "socket").contains("PermissionError: [Errno 1] Operation not permitted"),
+        "{probe}"
+    );
     let log = w.stderr();
     assert!(
         log.contains("sandbox: landlock full, seccomp ("),
@@ -156,7 +162,7 @@ fn without_sandbox_the_same_handler_writes_outside_reads_shadow_and_mounts() {
     }
     let t = TestDir::new("sandbox-probe-off");
     let (probe, mut w) = probe(&t, &[]);
-    for name in ["outside", "shadow", "unshare"] {
+    for name in ["outside", "shadow", "unshare", "socket"] {
         assert_eq!(line(&probe, name), "ok", "{name}:\n{probe}");
     }
     assert!(t.o(b"written").exists());

@@ -237,3 +237,30 @@ fn without_landlock_one_warning_and_the_mirror_works() {
         "the rest still applies:\n{log}"
     );
 }
+
+/// The pid file sits in a directory a confined worker may not write: at exit it cannot
+/// be removed, so it is emptied (an empty pid file is stale), and the next start takes it
+/// over without a word.
+#[test]
+fn a_sandboxed_worker_empties_its_pid_file_at_exit() {
+    let t = TestDir::new("sandbox-pidfile");
+    let piddir = t.root.join("piddir");
+    mkdir(&piddir);
+    let pid = piddir.join("clsync.pid");
+    let run = t.root.join("run");
+    mkdir(&run);
+    let args = [
+        OsString::from("--sandbox"),
+        "--pid-file".into(),
+        pid.clone().into(),
+    ];
+    let mut w = Worker::start_in(&run, &t.src, &t.dst, &args);
+    let text = std::fs::read_to_string(&pid).unwrap();
+    assert_eq!(text.trim(), w.pid().to_string());
+    w.stop_ok();
+    let left = std::fs::read_to_string(&pid).unwrap_or_default();
+    assert_eq!(left, "", "no dead pid is left in {}", pid.display());
+    let mut again = Worker::start_in(&run, &t.src, &t.dst, &args);
+    assert!(!again.stderr().contains("stale"), "{}", again.stderr());
+    again.stop_ok();
+}

@@ -104,6 +104,9 @@ pub enum StartError {
         what: &'static str,
         source: nix::Error,
     },
+    /// The sandbox could not be prepared or applied (`sandbox = true`).
+    #[error("{0}")]
+    Sandbox(String),
     /// A resource of the system the loop needs (`what`: "epoll", "waker", "signals",
     /// "event reader thread").
     #[error("{what}: {source}")]
@@ -130,12 +133,13 @@ pub enum Kind {
     PeerUnreachable,
     Background,
     Privileges,
+    Sandbox,
     System,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Usage,
         Kind::Path,
         Kind::Handler,
@@ -149,6 +153,7 @@ impl Kind {
         Kind::PeerUnreachable,
         Kind::Background,
         Kind::Privileges,
+        Kind::Sandbox,
         Kind::System,
     ];
 
@@ -168,6 +173,7 @@ impl Kind {
             | Kind::PeerUnreachable
             | Kind::Background
             | Kind::Privileges
+            | Kind::Sandbox
             | Kind::System => ExitCode::Failure,
         }
     }
@@ -190,6 +196,7 @@ impl Kind {
             Kind::PeerUnreachable => "its peer cannot be reached with `--only-initialsync`",
             Kind::Background => "cannot go to the background",
             Kind::Privileges => "privileges could not be dropped",
+            Kind::Sandbox => "the sandbox could not be applied",
             Kind::System => "the system refused a resource (epoll, signals, a thread)",
         }
     }
@@ -212,6 +219,7 @@ impl StartError {
             StartError::PeerUnreachable => Kind::PeerUnreachable,
             StartError::Background(_) => Kind::Background,
             StartError::Privileges { .. } => Kind::Privileges,
+            StartError::Sandbox(_) => Kind::Sandbox,
             StartError::System { .. } => Kind::System,
         }
     }

@@ -15,6 +15,7 @@ pub(crate) mod pair;
 pub(crate) mod report;
 pub mod rules;
 pub(crate) mod safe_file;
+pub(crate) mod sandbox;
 pub(crate) mod signature;
 pub mod strict;
 pub(crate) mod sync;

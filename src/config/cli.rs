@@ -202,6 +202,10 @@ struct Args {
     /// the programs run (handler, hooks, resolver…): false turns the checks off [default: true]
     #[arg(long = "strict-modes", value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_yes_no)]
     strict_modes: Option<bool>,
+    /// Confine the worker and what it runs (Landlock, seccomp, no-new-privileges): see
+    /// docs/security.md [default: false]
+    #[arg(long = "sandbox", value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_yes_no)]
+    sandbox: Option<bool>,
     /// Accepted: no event is ever skipped (an inotify overflow means a rescan)
     #[arg(long = "exit-on-sync-skip")]
     exit_on_sync_skip: bool,
@@ -562,6 +566,7 @@ fn layer(a: Args) -> Result<Values, StartError> {
         rsync_password_file: a.rsync_password_file,
         allow_empty_source: flag(a.allow_empty_source),
         strict_modes: a.strict_modes,
+        sandbox: a.sandbox,
         progress: a.progress,
         wait_for_close: a.wait_for_close,
         verify_interval: a.verify_interval,

@@ -90,6 +90,8 @@ pub struct Config {
     /// (or the running user) may change ([`crate::strict`]); `strict-modes = false` turns
     /// it off.
     pub strict_modes: bool,
+    /// The worker confines itself and what it runs ([`crate::sandbox`]; `sandbox`).
+    pub sandbox: bool,
     /// The command line this configuration came from: SIGHUP parses it again (re-reading
     /// the profile or configuration file) and applies what can change at run time.
     pub reload_args: Option<Vec<OsString>>,
@@ -247,12 +249,36 @@ restart_or_reload! {
         mode, rsync, handler_args, lists_dir, label, uid, gid, threading, max_parallel_syncs,
         one_file_system, monitor, pid_file, output, status_file, sync_handler_uid,
         sync_handler_gid, lists_nul, synclist_simplify, have_recursive_sync,
-        rsync_prefer_include, background, initial, full_initialsync, dont_unlink_lists;
+        rsync_prefer_include, background, initial, full_initialsync, dont_unlink_lists,
+        sandbox;
     reload: ignore_failures, modification_signature, dump_dir, wait_for_close,
         verify_interval, allow_empty_source, strict_modes, reload_args, delays, threshold_bigfile,
         rules_file, rules_inline, globs, rsync_inclimit, debug, ignore_exitcodes,
         timeout_sync, pre_exit_hook, exit_hook, standby_file, retries, exit_on_no_events,
         max_iterations, quiet,
+}
+
+impl Config {
+    /// With the sandbox on, the paths it granted at start (`dump-dir`, the rules file, the
+    /// hooks) are fixed too: a changed one is set back in `new` and named, as a setting
+    /// that takes a restart.
+    pub fn keep_sandboxed_paths(&self, new: &mut Config) -> Vec<String> {
+        let mut changed = Vec::new();
+        if !self.sandbox {
+            return changed;
+        }
+        let mut keep = |name: &str, old: &Option<PathBuf>, new: &mut Option<PathBuf>| {
+            if old != new {
+                changed.push(format!("{name} (sandboxed)"));
+                new.clone_from(old);
+            }
+        };
+        keep("dump-dir", &self.dump_dir, &mut new.dump_dir);
+        keep("rules-file", &self.rules_file, &mut new.rules_file);
+        keep("pre-exit-hook", &self.pre_exit_hook, &mut new.pre_exit_hook);
+        keep("exit-hook", &self.exit_hook, &mut new.exit_hook);
+        changed
+    }
 }
 
 /// The option a [`Config`] field is set by.
@@ -447,6 +473,36 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sandboxed_worker_keeps_the_paths_it_granted_on_reload() {
+        let parse = |extra: &[&str]| {
+            let mut a: Vec<std::ffi::OsString> = ["clsync", "-W", "/srv/a", "-D", "/srv/b"]
+                .iter()
+                .map(Into::into)
+                .collect();
+            a.extend(extra.iter().map(Into::into));
+            crate::cli::parse(a).unwrap()
+        };
+        let old = parse(&["--sandbox", "--exit-hook", "/bin/true"]);
+        let mut new = parse(&["--sandbox", "--exit-hook", "/bin/false"]);
+        assert_eq!(
+            old.keep_sandboxed_paths(&mut new),
+            ["exit-hook (sandboxed)"]
+        );
+        assert_eq!(new.exit_hook, old.exit_hook);
+        let old = parse(&["--exit-hook", "/bin/true"]);
+        let mut new = parse(&["--exit-hook", "/bin/false"]);
+        assert!(old.keep_sandboxed_paths(&mut new).is_empty());
+        assert_eq!(
+            new.exit_hook.as_deref(),
+            Some(std::path::Path::new("/bin/false"))
+        );
+        let mut on = parse(&["--sandbox"]);
+        assert_eq!(parse(&[]).restart_needed_for(&on), ["sandbox"]);
+        on.reload_from(parse(&[]));
+        assert!(on.sandbox, "sandbox is kept until a restart");
+    }
 
     #[test]
     fn exit_codes_as_the_original() {

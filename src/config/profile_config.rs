@@ -160,6 +160,7 @@ pub fn layer(r: &Resolved, file: &Path) -> Result<Values, StartError> {
         rsync_password_file: v.rsync_password_file.as_ref().map(PathBuf::from),
         allow_empty_source: v.allow_empty_source,
         strict_modes: v.strict_modes,
+        sandbox: v.sandbox,
         progress: v.progress,
         wait_for_close: v.wait_for_close,
         verify_interval: v.verify_interval,

@@ -5,12 +5,17 @@ supervisor or dumps on USR1, and the pre-exit / exit hooks. They sit beside the 
 */
 
 use super::*;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 /// The pid file: refuses to start over a live pid, replaces a stale one, and is removed
 /// at exit if the file at its name is still the one this process wrote (same identity).
 /// Written with [`crate::safe_file::write_atomic`] and read without following a symlink:
 /// a symlink planted at the name is replaced, never written through.
-pub(super) struct PidFile(PathBuf, crate::safe_file::FileId);
+///
+/// The file stays open: a sandboxed worker ([`crate::sandbox`]) may not remove it at exit
+/// (its directory is not granted), so it is emptied through this descriptor instead, whose
+/// rights were fixed when it was opened. An empty pid file counts as stale.
+pub(super) struct PidFile(PathBuf, crate::safe_file::FileId, Option<std::fs::File>);
 
 impl PidFile {
     /// Refuses to go on if the file names a live process other than this one.
@@ -53,14 +58,24 @@ impl PidFile {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(PidFile(path.to_path_buf(), id))
+        let open = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| (m.dev(), m.ino()) == id));
+        Ok(PidFile(path.to_path_buf(), id, open))
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        if crate::safe_file::id_of(&self.0).is_ok_and(|id| id == self.1) {
-            let _ = std::fs::remove_file(&self.0);
+        if crate::safe_file::id_of(&self.0).is_ok_and(|id| id == self.1)
+            && std::fs::remove_file(&self.0).is_err()
+        {
+            if let Some(f) = &self.2 {
+                let _ = f.set_len(0);
+            }
         }
     }
 }

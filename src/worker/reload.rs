@@ -13,7 +13,7 @@ impl Worker {
     /// needs a restart is named in the log and left as it was. A configuration with an
     /// error changes nothing.
     pub(super) fn reload(&mut self) {
-        let new = match &self.cfg.reload_args {
+        let mut new = match &self.cfg.reload_args {
             Some(args) => match crate::cli::parse(args.clone()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -26,6 +26,7 @@ impl Worker {
             },
             None => self.cfg.clone(),
         };
+        let kept = self.cfg.keep_sandboxed_paths(&mut new);
         let rules = match new.load_rules() {
             Ok(r) => r,
             Err(e) => {
@@ -34,7 +35,8 @@ impl Worker {
             }
         };
         self.status.set("rehashing");
-        let restart = self.cfg.restart_needed_for(&new);
+        let mut restart = self.cfg.restart_needed_for(&new);
+        restart.extend(kept);
         if !restart.is_empty() {
             warn!(
                 "signal HUP: {} changed; that takes a restart (kept as it was)",

@@ -43,7 +43,10 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
         Some(p) => Some(PidFile::create(p)?),
         None => None,
     };
+    // Opened as root, applied after the uid drop and before the first thread.
+    let sandbox = prepare_sandbox(&cfg, &paths, &lists_dir, control.as_ref())?;
     drop_privileges(cfg.uid, cfg.gid)?;
+    confine(sandbox)?;
     let (mut poll, waker, mut signals) = wake_ups(&mut watcher)?;
     let (runner, targets) = handlers(
         &cfg,
@@ -596,6 +599,48 @@ fn ssh_control_dir(cfg: &Config) -> Result<Option<tempfile::TempDir>, StartError
 
 /// `uid` / `gid`: the worker drops to this user and group once the tree is watched and
 /// the pid file written (the watches stay; list files and the handler run as them).
+/// The confinement (`sandbox`), prepared while the worker is still root: every granted
+/// path is opened and the filter compiled, so that what can fail fails here.
+fn prepare_sandbox(
+    cfg: &Config,
+    paths: &Paths,
+    lists_dir: &std::path::Path,
+    control: Option<&tempfile::TempDir>,
+) -> Result<Option<crate::sandbox::Sandbox>, StartError> {
+    if !cfg.sandbox {
+        return Ok(None);
+    }
+    let grants = crate::sandbox::Grants::for_worker(
+        cfg,
+        &paths.src,
+        &paths.rsync,
+        lists_dir,
+        control.map(tempfile::TempDir::path),
+    );
+    crate::sandbox::Sandbox::prepare(&grants)
+        .map(Some)
+        .map_err(StartError::Sandbox)
+}
+
+/// Applies the prepared confinement; from here on the worker and all it runs are confined.
+/// Before the first thread ([`wake_ups`] starts the event reader).
+fn confine(sandbox: Option<crate::sandbox::Sandbox>) -> Result<(), StartError> {
+    if let Some(sb) = sandbox {
+        let done = sb.enforce().map_err(StartError::Sandbox)?;
+        log::info!(
+            "sandbox: landlock {}, seccomp ({} calls refused{}), no-new-privileges",
+            done.landlock,
+            done.seccomp,
+            if done.no_network {
+                ", network sockets too"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
 fn drop_privileges(uid: Option<u32>, gid: Option<u32>) -> Result<(), StartError> {
     use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
     let fail = |what, source| StartError::Privileges { what, source };

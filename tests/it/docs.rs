@@ -130,6 +130,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("rsync-password-file", "\"/etc/clsync/rsync.secret\""),
     ("allow-empty-source", "true"),
     ("strict-modes", "false"),
+    ("sandbox", "true"),
     ("progress", "true"),
     ("verify-interval", "\"1h\""),
     ("wait-for-close", "\"30s\""),

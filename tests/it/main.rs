@@ -26,5 +26,6 @@ mod profiles;
 mod random;
 mod remote;
 mod safe_files;
+mod sandbox;
 mod strict;
 mod threading;

@@ -72,6 +72,7 @@ pub const KEYS: &[&str] = &[
     "rsync-password-file",
     "allow-empty-source",
     "strict-modes",
+    "sandbox",
     "progress",
     "verify-interval",
     "wait-for-close",
@@ -290,6 +291,9 @@ pub struct ProfileValues {
     /// for who may change them ([`crate::strict`]; not in the original).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict_modes: Option<bool>,
+    /// `true`: the worker confines itself ([`crate::sandbox`]; not in the original).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<bool>,
     /// Periodic verification against the source (not in the original).
@@ -403,7 +407,7 @@ impl ProfileValues {
             standby_file, modification_signature, rsync_inclimit, output, debug, uid, gid,
             sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, destinations, ssh_command,
             ssh_identity, ssh_port, ssh_options, rsync_options, rsync_password_file,
-            allow_empty_source, strict_modes, progress, verify_interval, wait_for_close, monitor, peer, split_brain, resolver, resolver_timeout,
+            allow_empty_source, strict_modes, sandbox, progress, verify_interval, wait_for_close, monitor, peer, split_brain, resolver, resolver_timeout,
             split_brain_notify, pair_dir, peer_pair_dir, autostart, restart,
             restart_delay, restart_max_delay, start_limit_burst, start_limit_interval,
             stop_timeout, inherits,

@@ -200,6 +200,7 @@ fn all_set() -> ProfileValues {
         rsync_password_file: s("/etc/clsync/rsync.secret"),
         allow_empty_source: Some(false),
         strict_modes: Some(true),
+        sandbox: Some(true),
         progress: Some(true),
         verify_interval: Some(Duration::from_secs(3600)),
         wait_for_close: Some(Duration::from_secs(30)),

@@ -1,0 +1,574 @@
+/*!
+The worker's confinement (`sandbox = true`, `--sandbox`): what a root worker and every
+program it runs (rsync, ssh, sync handlers, hooks) may still do once the tree is watched.
+
+Why: a worker runs as root to keep ownership, and runs programs a profile names. Without
+confinement a mistaken or subverted handler may write anywhere, read `/etc/shadow`, mount
+file systems or load kernel modules. The kernel offers three irreversible, inherited
+limits, applied here in the worker's start-up after the fork to the background, the pid
+file and the uid drop, and before the first thread is started (Landlock below ABI 8 binds
+the calling thread only, so a thread started earlier would stay free):
+
+1. no-new-privileges: a setuid program or a file capability run by a handler gains
+   nothing (`sudo`, `ping` stop working).
+2. Landlock (pinned at ABI 6; the file rights of ABI 5 to 8 are the same): read and
+   execute in the system directories (`/usr`, `/bin`, `/sbin`, `/lib*`) and read of a
+   short list of `/etc` files (the libc loader cache, users and groups, name service,
+   time zone, TLS roots, ssh's client configuration), never `/etc` as a whole, so
+   `/etc/shadow` and host keys stay closed; read of the watch tree (read and write in a
+   failover pair, whose pulls write into it); read and write of each local destination,
+   the lists directory, the ssh control directory, the status file's and the dump
+   directory's, and the pair's record directories; read and execute of the sync handler,
+   the hooks and the pair's resolver and notifier; read of the profile, `-H` and rules
+   files (a reload reads them again). Signals to processes outside the worker's domain and
+   abstract Unix sockets are refused (ABI 6 scopes).
+3. seccomp: mount and namespace calls, ptrace, kexec, module loading, bpf, reboot, swap,
+   clock setting and the keyring give `EPERM`, and so does opening a socket other than a
+   Unix one when every destination is local and there is no failover pair (nothing a
+   local mirror runs needs the network). `open_by_handle_at` stays allowed: the
+   fanotify monitor resolves every event with it.
+
+Landlock does not cover `chmod`, `chown`, `utime` or extended attributes, and Execute is
+not checked when a readable file is run through `ld.so` or `dlopen`ed: the boundary is
+what may be read and written. A kernel without Landlock (or with it disabled) logs one
+warning and the worker goes on with no-new-privileges and seccomp.
+
+Everything that can fail (opening each granted path, building the rule set, compiling the
+filter) happens in [`Sandbox::prepare`], while the worker is still root and nothing is
+irreversible; [`Sandbox::enforce`] then only applies what was prepared.
+*/
+
+use landlock::{
+    Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreated,
+    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The Landlock ABI the rules are written for (see the module doc).
+const LANDLOCK_ABI: ABI = ABI::V6;
+
+/// System directories: read and execute (those that exist).
+const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32"];
+
+/// Files and directories under /etc that rsync, ssh and the C library read (from strace of
+/// `rsync -aHAX` and `ssh`); read only, one rule each.
+const ETC_READ: &[&str] = &[
+    "/etc/ld.so.cache",
+    "/etc/ld.so.preload",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/resolv.conf",
+    "/etc/gai.conf",
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/localtime",
+    "/etc/popt",
+    "/etc/popt.d",
+    "/etc/ssl",
+    "/etc/selinux/config",
+    "/etc/ssh/ssh_config",
+    "/etc/ssh/ssh_config.d",
+    "/etc/ssh/ssh_known_hosts",
+    "/proc/sys/fs/inotify",
+    "/dev/zero",
+    "/dev/urandom",
+    "/dev/random",
+];
+
+/// Refused with `EPERM` by the seccomp filter.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const DENIED_CALLS: &[libc::c_long] = &[
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_pidfd_getfd,
+    libc::SYS_perf_event_open,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_bpf,
+    libc::SYS_reboot,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_acct,
+    libc::SYS_syslog,
+    libc::SYS_vhangup,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_clock_adjtime,
+    libc::SYS_adjtimex,
+    libc::SYS_sethostname,
+    libc::SYS_setdomainname,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_userfaultfd,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_iopl,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_ioperm,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_uselib,
+];
+
+/// The paths a worker is granted, by kind of access.
+#[derive(Debug, Default, Clone)]
+pub struct Grants {
+    /// Read (files and directory listings).
+    pub read: Vec<PathBuf>,
+    /// Read and execute.
+    pub exec: Vec<PathBuf>,
+    /// Read and write (everything but execute).
+    pub write: Vec<PathBuf>,
+    /// Removing empty directories only: the parents of the worker's temporary directories,
+    /// which it removes at exit.
+    pub remove_dir: Vec<PathBuf>,
+    /// Every destination is a local directory and there is no failover pair: sockets
+    /// other than Unix ones are refused (`EPERM`).
+    pub local_only: bool,
+}
+
+impl Grants {
+    /// What a worker with these settings needs: `src` (the canonical watch tree), `handler`
+    /// (the resolved sync handler), `lists_dir` and `control` (the ssh control directory).
+    #[must_use]
+    pub fn for_worker(
+        cfg: &crate::config::Config,
+        src: &Path,
+        handler: &Path,
+        lists_dir: &Path,
+        control: Option<&Path>,
+    ) -> Self {
+        let mut g = Grants {
+            local_only: cfg.pair.is_none()
+                && cfg
+                    .destinations()
+                    .iter()
+                    .all(|d| matches!(d, crate::dest::Dest::Local(_))),
+            ..Grants::default()
+        };
+        g.exec.extend(SYSTEM_DIRS.iter().map(PathBuf::from));
+        g.exec.push(handler.to_path_buf());
+        g.exec
+            .extend(cfg.pre_exit_hook.iter().chain(&cfg.exit_hook).cloned());
+        g.read.extend(ETC_READ.iter().map(PathBuf::from));
+        g.write.push(PathBuf::from("/dev/null"));
+        if let Some(pair) = &cfg.pair {
+            g.write.push(src.to_path_buf());
+            g.write.push(pair.dir.clone());
+            g.write.push(pair.peer_dir.clone());
+            g.exec
+                .extend(pair.resolver.iter().chain(&pair.notify).cloned());
+        } else {
+            g.read.push(src.to_path_buf());
+        }
+        for d in cfg.destinations() {
+            if let crate::dest::Dest::Local(p) = d {
+                g.write.push(p);
+            }
+        }
+        for dir in std::iter::once(lists_dir).chain(control) {
+            g.write.push(dir.to_path_buf());
+            if let Some(parent) = dir.parent() {
+                g.remove_dir.push(parent.to_path_buf());
+            }
+        }
+        if let Some(parent) = cfg.status_file.as_deref().and_then(Path::parent) {
+            g.write.push(parent.to_path_buf());
+        }
+        g.write.extend(cfg.dump_dir.iter().cloned());
+        g.read.extend(cfg.rules_file.iter().cloned());
+        for (_, file) in cfg.rules_inline.iter() {
+            g.read.push(file.clone());
+        }
+        for (_, _, file) in cfg.globs.iter() {
+            g.read.push(file.clone());
+        }
+        if let Some(home) = ssh_home(cfg) {
+            g.read.push(home.join(".ssh"));
+        }
+        g.read.extend(cfg.ssh.identity.iter().cloned());
+        // A bare `ssh` is found in PATH (the system directories); a path is granted.
+        if let Some(c) = cfg.ssh.command.as_deref().filter(|c| c.contains('/')) {
+            g.exec.push(PathBuf::from(c));
+        }
+        g.read.extend(cfg.rsync_password_file.iter().cloned());
+        g
+    }
+}
+
+/// The running user's home, when a destination is reached over ssh (ssh reads
+/// `~/.ssh`; never writable, or keys could be added).
+fn ssh_home(cfg: &crate::config::Config) -> Option<PathBuf> {
+    let remote = cfg
+        .destinations()
+        .iter()
+        .any(|d| matches!(d, crate::dest::Dest::Ssh { .. }));
+    if !remote {
+        return None;
+    }
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+}
+
+/// A prepared confinement: opened rules and a compiled filter, applied by
+/// [`Sandbox::enforce`].
+pub struct Sandbox {
+    ruleset: Option<RulesetCreated>,
+    /// Why Landlock is not used, when it is not (told once by `enforce`).
+    no_landlock: Option<String>,
+    filter: Option<seccompiler::BpfProgram>,
+    local_only: bool,
+}
+
+/// What [`Sandbox::enforce`] achieved, for the start-up log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enforced {
+    /// `full`, `partial` or `none`.
+    pub landlock: &'static str,
+    /// How many system calls the filter refuses (0: no filter on this architecture).
+    pub seccomp: usize,
+    /// Sockets other than Unix ones are refused (every destination is local).
+    pub no_network: bool,
+}
+
+impl Sandbox {
+    /// Opens every granted path (missing ones are skipped with a debug line), builds the
+    /// Landlock rule set and compiles the seccomp filter. Nothing is applied yet.
+    pub fn prepare(g: &Grants) -> Result<Self, String> {
+        let (ruleset, no_landlock) = match landlock_ruleset(g) {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(e)),
+        };
+        Ok(Self {
+            ruleset,
+            no_landlock,
+            filter: seccomp_filter(g.local_only)?,
+            local_only: g.local_only,
+        })
+    }
+
+    /// Applies no-new-privileges, the Landlock rule set and the seccomp filter to this
+    /// process (and so to everything it starts from now on). Must run before the worker
+    /// starts its first thread; refused when it has more than one.
+    pub fn enforce(self) -> Result<Enforced, String> {
+        let threads = thread_count();
+        if threads != Some(1) {
+            return Err(format!(
+                "sandbox: the worker already runs {} threads; the confinement would miss them",
+                threads.map_or_else(|| "an unknown number of".to_string(), |n| n.to_string())
+            ));
+        }
+        nix::sys::prctl::set_no_new_privs()
+            .map_err(|e| format!("sandbox: cannot set no-new-privileges: {e}"))?;
+        let landlock = match self.ruleset {
+            Some(r) => match r.restrict_self() {
+                Ok(st) => match st.ruleset {
+                    RulesetStatus::FullyEnforced => "full",
+                    RulesetStatus::PartiallyEnforced => {
+                        log::warn!(
+                            "sandbox: Landlock is only partly enforced by this kernel ({:?}): some file rights are not confined",
+                            st.landlock
+                        );
+                        "partial"
+                    }
+                    RulesetStatus::NotEnforced => {
+                        warn_no_landlock(&landlock_missing(&st.landlock));
+                        "none"
+                    }
+                },
+                Err(e) => return Err(format!("sandbox: Landlock: {e}")),
+            },
+            None => {
+                warn_no_landlock(self.no_landlock.as_deref().unwrap_or("unknown"));
+                "none"
+            }
+        };
+        let seccomp = match &self.filter {
+            Some(f) => {
+                seccompiler::apply_filter(f).map_err(|e| format!("sandbox: seccomp: {e}"))?;
+                denied_calls().len()
+            }
+            None => 0,
+        };
+        Ok(Enforced {
+            landlock,
+            seccomp,
+            no_network: self.local_only && self.filter.is_some(),
+        })
+    }
+}
+
+/// Why Landlock is not there, in the words of the fix.
+fn landlock_missing(st: &landlock::LandlockStatus) -> String {
+    match st {
+        landlock::LandlockStatus::NotImplemented => "not built into this kernel".to_string(),
+        landlock::LandlockStatus::NotEnabled => "disabled: boot with landlock in lsm=".to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn warn_no_landlock(why: &str) {
+    log::warn!(
+        "sandbox: this kernel does not enforce Landlock ({why}): files are not confined; no-new-privileges and seccomp still apply"
+    );
+}
+
+fn landlock_ruleset(g: &Grants) -> Result<RulesetCreated, String> {
+    let abi = LANDLOCK_ABI;
+    let all = AccessFs::from_all(abi);
+    let read = AccessFs::from_read(abi) & !AccessFs::Execute;
+    let exec = AccessFs::from_read(abi);
+    let write = all & !AccessFs::Execute;
+    let remove_dir = landlock::BitFlags::from(AccessFs::RemoveDir);
+    let mut ruleset = Ruleset::default()
+        .handle_access(all)
+        .and_then(|r| r.scope(Scope::from_all(abi)))
+        .and_then(Ruleset::create)
+        .map_err(|e| e.to_string())?;
+    let kinds = [
+        (&g.read, read),
+        (&g.exec, exec),
+        (&g.write, write),
+        (&g.remove_dir, remove_dir),
+    ];
+    for (paths, access) in kinds {
+        for p in paths {
+            let fd = match PathFd::new(p) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    log::debug!("sandbox: not granting {}: {e}", p.display());
+                    continue;
+                }
+            };
+            // A file gets the file rights of the kind only (a directory right on a file
+            // is refused by the kernel).
+            let is_dir = std::fs::metadata(p).is_ok_and(|m| m.is_dir());
+            let access = if is_dir {
+                access
+            } else {
+                access & AccessFs::from_file(abi)
+            };
+            if access.is_empty() {
+                continue;
+            }
+            ruleset = ruleset
+                .add_rule(PathBeneath::new(fd, access))
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+    }
+    Ok(ruleset)
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn denied_calls() -> &'static [libc::c_long] {
+    DENIED_CALLS
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn denied_calls() -> &'static [libc::c_long] {
+    &[]
+}
+
+/// The deny-list filter: the calls of [`DENIED_CALLS`] give `EPERM`, all else is allowed.
+/// `None` on an architecture the filter is not written for.
+fn seccomp_filter(local_only: bool) -> Result<Option<seccompiler::BpfProgram>, String> {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
+    let Ok(arch) = TargetArch::try_from(std::env::consts::ARCH) else {
+        log::warn!(
+            "sandbox: no seccomp filter on {}: mount, ptrace and module loading are not refused",
+            std::env::consts::ARCH
+        );
+        return Ok(None);
+    };
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        denied_calls().iter().map(|&nr| (nr, Vec::new())).collect();
+    if local_only {
+        // socket(domain != AF_UNIX): nothing a local mirror runs needs the network.
+        let not_unix = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Ne,
+            libc::AF_UNIX as u64,
+        )
+        .and_then(|c| SeccompRule::new(vec![c]))
+        .map_err(|e| format!("sandbox: seccomp filter: {e}"))?;
+        rules.insert(libc::SYS_socket, vec![not_unix]);
+    }
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(|e| format!("sandbox: seccomp filter: {e}"))?;
+    let prog = seccompiler::BpfProgram::try_from(filter)
+        .map_err(|e| format!("sandbox: seccomp filter: {e}"))?;
+    Ok(Some(prog))
+}
+
+/// The number of threads of this process (`Threads:` in /proc/self/status).
+fn thread_count() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_name_the_programs_and_files_the_configuration_names() {
+        let cfg = crate::cli::parse(
+            [
+                "clsync",
+                "--ssh-command",
+                "/opt/bin/ssh-wrap",
+                "--exit-hook",
+                "/opt/bin/hook",
+                "--dump-dir",
+                "/run/dump",
+                "/srv/src",
+                "host:/srv/dst",
+                "/srv/dst2",
+            ]
+            .iter()
+            .map(std::ffi::OsString::from)
+            .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let g = Grants::for_worker(
+            &cfg,
+            Path::new("/srv/src"),
+            Path::new("/usr/bin/rsync"),
+            Path::new("/tmp/lists.x"),
+            Some(Path::new("/tmp/ssh.y")),
+        );
+        for p in ["/opt/bin/ssh-wrap", "/opt/bin/hook", "/usr/bin/rsync"] {
+            assert!(g.exec.contains(&PathBuf::from(p)), "{p}: {g:?}");
+        }
+        for p in ["/srv/dst2", "/run/dump", "/tmp/lists.x", "/tmp/ssh.y"] {
+            assert!(g.write.contains(&PathBuf::from(p)), "{p}: {g:?}");
+        }
+        assert!(g.read.contains(&PathBuf::from("/srv/src")));
+        assert!(!g.write.iter().any(|p| p.starts_with("/srv/src")), "{g:?}");
+        assert!(!g.read.iter().any(|p| p == Path::new("/etc")), "{g:?}");
+        assert_eq!(g.remove_dir, [PathBuf::from("/tmp"), PathBuf::from("/tmp")]);
+        assert!(!g.local_only, "a destination is remote");
+    }
+
+    #[test]
+    fn filter_compiles_and_lists_no_call_twice() {
+        let calls = denied_calls();
+        let mut sorted = calls.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), calls.len());
+        assert!(!calls.contains(&libc::SYS_open_by_handle_at));
+        assert!(seccomp_filter(true).unwrap().is_some());
+    }
+
+    /// In a forked child: after `enforce`, writing outside the grants, reading an
+    /// ungranted file and mount(2) fail; writing inside works.
+    #[test]
+    fn enforce_confines_a_forked_child() {
+        let dir = tempfile::tempdir().unwrap();
+        let inside = dir.path().join("in");
+        let outside = dir.path().join("out");
+        std::fs::create_dir(&inside).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"s").unwrap();
+        let g = Grants {
+            local_only: true,
+            write: vec![inside.clone()],
+            exec: SYSTEM_DIRS.iter().map(PathBuf::from).collect(),
+            ..Grants::default()
+        };
+        // SAFETY: the child only makes system calls and leaves with _exit; the test
+        // harness's other threads are not touched in it.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let code = (|| {
+                    let sb = Sandbox::prepare(&g).ok()?;
+                    // A forked child of the test harness has one thread.
+                    let done = sb.enforce().ok()?;
+                    if done.landlock != "full" {
+                        return Some(10);
+                    }
+                    let denied = |r: std::io::Result<()>| {
+                        r.is_err_and(|e| e.raw_os_error() == Some(libc::EACCES))
+                    };
+                    if std::fs::write(inside.join("ok"), b"x").is_err() {
+                        return Some(11);
+                    }
+                    if !denied(std::fs::write(outside.join("f"), b"x")) {
+                        return Some(12);
+                    }
+                    if !denied(std::fs::read(outside.join("secret")).map(|_| ())) {
+                        return Some(13);
+                    }
+                    let target =
+                        std::ffi::CString::new(inside.as_os_str().as_encoded_bytes()).ok()?;
+                    // SAFETY: valid NUL-terminated strings and a null data pointer.
+                    let m = unsafe {
+                        libc::mount(
+                            c"none".as_ptr(),
+                            target.as_ptr(),
+                            c"tmpfs".as_ptr(),
+                            0,
+                            std::ptr::null(),
+                        )
+                    };
+                    if m != -1 || nix::errno::Errno::last() != nix::errno::Errno::EPERM {
+                        return Some(14);
+                    }
+                    let tcp = std::net::TcpListener::bind("127.0.0.1:0");
+                    if !tcp.is_err_and(|e| e.raw_os_error() == Some(libc::EPERM)) {
+                        return Some(15);
+                    }
+                    if std::os::unix::net::UnixDatagram::unbound().is_err() {
+                        return Some(16);
+                    }
+                    Some(0)
+                })()
+                .unwrap_or(9);
+                // SAFETY: leaves the forked child without running the parent's atexit work.
+                unsafe { libc::_exit(code) };
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let st = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
+    }
+}

@@ -271,7 +271,7 @@ impl Daemon {
 
     /// A new connection: checked, made room for, and read at once (a command-line client
     /// has usually sent its request already: answered before a flood can evict it).
-    fn admit(&mut self, mut stream: UnixStream) {
+    fn admit(&mut self, stream: UnixStream) {
         let cred =
             nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials);
         let ok = cred
@@ -297,27 +297,9 @@ impl Daemon {
                 return;
             }
         }
-        let t = self.token();
-        if self
-            .poll
-            .registry()
-            .register(&mut stream, t, Interest::READABLE)
-            .is_err()
-        {
-            return;
+        if let Some(t) = self.keep(stream, Interest::READABLE, Vec::new()) {
+            self.read_client(t);
         }
-        let now = Instant::now();
-        self.clients.insert(
-            t,
-            Client {
-                stream,
-                buf: Vec::new(),
-                out: Vec::new(),
-                since: now,
-                deadline: now + self.limits.idle,
-            },
-        );
-        self.read_client(t);
     }
 
     /// Closes the oldest connection that has not sent a request (it is told `why`), else
@@ -382,26 +364,30 @@ impl Daemon {
         if n == line.len() {
             return;
         }
+        self.keep(stream, Interest::WRITABLE, line[n..].to_vec());
+    }
+
+    /// Registers a connection for `interest` and keeps it as a client with `out` still to
+    /// write and the idle deadline from now; `None` (the connection dropped) when epoll
+    /// refuses it.
+    fn keep(&mut self, mut stream: UnixStream, interest: Interest, out: Vec<u8>) -> Option<Token> {
         let t = self.token();
-        if self
-            .poll
+        self.poll
             .registry()
-            .register(&mut stream, t, Interest::WRITABLE)
-            .is_err()
-        {
-            return;
-        }
+            .register(&mut stream, t, interest)
+            .ok()?;
         let now = Instant::now();
         self.clients.insert(
             t,
             Client {
                 stream,
                 buf: Vec::new(),
-                out: line[n..].to_vec(),
+                out,
                 since: now,
                 deadline: now + self.limits.idle,
             },
         );
+        Some(t)
     }
 
     /// The earliest client deadline, for the loop's timeout.

@@ -446,3 +446,76 @@ fn descriptor_exhaustion_evicts_and_does_not_stall() {
     );
     assert!(fds(m.pid()) <= base + 1);
 }
+
+/// A client that sends its request a moment after connecting, to a manager with room
+/// for exactly one connection, is answered: `accept` fails with `EMFILE` when no
+/// descriptor is free even if nothing is pending, and that must not evict the client
+/// just taken.
+#[test]
+fn a_slow_client_at_the_descriptor_limit_is_answered() {
+    let t = TestDir::new("socket-slow");
+    let base = {
+        let m = Mgr::start(&t.root.join("probe"));
+        (0..20)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                fds(m.pid())
+            })
+            .min()
+            .unwrap()
+    };
+    let m = Mgr::start_opts(
+        &t.root.join("tight"),
+        &MgrOpts {
+            nofile: Some(base as u64 + 1),
+            ..Default::default()
+        },
+    );
+    for round in 0..5 {
+        let c = connect_idle(&m.socket).expect("connect");
+        // Taken: the manager holds one descriptor more than at rest (or it already
+        // closed the connection, which the read below shows).
+        c.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut early = [0u8; 1];
+        let mut got = 0;
+        while fds(m.pid()) <= base && Instant::now() < deadline {
+            if let Ok(n) = (&c).read(&mut early) {
+                got = n;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        c.set_nonblocking(false).unwrap();
+        (&c).write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+        let reply = String::from_utf8_lossy(&early[..got]).into_owned()
+            + &line_within(&c, Duration::from_secs(5));
+        assert!(
+            reply.starts_with("{\"ok\":true"),
+            "round {round}: the client taken is answered, not closed: {reply:?}; manager log:\n{}",
+            m.log()
+        );
+    }
+}
+
+/// A descriptor the manager inherits (left open by a shell or a parent) is closed at
+/// start: it would pass to every worker and handler, and count against the budget.
+#[test]
+fn inherited_descriptors_are_closed() {
+    let t = TestDir::new("socket-inherit");
+    let marker = t.root.join("inherited-marker");
+    let f = std::fs::File::create(&marker).unwrap();
+    // SAFETY: clears close-on-exec on a descriptor this test owns.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    let m = Mgr::start(&t.root.join("m"));
+    drop(f);
+    let held: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", m.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    assert!(
+        !held.contains(&marker),
+        "the manager still holds an inherited descriptor: {held:?}"
+    );
+}

@@ -29,6 +29,7 @@ use log::{debug, error, warn};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Token};
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 /// The environment variable for the idle timeout, in milliseconds.
@@ -181,6 +182,16 @@ fn say(mut stream: UnixStream, error: &str) {
     let _ = write_some(&mut stream, &line_of(&Response::err(error)));
 }
 
+/// Whether a connection waits on the listener (poll(2) needs no new descriptor).
+fn pending(listener: &UnixListener) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))
+}
+
 /// A duration as the docs write it: `10s`, `200ms`.
 fn show(d: Duration) -> String {
     if d.subsec_millis() == 0 {
@@ -200,6 +211,12 @@ impl Daemon {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // accept(2) takes a descriptor before it looks at the queue: EMFILE
+                    // says nothing is free, not that a connection waits. Evicting then
+                    // would close the client just taken before it could send its request.
+                    if !pending(listener) {
+                        return;
+                    }
                     // Out of descriptors (the budget is an estimate): close the oldest
                     // idle connection and try again, as at the cap.
                     if self.evict_oldest("too many connections (out of file descriptors); closed") {

@@ -89,8 +89,34 @@ pub(super) struct Daemon {
     pub(super) socket_warned: Option<Instant>,
 }
 
+/// Closes every descriptor above the standard three, as sshd does: whatever a shell or
+/// a parent left open would pass to every worker and handler run as root, and would eat
+/// into the descriptor budget the control socket is sized by. Nothing of the daemon's own
+/// is open yet.
+fn close_inherited() {
+    // SAFETY: close_range(2) on descriptors this process does not use (none is open yet
+    // but the standard three); no Rust object owns one of them.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if r != 0 {
+        // Older kernels (before 5.9): mark them close-on-exec one by one instead.
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+            return;
+        };
+        let fds: Vec<i32> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&fd| fd > 2)
+            .collect();
+        for fd in fds {
+            // SAFETY: fcntl on a descriptor number; a closed one (the directory's own)
+            // fails harmlessly with EBADF.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
 pub fn run(opts: Options) -> Result<i32, String> {
+    close_inherited();
     let limits = Limits::from_env()?;
     crate::safe_file::ensure_dir(&opts.state_dir, "state directory", 0o700, None)?;
     let _lock = lock(&opts.state_dir)?;

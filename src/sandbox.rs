@@ -48,6 +48,168 @@ use std::path::{Path, PathBuf};
 /// The Landlock ABI the rules are written for (see the module doc).
 const LANDLOCK_ABI: ABI = ABI::V6;
 
+/// Whether the worker confines itself (`sandbox = true | false | "required"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Not confined.
+    #[default]
+    Off,
+    /// Confined with what the kernel offers; a kernel without Landlock gives one warning.
+    On,
+    /// Confined, and a kernel without Landlock (or with it only partly enforced) is an
+    /// error at start instead of a warning.
+    Required,
+}
+
+impl Mode {
+    /// Whether the worker confines itself at all.
+    #[must_use]
+    pub fn on(self) -> bool {
+        self != Mode::Off
+    }
+
+    /// The word a profile or the command line writes.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Off => "false",
+            Mode::On => "true",
+            Mode::Required => "required",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "yes" | "1" | "true" | "on" => Ok(Mode::On),
+            "no" | "0" | "false" | "off" => Ok(Mode::Off),
+            "required" => Ok(Mode::Required),
+            _ => Err(format!("{s:?}: expected true, false or required")),
+        }
+    }
+}
+
+impl serde::Serialize for Mode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Mode::Off => s.serialize_bool(false),
+            Mode::On => s.serialize_bool(true),
+            Mode::Required => s.serialize_str("required"),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Mode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or \"required\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Mode, E> {
+                Ok(if v { Mode::On } else { Mode::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Mode, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The network a confined worker keeps (`sandbox-network`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// A private network namespace when every destination is local and there is no
+    /// failover pair; the host's otherwise.
+    #[default]
+    Auto,
+    /// Always a private network namespace (refused when a destination is remote).
+    Private,
+    /// Always the host's network (hooks that call out, say).
+    Host,
+}
+
+impl Network {
+    /// The word a profile or the command line writes.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Auto => "auto",
+            Network::Private => "private",
+            Network::Host => "host",
+        }
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Network::Auto),
+            "private" => Ok(Network::Private),
+            "host" => Ok(Network::Host),
+            _ => Err(format!("{s:?}: expected auto, private or host")),
+        }
+    }
+}
+
+/// Paths a site grants a confined worker besides what it needs itself
+/// (`sandbox-read`, `sandbox-write`, `sandbox-exec`): a handler's own configuration, a
+/// `--backup-dir` elsewhere, an interpreter in /opt.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// Read (files and directory listings).
+    pub read: Vec<PathBuf>,
+    /// Read and write.
+    pub write: Vec<PathBuf>,
+    /// Read and execute.
+    pub exec: Vec<PathBuf>,
+}
+
+impl Extra {
+    /// These paths after those of `lower` (the lists add up over the layers).
+    #[must_use]
+    pub fn after(self, lower: Extra) -> Extra {
+        let join = |mut a: Vec<PathBuf>, b: Vec<PathBuf>| {
+            a.extend(b);
+            a
+        };
+        Extra {
+            read: join(lower.read, self.read),
+            write: join(lower.write, self.write),
+            exec: join(lower.exec, self.exec),
+        }
+    }
+
+    /// Each path must exist: a site that names one means it (a typo would otherwise leave
+    /// its handler failing at the first sync).
+    pub fn check(&self) -> Result<(), String> {
+        let lists = [
+            ("sandbox-read", &self.read),
+            ("sandbox-write", &self.write),
+            ("sandbox-exec", &self.exec),
+        ];
+        for (key, paths) in lists {
+            for p in paths {
+                if let Err(e) = std::fs::metadata(p) {
+                    return Err(format!("{key} {}: {e}", crate::logger::path(p)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether no path is granted.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.read.is_empty() && self.write.is_empty() && self.exec.is_empty()
+    }
+}
+
 /// System directories: read and execute (those that exist).
 const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32"];
 
@@ -148,6 +310,8 @@ pub struct Grants {
     /// Every destination is a local directory and there is no failover pair: sockets
     /// other than Unix ones are refused (`EPERM`).
     pub local_only: bool,
+    /// A kernel that cannot enforce Landlock fully is an error (`sandbox = "required"`).
+    pub required: bool,
 }
 
 impl Grants {
@@ -167,6 +331,7 @@ impl Grants {
                     .destinations()
                     .iter()
                     .all(|d| matches!(d, crate::dest::Dest::Local(_))),
+            required: cfg.sandbox == Mode::Required,
             ..Grants::default()
         };
         g.exec.extend(SYSTEM_DIRS.iter().map(PathBuf::from));
@@ -215,6 +380,10 @@ impl Grants {
             g.exec.push(PathBuf::from(c));
         }
         g.read.extend(cfg.rsync_password_file.iter().cloned());
+        let extra = &cfg.sandbox_extra;
+        g.read.extend(extra.read.iter().cloned());
+        g.write.extend(extra.write.iter().cloned());
+        g.exec.extend(extra.exec.iter().cloned());
         g
     }
 }
@@ -243,6 +412,7 @@ pub struct Sandbox {
     no_landlock: Option<String>,
     filter: Option<seccompiler::BpfProgram>,
     local_only: bool,
+    required: bool,
 }
 
 /// What [`Sandbox::enforce`] achieved, for the start-up log line.
@@ -262,6 +432,11 @@ impl Sandbox {
     pub fn prepare(g: &Grants) -> Result<Self, String> {
         let (ruleset, no_landlock) = match landlock_ruleset(g) {
             Ok(r) => (Some(r), None),
+            Err(e) if g.required => {
+                return Err(format!(
+                    "sandbox = \"required\" but Landlock cannot be used: {e}"
+                ))
+            }
             Err(e) => (None, Some(e)),
         };
         Ok(Self {
@@ -269,6 +444,7 @@ impl Sandbox {
             no_landlock,
             filter: seccomp_filter(g.local_only)?,
             local_only: g.local_only,
+            required: g.required,
         })
     }
 
@@ -289,6 +465,14 @@ impl Sandbox {
             Some(r) => match r.restrict_self() {
                 Ok(st) => match st.ruleset {
                     RulesetStatus::FullyEnforced => "full",
+                    RulesetStatus::PartiallyEnforced | RulesetStatus::NotEnforced
+                        if self.required =>
+                    {
+                        return Err(format!(
+                            "sandbox = \"required\" but this kernel does not enforce Landlock fully ({:?})",
+                            st.landlock
+                        ))
+                    }
                     RulesetStatus::PartiallyEnforced => {
                         log::warn!(
                             "sandbox: Landlock is only partly enforced by this kernel ({:?}): some file rights are not confined",

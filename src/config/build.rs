@@ -58,7 +58,10 @@ pub struct Values {
     pub rsync_password_file: Option<PathBuf>,
     pub allow_empty_source: Option<bool>,
     pub strict_modes: Option<bool>,
-    pub sandbox: Option<bool>,
+    pub sandbox: Option<crate::sandbox::Mode>,
+    pub sandbox_network: Option<crate::sandbox::Network>,
+    /// Added to those of the layer below (not replacing them).
+    pub sandbox_extra: crate::sandbox::Extra,
     pub progress: Option<bool>,
     /// `Some(0)` turns it off (as does leaving it unset everywhere).
     pub wait_for_close: Option<Duration>,
@@ -119,7 +122,7 @@ impl Values {
         let mode_changed = self
             .mode
             .is_some_and(|m| m != lower.mode.unwrap_or_default());
-        let (mut v, (sync_handler, ssh_options, rsync_options, rules)) = over_fields!(
+        let (mut v, (sync_handler, ssh_options, rsync_options, rules, sandbox_extra)) = over_fields!(
             self, lower;
             src, dsts, mode, handler_args, synclist_simplify, have_recursive_sync, lists_nul,
             rsync_prefer_include, ignore_failures, sync_handler_uid, sync_handler_gid, uid,
@@ -130,8 +133,8 @@ impl Values {
             debug_min, pid_file, ignore_exitcodes, timeout_sync, initial, pre_exit_hook,
             exit_hook, standby_file, retries, one_file_system, monitor, full_initialsync,
             exit_on_no_events, max_iterations, quiet, output, background, lists_dir,
-            dont_unlink_lists, threading, max_parallel_syncs;
-            sync_handler, ssh_options, rsync_options, rules,
+            dont_unlink_lists, threading, max_parallel_syncs, sandbox_network;
+            sync_handler, ssh_options, rsync_options, rules, sandbox_extra,
         );
         v.sync_handler = match sync_handler {
             Some(h) => Some(h),
@@ -143,6 +146,7 @@ impl Values {
         v.rsync_options = lower.rsync_options;
         v.rsync_options.extend(rsync_options);
         v.rules = rules.or(lower.rules);
+        v.sandbox_extra = sandbox_extra.after(lower.sandbox_extra);
         v
     }
 }
@@ -154,10 +158,12 @@ pub struct Defaults {
     /// Failed tries before giving up (0: never) when nothing sets `retries` and the
     /// destinations are not networked ([`Config::networked`]: those retry forever).
     pub retries: u32,
+    /// Whether the worker confines itself when nothing sets `sandbox`.
+    pub sandbox: crate::sandbox::Mode,
 }
 
 impl Defaults {
-    /// The original's: 30 s, 30 s, 1800 s, one try (the classic form, `-H`, profiles).
+    /// The original's: 30 s, 30 s, 1800 s, one try, not confined (the classic form, `-H`).
     pub const ORIGINAL: Defaults = Defaults {
         delays: Delays {
             collect: Duration::from_secs(30),
@@ -165,6 +171,14 @@ impl Defaults {
             sync: Duration::from_secs(30),
         },
         retries: 1,
+        sandbox: crate::sandbox::Mode::Off,
+    };
+
+    /// A TOML profile's (what the manager and the units run): the original's, confined
+    /// ([`crate::sandbox`]).
+    pub const PROFILE: Defaults = Defaults {
+        sandbox: crate::sandbox::Mode::On,
+        ..Defaults::ORIGINAL
     };
 
     /// The short form's, for a person watching the result: 0.2 s from a change to the
@@ -178,6 +192,7 @@ impl Defaults {
             sync: Duration::from_millis(200),
         },
         retries: 0,
+        sandbox: crate::sandbox::Mode::Off,
     };
 }
 
@@ -236,7 +251,9 @@ pub fn build(v: Values, d: Defaults) -> Result<Config, StartError> {
         rsync_password_file: v.rsync_password_file,
         allow_empty_source: v.allow_empty_source == Some(true),
         strict_modes: v.strict_modes != Some(false),
-        sandbox: v.sandbox == Some(true),
+        sandbox: v.sandbox.unwrap_or(d.sandbox),
+        sandbox_network: v.sandbox_network.unwrap_or_default(),
+        sandbox_extra: v.sandbox_extra,
         progress: v.progress,
         wait_for_close: nonzero(v.wait_for_close),
         verify_interval: nonzero(v.verify_interval),

@@ -202,10 +202,24 @@ struct Args {
     /// the programs run (handler, hooks, resolver…): false turns the checks off [default: true]
     #[arg(long = "strict-modes", value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_yes_no)]
     strict_modes: Option<bool>,
-    /// Confine the worker and what it runs (Landlock, seccomp, no-new-privileges): see
-    /// docs/security.md [default: false]
-    #[arg(long = "sandbox", value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_yes_no)]
-    sandbox: Option<bool>,
+    /// Confine the worker and what it runs (Landlock, seccomp, capabilities, namespaces):
+    /// see docs/security.md; required: refuse to start where the kernel cannot
+    /// [default: false; true for --profile]
+    #[arg(long = "sandbox", value_name = "true|false|required", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_sandbox)]
+    sandbox: Option<crate::sandbox::Mode>,
+    /// The network a confined worker keeps: auto (a private one when every destination
+    /// is local), private, host [default: auto]
+    #[arg(long = "sandbox-network", value_name = "auto|private|host", value_parser = parse_sandbox_network)]
+    sandbox_network: Option<crate::sandbox::Network>,
+    /// A path a confined worker and its handlers may read as well (repeatable)
+    #[arg(long = "sandbox-read", value_name = "PATH")]
+    sandbox_read: Vec<PathBuf>,
+    /// A path a confined worker and its handlers may write as well (repeatable)
+    #[arg(long = "sandbox-write", value_name = "PATH")]
+    sandbox_write: Vec<PathBuf>,
+    /// A program or directory a confined worker and its handlers may run as well (repeatable)
+    #[arg(long = "sandbox-exec", value_name = "PATH")]
+    sandbox_exec: Vec<PathBuf>,
     /// Accepted: no event is ever skipped (an inotify overflow means a rescan)
     #[arg(long = "exit-on-sync-skip")]
     exit_on_sync_skip: bool,
@@ -423,6 +437,14 @@ fn parse_monitor(s: &str) -> Result<crate::watch::Monitor, String> {
     s.parse()
 }
 
+fn parse_sandbox(s: &str) -> Result<crate::sandbox::Mode, String> {
+    s.parse()
+}
+
+fn parse_sandbox_network(s: &str) -> Result<crate::sandbox::Network, String> {
+    s.parse()
+}
+
 fn parse_yes_no(s: &str) -> Result<bool, String> {
     match s {
         "yes" | "1" | "true" | "on" => Ok(true),
@@ -567,6 +589,12 @@ fn layer(a: Args) -> Result<Values, StartError> {
         allow_empty_source: flag(a.allow_empty_source),
         strict_modes: a.strict_modes,
         sandbox: a.sandbox,
+        sandbox_network: a.sandbox_network,
+        sandbox_extra: crate::sandbox::Extra {
+            read: a.sandbox_read,
+            write: a.sandbox_write,
+            exec: a.sandbox_exec,
+        },
         progress: a.progress,
         wait_for_close: a.wait_for_close,
         verify_interval: a.verify_interval,
@@ -626,7 +654,7 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         // `-l` named the template's instance; the label is the profile's.
         a.label = None;
         let options = layer(a)?;
-        return build(options.over(profile), Defaults::ORIGINAL)
+        return build(options.over(profile), Defaults::PROFILE)
             .map_err(|e| crate::profile_config::in_file(e, &file));
     }
     match a.config_file.take() {

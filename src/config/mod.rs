@@ -91,7 +91,11 @@ pub struct Config {
     /// it off.
     pub strict_modes: bool,
     /// The worker confines itself and what it runs ([`crate::sandbox`]; `sandbox`).
-    pub sandbox: bool,
+    pub sandbox: crate::sandbox::Mode,
+    /// The network a confined worker keeps (`sandbox-network`).
+    pub sandbox_network: crate::sandbox::Network,
+    /// Paths a confined worker is granted besides its own (`sandbox-read/-write/-exec`).
+    pub sandbox_extra: crate::sandbox::Extra,
     /// The command line this configuration came from: SIGHUP parses it again (re-reading
     /// the profile or configuration file) and applies what can change at run time.
     pub reload_args: Option<Vec<OsString>>,
@@ -250,7 +254,7 @@ restart_or_reload! {
         one_file_system, monitor, pid_file, output, status_file, sync_handler_uid,
         sync_handler_gid, lists_nul, synclist_simplify, have_recursive_sync,
         rsync_prefer_include, background, initial, full_initialsync, dont_unlink_lists,
-        sandbox;
+        sandbox, sandbox_network, sandbox_extra;
     reload: ignore_failures, modification_signature, dump_dir, wait_for_close,
         verify_interval, allow_empty_source, strict_modes, reload_args, delays, threshold_bigfile,
         rules_file, rules_inline, globs, rsync_inclimit, debug, ignore_exitcodes,
@@ -264,7 +268,7 @@ impl Config {
     /// that takes a restart.
     pub fn keep_sandboxed_paths(&self, new: &mut Config) -> Vec<String> {
         let mut changed = Vec::new();
-        if !self.sandbox {
+        if !self.sandbox.on() {
             return changed;
         }
         let mut keep = |name: &str, old: &Option<PathBuf>, new: &mut Option<PathBuf>| {
@@ -501,7 +505,7 @@ mod tests {
         let mut on = parse(&["--sandbox"]);
         assert_eq!(parse(&[]).restart_needed_for(&on), ["sandbox"]);
         on.reload_from(parse(&[]));
-        assert!(on.sandbox, "sandbox is kept until a restart");
+        assert!(on.sandbox.on(), "sandbox is kept until a restart");
     }
 
     #[test]

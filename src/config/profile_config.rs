@@ -161,6 +161,12 @@ pub fn layer(r: &Resolved, file: &Path) -> Result<Values, StartError> {
         allow_empty_source: v.allow_empty_source,
         strict_modes: v.strict_modes,
         sandbox: v.sandbox,
+        sandbox_network: parsed(&v.sandbox_network).map_err(err)?,
+        sandbox_extra: crate::sandbox::Extra {
+            read: paths(&v.sandbox_read),
+            write: paths(&v.sandbox_write),
+            exec: paths(&v.sandbox_exec),
+        },
         progress: v.progress,
         wait_for_close: v.wait_for_close,
         verify_interval: v.verify_interval,
@@ -221,7 +227,7 @@ pub fn layer(r: &Resolved, file: &Path) -> Result<Values, StartError> {
 /// The worker configuration of a resolved profile alone (the original's defaults).
 /// `file` names the profile in errors.
 pub fn config_of(r: &Resolved, file: &Path) -> Result<Config, StartError> {
-    build(layer(r, file)?, Defaults::ORIGINAL).map_err(|e| in_file(e, file))
+    build(layer(r, file)?, Defaults::PROFILE).map_err(|e| in_file(e, file))
 }
 
 /// A usage error of the merged values, named after the file they came from.
@@ -231,6 +237,11 @@ pub fn in_file(e: StartError, file: &Path) -> StartError {
         StartError::Usage(m) => StartError::Usage(format!("{}: {m}", file.display())),
         e => e,
     }
+}
+
+/// A list of paths (`sandbox-read`…).
+fn paths(v: &Option<Vec<String>>) -> Vec<PathBuf> {
+    v.iter().flatten().map(PathBuf::from).collect()
 }
 
 /// A value of a key parsed as its type (`mode`, `monitor`, `output`, `threading`).

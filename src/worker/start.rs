@@ -607,9 +607,10 @@ fn prepare_sandbox(
     lists_dir: &std::path::Path,
     control: Option<&tempfile::TempDir>,
 ) -> Result<Option<crate::sandbox::Sandbox>, StartError> {
-    if !cfg.sandbox {
+    if !cfg.sandbox.on() {
         return Ok(None);
     }
+    cfg.sandbox_extra.check().map_err(StartError::Sandbox)?;
     let grants = crate::sandbox::Grants::for_worker(
         cfg,
         &paths.src,

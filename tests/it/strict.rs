@@ -53,13 +53,15 @@ fn script(path: &Path, marker: &Path) {
 }
 
 /// A shell-mode profile that runs `handler` for its initial sync, then `hook`, and ends.
+/// The scripts' markers are in `marks`, which the (default) sandbox lets them write.
 fn profile_text(t: &TestDir, handler: &Path, hook: &Path, extra: &str) -> String {
     format!(
-        "watch-dir = \"{}\"\ndestination-dir = \"{}\"\nmode = \"shell\"\nsync-handler = \"{}\"\nexit-hook = \"{}\"\nonly-initialsync = true\nautostart = true\nrestart = \"never\"\n{extra}",
+        "watch-dir = \"{}\"\ndestination-dir = \"{}\"\nmode = \"shell\"\nsync-handler = \"{}\"\nexit-hook = \"{}\"\nonly-initialsync = true\nautostart = true\nrestart = \"never\"\nsandbox-write = [\"{}\"]\n{extra}",
         showp(&t.src),
         showp(&t.dst),
         showp(handler),
         showp(hook),
+        showp(&t.root.join("marks")),
     )
 }
 
@@ -132,7 +134,9 @@ fn setup(name: &str) -> Setup {
     let bin = t.root.join("bin");
     mkdir(&bin);
     let (handler, hook) = (bin.join("handler"), bin.join("hook"));
-    let (ran, hooked) = (t.root.join("ran-handler"), t.root.join("ran-hook"));
+    let marks = t.root.join("marks");
+    mkdir(&marks);
+    let (ran, hooked) = (marks.join("ran-handler"), marks.join("ran-hook"));
     script(&handler, &ran);
     script(&hook, &hooked);
     Setup {

@@ -73,6 +73,10 @@ pub const KEYS: &[&str] = &[
     "allow-empty-source",
     "strict-modes",
     "sandbox",
+    "sandbox-network",
+    "sandbox-read",
+    "sandbox-write",
+    "sandbox-exec",
     "progress",
     "verify-interval",
     "wait-for-close",
@@ -291,9 +295,24 @@ pub struct ProfileValues {
     /// for who may change them ([`crate::strict`]; not in the original).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict_modes: Option<bool>,
-    /// `true`: the worker confines itself ([`crate::sandbox`]; not in the original).
+    /// `true` (a profile's default), `false` or `"required"`: the worker confines itself
+    /// ([`crate::sandbox`]; not in the original).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<bool>,
+    pub sandbox: Option<crate::sandbox::Mode>,
+    /// `auto`, `private` or `host`: the network a confined worker keeps.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_sandbox_network"
+    )]
+    pub sandbox_network: Option<String>,
+    /// Paths a confined worker may read, write, run besides its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_read: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_write: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_exec: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<bool>,
     /// Periodic verification against the source (not in the original).
@@ -407,7 +426,7 @@ impl ProfileValues {
             standby_file, modification_signature, rsync_inclimit, output, debug, uid, gid,
             sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, destinations, ssh_command,
             ssh_identity, ssh_port, ssh_options, rsync_options, rsync_password_file,
-            allow_empty_source, strict_modes, sandbox, progress, verify_interval, wait_for_close, monitor, peer, split_brain, resolver, resolver_timeout,
+            allow_empty_source, strict_modes, sandbox, sandbox_network, sandbox_read, sandbox_write, sandbox_exec, progress, verify_interval, wait_for_close, monitor, peer, split_brain, resolver, resolver_timeout,
             split_brain_notify, pair_dir, peer_pair_dir, autostart, restart,
             restart_delay, restart_max_delay, start_limit_burst, start_limit_interval,
             stop_timeout, inherits,
@@ -497,6 +516,13 @@ fn de_restart<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
 
 /// The values of `threading`, as in the original.
 pub const THREADING_MODES: &[&str] = &["off", "safe", "full"];
+
+fn de_sandbox_network<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse::<crate::sandbox::Network>()
+        .map_err(serde::de::Error::custom)?;
+    Ok(Some(s))
+}
 
 fn de_threading<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;

@@ -519,3 +519,69 @@ fn inherited_descriptors_are_closed() {
         "the manager still holds an inherited descriptor: {held:?}"
     );
 }
+
+/// The control socket in a directory others may write to (where a local user could swap
+/// the socket, or plant a symlink for root to chown) is refused with one line naming the
+/// directory, and no socket is made; a private directory works, and with a socket group
+/// the socket is 0660 of that group and a planted symlink is not followed.
+#[test]
+fn a_socket_directory_others_may_write_to_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let t = TestDir::new("socket-dir");
+    let open = t.root.join("open");
+    mkdir(&open);
+    chmod(&open, 0o1777);
+    let state = t.root.join("state");
+    let profiles = t.root.join("profiles");
+    mkdir(&profiles);
+    let sock = open.join("m.sock");
+    let mut out = Command::new(MGR)
+        .args(["run", "--profiles-dir"])
+        .arg(&profiles)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--socket")
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = out.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = out.kill();
+            let _ = out.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    out.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the manager started ({status:?}): {err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert!(
+        lines[0].contains(&format!(
+            "refusing control socket directory {}:",
+            open.display()
+        )) && lines[0].contains("mode 1777"),
+        "names the directory and its mode: {err}"
+    );
+    assert!(!exists_nofollow(&sock), "no socket was made");
+
+    // A socket group: the socket is made 0660 with that group, by its own name.
+    let m = Mgr::start_with(&t.root.join("ok"), &["--socket-group", "65534"]);
+    let meta = std::fs::symlink_metadata(&m.socket).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.gid()),
+        (0o660, 65534),
+        "socket mode and group"
+    );
+}

@@ -235,25 +235,38 @@ fn lock(dir: &Path) -> Result<File, String> {
 
 /// Binds the control socket: 0600 root, or 0660 with the configured group.
 fn listen(opts: &Options) -> Result<UnixListener, String> {
-    use std::os::unix::fs::PermissionsExt;
     let show = opts.socket.display();
-    if let Some(dir) = opts.socket.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // The socket's directory is ours alone: in a directory others may write to, a local
+    // user could swap the socket for their own between its removal and bind, or for a
+    // symlink before its group and mode are set.
+    if let Some(dir) = opts.socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::safe_file::ensure_dir(dir, "control socket directory", 0o755, None)?;
     }
     // Nobody answers on it (checked): a stale socket of a manager that died.
     let _ = std::fs::remove_file(&opts.socket);
-    // Created with no access for others, then opened up for the group if asked.
+    // Created with its final mode (none for others; the group's when a socket group is
+    // given), so nothing is changed by path after bind but its group.
+    let mask = if opts.socket_group.is_some() {
+        0o117
+    } else {
+        0o177
+    };
     // SAFETY: umask only changes this process's file creation mask.
-    let old = unsafe { libc::umask(0o177) };
+    let old = unsafe { libc::umask(mask) };
     let l = UnixListener::bind(&opts.socket);
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     let l = l.map_err(|e| format!("control socket {show}: {e}"))?;
     if let Some(g) = opts.socket_group {
-        nix::unistd::chown(&opts.socket, None, Some(nix::unistd::Gid::from_raw(g)))
-            .map_err(|e| format!("control socket {show}: {e}"))?;
-        std::fs::set_permissions(&opts.socket, std::fs::Permissions::from_mode(0o660))
-            .map_err(|e| format!("control socket {show}: {e}"))?;
+        // Not following a symlink: the name is the socket just bound.
+        nix::unistd::fchownat(
+            None,
+            &opts.socket,
+            None,
+            Some(nix::unistd::Gid::from_raw(g)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| format!("control socket {show}: {e}"))?;
     }
     Ok(l)
 }

@@ -252,14 +252,63 @@ fn check_local_dst(src: &Path, given: &Path) -> Result<PathBuf, StartError> {
                 given.display()
             )))
         }
-        Err(_) => std::fs::create_dir_all(&dst).map_err(|e| {
-            StartError::Path(format!(
-                "destination {}: cannot create it: {e}",
-                given.display()
-            ))
-        })?,
+        Err(_) => {
+            creatable_below(given, &dst).map_err(|e| {
+                StartError::Path(format!(
+                    "destination {} does not exist, and {e}; create it yourself (mkdir -p {})",
+                    given.display(),
+                    given.display()
+                ))
+            })?;
+            std::fs::create_dir_all(&dst).map_err(|e| {
+                StartError::Path(format!(
+                    "destination {}: cannot create it: {e}",
+                    given.display()
+                ))
+            })?;
+        }
     }
     Ok(dst)
+}
+
+/// Whether the missing directories of `dst` (the canonical form of `given`) may be made
+/// by root: no existing component of `given` is a symlink someone else owns, and the
+/// nearest existing directory above `dst` is root's (or the running user's) and closed to
+/// others. Below a directory another user may write to (`/tmp`, a user's home), that
+/// user could put a symlink where a missing component is about to be made, and root
+/// would create the tree and then sync into wherever it points.
+fn creatable_below(given: &Path, dst: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    if let Ok(abs) = std::path::absolute(given) {
+        for p in abs.ancestors() {
+            if let Ok(m) = p.symlink_metadata() {
+                if m.file_type().is_symlink() && m.uid() != 0 && m.uid() != me {
+                    return Err(format!(
+                        "{} on the way is a symlink owned by uid {}, who could point it anywhere",
+                        p.display(),
+                        m.uid()
+                    ));
+                }
+            }
+        }
+    }
+    let Some(existing) = dst
+        .ancestors()
+        .skip(1)
+        .find(|a| a.symlink_metadata().is_ok())
+    else {
+        return Ok(());
+    };
+    crate::safe_file::check_dir(existing, "directory", None).map_err(|e| {
+        // check_dir's line starts with "refusing directory X: "; keep its reason.
+        let why = e.split_once(": ").map_or(e.as_str(), |(_, r)| r);
+        let why = why.split_once("; use a private").map_or(why, |(w, _)| w);
+        format!(
+            "{} above it is not safe to create it in: {why}",
+            existing.display()
+        )
+    })
 }
 
 /// The (device, inode) of a directory, following symlinks.

@@ -803,3 +803,57 @@ fn import_does_not_write_through_a_dangling_symlink() {
         "left alone"
     );
 }
+
+/// A missing destination below a directory others may write to is not created: nobody
+/// plants a symlink where its first missing component goes (to a root-only directory),
+/// and the worker refuses with one line instead of creating the tree through the link
+/// and syncing the source into it.
+#[test]
+fn a_missing_destination_below_a_shared_directory_is_not_created() {
+    if !attacks_possible() {
+        return;
+    }
+    let t = TestDir::new("safe-dst-1777");
+    write(&t.s(b"secret"), b"data");
+    let target = t.root.join("root-only");
+    mkdir(&target);
+    chmod(&target, 0o700);
+    let shared = shared_dir(&t, "shared", 0o1777, false);
+    plant_as_nobody(&target, &shared.join("x"));
+    let dst = shared.join("x").join("mirror");
+    let mut c = Command::new(BIN)
+        .args(["-t", "0.1", "-w", "0.1", "--exit-on-no-events"])
+        .arg(&t.src)
+        .arg(&dst)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + REFUSE_TIMEOUT;
+    let status = loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut c.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        !exists_nofollow(&target.join("mirror")),
+        "root created the destination through nobody's symlink: {err}"
+    );
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert!(
+        lines[0].contains("does not exist")
+            && lines[0].contains(&format!("mkdir -p {}", dst.display())),
+        "{err}"
+    );
+}

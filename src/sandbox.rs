@@ -415,15 +415,34 @@ pub struct Sandbox {
     required: bool,
 }
 
-/// What [`Sandbox::enforce`] achieved, for the start-up log line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What [`Sandbox::enforce`] achieved, for the start-up log line and the worker's state
+/// (`sandbox` in the state JSON and `clsync-manager status`; see [`crate::report::Sandbox`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Enforced {
     /// `full`, `partial` or `none`.
-    pub landlock: &'static str,
+    #[serde(deserialize_with = "landlock_word")]
+    pub landlock: LandlockWord,
     /// How many system calls the filter refuses (0: no filter on this architecture).
     pub seccomp: usize,
     /// Sockets other than Unix ones are refused (every destination is local).
     pub no_network: bool,
+}
+
+/// One of Landlock's words in [`Enforced`]. A name for `&'static str`, so that serde does
+/// not take the field for a string borrowed from the input (it is read back through
+/// [`landlock_word`], from a report line that does not outlive the read).
+pub type LandlockWord = &'static str;
+
+/// [`Enforced::landlock`] read back (the manager reads the worker's report): one of the
+/// words `enforce` writes.
+fn landlock_word<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let word = <String as serde::Deserialize>::deserialize(d)?;
+    ["full", "partial", "none"]
+        .into_iter()
+        .find(|w| *w == word)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("landlock {word:?}: expected full, partial or none"))
+        })
 }
 
 impl Sandbox {

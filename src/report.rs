@@ -136,6 +136,9 @@ pub struct State {
     pub queued: usize,
     pub ready: bool,
     pub running_syncs: usize,
+    /// The worker's confinement (absent in the reports of a worker before this field).
+    #[serde(default)]
+    pub sandbox: Option<Sandbox>,
     pub standby: bool,
     pub sync_failures: u64,
     pub syncing: bool,
@@ -143,6 +146,36 @@ pub struct State {
     pub unwatched_dirs: usize,
     pub uptime_s: f64,
     pub watches: usize,
+}
+
+/// The worker's confinement in [`State::sandbox`]: `{"enabled":false}` (`sandbox =
+/// false`), or enabled with what the kernel enforced ([`crate::sandbox::Enforced`]):
+/// `landlock` (`full`, `partial`, `none`), `seccomp` (how many calls are refused) and
+/// `no_network` (sockets other than Unix ones refused). An object, so that what a later
+/// confinement adds is one more key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub enabled: bool,
+    #[serde(flatten)]
+    pub enforced: Option<crate::sandbox::Enforced>,
+}
+
+impl Sandbox {
+    /// Not confined (`sandbox = false`).
+    pub const OFF: Sandbox = Sandbox {
+        enabled: false,
+        enforced: None,
+    };
+
+    /// One word for the status table: `off`, or Landlock's `full`, `partial`, `none`.
+    #[must_use]
+    pub fn word(&self) -> &'static str {
+        match &self.enforced {
+            _ if !self.enabled => "off",
+            Some(e) => e.landlock,
+            None => "on",
+        }
+    }
 }
 
 /// One destination in [`State::destinations`] (fields in alphabetical order, as above).
@@ -187,6 +220,7 @@ pub struct Latest {
     pub last_error: Option<String>,
     pub destinations: Option<Vec<Destination>>,
     pub progress: Option<String>,
+    pub sandbox: Option<Sandbox>,
 }
 
 impl Latest {
@@ -204,6 +238,7 @@ impl Latest {
                 self.last_sync_unix = s.last_sync_unix;
                 self.last_error = s.last_error;
                 self.destinations = Some(s.destinations);
+                self.sandbox = s.sandbox;
             }
             Report::Step(s) => {
                 self.phase = Some(s.phase);
@@ -245,6 +280,14 @@ mod tests {
             queued: 3,
             ready: true,
             running_syncs: 0,
+            sandbox: Some(Sandbox {
+                enabled: true,
+                enforced: Some(crate::sandbox::Enforced {
+                    landlock: "full",
+                    seccomp: 46,
+                    no_network: true,
+                }),
+            }),
             standby: false,
             sync_failures: 1,
             syncing: false,
@@ -262,7 +305,7 @@ mod tests {
         let line = serde_json::to_string(&Report::State(state())).unwrap();
         assert_eq!(
             line,
-            r#"{"consecutive_failures":1,"destinations":[{"consecutive_failures":1,"destination":"host:/srv","lag_s":2.5,"last_error":"rsync exited with 23","last_sync_unix":null,"queued":3,"state":"failing"}],"events":7,"iterations":4,"last_error":null,"last_sync_unix":1700000000.125,"phase":"running","queued":3,"ready":true,"running_syncs":0,"standby":false,"sync_failures":1,"syncing":false,"syncs":2,"unwatched_dirs":0,"uptime_s":12.0,"watches":5}"#
+            r#"{"consecutive_failures":1,"destinations":[{"consecutive_failures":1,"destination":"host:/srv","lag_s":2.5,"last_error":"rsync exited with 23","last_sync_unix":null,"queued":3,"state":"failing"}],"events":7,"iterations":4,"last_error":null,"last_sync_unix":1700000000.125,"phase":"running","queued":3,"ready":true,"running_syncs":0,"sandbox":{"enabled":true,"landlock":"full","seccomp":46,"no_network":true},"standby":false,"sync_failures":1,"syncing":false,"syncs":2,"unwatched_dirs":0,"uptime_s":12.0,"watches":5}"#
         );
         let step = |phase, watches, progress: Option<&str>| {
             serde_json::to_string(&Report::Step(Step {
@@ -300,6 +343,32 @@ mod tests {
         assert_eq!(serde_json::from_str::<Report>(line).unwrap(), split);
         assert!(serde_json::from_str::<Report>(r#"{"phase":"dancing"}"#).is_err());
         assert!(serde_json::from_str::<Report>("not json").is_err());
+        // The sandbox: off is an object too; an unknown Landlock word is no state.
+        let mut off = state();
+        off.sandbox = Some(Sandbox::OFF);
+        let line = serde_json::to_string(&Report::State(off.clone())).unwrap();
+        assert!(line.contains(r#""sandbox":{"enabled":false},"#), "{line}");
+        assert_eq!(
+            serde_json::from_str::<Report>(&line).unwrap(),
+            Report::State(off)
+        );
+        let odd = serde_json::to_string(&Report::State(state()))
+            .unwrap()
+            .replace(r#""landlock":"full""#, r#""landlock":"most""#);
+        assert!(!matches!(
+            serde_json::from_str::<Report>(&odd),
+            Ok(Report::State(State {
+                sandbox: Some(Sandbox {
+                    enforced: Some(_),
+                    ..
+                }),
+                ..
+            }))
+        ));
+        assert_eq!(
+            [Sandbox::OFF.word(), state().sandbox.unwrap().word()],
+            ["off", "full"]
+        );
         for h in [Health::Ok, Health::Failing, Health::Unreachable] {
             assert_eq!(serde_json::to_value(h).unwrap(), h.name());
         }
@@ -335,6 +404,7 @@ mod tests {
         assert_eq!(l.last_error, None);
         assert_eq!(l.progress.as_deref(), Some("40%"));
         assert_eq!(l.destinations.as_ref().map(Vec::len), Some(1));
+        assert_eq!(l.sandbox.as_ref().map(Sandbox::word), Some("full"));
         l.update(Report::Step(Step {
             phase: Phase::Running,
             watches: Some(6),

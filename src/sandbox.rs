@@ -232,13 +232,18 @@ const ETC_READ: &[&str] = &[
     "/etc/popt.d",
     "/etc/ssl",
     "/etc/selinux/config",
-    "/etc/ssh/ssh_config",
-    "/etc/ssh/ssh_config.d",
-    "/etc/ssh/ssh_known_hosts",
     "/proc/sys/fs/inotify",
     "/dev/zero",
     "/dev/urandom",
     "/dev/random",
+];
+
+/// ssh's system-wide client configuration and known hosts: read, with an ssh destination.
+const SSH_ETC_READ: &[&str] = &[
+    "/etc/ssh/ssh_config",
+    "/etc/ssh/ssh_config.d",
+    "/etc/ssh/ssh_known_hosts",
+    "/etc/ssh/ssh_known_hosts2",
 ];
 
 /// Refused with `EPERM` by the seccomp filter.
@@ -371,10 +376,14 @@ impl Grants {
         for (_, _, file) in cfg.globs.iter() {
             g.read.push(file.clone());
         }
-        if let Some(home) = ssh_home(cfg) {
-            g.read.push(home.join(".ssh"));
+        let homes = ssh_homes(cfg);
+        if !homes.is_empty() {
+            let files = SshFiles::of(&cfg.ssh, &homes);
+            g.read.extend(SSH_ETC_READ.iter().map(PathBuf::from));
+            g.read.extend(homes.iter().map(|h| h.join(".ssh")));
+            g.read.extend(files.read);
+            g.write.extend(files.write);
         }
-        g.read.extend(cfg.ssh.identity.iter().cloned());
         // A bare `ssh` is found in PATH (the system directories); a path is granted.
         if let Some(c) = cfg.ssh.command.as_deref().filter(|c| c.contains('/')) {
             g.exec.push(PathBuf::from(c));
@@ -388,20 +397,182 @@ impl Grants {
     }
 }
 
-/// The running user's home, when a destination is reached over ssh (ssh reads
-/// `~/.ssh`; never writable, or keys could be added).
-fn ssh_home(cfg: &crate::config::Config) -> Option<PathBuf> {
+/// The homes of the users who run ssh, when a destination is reached over ssh: the
+/// worker's (`uid`, else the running user) and the sync handler's (`sync-handler-uid`),
+/// whose rsync starts ssh. ssh reads `~/.ssh`; it is never writable, or a confined worker
+/// could add keys to `authorized_keys`.
+fn ssh_homes(cfg: &crate::config::Config) -> Vec<PathBuf> {
     let remote = cfg
         .destinations()
         .iter()
         .any(|d| matches!(d, crate::dest::Dest::Ssh { .. }));
     if !remote {
-        return None;
+        return Vec::new();
     }
-    nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|u| u.dir)
+    let worker = cfg.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    let mut homes = Vec::new();
+    for uid in std::iter::once(worker).chain(cfg.sync_handler_uid) {
+        let home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.dir);
+        if let Some(h) = home.filter(|h| !homes.contains(h)) {
+            homes.push(h);
+        }
+    }
+    homes
+}
+
+/// The files ssh reads and writes that its settings name (`ssh-identity`, and in
+/// `ssh-options`: `-i FILE`, `-F FILE`, `-o IdentityFile=`, `CertificateFile=`,
+/// `UserKnownHostsFile=`, `GlobalKnownHostsFile=`, `RevokedHostKeys=`, each either one
+/// word like `-oKey=value` or two like `-o` `Key value`), as ssh finds them: `~/` and
+/// `%d` are each home of [`ssh_homes`]. Read for keys, certificates and configuration;
+/// read and write (a file rule: no file can be made or removed beside it) for the
+/// known-hosts files, which `StrictHostKeyChecking=accept-new` appends to (the default
+/// ones, `~/.ssh/known_hosts` and `known_hosts2`, when no `UserKnownHostsFile` is
+/// given).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SshFiles {
+    read: Vec<PathBuf>,
+    write: Vec<PathBuf>,
+}
+
+impl SshFiles {
+    fn of(ssh: &crate::dest::Ssh, homes: &[PathBuf]) -> SshFiles {
+        let mut f = SshFiles::default();
+        let mut user_known_hosts = false;
+        if let Some(id) = &ssh.identity {
+            f.identity(id);
+        }
+        let mut words = ssh.options.iter().map(String::as_str);
+        while let Some(w) = words.next() {
+            // `-oX`, or `-o` then `X`; the same for -i and -F.
+            let (flag, attached) = match w.as_bytes() {
+                [b'-', c @ (b'o' | b'i' | b'F'), ..] => (*c, &w[2..]),
+                _ => continue,
+            };
+            let value = if attached.is_empty() {
+                match words.next() {
+                    Some(v) => v,
+                    None => break,
+                }
+            } else {
+                attached
+            };
+            match flag {
+                b'i' => f.each(value, homes, Kind::Identity),
+                b'F' => f.each(value, homes, Kind::Read),
+                _ => {
+                    let (key, val) = split_option(value);
+                    match key.to_ascii_lowercase().as_str() {
+                        "identityfile" => f.each(val, homes, Kind::Identity),
+                        "certificatefile" | "revokedhostkeys" => f.each(val, homes, Kind::Read),
+                        "globalknownhostsfile" => {
+                            for p in val.split_whitespace() {
+                                f.each(p, homes, Kind::Read);
+                            }
+                        }
+                        "userknownhostsfile" => {
+                            user_known_hosts = true;
+                            for p in val.split_whitespace().filter(|p| *p != "none") {
+                                f.each(p, homes, Kind::KnownHosts);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if !user_known_hosts {
+            for h in homes {
+                for name in ["known_hosts", "known_hosts2"] {
+                    f.known_hosts(h.join(".ssh").join(name));
+                }
+            }
+        }
+        f
+    }
+
+    /// `value` with `~/` and `%d` made each home (once when it names none); a value
+    /// with another `%` token is not granted (it depends on the host: `sandbox-read`).
+    fn each(&mut self, value: &str, homes: &[PathBuf], kind: Kind) {
+        let value = value.trim_matches('"');
+        let mut paths = Vec::new();
+        if value.starts_with("~/") || value.contains("%d") {
+            for h in homes {
+                let home = h.to_string_lossy();
+                let v = match value.strip_prefix('~') {
+                    Some(rest) => format!("{home}{rest}"),
+                    None => value.to_string(),
+                };
+                paths.push(v.replace("%d", &home));
+            }
+        } else {
+            paths.push(value.to_string());
+        }
+        for p in paths {
+            if p.replace("%%", "").contains('%') || !p.starts_with('/') {
+                log::debug!(
+                    "sandbox: not granting the ssh file {p:?}: name it with sandbox-read or sandbox-write"
+                );
+                continue;
+            }
+            let p = PathBuf::from(p.replace("%%", "%"));
+            match kind {
+                Kind::Read => self.read.push(p),
+                Kind::Identity => self.identity(&p),
+                Kind::KnownHosts => self.known_hosts(p),
+            }
+        }
+    }
+
+    /// A key, with the public key and certificate ssh looks for beside it.
+    fn identity(&mut self, key: &Path) {
+        self.read.push(key.to_path_buf());
+        for suffix in [".pub", "-cert.pub"] {
+            let mut p = key.as_os_str().to_os_string();
+            p.push(suffix);
+            self.read.push(PathBuf::from(p));
+        }
+    }
+
+    /// A known-hosts file: read and write when it is an existing file (a file rule, so
+    /// its directory stays closed), nothing otherwise (ssh then warns it cannot add a
+    /// host key and goes on).
+    fn known_hosts(&mut self, p: PathBuf) {
+        match std::fs::metadata(&p) {
+            Ok(m) if !m.is_dir() => self.write.push(p),
+            Ok(_) => log::debug!(
+                "sandbox: the known-hosts file {} is a directory: not granted",
+                p.display()
+            ),
+            Err(e) => log::debug!(
+                "sandbox: the known-hosts file {}: {e}: ssh cannot add host keys to it",
+                p.display()
+            ),
+        }
+    }
+}
+
+/// How ssh uses a file named in its settings.
+#[derive(Clone, Copy)]
+enum Kind {
+    Read,
+    Identity,
+    KnownHosts,
+}
+
+/// An ssh `-o` option: `Key=value`, `Key value` or `Key = value`.
+fn split_option(opt: &str) -> (&str, &str) {
+    let opt = opt.trim_start();
+    let end = opt
+        .find(|c: char| c == '=' || c.is_whitespace())
+        .unwrap_or(opt.len());
+    let (key, rest) = opt.split_at(end);
+    let rest = rest.trim_start();
+    let rest = rest.strip_prefix('=').unwrap_or(rest);
+    (key, rest.trim())
 }
 
 /// A prepared confinement: opened rules and a compiled filter, applied by
@@ -415,15 +586,34 @@ pub struct Sandbox {
     required: bool,
 }
 
-/// What [`Sandbox::enforce`] achieved, for the start-up log line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What [`Sandbox::enforce`] achieved, for the start-up log line and the worker's state
+/// (`sandbox` in the state JSON and `clsync-manager status`; see [`crate::report::Sandbox`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Enforced {
     /// `full`, `partial` or `none`.
-    pub landlock: &'static str,
+    #[serde(deserialize_with = "landlock_word")]
+    pub landlock: LandlockWord,
     /// How many system calls the filter refuses (0: no filter on this architecture).
     pub seccomp: usize,
     /// Sockets other than Unix ones are refused (every destination is local).
     pub no_network: bool,
+}
+
+/// One of Landlock's words in [`Enforced`]. A name for `&'static str`, so that serde does
+/// not take the field for a string borrowed from the input (it is read back through
+/// [`landlock_word`], from a report line that does not outlive the read).
+pub type LandlockWord = &'static str;
+
+/// [`Enforced::landlock`] read back (the manager reads the worker's report): one of the
+/// words `enforce` writes.
+fn landlock_word<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let word = <String as serde::Deserialize>::deserialize(d)?;
+    ["full", "partial", "none"]
+        .into_iter()
+        .find(|w| *w == word)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("landlock {word:?}: expected full, partial or none"))
+        })
 }
 
 impl Sandbox {
@@ -669,6 +859,102 @@ mod tests {
         assert!(!g.read.iter().any(|p| p == Path::new("/etc")), "{g:?}");
         assert_eq!(g.remove_dir, [PathBuf::from("/tmp"), PathBuf::from("/tmp")]);
         assert!(!g.local_only, "a destination is remote");
+        // ssh's own configuration, read only; no directory of ssh's is writable.
+        assert!(g.read.contains(&PathBuf::from("/etc/ssh/ssh_config")));
+        assert!(g.read.iter().any(|p| p.ends_with(".ssh")), "{g:?}");
+        assert!(
+            !g.write
+                .iter()
+                .any(|p| p.ends_with(".ssh") || p.is_dir() && p.join(".ssh").exists()),
+            "{g:?}"
+        );
+        let local =
+            crate::cli::parse(["clsync", "/srv/src", "/srv/dst"].map(std::ffi::OsString::from))
+                .unwrap();
+        let g = Grants::for_worker(
+            &local,
+            Path::new("/srv/src"),
+            Path::new("/usr/bin/rsync"),
+            Path::new("/tmp/lists.x"),
+            None,
+        );
+        assert!(
+            !g.read
+                .iter()
+                .any(|p| p.starts_with("/etc/ssh") || p.ends_with(".ssh")),
+            "{g:?}"
+        );
+    }
+
+    /// The files named in the ssh settings, in each way ssh takes them, are granted: keys
+    /// (with their public keys and certificates) and configuration read, known-hosts
+    /// files that exist read and write as files; `~/` and `%d` are the home.
+    #[test]
+    fn ssh_settings_name_the_files_ssh_reads_and_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        std::fs::write(home.join(".ssh/known_hosts"), b"").unwrap();
+        let kh = dir.path().join("kh");
+        std::fs::write(&kh, b"").unwrap();
+        let missing = dir.path().join("missing");
+        let ssh = crate::dest::Ssh {
+            identity: Some("/keys/id".into()),
+            options: [
+                "-o",
+                "IdentityFile=/keys/two",
+                "-oCertificateFile ~/cert",
+                "-F",
+                "/etc/alt_config",
+                "-o",
+                &format!(
+                    "UserKnownHostsFile = {} {}",
+                    kh.display(),
+                    missing.display()
+                ),
+                "-oGlobalKnownHostsFile=/g/kh1 /g/kh2",
+                "-i%d/.ssh/id_x",
+                "-oidentityfile=/keys/%h",
+                "-oLogLevel=ERROR",
+                "-p",
+                "22",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..crate::dest::Ssh::default()
+        };
+        let f = SshFiles::of(&ssh, std::slice::from_ref(&home));
+        let home_s = home.display().to_string();
+        let read: Vec<String> = f.read.iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(
+            read,
+            [
+                "/keys/id".to_string(),
+                "/keys/id.pub".into(),
+                "/keys/id-cert.pub".into(),
+                "/keys/two".into(),
+                "/keys/two.pub".into(),
+                "/keys/two-cert.pub".into(),
+                format!("{home_s}/cert"),
+                "/etc/alt_config".into(),
+                "/g/kh1".into(),
+                "/g/kh2".into(),
+                format!("{home_s}/.ssh/id_x"),
+                format!("{home_s}/.ssh/id_x.pub"),
+                format!("{home_s}/.ssh/id_x-cert.pub"),
+            ]
+        );
+        assert_eq!(
+            f.write,
+            [kh],
+            "the known-hosts file that exists, not the home's"
+        );
+        // Without UserKnownHostsFile: the home's known_hosts (a file), never ~/.ssh.
+        let f = SshFiles::of(&crate::dest::Ssh::default(), std::slice::from_ref(&home));
+        assert_eq!(f.write, [home.join(".ssh/known_hosts")]);
+        assert_eq!(split_option("Key=v w"), ("Key", "v w"));
+        assert_eq!(split_option("Key = v"), ("Key", "v"));
+        assert_eq!(split_option("Key v"), ("Key", "v"));
     }
 
     #[test]

@@ -339,6 +339,7 @@ pub(crate) fn status_table(list: &[InstanceStatus]) -> String {
         "RESTARTS".into(),
         "LAST SYNC".into(),
         "QUEUED".into(),
+        "SANDBOX".into(),
         "LAST ERROR".into(),
     ]];
     for s in list {
@@ -354,11 +355,12 @@ pub(crate) fn status_table(list: &[InstanceStatus]) -> String {
             s.last_sync_unix
                 .map_or("-".into(), |t| format!("{} ago", human(now - t))),
             s.queued.map_or("-".into(), |q| q.to_string()),
+            s.sandbox.as_ref().map_or("-", |b| b.word()).into(),
             s.last_error.clone().unwrap_or_else(|| "-".into()),
         ];
         rows.push(row.map(|c| esc(&c).into_owned()));
     }
-    let mut widths = [0usize; 8];
+    let mut widths = [0usize; 9];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
@@ -368,7 +370,7 @@ pub(crate) fn status_table(list: &[InstanceStatus]) -> String {
     for (n, r) in rows.iter().enumerate() {
         let mut line = String::new();
         for (i, c) in r.iter().enumerate() {
-            if i == 7 {
+            if i == widths.len() - 1 {
                 line.push_str(c);
             } else {
                 line.push_str(&format!("{c:<w$}  ", w = widths[i]));

@@ -151,6 +151,7 @@ impl Instance {
             last_error: self.last_error.clone().or_else(|| r.last_error.clone()),
             on_demand: self.on_demand,
             destinations: r.destinations.clone(),
+            sandbox: r.sandbox.clone(),
             progress: r
                 .progress
                 .clone()
@@ -606,7 +607,7 @@ mod tests {
         assert_eq!(s.progress.as_deref(), Some("50%"));
         assert_eq!(s.events, None);
         assert!(!take_report(&mut i, "clsync: not a report"));
-        let ready = r#"{"consecutive_failures":0,"destinations":[{"consecutive_failures":0,"destination":"/srv","lag_s":0.0,"last_error":null,"last_sync_unix":1.5,"queued":0,"state":"ok"}],"events":9,"iterations":1,"last_error":null,"last_sync_unix":1.5,"phase":"running","queued":0,"ready":true,"running_syncs":0,"standby":false,"sync_failures":0,"syncing":false,"syncs":1,"unwatched_dirs":0,"uptime_s":0.5,"watches":4}"#;
+        let ready = r#"{"consecutive_failures":0,"destinations":[{"consecutive_failures":0,"destination":"/srv","lag_s":0.0,"last_error":null,"last_sync_unix":1.5,"queued":0,"state":"ok"}],"events":9,"iterations":1,"last_error":null,"last_sync_unix":1.5,"phase":"running","queued":0,"ready":true,"running_syncs":0,"sandbox":{"enabled":true,"landlock":"partial","seccomp":46,"no_network":false},"standby":false,"sync_failures":0,"syncing":false,"syncs":1,"unwatched_dirs":0,"uptime_s":0.5,"watches":4}"#;
         assert!(take_report(&mut i, ready));
         let s = i.status();
         assert_eq!(i.state, State::Running);
@@ -616,6 +617,7 @@ mod tests {
             (Some(9), Some(1), Some(1.5))
         );
         assert_eq!((s.progress, s.last_error), (None, None));
+        assert_eq!(s.sandbox.as_ref().map(|b| b.word()), Some("partial"));
         let d = s.destinations.expect("destinations");
         assert_eq!((d.len(), d[0].destination.as_str()), (1, "/srv"));
     }

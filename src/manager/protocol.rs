@@ -121,6 +121,11 @@ pub struct InstanceStatus {
     /// `lag_s`, `last_sync_unix`, `last_error`.
     #[serde(default)]
     pub destinations: Option<Vec<crate::report::Destination>>,
+    /// The worker's confinement as it reported it: `{"enabled":false}`, or `enabled` with
+    /// `landlock` (`full`, `partial`, `none`), `seccomp` (calls refused) and `no_network`;
+    /// absent before its first report.
+    #[serde(default)]
+    pub sandbox: Option<crate::report::Sandbox>,
 }
 
 /// Sends one request to the daemon at `socket` and reads its response. `timeout` bounds

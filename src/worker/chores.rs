@@ -181,6 +181,7 @@ impl Worker {
             last_sync_unix: unix(self.last_ok),
             last_error: self.last_error.clone(),
             destinations,
+            sandbox: Some(self.sandbox.clone()),
         }
     }
 

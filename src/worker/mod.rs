@@ -121,6 +121,8 @@ struct Worker {
     /// When the last sync succeeded, and the last failure.
     last_ok: Option<std::time::SystemTime>,
     last_error: Option<String>,
+    /// What the confinement achieved at start (`off` without one), for the state.
+    sandbox: crate::report::Sandbox,
 }
 
 impl Worker {

@@ -46,7 +46,7 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
     // Opened as root, applied after the uid drop and before the first thread.
     let sandbox = prepare_sandbox(&cfg, &paths, &lists_dir, control.as_ref())?;
     drop_privileges(cfg.uid, cfg.gid)?;
-    confine(sandbox)?;
+    let sandbox = confine(sandbox)?;
     let (mut poll, waker, mut signals) = wake_ups(&mut watcher)?;
     let (runner, targets) = handlers(
         &cfg,
@@ -68,6 +68,7 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
         status,
         reporter,
         started,
+        sandbox,
     });
     w.initial_sync();
     let code = w.serve(&mut poll, &mut signals)?;
@@ -388,6 +389,7 @@ struct Parts {
     status: Status,
     reporter: crate::report::Reporter,
     started: Instant,
+    sandbox: crate::report::Sandbox,
 }
 
 /// The worker in its first state: running, not ready, nothing counted yet.
@@ -404,6 +406,7 @@ fn assemble(p: Parts) -> Worker {
         status,
         reporter,
         started,
+        sandbox,
     } = p;
     let signatures = (cfg.modification_signature != 0)
         .then(|| crate::signature::Signatures::new(cfg.modification_signature));
@@ -436,6 +439,7 @@ fn assemble(p: Parts) -> Worker {
         sync_failures: 0,
         last_ok: None,
         last_error: None,
+        sandbox,
     }
 }
 
@@ -624,8 +628,9 @@ fn prepare_sandbox(
 }
 
 /// Applies the prepared confinement; from here on the worker and all it runs are confined.
-/// Before the first thread ([`wake_ups`] starts the event reader).
-fn confine(sandbox: Option<crate::sandbox::Sandbox>) -> Result<(), StartError> {
+/// Before the first thread ([`wake_ups`] starts the event reader). Returns what it
+/// achieved, for the worker's state.
+fn confine(sandbox: Option<crate::sandbox::Sandbox>) -> Result<crate::report::Sandbox, StartError> {
     if let Some(sb) = sandbox {
         let done = sb.enforce().map_err(StartError::Sandbox)?;
         log::info!(
@@ -638,8 +643,12 @@ fn confine(sandbox: Option<crate::sandbox::Sandbox>) -> Result<(), StartError> {
                 ""
             }
         );
+        return Ok(crate::report::Sandbox {
+            enabled: true,
+            enforced: Some(done),
+        });
     }
-    Ok(())
+    Ok(crate::report::Sandbox::OFF)
 }
 
 fn drop_privileges(uid: Option<u32>, gid: Option<u32>) -> Result<(), StartError> {

@@ -456,6 +456,15 @@ impl Worker {
         read_lossy(&self.stderr_path)
     }
 
+    /// Asserts that the worker confined itself (`--sandbox`): its start-up line says so.
+    pub fn assert_sandboxed(&self) {
+        let log = self.stderr();
+        assert!(
+            log.contains("sandbox: landlock "),
+            "the worker is not confined:\n{log}"
+        );
+    }
+
     /// Non-blocking: the exit status if the worker has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         if self.reaped.is_none() {

@@ -83,8 +83,12 @@ fn args(n: &Node, extra: &[&str]) -> Vec<OsString> {
 }
 
 /// Starts the worker of node `n` (the container runs there) and waits until it is live.
+/// It runs confined, as a profile's worker does by default (`sandbox = true`): the pair's
+/// pulls, pushes, checks and resolutions below all run in the sandbox.
 fn start(p: &Pair, n: &Node, other: &Node) -> Worker {
-    Worker::start_raw(&p.t.root, &n.tree, &other.tree, &n.status, &args(n, &[]))
+    let w = Worker::start_raw(&p.t.root, &n.tree, &other.tree, &n.status, &args(n, &[]));
+    w.assert_sandboxed();
+    w
 }
 
 /// Runs the worker of node `n` expecting it to stop at the pair check.

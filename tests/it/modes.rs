@@ -162,8 +162,10 @@ impl Recorder {
 }
 
 /// Starts a classic-form worker in `mode` with the recorder as handler, quick delays and
-/// label `lbl`; `extra` options go before `--` and `args` after it.
+/// label `lbl`; `extra` options go before `--` and `args` after it. The status file is in
+/// a directory of its own (a confined worker may write there: not the test's root).
 fn start(t: &TestDir, rec: &Recorder, mode: &str, extra: &[&str], args: &[&str]) -> Worker {
+    let status = status_file(t);
     let mut a: Vec<OsString> = vec![
         "-M".into(),
         mode.into(),
@@ -180,27 +182,49 @@ fn start(t: &TestDir, rec: &Recorder, mode: &str, extra: &[&str], args: &[&str])
         "-T".into(),
         "0.1".into(),
         "--status-file".into(),
-        t.status.clone().into(),
+        status.clone().into(),
     ];
     a.extend(extra.iter().map(OsString::from));
     if !args.is_empty() {
         a.push("--".into());
         a.extend(args.iter().map(OsString::from));
     }
-    Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &a)
+    Worker::start_raw(&t.root, &t.src, &t.dst, &status, &a)
+}
+
+/// `run/status` under the test's root (the directory is made).
+fn status_file(t: &TestDir) -> PathBuf {
+    let run = t.root.join("run");
+    mkdir_p(&run);
+    run.join("status")
+}
+
+/// The options of a run with the sandbox on or off: `--sandbox` with the recorder's
+/// directory writable (`--sandbox-write`; the handler records its calls there), or
+/// nothing.
+fn confined(rec: &Recorder, sandbox: bool) -> Vec<String> {
+    if sandbox {
+        vec!["--sandbox".into(), "--sandbox-write".into(), s(&rec.dir)]
+    } else {
+        Vec::new()
+    }
 }
 
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-#[test]
-fn shell_mode_gets_a_synclist_with_label_mask_and_path() {
-    let t = TestDir::new("mode-shell");
+fn shell_mode(name: &str, sandbox: bool) {
+    let t = TestDir::new(name);
     let rec = recorder(&t);
     mkdir(&t.s(b"a"));
     write(&t.s(b"a/f"), b"1");
-    let mut w = start(&t, &rec, "shell", &[], &[]);
+    let extra = confined(&rec, sandbox);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut w = start(&t, &rec, "shell", &extra, &[]);
+    if sandbox {
+        w.assert_sandboxed();
+    }
     let first = &rec.wait_calls(1)[0];
     let args = first.args();
     assert_eq!(args[..3], [s(&rec.script), "synclist".into(), "lbl".into()]);
@@ -237,6 +261,12 @@ fn shell_mode_gets_a_synclist_with_label_mask_and_path() {
             .ok_or_else(|| format!("{} still exists", list.display()))
     });
     w.stop_ok();
+}
+
+cases! { shell_mode;
+    shell_mode_gets_a_synclist_with_label_mask_and_path: false,
+    /// The same, sandboxed: the handler reads the lists and writes only where granted.
+    shell_mode_gets_a_synclist_with_label_mask_and_path_sandboxed: true,
 }
 
 #[test]
@@ -278,12 +308,16 @@ fn shell_mode_simplified_lists_and_recursive_syncs() {
     w.stop_ok();
 }
 
-#[test]
-fn rsyncshell_mode_gets_rsync_include_and_exclude_lists() {
-    let t = TestDir::new("mode-rsyncshell");
+fn rsyncshell_mode(name: &str, sandbox: bool) {
+    let t = TestDir::new(name);
     let rec = recorder(&t);
     mkdir(&t.s(b"d"));
-    let mut w = start(&t, &rec, "rsyncshell", &[], &[]);
+    let extra = confined(&rec, sandbox);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut w = start(&t, &rec, "rsyncshell", &extra, &[]);
+    if sandbox {
+        w.assert_sandboxed();
+    }
     let first = &rec.wait_calls(1)[0];
     let args = first.args();
     assert_eq!(
@@ -309,6 +343,11 @@ fn rsyncshell_mode_gets_rsync_include_and_exclude_lists() {
     w.stop_ok();
 }
 
+cases! { rsyncshell_mode;
+    rsyncshell_mode_gets_rsync_include_and_exclude_lists: false,
+    rsyncshell_mode_gets_rsync_include_and_exclude_lists_sandboxed: true,
+}
+
 #[test]
 fn rsyncshell_prefer_include_has_no_exclude_list() {
     let t = TestDir::new("mode-rsyncshell-incl");
@@ -323,15 +362,20 @@ fn rsyncshell_prefer_include_has_no_exclude_list() {
     w.stop_ok();
 }
 
-#[test]
-fn direct_mode_passes_paths_as_arguments_in_runs_of_254() {
-    let t = TestDir::new("mode-direct");
+fn direct_mode(name: &str, sandbox: bool) {
+    let t = TestDir::new(name);
     let rec = recorder(&t);
     for i in 0..300 {
         write(&t.s(format!("f{i:03}").as_bytes()), b"x");
     }
     let dst = format!("{}/", s(&t.dst));
-    let mut w = start(&t, &rec, "direct", &["-D", &s(&t.dst)], &[]);
+    let mut extra = confined(&rec, sandbox);
+    extra.extend(["-D".to_string(), s(&t.dst)]);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut w = start(&t, &rec, "direct", &extra, &[]);
+    if sandbox {
+        w.assert_sandboxed();
+    }
     let calls = rec.wait_calls(2);
     let mut paths = Vec::new();
     for c in &calls[..2] {
@@ -350,13 +394,22 @@ fn direct_mode_passes_paths_as_arguments_in_runs_of_254() {
     w.stop_ok();
 }
 
-#[test]
-fn simple_mode_calls_the_handler_per_path_with_its_mask() {
-    let t = TestDir::new("mode-simple");
+cases! { direct_mode;
+    direct_mode_passes_paths_as_arguments_in_runs_of_254: false,
+    direct_mode_passes_paths_as_arguments_in_runs_of_254_sandboxed: true,
+}
+
+fn simple_mode(name: &str, sandbox: bool) {
+    let t = TestDir::new(name);
     let rec = recorder(&t);
     mkdir(&t.s(b"a"));
     write(&t.s(b"a/f"), b"1");
-    let mut w = start(&t, &rec, "simple", &[], &[]);
+    let extra = confined(&rec, sandbox);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut w = start(&t, &rec, "simple", &extra, &[]);
+    if sandbox {
+        w.assert_sandboxed();
+    }
     let calls = rec.wait_calls(3);
     let r = s(&rec.script);
     let sync = |mask: u32, p: &Path| {
@@ -378,6 +431,11 @@ fn simple_mode_calls_the_handler_per_path_with_its_mask() {
     let mask: u32 = del.args()[3].parse().unwrap();
     assert_ne!(mask & libc::IN_DELETE, 0, "mask {mask:#x} has IN_DELETE");
     w.stop_ok();
+}
+
+cases! { simple_mode;
+    simple_mode_calls_the_handler_per_path_with_its_mask: false,
+    simple_mode_calls_the_handler_per_path_with_its_mask_sandboxed: true,
 }
 
 #[test]
@@ -587,6 +645,8 @@ struct So {
     live: &'static str,
     /// What the handler's log says of the initial sync.
     initial: fn() -> String,
+    /// Run with `--sandbox`.
+    sandbox: bool,
 }
 
 /// The project's own C handler loaded in `so` and `rsyncso` modes: the host functions it
@@ -609,7 +669,8 @@ fn shared_object_handler(name: &str, case: So) {
     );
     std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).unwrap();
     write(&t.s(b"before"), b"1");
-    let args: Vec<OsString> = [
+    let status = status_file(&t);
+    let mut args: Vec<OsString> = [
         "-M",
         mode,
         "-W",
@@ -625,12 +686,18 @@ fn shared_object_handler(name: &str, case: So) {
         "-w",
         "0.1",
         "--status-file",
-        &s(&t.status),
+        &s(&status),
     ]
     .iter()
     .map(OsString::from)
     .collect();
-    let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args);
+    if case.sandbox {
+        args.push("--sandbox".into());
+    }
+    let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &status, &args);
+    if case.sandbox {
+        w.assert_sandboxed();
+    }
     write(&t.s(b"after"), b"2");
     let log = t.d(b"so_handler.log");
     let want = case.live;
@@ -686,12 +753,28 @@ cases! { shared_object_handler;
         mode: "so",
         live: "  \"after\" len=5",
         initial: || format!("  \"before\" len=6 mask={MASK_FILE:#x} flags=0"),
+        sandbox: false,
+    },
+    /// `so`, sandboxed: the handler is loaded, calls back and forks in the confinement.
+    shared_object_handler_in_so_mode_sandboxed: So {
+        mode: "so",
+        live: "  \"after\" len=5",
+        initial: || format!("  \"before\" len=6 mask={MASK_FILE:#x} flags=0"),
+        sandbox: true,
     },
     /// `rsyncso`: include lists, everything at the initial sync.
     shared_object_handler_in_rsyncso_mode: So {
         mode: "rsyncso",
         live: "  inc: /after",
         initial: || "  inc: /***\n".to_string(),
+        sandbox: false,
+    },
+    /// `rsyncso`, sandboxed.
+    shared_object_handler_in_rsyncso_mode_sandboxed: So {
+        mode: "rsyncso",
+        live: "  inc: /after",
+        initial: || "  inc: /***\n".to_string(),
+        sandbox: true,
     },
 }
 
@@ -725,38 +808,57 @@ fn host_functions_are_exported_to_shared_object_handlers() {
 }
 
 /// The original's "atomic sync" example: rsyncdirect with the user's own arguments,
-/// `%RSYNC-ARGS%` and the directories, and no -D.
-#[test]
-fn rsyncdirect_with_rsync_args_placeholder_mirrors() {
-    let t = TestDir::new("mode-rsync-args");
+/// `%RSYNC-ARGS%` and the directories, and no -D. Sandboxed, the destination only the
+/// arguments name is granted with `--sandbox-write` (the worker does not read a
+/// handler's arguments for paths).
+fn rsyncdirect_with_rsync_args(name: &str, sandbox: bool) {
+    let t = TestDir::new(name);
     mkdir(&t.s(b"d"));
     write(&t.s(b"d/before"), b"1");
     let src = format!("{}/", s(&t.src));
     let dst = format!("{}/", s(&t.dst));
-    let args: Vec<OsString> = [
-        "-M",
-        "rsyncdirect",
-        "-W",
-        &s(&t.src),
-        "-S",
-        "rsync",
-        "-t",
-        "0.1",
-        "-w",
-        "0.1",
-        "--status-file",
-        &s(&t.status),
-        "--",
-        "%RSYNC-ARGS%",
-        &src,
-        &dst,
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
-    let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args);
+    let status = status_file(&t);
+    let mut args: Vec<OsString> = Vec::new();
+    if sandbox {
+        args.extend([
+            "--sandbox".into(),
+            "--sandbox-write".into(),
+            t.dst.clone().into(),
+        ]);
+    }
+    args.extend(
+        [
+            "-M",
+            "rsyncdirect",
+            "-W",
+            &s(&t.src),
+            "-S",
+            "rsync",
+            "-t",
+            "0.1",
+            "-w",
+            "0.1",
+            "--status-file",
+            &s(&status),
+            "--",
+            "%RSYNC-ARGS%",
+            &src,
+            &dst,
+        ]
+        .iter()
+        .map(OsString::from),
+    );
+    let mut w = Worker::start_raw(&t.root, &t.src, &t.dst, &status, &args);
+    if sandbox {
+        w.assert_sandboxed();
+    }
     write(&t.s(b"d/new\nline"), b"2");
     std::fs::remove_file(t.s(b"d/before")).unwrap();
     w.wait_synced(SYNC_TIMEOUT);
     w.stop_ok();
+}
+
+cases! { rsyncdirect_with_rsync_args;
+    rsyncdirect_with_rsync_args_placeholder_mirrors: false,
+    rsyncdirect_with_rsync_args_placeholder_mirrors_sandboxed: true,
 }

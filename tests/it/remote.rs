@@ -11,14 +11,25 @@ use std::time::Duration;
 
 /// Starts a short-form worker from `t.src` to `dsts` with `sshd`'s options.
 fn start(t: &TestDir, sshd: &Sshd, dsts: &[String], extra: &[&str]) -> Worker {
-    let mut args: Vec<OsString> = vec!["-t".into(), "0.1".into(), "-w".into(), "0.1".into()];
-    args.extend(sshd.worker_args());
+    let mut args = sshd.worker_args();
     args.extend(extra.iter().map(OsString::from));
+    start_with(t, dsts, args)
+}
+
+/// Starts a short-form worker from `t.src` to `dsts` with these options. The status file
+/// is in a directory of its own (a confined worker may write there: not the test's root,
+/// where the keys are).
+fn start_with(t: &TestDir, dsts: &[String], opts: Vec<OsString>) -> Worker {
+    let run = t.root.join("run");
+    mkdir_p(&run);
+    let status = run.join("status");
+    let mut args: Vec<OsString> = vec!["-t".into(), "0.1".into(), "-w".into(), "0.1".into()];
+    args.extend(opts);
     args.push("--status-file".into());
-    args.push(t.status.clone().into());
+    args.push(status.clone().into());
     args.push(t.src.clone().into());
     args.extend(dsts.iter().map(OsString::from));
-    Worker::start_raw(&t.root, &t.src, &t.dst, &t.status, &args)
+    Worker::start_raw(&t.root, &t.src, &t.dst, &status, &args)
 }
 
 /// The worker's state object, asked for with SIGUSR1.
@@ -44,13 +55,15 @@ fn state(w: &Worker) -> serde_json::Value {
     out
 }
 
-#[test]
-fn mirror_over_ssh_with_special_names() {
-    let t = TestDir::new("ssh-mirror");
+fn mirror_over_ssh(name: &str, extra: &[&str]) {
+    let t = TestDir::new(name);
     let sshd = Sshd::start(&t.root.join("sshd"));
     mkdir(&t.s(b"d"));
     write(&t.s(b"d/before"), b"initial");
-    let mut w = start(&t, &sshd, &[sshd.dest(&t.dst)], &[]);
+    let mut w = start(&t, &sshd, &[sshd.dest(&t.dst)], extra);
+    if extra.contains(&"--sandbox") {
+        w.assert_sandboxed();
+    }
     assert_synced_now(&t.src, &t.dst, "after the initial sync over ssh");
     for name in [
         &b"sp ace"[..],
@@ -71,6 +84,60 @@ fn mirror_over_ssh_with_special_names() {
         .filter(|(_, c)| c.contains(&format!("-p {}", sshd.port)))
         .collect();
     assert!(masters.is_empty(), "ssh masters left: {masters:?}");
+}
+
+cases! { mirror_over_ssh;
+    mirror_over_ssh_with_special_names: &[],
+    /// The same, sandboxed: rsync, ssh, its shared connection and the remote renames.
+    mirror_over_ssh_with_special_names_sandboxed: &["--sandbox"],
+}
+
+/// A confined worker reaches an ssh destination with a key and a known-hosts file that
+/// are not in `~/.ssh`, named in the ssh options the two ways ssh takes them (`-o` and
+/// `IdentityFile=…` as two words, `-oUserKnownHostsFile=…` as one): it may read the key,
+/// and `StrictHostKeyChecking=accept-new` appends the host's key to the known-hosts
+/// file. Its state says it is confined, with the network kept for ssh.
+#[test]
+fn a_sandboxed_worker_reaches_ssh_with_a_key_and_known_hosts_outside_home() {
+    let t = TestDir::new("ssh-sandbox");
+    let sshd = Sshd::start(&t.root.join("sshd"));
+    let known = t.root.join("known_hosts");
+    write(&known, b"");
+    write(&t.s(b"f"), b"1");
+    let opt = |o: String| OsString::from(format!("--ssh-option={o}"));
+    let opts = vec![
+        "--sandbox".into(),
+        "--ssh-port".into(),
+        sshd.port.to_string().into(),
+        opt("-o".into()),
+        opt(format!("IdentityFile={}", sshd.key.display())),
+        opt(format!("-oUserKnownHostsFile={}", known.display())),
+        opt("-oStrictHostKeyChecking=accept-new".into()),
+        opt("-oLogLevel=ERROR".into()),
+        opt("-oConnectTimeout=5".into()),
+    ];
+    let mut w = start_with(&t, &[sshd.dest(&t.dst)], opts);
+    w.assert_sandboxed();
+    assert_synced_now(&t.src, &t.dst, "after the initial sync over ssh");
+    write(&t.s(b"g"), b"2");
+    w.wait_synced(SYNC_TIMEOUT);
+    // The host's public key (its name may be hashed: HashKnownHosts).
+    let host_key = read_lossy(&sshd.dir.join("host_key.pub"));
+    let host_key = host_key.split_whitespace().nth(1).unwrap_or("none");
+    let host_keys = read_lossy(&known);
+    assert!(
+        host_keys.contains(&format!(" ssh-ed25519 {host_key}")),
+        "the host key is recorded: {host_keys:?}\n{}",
+        w.stderr()
+    );
+    let s = state(&w);
+    assert_eq!(s["sandbox"]["enabled"], true, "{s}");
+    assert_eq!(s["sandbox"]["no_network"], false, "{s}");
+    assert!(
+        ["full", "partial"].contains(&s["sandbox"]["landlock"].as_str().unwrap_or("")),
+        "{s}"
+    );
+    w.stop_ok();
 }
 
 /// A rename of a big file or of a directory of many files is repeated at the remote side

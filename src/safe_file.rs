@@ -20,6 +20,11 @@ Directories the programs write into are checked with [`check_dir`] at start: one
 someone else may write to (a group or other write bit, sticky included; group write is
 allowed for the root group) or that someone else owns is refused, because a file in it
 could be swapped between its writing and its use.
+
+Renames inside a tree someone else fills (the local destination mirrors a source any
+user may write to) go through [`rename_beneath`]: each parent is resolved below the tree
+without following a symlink, so a symlink mirrored into the destination cannot carry a
+rename out of it.
 */
 
 use std::fs::File;
@@ -199,4 +204,89 @@ mod tests {
         assert!(e.contains("mode 1777"), "{e}");
         assert!(e.contains(&t.path().display().to_string()), "{e}");
     }
+}
+
+/// Renames `from` to `to`, both relative to `root` (the bytes of a relative path), with
+/// every directory on the way resolved below `root` and no symlink followed: a component
+/// that is a symlink (a mirrored one, say `d -> /etc`) fails the rename with `ELOOP`
+/// or `EXDEV` instead of renaming `/etc/passwd`. The last components are renamed as
+/// they are (a symlink there is moved, not followed).
+pub fn rename_beneath(root: &Path, from: &[u8], to: &[u8]) -> io::Result<()> {
+    use nix::fcntl::OFlag;
+    let dir = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: `open` just returned this descriptor and nothing else owns it.
+    let dir = unsafe { std::os::fd::OwnedFd::from_raw_fd(dir) };
+    let (from_dir, from_name) = parent_beneath(&dir, from)?;
+    let (to_dir, to_name) = parent_beneath(&dir, to)?;
+    nix::fcntl::renameat(
+        Some(from_dir.as_raw_fd()),
+        from_name,
+        Some(to_dir.as_raw_fd()),
+        to_name,
+    )?;
+    Ok(())
+}
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// The directory holding `rel` below `root` (opened `O_PATH`, no symlink followed on
+/// the way) and the last component's name.
+fn parent_beneath<'a>(root: &OwnedFd, rel: &'a [u8]) -> io::Result<(OwnedFd, &'a std::ffi::OsStr)> {
+    use std::os::unix::ffi::OsStrExt;
+    let rel = rel.strip_suffix(b"/").unwrap_or(rel);
+    let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&b""[..], rel),
+    };
+    if name.is_empty() || name == b"." || name == b".." || rel.starts_with(b"/") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a relative path to a name",
+        ));
+    }
+    let parent = if parent.is_empty() { &b"."[..] } else { parent };
+    let fd = open_beneath(root, std::ffi::OsStr::from_bytes(parent))?;
+    Ok((fd, std::ffi::OsStr::from_bytes(name)))
+}
+
+/// `openat2(root, rel, O_PATH|O_DIRECTORY, RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)`; on a
+/// kernel without openat2 (before 5.6), a walk of `openat(O_NOFOLLOW)` one component at
+/// a time that refuses `..`.
+fn open_beneath(root: &OwnedFd, rel: &std::ffi::OsStr) -> io::Result<OwnedFd> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    use std::os::unix::ffi::OsStrExt;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let how = OpenHow::new().flags(flags).resolve(
+        ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    );
+    match nix::fcntl::openat2(root.as_raw_fd(), rel, how) {
+        // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+        Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(nix::errno::Errno::ENOSYS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut cur = root.try_clone()?;
+    for part in rel.as_bytes().split(|&b| b == b'/') {
+        if part.is_empty() || part == b"." {
+            continue;
+        }
+        if part == b".." {
+            return Err(io::Error::from_raw_os_error(libc::EXDEV));
+        }
+        let fd = nix::fcntl::openat(
+            Some(cur.as_raw_fd()),
+            std::ffi::OsStr::from_bytes(part),
+            flags | OFlag::O_NOFOLLOW,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        // SAFETY: openat just returned this descriptor and nothing else owns it.
+        cur = unsafe { OwnedFd::from_raw_fd(fd) };
+    }
+    Ok(cur)
 }

@@ -515,7 +515,8 @@ impl Handler {
             Mover::Local(dir) => {
                 for (from, to) in moves {
                     let (f, t) = (abs_path(dir, from), abs_path(dir, to));
-                    match std::fs::rename(&f, &t) {
+                    // Not through a symlink mirrored into the destination (`d -> /etc`).
+                    match crate::safe_file::rename_beneath(dir, from, to) {
                         Ok(()) => log::debug!(
                             "moved {} to {} at the destination",
                             f.display(),

@@ -857,3 +857,36 @@ fn a_missing_destination_below_a_shared_directory_is_not_created() {
         "{err}"
     );
 }
+
+/// A rename in the source is repeated at a local destination without following a
+/// symlink there: with `dst/d -> root-only` (as a symlink mirrored from the source
+/// leaves it until the next rsync), `mv d/f d/g` in the source must not rename
+/// `root-only/f`.
+#[test]
+fn a_rename_is_not_repeated_through_a_symlink_at_the_destination() {
+    let t = TestDir::new("safe-move-link");
+    let target = t.root.join("root-only");
+    mkdir(&target);
+    write(&target.join("f"), CANARY);
+    mkdir(&t.s(b"d"));
+    write(&t.s(b"d/f"), b"source");
+    symlink(pb(&target), &t.d(b"d"));
+    let mut w = t.start(&["--skip-initialsync"]);
+    rename(&t.s(b"d/f"), &t.s(b"d/g"));
+    // The batch is done when rsync has replaced the symlink with the source's directory.
+    wait_until(SYNC_TIMEOUT, "the destination's d is a directory", || {
+        let m = std::fs::symlink_metadata(t.d(b"d")).map_err(|e| e.to_string())?;
+        m.is_dir()
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", m.file_type()))
+    });
+    w.stop_ok();
+    assert!(
+        exists_nofollow(&target.join("f")) && !exists_nofollow(&target.join("g")),
+        "the rename went through the destination's symlink: {:?}",
+        std::fs::read_dir(&target)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
+    );
+}

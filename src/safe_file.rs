@@ -29,6 +29,7 @@ rename out of it.
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -163,49 +164,6 @@ pub fn ensure_dir(dir: &Path, what: &str, mode: u32, also: Option<u32>) -> Resul
     check_dir(dir, what, also)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn write_atomic_replaces_a_symlink_and_leaves_its_target() {
-        let t = tempfile::tempdir().unwrap();
-        let canary = t.path().join("canary");
-        std::fs::write(&canary, b"canary").unwrap();
-        let f = t.path().join("status");
-        std::os::unix::fs::symlink(&canary, &f).unwrap();
-        write_atomic(&f, b"running\n", 0o640).unwrap();
-        assert_eq!(std::fs::read(&canary).unwrap(), b"canary");
-        let m = std::fs::symlink_metadata(&f).unwrap();
-        assert!(m.is_file());
-        assert_eq!(m.mode() & 0o7777, 0o640);
-        assert_eq!(std::fs::read(&f).unwrap(), b"running\n");
-        // Nothing left beside it.
-        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 2);
-    }
-
-    #[test]
-    fn create_new_refuses_a_symlink() {
-        let t = tempfile::tempdir().unwrap();
-        let canary = t.path().join("canary");
-        std::fs::write(&canary, b"canary").unwrap();
-        let f = t.path().join("list");
-        std::os::unix::fs::symlink(&canary, &f).unwrap();
-        assert!(create_new(&f, 0o600).is_err());
-        assert_eq!(std::fs::read(&canary).unwrap(), b"canary");
-    }
-
-    #[test]
-    fn check_dir_refuses_a_shared_directory() {
-        let t = tempfile::tempdir().unwrap();
-        check_dir(t.path(), "dump-dir", None).unwrap();
-        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let e = check_dir(t.path(), "dump-dir", None).unwrap_err();
-        assert!(e.contains("mode 1777"), "{e}");
-        assert!(e.contains(&t.path().display().to_string()), "{e}");
-    }
-}
-
 /// Renames `from` to `to`, both relative to `root` (the bytes of a relative path), with
 /// every directory on the way resolved below `root` and no symlink followed: a component
 /// that is a symlink (a mirrored one, say `d -> /etc`) fails the rename with `ELOOP`
@@ -230,8 +188,6 @@ pub fn rename_beneath(root: &Path, from: &[u8], to: &[u8]) -> io::Result<()> {
     )?;
     Ok(())
 }
-
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// The directory holding `rel` below `root` (opened `O_PATH`, no symlink followed on
 /// the way) and the last component's name.
@@ -289,4 +245,47 @@ fn open_beneath(root: &OwnedFd, rel: &std::ffi::OsStr) -> io::Result<OwnedFd> {
         cur = unsafe { OwnedFd::from_raw_fd(fd) };
     }
     Ok(cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_a_symlink_and_leaves_its_target() {
+        let t = tempfile::tempdir().unwrap();
+        let canary = t.path().join("canary");
+        std::fs::write(&canary, b"canary").unwrap();
+        let f = t.path().join("status");
+        std::os::unix::fs::symlink(&canary, &f).unwrap();
+        write_atomic(&f, b"running\n", 0o640).unwrap();
+        assert_eq!(std::fs::read(&canary).unwrap(), b"canary");
+        let m = std::fs::symlink_metadata(&f).unwrap();
+        assert!(m.is_file());
+        assert_eq!(m.mode() & 0o7777, 0o640);
+        assert_eq!(std::fs::read(&f).unwrap(), b"running\n");
+        // Nothing left beside it.
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn create_new_refuses_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let canary = t.path().join("canary");
+        std::fs::write(&canary, b"canary").unwrap();
+        let f = t.path().join("list");
+        std::os::unix::fs::symlink(&canary, &f).unwrap();
+        assert!(create_new(&f, 0o600).is_err());
+        assert_eq!(std::fs::read(&canary).unwrap(), b"canary");
+    }
+
+    #[test]
+    fn check_dir_refuses_a_shared_directory() {
+        let t = tempfile::tempdir().unwrap();
+        check_dir(t.path(), "dump-dir", None).unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = check_dir(t.path(), "dump-dir", None).unwrap_err();
+        assert!(e.contains("mode 1777"), "{e}");
+        assert!(e.contains(&t.path().display().to_string()), "{e}");
+    }
 }

@@ -585,3 +585,57 @@ fn a_socket_directory_others_may_write_to_is_refused() {
         "socket mode and group"
     );
 }
+
+/// Workers share the manager's descriptor budget with its clients: with `ulimit -n 40`
+/// (a budget of 30: two workers and a client) the third autostart profile is not
+/// started, and says why and what to raise; `status` still answers.
+#[test]
+fn a_worker_beyond_the_descriptor_budget_is_refused_with_the_reason() {
+    let t = TestDir::new("socket-budget");
+    let profiles = t.root.join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    for name in ["a", "b", "c"] {
+        let (src, dst) = (
+            t.root.join(format!("{name}-src")),
+            t.root.join(format!("{name}-dst")),
+        );
+        mkdir(&src);
+        write(&src.join("f"), b"x");
+        std::fs::write(
+            profiles.join(format!("{name}.toml")),
+            common::profiles::mirror(&src, &dst, "autostart = true\n"),
+        )
+        .unwrap();
+    }
+    let m = Mgr::start_opts(
+        &t.root,
+        &MgrOpts {
+            nofile: Some(40),
+            ..Default::default()
+        },
+    );
+    let mut states = Vec::new();
+    wait_until(Duration::from_secs(30), "two running, one refused", || {
+        states = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                let i = m.instance(n).unwrap_or_default();
+                (
+                    i["state"].as_str().unwrap_or("").to_string(),
+                    i["last_error"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        let running = states.iter().filter(|(s, _)| s == "running").count();
+        let refused = states
+            .iter()
+            .filter(|(s, e)| s == "failed" && e.contains("out of file descriptors"))
+            .count();
+        (running == 2 && refused == 1)
+            .then_some(())
+            .ok_or(format!("{states:?}\n{}", m.log()))
+    });
+    let (_, why) = states.iter().find(|(s, _)| s == "failed").unwrap();
+    assert!(why.contains("LimitNOFILE="), "{why}");
+    status_within(&m, Duration::from_secs(5)).unwrap();
+}

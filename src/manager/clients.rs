@@ -286,6 +286,24 @@ impl Daemon {
         self.limits.max_clients.min(left).max(1)
     }
 
+    /// Whether one more worker fits in the descriptor budget with room left for one
+    /// client (so that `status` can still be asked); the error says what to raise.
+    pub(super) fn worker_fits(&self) -> Result<(), String> {
+        let workers = self
+            .instances
+            .values()
+            .filter(|i| i.worker.is_some())
+            .count();
+        let need = FIXED_FDS + FDS_PER_WORKER * (workers + 1) + 1;
+        if need <= self.limits.fd_budget {
+            return Ok(());
+        }
+        Err(format!(
+            "out of file descriptors: {workers} workers run, each takes {FDS_PER_WORKER} of the manager's, and its budget is {} (the soft RLIMIT_NOFILE less a quarter kept free); raise LimitNOFILE= in the unit (or ulimit -n) and start it again",
+            self.limits.fd_budget
+        ))
+    }
+
     /// A new connection: checked, made room for, and read at once (a command-line client
     /// has usually sent its request already: answered before a flood can evict it).
     fn admit(&mut self, stream: UnixStream) {

@@ -226,6 +226,7 @@ impl Daemon {
     fn spawn(&mut self, name: &str, lock: instance_lock::Lock) -> Result<(), String> {
         // It runs as root: the strict modes, right before each start.
         crate::strict::check_program(&self.opts.clsync, "clsync binary")?;
+        self.worker_fits()?;
         let (r, w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
         let w_fd = w.as_raw_fd();

@@ -143,6 +143,17 @@ fn check_settings(name: &str, unit: &str, want: &[(&str, &str)]) {
             "{name}: SystemCallFilter= should allow {group} (rsync, chown, mknod, mount in scripts): {filter:?}"
         );
     }
+    for call in [
+        "seccomp",
+        "landlock_create_ruleset",
+        "landlock_add_rule",
+        "landlock_restrict_self",
+    ] {
+        assert!(
+            filter.split_whitespace().any(|g| g == call),
+            "{name}: SystemCallFilter= should allow {call} (the workers' sandbox; in no group): {filter:?}"
+        );
+    }
     // These would break a mirror of an arbitrary tree (see the comments in the units).
     for k in [
         "RestrictSUIDSGID",
@@ -434,6 +445,8 @@ check journal "no raw <N> priority prefix in the manager's journal lines" \
 # --- 2. a change is mirrored; hardening keeps owners, setuid/setgid, device nodes.
 wait_for 30 fast-running "systest-fast status file reads running" \
     grep -qx running /run/clsync/systest-fast.status
+check sandbox "the profile's worker runs confined (landlock full) inside the unit" \
+    bash -c "clsync-manager status systest-fast --json | grep -qE '\"landlock\": ?\"full\"'"
 echo hello >$FS/hello.txt
 wait_for 30 sync "a file written into the watched dir reaches the destination" same_file $FS/hello.txt $FD/hello.txt
 mkdir $FS/setgid-dir && chown 1234:2345 $FS/setgid-dir && chmod 2775 $FS/setgid-dir
@@ -563,6 +576,7 @@ const REQUIRED: &[&str] = &[
     "journal",
     "watchdog-env",
     "worker-env",
+    "sandbox",
     "sync",
     "sync-attrs",
     "reload",

@@ -314,7 +314,7 @@ pub fn legacy_layer(
     for b in legacy::parse(file, &text).map_err(|e| usage(e.to_string()))? {
         if b.name == block {
             for (key, why) in &b.ignored {
-                log::warn!("{}: [{block}] {key}: {why}", file.display());
+                crate::logger::warn_soon(format!("{}: [{block}] {key}: {why}", file.display()));
             }
         }
     }

@@ -6,8 +6,8 @@ The two forms differ only in their defaults: the short form is for a person watc
 result (about 0.2 s from a change to the mirror), the classic form keeps the
 original's 30 s / 30 s / 1800 s so existing setups behave as before. The original's
 sandbox options are mapped onto the worker's sandbox ([`crate::legacy::sandbox_options`]);
-an option of the original that is not supported (`--chroot`, its capability options, its
-control socket) is rejected by name with the reason, never silently ignored.
+an option of the original that is not supported (its capability options, its control
+socket) is rejected by name with the reason, never silently ignored.
 */
 
 use crate::config::build::{build, Defaults, RulesFrom, Values};
@@ -589,6 +589,11 @@ fn original_sandbox(a: &Args) -> Result<crate::legacy::sandbox_options::Asked, S
             })
         })?;
     }
+    if asked.pivot_root && asked.chroot.is_none() {
+        return Err(StartError::Usage(
+            "--pivot-root needs --chroot, as in the original".into(),
+        ));
+    }
     if asked.sandbox && a.sandbox == Some(crate::sandbox::Mode::Off) {
         return Err(StartError::Usage(
             "--sandbox=false contradicts the original's sandbox options given with it (--secure-splitting, --splitting, --seccomp-filter…): they turn the sandbox on".into(),
@@ -675,6 +680,7 @@ fn layer(a: Args) -> Result<Values, StartError> {
         strict_modes: a.strict_modes,
         sandbox: a.sandbox,
         sandbox_min: original.sandbox.then_some(crate::sandbox::Mode::On),
+        chroot: original.chroot.map(PathBuf::from),
         sandbox_network: a.sandbox_network.or(original.network),
         sandbox_extra: crate::sandbox::Extra {
             read: paths(original.read).chain(a.sandbox_read).collect(),

@@ -162,6 +162,7 @@ pub fn layer(r: &Resolved, file: &Path) -> Result<Values, StartError> {
         strict_modes: v.strict_modes,
         sandbox: v.sandbox,
         sandbox_min: None,
+        chroot: None,
         sandbox_network: parsed(&v.sandbox_network).map_err(err)?,
         sandbox_extra: crate::sandbox::Extra {
             read: paths(&v.sandbox_read),

@@ -131,14 +131,180 @@ fn an_h_block_with_secure_splitting_confines() {
     w.stop_ok();
 }
 
-/// `--chroot` cannot be honoured: refused at once (exit 2) with why and what to use,
-/// nothing synced.
+// ---------------------------------------------------------------------------
+// --chroot
+// ---------------------------------------------------------------------------
+
+/// Builds `t.root/jail` the way a site would for the original's `--chroot`, inside a
+/// private mount namespace (gone when the worker exits): `/usr`, `/etc`, `/dev` and
+/// `/proc` bind-mounted, `/bin`, `/lib`, `/lib64`, `/sbin` as the same symbolic links into /usr,
+/// and each of `binds` bind-mounted at its own path. Then runs `clsync ARGS` there with
+/// TMPDIR=`tmpdir` (where the worker makes its lists directory). The script ends by
+/// exec'ing clsync, so the child's pid is the worker's.
+fn in_jail(
+    t: &TestDir,
+    binds: &[&std::path::Path],
+    tmpdir: &std::path::Path,
+    args: &[OsString],
+) -> std::process::Command {
+    let jail = t.root.join("jail");
+    mkdir(&jail);
+    let script = r#"set -e
+j=$1; shift
+for d in usr etc dev proc; do mkdir -p "$j/$d"; mount --bind "/$d" "$j/$d"; done
+for l in bin lib lib64 sbin; do [ -L "/$l" ] && ln -sfn "$(readlink "/$l")" "$j/$l"; done
+while [ "$1" != -- ]; do mkdir -p "$j$1"; mount --bind "$1" "$j$1"; shift; done
+shift
+exec "$@"
+"#;
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(&jail);
+    cmd.args(binds).arg("--").arg(BIN).args(args);
+    cmd.env("TMPDIR", tmpdir).stdin(std::process::Stdio::null());
+    cmd
+}
+
+fn need_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    skip("a chroot and bind mounts need root");
+    false
+}
+
+/// `clsync --chroot JAIL [OPTIONS] SRC DST` with the test's tree bind-mounted at the same
+/// path inside: the worker's root is the jail (/proc/PID/root), it mirrors changes made
+/// after the start (new directories are watched by path, inside the jail), and it stops
+/// cleanly.
+fn chroot_run(name: &str, options: &[&str]) {
+    if !need_root() {
+        return;
+    }
+    let t = tree(&name.replace('_', "-"));
+    let run = t.root.join("run");
+    mkdir(&run);
+    let status = run.join("status");
+    let jail = t.root.join("jail");
+    let mut args: Vec<OsString> = vec!["--chroot".into(), jail.clone().into()];
+    args.extend(options.iter().map(OsString::from));
+    args.extend(["-t", "0.1", "-w", "0.1", "--status-file"].map(OsString::from));
+    args.extend([
+        status.clone().into(),
+        t.src.clone().into(),
+        t.dst.clone().into(),
+    ]);
+    let log = run.join("stderr");
+    let mut cmd = in_jail(&t, &[&t.root], &run, &args);
+    cmd.stderr(std::fs::File::create(&log).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    wait_until(READY_TIMEOUT, "the worker in the jail is running", || {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the worker exited: {st}\n{}", read_lossy(&log));
+        }
+        (read_lossy(&status).trim() == "running")
+            .then_some(())
+            .ok_or_else(|| read_lossy(&log))
+    });
+    let root = std::fs::read_link(format!("/proc/{}/root", child.id())).unwrap();
+    assert_eq!(root, jail, "the worker's root\n{}", read_lossy(&log));
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    mkdir(&t.s(b"a/b"));
+    write(&t.s(b"a/b/two"), b"22");
+    rename(&t.s(b"a/one"), &t.s(b"a/b/one"));
+    write(&t.s(b"x"), b"333");
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    write(&t.s(b"a/b/three"), b"3");
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    let text = read_lossy(&log);
+    assert!(
+        text.contains(&format!("chroot: the root is now {}", jail.display())),
+        "{text}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0), "{}", read_lossy(&log));
+    if options.contains(&"--secure-splitting") {
+        assert!(
+            text.contains("sandbox: landlock full, seccomp ("),
+            "confined inside the jail:\n{text}"
+        );
+    }
+}
+
+cases! { chroot_run;
+    chroot_mirrors_inside_the_jail: &[],
+    chroot_with_secure_splitting_and_pivot_root_mirrors_confined: &["--secure-splitting", "--pivot-root=auto-ro"],
+}
+
+/// A jail that lacks a bind mount is refused at start (exit 3), in one line naming the
+/// path and the bind mount to make, before anything is synced: first the watch tree (the
+/// destination alone is bound), then the lists directory (the tree is bound, TMPDIR is not).
 #[test]
-fn chroot_is_refused_with_the_reason() {
-    let t = tree("orig-sandbox-chroot");
+fn chroot_refuses_a_missing_bind_mount_naming_it() {
+    if !need_root() {
+        return;
+    }
+    let t = tree("orig-sandbox-chroot-missing");
+    let jail = t.root.join("jail");
+    let args: Vec<OsString> = vec![
+        "--chroot".into(),
+        jail.clone().into(),
+        "--only-initialsync".into(),
+        t.src.clone().into(),
+        t.dst.clone().into(),
+    ];
+    let out = in_jail(&t, &[&t.dst], &t.root, &args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let src = t.src.display();
+    let inside = format!("{}{}", jail.display(), t.src.display());
+    assert!(
+        err.contains(&format!(
+            "--chroot {}: the watch directory {src} is not at the same path inside it ({inside} is missing): bind-mount it there (mount --bind {src} {inside})",
+            jail.display()
+        )),
+        "{err}"
+    );
+    assert!(!t.d(b"a").exists(), "nothing was synced");
+
+    // The tree is there now, but the lists directory (made in TMPDIR) is not.
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = std::fs::canonicalize(tmp.path()).unwrap();
+    std::fs::remove_dir_all(&jail).unwrap();
+    let out = in_jail(&t, &[&t.src, &t.dst], &tmp, &args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!("the lists directory {}/", tmp.display()))
+            && err.contains("is missing): bind-mount it there (mount --bind "),
+        "{err}"
+    );
+    assert!(!t.d(b"a").exists(), "nothing was synced");
+}
+
+/// Without the sandbox, `--pivot-root` other than off needs `--chroot`, as in the
+/// original: refused at once.
+#[test]
+fn pivot_root_without_chroot_is_refused() {
+    let t = tree("orig-sandbox-pivot");
     let out = std::process::Command::new(BIN)
-        .arg("--chroot")
-        .arg(&t.root)
+        .args(["--pivot-root=auto"])
         .arg(&t.src)
         .arg(&t.dst)
         .stdin(std::process::Stdio::null())
@@ -146,10 +312,8 @@ fn chroot_is_refused_with_the_reason() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(
-        err.contains("a chroot is not carried out by this clsync")
-            && err.contains("--sandbox confines the worker"),
+        err.contains("--pivot-root needs --chroot, as in the original"),
         "{err}"
     );
     assert!(!t.d(b"a").exists(), "nothing was synced");

@@ -28,10 +28,6 @@ fn unimplemented_things_are_errors() {
         .to_string()
         .contains("unknown mode \"sell\""));
     assert!(parse(["clsync", "--no-such-option", "/a", "/b"]).is_err());
-    assert!(parse(["clsync", "--chroot", "/x", "/a", "/b"])
-        .unwrap_err()
-        .to_string()
-        .contains("--chroot \"/x\": a chroot is not carried out by this clsync"));
     assert!(parse(["clsync", "-p", "sometimes", "/a", "/b"])
         .unwrap_err()
         .to_string()
@@ -149,6 +145,7 @@ fn the_originals_sandbox_options_are_accepted_and_mapped() {
     ];
     let paths = |l: &[&str]| l.iter().map(PathBuf::from).collect::<Vec<_>>();
     for (options, sandbox, network, read, exec) in cases {
+        assert_eq!(with(options).unwrap().chroot, None, "{options:?}");
         let c = with(options).unwrap_or_else(|e| panic!("{options:?}: {e}"));
         assert_eq!(
             (c.sandbox, c.sandbox_network),
@@ -191,9 +188,8 @@ fn the_originals_sandbox_options_refuse_bad_values() {
         (&["--splitting=sometimes"], "--splitting \"sometimes\": expected off, thread or process"),
         (&["--detach-network=all"], "--detach-network \"all\": expected everywhere, non-privileged or off"),
         (&["--pivot-root=sideways"], "--pivot-root \"sideways\": expected off, direct, auto or auto-ro"),
-        (&["--pivot-root=auto-ro"], "--pivot-root \"auto-ro\": needs --chroot (as in the original), which is not carried out here"),
-        (&["--chroot=/srv/jail"], "--chroot \"/srv/jail\": a chroot is not carried out by this clsync"),
-        (&["--chroot", "/srv/jail"], "--sandbox confines the worker and its handlers to the watch tree"),
+        (&["--pivot-root=auto-ro"], "--pivot-root needs --chroot, as in the original"),
+        (&["--sandbox=false", "--chroot=/j", "--pivot-root=auto"], "--sandbox=false contradicts"),
         (&["--seccomp-filter=yes"], "--seccomp-filter \"yes\": not a number"),
         (&["--forbid-devices=-1"], "--forbid-devices \"-1\": must not be negative"),
         (&["--cancel-syscalls=mon_lstat"], "--cancel-syscalls \"mon_lstat\": \"mon_lstat\" is not mon_stat"),
@@ -240,4 +236,32 @@ fn the_originals_sandbox_options_only_raise_the_sandbox_of_a_lower_layer() {
             "{lower:?}"
         );
     }
+}
+
+/// `--chroot DIR` sets the worker's new root (checked and entered at start); a
+/// `--pivot-root` other than off needs it and turns the sandbox on, whose filter refuses
+/// the escapes the original's unmounting of the old root guarded against.
+#[test]
+fn chroot_and_pivot_root() {
+    use crate::sandbox::Mode;
+    let c = with(&["--chroot", "/srv/jail"]).unwrap();
+    assert_eq!(c.chroot, Some(PathBuf::from("/srv/jail")));
+    assert_eq!(c.sandbox, Mode::Off);
+    for way in ["direct", "auto", "auto-ro"] {
+        let c = with(&["--chroot=/srv/jail", &format!("--pivot-root={way}")]).unwrap();
+        assert_eq!(
+            (c.chroot.as_deref(), c.sandbox),
+            (Some(std::path::Path::new("/srv/jail")), Mode::On),
+            "{way}"
+        );
+    }
+    let c = with(&["--chroot=/srv/jail", "--pivot-root=off"]).unwrap();
+    assert_eq!(c.sandbox, Mode::Off);
+    assert_eq!(with(&["--chroot="]).unwrap().chroot, None);
+    // Fixed at start: a reload does not change it.
+    let mut new = with(&["--chroot=/other"]).unwrap();
+    assert_eq!(c.restart_needed_for(&new), ["chroot"]);
+    let mut old = c.clone();
+    old.reload_from(std::mem::replace(&mut new, with(&[]).unwrap()));
+    assert_eq!(old.chroot, Some(PathBuf::from("/srv/jail")));
 }

@@ -234,7 +234,15 @@ fn sandbox_option(v: &mut ProfileValues, key: &str, value: &str) -> Result<Appli
         exec,
         privileged_uid,
         privileged_gid,
+        chroot,
+        pivot_root,
     } = asked;
+    if chroot.is_some() || pivot_root {
+        return Err(format!(
+            "{key} = {value:?}: not read from a -H file (a profile has no such key): give --chroot DIR{} on the command line",
+            if pivot_root { " and --pivot-root" } else { "" }
+        ));
+    }
     if sandbox && v.sandbox != Some(crate::sandbox::Mode::Required) {
         v.sandbox = Some(crate::sandbox::Mode::On);
     }

@@ -13,9 +13,10 @@ everything it runs once the tree is watched ([`crate::sandbox`]: no-new-privileg
 Landlock, a seccomp deny-list, namespaces). So an option that asks for confinement turns
 the sandbox on (it is what carries it out here), an option that tunes the original's
 split has nothing left to tune and is accepted with its reason, and the lists
-(`--mountpoints`, `--add-permitted-hook-files`) become paths the sandbox grants. The one
-option that cannot be honoured, `--chroot` (and `--pivot-root`, which needs it), is
-refused with the reason and what to use instead.
+(`--mountpoints`, `--add-permitted-hook-files`) become paths the sandbox grants.
+`--chroot` is carried out by the worker itself (`crate::worker` checks at start that
+everything it uses is at the same path inside the directory); a `-H` file cannot set it,
+since a profile, which a `-H` block stands for, has no such key.
 
 Values are read as the original reads them (`main.c`, `parse_parameter()`): flags take an
 optional number (`--seccomp-filter`, `--seccomp-filter=0`; `strtol`, 0 is off), the
@@ -41,6 +42,10 @@ pub(crate) struct Asked {
     pub privileged_uid: Option<String>,
     /// `--privileged-gid`: the default of `sync-handler-gid`.
     pub privileged_gid: Option<String>,
+    /// `--chroot`: the directory the worker changes its root to once the tree is watched.
+    pub chroot: Option<String>,
+    /// `--pivot-root` other than `off` (it needs `--chroot`).
+    pub pivot_root: bool,
 }
 
 /// How an option's value is read and what it does.
@@ -72,12 +77,9 @@ pub(crate) enum Kind {
     Group,
     /// `mon_stat` (a comma list): accepted, nothing to do here.
     CancelSyscalls,
-    /// A directory: refused ([`CHROOT`]).
+    /// A directory to change the root to (empty: none).
     Chroot,
 }
-
-/// Why `--chroot` is refused, and what to use instead.
-pub(crate) const CHROOT: &str = "a chroot is not carried out by this clsync: every path the worker and its handlers use after the watches are set (rsync or the handler and their libraries, the lists, status, pid and dump files, the -H and rules files read again on SIGHUP, /dev/log) would have to be bind-mounted at the same path inside the directory, and nothing here sets that up or checks it; --sandbox confines the worker and its handlers to the watch tree, the destinations and the system directories instead (Landlock), or run clsync under systemd's RootDirectory= with BindPaths= or in a container";
 
 /// The original's sandbox options: name, kind, and what it does here (the reason given
 /// for an option that changes nothing, and the text of docs/cli.md's table).
@@ -90,8 +92,8 @@ pub(crate) const OPTIONS: &[(&str, Kind, &str)] = &[
     ("forget-privthread-info", Kind::Flag, "no effect: there is no privileged thread"),
     ("permit-mprotect", Kind::Flag, "no effect: mprotect is never refused"),
     ("shm-mprotect", Kind::Flag, "no effect: the worker shares no memory with another process"),
-    ("chroot", Kind::Chroot, CHROOT),
-    ("pivot-root", Kind::PivotRoot, "off changes nothing; another way needs --chroot, as in the original"),
+    ("chroot", Kind::Chroot, "the worker changes its root to the directory once the tree is watched (command line only); refused at start unless the watch tree, the destinations, the handler and every file the worker uses are at the same path inside it"),
+    ("pivot-root", Kind::PivotRoot, "off changes nothing; another way needs --chroot, as in the original, and turns the sandbox on, whose seccomp filter refuses chroot, pivot_root, mount and unshare (the escapes the old root's unmounting guarded against)"),
     ("mountpoints", Kind::ReadList, "turns the sandbox on; the mount points are added to sandbox-read, and nothing else outside the trees and the system files is reachable"),
     ("detach-network", Kind::DetachNetwork, "everywhere: sandbox-network = private and the sandbox on; non-privileged (the original's default): auto; off: host"),
     ("detach-ipc", Kind::Number, "no effect of its own: the sandbox takes a private IPC namespace"),
@@ -170,13 +172,11 @@ pub(crate) fn apply(asked: &mut Asked, name: &str, value: &str) -> Result<Effect
         }
         Kind::PivotRoot => {
             word(&["off", "direct", "auto", "auto-ro"])?;
-            if !matches!(value, "" | "off") {
-                return Err(
-                    "needs --chroot (as in the original), which is not carried out here (see --chroot)"
-                        .into(),
-                );
+            if matches!(value, "" | "off") {
+                return Ok(Effect::NoEffect(what));
             }
-            return Ok(Effect::NoEffect(what));
+            asked.pivot_root = true;
+            asked.sandbox = true;
         }
         Kind::ReadList => {
             let list = comma_list(value);
@@ -194,13 +194,8 @@ pub(crate) fn apply(asked: &mut Asked, name: &str, value: &str) -> Result<Effect
             }
             return Ok(Effect::NoEffect(what));
         }
-        Kind::Chroot => {
-            if value.is_empty() {
-                // The original's way of unsetting it.
-                return Ok(Effect::NoEffect(what));
-            }
-            return Err(CHROOT.to_string());
-        }
+        // Empty: the original's way of unsetting it.
+        Kind::Chroot => asked.chroot = (!value.is_empty()).then(|| value.to_string()),
     }
     Ok(Effect::Set)
 }

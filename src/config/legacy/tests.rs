@@ -510,7 +510,7 @@ fn the_originals_sandbox_keys_become_profile_keys() {
     let s = |v: &str| Some(v.to_string());
     let l = |v: &[&str]| Some(v.iter().map(|p| p.to_string()).collect::<Vec<_>>());
     #[rustfmt::skip]
-    let cases: Vec<(&str, ProfileValues)> = vec![
+    let mut cases: Vec<(&str, ProfileValues)> = vec![
         ("secure-splitting = 1", on()),
         // The original turns it on whatever the value.
         ("secure-splitting = 0", on()),
@@ -531,6 +531,8 @@ fn the_originals_sandbox_keys_become_profile_keys() {
         ("privileged-uid = nobody\nsync-handler-uid = root", ProfileValues { sync_handler_uid: s("root"), ..Default::default() }),
         ("sync-handler-uid = root\nprivileged-uid = nobody", ProfileValues { sync_handler_uid: s("root"), ..Default::default() }),
     ];
+    // An empty chroot is the original's unset.
+    cases.push(("chroot =", ProfileValues::default()));
     for (text, want) in cases {
         let b = p(&format!("[b]\n{text}\n")).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(b[0].values, want, "{text}");
@@ -547,7 +549,6 @@ fn the_originals_sandbox_keys_become_profile_keys() {
         ("cgroup-group-name = clsync/%PID%", "no effect: no cgroup is made"),
         ("cancel-syscalls = mon_stat", "no effect: tuning of the original's internals"),
         ("pivot-root = off", "off changes nothing"),
-        ("chroot =", "a chroot is not carried out"),
     ];
     for (text, reason) in no_effect {
         let b = p(&format!("[b]\n{text}\n")).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -563,8 +564,8 @@ fn the_originals_sandbox_keys_become_profile_keys() {
     }
     #[rustfmt::skip]
     let refused = [
-        ("chroot = /srv/jail", "chroot = \"/srv/jail\": a chroot is not carried out by this clsync"),
-        ("pivot-root = auto", "pivot-root = \"auto\": needs --chroot (as in the original), which is not carried out here"),
+        ("chroot = /srv/jail", "chroot = \"/srv/jail\": not read from a -H file (a profile has no such key): give --chroot DIR on the command line"),
+        ("pivot-root = auto", "pivot-root = \"auto\": not read from a -H file (a profile has no such key): give --chroot DIR and --pivot-root on the command line"),
         ("splitting = half", "splitting = \"half\": expected off, thread or process"),
         ("detach-network = all", "detach-network = \"all\": expected everywhere, non-privileged or off"),
         ("seccomp-filter = yes", "seccomp-filter = \"yes\": not a number"),

@@ -47,7 +47,8 @@ pub(super) fn check(
         let inside = within(dir, &path);
         let host = std::fs::metadata(&path)
             .map_err(|e| refuse(format!("the {what} {}: {e}", crate::logger::path(&path))))?;
-        let same = std::fs::metadata(&inside)
+        let same = in_root(dir, &path)
+            .and_then(|f| f.metadata())
             .is_ok_and(|m| (m.dev(), m.ino()) == (host.dev(), host.ino()));
         if !same {
             return Err(refuse(format!(
@@ -60,7 +61,8 @@ pub(super) fn check(
     }
     // Every child's standard input and output go to /dev/null.
     let null = within(dir, Path::new("/dev/null"));
-    let is_null = std::fs::metadata(&null)
+    let is_null = in_root(dir, Path::new("/dev/null"))
+        .and_then(|f| f.metadata())
         .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == libc::makedev(1, 3));
     if !is_null {
         return Err(refuse(format!(
@@ -80,8 +82,10 @@ pub(super) fn check(
     };
     if let Some(why) = needs_proc {
         let proc = within(dir, Path::new("/proc"));
-        let is_proc = nix::sys::statfs::statfs(&proc)
-            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+        let is_proc = in_root(dir, Path::new("/proc")).is_ok_and(|f| {
+            nix::sys::statfs::fstatfs(&f)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+        });
         if !is_proc {
             return Err(refuse(format!(
                 "{why}, and {} is not a proc file system (mount -t proc proc {})",
@@ -108,6 +112,43 @@ pub(super) fn enter(cfg: &Config) -> Result<(), StartError> {
     }
     log::info!("chroot: the root is now {}", crate::logger::path(dir));
     Ok(())
+}
+
+/// `path` opened (`O_PATH`) as the worker will find it once `dir` is its root: symbolic
+/// links on the way are resolved inside `dir` (`openat2` with `RESOLVE_IN_ROOT`), so an
+/// absolute link in the jail leads where it will lead after the chroot, not to the
+/// host's file of that name.
+fn in_root(dir: &Path, path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let root = std::fs::File::open(dir)?;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() {
+        std::ffi::CString::new(".")
+    } else {
+        std::ffi::CString::new(rel.as_os_str().as_bytes())
+    }
+    .map_err(std::io::Error::other)?;
+    // SAFETY: open_how is plain integers; all zero is its empty value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: a valid directory descriptor, a NUL-terminated path and an open_how of the
+    // size passed; the kernel only reads them.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            rel.as_ptr(),
+            std::ptr::addr_of!(how),
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd as i32) })
 }
 
 /// `path` as it is seen inside `dir`.
@@ -179,4 +220,41 @@ fn used_paths(
     );
     v.extend(extra.exec.iter().map(|p| ("sandbox-exec path", p.clone())));
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn same(dir: &Path, path: &Path) -> bool {
+        let host = std::fs::metadata(path).unwrap();
+        in_root(dir, path)
+            .and_then(|f| f.metadata())
+            .is_ok_and(|m| (m.dev(), m.ino()) == (host.dev(), host.ino()))
+    }
+
+    /// Paths are looked up as the chrooted worker will look them up: an absolute symbolic
+    /// link inside the jail does not lead back to the host's file of that name.
+    #[test]
+    fn paths_inside_are_resolved_within_the_new_root() {
+        let t = tempfile::tempdir().unwrap();
+        let t = std::fs::canonicalize(t.path()).unwrap();
+        let real = t.join("real");
+        std::fs::create_dir(&real).unwrap();
+        let jail = t.join("jail");
+        let inside = within(&jail, &real);
+        std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        // What a careless jail holds: a link to the host's path, which after the chroot
+        // points at itself.
+        std::os::unix::fs::symlink(&real, &inside).unwrap();
+        assert!(
+            !same(&jail, &real),
+            "a link out of the jail is not the same file"
+        );
+        // The same directory at the same path inside (here: the jail is /) is.
+        assert!(
+            same(Path::new("/"), &real),
+            "with / as the root, every path is itself"
+        );
+    }
 }

@@ -32,7 +32,8 @@ Why it is shaped this way (the original's behaviour is taken from its source, `m
   comments. The original's sandbox keys that mean something here (`secure-splitting`,
   `seccomp-filter`, `detach-network`, `mountpoints`…) become the profile's `sandbox`,
   `sandbox-network`, `sandbox-read` and `sandbox-exec` through the table the command line
-  uses too (`sandbox_options.rs`); `chroot`, which cannot be honoured, is an error.
+  uses too (`sandbox_options.rs`); `chroot`, which a profile cannot hold (it is for the
+  command line), is an error that says so.
   A few names of older versions of the original are accepted as what they became
   (`rules-path` → `rules-file`, `dir-destination` → `destination-dir`, `syslog = 1` →
   `output = syslog`), so that the original's own example (tests/data/legacy) imports.

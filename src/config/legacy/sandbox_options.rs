@@ -82,7 +82,7 @@ pub(crate) enum Kind {
 }
 
 /// The original's sandbox options: name, kind, and what it does here (the reason given
-/// for an option that changes nothing, and the text of docs/cli.md's table).
+/// for an option that changes nothing; docs/cli.md's table says more).
 pub(crate) const OPTIONS: &[(&str, Kind, &str)] = &[
     ("secure-splitting", Kind::On, "turns the sandbox on (the original's --splitting=process --check-execvp-arguments --seccomp-filter --forbid-devices)"),
     ("splitting", Kind::Splitting, "thread or process turns the sandbox on: nothing privileged is left once the worker has confined itself; off changes nothing"),
@@ -143,7 +143,9 @@ pub(crate) fn apply(asked: &mut Asked, name: &str, value: &str) -> Result<Effect
             if number(value)? != 0 {
                 asked.sandbox = true;
             } else {
-                return Ok(Effect::NoEffect(what));
+                return Ok(Effect::NoEffect(
+                    "0: off, so nothing is asked (the sandbox is as the other settings make it)",
+                ));
             }
         }
         Kind::Flag | Kind::Number => {

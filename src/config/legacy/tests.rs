@@ -541,7 +541,7 @@ fn the_originals_sandbox_keys_become_profile_keys() {
     #[rustfmt::skip]
     let no_effect = [
         ("splitting = off", "off changes nothing"),
-        ("seccomp-filter = 0", "turns the sandbox on"),
+        ("seccomp-filter = 0", "0: off, so nothing is asked"),
         ("permit-mprotect = 1", "no effect: mprotect is never refused"),
         ("shm-mprotect = 1", "no effect: the worker shares no memory"),
         ("forget-privthread-info = 1", "no effect: there is no privileged thread"),

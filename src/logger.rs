@@ -194,6 +194,27 @@ fn level(debug: u8, quiet: bool) -> LevelFilter {
     }
 }
 
+/// Warnings raised while the configuration that says where the log goes is still being
+/// read (a `-H` block's keys that change nothing here, with the reason): there is no
+/// logger yet, and `log` drops what it gets before one, so they wait here for
+/// [`init_named`].
+static EARLY: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Whether [`init_named`] has installed the logger.
+static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Logs a warning now, or as soon as the logger is installed.
+pub(crate) fn warn_soon(msg: String) {
+    if INSTALLED.load(std::sync::atomic::Ordering::Acquire) {
+        log::warn!("{msg}");
+    } else {
+        EARLY
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(msg);
+    }
+}
+
 /// Changes the log level (a configuration reload).
 pub(crate) fn set_level(debug: u8, quiet: bool) {
     log::set_max_level(level(debug, quiet));
@@ -232,6 +253,15 @@ pub(crate) fn init_named(name: String, debug: u8, quiet: bool, output: Output) {
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
+    }
+    INSTALLED.store(true, std::sync::atomic::Ordering::Release);
+    let early = std::mem::take(
+        &mut *EARLY
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for msg in early {
+        log::warn!("{msg}");
     }
 }
 

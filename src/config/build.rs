@@ -59,7 +59,12 @@ pub struct Values {
     pub allow_empty_source: Option<bool>,
     pub strict_modes: Option<bool>,
     pub sandbox: Option<crate::sandbox::Mode>,
+    /// At least this sandbox mode, whatever the layers say (the original's sandbox
+    /// options on the command line turn it on; `"required"` stays required).
+    pub sandbox_min: Option<crate::sandbox::Mode>,
     pub sandbox_network: Option<crate::sandbox::Network>,
+    /// The original's `--chroot` (command line only).
+    pub chroot: Option<PathBuf>,
     /// Added to those of the layer below (not replacing them).
     pub sandbox_extra: crate::sandbox::Extra,
     pub progress: Option<bool>,
@@ -133,7 +138,7 @@ impl Values {
             debug_min, pid_file, ignore_exitcodes, timeout_sync, initial, pre_exit_hook,
             exit_hook, standby_file, retries, one_file_system, monitor, full_initialsync,
             exit_on_no_events, max_iterations, quiet, output, background, lists_dir,
-            dont_unlink_lists, threading, max_parallel_syncs, sandbox_network;
+            dont_unlink_lists, threading, max_parallel_syncs, sandbox_network, sandbox_min, chroot;
             sync_handler, ssh_options, rsync_options, rules, sandbox_extra,
         );
         v.sync_handler = match sync_handler {
@@ -251,9 +256,13 @@ pub fn build(v: Values, d: Defaults) -> Result<Config, StartError> {
         rsync_password_file: v.rsync_password_file,
         allow_empty_source: v.allow_empty_source == Some(true),
         strict_modes: v.strict_modes != Some(false),
-        sandbox: v.sandbox.unwrap_or(d.sandbox),
+        sandbox: match (v.sandbox.unwrap_or(d.sandbox), v.sandbox_min) {
+            (crate::sandbox::Mode::Off, Some(min)) => min,
+            (mode, _) => mode,
+        },
         sandbox_network: v.sandbox_network.unwrap_or_default(),
         sandbox_extra: v.sandbox_extra,
+        chroot: v.chroot,
         progress: v.progress,
         wait_for_close: nonzero(v.wait_for_close),
         verify_interval: nonzero(v.verify_interval),

@@ -4,9 +4,10 @@ options (`-M rsyncdirect -W SRC -D DST …`).
 
 The two forms differ only in their defaults: the short form is for a person watching the
 result (about 0.2 s from a change to the mirror), the classic form keeps the
-original's 30 s / 30 s / 1800 s so existing setups behave as before. An option of the
-original that is not supported (its sandboxing, its control socket) is rejected by name
-with the reason, never silently ignored.
+original's 30 s / 30 s / 1800 s so existing setups behave as before. The original's
+sandbox options are mapped onto the worker's sandbox ([`crate::legacy::sandbox_options`]);
+an option of the original that is not supported (its capability options, its control
+socket) is rejected by name with the reason, never silently ignored.
 */
 
 use crate::config::build::{build, Defaults, RulesFrom, Values};
@@ -220,6 +221,46 @@ struct Args {
     /// A program or directory a confined worker and its handlers may run as well (repeatable)
     #[arg(long = "sandbox-exec", value_name = "PATH")]
     sandbox_exec: Vec<PathBuf>,
+    // The original's sandbox options, mapped by `legacy::sandbox_options` (not in
+    // --help: docs/cli.md and clsync(1) list them with what each does here).
+    #[arg(long = "secure-splitting", hide = true)]
+    secure_splitting: bool,
+    #[arg(long = "splitting", hide = true, value_name = "off|thread|process")]
+    splitting: Option<String>,
+    #[arg(long = "check-execvp-arguments", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "1")]
+    check_execvp_arguments: Option<String>,
+    #[arg(long = "add-permitted-hook-files", hide = true, value_name = "PATHS")]
+    add_permitted_hook_files: Option<String>,
+    #[arg(long = "seccomp-filter", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "1")]
+    seccomp_filter: Option<String>,
+    #[arg(long = "forget-privthread-info", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "1")]
+    forget_privthread_info: Option<String>,
+    #[arg(long = "permit-mprotect", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "1")]
+    permit_mprotect: Option<String>,
+    #[arg(long = "shm-mprotect", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "1")]
+    shm_mprotect: Option<String>,
+    #[arg(long = "chroot", hide = true, value_name = "DIR")]
+    chroot: Option<String>,
+    #[arg(long = "pivot-root", hide = true, value_name = "WAY")]
+    pivot_root: Option<String>,
+    #[arg(long = "mountpoints", hide = true, value_name = "PATHS")]
+    mountpoints: Option<String>,
+    #[arg(long = "detach-network", hide = true, value_name = "WAY")]
+    detach_network: Option<String>,
+    #[arg(long = "detach-ipc", hide = true, value_name = "N")]
+    detach_ipc: Option<String>,
+    #[arg(long = "detach-miscellanea", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "1")]
+    detach_miscellanea: Option<String>,
+    #[arg(long = "forbid-devices", hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "1")]
+    forbid_devices: Option<String>,
+    #[arg(long = "cgroup-group-name", hide = true, value_name = "NAME")]
+    cgroup_group_name: Option<String>,
+    #[arg(long = "privileged-uid", hide = true, value_name = "USER")]
+    privileged_uid: Option<String>,
+    #[arg(long = "privileged-gid", hide = true, value_name = "GROUP")]
+    privileged_gid: Option<String>,
+    #[arg(long = "cancel-syscalls", hide = true, value_name = "SYSCALLS")]
+    cancel_syscalls: Option<String>,
     /// Accepted: no event is ever skipped (an inotify overflow means a rescan)
     #[arg(long = "exit-on-sync-skip")]
     exit_on_sync_skip: bool,
@@ -289,38 +330,20 @@ enum Sub {
     },
 }
 
-/// Why the original's sandboxing options are not supported.
-const SANDBOX: &str = "clsync does not sandbox itself; run it under systemd's sandboxing (ProtectSystem=, CapabilityBoundingSet=, SystemCallFilter=...) or in a container instead";
+/// Why the original's capability options are not supported.
+const SANDBOX: &str = "keeping capabilities after --uid or passing them on to handlers is not supported; run the worker as root (--sandbox confines it) or give the handler its capabilities with systemd's AmbientCapabilities=";
 
 /// Options of the original clsync that this version does not support, with the reason:
 /// named in a clear error rather than a generic "unexpected argument".
 const UNSUPPORTED_OPTIONS: &[(Option<char>, &str, &str)] = &[
     (Some('C'), "preserve-capabilities", SANDBOX),
-    (None, "add-permitted-hook-files", SANDBOX),
-    (None, "cancel-syscalls", SANDBOX),
-    (None, "cgroup-group-name", SANDBOX),
-    (None, "check-execvp-arguments", SANDBOX),
-    (None, "chroot", SANDBOX),
     (None, "config-block-inherits", "on the command line; write config-block-inherits into the block of the -H configuration file (or use inherits in a profile)"),
     (None, "custom-signals", "signals have fixed meanings (see SIGNALS in clsync(1))"),
-    (None, "detach-ipc", SANDBOX),
-    (None, "detach-miscellanea", SANDBOX),
-    (None, "detach-network", SANDBOX),
-    (None, "forbid-devices", SANDBOX),
     (None, "fts-experimental-optimization", "the tree walk does not use fts(3); there is nothing to tune"),
     (None, "inherit-capabilities", SANDBOX),
-    (None, "mountpoints", SANDBOX),
-    (None, "permit-mprotect", SANDBOX),
-    (None, "pivot-root", SANDBOX),
-    (None, "privileged-gid", "there is no separate privileged process; use --sync-handler-gid"),
-    (None, "privileged-uid", "there is no separate privileged process; use --sync-handler-uid"),
-    (None, "seccomp-filter", SANDBOX),
-    (None, "secure-splitting", SANDBOX),
-    (None, "shm-mprotect", SANDBOX),
     (None, "socket", "the worker has no control socket: use its signals (USR1 state, USR2 full resync, HUP rules reload, TERM stop), or clsync-manager"),
     (None, "socket-mod", "the worker has no control socket (see --socket)"),
     (None, "socket-own", "the worker has no control socket (see --socket)"),
-    (None, "splitting", SANDBOX),
 ];
 
 /// Finds an option of the original that is not supported: the message names it.
@@ -521,6 +544,64 @@ fn initial(skip: bool, only: bool) -> Result<Option<Initial>, StartError> {
     }
 }
 
+/// The original's sandbox options given on the command line, each applied in turn
+/// ([`crate::legacy::sandbox_options`]).
+fn original_sandbox(a: &Args) -> Result<crate::legacy::sandbox_options::Asked, StartError> {
+    use crate::legacy::sandbox_options::{apply, Asked};
+    let given: [(&str, Option<&str>); 19] = [
+        ("secure-splitting", a.secure_splitting.then_some("")),
+        ("splitting", a.splitting.as_deref()),
+        (
+            "check-execvp-arguments",
+            a.check_execvp_arguments.as_deref(),
+        ),
+        (
+            "add-permitted-hook-files",
+            a.add_permitted_hook_files.as_deref(),
+        ),
+        ("seccomp-filter", a.seccomp_filter.as_deref()),
+        (
+            "forget-privthread-info",
+            a.forget_privthread_info.as_deref(),
+        ),
+        ("permit-mprotect", a.permit_mprotect.as_deref()),
+        ("shm-mprotect", a.shm_mprotect.as_deref()),
+        ("chroot", a.chroot.as_deref()),
+        ("pivot-root", a.pivot_root.as_deref()),
+        ("mountpoints", a.mountpoints.as_deref()),
+        ("detach-network", a.detach_network.as_deref()),
+        ("detach-ipc", a.detach_ipc.as_deref()),
+        ("detach-miscellanea", a.detach_miscellanea.as_deref()),
+        ("forbid-devices", a.forbid_devices.as_deref()),
+        ("cgroup-group-name", a.cgroup_group_name.as_deref()),
+        ("privileged-uid", a.privileged_uid.as_deref()),
+        ("privileged-gid", a.privileged_gid.as_deref()),
+        ("cancel-syscalls", a.cancel_syscalls.as_deref()),
+    ];
+    let mut asked = Asked::default();
+    for (name, value) in given {
+        let Some(value) = value else { continue };
+        apply(&mut asked, name, value).map_err(|e| {
+            StartError::Usage(if value.is_empty() {
+                format!("--{name}: {e}")
+            } else {
+                format!("--{name} {value:?}: {e}")
+            })
+        })?;
+    }
+    if asked.pivot_root && asked.chroot.is_none() {
+        return Err(StartError::Usage(
+            "--pivot-root needs --chroot, as in the original".into(),
+        ));
+    }
+    if asked.sandbox && a.sandbox == Some(crate::sandbox::Mode::Off) {
+        return Err(StartError::Usage(
+            "--sandbox=false contradicts the original's sandbox options given with it (--secure-splitting, --splitting, --seccomp-filter…): they turn the sandbox on".into(),
+        ));
+    }
+    Ok(asked)
+}
+
 /// The options given on the command line as one layer of the configuration: `-W` and
 /// `-D` as the directories; the short form's paths and the handler's words are the
 /// caller's.
@@ -539,6 +620,8 @@ fn layer(a: Args) -> Result<Values, StartError> {
             .map_err(|e| usage(opt, e))
     };
     let flag = |given: bool| given.then_some(true);
+    let paths = |l: Option<Vec<String>>| l.into_iter().flatten().map(PathBuf::from);
+    let original = original_sandbox(&a)?;
     let _ = a.exit_on_sync_skip; // nothing is ever skipped
     let _ = a.sync_on_quit; // what every stop does anyway
     let split_brain_keep = match a.split_brain_keep.as_deref() {
@@ -552,8 +635,15 @@ fn layer(a: Args) -> Result<Values, StartError> {
         }
     };
     Ok(Values {
-        sync_handler_uid: user("sync-handler-uid", &a.sync_handler_uid)?,
-        sync_handler_gid: group("sync-handler-gid", &a.sync_handler_gid)?,
+        // The original's privileged-uid/-gid are the default of these.
+        sync_handler_uid: match user("sync-handler-uid", &a.sync_handler_uid)? {
+            None => user("privileged-uid", &original.privileged_uid)?,
+            given => given,
+        },
+        sync_handler_gid: match group("sync-handler-gid", &a.sync_handler_gid)? {
+            None => group("privileged-gid", &original.privileged_gid)?,
+            given => given,
+        },
         uid: user("uid", &a.uid)?,
         gid: group("gid", &a.gid)?,
         modification_signature: a
@@ -589,11 +679,13 @@ fn layer(a: Args) -> Result<Values, StartError> {
         allow_empty_source: flag(a.allow_empty_source),
         strict_modes: a.strict_modes,
         sandbox: a.sandbox,
-        sandbox_network: a.sandbox_network,
+        sandbox_min: original.sandbox.then_some(crate::sandbox::Mode::On),
+        chroot: original.chroot.map(PathBuf::from),
+        sandbox_network: a.sandbox_network.or(original.network),
         sandbox_extra: crate::sandbox::Extra {
-            read: a.sandbox_read,
+            read: paths(original.read).chain(a.sandbox_read).collect(),
             write: a.sandbox_write,
-            exec: a.sandbox_exec,
+            exec: paths(original.exec).chain(a.sandbox_exec).collect(),
         },
         progress: a.progress,
         wait_for_close: a.wait_for_close,

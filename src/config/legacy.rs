@@ -10,7 +10,8 @@ running directly from an old file.
 
 Its parts, in the order a file goes through them: `reader.rs` reads the key file into
 blocks and applies `config-block-inherits`, `options.rs` is the table of the original's
-keys and how each value is converted, `import.rs` writes the blocks out as profile files.
+keys and how each value is converted (`sandbox_options.rs` for its sandbox options, shared
+with the command line), `import.rs` writes the blocks out as profile files.
 This file holds the converted block and the errors they share.
 
 Why it is shaped this way (the original's behaviour is taken from its source, `main.c`
@@ -26,8 +27,13 @@ Why it is shaped this way (the original's behaviour is taken from its source, `m
   know (it only asks the file for the names it knows); we report them as errors with the
   line, because a misspelt key silently ignored is the bug such an import should catch.
   Keys the original knows but this rewrite has no setting for (`background`,
-  `custom-signals`, the sandboxing options…) are not errors: they are listed in
-  [`LegacyBlock::ignored`] with a reason, and [`to_profiles`] writes them as comments.
+  `custom-signals`, the sandbox options that change nothing here…) are not errors: they
+  are listed in [`LegacyBlock::ignored`] with a reason, and [`to_profiles`] writes them as
+  comments. The original's sandbox keys that mean something here (`secure-splitting`,
+  `seccomp-filter`, `detach-network`, `mountpoints`…) become the profile's `sandbox`,
+  `sandbox-network`, `sandbox-read` and `sandbox-exec` through the table the command line
+  uses too (`sandbox_options.rs`); `chroot`, which a profile cannot hold (it is for the
+  command line), is an error that says so.
   A few names of older versions of the original are accepted as what they became
   (`rules-path` → `rules-file`, `dir-destination` → `destination-dir`, `syslog = 1` →
   `output = syslog`), so that the original's own example (tests/data/legacy) imports.
@@ -62,6 +68,7 @@ Why it is shaped this way (the original's behaviour is taken from its source, `m
 mod import;
 mod options;
 mod reader;
+pub(crate) mod sandbox_options;
 
 pub use import::to_profiles;
 pub use reader::{load_block, parse};

@@ -161,6 +161,8 @@ pub fn layer(r: &Resolved, file: &Path) -> Result<Values, StartError> {
         allow_empty_source: v.allow_empty_source,
         strict_modes: v.strict_modes,
         sandbox: v.sandbox,
+        sandbox_min: None,
+        chroot: None,
         sandbox_network: parsed(&v.sandbox_network).map_err(err)?,
         sandbox_extra: crate::sandbox::Extra {
             read: paths(&v.sandbox_read),
@@ -313,7 +315,7 @@ pub fn legacy_layer(
     for b in legacy::parse(file, &text).map_err(|e| usage(e.to_string()))? {
         if b.name == block {
             for (key, why) in &b.ignored {
-                log::warn!("{}: [{block}] {key}: {why}", file.display());
+                crate::logger::warn_soon(format!("{}: [{block}] {key}: {why}", file.display()));
             }
         }
     }

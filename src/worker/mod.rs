@@ -22,6 +22,7 @@ chores (pid file, status, hooks, dump) in `chores`.
 */
 
 mod chores;
+mod chroot;
 mod reload;
 mod start;
 mod targets;

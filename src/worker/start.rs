@@ -24,6 +24,15 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
     // `_lists` keeps a temporary lists directory alive until the worker ends.
     let (_lists, lists_dir) = list_files_dir(&mut cfg)?;
     let control = ssh_control_dir(&cfg)?;
+    // `--chroot`: refused here, before anything is watched or forked, when a path the
+    // worker uses is not the same file at the same path inside the new root.
+    chroot::check(
+        &cfg,
+        &paths.src,
+        &paths.rsync,
+        &lists_dir,
+        control.as_ref().map(tempfile::TempDir::path),
+    )?;
     let (pair, peer_excluded) = match pair_up(
         &cfg,
         &paths,
@@ -43,6 +52,8 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
         Some(p) => Some(PidFile::create(p)?),
         None => None,
     };
+    // Root only; the sandbox's rules are then opened inside the new root.
+    chroot::enter(&cfg)?;
     // Opened as root, applied after the uid drop and before the first thread.
     let sandbox = prepare_sandbox(&cfg, &paths, &lists_dir, control.as_ref())?;
     drop_privileges(cfg.uid, cfg.gid)?;

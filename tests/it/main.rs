@@ -22,6 +22,7 @@ mod limits;
 mod mirror;
 mod modes;
 mod no_panic;
+mod original_sandbox;
 mod profiles;
 mod random;
 mod remote;

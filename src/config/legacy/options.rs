@@ -17,7 +17,8 @@ pub(super) enum Applied {
     Ignored(&'static str),
 }
 
-const NO_SANDBOX: &str = "privilege separation and sandboxing are not supported";
+const NO_SANDBOX: &str =
+    "keeping capabilities after the uid drop or passing them on to handlers is not supported";
 
 /// Keys the original knows that have no setting here, with the reason.
 pub(super) fn ignored_reason(key: &str) -> Option<&'static str> {
@@ -29,26 +30,7 @@ pub(super) fn ignored_reason(key: &str) -> Option<&'static str> {
         "socket" | "socket-auth" | "socket-mod" | "socket-own" => {
             "the control socket is not supported"
         }
-        "privileged-uid"
-        | "privileged-gid"
-        | "chroot"
-        | "pivot-root"
-        | "detach-network"
-        | "detach-ipc"
-        | "detach-miscellanea"
-        | "secure-splitting"
-        | "splitting"
-        | "check-execvp-arguments"
-        | "add-permitted-hook-files"
-        | "seccomp-filter"
-        | "forget-privthread-info"
-        | "permit-mprotect"
-        | "shm-mprotect"
-        | "mountpoints"
-        | "preserve-capabilities"
-        | "inherit-capabilities"
-        | "forbid-devices"
-        | "cgroup-group-name" => NO_SANDBOX,
+        "preserve-capabilities" | "inherit-capabilities" => NO_SANDBOX,
         "exit-on-sync-skipping" | "exit-on-sync-skip" => {
             "inotify queue overflows are handled by a full resync"
         }
@@ -60,7 +42,7 @@ pub(super) fn ignored_reason(key: &str) -> Option<&'static str> {
         | "cluster-hash-dl-min"
         | "cluster-hash-dl-max"
         | "cluster-scan-dl-max" => "clustering was never implemented in the original",
-        "cancel-syscalls" | "fts-experimental-optimization" => "tuning of the original's internals",
+        "fts-experimental-optimization" => "tuning of the original's internals",
         "auto-add-rules-w" => "walk rules are not added automatically; write them in rules",
         "verbose" => "did nothing in the original either",
         "quiet" => "not supported; use output and debug",
@@ -124,7 +106,9 @@ pub(super) const MAPPED_KEYS: &[&str] = &[
 
 /// Whether `name` is an option name of the original (for `%name%` references).
 fn is_option_name(name: &str) -> bool {
-    MAPPED_KEYS.contains(&name) || ignored_reason(name).is_some()
+    MAPPED_KEYS.contains(&name)
+        || ignored_reason(name).is_some()
+        || super::sandbox_options::find(name).is_some()
 }
 
 /// The original's `--output` values.
@@ -223,6 +207,7 @@ pub(super) fn apply(v: &mut ProfileValues, key: &str, value: &str) -> Result<App
             v.monitor = text();
         }
         "ignore-exitcode" => v.ignore_exitcode = Some(exit_codes(value)?),
+        _ if super::sandbox_options::find(key).is_some() => return sandbox_option(v, key, value),
         _ => {
             return match ignored_reason(key) {
                 Some(reason) => Ok(Applied::Ignored(reason)),
@@ -233,12 +218,61 @@ pub(super) fn apply(v: &mut ProfileValues, key: &str, value: &str) -> Result<App
     Ok(Applied::Set)
 }
 
+/// One of the original's sandbox options ([`super::sandbox_options`]) as profile keys:
+/// `sandbox`, `sandbox-network`, `sandbox-read`, `sandbox-exec`, `sync-handler-uid/gid`.
+fn sandbox_option(v: &mut ProfileValues, key: &str, value: &str) -> Result<Applied, String> {
+    use super::sandbox_options::{apply, Asked, Effect};
+    let mut asked = Asked::default();
+    match apply(&mut asked, key, value).map_err(|e| format!("{key} = {value:?}: {e}"))? {
+        Effect::NoEffect(reason) => return Ok(Applied::Ignored(reason)),
+        Effect::Set => {}
+    }
+    let Asked {
+        sandbox,
+        network,
+        read,
+        exec,
+        privileged_uid,
+        privileged_gid,
+        chroot,
+        pivot_root,
+    } = asked;
+    if chroot.is_some() || pivot_root {
+        return Err(format!(
+            "{key} = {value:?}: not read from a -H file (a profile has no such key): give --chroot DIR{} on the command line",
+            if pivot_root { " and --pivot-root" } else { "" }
+        ));
+    }
+    if sandbox && v.sandbox != Some(crate::sandbox::Mode::Required) {
+        v.sandbox = Some(crate::sandbox::Mode::On);
+    }
+    let paths = |l: Vec<String>| l.iter().map(|p| macros(p)).collect();
+    if let Some(n) = network {
+        v.sandbox_network = Some(n.as_str().to_string());
+    }
+    if let Some(l) = read {
+        v.sandbox_read = Some(paths(l));
+    }
+    if let Some(l) = exec {
+        v.sandbox_exec = Some(paths(l));
+    }
+    // Only the default: `sync-handler-uid`/`-gid` win, before or after it in the block.
+    if let Some(u) = privileged_uid {
+        v.sync_handler_uid.get_or_insert_with(|| macros(&u));
+    }
+    if let Some(g) = privileged_gid {
+        v.sync_handler_gid.get_or_insert_with(|| macros(&g));
+    }
+    Ok(Applied::Set)
+}
+
 fn unknown_key(key: &str, value: &str) -> String {
     let dashed = key.replace('_', "-").to_ascii_lowercase();
     let suggestion = MAPPED_KEYS
         .iter()
         .copied()
         .chain(["background", "config-block", "custom-signals"])
+        .chain(super::sandbox_options::OPTIONS.iter().map(|(k, _, _)| *k))
         .map(|k| (edit_distance(&dashed, k), k))
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)
@@ -249,7 +283,7 @@ fn unknown_key(key: &str, value: &str) -> String {
 
 /// A number as the original's `xstrtol_trim` reads it (`strtol` base 0: decimal, `0x`
 /// hex, leading-`0` octal; empty is 0), not negative and at most `max`.
-fn number(key: &str, value: &str, max: u64) -> Result<u64, String> {
+pub(super) fn number(key: &str, value: &str, max: u64) -> Result<u64, String> {
     let bad = |why: &str| format!("{key} = {value:?}: {why}");
     let s = value.trim();
     let s = s.strip_prefix('+').unwrap_or(s);

@@ -495,3 +495,137 @@ fn fixtures_parse() {
         profile::parse_values(Path::new(&name), &toml).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// Each of the original's sandbox keys is accepted in a block and becomes the profile
+/// keys its option becomes on the command line (docs/cli.md's table): `sandbox`,
+/// `sandbox-network`, `sandbox-read`, `sandbox-exec`, `sync-handler-uid/gid`; the keys
+/// that change nothing are listed with their reason.
+#[test]
+fn the_originals_sandbox_keys_become_profile_keys() {
+    use crate::sandbox::Mode;
+    let on = || ProfileValues {
+        sandbox: Some(Mode::On),
+        ..Default::default()
+    };
+    let s = |v: &str| Some(v.to_string());
+    let l = |v: &[&str]| Some(v.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+    #[rustfmt::skip]
+    let mut cases: Vec<(&str, ProfileValues)> = vec![
+        ("secure-splitting = 1", on()),
+        // The original turns it on whatever the value.
+        ("secure-splitting = 0", on()),
+        ("splitting = process", on()),
+        ("splitting = thread", on()),
+        ("check-execvp-arguments = 1", on()),
+        ("seccomp-filter = 1", on()),
+        ("forbid-devices = 1", on()),
+        ("detach-miscellanea = 1", on()),
+        ("detach-network = everywhere", ProfileValues { sandbox_network: s("private"), ..on() }),
+        ("detach-network = non-privileged", ProfileValues { sandbox_network: s("auto"), ..Default::default() }),
+        ("detach-network = off", ProfileValues { sandbox_network: s("host"), ..Default::default() }),
+        ("mountpoints = /srv,/opt", ProfileValues { sandbox_read: l(&["/srv", "/opt"]), ..on() }),
+        ("mountpoints = /x,,/srv/%label%", ProfileValues { sandbox_read: l(&["/srv/%label%"]), ..on() }),
+        ("add-permitted-hook-files = /opt/h1,/opt/h2", ProfileValues { sandbox_exec: l(&["/opt/h1", "/opt/h2"]), ..Default::default() }),
+        ("privileged-uid = nobody\nprivileged-gid = 0", ProfileValues { sync_handler_uid: s("nobody"), sync_handler_gid: s("0"), ..Default::default() }),
+        // Only the default: sync-handler-uid wins, before or after it.
+        ("privileged-uid = nobody\nsync-handler-uid = root", ProfileValues { sync_handler_uid: s("root"), ..Default::default() }),
+        ("sync-handler-uid = root\nprivileged-uid = nobody", ProfileValues { sync_handler_uid: s("root"), ..Default::default() }),
+    ];
+    // An empty chroot is the original's unset.
+    cases.push(("chroot =", ProfileValues::default()));
+    for (text, want) in cases {
+        let b = p(&format!("[b]\n{text}\n")).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(b[0].values, want, "{text}");
+        assert!(b[0].ignored.is_empty(), "{text}: {:?}", b[0].ignored);
+    }
+    #[rustfmt::skip]
+    let no_effect = [
+        ("splitting = off", "off changes nothing"),
+        ("seccomp-filter = 0", "0: off, so nothing is asked"),
+        ("permit-mprotect = 1", "no effect: mprotect is never refused"),
+        ("shm-mprotect = 1", "no effect: the worker shares no memory"),
+        ("forget-privthread-info = 1", "no effect: there is no privileged thread"),
+        ("detach-ipc = 1", "the sandbox takes a private IPC namespace"),
+        ("cgroup-group-name = clsync/%PID%", "no effect: no cgroup is made"),
+        ("cancel-syscalls = mon_stat", "no effect: tuning of the original's internals"),
+        ("pivot-root = off", "off changes nothing"),
+    ];
+    for (text, reason) in no_effect {
+        let b = p(&format!("[b]\n{text}\n")).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(b[0].values, ProfileValues::default(), "{text}");
+        let key = text.split(" =").next().unwrap();
+        assert_eq!(b[0].ignored.len(), 1, "{text}");
+        assert_eq!(b[0].ignored[0].0, key, "{text}");
+        assert!(
+            b[0].ignored[0].1.contains(reason),
+            "{text}: {:?}",
+            b[0].ignored
+        );
+    }
+    #[rustfmt::skip]
+    let refused = [
+        ("chroot = /srv/jail", "chroot = \"/srv/jail\": not read from a -H file (a profile has no such key): give --chroot DIR on the command line"),
+        ("pivot-root = auto", "pivot-root = \"auto\": not read from a -H file (a profile has no such key): give --chroot DIR and --pivot-root on the command line"),
+        ("splitting = half", "splitting = \"half\": expected off, thread or process"),
+        ("detach-network = all", "detach-network = \"all\": expected everywhere, non-privileged or off"),
+        ("seccomp-filter = yes", "seccomp-filter = \"yes\": not a number"),
+        ("cancel-syscalls = mon_lstat", "cancel-syscalls = \"mon_lstat\": \"mon_lstat\" is not mon_stat"),
+    ];
+    for (text, want) in refused {
+        let e = err(&format!("[b]\n{text}\n"));
+        assert!(e.starts_with(&format!("clsync.conf:2: {want}")), "{e}");
+    }
+    assert!(
+        err("[b]\nsecure-spliting = 1\n").contains("(did you mean \"secure-splitting\"?)"),
+        "a misspelt sandbox key is suggested"
+    );
+}
+
+/// A `-H` block with the original's sandbox keys runs a confined worker, with the
+/// command line on top (it wins, as for every key); `clsync import` writes the profile keys.
+#[test]
+fn the_originals_sandbox_keys_in_h_files_and_imports() {
+    use crate::sandbox::{Mode, Network};
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("clsync.conf");
+    std::fs::write(
+        &file,
+        "[web]\nwatch-dir = /srv/a\ndestination-dir = /srv/b\nmode = rsyncdirect\n\
+         secure-splitting = 1\ndetach-network = everywhere\nmountpoints = /opt/data\n\
+         add-permitted-hook-files = /opt/hook\nprivileged-uid = 0\npermit-mprotect = 1\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut a = vec!["clsync", "-H", file.to_str().unwrap(), "-K", "web"];
+        a.extend(extra);
+        crate::cli::parse(a).unwrap_or_else(|e| panic!("{extra:?}: {e}"))
+    };
+    let c = run(&[]);
+    assert_eq!(c.sandbox, Mode::On);
+    assert_eq!(c.sandbox_network, Network::Private);
+    assert_eq!(c.sandbox_extra.read, [PathBuf::from("/opt/data")]);
+    assert_eq!(c.sandbox_extra.exec, [PathBuf::from("/opt/hook")]);
+    assert_eq!(c.sync_handler_uid, Some(0));
+    assert_eq!(run(&["--sandbox=false"]).sandbox, Mode::Off);
+    assert_eq!(run(&["--sandbox=required"]).sandbox, Mode::Required);
+    assert_eq!(
+        run(&["--sandbox-network=host"]).sandbox_network,
+        Network::Host
+    );
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    let blocks = parse(&file, &text).unwrap();
+    let (_, toml) = &to_profiles(&blocks)[0];
+    for line in [
+        "sandbox = true\n",
+        "sandbox-network = \"private\"\n",
+        "sandbox-read = [\"/opt/data\"]\n",
+        "sandbox-exec = [\"/opt/hook\"]\n",
+        "sync-handler-uid = \"0\"\n",
+        "#   permit-mprotect: no effect: mprotect is never refused\n",
+    ] {
+        assert!(toml.contains(line), "{line:?} not in:\n{toml}");
+    }
+    let back = profile::parse_values(Path::new("web.toml"), toml).unwrap();
+    assert_eq!(back, blocks[0].values);
+}

@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 /// One profile per block: (file name like `default.toml`, TOML text). The text starts
 /// with comments naming the source and listing the keys that were not imported, and
 /// parses back (with [`profile::parse_values`]) to the block's values, except that
-/// block names unfit for profile names are made fit (in `inherits` too).
+/// block names unfit for profile names are made fit (in `inherits` too) and a block that
+/// neither turns the sandbox on nor inherits gets `sandbox = false` (as it ran).
 #[must_use]
 pub fn to_profiles(blocks: &[LegacyBlock]) -> Vec<(String, String)> {
     blocks
@@ -29,6 +30,13 @@ pub fn to_profiles(blocks: &[LegacyBlock]) -> Vec<(String, String)> {
                 for (key, reason) in &b.ignored {
                     text.push_str(&format!("#   {key}: {reason}\n"));
                 }
+            }
+            // The original runs a block unconfined unless it asks for its sandbox, and a
+            // profile confines by default: a block that says nothing (nor inherits it)
+            // stays unconfined, so the imported profile does what the block did.
+            if values.sandbox.is_none() && values.inherits.is_none() {
+                values.sandbox = Some(crate::sandbox::Mode::Off);
+                text.push_str("# sandbox = false: the block ran unconfined; remove the line to confine the worker (docs/security.md).\n");
             }
             let macros = runtime_macros(&values);
             if !macros.is_empty() {

@@ -815,7 +815,9 @@ fn units_under_a_real_systemd() {
         .arg(format!("--bind={}:/clsync-findings", findings.display()))
         // systemd-nspawn 252's own system call filter has no landlock_* calls (they
         // would fail with EPERM, and the workers' Landlock show as "none").
-        .arg("--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self")
+        .arg(
+            "--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self",
+        )
         .arg("--boot")
         .arg("--")
         .arg("systemd.unit=clsync-test.target")

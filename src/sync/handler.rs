@@ -507,7 +507,8 @@ impl Handler {
     }
 
     /// Repeats the source's renames at the destination: a local `rename(2)` now, or one
-    /// `mv -fT` per move over ssh as the batch's first (optional) step. Failures are
+    /// `mv -fT` per move over ssh as the batch's first (optional) step. Neither goes
+    /// through a symlink at the destination. Failures are
     /// fine: the destination may not have had the old path yet, and rsync follows.
     fn moves(&self, moves: &[(Vec<u8>, Vec<u8>)], out: &mut Steps) {
         match &self.cfg.mover {
@@ -537,8 +538,17 @@ impl Handler {
                     path
                 }));
                 script.extend_from_slice(b" || exit 0");
+                // `s P` fails when a directory on the way to P is a symlink (one mirrored
+                // from the source, `d -> /etc`): mv would follow it out of the tree.
+                script.extend_from_slice(
+                    b"; s() { p=$1; while :; do case $p in */*) p=${p%/*}; [ -L \"$p\" ] && return 1;; *) return 0;; esac; done; }",
+                );
                 for (from, to) in moves {
-                    script.extend_from_slice(b"; mv -fT -- ");
+                    script.extend_from_slice(b"; s ");
+                    script.extend_from_slice(&crate::dest::sh_quote(from));
+                    script.extend_from_slice(b" && s ");
+                    script.extend_from_slice(&crate::dest::sh_quote(to));
+                    script.extend_from_slice(b" && mv -fT -- ");
                     script.extend_from_slice(&crate::dest::sh_quote(from));
                     script.push(b' ');
                     script.extend_from_slice(&crate::dest::sh_quote(to));

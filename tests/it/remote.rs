@@ -306,3 +306,31 @@ fn a_source_emptied_at_run_time_is_not_mirrored() {
         "nothing was deleted at the destination"
     );
 }
+
+/// A rename is repeated at the remote side without going through a symlink there: with
+/// `dst/d -> root-only` (as a symlink mirrored from the source leaves it until the next
+/// rsync), `mv d/f d/g` in the source must not rename `root-only/f`.
+#[test]
+fn a_remote_move_is_not_repeated_through_a_symlink() {
+    let t = TestDir::new("ssh-move-link");
+    let sshd = Sshd::start(&t.root.join("sshd"));
+    let target = t.root.join("root-only");
+    mkdir(&target);
+    write(&target.join("f"), b"canary");
+    mkdir(&t.s(b"d"));
+    write(&t.s(b"d/f"), b"source");
+    symlink(pb(&target), &t.d(b"d"));
+    let mut w = start(&t, &sshd, &[sshd.dest(&t.dst)], &["--skip-initialsync"]);
+    rename(&t.s(b"d/f"), &t.s(b"d/g"));
+    wait_until(SYNC_TIMEOUT, "the destination's d is a directory", || {
+        let m = std::fs::symlink_metadata(t.d(b"d")).map_err(|e| e.to_string())?;
+        m.is_dir()
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", m.file_type()))
+    });
+    w.stop_ok();
+    assert!(
+        exists_nofollow(&target.join("f")) && !exists_nofollow(&target.join("g")),
+        "the move went through the remote symlink"
+    );
+}

@@ -20,6 +20,71 @@ pub enum WatchError {
     Unreadable { path: PathBuf, source: io::Error },
     #[error("cannot initialise inotify: {0}")]
     Init(io::Error),
+    #[error("cannot initialise inotify: this user's inotify instances are used up: {0}")]
+    Instances(String),
+}
+
+impl WatchError {
+    /// The error of a failed `inotify_init`: `EMFILE` there is the per-user instance
+    /// limit (shared by every worker, and every other program, of the uid), not this
+    /// process's descriptors, and says so with the numbers.
+    pub(super) fn init(e: io::Error) -> Self {
+        if e.raw_os_error() == Some(libc::EMFILE) {
+            WatchError::Instances(instances_advice())
+        } else {
+            WatchError::Init(e)
+        }
+    }
+}
+
+/// What to tell a user whose uid has no inotify instance left: the limit in force
+/// (`fs.inotify.max_user_instances`, or `user.max_inotify_instances` when lower in this
+/// user namespace), how many this uid holds where that can be seen, and the ways out.
+pub(super) fn instances_advice() -> String {
+    let read = |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+    let global = read("/proc/sys/fs/inotify/max_user_instances");
+    let user = read("/proc/sys/user/max_inotify_instances");
+    let (limit, sysctl) = match (global, user) {
+        (g, Some(u)) if g.is_none_or(|g| u < g) => (Some(u), "user.max_inotify_instances"),
+        (g, _) => (g, "fs.inotify.max_user_instances"),
+    };
+    let uid = nix::unistd::getuid().as_raw();
+    let held = instances_of(uid);
+    let limit_text = limit.map_or_else(|| "?".to_string(), |l| l.to_string());
+    let suggest = limit.unwrap_or(128).saturating_mul(4).max(1024);
+    format!(
+        "{sysctl} = {limit_text}{} for uid {uid}, and each clsync worker needs one; raise it, e.g. `sysctl {sysctl}={suggest}` (persist it in /etc/sysctl.d/), or use `monitor = fanotify` (root: one fanotify group per worker, not counted here)",
+        held.map_or_else(String::new, |n| format!(", {n} in use"))
+    )
+}
+
+/// How many inotify instances the processes of `uid` hold, counted in /proc (`None` when
+/// some processes could not be looked into: the count would be low).
+fn instances_of(uid: u32) -> Option<usize> {
+    use std::os::unix::fs::MetadataExt;
+    let mut n = 0;
+    for p in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = p.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        if !p.metadata().is_ok_and(|m| m.uid() == uid) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            return None;
+        };
+        n += fds
+            .flatten()
+            .filter(|f| {
+                std::fs::read_link(f.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:inotify")
+            })
+            .count();
+    }
+    Some(n)
 }
 
 /// What to tell a user whose tree needs `needed` watches: the limit in force, the

@@ -93,7 +93,7 @@ impl InotifyWatcher {
         one_file_system: bool,
         progress: &mut dyn FnMut(usize),
     ) -> Result<(Self, Changes), WatchError> {
-        let inotify = Inotify::init().map_err(WatchError::Init)?;
+        let inotify = Inotify::init().map_err(WatchError::init)?;
         let device = if one_file_system {
             let m = std::fs::metadata(root).map_err(|source| WatchError::Unreadable {
                 path: root.to_path_buf(),

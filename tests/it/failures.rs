@@ -364,3 +364,75 @@ fn a_read_only_destination_logs_one_line_per_failed_try() {
     w.stop_ok();
     drop(ro);
 }
+
+/// When the uid's inotify instances are used up (`fs.inotify.max_user_instances`, 128 by
+/// default, shared by every worker of the uid), the worker says so with the sysctl, its
+/// value, the uid and the ways out, instead of "Too many open files".
+#[test]
+fn used_up_inotify_instances_are_named_with_the_sysctl() {
+    use std::process::{Command, Stdio};
+    if !nix::unistd::geteuid().is_root() {
+        return skip("needs root (a second uid's inotify instances are used up)");
+    }
+    let t = TestDir::new("inotify-instances");
+    chmod(&t.root, 0o711);
+    for d in [&t.src, &t.dst] {
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .unwrap()
+        .trim()
+        .to_string();
+    // nobody takes every instance it may have (before exec, as nobody), and `cat`
+    // holds them (they are inherited: no close-on-exec) until its stdin closes.
+    let n: u64 = limit.parse().unwrap();
+    let mut hog = Command::new("cat");
+    hog.stdin(Stdio::piped()).stdout(Stdio::null());
+    // SAFETY: only raw system calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut hog, move || {
+            let r = libc::rlimit {
+                rlim_cur: n + 64,
+                rlim_max: n + 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0
+                || libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(65534, 65534, 65534) != 0
+                || libc::setresuid(65534, 65534, 65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut got = 0;
+            while libc::inotify_init1(0) >= 0 {
+                got += 1;
+            }
+            if got != n || *libc::__errno_location() != libc::EMFILE {
+                return Err(std::io::Error::other("the instances were not used up"));
+            }
+            Ok(())
+        });
+    }
+    let mut hog = hog.spawn().unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(BIN)
+        .args(["--exit-on-no-events"])
+        .arg(&t.src)
+        .arg(&t.dst)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    drop(hog.stdin.take());
+    let _ = hog.kill();
+    let _ = hog.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started: {err}");
+    for want in [
+        format!("fs.inotify.max_user_instances = {limit}"),
+        "for uid 65534".to_string(),
+        "monitor = fanotify".to_string(),
+    ] {
+        assert!(err.contains(&want), "{want:?} not in: {err}");
+    }
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}

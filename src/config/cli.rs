@@ -220,6 +220,14 @@ struct Args {
     /// A program or directory a confined worker and its handlers may run as well (repeatable)
     #[arg(long = "sandbox-exec", value_name = "PATH")]
     sandbox_exec: Vec<PathBuf>,
+    /// Capabilities the worker keeps after dropping to --uid, comma-separated: any of
+    /// CAP_DAC_READ_SEARCH, CAP_SETUID, CAP_SETGID, CAP_KILL (as in the original)
+    #[arg(short = 'C', long = "preserve-capabilities", value_name = "LIST")]
+    preserve_capabilities: Option<String>,
+    /// Whether the handlers inherit the capabilities of --preserve-capabilities: clsync or
+    /// permitted (yes), empty or dont-touch (no) [default: empty]
+    #[arg(long = "inherit-capabilities", value_name = "MODE", value_parser = parse_inherit_capabilities)]
+    inherit_capabilities: Option<crate::sandbox::Inherit>,
     /// Accepted: no event is ever skipped (an inotify overflow means a rescan)
     #[arg(long = "exit-on-sync-skip")]
     exit_on_sync_skip: bool,
@@ -295,7 +303,6 @@ const SANDBOX: &str = "clsync does not sandbox itself; run it under systemd's sa
 /// Options of the original clsync that this version does not support, with the reason:
 /// named in a clear error rather than a generic "unexpected argument".
 const UNSUPPORTED_OPTIONS: &[(Option<char>, &str, &str)] = &[
-    (Some('C'), "preserve-capabilities", SANDBOX),
     (None, "add-permitted-hook-files", SANDBOX),
     (None, "cancel-syscalls", SANDBOX),
     (None, "cgroup-group-name", SANDBOX),
@@ -308,7 +315,6 @@ const UNSUPPORTED_OPTIONS: &[(Option<char>, &str, &str)] = &[
     (None, "detach-network", SANDBOX),
     (None, "forbid-devices", SANDBOX),
     (None, "fts-experimental-optimization", "the tree walk does not use fts(3); there is nothing to tune"),
-    (None, "inherit-capabilities", SANDBOX),
     (None, "mountpoints", SANDBOX),
     (None, "permit-mprotect", SANDBOX),
     (None, "pivot-root", SANDBOX),
@@ -442,6 +448,10 @@ fn parse_sandbox(s: &str) -> Result<crate::sandbox::Mode, String> {
 }
 
 fn parse_sandbox_network(s: &str) -> Result<crate::sandbox::Network, String> {
+    s.parse()
+}
+
+fn parse_inherit_capabilities(s: &str) -> Result<crate::sandbox::Inherit, String> {
     s.parse()
 }
 
@@ -595,6 +605,13 @@ fn layer(a: Args) -> Result<Values, StartError> {
             write: a.sandbox_write,
             exec: a.sandbox_exec,
         },
+        preserve_capabilities: a
+            .preserve_capabilities
+            .as_deref()
+            .map(crate::sandbox::parse_preserved)
+            .transpose()
+            .map_err(|e| usage("preserve-capabilities", e))?,
+        inherit_capabilities: a.inherit_capabilities,
         progress: a.progress,
         wait_for_close: a.wait_for_close,
         verify_interval: a.verify_interval,

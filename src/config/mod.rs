@@ -96,6 +96,10 @@ pub struct Config {
     pub sandbox_network: crate::sandbox::Network,
     /// Paths a confined worker is granted besides its own (`sandbox-read/-write/-exec`).
     pub sandbox_extra: crate::sandbox::Extra,
+    /// Capabilities kept across the drop to `uid` (`preserve-capabilities`, `-C`).
+    pub preserve_capabilities: Vec<caps::Capability>,
+    /// Whether the handlers inherit them (`inherit-capabilities`).
+    pub inherit_capabilities: crate::sandbox::Inherit,
     /// The command line this configuration came from: SIGHUP parses it again (re-reading
     /// the profile or configuration file) and applies what can change at run time.
     pub reload_args: Option<Vec<OsString>>,
@@ -254,7 +258,7 @@ restart_or_reload! {
         one_file_system, monitor, pid_file, output, status_file, sync_handler_uid,
         sync_handler_gid, lists_nul, synclist_simplify, have_recursive_sync,
         rsync_prefer_include, background, initial, full_initialsync, dont_unlink_lists,
-        sandbox, sandbox_network, sandbox_extra;
+        sandbox, sandbox_network, sandbox_extra, preserve_capabilities, inherit_capabilities;
     reload: ignore_failures, modification_signature, dump_dir, wait_for_close,
         verify_interval, allow_empty_source, strict_modes, reload_args, delays, threshold_bigfile,
         rules_file, rules_inline, globs, rsync_inclimit, debug, ignore_exitcodes,

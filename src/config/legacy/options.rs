@@ -45,8 +45,6 @@ pub(super) fn ignored_reason(key: &str) -> Option<&'static str> {
         | "permit-mprotect"
         | "shm-mprotect"
         | "mountpoints"
-        | "preserve-capabilities"
-        | "inherit-capabilities"
         | "forbid-devices"
         | "cgroup-group-name" => NO_SANDBOX,
         "exit-on-sync-skipping" | "exit-on-sync-skip" => {
@@ -116,6 +114,8 @@ pub(super) const MAPPED_KEYS: &[&str] = &[
     "sync-on-quit",
     "debug",
     "label",
+    "preserve-capabilities",
+    "inherit-capabilities",
     // Older names.
     "rules-path",
     "dir-destination",
@@ -223,6 +223,18 @@ pub(super) fn apply(v: &mut ProfileValues, key: &str, value: &str) -> Result<App
             v.monitor = text();
         }
         "ignore-exitcode" => v.ignore_exitcode = Some(exit_codes(value)?),
+        "preserve-capabilities" => {
+            crate::sandbox::parse_preserved(value)
+                .map_err(|e| format!("preserve-capabilities = {value:?}: {e}"))?;
+            let names = value.split(',').map(str::trim).filter(|n| !n.is_empty());
+            v.preserve_capabilities = Some(names.map(String::from).collect());
+        }
+        "inherit-capabilities" => {
+            value
+                .parse::<crate::sandbox::Inherit>()
+                .map_err(|e| format!("inherit-capabilities = {e}"))?;
+            v.inherit_capabilities = text();
+        }
         _ => {
             return match ignored_reason(key) {
                 Some(reason) => Ok(Applied::Ignored(reason)),

@@ -401,6 +401,8 @@ fn mapped_keys_are_all_handled() {
             "output" => "stdout",
             "threading" => "full",
             "monitor" => "fanotify",
+            "preserve-capabilities" => "CAP_DAC_READ_SEARCH,CAP_KILL",
+            "inherit-capabilities" => "clsync",
             _ => "1",
         };
         let mut v = ProfileValues::default();

@@ -205,6 +205,8 @@ fn all_set() -> ProfileValues {
         sandbox_read: l(&["/etc/myapp"]),
         sandbox_write: l(&["/var/backups/old"]),
         sandbox_exec: l(&["/opt/venv/bin"]),
+        preserve_capabilities: l(&["CAP_DAC_READ_SEARCH", "CAP_KILL"]),
+        inherit_capabilities: s("clsync"),
         progress: Some(true),
         verify_interval: Some(Duration::from_secs(3600)),
         wait_for_close: Some(Duration::from_secs(30)),
@@ -260,6 +262,8 @@ fn every_key_is_accepted_and_unknown_rejected() {
             "true",
             "1",
             "[1]",
+            "[\"CAP_KILL\"]",
+            "\"clsync\"",
         ]
         .iter()
         .any(|v| parse(&format!("{key} = {v}")).is_ok_and(|p| p != ProfileValues::default()));

@@ -497,3 +497,32 @@ fn fixtures_parse() {
         profile::parse_values(Path::new(&name), &toml).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+#[test]
+fn preserve_capabilities_takes_the_originals_four_and_names_another() {
+    let mut v = ProfileValues::default();
+    assert!(matches!(
+        apply(
+            &mut v,
+            "preserve-capabilities",
+            "CAP_DAC_READ_SEARCH,CAP_KILL"
+        ),
+        Ok(Applied::Set)
+    ));
+    assert_eq!(
+        v.preserve_capabilities,
+        Some(vec!["CAP_DAC_READ_SEARCH".into(), "CAP_KILL".into()])
+    );
+    let e = apply(&mut v, "preserve-capabilities", "CAP_SYS_ADMIN")
+        .err()
+        .unwrap();
+    assert!(
+        e.starts_with("preserve-capabilities = \"CAP_SYS_ADMIN\": CAP_SYS_ADMIN cannot be kept"),
+        "{e}"
+    );
+    let e = apply(&mut v, "inherit-capabilities", "all").err().unwrap();
+    assert!(
+        e.contains("expected empty, dont-touch, clsync or permitted"),
+        "{e}"
+    );
+}

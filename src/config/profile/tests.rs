@@ -595,3 +595,15 @@ fn profiles_dir_precedence() {
     );
     assert_eq!(profiles_dir_from(None, None), PathBuf::from("/etc/clsync"));
 }
+
+#[test]
+fn preserve_capabilities_outside_the_originals_four_is_refused_with_its_line() {
+    let e = parse("preserve-capabilities = [\"CAP_KILL\", \"CAP_NET_ADMIN\"]").unwrap_err();
+    let e = e.to_string();
+    assert!(e.contains(":1:"), "{e}");
+    assert!(e.contains("CAP_NET_ADMIN cannot be kept"), "{e}");
+    let e = parse("inherit-capabilities = \"all\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("inherit-capabilities"), "{e}");
+}

@@ -655,11 +655,12 @@ fn drop_privileges(cfg: &Config) -> Result<(), StartError> {
     use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
     let (uid, gid) = (cfg.uid, cfg.gid);
     let fail = |what, source| StartError::Privileges { what, source };
-    let preserve = if uid.is_some() {
+    // Only a drop away from root loses capabilities (`--uid 0` keeps them all).
+    let preserve = if uid.is_some_and(|u| u != 0) {
         &cfg.preserve_capabilities[..]
     } else {
         if !cfg.preserve_capabilities.is_empty() {
-            log::debug!("preserve-capabilities: no uid to drop to; the worker keeps root's");
+            log::debug!("preserve-capabilities: no drop from root; the worker keeps root's");
         }
         &[]
     };

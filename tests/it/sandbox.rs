@@ -596,3 +596,24 @@ fn preserve_capabilities_refuses_another_capability_by_name() {
         out.describe()
     );
 }
+
+/// `--uid 0` is no drop from root: `-C` then leaves the worker all it had (it does not
+/// shrink a root worker to the listed capabilities).
+#[test]
+fn preserve_capabilities_with_uid_0_keeps_roots() {
+    if !need_root() {
+        return;
+    }
+    let t = TestDir::new("preserve-caps-root");
+    let run = t.root.join("run");
+    mkdir(&run);
+    let before = std::fs::read_to_string("/proc/self/status").unwrap();
+    let mut w = Worker::start_in(&run, &t.src, &t.dst, &["--uid", "0", "-C", "CAP_KILL"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid())).unwrap();
+    assert_eq!(
+        cap_mask(&status, "CapEff"),
+        cap_mask(&before, "CapEff"),
+        "{status}"
+    );
+    w.stop_ok();
+}

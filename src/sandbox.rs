@@ -1238,8 +1238,9 @@ mod tests {
 
     /// Runs `f` in a forked child and returns its exit code.
     fn in_child(f: impl FnOnce() -> i32) -> i32 {
-        // SAFETY: the child only makes system calls and leaves with _exit; the test
-        // harness's other threads are not touched in it.
+        // SAFETY: the child leaves with _exit and touches none of the state of the test
+        // harness's other threads; it may allocate and start a thread or a process:
+        // glibc's fork leaves malloc's locks usable in the child.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
                 let code = f();

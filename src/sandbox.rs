@@ -1151,6 +1151,71 @@ mod tests {
         assert!(!g.local_only, "a destination is remote");
     }
 
+    /// The network and CAP_SYS_ADMIN decisions from the settings: auto takes a private
+    /// network for local destinations only, host never (and then allows network
+    /// sockets), private always; SYS_ADMIN stays for a site handler or rsync copying
+    /// xattrs.
+    #[test]
+    fn grants_decide_the_network_and_sys_admin() {
+        let grants = |args: &[&str]| {
+            let mut argv = vec!["clsync"];
+            argv.extend(args);
+            let cfg = crate::cli::parse(
+                argv.iter()
+                    .map(std::ffi::OsString::from)
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+            let g = Grants::for_worker(
+                &cfg,
+                Path::new("/srv/src"),
+                Path::new("/usr/bin/rsync"),
+                Path::new("/tmp/lists.x"),
+                None,
+            );
+            (
+                g.private_network,
+                g.local_only,
+                g.network_required,
+                g.sys_admin,
+            )
+        };
+        assert_eq!(
+            grants(&["/srv/src", "/srv/dst"]),
+            (true, true, false, false)
+        );
+        assert_eq!(
+            grants(&["--sandbox-network=host", "/srv/src", "/srv/dst"]),
+            (false, false, false, false)
+        );
+        assert_eq!(
+            grants(&["--sandbox-network=private", "/srv/src", "/srv/dst"]),
+            (true, true, true, false)
+        );
+        assert_eq!(
+            grants(&["/srv/src", "host:/srv/dst"]),
+            (false, false, false, false)
+        );
+        assert!(
+            grants(&["--rsync-option=-aHAX", "/srv/src", "/srv/dst"]).3,
+            "rsync copies xattrs"
+        );
+        assert!(
+            grants(&[
+                "-M",
+                "shell",
+                "-S",
+                "/bin/true",
+                "-W",
+                "/srv/src",
+                "-D",
+                "/srv/dst"
+            ])
+            .3,
+            "a site handler"
+        );
+    }
+
     #[test]
     fn filter_compiles_and_lists_no_call_twice() {
         let calls = denied_calls();

@@ -284,8 +284,11 @@ mod tests {
                 enabled: true,
                 enforced: Some(crate::sandbox::Enforced {
                     landlock: "full",
-                    seccomp: 46,
+                    seccomp: 47,
                     no_network: true,
+                    fallback_filter: true,
+                    capabilities: Some(vec!["CAP_CHOWN".into(), "CAP_KILL".into()]),
+                    namespaces: vec!["net".into(), "ipc".into(), "uts".into()],
                 }),
             }),
             standby: false,
@@ -305,7 +308,7 @@ mod tests {
         let line = serde_json::to_string(&Report::State(state())).unwrap();
         assert_eq!(
             line,
-            r#"{"consecutive_failures":1,"destinations":[{"consecutive_failures":1,"destination":"host:/srv","lag_s":2.5,"last_error":"rsync exited with 23","last_sync_unix":null,"queued":3,"state":"failing"}],"events":7,"iterations":4,"last_error":null,"last_sync_unix":1700000000.125,"phase":"running","queued":3,"ready":true,"running_syncs":0,"sandbox":{"enabled":true,"landlock":"full","seccomp":46,"no_network":true},"standby":false,"sync_failures":1,"syncing":false,"syncs":2,"unwatched_dirs":0,"uptime_s":12.0,"watches":5}"#
+            r#"{"consecutive_failures":1,"destinations":[{"consecutive_failures":1,"destination":"host:/srv","lag_s":2.5,"last_error":"rsync exited with 23","last_sync_unix":null,"queued":3,"state":"failing"}],"events":7,"iterations":4,"last_error":null,"last_sync_unix":1700000000.125,"phase":"running","queued":3,"ready":true,"running_syncs":0,"sandbox":{"enabled":true,"landlock":"full","seccomp":47,"no_network":true,"fallback_filter":true,"capabilities":["CAP_CHOWN","CAP_KILL"],"namespaces":["net","ipc","uts"]},"standby":false,"sync_failures":1,"syncing":false,"syncs":2,"unwatched_dirs":0,"uptime_s":12.0,"watches":5}"#
         );
         let step = |phase, watches, progress: Option<&str>| {
             serde_json::to_string(&Report::Step(Step {

@@ -26,7 +26,26 @@ the calling thread only, so a thread started earlier would stay free):
    clock setting and the keyring give `EPERM`, and so does opening a socket other than a
    Unix one when every destination is local and there is no failover pair (nothing a
    local mirror runs needs the network). `open_by_handle_at` stays allowed: the
-   fanotify monitor resolves every event with it.
+   fanotify monitor resolves every event with it. `clone` with a `CLONE_NEW*` flag is
+   refused like `unshare`. A second, hand-written filter makes the x32 calls (x86_64
+   numbers with bit 30 set, which the first filter does not see) and `clone3` (whose
+   flags sit in memory a filter cannot read) give `ENOSYS`: the C library then falls
+   back to `clone`, which the first filter inspects.
+4. Capabilities (a root worker only; a worker started by another user has none to cut):
+   the bounding set keeps what rsync needs to keep owners, modes, times, device nodes,
+   extended attributes and labels, and what the worker needs to drop to `uid` and stop
+   its handlers (`CAP_CHOWN`, `CAP_DAC_OVERRIDE`, `CAP_DAC_READ_SEARCH`, `CAP_FOWNER`,
+   `CAP_FSETID`, `CAP_MKNOD`, `CAP_SETFCAP`, `CAP_SETUID`, `CAP_SETGID`, `CAP_KILL`,
+   `CAP_SYS_RESOURCE`, `CAP_MAC_ADMIN`, `CAP_MAC_OVERRIDE`; `CAP_SYS_ADMIN` only when the
+   mode runs a handler of the site's or rsync copies extended attributes, whose
+   `trusted.*` namespace needs it); every other one is dropped, `CAP_SETPCAP` last. The
+   permitted and effective sets become the kept ones; the inheritable and ambient sets
+   are emptied. `preserve-capabilities` (`-C`) keeps some of them across the drop to
+   `uid` ([`keep_before_uid_drop`]).
+5. Namespaces (root only): a private network namespace when every destination is local
+   and there is no failover pair (`sandbox-network`), and always private IPC and host
+   name (UTS) namespaces. Taken before the capabilities are cut (it needs
+   `CAP_SYS_ADMIN`).
 
 Landlock does not cover `chmod`, `chown`, `utime` or extended attributes, and Execute is
 not checked when a readable file is run through `ld.so` or `dlopen`ed: the boundary is
@@ -34,9 +53,14 @@ what may be read and written. A kernel without Landlock (or with it disabled) lo
 warning and the worker goes on with no-new-privileges and seccomp.
 
 Everything that can fail (opening each granted path, building the rule set, compiling the
-filter) happens in [`Sandbox::prepare`], while the worker is still root and nothing is
-irreversible; [`Sandbox::enforce`] then only applies what was prepared.
+filters) happens in [`Sandbox::prepare`], while the worker is still root and nothing is
+irreversible; [`Sandbox::isolate`] then takes the namespaces and cuts the capabilities
+(still root, before the drop to `uid`), and [`Sandbox::enforce`] applies the rest. Both
+must run before the worker's first thread: capabilities, like Landlock below ABI 8, are
+a thread's own.
 */
+
+use caps::{CapSet, Capability};
 
 use landlock::{
     Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreated,
@@ -210,6 +234,142 @@ impl Extra {
     }
 }
 
+/// What the sync handlers of a worker that drops to `uid` inherit of the capabilities
+/// it keeps (`inherit-capabilities`, the original's `--inherit-capabilities`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Inherit {
+    /// Nothing (the original's default).
+    #[default]
+    Empty,
+    /// The original leaves the inheritable set as it found it; here it is emptied all
+    /// the same (nothing is inherited).
+    DontTouch,
+    /// The capabilities of `preserve-capabilities` go into the inheritable and ambient
+    /// sets: the handlers, run as `uid`, keep them across exec.
+    Clsync,
+    /// The same as `clsync`: what the worker keeps is what `preserve-capabilities` names.
+    Permitted,
+}
+
+impl Inherit {
+    /// The word a profile or the command line writes.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Inherit::Empty => "empty",
+            Inherit::DontTouch => "dont-touch",
+            Inherit::Clsync => "clsync",
+            Inherit::Permitted => "permitted",
+        }
+    }
+
+    /// Whether the handlers get the preserved capabilities.
+    #[must_use]
+    pub fn passes_on(self) -> bool {
+        matches!(self, Inherit::Clsync | Inherit::Permitted)
+    }
+}
+
+impl std::str::FromStr for Inherit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "empty" => Ok(Inherit::Empty),
+            "dont-touch" => Ok(Inherit::DontTouch),
+            "clsync" => Ok(Inherit::Clsync),
+            // "permittied": the original's own spelling.
+            "permitted" | "permittied" => Ok(Inherit::Permitted),
+            _ => Err(format!(
+                "{s:?}: expected empty, dont-touch, clsync or permitted"
+            )),
+        }
+    }
+}
+
+/// The capabilities `preserve-capabilities` may keep across the drop to `uid`: the
+/// original's four.
+pub const PRESERVABLE: &[Capability] = &[
+    Capability::CAP_DAC_READ_SEARCH,
+    Capability::CAP_SETUID,
+    Capability::CAP_SETGID,
+    Capability::CAP_KILL,
+];
+
+/// Parses `preserve-capabilities`: names separated by commas, with or without `CAP_`, in
+/// any case (`CAP_DAC_READ_SEARCH,kill`); an empty list keeps none. A capability that is
+/// not one of [`PRESERVABLE`] is refused by name.
+pub fn parse_preserved(list: &str) -> Result<Vec<Capability>, String> {
+    let mut caps = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let canonical = caps::to_canonical(name);
+        let cap: Capability = canonical
+            .parse()
+            .map_err(|_| format!("{name:?} is not a capability"))?;
+        if !PRESERVABLE.contains(&cap) {
+            return Err(format!(
+                "{cap} cannot be kept after the drop to uid: only CAP_DAC_READ_SEARCH, CAP_SETUID, CAP_SETGID and CAP_KILL can"
+            ));
+        }
+        if !caps.contains(&cap) {
+            caps.push(cap);
+        }
+    }
+    Ok(caps)
+}
+
+/// The capabilities a confined root worker keeps (module doc, item 4), besides
+/// `CAP_SYS_ADMIN` when [`Grants::sys_admin`].
+const KEPT_CAPS: &[Capability] = &[
+    Capability::CAP_CHOWN,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_DAC_READ_SEARCH,
+    Capability::CAP_FOWNER,
+    Capability::CAP_FSETID,
+    Capability::CAP_MKNOD,
+    Capability::CAP_SETFCAP,
+    Capability::CAP_SETUID,
+    Capability::CAP_SETGID,
+    Capability::CAP_KILL,
+    Capability::CAP_SYS_RESOURCE,
+    Capability::CAP_MAC_ADMIN,
+    Capability::CAP_MAC_OVERRIDE,
+];
+
+/// `sandbox-network = "private"` cannot be honoured when something is reached over the
+/// network: a remote destination, or a failover pair's peer. The reason, for a start
+/// refused with a usage error.
+pub fn check_network(cfg: &crate::config::Config) -> Result<(), String> {
+    if !cfg.sandbox.on() || cfg.sandbox_network != Network::Private {
+        return Ok(());
+    }
+    if cfg.pair.is_some() {
+        return Err(
+            "sandbox-network = \"private\" cannot be honoured: a failover pair reaches its peer over the network (use auto or host)"
+                .to_string(),
+        );
+    }
+    match cfg
+        .destinations()
+        .into_iter()
+        .find(|d| !matches!(d, crate::dest::Dest::Local(_)))
+    {
+        Some(d) => Err(format!(
+            "sandbox-network = \"private\" cannot be honoured: destination {} is reached over the network (use auto or host)",
+            d.show()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether rsync's options copy extended attributes (`-X`, `--xattrs`, or `X` in a
+/// bundle of short options such as `-aHAX`): `trusted.*` ones need `CAP_SYS_ADMIN`.
+fn copies_xattrs<'a>(args: impl IntoIterator<Item = &'a std::ffi::OsString>) -> bool {
+    args.into_iter().any(|a| {
+        let a = a.as_encoded_bytes();
+        a == b"--xattrs" || (a.len() > 1 && a[0] == b'-' && a[1] != b'-' && a.contains(&b'X'))
+    })
+}
+
 /// System directories: read and execute (those that exist).
 const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32"];
 
@@ -317,6 +477,15 @@ pub struct Grants {
     pub local_only: bool,
     /// A kernel that cannot enforce Landlock fully is an error (`sandbox = "required"`).
     pub required: bool,
+    /// A private network namespace (`sandbox-network`: `auto` with every destination
+    /// local and no pair, or `private`).
+    pub private_network: bool,
+    /// `sandbox-network = "private"`: a private network namespace that cannot be taken is
+    /// an error, not a warning.
+    pub network_required: bool,
+    /// Keep `CAP_SYS_ADMIN`: the mode runs a handler of the site's, or rsync copies
+    /// extended attributes.
+    pub sys_admin: bool,
 }
 
 impl Grants {
@@ -330,13 +499,25 @@ impl Grants {
         lists_dir: &Path,
         control: Option<&Path>,
     ) -> Self {
+        let local = cfg.pair.is_none()
+            && cfg
+                .destinations()
+                .iter()
+                .all(|d| matches!(d, crate::dest::Dest::Local(_)));
+        let user_handler = cfg.mode != crate::sync::handler::Mode::RsyncDirect;
         let mut g = Grants {
-            local_only: cfg.pair.is_none()
-                && cfg
-                    .destinations()
-                    .iter()
-                    .all(|d| matches!(d, crate::dest::Dest::Local(_))),
+            // `host`: the site's hooks call out (a webhook, say); sockets stay allowed.
+            local_only: local && cfg.sandbox_network != Network::Host,
             required: cfg.sandbox == Mode::Required,
+            private_network: match cfg.sandbox_network {
+                Network::Auto => local,
+                Network::Private => true,
+                Network::Host => false,
+            },
+            network_required: cfg.sandbox_network == Network::Private,
+            sys_admin: user_handler
+                || copies_xattrs(&cfg.rsync_options)
+                || copies_xattrs(cfg.handler_args.iter().flatten()),
             ..Grants::default()
         };
         g.exec.extend(SYSTEM_DIRS.iter().map(PathBuf::from));
@@ -575,19 +756,28 @@ fn split_option(opt: &str) -> (&str, &str) {
     (key, rest.trim())
 }
 
-/// A prepared confinement: opened rules and a compiled filter, applied by
-/// [`Sandbox::enforce`].
+/// A prepared confinement: opened rules and compiled filters, applied by
+/// [`Sandbox::isolate`] and [`Sandbox::enforce`].
 pub struct Sandbox {
     ruleset: Option<RulesetCreated>,
     /// Why Landlock is not used, when it is not (told once by `enforce`).
     no_landlock: Option<String>,
     filter: Option<seccompiler::BpfProgram>,
+    /// x32 calls and `clone3` give `ENOSYS` ([`fallback_filter`]).
+    fallback: Option<seccompiler::BpfProgram>,
     local_only: bool,
     required: bool,
+    private_network: bool,
+    network_required: bool,
+    sys_admin: bool,
+    /// What [`Sandbox::isolate`] did, for [`Enforced`].
+    capabilities: Option<Vec<String>>,
+    namespaces: Vec<&'static str>,
 }
 
-/// What [`Sandbox::enforce`] achieved, for the start-up log line and the worker's state
-/// (`sandbox` in the state JSON and `clsync-manager status`; see [`crate::report::Sandbox`]).
+/// What [`Sandbox::isolate`] and [`Sandbox::enforce`] achieved, for the start-up log
+/// line and the worker's state (`sandbox` in the state JSON and `clsync-manager status`;
+/// see [`crate::report::Sandbox`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Enforced {
     /// `full`, `partial` or `none`.
@@ -597,6 +787,51 @@ pub struct Enforced {
     pub seccomp: usize,
     /// Sockets other than Unix ones are refused (every destination is local).
     pub no_network: bool,
+    /// x32 calls and `clone3` give `ENOSYS` (the second filter).
+    #[serde(default)]
+    pub fallback_filter: bool,
+    /// The capabilities kept in the bounding, permitted and effective sets (`CAP_…`
+    /// names); `None` when the worker is not root and had none to cut.
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
+    /// The private namespaces taken (`net`, `ipc`, `uts`).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+impl Enforced {
+    /// The start-up line: `sandbox: landlock full, seccomp (…), …`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "sandbox: landlock {}, seccomp ({} calls refused{}{}), no-new-privileges",
+            self.landlock,
+            self.seccomp,
+            if self.no_network {
+                ", network sockets too"
+            } else {
+                ""
+            },
+            if self.fallback_filter {
+                "; x32 and clone3 give ENOSYS"
+            } else {
+                ""
+            }
+        );
+        match &self.capabilities {
+            Some(kept) => s.push_str(&format!(", capabilities cut to {}", kept.len())),
+            None => s.push_str(", capabilities: none to cut (not root)"),
+        }
+        if self.namespaces.is_empty() {
+            s.push_str(", no private namespaces");
+        } else {
+            s.push_str(&format!(
+                ", private namespaces: {}",
+                self.namespaces.join(" ")
+            ));
+        }
+        s
+    }
 }
 
 /// One of Landlock's words in [`Enforced`]. A name for `&'static str`, so that serde does
@@ -633,22 +868,74 @@ impl Sandbox {
             ruleset,
             no_landlock,
             filter: seccomp_filter(g.local_only)?,
+            fallback: fallback_filter(libc::ENOSYS),
             local_only: g.local_only,
             required: g.required,
+            private_network: g.private_network,
+            network_required: g.network_required,
+            sys_admin: g.sys_admin,
+            capabilities: None,
+            namespaces: Vec::new(),
         })
+    }
+
+    /// Takes the private namespaces and cuts the capabilities (module doc, items 4 and
+    /// 5). While the worker is still root (before the drop to `uid`: unsharing needs
+    /// `CAP_SYS_ADMIN`, cutting needs `CAP_SETPCAP`) and before its first thread (each
+    /// thread has its own capabilities). A worker that is not root has nothing to cut
+    /// and cannot unshare: said in a debug line (a warning when `sandbox-network =
+    /// "private"` asked for it: then it is an error).
+    pub fn isolate(&mut self) -> Result<(), String> {
+        single_thread()?;
+        if !nix::unistd::geteuid().is_root() {
+            if self.network_required {
+                return Err(
+                    "sandbox-network = \"private\" cannot be honoured: only a root worker can take a private network namespace"
+                        .to_string(),
+                );
+            }
+            log::debug!("sandbox: not root: no capabilities to cut, no private namespaces to take");
+            return Ok(());
+        }
+        self.namespaces = self.unshare()?;
+        let keep = kept_capabilities(self.sys_admin)?;
+        cut_capabilities(&keep)?;
+        self.capabilities = Some(keep.iter().map(ToString::to_string).collect());
+        Ok(())
+    }
+
+    /// The namespaces: network when chosen, IPC and UTS always. An `EPERM` (a root
+    /// without `CAP_SYS_ADMIN`, in a container) is one warning, unless the private network
+    /// was required.
+    fn unshare(&self) -> Result<Vec<&'static str>, String> {
+        let mut flags = libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        let mut names = vec!["ipc", "uts"];
+        if self.private_network {
+            flags |= libc::CLONE_NEWNET;
+            names.insert(0, "net");
+        }
+        // SAFETY: unshare takes flags only; the worker has one thread here.
+        let done = unsafe { libc::unshare(flags) };
+        match nix::errno::Errno::result(done) {
+            Ok(_) => Ok(names),
+            Err(e) if self.network_required => Err(format!(
+                "sandbox-network = \"private\" cannot be honoured: unshare: {e}"
+            )),
+            Err(e) => {
+                log::warn!(
+                    "sandbox: cannot take private namespaces ({}): {e}; the rest of the sandbox applies",
+                    names.join(" ")
+                );
+                Ok(Vec::new())
+            }
+        }
     }
 
     /// Applies no-new-privileges, the Landlock rule set and the seccomp filter to this
     /// process (and so to everything it starts from now on). Must run before the worker
     /// starts its first thread; refused when it has more than one.
     pub fn enforce(self) -> Result<Enforced, String> {
-        let threads = thread_count();
-        if threads != Some(1) {
-            return Err(format!(
-                "sandbox: the worker already runs {} threads; the confinement would miss them",
-                threads.map_or_else(|| "an unknown number of".to_string(), |n| n.to_string())
-            ));
-        }
+        single_thread()?;
         nix::sys::prctl::set_no_new_privs()
             .map_err(|e| format!("sandbox: cannot set no-new-privileges: {e}"))?;
         let landlock = match self.ruleset {
@@ -685,16 +972,128 @@ impl Sandbox {
         let seccomp = match &self.filter {
             Some(f) => {
                 seccompiler::apply_filter(f).map_err(|e| format!("sandbox: seccomp: {e}"))?;
-                denied_calls().len()
+                // and clone with a CLONE_NEW* flag
+                denied_calls().len() + 1
             }
             None => 0,
         };
+        if let Some(f) = &self.fallback {
+            seccompiler::apply_filter(f).map_err(|e| format!("sandbox: seccomp: {e}"))?;
+        }
         Ok(Enforced {
             landlock,
             seccomp,
             no_network: self.local_only && self.filter.is_some(),
+            fallback_filter: self.fallback.is_some(),
+            capabilities: self.capabilities,
+            namespaces: self.namespaces.iter().map(|n| (*n).to_string()).collect(),
         })
     }
+}
+
+/// Refuses to go on when the worker runs more than one thread: capabilities and
+/// Landlock (below ABI 8) bind the calling thread only.
+fn single_thread() -> Result<(), String> {
+    let threads = thread_count();
+    if threads == Some(1) {
+        return Ok(());
+    }
+    Err(format!(
+        "sandbox: the worker already runs {} threads; the confinement would miss them",
+        threads.map_or_else(|| "an unknown number of".to_string(), |n| n.to_string())
+    ))
+}
+
+/// The capabilities a root worker keeps: [`KEPT_CAPS`] (and `CAP_SYS_ADMIN` when
+/// `sys_admin`), of those it has (a container or a unit may have taken some already).
+fn kept_capabilities(sys_admin: bool) -> Result<Vec<Capability>, String> {
+    let permitted = caps::read(None, CapSet::Permitted)
+        .map_err(|e| format!("sandbox: capabilities: permitted set: {e}"))?;
+    let sys_admin = sys_admin.then_some(Capability::CAP_SYS_ADMIN);
+    Ok(KEPT_CAPS
+        .iter()
+        .copied()
+        .chain(sys_admin)
+        .filter(|c| permitted.contains(c))
+        .collect())
+}
+
+/// Cuts the capabilities to `keep`: every other one leaves the bounding set
+/// (`CAP_SETPCAP`, which dropping needs, last), the inheritable and ambient sets are
+/// emptied and the permitted and effective sets become `keep`.
+fn cut_capabilities(keep: &[Capability]) -> Result<(), String> {
+    let fail =
+        |what: &str, e: caps::errors::CapsError| format!("sandbox: capabilities: {what}: {e}");
+    for cap in caps::all() {
+        if keep.contains(&cap) || cap == Capability::CAP_SETPCAP {
+            continue;
+        }
+        // A capability this kernel does not know is not in its bounding set.
+        if caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            caps::drop(None, CapSet::Bounding, cap).map_err(|e| fail("bounding set", e))?;
+        }
+    }
+    // Capabilities newer than the `caps` crate: by number, up to the kernel's last.
+    for index in (Capability::CAP_CHECKPOINT_RESTORE.index() + 1)..64 {
+        // SAFETY: prctl with integer arguments only.
+        let known = unsafe { libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(index)) };
+        if known < 0 {
+            break;
+        }
+        if known == 1 {
+            // SAFETY: prctl with integer arguments only.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(index)) } != 0 {
+                return Err(format!(
+                    "sandbox: capabilities: bounding set: capability {index}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
+    if !keep.contains(&Capability::CAP_SETPCAP) {
+        caps::drop(None, CapSet::Bounding, Capability::CAP_SETPCAP)
+            .map_err(|e| fail("bounding set", e))?;
+    }
+    caps::clear(None, CapSet::Ambient).map_err(|e| fail("ambient set", e))?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| fail("inheritable set", e))?;
+    let set: caps::CapsHashSet = keep.iter().copied().collect();
+    // Effective first: it must stay within the permitted set at each step.
+    caps::set(None, CapSet::Effective, &set).map_err(|e| fail("effective set", e))?;
+    caps::set(None, CapSet::Permitted, &set).map_err(|e| fail("permitted set", e))?;
+    Ok(())
+}
+
+/// `preserve-capabilities` (`-C`), before the drop to `uid`: the permitted set survives
+/// `setuid` (`PR_SET_KEEPCAPS`). Nothing to do without a list.
+pub fn keep_before_uid_drop(preserve: &[Capability]) -> Result<(), String> {
+    if preserve.is_empty() {
+        return Ok(());
+    }
+    caps::securebits::set_keepcaps(true)
+        .map_err(|e| format!("preserve-capabilities: PR_SET_KEEPCAPS: {e}"))
+}
+
+/// `preserve-capabilities` (`-C`), after the drop to `uid`: the permitted and effective
+/// sets become the list (the kernel emptied the effective set at `setuid`), and with
+/// `inherit-capabilities = clsync|permitted` the inheritable and ambient sets too, so the
+/// handlers the worker runs as `uid` keep them across exec.
+pub fn keep_after_uid_drop(preserve: &[Capability], inherit: Inherit) -> Result<(), String> {
+    if preserve.is_empty() {
+        return Ok(());
+    }
+    let fail =
+        |what: &str, e: caps::errors::CapsError| format!("preserve-capabilities: {what}: {e}");
+    caps::securebits::set_keepcaps(false).map_err(|e| fail("PR_SET_KEEPCAPS", e))?;
+    let set: caps::CapsHashSet = preserve.iter().copied().collect();
+    caps::set(None, CapSet::Effective, &set).map_err(|e| fail("effective set", e))?;
+    caps::set(None, CapSet::Permitted, &set).map_err(|e| fail("permitted set", e))?;
+    if inherit.passes_on() {
+        caps::set(None, CapSet::Inheritable, &set).map_err(|e| fail("inheritable set", e))?;
+        for &cap in preserve {
+            caps::raise(None, CapSet::Ambient, cap).map_err(|e| fail("ambient set", e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Why Landlock is not there, in the words of the fix.
@@ -784,6 +1183,32 @@ fn seccomp_filter(local_only: bool) -> Result<Option<seccompiler::BpfProgram>, S
     };
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         denied_calls().iter().map(|&nr| (nr, Vec::new())).collect();
+    // clone with any CLONE_NEW* flag, one rule per flag (any rule matching refuses).
+    // The flags are the first argument on x86_64 and aarch64 alike; CLONE_NEWTIME is
+    // not among them (clone gives that bit to the exit signal; unshare is refused).
+    let mut new_ns = Vec::new();
+    for flag in [
+        libc::CLONE_NEWNS,
+        libc::CLONE_NEWCGROUP,
+        libc::CLONE_NEWUTS,
+        libc::CLONE_NEWIPC,
+        libc::CLONE_NEWUSER,
+        libc::CLONE_NEWPID,
+        libc::CLONE_NEWNET,
+    ] {
+        #[allow(clippy::cast_sign_loss)] // the flags are positive
+        let flag = flag as u64;
+        let rule = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::MaskedEq(flag),
+            flag,
+        )
+        .and_then(|c| SeccompRule::new(vec![c]))
+        .map_err(|e| format!("sandbox: seccomp filter: {e}"))?;
+        new_ns.push(rule);
+    }
+    rules.insert(libc::SYS_clone, new_ns);
     if local_only {
         // socket(domain != AF_UNIX): nothing a local mirror runs needs the network.
         let not_unix = SeccompCondition::new(
@@ -806,6 +1231,64 @@ fn seccomp_filter(local_only: bool) -> Result<Option<seccompiler::BpfProgram>, S
     let prog = seccompiler::BpfProgram::try_from(filter)
         .map_err(|e| format!("sandbox: seccomp filter: {e}"))?;
     Ok(Some(prog))
+}
+
+/// BPF instructions (linux/bpf_common.h): BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K,
+/// BPF_JMP|BPF_JGE|BPF_K, BPF_RET|BPF_K.
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JMP_JEQ_K: u16 = 0x15;
+const BPF_JMP_JGE_K: u16 = 0x35;
+const BPF_RET_K: u16 = 0x06;
+/// Offsets in `struct seccomp_data`.
+const SECCOMP_DATA_NR: u32 = 0;
+const SECCOMP_DATA_ARCH: u32 = 4;
+/// x32 system calls are x86_64's with this bit set (same audit architecture).
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: Option<u32> = Some(0xC000_003E);
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: Option<u32> = Some(0xC000_00B7);
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const AUDIT_ARCH: Option<u32> = None;
+
+/// The second filter, written by hand: on this architecture, x32 calls (x86_64 only) and
+/// `clone3` give `errno` (`ENOSYS` in use); everything else, and other architectures (the
+/// first filter kills those), is allowed. seccompiler's filter matches call numbers only,
+/// so it neither sees an x32 call (the number with [`X32_SYSCALL_BIT`]) nor can it read
+/// `clone3`'s flags (they are in memory): on `ENOSYS` the C library falls back to `clone`,
+/// whose flags the first filter checks. `None` on an architecture it is not written for.
+fn fallback_filter(errno: i32) -> Option<seccompiler::BpfProgram> {
+    use seccompiler::sock_filter;
+    let arch = AUDIT_ARCH?;
+    let op = |code, k| sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code, k, jt, jf| sock_filter { code, jt, jf, k };
+    #[allow(clippy::cast_sign_loss)] // errno and call numbers are positive
+    let (errno, clone3) = (errno as u32, libc::SYS_clone3 as u32);
+    let deny = op(
+        BPF_RET_K,
+        libc::SECCOMP_RET_ERRNO | (errno & libc::SECCOMP_RET_DATA),
+    );
+    let allow = op(BPF_RET_K, libc::SECCOMP_RET_ALLOW);
+    let mut prog = vec![op(BPF_LD_W_ABS, SECCOMP_DATA_ARCH)];
+    let x32 = cfg!(target_arch = "x86_64");
+    // Another architecture: to `allow`, past the number load and the tests.
+    let tests: u8 = if x32 { 2 } else { 1 };
+    prog.push(jump(BPF_JMP_JEQ_K, arch, 0, 1 + tests));
+    prog.push(op(BPF_LD_W_ABS, SECCOMP_DATA_NR));
+    if x32 {
+        // To `deny`, past the clone3 test and `allow`.
+        prog.push(jump(BPF_JMP_JGE_K, X32_SYSCALL_BIT, 2, 0));
+    }
+    prog.push(jump(BPF_JMP_JEQ_K, clone3, 1, 0));
+    prog.push(allow);
+    prog.push(deny);
+    Some(prog)
 }
 
 /// The number of threads of this process (`Threads:` in /proc/self/status).
@@ -957,6 +1440,71 @@ mod tests {
         assert_eq!(split_option("Key v"), ("Key", "v"));
     }
 
+    /// The network and CAP_SYS_ADMIN decisions from the settings: auto takes a private
+    /// network for local destinations only, host never (and then allows network
+    /// sockets), private always; SYS_ADMIN stays for a site handler or rsync copying
+    /// xattrs.
+    #[test]
+    fn grants_decide_the_network_and_sys_admin() {
+        let grants = |args: &[&str]| {
+            let mut argv = vec!["clsync"];
+            argv.extend(args);
+            let cfg = crate::cli::parse(
+                argv.iter()
+                    .map(std::ffi::OsString::from)
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+            let g = Grants::for_worker(
+                &cfg,
+                Path::new("/srv/src"),
+                Path::new("/usr/bin/rsync"),
+                Path::new("/tmp/lists.x"),
+                None,
+            );
+            (
+                g.private_network,
+                g.local_only,
+                g.network_required,
+                g.sys_admin,
+            )
+        };
+        assert_eq!(
+            grants(&["/srv/src", "/srv/dst"]),
+            (true, true, false, false)
+        );
+        assert_eq!(
+            grants(&["--sandbox-network=host", "/srv/src", "/srv/dst"]),
+            (false, false, false, false)
+        );
+        assert_eq!(
+            grants(&["--sandbox-network=private", "/srv/src", "/srv/dst"]),
+            (true, true, true, false)
+        );
+        assert_eq!(
+            grants(&["/srv/src", "host:/srv/dst"]),
+            (false, false, false, false)
+        );
+        assert!(
+            grants(&["--rsync-option=-aHAX", "/srv/src", "/srv/dst"]).3,
+            "rsync copies xattrs"
+        );
+        assert!(
+            grants(&[
+                "-M",
+                "shell",
+                "-S",
+                "/bin/true",
+                "-W",
+                "/srv/src",
+                "-D",
+                "/srv/dst"
+            ])
+            .3,
+            "a site handler"
+        );
+    }
+
     #[test]
     fn filter_compiles_and_lists_no_call_twice() {
         let calls = denied_calls();
@@ -1040,5 +1588,221 @@ mod tests {
                 assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
             }
         }
+    }
+
+    /// Runs `f` in a forked child and returns its exit code.
+    fn in_child(f: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child leaves with _exit and touches none of the state of the test
+        // harness's other threads; it may allocate and start a thread or a process:
+        // glibc's fork leaves malloc's locks usable in the child.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let code = f();
+                // SAFETY: leaves the forked child without running the parent's atexit work.
+                unsafe { libc::_exit(code) };
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                match nix::sys::wait::waitpid(child, None).unwrap() {
+                    nix::sys::wait::WaitStatus::Exited(_, code) => code,
+                    other => panic!("child: {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// The errno of a raw system call with no arguments that fails (0 if it worked).
+    fn errno_of(nr: libc::c_long, a0: libc::c_long, a1: libc::c_long) -> i32 {
+        // SAFETY: the calls made here take integers or a null pointer with size 0.
+        let r = unsafe { libc::syscall(nr, a0, a1) };
+        if r == -1 {
+            nix::errno::Errno::last_raw()
+        } else {
+            0
+        }
+    }
+
+    /// The second filter: clone3 gives ENOSYS (the kernel itself says EINVAL for a null
+    /// argument of size 0), and on x86_64 an x32 call gives the filter's errno (EPERM
+    /// here, to tell it from a kernel without x32, which says ENOSYS by itself), while
+    /// the same call in the x86_64 numbering and the number just below the x32 bit are
+    /// the kernel's.
+    #[test]
+    fn fallback_filter_refuses_clone3_and_x32_calls() {
+        let code = in_child(|| {
+            if errno_of(libc::SYS_clone3, 0, 0) != libc::EINVAL {
+                return 10;
+            }
+            let Some(prog) = fallback_filter(libc::ENOSYS) else {
+                return 0;
+            };
+            if seccompiler::apply_filter(&prog).is_err() {
+                return 11;
+            }
+            if errno_of(libc::SYS_clone3, 0, 0) != libc::ENOSYS {
+                return 12;
+            }
+            if errno_of(libc::SYS_getpid, 0, 0) != 0 {
+                return 13;
+            }
+            // Threads start through clone3 in glibc: the fallback to clone works.
+            if std::thread::spawn(|| 7).join().ok() != Some(7) {
+                return 14;
+            }
+            0
+        });
+        assert_eq!(code, 0);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let code = in_child(|| {
+                let Some(prog) = fallback_filter(libc::EPERM) else {
+                    return 20;
+                };
+                if seccompiler::apply_filter(&prog).is_err() {
+                    return 21;
+                }
+                let x32_getpid = libc::c_long::from(X32_SYSCALL_BIT) | libc::SYS_getpid;
+                if errno_of(x32_getpid, 0, 0) != libc::EPERM {
+                    return 22;
+                }
+                if errno_of(libc::SYS_getpid, 0, 0) != 0 {
+                    return 23;
+                }
+                let below = libc::c_long::from(X32_SYSCALL_BIT) - 1;
+                if errno_of(below, 0, 0) != libc::ENOSYS {
+                    return 24;
+                }
+                0
+            });
+            assert_eq!(code, 0);
+        }
+    }
+
+    /// The first filter refuses clone with a CLONE_NEW* flag (the fallback for clone3);
+    /// a plain fork still works.
+    #[test]
+    fn filter_refuses_clone_into_new_namespaces() {
+        let code = in_child(|| {
+            let Ok(Some(prog)) = seccomp_filter(false) else {
+                return 10;
+            };
+            if nix::sys::prctl::set_no_new_privs().is_err()
+                || seccompiler::apply_filter(&prog).is_err()
+            {
+                return 11;
+            }
+            let flags = libc::c_long::from(libc::CLONE_NEWUTS | libc::SIGCHLD);
+            if errno_of(libc::SYS_clone, flags, 0) != libc::EPERM {
+                return 12;
+            }
+            match std::process::Command::new("/bin/true").status() {
+                Ok(st) if st.success() => 0,
+                _ => 13,
+            }
+        });
+        assert_eq!(code, 0);
+    }
+
+    /// The capability sets of this process, from /proc/self/status (hex masks).
+    fn cap_masks() -> BTreeMap<String, u64> {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.starts_with("Cap")
+                    .then(|| Some((k.to_string(), u64::from_str_radix(v.trim(), 16).ok()?)))?
+            })
+            .collect()
+    }
+
+    /// `isolate` as root: the bounding set is cut to the kept capabilities (SYS_ADMIN
+    /// only when asked), the inheritable and ambient sets are empty, and the worker is
+    /// in new IPC, UTS and (when asked) network namespaces.
+    #[test]
+    fn isolate_cuts_capabilities_and_takes_namespaces() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: cutting capabilities needs root");
+            return;
+        }
+        let ns = |n: &str| std::fs::read_link(format!("/proc/self/ns/{n}")).unwrap();
+        let (net, ipc) = (ns("net"), ns("ipc"));
+        let mask = |caps: &[Capability]| caps.iter().fold(0u64, |m, c| m | c.bitmask());
+        for sys_admin in [false, true] {
+            let (net, ipc) = (net.clone(), ipc.clone());
+            let code = in_child(move || {
+                let g = Grants {
+                    private_network: !sys_admin,
+                    sys_admin,
+                    ..Grants::default()
+                };
+                let Ok(mut sb) = Sandbox::prepare(&g) else {
+                    return 10;
+                };
+                let had = cap_masks()["CapPrm"];
+                if let Err(e) = sb.isolate() {
+                    eprintln!("isolate: {e}");
+                    return 11;
+                }
+                let mut kept = KEPT_CAPS.to_vec();
+                if sys_admin {
+                    kept.push(Capability::CAP_SYS_ADMIN);
+                }
+                kept.retain(|c| had & c.bitmask() != 0);
+                let m = cap_masks();
+                if m["CapBnd"] != mask(&kept) {
+                    return 12;
+                }
+                if m["CapPrm"] != mask(&kept) || m["CapEff"] != mask(&kept) {
+                    return 13;
+                }
+                if m["CapInh"] != 0 || m["CapAmb"] != 0 {
+                    return 14;
+                }
+                // A private network exactly when asked (here: without sys_admin).
+                let same_net = ns("net") == net;
+                if ns("ipc") == ipc || same_net != sys_admin {
+                    return 15;
+                }
+                let want: &[&str] = if sys_admin {
+                    &["ipc", "uts"]
+                } else {
+                    &["net", "ipc", "uts"]
+                };
+                if sb.namespaces != want {
+                    return 16;
+                }
+                0
+            });
+            assert_eq!(code, 0, "sys_admin {sys_admin}");
+        }
+    }
+
+    #[test]
+    fn preserved_capabilities_are_the_originals_four_by_name() {
+        assert_eq!(
+            parse_preserved("CAP_DAC_READ_SEARCH, kill,cap_setuid,,CAP_KILL").unwrap(),
+            [
+                Capability::CAP_DAC_READ_SEARCH,
+                Capability::CAP_KILL,
+                Capability::CAP_SETUID
+            ]
+        );
+        assert_eq!(parse_preserved("").unwrap(), []);
+        let e = parse_preserved("CAP_SETUID,CAP_SYS_ADMIN").unwrap_err();
+        assert!(e.starts_with("CAP_SYS_ADMIN cannot be kept"), "{e}");
+        let e = parse_preserved("CAP_FLY").unwrap_err();
+        assert!(e.contains("\"CAP_FLY\" is not a capability"), "{e}");
+        assert_eq!("permittied".parse(), Ok(Inherit::Permitted));
+        assert!("all".parse::<Inherit>().is_err());
+    }
+
+    #[test]
+    fn xattr_options_are_found_in_bundles() {
+        let has =
+            |a: &[&str]| copies_xattrs(&a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>());
+        assert!(has(&["-aHAX"]));
+        assert!(has(&["--xattrs"]));
+        assert!(has(&["-X"]));
+        assert!(!has(&["-aH", "--exclude=X", "--delete"]));
     }
 }

@@ -67,6 +67,8 @@ pub struct Values {
     pub chroot: Option<PathBuf>,
     /// Added to those of the layer below (not replacing them).
     pub sandbox_extra: crate::sandbox::Extra,
+    pub preserve_capabilities: Option<Vec<caps::Capability>>,
+    pub inherit_capabilities: Option<crate::sandbox::Inherit>,
     pub progress: Option<bool>,
     /// `Some(0)` turns it off (as does leaving it unset everywhere).
     pub wait_for_close: Option<Duration>,
@@ -138,7 +140,8 @@ impl Values {
             debug_min, pid_file, ignore_exitcodes, timeout_sync, initial, pre_exit_hook,
             exit_hook, standby_file, retries, one_file_system, monitor, full_initialsync,
             exit_on_no_events, max_iterations, quiet, output, background, lists_dir,
-            dont_unlink_lists, threading, max_parallel_syncs, sandbox_network, sandbox_min, chroot;
+            dont_unlink_lists, threading, max_parallel_syncs, sandbox_network, sandbox_min, chroot,
+            preserve_capabilities, inherit_capabilities;
             sync_handler, ssh_options, rsync_options, rules, sandbox_extra,
         );
         v.sync_handler = match sync_handler {
@@ -263,6 +266,8 @@ pub fn build(v: Values, d: Defaults) -> Result<Config, StartError> {
         sandbox_network: v.sandbox_network.unwrap_or_default(),
         sandbox_extra: v.sandbox_extra,
         chroot: v.chroot,
+        preserve_capabilities: v.preserve_capabilities.unwrap_or_default(),
+        inherit_capabilities: v.inherit_capabilities.unwrap_or_default(),
         progress: v.progress,
         wait_for_close: nonzero(v.wait_for_close),
         verify_interval: nonzero(v.verify_interval),
@@ -312,6 +317,7 @@ pub fn build(v: Values, d: Defaults) -> Result<Config, StartError> {
         super::profile::check_label(l).map_err(|e| usage(format!("label: {e}")))?;
     }
     cfg.check_mode().map_err(usage)?;
+    crate::sandbox::check_network(&cfg).map_err(usage)?;
     Ok(cfg)
 }
 

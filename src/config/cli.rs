@@ -261,6 +261,14 @@ struct Args {
     privileged_gid: Option<String>,
     #[arg(long = "cancel-syscalls", hide = true, value_name = "SYSCALLS")]
     cancel_syscalls: Option<String>,
+    /// Capabilities the worker keeps after dropping to --uid, comma-separated: any of
+    /// CAP_DAC_READ_SEARCH, CAP_SETUID, CAP_SETGID, CAP_KILL (as in the original)
+    #[arg(short = 'C', long = "preserve-capabilities", value_name = "LIST")]
+    preserve_capabilities: Option<String>,
+    /// Whether the handlers inherit the capabilities of --preserve-capabilities: clsync or
+    /// permitted (yes), empty or dont-touch (no) [default: empty]
+    #[arg(long = "inherit-capabilities", value_name = "MODE", value_parser = parse_inherit_capabilities)]
+    inherit_capabilities: Option<crate::sandbox::Inherit>,
     /// Accepted: no event is ever skipped (an inotify overflow means a rescan)
     #[arg(long = "exit-on-sync-skip")]
     exit_on_sync_skip: bool,
@@ -330,17 +338,12 @@ enum Sub {
     },
 }
 
-/// Why the original's capability options are not supported.
-const SANDBOX: &str = "keeping capabilities after --uid or passing them on to handlers is not supported; run the worker as root (--sandbox confines it) or give the handler its capabilities with systemd's AmbientCapabilities=";
-
 /// Options of the original clsync that this version does not support, with the reason:
 /// named in a clear error rather than a generic "unexpected argument".
 const UNSUPPORTED_OPTIONS: &[(Option<char>, &str, &str)] = &[
-    (Some('C'), "preserve-capabilities", SANDBOX),
     (None, "config-block-inherits", "on the command line; write config-block-inherits into the block of the -H configuration file (or use inherits in a profile)"),
     (None, "custom-signals", "signals have fixed meanings (see SIGNALS in clsync(1))"),
     (None, "fts-experimental-optimization", "the tree walk does not use fts(3); there is nothing to tune"),
-    (None, "inherit-capabilities", SANDBOX),
     (None, "socket", "the worker has no control socket: use its signals (USR1 state, USR2 full resync, HUP rules reload, TERM stop), or clsync-manager"),
     (None, "socket-mod", "the worker has no control socket (see --socket)"),
     (None, "socket-own", "the worker has no control socket (see --socket)"),
@@ -465,6 +468,10 @@ fn parse_sandbox(s: &str) -> Result<crate::sandbox::Mode, String> {
 }
 
 fn parse_sandbox_network(s: &str) -> Result<crate::sandbox::Network, String> {
+    s.parse()
+}
+
+fn parse_inherit_capabilities(s: &str) -> Result<crate::sandbox::Inherit, String> {
     s.parse()
 }
 
@@ -687,6 +694,13 @@ fn layer(a: Args) -> Result<Values, StartError> {
             write: a.sandbox_write,
             exec: paths(original.exec).chain(a.sandbox_exec).collect(),
         },
+        preserve_capabilities: a
+            .preserve_capabilities
+            .as_deref()
+            .map(crate::sandbox::parse_preserved)
+            .transpose()
+            .map_err(|e| usage("preserve-capabilities", e))?,
+        inherit_capabilities: a.inherit_capabilities,
         progress: a.progress,
         wait_for_close: a.wait_for_close,
         verify_interval: a.verify_interval,

@@ -99,6 +99,10 @@ pub struct Config {
     /// The root the worker changes to once the tree is watched (the original's
     /// `--chroot`; every path it uses must be at the same place inside).
     pub chroot: Option<PathBuf>,
+    /// Capabilities kept across the drop to `uid` (`preserve-capabilities`, `-C`).
+    pub preserve_capabilities: Vec<caps::Capability>,
+    /// Whether the handlers inherit them (`inherit-capabilities`).
+    pub inherit_capabilities: crate::sandbox::Inherit,
     /// The command line this configuration came from: SIGHUP parses it again (re-reading
     /// the profile or configuration file) and applies what can change at run time.
     pub reload_args: Option<Vec<OsString>>,
@@ -257,7 +261,8 @@ restart_or_reload! {
         one_file_system, monitor, pid_file, output, status_file, sync_handler_uid,
         sync_handler_gid, lists_nul, synclist_simplify, have_recursive_sync,
         rsync_prefer_include, background, initial, full_initialsync, dont_unlink_lists,
-        sandbox, sandbox_network, sandbox_extra, chroot;
+        sandbox, sandbox_network, sandbox_extra, chroot, preserve_capabilities,
+        inherit_capabilities;
     reload: ignore_failures, modification_signature, dump_dir, wait_for_close,
         verify_interval, allow_empty_source, strict_modes, reload_args, delays, threshold_bigfile,
         rules_file, rules_inline, globs, rsync_inclimit, debug, ignore_exitcodes,

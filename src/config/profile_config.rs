@@ -169,6 +169,13 @@ pub fn layer(r: &Resolved, file: &Path) -> Result<Values, StartError> {
             write: paths(&v.sandbox_write),
             exec: paths(&v.sandbox_exec),
         },
+        preserve_capabilities: v
+            .preserve_capabilities
+            .as_ref()
+            .map(|l| crate::sandbox::parse_preserved(&l.join(",")))
+            .transpose()
+            .map_err(err)?,
+        inherit_capabilities: parsed(&v.inherit_capabilities).map_err(err)?,
         progress: v.progress,
         wait_for_close: v.wait_for_close,
         verify_interval: v.verify_interval,

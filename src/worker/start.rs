@@ -54,9 +54,11 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
     };
     // Root only; the sandbox's rules are then opened inside the new root.
     chroot::enter(&cfg)?;
-    // Opened as root, applied after the uid drop and before the first thread.
-    let sandbox = prepare_sandbox(&cfg, &paths, &lists_dir, control.as_ref())?;
-    drop_privileges(cfg.uid, cfg.gid)?;
+    // Opened as root; namespaces and capabilities while still root, the rest after the
+    // uid drop; all before the first thread.
+    let mut sandbox = prepare_sandbox(&cfg, &paths, &lists_dir, control.as_ref())?;
+    isolate(sandbox.as_mut())?;
+    drop_privileges(&cfg)?;
     let sandbox = confine(sandbox)?;
     let (mut poll, waker, mut signals) = wake_ups(&mut watcher)?;
     let (runner, targets) = handlers(
@@ -612,8 +614,6 @@ fn ssh_control_dir(cfg: &Config) -> Result<Option<tempfile::TempDir>, StartError
     )
 }
 
-/// `uid` / `gid`: the worker drops to this user and group once the tree is watched and
-/// the pid file written (the watches stay; list files and the handler run as them).
 /// The confinement (`sandbox`), prepared while the worker is still root: every granted
 /// path is opened and the filter compiled, so that what can fail fails here.
 fn prepare_sandbox(
@@ -638,22 +638,27 @@ fn prepare_sandbox(
         .map_err(StartError::Sandbox)
 }
 
+/// The private namespaces and the cut capabilities of a confined worker: after the
+/// watches (fanotify_init needs `CAP_SYS_ADMIN`), the fork to the background and the pid
+/// file; before the uid drop (unsharing needs root) and the first thread (capabilities
+/// are a thread's own).
+fn isolate(sandbox: Option<&mut crate::sandbox::Sandbox>) -> Result<(), StartError> {
+    match sandbox {
+        Some(sb) => sb.isolate().map_err(StartError::Sandbox),
+        None => Ok(()),
+    }
+}
+
 /// Applies the prepared confinement; from here on the worker and all it runs are confined.
 /// Before the first thread ([`wake_ups`] starts the event reader). Returns what it
 /// achieved, for the worker's state.
 fn confine(sandbox: Option<crate::sandbox::Sandbox>) -> Result<crate::report::Sandbox, StartError> {
     if let Some(sb) = sandbox {
         let done = sb.enforce().map_err(StartError::Sandbox)?;
-        log::info!(
-            "sandbox: landlock {}, seccomp ({} calls refused{}), no-new-privileges",
-            done.landlock,
-            done.seccomp,
-            if done.no_network {
-                ", network sockets too"
-            } else {
-                ""
-            }
-        );
+        log::info!("{}", done.describe());
+        if let Some(kept) = &done.capabilities {
+            log::debug!("sandbox: capabilities kept: {}", kept.join(" "));
+        }
         return Ok(crate::report::Sandbox {
             enabled: true,
             enforced: Some(done),
@@ -662,9 +667,24 @@ fn confine(sandbox: Option<crate::sandbox::Sandbox>) -> Result<crate::report::Sa
     Ok(crate::report::Sandbox::OFF)
 }
 
-fn drop_privileges(uid: Option<u32>, gid: Option<u32>) -> Result<(), StartError> {
+/// `uid` / `gid`: the worker drops to this user and group once the tree is watched and
+/// the pid file written (the watches stay; list files and the handler run as them).
+/// `preserve-capabilities` (`-C`) keeps the capabilities it names across the drop, and
+/// `inherit-capabilities` passes them on to the handlers.
+fn drop_privileges(cfg: &Config) -> Result<(), StartError> {
     use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    let (uid, gid) = (cfg.uid, cfg.gid);
     let fail = |what, source| StartError::Privileges { what, source };
+    // Only a drop away from root loses capabilities (`--uid 0` keeps them all).
+    let preserve = if uid.is_some_and(|u| u != 0) {
+        &cfg.preserve_capabilities[..]
+    } else {
+        if !cfg.preserve_capabilities.is_empty() {
+            log::debug!("preserve-capabilities: no drop from root; the worker keeps root's");
+        }
+        &[]
+    };
+    crate::sandbox::keep_before_uid_drop(preserve).map_err(StartError::Sandbox)?;
     if let Some(g) = gid {
         let g = Gid::from_raw(g);
         setgroups(&[g]).map_err(|e| fail("setgroups", e))?;
@@ -675,6 +695,20 @@ fn drop_privileges(uid: Option<u32>, gid: Option<u32>) -> Result<(), StartError>
     }
     if let Some(u) = uid {
         setuid(Uid::from_raw(u)).map_err(|e| fail("setuid", e))?;
+    }
+    crate::sandbox::keep_after_uid_drop(preserve, cfg.inherit_capabilities)
+        .map_err(StartError::Sandbox)?;
+    if !preserve.is_empty() {
+        let names: Vec<String> = preserve.iter().map(ToString::to_string).collect();
+        info!(
+            "kept after the drop to uid: {}{}",
+            names.join(" "),
+            if cfg.inherit_capabilities.passes_on() {
+                " (the handlers inherit them)"
+            } else {
+                ""
+            }
+        );
     }
     if uid.is_some() || gid.is_some() {
         info!(

@@ -135,6 +135,11 @@ const SAMPLES: &[(&str, &str)] = &[
     ("sandbox-read", "[\"/etc\"]"),
     ("sandbox-write", "[\"/tmp\"]"),
     ("sandbox-exec", "[\"/usr/bin\"]"),
+    (
+        "preserve-capabilities",
+        "[\"CAP_DAC_READ_SEARCH\", \"CAP_KILL\"]",
+    ),
+    ("inherit-capabilities", "\"clsync\""),
     ("progress", "true"),
     ("verify-interval", "\"1h\""),
     ("wait-for-close", "\"30s\""),

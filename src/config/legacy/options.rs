@@ -17,9 +17,6 @@ pub(super) enum Applied {
     Ignored(&'static str),
 }
 
-const NO_SANDBOX: &str =
-    "keeping capabilities after the uid drop or passing them on to handlers is not supported";
-
 /// Keys the original knows that have no setting here, with the reason.
 pub(super) fn ignored_reason(key: &str) -> Option<&'static str> {
     Some(match key {
@@ -30,7 +27,6 @@ pub(super) fn ignored_reason(key: &str) -> Option<&'static str> {
         "socket" | "socket-auth" | "socket-mod" | "socket-own" => {
             "the control socket is not supported"
         }
-        "preserve-capabilities" | "inherit-capabilities" => NO_SANDBOX,
         "exit-on-sync-skipping" | "exit-on-sync-skip" => {
             "inotify queue overflows are handled by a full resync"
         }
@@ -98,6 +94,8 @@ pub(super) const MAPPED_KEYS: &[&str] = &[
     "sync-on-quit",
     "debug",
     "label",
+    "preserve-capabilities",
+    "inherit-capabilities",
     // Older names.
     "rules-path",
     "dir-destination",
@@ -207,6 +205,18 @@ pub(super) fn apply(v: &mut ProfileValues, key: &str, value: &str) -> Result<App
             v.monitor = text();
         }
         "ignore-exitcode" => v.ignore_exitcode = Some(exit_codes(value)?),
+        "preserve-capabilities" => {
+            crate::sandbox::parse_preserved(value)
+                .map_err(|e| format!("preserve-capabilities = {value:?}: {e}"))?;
+            let names = value.split(',').map(str::trim).filter(|n| !n.is_empty());
+            v.preserve_capabilities = Some(names.map(String::from).collect());
+        }
+        "inherit-capabilities" => {
+            value
+                .parse::<crate::sandbox::Inherit>()
+                .map_err(|e| format!("inherit-capabilities = {e}"))?;
+            v.inherit_capabilities = text();
+        }
         _ if super::sandbox_options::find(key).is_some() => return sandbox_option(v, key, value),
         _ => {
             return match ignored_reason(key) {

@@ -408,6 +408,8 @@ fn mapped_keys_are_all_handled() {
             "output" => "stdout",
             "threading" => "full",
             "monitor" => "fanotify",
+            "preserve-capabilities" => "CAP_DAC_READ_SEARCH,CAP_KILL",
+            "inherit-capabilities" => "clsync",
             _ => "1",
         };
         let mut v = ProfileValues::default();
@@ -635,4 +637,33 @@ fn the_originals_sandbox_keys_in_h_files_and_imports() {
     }
     let back = profile::parse_values(Path::new("web.toml"), toml).unwrap();
     assert_eq!(back, blocks[0].values);
+}
+
+#[test]
+fn preserve_capabilities_takes_the_originals_four_and_names_another() {
+    let mut v = ProfileValues::default();
+    assert!(matches!(
+        apply(
+            &mut v,
+            "preserve-capabilities",
+            "CAP_DAC_READ_SEARCH,CAP_KILL"
+        ),
+        Ok(Applied::Set)
+    ));
+    assert_eq!(
+        v.preserve_capabilities,
+        Some(vec!["CAP_DAC_READ_SEARCH".into(), "CAP_KILL".into()])
+    );
+    let e = apply(&mut v, "preserve-capabilities", "CAP_SYS_ADMIN")
+        .err()
+        .unwrap();
+    assert!(
+        e.starts_with("preserve-capabilities = \"CAP_SYS_ADMIN\": CAP_SYS_ADMIN cannot be kept"),
+        "{e}"
+    );
+    let e = apply(&mut v, "inherit-capabilities", "all").err().unwrap();
+    assert!(
+        e.contains("expected empty, dont-touch, clsync or permitted"),
+        "{e}"
+    );
 }

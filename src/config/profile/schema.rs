@@ -77,6 +77,8 @@ pub const KEYS: &[&str] = &[
     "sandbox-read",
     "sandbox-write",
     "sandbox-exec",
+    "preserve-capabilities",
+    "inherit-capabilities",
     "progress",
     "verify-interval",
     "wait-for-close",
@@ -313,6 +315,20 @@ pub struct ProfileValues {
     pub sandbox_write: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_exec: Option<Vec<String>>,
+    /// Capabilities kept across the drop to `uid` (the original's `-C`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_preserve_capabilities"
+    )]
+    pub preserve_capabilities: Option<Vec<String>>,
+    /// `empty`, `dont-touch`, `clsync` or `permitted`: whether the handlers inherit them.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_inherit_capabilities"
+    )]
+    pub inherit_capabilities: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<bool>,
     /// Periodic verification against the source (not in the original).
@@ -426,7 +442,7 @@ impl ProfileValues {
             standby_file, modification_signature, rsync_inclimit, output, debug, uid, gid,
             sync_handler_uid, sync_handler_gid, lists_nul, dump_dir, destinations, ssh_command,
             ssh_identity, ssh_port, ssh_options, rsync_options, rsync_password_file,
-            allow_empty_source, strict_modes, sandbox, sandbox_network, sandbox_read, sandbox_write, sandbox_exec, progress, verify_interval, wait_for_close, monitor, peer, split_brain, resolver, resolver_timeout,
+            allow_empty_source, strict_modes, sandbox, sandbox_network, sandbox_read, sandbox_write, sandbox_exec, preserve_capabilities, inherit_capabilities, progress, verify_interval, wait_for_close, monitor, peer, split_brain, resolver, resolver_timeout,
             split_brain_notify, pair_dir, peer_pair_dir, autostart, restart,
             restart_delay, restart_max_delay, start_limit_burst, start_limit_interval,
             stop_timeout, inherits,
@@ -520,6 +536,21 @@ pub const THREADING_MODES: &[&str] = &["off", "safe", "full"];
 fn de_sandbox_network<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;
     s.parse::<crate::sandbox::Network>()
+        .map_err(serde::de::Error::custom)?;
+    Ok(Some(s))
+}
+
+fn de_preserve_capabilities<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    crate::sandbox::parse_preserved(&v.join(",")).map_err(serde::de::Error::custom)?;
+    Ok(Some(v))
+}
+
+fn de_inherit_capabilities<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse::<crate::sandbox::Inherit>()
         .map_err(serde::de::Error::custom)?;
     Ok(Some(s))
 }

@@ -205,6 +205,8 @@ fn all_set() -> ProfileValues {
         sandbox_read: l(&["/etc/myapp"]),
         sandbox_write: l(&["/var/backups/old"]),
         sandbox_exec: l(&["/opt/venv/bin"]),
+        preserve_capabilities: l(&["CAP_DAC_READ_SEARCH", "CAP_KILL"]),
+        inherit_capabilities: s("clsync"),
         progress: Some(true),
         verify_interval: Some(Duration::from_secs(3600)),
         wait_for_close: Some(Duration::from_secs(30)),
@@ -260,6 +262,8 @@ fn every_key_is_accepted_and_unknown_rejected() {
             "true",
             "1",
             "[1]",
+            "[\"CAP_KILL\"]",
+            "\"clsync\"",
         ]
         .iter()
         .any(|v| parse(&format!("{key} = {v}")).is_ok_and(|p| p != ProfileValues::default()));
@@ -590,4 +594,16 @@ fn profiles_dir_precedence() {
         PathBuf::from("/etc/clsync")
     );
     assert_eq!(profiles_dir_from(None, None), PathBuf::from("/etc/clsync"));
+}
+
+#[test]
+fn preserve_capabilities_outside_the_originals_four_is_refused_with_its_line() {
+    let e = parse("preserve-capabilities = [\"CAP_KILL\", \"CAP_NET_ADMIN\"]").unwrap_err();
+    let e = e.to_string();
+    assert!(e.contains(":1:"), "{e}");
+    assert!(e.contains("CAP_NET_ADMIN cannot be kept"), "{e}");
+    let e = parse("inherit-capabilities = \"all\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("inherit-capabilities"), "{e}");
 }

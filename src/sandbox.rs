@@ -17,7 +17,7 @@ the calling thread only, so a thread started earlier would stay free):
    time zone, TLS roots, ssh's client configuration), never `/etc` as a whole, so
    `/etc/shadow` and host keys stay closed; read of the watch tree (read and write in a
    failover pair, whose pulls write into it); read and write of each local destination,
-   the lists directory, the ssh control directory, the status file's and the dump
+   the lists directory, the handlers' private `TMPDIR`, the ssh control directory, the status file's and the dump
    directory's, and the pair's record directories; read and execute of the sync handler,
    the hooks and the pair's resolver and notifier; read of the profile, `-H` and rules
    files (a reload reads them again). Signals to processes outside the worker's domain and

@@ -56,7 +56,8 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
     chroot::enter(&cfg)?;
     // Opened as root; namespaces and capabilities while still root, the rest after the
     // uid drop; all before the first thread.
-    let mut sandbox = prepare_sandbox(&cfg, &paths, &lists_dir, control.as_ref())?;
+    // `_handler_tmp` keeps the handlers' TMPDIR alive until the worker ends.
+    let (mut sandbox, _handler_tmp) = prepare_sandbox(&cfg, &paths, &lists_dir, control.as_ref())?;
     isolate(sandbox.as_mut())?;
     drop_privileges(&cfg)?;
     let sandbox = confine(sandbox)?;
@@ -615,27 +616,64 @@ fn ssh_control_dir(cfg: &Config) -> Result<Option<tempfile::TempDir>, StartError
 }
 
 /// The confinement (`sandbox`), prepared while the worker is still root: every granted
-/// path is opened and the filter compiled, so that what can fail fails here.
+/// path is opened and the filter compiled, so that what can fail fails here. Also the
+/// handlers' private temporary directory ([`handler_tmp`]), kept alive by the caller.
 fn prepare_sandbox(
     cfg: &Config,
     paths: &Paths,
     lists_dir: &std::path::Path,
     control: Option<&tempfile::TempDir>,
-) -> Result<Option<crate::sandbox::Sandbox>, StartError> {
+) -> Result<(Option<crate::sandbox::Sandbox>, Option<tempfile::TempDir>), StartError> {
     if !cfg.sandbox.on() {
-        return Ok(None);
+        return Ok((None, None));
     }
     cfg.sandbox_extra.check().map_err(StartError::Sandbox)?;
-    let grants = crate::sandbox::Grants::for_worker(
+    let mut grants = crate::sandbox::Grants::for_worker(
         cfg,
         &paths.src,
         &paths.rsync,
         lists_dir,
         control.map(tempfile::TempDir::path),
     );
-    crate::sandbox::Sandbox::prepare(&grants)
-        .map(Some)
-        .map_err(StartError::Sandbox)
+    let tmp = handler_tmp(cfg)?;
+    grants.write.push(tmp.path().to_path_buf());
+    if let Some(parent) = tmp.path().parent() {
+        grants.remove_dir.push(parent.to_path_buf());
+    }
+    let sandbox = crate::sandbox::Sandbox::prepare(&grants).map_err(StartError::Sandbox)?;
+    Ok((Some(sandbox), Some(tmp)))
+}
+
+/// A confined worker's handlers and hooks get a private temporary directory as `TMPDIR`
+/// (removed at exit): the sandbox does not let them write `/tmp` itself, and a script's
+/// `mktemp` should work. Owned by the user the handler runs as, mode 0700. Set in the
+/// environment here, before the worker's first thread.
+fn handler_tmp(cfg: &Config) -> Result<tempfile::TempDir, StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |source| StartError::MakeDir {
+        what: "the handlers' temporary files",
+        source,
+    };
+    let t = tempfile::Builder::new()
+        .prefix("clsync-tmp.")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(fail)?;
+    let (uid, gid) = (
+        cfg.sync_handler_uid.or(cfg.uid),
+        cfg.sync_handler_gid.or(cfg.gid),
+    );
+    if uid.is_some() || gid.is_some() {
+        nix::unistd::chown(
+            t.path(),
+            uid.map(nix::unistd::Uid::from_raw),
+            gid.map(nix::unistd::Gid::from_raw),
+        )
+        .map_err(|e| fail(e.into()))?;
+    }
+    // The worker has one thread here (the sandbox is applied before the first).
+    std::env::set_var("TMPDIR", t.path());
+    Ok(t)
 }
 
 /// The private namespaces and the cut capabilities of a confined worker: after the

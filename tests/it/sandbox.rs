@@ -24,6 +24,7 @@ try outside sh -c "echo x > '$o/written'"
 try shadow cat /etc/shadow
 try unshare unshare -m true
 try socket python3 -c 'import socket; socket.socket()'
+try mktemp sh -c 'f=$(mktemp) && echo x > "$f" && rm "$f"'
 mkdir -p "$d/m"
 try mount busybox mount -t tmpfs none "$d/m"
 }} > "$d/.probe.tmp"
@@ -146,6 +147,8 @@ fn a_sandboxed_handler_cannot_write_outside_read_shadow_or_mount() {
         line(&probe, "socket").contains("PermissionError: [Errno 1] Operation not permitted"),
         "{probe}"
     );
+    // /tmp is closed, but the handler's TMPDIR is a private directory of its own.
+    assert_eq!(line(&probe, "mktemp"), "ok", "{probe}");
     let log = w.stderr();
     assert!(
         log.contains("sandbox: landlock full, seccomp ("),

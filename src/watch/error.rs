@@ -53,7 +53,7 @@ pub(super) fn instances_advice() -> String {
     let limit_text = limit.map_or_else(|| "?".to_string(), |l| l.to_string());
     let suggest = limit.unwrap_or(128).saturating_mul(4).max(1024);
     format!(
-        "{sysctl} = {limit_text}{} for uid {uid}, and each clsync worker needs one; raise it, e.g. `sysctl {sysctl}={suggest}` (persist it in /etc/sysctl.d/), or use `monitor = fanotify` (root: one fanotify group per worker, not counted here)",
+        "{sysctl} = {limit_text}{} for uid {uid}, and each clsync worker needs one (with monitor = fanotify too, for its root); raise it, e.g. `sysctl {sysctl}={suggest}`, and persist it in /etc/sysctl.d/",
         held.map_or_else(String::new, |n| format!(", {n} in use"))
     )
 }

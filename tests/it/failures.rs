@@ -430,7 +430,7 @@ fn used_up_inotify_instances_are_named_with_the_sysctl() {
     for want in [
         format!("fs.inotify.max_user_instances = {limit}"),
         "for uid 65534".to_string(),
-        "monitor = fanotify".to_string(),
+        "sysctl fs.inotify.max_user_instances=".to_string(),
     ] {
         assert!(err.contains(&want), "{want:?} not in: {err}");
     }

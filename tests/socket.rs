@@ -96,6 +96,19 @@ fn status_within(m: &Mgr, deadline: Duration) -> Result<Duration, String> {
     }
 }
 
+/// What a manager holds at rest: the least of a few looks at one (a look can catch a
+/// descriptor in passing). Samples spaced in time, not a wait for a state.
+fn fds_at_rest(t: &TestDir) -> usize {
+    let m = Mgr::start(&t.root.join("probe"));
+    (0..20)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            fds(m.pid())
+        })
+        .min()
+        .unwrap()
+}
+
 fn fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -411,18 +424,7 @@ fn worker_log_escapes_file_names() {
 #[test]
 fn descriptor_exhaustion_evicts_and_does_not_stall() {
     let t = TestDir::new("socket-emfile");
-    // What a manager holds at rest (the least of a few looks: a look can catch a
-    // descriptor in passing).
-    let base = {
-        let m = Mgr::start(&t.root.join("probe"));
-        (0..20)
-            .map(|_| {
-                std::thread::sleep(Duration::from_millis(5));
-                fds(m.pid())
-            })
-            .min()
-            .unwrap()
-    };
+    let base = fds_at_rest(&t);
     let m = Mgr::start_opts(
         &t.root.join("tight"),
         &MgrOpts {
@@ -454,16 +456,7 @@ fn descriptor_exhaustion_evicts_and_does_not_stall() {
 #[test]
 fn a_slow_client_at_the_descriptor_limit_is_answered() {
     let t = TestDir::new("socket-slow");
-    let base = {
-        let m = Mgr::start(&t.root.join("probe"));
-        (0..20)
-            .map(|_| {
-                std::thread::sleep(Duration::from_millis(5));
-                fds(m.pid())
-            })
-            .min()
-            .unwrap()
-    };
+    let base = fds_at_rest(&t);
     let m = Mgr::start_opts(
         &t.root.join("tight"),
         &MgrOpts {
@@ -505,9 +498,11 @@ fn inherited_descriptors_are_closed() {
     let t = TestDir::new("socket-inherit");
     let marker = t.root.join("inherited-marker");
     let f = std::fs::File::create(&marker).unwrap();
-    // SAFETY: clears close-on-exec on a descriptor this test owns.
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    // SAFETY: F_SETFD on a descriptor this test owns (`f`, open until after the manager
+    // started); it only clears close-on-exec, no memory is involved.
+    let cleared = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    assert_eq!(cleared, 0);
     let m = Mgr::start(&t.root.join("m"));
     drop(f);
     let held: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", m.pid()))
@@ -535,32 +530,16 @@ fn a_socket_directory_others_may_write_to_is_refused() {
     let profiles = t.root.join("profiles");
     mkdir(&profiles);
     let sock = open.join("m.sock");
-    let mut out = Command::new(MGR)
-        .args(["run", "--profiles-dir"])
-        .arg(&profiles)
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--socket")
-        .arg(&sock)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = out.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = out.kill();
-            let _ = out.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut err = String::new();
-    out.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let (status, err) = run_within(
+        Command::new(MGR)
+            .args(["run", "--profiles-dir"])
+            .arg(&profiles)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--socket")
+            .arg(&sock),
+        Duration::from_secs(10),
+    );
     assert!(
         status.is_some_and(|s| !s.success()),
         "the manager started ({status:?}): {err}"

@@ -1010,6 +1010,35 @@ pub fn assert_synced_now_filtered(
 
 /// Poll `check` until it returns Ok; panic with its last error on timeout.
 #[track_caller]
+/// Runs `cmd` (stdin closed, stdout dropped, stderr kept) and waits up to `timeout` for it
+/// to end: its exit status (`None` when it was still running and was killed) and stderr.
+/// For programs that should refuse to start: one that starts instead is not waited on
+/// forever.
+#[allow(dead_code)]
+pub fn run_within(cmd: &mut Command, timeout: Duration) -> (Option<ExitStatus>, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().expect("piped").read_to_string(&mut err);
+    (status, err)
+}
+
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> Result<(), String>) {
     let start = Instant::now();
     loop {

@@ -821,29 +821,13 @@ fn a_missing_destination_below_a_shared_directory_is_not_created() {
     let shared = shared_dir(&t, "shared", 0o1777, false);
     plant_as_nobody(&target, &shared.join("x"));
     let dst = shared.join("x").join("mirror");
-    let mut c = Command::new(BIN)
-        .args(["-t", "0.1", "-w", "0.1", "--exit-on-no-events"])
-        .arg(&t.src)
-        .arg(&dst)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + REFUSE_TIMEOUT;
-    let status = loop {
-        if let Some(st) = c.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            let _ = c.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut c.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, err) = run_within(
+        Command::new(BIN)
+            .args(["-t", "0.1", "-w", "0.1", "--exit-on-no-events"])
+            .arg(&t.src)
+            .arg(&dst),
+        REFUSE_TIMEOUT,
+    );
     assert!(
         !exists_nofollow(&target.join("mirror")),
         "root created the destination through nobody's symlink: {err}"

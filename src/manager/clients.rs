@@ -274,11 +274,7 @@ impl Daemon {
     /// descriptor budget less the running workers' share is smaller (never none, so that
     /// `status` can always be asked).
     pub(super) fn client_cap(&self) -> usize {
-        let workers = self
-            .instances
-            .values()
-            .filter(|i| i.worker.is_some())
-            .count();
+        let workers = self.running_workers();
         let left = self
             .limits
             .fd_budget
@@ -286,14 +282,18 @@ impl Daemon {
         self.limits.max_clients.min(left).max(1)
     }
 
+    /// How many instances have a worker running (each holds [`FDS_PER_WORKER`]).
+    fn running_workers(&self) -> usize {
+        self.instances
+            .values()
+            .filter(|i| i.worker.is_some())
+            .count()
+    }
+
     /// Whether one more worker fits in the descriptor budget with room left for one
     /// client (so that `status` can still be asked); the error says what to raise.
     pub(super) fn worker_fits(&self) -> Result<(), String> {
-        let workers = self
-            .instances
-            .values()
-            .filter(|i| i.worker.is_some())
-            .count();
+        let workers = self.running_workers();
         let need = FIXED_FDS + FDS_PER_WORKER * (workers + 1) + 1;
         if need <= self.limits.fd_budget {
             return Ok(());

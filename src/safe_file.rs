@@ -164,12 +164,9 @@ pub fn ensure_dir(dir: &Path, what: &str, mode: u32, also: Option<u32>) -> Resul
     check_dir(dir, what, also)
 }
 
-/// Renames `from` to `to`, both relative to `root` (the bytes of a relative path), with
-/// every directory on the way resolved below `root` and no symlink followed: a component
-/// that is a symlink (a mirrored one, say `d -> /etc`) fails the rename with `ELOOP`
-/// or `EXDEV` instead of renaming `/etc/passwd`. The last components are renamed as
-/// they are (a symlink there is moved, not followed).
-pub fn rename_beneath(root: &Path, from: &[u8], to: &[u8]) -> io::Result<()> {
+/// `root` opened as a directory (`O_PATH`) for [`rename_beneath`]: once for a batch of
+/// renames.
+pub fn open_root(root: &Path) -> io::Result<OwnedFd> {
     use nix::fcntl::OFlag;
     let dir = nix::fcntl::open(
         root,
@@ -177,9 +174,17 @@ pub fn rename_beneath(root: &Path, from: &[u8], to: &[u8]) -> io::Result<()> {
         nix::sys::stat::Mode::empty(),
     )?;
     // SAFETY: `open` just returned this descriptor and nothing else owns it.
-    let dir = unsafe { std::os::fd::OwnedFd::from_raw_fd(dir) };
-    let (from_dir, from_name) = parent_beneath(&dir, from)?;
-    let (to_dir, to_name) = parent_beneath(&dir, to)?;
+    Ok(unsafe { OwnedFd::from_raw_fd(dir) })
+}
+
+/// Renames `from` to `to`, both relative to `root` (a directory from [`open_root`]; the
+/// bytes of relative paths), with every directory on the way resolved below `root` and
+/// no symlink followed: a component that is a symlink (a mirrored one, say `d -> /etc`)
+/// fails the rename with `ELOOP` or `EXDEV` instead of renaming `/etc/passwd`. The last
+/// components are renamed as they are (a symlink there is moved, not followed).
+pub fn rename_beneath(root: &OwnedFd, from: &[u8], to: &[u8]) -> io::Result<()> {
+    let (from_dir, from_name) = parent_beneath(root, from)?;
+    let (to_dir, to_name) = parent_beneath(root, to)?;
     nix::fcntl::renameat(
         Some(from_dir.as_raw_fd()),
         from_name,
@@ -250,6 +255,36 @@ fn open_beneath(root: &OwnedFd, rel: &std::ffi::OsStr) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rename_beneath_moves_inside_and_refuses_links_and_dot_dot() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, out) = (t.path().join("root"), t.path().join("out"));
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(root.join("d/f"), b"x").unwrap();
+        std::fs::write(out.join("f"), b"outside").unwrap();
+        std::os::unix::fs::symlink(&out, root.join("link")).unwrap();
+        let fd = open_root(&root).unwrap();
+        rename_beneath(&fd, b"d/f", b"d/g").unwrap();
+        assert!(root.join("d/g").exists() && !root.join("d/f").exists());
+        for (from, to) in [
+            (&b"link/f"[..], &b"link/g"[..]),
+            (b"d/g", b"link/g"),
+            (b"../out/f", b"../out/g"),
+            (b"/d/g", b"d/h"),
+            (b"d/..", b"e"),
+        ] {
+            assert!(
+                rename_beneath(&fd, from, to).is_err(),
+                "{} -> {}",
+                from.escape_ascii(),
+                to.escape_ascii()
+            );
+        }
+        assert!(out.join("f").exists() && !out.join("g").exists());
+        assert!(root.join("d/g").exists());
+    }
 
     #[test]
     fn write_atomic_replaces_a_symlink_and_leaves_its_target() {

@@ -514,18 +514,24 @@ impl Handler {
         match &self.cfg.mover {
             Mover::None => {}
             Mover::Local(dir) => {
+                let root = match crate::safe_file::open_root(dir) {
+                    Ok(root) => root,
+                    Err(e) => {
+                        log::debug!("moves at {}: {e} (rsync follows)", dir.display());
+                        return;
+                    }
+                };
                 for (from, to) in moves {
-                    let (f, t) = (abs_path(dir, from), abs_path(dir, to));
                     // Not through a symlink mirrored into the destination (`d -> /etc`).
-                    match crate::safe_file::rename_beneath(dir, from, to) {
+                    match crate::safe_file::rename_beneath(&root, from, to) {
                         Ok(()) => log::debug!(
                             "moved {} to {} at the destination",
-                            f.display(),
-                            t.display()
+                            abs_path(dir, from).display(),
+                            abs_path(dir, to).display()
                         ),
                         Err(e) => log::debug!(
                             "move of {} at the destination: {e} (rsync follows)",
-                            f.display()
+                            abs_path(dir, from).display()
                         ),
                     }
                 }

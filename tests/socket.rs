@@ -216,9 +216,10 @@ fn low_descriptor_limit_holds() {
         "ulimit -n 128: {} of 300 connections made, manager at most {most} fds, status in {took:?}",
         conns.len()
     );
+    // The budget: the limit less a quarter kept free (32 of 128).
     assert!(
-        most < 128,
-        "the manager reached {most} descriptors (limit 128)"
+        most <= 96,
+        "the manager reached {most} descriptors (limit 128, budget 96)"
     );
 }
 
@@ -367,19 +368,22 @@ fn bad_limit_in_the_environment_is_refused() {
         ("CLSYNC_MANAGER_MAX_CLIENTS", "0"),
         ("CLSYNC_MANAGER_MAX_CLIENTS", "-3"),
     ] {
-        let o = Command::new(MGR)
-            .args(["run", "--profiles-dir"])
-            .arg(t.root.join("profiles"))
-            .arg("--state-dir")
-            .arg(t.root.join("state"))
-            .arg("--socket")
-            .arg(t.root.join("m.sock"))
-            .env(var, value)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{var}={value}: {err}");
+        let (status, err) = run_within(
+            Command::new(MGR)
+                .args(["run", "--profiles-dir"])
+                .arg(t.root.join("profiles"))
+                .arg("--state-dir")
+                .arg(t.root.join("state"))
+                .arg("--socket")
+                .arg(t.root.join("m.sock"))
+                .env(var, value),
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(1),
+            "{var}={value}: {err}"
+        );
         assert_eq!(
             err.trim_end(),
             format!("clsync-manager: error: {var}=\"{value}\": expected a positive whole number"),
@@ -518,7 +522,9 @@ fn inherited_descriptors_are_closed() {
 /// The control socket in a directory others may write to (where a local user could swap
 /// the socket, or plant a symlink for root to chown) is refused with one line naming the
 /// directory, and no socket is made; a private directory works, and with a socket group
-/// the socket is 0660 of that group and a planted symlink is not followed.
+/// the socket is bound 0660 and given that group. (That the group is set without
+/// following a symlink swapped in after bind is a race no test can plant: in a private
+/// directory nobody else can make one.)
 #[test]
 fn a_socket_directory_others_may_write_to_is_refused() {
     use std::os::unix::fs::MetadataExt;

@@ -1008,18 +1008,19 @@ pub fn assert_synced_now_filtered(
     );
 }
 
-/// Poll `check` until it returns Ok; panic with its last error on timeout.
-#[track_caller]
 /// Runs `cmd` (stdin closed, stdout dropped, stderr kept) and waits up to `timeout` for it
 /// to end: its exit status (`None` when it was still running and was killed) and stderr.
 /// For programs that should refuse to start: one that starts instead is not waited on
 /// forever.
 #[allow(dead_code)]
 pub fn run_within(cmd: &mut Command, timeout: Duration) -> (Option<ExitStatus>, String) {
+    // stderr to an unnamed file, not a pipe: a program that writes much would block on a
+    // full pipe and be taken for one that started.
+    let mut log = tempfile::tempfile().expect("tempfile");
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log.try_clone().expect("dup"))
         .spawn()
         .expect("spawn");
     let deadline = Instant::now() + timeout;
@@ -1034,11 +1035,14 @@ pub fn run_within(cmd: &mut Command, timeout: Duration) -> (Option<ExitStatus>, 
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let mut err = String::new();
-    let _ = child.stderr.take().expect("piped").read_to_string(&mut err);
-    (status, err)
+    let mut err = Vec::new();
+    use std::io::Seek;
+    let _ = log.rewind().and_then(|()| log.read_to_end(&mut err));
+    (status, String::from_utf8_lossy(&err).into_owned())
 }
 
+/// Poll `check` until it returns Ok; panic with its last error on timeout.
+#[track_caller]
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> Result<(), String>) {
     let start = Instant::now();
     loop {

@@ -413,20 +413,19 @@ fn used_up_inotify_instances_are_named_with_the_sysctl() {
         });
     }
     let mut hog = hog.spawn().unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(BIN)
-        .args(["--exit-on-no-events"])
-        .arg(&t.src)
-        .arg(&t.dst)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (status, err) = run_within(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(BIN)
+            .args(["--exit-on-no-events"])
+            .arg(&t.src)
+            .arg(&t.dst),
+        SYNC_TIMEOUT,
+    );
     drop(hog.stdin.take());
     let _ = hog.kill();
     let _ = hog.wait();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(5), "exit code: {err}");
+    assert_eq!(status.and_then(|s| s.code()), Some(5), "exit code: {err}");
     for want in [
         format!("fs.inotify.max_user_instances = {limit}"),
         "for uid 65534".to_string(),

@@ -266,9 +266,8 @@ fn chroot_refuses_a_missing_bind_mount_naming_it() {
         t.src.clone().into(),
         t.dst.clone().into(),
     ];
-    let out = in_jail(&t, &[&t.dst], &t.root, &args).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    let (status, err) = run_within(&mut in_jail(&t, &[&t.dst], &t.root, &args), SYNC_TIMEOUT);
+    assert_eq!(status.and_then(|s| s.code()), Some(3), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     let src = t.src.display();
     let inside = format!("{}{}", jail.display(), t.src.display());
@@ -285,11 +284,11 @@ fn chroot_refuses_a_missing_bind_mount_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let tmp = std::fs::canonicalize(tmp.path()).unwrap();
     std::fs::remove_dir_all(&jail).unwrap();
-    let out = in_jail(&t, &[&t.src, &t.dst], &tmp, &args)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    let (status, err) = run_within(
+        &mut in_jail(&t, &[&t.src, &t.dst], &tmp, &args),
+        SYNC_TIMEOUT,
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(3), "{err}");
     assert!(
         err.contains(&format!("the lists directory {}/", tmp.display()))
             && err.contains("is missing): bind-mount it there (mount --bind "),
@@ -303,15 +302,14 @@ fn chroot_refuses_a_missing_bind_mount_naming_it() {
 #[test]
 fn pivot_root_without_chroot_is_refused() {
     let t = tree("orig-sandbox-pivot");
-    let out = std::process::Command::new(BIN)
-        .args(["--pivot-root=auto"])
-        .arg(&t.src)
-        .arg(&t.dst)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (status, err) = run_within(
+        std::process::Command::new(BIN)
+            .args(["--pivot-root=auto"])
+            .arg(&t.src)
+            .arg(&t.dst),
+        SYNC_TIMEOUT,
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{err}");
     assert!(
         err.contains("--pivot-root needs --chroot, as in the original"),
         "{err}"

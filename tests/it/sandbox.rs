@@ -258,6 +258,8 @@ fn a_sandboxed_worker_empties_its_pid_file_at_exit() {
         pid.clone().into(),
     ];
     let mut w = Worker::start_in(&run, &t.src, &t.dst, &args);
+    // Confined: it cannot remove the pid file (its directory is not granted).
+    w.assert_sandboxed();
     let text = std::fs::read_to_string(&pid).unwrap();
     assert_eq!(text.trim(), w.pid().to_string());
     w.stop_ok();

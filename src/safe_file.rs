@@ -68,15 +68,19 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<FileId> {
     Ok((m.dev(), m.ino()))
 }
 
-/// Creates `path` as a new file, mode `mode` (under the umask), open for writing:
+/// Creates `path` as a new file, mode exactly `mode` (whatever the umask), open for writing:
 /// `O_EXCL|O_NOFOLLOW|O_CLOEXEC`, so an existing file or symlink there is an error.
 pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
-    std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(mode)
+        .mode(mode & 0o700)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+        .open(path)?;
+    // The mode asked for, whatever the umask (a list another user's handler must read
+    // is 0644 under umask 077 too); through the descriptor, never the name.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    Ok(f)
 }
 
 /// Reads `path` unless it is a symlink (`O_NOFOLLOW`); returns its text and identity.

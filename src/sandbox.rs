@@ -1140,7 +1140,12 @@ fn landlock_ruleset(g: &Grants) -> Result<RulesetCreated, String> {
             };
             // A file gets the file rights of the kind only (a directory right on a file
             // is refused by the kernel).
-            let is_dir = std::fs::metadata(p).is_ok_and(|m| m.is_dir());
+            // Asked of the descriptor opened, not of the path again (which could name
+            // another file by now).
+            let is_dir = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(
+                &std::os::fd::AsFd::as_fd(&fd),
+            ))
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
             let access = if is_dir {
                 access
             } else {

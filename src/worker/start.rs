@@ -133,6 +133,10 @@ fn check(cfg: &Config) -> Result<(crate::rules::Rules, Paths), StartError> {
     if let Some(p) = &cfg.pid_file {
         PidFile::check(p)?;
     }
+    // A mistyped sandbox-read/-write/-exec path is told here, before the fork.
+    if cfg.sandbox.on() {
+        cfg.sandbox_extra.check().map_err(StartError::Sandbox)?;
+    }
     Ok((rules, Paths { src, dsts, rsync }))
 }
 
@@ -545,7 +549,12 @@ fn list_files_dir(cfg: &mut Config) -> Result<(Option<tempfile::TempDir>, PathBu
     }
     let lists = match &cfg.lists_dir {
         Some(d) => {
+            let made = d.symlink_metadata().is_err();
             crate::config::check_lists_dir(d, cfg.uid)?;
+            if made {
+                // Made here as root: the worker's and the handler's, as a temporary one.
+                give_lists_dir(d, cfg)?;
+            }
             None
         }
         None => {
@@ -559,26 +568,7 @@ fn list_files_dir(cfg: &mut Config) -> Result<(Option<tempfile::TempDir>, PathBu
                     what: "list files",
                     source,
                 })?;
-            // The worker writes its lists after dropping to `uid`; a handler running as
-            // another user must be able to read them (the directory is then 0711: its
-            // files can be opened by name, not listed).
-            let fail = |e: Box<dyn std::error::Error + Send + Sync>| StartError::ListsDir {
-                path: t.path().to_path_buf(),
-                source: e,
-            };
-            if cfg.uid.is_some() || cfg.gid.is_some() {
-                nix::unistd::chown(
-                    t.path(),
-                    cfg.uid.map(nix::unistd::Uid::from_raw),
-                    cfg.gid.map(nix::unistd::Gid::from_raw),
-                )
-                .map_err(|e| fail(e.into()))?;
-            }
-            let writer = cfg.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
-            if cfg.sync_handler_uid.is_some_and(|u| u != writer) {
-                std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o711))
-                    .map_err(|e| fail(e.into()))?;
-            }
+            give_lists_dir(t.path(), cfg)?;
             Some(t)
         }
     };
@@ -588,6 +578,33 @@ fn list_files_dir(cfg: &mut Config) -> Result<(Option<tempfile::TempDir>, PathBu
         (None, None) => unreachable!("one of the two is set"),
     };
     Ok((lists, lists_dir))
+}
+
+/// A lists directory the worker made (0700, root's): the worker writes its lists after
+/// dropping to `uid`, so it becomes `uid`'s; a handler running as another user must be
+/// able to read them (the directory is then 0711: its files can be opened by name, not
+/// listed).
+fn give_lists_dir(dir: &std::path::Path, cfg: &Config) -> Result<(), StartError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |e: Box<dyn std::error::Error + Send + Sync>| StartError::ListsDir {
+        path: dir.to_path_buf(),
+        source: e,
+    };
+    // Through a descriptor of the directory itself: never a symlink put in its place.
+    let d = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|e| fail(e.into()))?;
+    if cfg.uid.is_some() || cfg.gid.is_some() {
+        std::os::unix::fs::fchown(&d, cfg.uid, cfg.gid).map_err(|e| fail(e.into()))?;
+    }
+    let writer = cfg.uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    if cfg.sync_handler_uid.is_some_and(|u| u != writer) {
+        d.set_permissions(std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| fail(e.into()))?;
+    }
+    Ok(())
 }
 
 /// ssh destinations share one connection each; its control socket lives in a private
@@ -627,7 +644,6 @@ fn prepare_sandbox(
     if !cfg.sandbox.on() {
         return Ok((None, None));
     }
-    cfg.sandbox_extra.check().map_err(StartError::Sandbox)?;
     let mut grants = crate::sandbox::Grants::for_worker(
         cfg,
         &paths.src,

@@ -443,20 +443,44 @@ fn lists_dir_keeps_the_lists_with_dont_unlink_lists() {
 /// files (in a private directory handed to that user) keep working for live syncs.
 #[test]
 fn the_worker_drops_to_uid_and_gid_and_keeps_syncing() {
+    drops_to_nobody_and_syncs("uid-drop", &[]);
+}
+
+/// The same with a `--lists-dir` the worker makes: it is handed to the user too (made
+/// root's 0700, the lists could not be written after the drop).
+#[test]
+fn a_lists_dir_the_worker_makes_is_the_uids() {
+    use std::os::unix::fs::MetadataExt;
+    let t = drops_to_nobody_and_syncs("uid-drop-lists", &["--lists-dir".into(), "LISTS".into()]);
+    let m = std::fs::symlink_metadata(t.root.join("made-lists")).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (65534, 0o700));
+}
+
+/// Runs a worker as nobody (with `extra` options; `LISTS` names `made-lists` in the
+/// test's root, not made yet) and checks a live change is synced.
+fn drops_to_nobody_and_syncs(name: &str, extra: &[OsString]) -> TestDir {
     use std::os::unix::fs::PermissionsExt;
-    let t = TestDir::new("uid-drop");
+    let t = TestDir::new(name);
     // The user's own directories: the status file's directory may be the user's, not
     // one everybody may write to (that is refused).
     for d in [&t.root, &t.src, &t.dst] {
         std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let mut w = t.start(&[
+    let mut args = vec![
         OsString::from("--uid"),
         "nobody".into(),
         "--gid".into(),
         "65534".into(),
-    ]);
+    ];
+    args.extend(extra.iter().map(|a| {
+        if a == "LISTS" {
+            t.root.join("made-lists").into_os_string()
+        } else {
+            a.clone()
+        }
+    }));
+    let mut w = t.start(&args);
     let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
@@ -468,6 +492,7 @@ fn the_worker_drops_to_uid_and_gid_and_keeps_syncing() {
     write(&t.s(b"after-drop"), b"synced by nobody");
     w.wait_synced(SYNC_TIMEOUT);
     w.stop_ok();
+    t
 }
 
 /// A long initial sync logs its progress every few seconds (bytes, percent, rate, time

@@ -622,3 +622,26 @@ fn preserve_capabilities_with_uid_0_keeps_roots() {
     );
     w.stop_ok();
 }
+
+/// A sandbox path that does not exist is refused before the worker goes to the
+/// background: the terminal sees the line and the exit status.
+#[test]
+fn a_missing_sandbox_path_is_refused_before_going_to_the_background() {
+    let t = TestDir::new("sandbox-missing-path");
+    let missing = t.root.join("no-such-dir");
+    let (status, err) = run_within(
+        std::process::Command::new(BIN)
+            .arg("--sandbox")
+            .arg("--background")
+            .arg("--sandbox-read")
+            .arg(&missing)
+            .arg(&t.src)
+            .arg(&t.dst),
+        SYNC_TIMEOUT,
+    );
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}: {err}");
+    assert!(
+        err.contains(&format!("sandbox-read {}", missing.display())),
+        "the refusal is on the terminal: {err:?}"
+    );
+}

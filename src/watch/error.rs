@@ -41,13 +41,7 @@ impl WatchError {
 /// (`fs.inotify.max_user_instances`, or `user.max_inotify_instances` when lower in this
 /// user namespace), how many this uid holds where that can be seen, and the ways out.
 pub(super) fn instances_advice() -> String {
-    let read = |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
-    let global = read("/proc/sys/fs/inotify/max_user_instances");
-    let user = read("/proc/sys/user/max_inotify_instances");
-    let (limit, sysctl) = match (global, user) {
-        (g, Some(u)) if g.is_none_or(|g| u < g) => (Some(u), "user.max_inotify_instances"),
-        (g, _) => (g, "fs.inotify.max_user_instances"),
-    };
+    let (limit, sysctl, _) = inotify_limit("max_user_instances", "max_inotify_instances");
     let uid = nix::unistd::getuid().as_raw();
     let held = instances_of(uid);
     let limit_text = limit.map_or_else(|| "?".to_string(), |l| l.to_string());
@@ -87,30 +81,35 @@ fn instances_of(uid: u32) -> Option<usize> {
     Some(n)
 }
 
+/// An inotify limit in force: `fs.inotify.NAME`, or `user.USER_NAME` of this user
+/// namespace when that is lower (the lower one is what bites); with the sysctl's name and
+/// the global value.
+fn inotify_limit(name: &str, user_name: &str) -> (Option<u64>, String, Option<u64>) {
+    let read = |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+    let global = read(&format!("/proc/sys/fs/inotify/{name}"));
+    match read(&format!("/proc/sys/user/{user_name}")) {
+        Some(u) if global.is_none_or(|g| u < g) => (Some(u), format!("user.{user_name}"), global),
+        _ => (global, format!("fs.inotify.{name}"), global),
+    }
+}
+
 /// What to tell a user whose tree needs `needed` watches: the limit in force, the
 /// sysctl that sets it and a value that fits. Inside a user namespace
 /// `user.max_inotify_watches` may be lower than the global
 /// `fs.inotify.max_user_watches`; the lower one is what bites, and both are named.
 pub(super) fn watch_limit_advice(needed: usize) -> String {
-    let read = |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
-    let global = read("/proc/sys/fs/inotify/max_user_watches");
-    let user = read("/proc/sys/user/max_inotify_watches");
+    let (limit, sysctl, global) = inotify_limit("max_user_watches", "max_inotify_watches");
     let show = |v: Option<u64>| v.map_or_else(|| "?".to_string(), |v| v.to_string());
-    let (limit, sysctl, state) = match (global, user) {
-        (g, Some(u)) if g.is_none_or(|g| u < g) => (
-            u,
-            "user.max_inotify_watches",
-            format!(
-                "user.max_inotify_watches = {u} in this user namespace (fs.inotify.max_user_watches = {})",
-                show(global)
-            ),
-        ),
-        (g, _) => (
-            g.unwrap_or(0),
-            "fs.inotify.max_user_watches",
-            format!("fs.inotify.max_user_watches = {}", show(g)),
-        ),
+    let state = if sysctl.starts_with("user.") {
+        format!(
+            "{sysctl} = {} in this user namespace (fs.inotify.max_user_watches = {})",
+            show(limit),
+            show(global)
+        )
+    } else {
+        format!("{sysctl} = {}", show(limit))
     };
+    let limit = limit.unwrap_or(0);
     let suggest = (needed as u64 + 8192).max(limit.saturating_mul(2));
     format!(
         "{state}, this tree needs at least {needed} watches (plus those other programs use); raise it, e.g. `sysctl {sysctl}={suggest}`"

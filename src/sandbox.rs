@@ -1537,62 +1537,52 @@ mod tests {
             exec: SYSTEM_DIRS.iter().map(PathBuf::from).collect(),
             ..Grants::default()
         };
-        // SAFETY: the child only makes system calls and leaves with _exit; the test
-        // harness's other threads are not touched in it.
-        match unsafe { nix::unistd::fork() }.unwrap() {
-            nix::unistd::ForkResult::Child => {
-                let code = (|| {
-                    let sb = Sandbox::prepare(&g).ok()?;
-                    // A forked child of the test harness has one thread.
-                    let done = sb.enforce().ok()?;
-                    if done.landlock != "full" {
-                        return Some(10);
-                    }
-                    let denied = |r: std::io::Result<()>| {
-                        r.is_err_and(|e| e.raw_os_error() == Some(libc::EACCES))
-                    };
-                    if std::fs::write(inside.join("ok"), b"x").is_err() {
-                        return Some(11);
-                    }
-                    if !denied(std::fs::write(outside.join("f"), b"x")) {
-                        return Some(12);
-                    }
-                    if !denied(std::fs::read(outside.join("secret")).map(|_| ())) {
-                        return Some(13);
-                    }
-                    let target =
-                        std::ffi::CString::new(inside.as_os_str().as_encoded_bytes()).ok()?;
-                    // SAFETY: valid NUL-terminated strings and a null data pointer.
-                    let m = unsafe {
-                        libc::mount(
-                            c"none".as_ptr(),
-                            target.as_ptr(),
-                            c"tmpfs".as_ptr(),
-                            0,
-                            std::ptr::null(),
-                        )
-                    };
-                    if m != -1 || nix::errno::Errno::last() != nix::errno::Errno::EPERM {
-                        return Some(14);
-                    }
-                    let tcp = std::net::TcpListener::bind("127.0.0.1:0");
-                    if !tcp.is_err_and(|e| e.raw_os_error() == Some(libc::EPERM)) {
-                        return Some(15);
-                    }
-                    if std::os::unix::net::UnixDatagram::unbound().is_err() {
-                        return Some(16);
-                    }
-                    Some(0)
-                })()
-                .unwrap_or(9);
-                // SAFETY: leaves the forked child without running the parent's atexit work.
-                unsafe { libc::_exit(code) };
-            }
-            nix::unistd::ForkResult::Parent { child } => {
-                let st = nix::sys::wait::waitpid(child, None).unwrap();
-                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
-            }
-        }
+        let code = in_child(|| {
+            (|| {
+                let sb = Sandbox::prepare(&g).ok()?;
+                // A forked child of the test harness has one thread.
+                let done = sb.enforce().ok()?;
+                if done.landlock != "full" {
+                    return Some(10);
+                }
+                let denied = |r: std::io::Result<()>| {
+                    r.is_err_and(|e| e.raw_os_error() == Some(libc::EACCES))
+                };
+                if std::fs::write(inside.join("ok"), b"x").is_err() {
+                    return Some(11);
+                }
+                if !denied(std::fs::write(outside.join("f"), b"x")) {
+                    return Some(12);
+                }
+                if !denied(std::fs::read(outside.join("secret")).map(|_| ())) {
+                    return Some(13);
+                }
+                let target = std::ffi::CString::new(inside.as_os_str().as_encoded_bytes()).ok()?;
+                // SAFETY: valid NUL-terminated strings and a null data pointer.
+                let m = unsafe {
+                    libc::mount(
+                        c"none".as_ptr(),
+                        target.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    )
+                };
+                if m != -1 || nix::errno::Errno::last() != nix::errno::Errno::EPERM {
+                    return Some(14);
+                }
+                let tcp = std::net::TcpListener::bind("127.0.0.1:0");
+                if !tcp.is_err_and(|e| e.raw_os_error() == Some(libc::EPERM)) {
+                    return Some(15);
+                }
+                if std::os::unix::net::UnixDatagram::unbound().is_err() {
+                    return Some(16);
+                }
+                Some(0)
+            })()
+            .unwrap_or(9)
+        });
+        assert_eq!(code, 0, "the check that failed in the confined child");
     }
 
     /// Runs `f` in a forked child and returns its exit code.

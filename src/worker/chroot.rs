@@ -47,9 +47,11 @@ pub(super) fn check(
         let inside = within(dir, &path);
         let host = std::fs::metadata(&path)
             .map_err(|e| refuse(format!("the {what} {}: {e}", crate::logger::path(&path))))?;
-        let same = in_root(dir, &path)
-            .and_then(|f| f.metadata())
-            .is_ok_and(|m| (m.dev(), m.ino()) == (host.dev(), host.ino()));
+        let same = match in_root(dir, &path).and_then(|f| f.metadata()) {
+            Ok(m) => (m.dev(), m.ino()) == (host.dev(), host.ino()),
+            Err(e) if e.raw_os_error().is_none() => return Err(refuse(e.to_string())),
+            Err(_) => false,
+        };
         if !same {
             return Err(refuse(format!(
                 "the {what} {p} is not at the same path inside it ({i} is {state}): bind-mount it there (mount --bind {p} {i})",
@@ -119,36 +121,26 @@ pub(super) fn enter(cfg: &Config) -> Result<(), StartError> {
 /// absolute link in the jail leads where it will lead after the chroot, not to the
 /// host's file of that name.
 fn in_root(dir: &Path, path: &Path) -> std::io::Result<std::fs::File> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
     use std::os::fd::{AsRawFd, FromRawFd};
-    use std::os::unix::ffi::OsStrExt;
     let root = std::fs::File::open(dir)?;
     let rel = path.strip_prefix("/").unwrap_or(path);
     let rel = if rel.as_os_str().is_empty() {
-        std::ffi::CString::new(".")
+        Path::new(".")
     } else {
-        std::ffi::CString::new(rel.as_os_str().as_bytes())
-    }
-    .map_err(std::io::Error::other)?;
-    // SAFETY: open_how is plain integers; all zero is its empty value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: a valid directory descriptor, a NUL-terminated path and an open_how of the
-    // size passed; the kernel only reads them.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            rel.as_ptr(),
-            std::ptr::addr_of!(how),
-            std::mem::size_of::<libc::open_how>(),
-        )
+        rel
     };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd as i32) })
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = nix::fcntl::openat2(root.as_raw_fd(), rel, how).map_err(|e| match e {
+        nix::errno::Errno::ENOSYS => std::io::Error::other(
+            "this kernel has no openat2 (Linux 5.6): --chroot cannot check its paths",
+        ),
+        e => e.into(),
+    })?;
+    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 /// `path` as it is seen inside `dir`.

@@ -24,6 +24,8 @@ use std::path::{Component, Path, PathBuf};
 /// One line of mountinfo, the fields we use.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mount {
+    /// The mount's id (what `statx` gives as `stx_mnt_id`; reused once it is unmounted).
+    pub id: u64,
     /// `major:minor` as the kernel prints it.
     pub dev: String,
     /// The directory of the file system this mount shows.
@@ -62,7 +64,11 @@ pub fn parse(text: &[u8]) -> Vec<Mount> {
     text.split(|&b| b == b'\n')
         .filter_map(|line| {
             let f: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-            (f.len() >= 5).then(|| Mount {
+            if f.len() < 5 {
+                return None;
+            }
+            Some(Mount {
+                id: std::str::from_utf8(f[0]).ok()?.parse().ok()?,
                 dev: String::from_utf8_lossy(f[2]).into_owned(),
                 root: unescape(f[3]),
                 point: unescape(f[4]),
@@ -181,6 +187,10 @@ mod tests {
     #[test]
     fn places_follow_bind_mounts() {
         let m = parse(TABLE);
+        assert_eq!(
+            m.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [22, 30, 31, 32, 33]
+        );
         assert_eq!(
             place(&m, Path::new("/mnt/y/a")),
             Some(("8:1".into(), PathBuf::from("/srv/top/src/sub/a")))

@@ -248,3 +248,53 @@ fn writes_after_directory_renames_land_at_the_new_path() {
     w.wait_synced(SYNC_TIMEOUT);
     w.stop_ok();
 }
+
+/// The root's own fate without an inotify watch: moved away or deleted, the worker stops
+/// and leaves the destination alone (the root's inode mark in the fanotify group).
+fn root_gone(name: &str, how: fn(&TestDir)) {
+    if !root_or_skip(name) {
+        return;
+    }
+    let t = TestDir::new(name);
+    for i in 0..5 {
+        write(&t.s(format!("data{i}").as_bytes()), b"precious");
+    }
+    let mut w = t.start(FAN);
+    how(&t);
+    let st = w.wait_exit(SYNC_TIMEOUT);
+    let log = w.stderr();
+    assert_eq!(st.code(), Some(1), "{log}");
+    assert!(
+        log.contains("was deleted, moved away or unmounted"),
+        "{log}"
+    );
+    for i in 0..5 {
+        assert!(
+            t.d(format!("data{i}").as_bytes()).exists(),
+            "data{i}: {log}"
+        );
+    }
+}
+
+cases! { root_gone;
+    the_root_moved_away_stops_the_worker: |t| rename(&t.src, &t.root.join("src.moved")),
+    the_root_deleted_stops_the_worker: |t| remove_dir_all(&t.src),
+}
+
+/// A file system mounted and unmounted below the root changes the mount table; the
+/// root's own mount is still there, so the worker goes on.
+#[test]
+fn a_mount_below_the_root_coming_and_going_is_not_the_roots_unmount() {
+    if !root_or_skip("mount below") {
+        return;
+    }
+    let t = TestDir::new("fan-mount-below");
+    mkdir(&t.s(b"mnt"));
+    let mut w = t.start(FAN);
+    let tmpfs = Tmpfs::mount(&t.s(b"mnt"), "");
+    drop(tmpfs);
+    write(&t.s(b"after"), b"still live");
+    w.wait_synced(SYNC_TIMEOUT);
+    w.assert_alive();
+    w.stop_ok();
+}

@@ -47,7 +47,7 @@ pub(super) fn instances_advice() -> String {
     let limit_text = limit.map_or_else(|| "?".to_string(), |l| l.to_string());
     let suggest = limit.unwrap_or(128).saturating_mul(4).max(1024);
     format!(
-        "{sysctl} = {limit_text}{} for uid {uid}, and each clsync worker needs one (with monitor = fanotify too, for its root); raise it, e.g. `sysctl {sysctl}={suggest}`, and persist it in /etc/sysctl.d/",
+        "{sysctl} = {limit_text}{} for uid {uid}, and each clsync worker watching with inotify needs one; raise it, e.g. `sysctl {sysctl}={suggest}`, and persist it in /etc/sysctl.d/, or watch with monitor = fanotify (as root: it takes no inotify instance)",
         held.map_or_else(String::new, |n| format!(", {n} in use"))
     )
 }

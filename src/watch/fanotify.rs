@@ -27,8 +27,14 @@ How an event becomes a path:
   paired without cookies; on older kernels `MOVED_FROM`/`MOVED_TO` are plain changes.
 - `FAN_Q_OVERFLOW` means events were lost: the whole tree is synced recursively, as with
   inotify's overflow.
-- the watch root's own fate (deleted, moved away, unmounted) comes from a one-directory
-  inotify watch: fanotify has no unmount event.
+- the watch root's own fate: deleted or moved away comes from an inode mark on the root
+  in the same group (`FAN_DELETE_SELF | FAN_MOVE_SELF`); unmounted from
+  `/proc/self/mountinfo`, which signals `POLLPRI` when the mount table changes (the
+  reader thread waits on it too), after which the root's mount is looked for by its id
+  and device. fanotify has no unmount event (the kernel drops the marks silently), and
+  `FAN_MNT_DETACH` (6.15) needs a second group of another kind. So a fanotify worker
+  holds no inotify instance: the per-uid limit of those (`fs.inotify.max_user_instances`)
+  does not apply to it; its group counts against `fs.fanotify.max_user_groups`.
 
 Mount points below the root are other file systems: each gets its own mark (unless
 one-file-system), and its own fd to open handles with. With filter rules the tree is still
@@ -81,15 +87,76 @@ struct Mount {
     fsid: [u8; 8],
     /// A directory on it: opened for `open_by_handle_at` while events are handled, and
     /// closed after, so the worker never keeps the file system busy (it can be unmounted,
-    /// which the root's inotify watch then reports).
+    /// which [`RootMount`] then notices).
     dir: PathBuf,
     fd: Option<OwnedFd>,
 }
 
+/// The mount the watch root is on, to notice its unmount.
+struct RootMount {
+    /// `/proc/self/mountinfo`, opened at start: `POLLPRI` on it says the mount table
+    /// changed. Being opened then, it stays the table of the start's mount namespace.
+    table: std::fs::File,
+    /// The mount's id and `major:minor`, as `statx` gave them and mountinfo prints them
+    /// (an id is reused after an unmount; the pair much less so).
+    id: u64,
+    dev: String,
+}
+
+impl RootMount {
+    fn of(root: &Path) -> io::Result<Self> {
+        let c = cpath(root)?;
+        // SAFETY: `statx` is plain integers, for which all zeroes is a valid value.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // Raw libc: nix has no statx.
+        // SAFETY: `c` is a NUL-terminated path and `stx` a writable statx, both alive for
+        // the call; failures are error returns.
+        let r = unsafe {
+            libc::statx(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+                libc::STATX_MNT_ID,
+                &mut stx,
+            )
+        };
+        if r != 0 {
+            return Err(errno());
+        }
+        if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let m = RootMount {
+            table: std::fs::File::open("/proc/self/mountinfo")?,
+            id: stx.stx_mnt_id,
+            dev: format!("{}:{}", stx.stx_dev_major, stx.stx_dev_minor),
+        };
+        if !m.mounted()? {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("mount {} ({}) is not in /proc/self/mountinfo", m.id, m.dev),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Whether the mount is still in the table (read again from its start).
+    fn mounted(&self) -> io::Result<bool> {
+        use std::io::{Read, Seek};
+        let mut f = &self.table;
+        f.seek(io::SeekFrom::Start(0))?;
+        let mut text = Vec::new();
+        f.read_to_end(&mut text)?;
+        Ok(crate::mounts::parse(&text)
+            .iter()
+            .any(|m| m.id == self.id && m.dev == self.dev))
+    }
+}
+
 pub struct FanWatcher {
     fan: OwnedFd,
-    /// The watch root itself: deleted, moved or unmounted.
-    root_watch: inotify::Inotify,
+    /// The watch root's mount: unmounted.
+    root_mount: RootMount,
     root: PathBuf,
     rules: Rules,
     one_file_system: bool,
@@ -98,7 +165,6 @@ pub struct FanWatcher {
     generation: u64,
     /// `FAN_RENAME` is in the mark (pairs moves).
     rename: bool,
-    ibuf: Vec<u8>,
     /// The thread that reads the fanotify fd, once started.
     pump: Option<Pump>,
 }
@@ -183,6 +249,9 @@ impl FanWatcher {
         let fail = |what: &str, e: io::Error| {
             let hint = match e.raw_os_error() {
                 Some(libc::EPERM) => " (it needs root: CAP_SYS_ADMIN)",
+                Some(libc::EMFILE) if what == "fanotify_init" => {
+                    " (this user's fanotify groups are used up: fs.fanotify.max_user_groups)"
+                }
                 Some(libc::EINVAL) => " (the kernel needs to be 5.9 or newer)",
                 Some(libc::EXDEV | libc::ENODEV | libc::EOPNOTSUPP) => {
                     " (the file system has no file handles or fsid)"
@@ -203,20 +272,11 @@ impl FanWatcher {
         }
         // SAFETY: fanotify_init succeeded: `fd` is a new open fd nothing else owns.
         let fan = unsafe { OwnedFd::from_raw_fd(fd) };
-        let root_watch = inotify::Inotify::init().map_err(|e| fail("inotify_init", e))?;
-        root_watch
-            .watches()
-            .add(
-                root,
-                inotify::WatchMask::DELETE_SELF
-                    | inotify::WatchMask::MOVE_SELF
-                    | inotify::WatchMask::DONT_FOLLOW
-                    | inotify::WatchMask::ONLYDIR,
-            )
-            .map_err(|e| fail(&format!("watching {}", root.display()), e))?;
+        let root_mount = RootMount::of(root)
+            .map_err(|e| fail(&format!("the mount of {}", root.display()), e))?;
         let mut w = FanWatcher {
             fan,
-            root_watch,
+            root_mount,
             root: root.to_path_buf(),
             rules: Rules::default(),
             one_file_system,
@@ -224,9 +284,10 @@ impl FanWatcher {
             cache: HashMap::new(),
             generation: 0,
             rename: true,
-            ibuf: vec![0; 4096],
             pump: None,
         };
+        w.mark_root(root)
+            .map_err(|e| fail(&format!("fanotify_mark {}", root.display()), e))?;
         let mut places = vec![root.to_path_buf()];
         if !one_file_system {
             places.extend(crate::mounts::points_below(&crate::mounts::read(), root));
@@ -236,6 +297,26 @@ impl FanWatcher {
                 .map_err(|e| fail(&format!("fanotify_mark {}", p.display()), e))?;
         }
         Ok(w)
+    }
+
+    /// Marks the root directory itself (an inode mark): its deletion and its move.
+    fn mark_root(&self, root: &Path) -> io::Result<()> {
+        let c = cpath(root)?;
+        // SAFETY: `c` is a NUL-terminated path that outlives the call, and the fanotify
+        // fd is ours and open; failures are error returns.
+        let r = unsafe {
+            libc::fanotify_mark(
+                self.fan.as_raw_fd(),
+                libc::FAN_MARK_ADD | libc::FAN_MARK_DONT_FOLLOW | libc::FAN_MARK_ONLYDIR,
+                libc::FAN_DELETE_SELF | libc::FAN_MOVE_SELF | libc::FAN_ONDIR,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+            )
+        };
+        if r != 0 {
+            return Err(errno());
+        }
+        Ok(())
     }
 
     /// Adds a file-system mark for the file system `dir` is on (once per fsid).
@@ -289,18 +370,20 @@ impl FanWatcher {
         Ok(())
     }
 
-    /// The fds to wait on: the reader thread's (see `start_pump`) and the root's inotify
-    /// watch.
-    pub fn fds(&self) -> io::Result<[RawFd; 2]> {
-        use std::os::fd::AsRawFd as _;
-        let fan = self.pump.as_ref().ok_or_else(not_started)?.fd();
-        Ok([fan, self.root_watch.as_raw_fd()])
+    /// The fd to wait on: the reader thread's (see `start_pump`).
+    pub fn fds(&self) -> io::Result<[RawFd; 1]> {
+        Ok([self.pump.as_ref().ok_or_else(not_started)?.fd()])
     }
 
-    /// Hands the reading of the fanotify fd to a thread of its own (after any fork).
+    /// Hands the reading of the fanotify fd, and the wait for mount table changes, to a
+    /// thread of its own (after any fork).
     pub fn start_pump(&mut self) -> io::Result<()> {
         if self.pump.is_none() {
-            self.pump = Some(Pump::start(self.fan.as_raw_fd(), "clsync-fanotify")?);
+            self.pump = Some(Pump::start(
+                self.fan.as_raw_fd(),
+                "clsync-fanotify",
+                Some(self.root_mount.table.as_raw_fd()),
+            )?);
         }
         Ok(())
     }
@@ -477,7 +560,6 @@ impl FanWatcher {
     /// Handles every event the reader thread has handed over (with `barrier`: every
     /// event in the kernel queue now) and reports what changed.
     pub fn drain(&mut self, out: &mut Changes, barrier: bool) -> io::Result<()> {
-        self.drain_root(out);
         let pump = self.pump.take().ok_or_else(not_started)?;
         let read = if barrier {
             pump.drain_all(|buf| self.events_in(buf, out))
@@ -485,41 +567,30 @@ impl FanWatcher {
             pump.drain(|buf| self.events_in(buf, out));
             Ok(())
         };
+        let mounts_changed = pump.take_pri();
         self.pump = Some(pump);
         for m in &mut self.mounts {
             m.fd = None;
         }
-        read
-    }
-
-    /// The root's inotify watch: any event on it means the root is gone.
-    fn drain_root(&mut self, out: &mut Changes) {
-        let mut ibuf = std::mem::take(&mut self.ibuf);
-        loop {
-            match self.root_watch.read_events(&mut ibuf) {
-                Ok(evs) => {
-                    for ev in evs {
-                        if ev.mask.intersects(
-                            inotify::EventMask::DELETE_SELF
-                                | inotify::EventMask::MOVE_SELF
-                                | inotify::EventMask::UNMOUNT
-                                | inotify::EventMask::IGNORED,
-                        ) {
-                            out.root_gone = true;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
+        if mounts_changed {
+            match self.root_mount.mounted() {
+                Ok(true) => {}
+                Ok(false) => out.root_gone = true,
+                Err(e) => warn!("cannot read /proc/self/mountinfo: {e}"),
             }
         }
-        self.ibuf = ibuf;
+        read
     }
 
     fn event(&mut self, mask: u64, info: &[u8], out: &mut Changes) {
         if mask & libc::FAN_Q_OVERFLOW != 0 {
             warn!("the kernel's fanotify queue overflowed; syncing the whole tree");
             self.rescan(out);
+            return;
+        }
+        if mask & (libc::FAN_DELETE_SELF | libc::FAN_MOVE_SELF) != 0 {
+            // Only the root's inode mark asks for these.
+            out.root_gone = true;
             return;
         }
         let mut dir: Option<Entry> = None;

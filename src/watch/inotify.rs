@@ -515,6 +515,7 @@ impl InotifyWatcher {
             self.pump = Some(pump::Pump::start(
                 self.inotify.as_raw_fd(),
                 "clsync-inotify",
+                None,
             )?);
         }
         Ok(())

@@ -10,6 +10,10 @@ once (until `EAGAIN`, so a rename's two halves stay together) and handed to the 
 one buffer, with a byte on a pipe to wake it. The loop parses the buffers when it gets
 to them; merging paths stays its job.
 
+A second fd may be given to watch for `POLLPRI` only (fanotify's `/proc/self/mountinfo`,
+which says so when the mount table changed: fanotify has no unmount event). The thread
+only notes that it fired; the loop reads the table when it gets to it ([`Pump::take_pri`]).
+
 The hand-over is bounded ([`MAX_QUEUED`] buffers): if the loop falls that far behind,
 the thread stops reading, the kernel queue fills, and its overflow event leads to the
 usual rescan. A bigger buffer is no substitute for a loop that keeps up; this one only
@@ -43,6 +47,8 @@ pub struct Pump {
     ask: OwnedFd,
     /// Barriers asked so far; the thread acknowledges each by its running count.
     asked: Cell<u64>,
+    /// The `POLLPRI` fd fired since [`take_pri`](Pump::take_pri) was last asked.
+    pri: Cell<bool>,
 }
 
 /// What the thread hands over, in the order it read it.
@@ -52,6 +58,8 @@ enum Msg {
     /// The fd was read until `EAGAIN` after this many barrier requests had arrived:
     /// everything queued in the kernel before the request has been handed over.
     Barrier(u64),
+    /// The `POLLPRI` fd fired.
+    Pri,
 }
 
 /// How long [`Pump::drain_all`] waits for the thread (it only reads: far less than this
@@ -103,8 +111,9 @@ fn clear(fd: RawFd) -> usize {
 
 impl Pump {
     /// Starts the thread reading `fd` (non-blocking; it must stay open as long as the
-    /// process runs: the watcher owns it and lives until exit).
-    pub fn start(fd: RawFd, name: &str) -> io::Result<Pump> {
+    /// process runs: the watcher owns it and lives until exit), and noting `POLLPRI` on
+    /// `pri` when given (the same goes for its life).
+    pub fn start(fd: RawFd, name: &str, pri: Option<RawFd>) -> io::Result<Pump> {
         let (wake_r, wake_w) = pipe()?;
         let (ask_r, ask_w) = pipe()?;
         let (tx, rx) = sync_channel::<Msg>(MAX_QUEUED);
@@ -113,6 +122,7 @@ impl Pump {
             .spawn(move || {
                 let mut chunk = vec![0u8; READ_SIZE];
                 let mut barriers = 0u64;
+                let mut pri = pri.unwrap_or(-1);
                 let wake = || {
                     // EAGAIN (a wake-up is pending already) is fine.
                     let _ = nix::unistd::write(&wake_w, &[1u8]);
@@ -129,16 +139,31 @@ impl Pump {
                             events: libc::POLLIN,
                             revents: 0,
                         },
+                        // A negative fd is skipped by poll.
+                        libc::pollfd {
+                            fd: pri,
+                            events: libc::POLLPRI,
+                            revents: 0,
+                        },
                     ];
                     // Raw libc: nix's poll needs a `BorrowedFd` for `fd`, which the watcher
                     // owns; nix's "poll" feature is not enabled either.
-                    // SAFETY: `pfd` is an array of two initialised pollfd structs, alive
+                    // SAFETY: `pfd` is an array of three initialised pollfd structs, alive
                     // for the call; a closed fd is reported in `revents`, not UB.
-                    if unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) } < 0 {
+                    if unsafe { libc::poll(pfd.as_mut_ptr(), 3, -1) } < 0 {
                         if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                             continue;
                         }
                         return;
+                    }
+                    let fired = pfd[2].revents;
+                    if fired & libc::POLLNVAL != 0 {
+                        pri = -1;
+                    } else if fired & (libc::POLLPRI | libc::POLLERR) != 0 {
+                        if tx.send(Msg::Pri).is_err() {
+                            return;
+                        }
+                        wake();
                     }
                     // Requests are counted before the fd is read: what the kernel queued
                     // before a request is in the reads that follow.
@@ -180,7 +205,13 @@ impl Pump {
             wake: wake_r,
             ask: ask_w,
             asked: Cell::new(0),
+            pri: Cell::new(false),
         })
+    }
+
+    /// Whether the `POLLPRI` fd fired since the last call (seen by the drains so far).
+    pub fn take_pri(&self) -> bool {
+        self.pri.replace(false)
     }
 
     /// The fd the event loop waits on (readable when buffers are waiting).
@@ -196,6 +227,7 @@ impl Pump {
             match self.rx.try_recv() {
                 Ok(Msg::Events(buf)) => f(&buf),
                 Ok(Msg::Barrier(_)) => {}
+                Ok(Msg::Pri) => self.pri.set(true),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
             }
         }
@@ -225,6 +257,7 @@ impl Pump {
                 Ok(Msg::Events(buf)) => f(&buf),
                 Ok(Msg::Barrier(n)) if n >= want => return Ok(()),
                 Ok(Msg::Barrier(_)) => {}
+                Ok(Msg::Pri) => self.pri.set(true),
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -248,7 +281,7 @@ mod tests {
     #[test]
     fn the_thread_hands_over_what_the_fd_delivers() {
         let (r, w) = pipe().unwrap();
-        let pump = Pump::start(r.as_raw_fd(), "test-pump").unwrap();
+        let pump = Pump::start(r.as_raw_fd(), "test-pump", None).unwrap();
         for i in 0..100u8 {
             nix::unistd::write(&w, &[i]).unwrap();
         }
@@ -274,7 +307,7 @@ mod tests {
     #[test]
     fn a_barrier_hands_over_everything_written_before_it() {
         let (r, w) = pipe().unwrap();
-        let pump = Pump::start(r.as_raw_fd(), "test-pump").unwrap();
+        let pump = Pump::start(r.as_raw_fd(), "test-pump", None).unwrap();
         let mut got = Vec::new();
         for round in 0..200u32 {
             let bytes = round.to_ne_bytes();

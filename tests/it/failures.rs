@@ -365,26 +365,15 @@ fn a_read_only_destination_logs_one_line_per_failed_try() {
     drop(ro);
 }
 
-/// When the uid's inotify instances are used up (`fs.inotify.max_user_instances`, 128 by
-/// default, shared by every worker of the uid), the worker says so with the sysctl, its
-/// value, the uid and the ways out, instead of "Too many open files".
-#[test]
-fn used_up_inotify_instances_are_named_with_the_sysctl() {
+/// Starts a `cat` as `uid` that holds every inotify instance the uid may have (taken
+/// before exec, as that uid, and inherited: no close-on-exec) until its stdin closes.
+/// Returns it and `fs.inotify.max_user_instances`.
+fn hog_inotify_instances(uid: u32) -> (std::process::Child, String) {
     use std::process::{Command, Stdio};
-    if !nix::unistd::geteuid().is_root() {
-        return skip("needs root (a second uid's inotify instances are used up)");
-    }
-    let t = TestDir::new("inotify-instances");
-    chmod(&t.root, 0o711);
-    for d in [&t.src, &t.dst] {
-        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
-    }
     let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
         .unwrap()
         .trim()
         .to_string();
-    // nobody takes every instance it may have (before exec, as nobody), and `cat`
-    // holds them (they are inherited: no close-on-exec) until its stdin closes.
     let n: u64 = limit.parse().unwrap();
     let mut hog = Command::new("cat");
     hog.stdin(Stdio::piped()).stdout(Stdio::null());
@@ -397,8 +386,8 @@ fn used_up_inotify_instances_are_named_with_the_sysctl() {
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0
                 || libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setresgid(65534, 65534, 65534) != 0
-                || libc::setresuid(65534, 65534, 65534) != 0
+                || libc::setresgid(uid, uid, uid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
             {
                 return Err(std::io::Error::last_os_error());
             }
@@ -412,7 +401,30 @@ fn used_up_inotify_instances_are_named_with_the_sysctl() {
             Ok(())
         });
     }
-    let mut hog = hog.spawn().unwrap();
+    (hog.spawn().unwrap(), limit)
+}
+
+fn end_hog(mut hog: std::process::Child) {
+    drop(hog.stdin.take());
+    let _ = hog.kill();
+    let _ = hog.wait();
+}
+
+/// When the uid's inotify instances are used up (`fs.inotify.max_user_instances`, 128 by
+/// default, shared by every worker of the uid), the worker says so with the sysctl, its
+/// value, the uid and the ways out, instead of "Too many open files".
+#[test]
+fn used_up_inotify_instances_are_named_with_the_sysctl() {
+    use std::process::Command;
+    if !nix::unistd::geteuid().is_root() {
+        return skip("needs root (a second uid's inotify instances are used up)");
+    }
+    let t = TestDir::new("inotify-instances");
+    chmod(&t.root, 0o711);
+    for d in [&t.src, &t.dst] {
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    let (hog, limit) = hog_inotify_instances(65534);
     let (status, err) = run_within(
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -422,16 +434,94 @@ fn used_up_inotify_instances_are_named_with_the_sysctl() {
             .arg(&t.dst),
         SYNC_TIMEOUT,
     );
-    drop(hog.stdin.take());
-    let _ = hog.kill();
-    let _ = hog.wait();
+    end_hog(hog);
     assert_eq!(status.and_then(|s| s.code()), Some(5), "exit code: {err}");
     for want in [
         format!("fs.inotify.max_user_instances = {limit}"),
         "for uid 65534".to_string(),
         "sysctl fs.inotify.max_user_instances=".to_string(),
+        "or watch with monitor = fanotify (as root: it takes no inotify instance)".to_string(),
     ] {
         assert!(err.contains(&want), "{want:?} not in: {err}");
     }
     assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+/// The way out the advice above names: a fanotify worker needs no inotify instance, so
+/// it starts and mirrors while its uid has none left (here a uid of its own, 65533, with
+/// the capabilities fanotify needs; the instances stay used up the whole time).
+#[test]
+fn a_fanotify_worker_needs_no_inotify_instance() {
+    use std::process::{Command, Stdio};
+    if !nix::unistd::geteuid().is_root() {
+        return skip("needs root (fanotify, and a second uid's inotify instances are used up)");
+    }
+    const UID: u32 = 65533;
+    let t = TestDir::new("fanotify-no-instances");
+    chmod(&t.root, 0o711);
+    let run = t.root.join("run");
+    mkdir(&run);
+    mkdir_p(&t.s(b"a/b"));
+    write(&t.s(b"a/b/before"), b"1");
+    for d in [
+        &t.src,
+        &t.s(b"a"),
+        &t.s(b"a/b"),
+        &t.s(b"a/b/before"),
+        &t.dst,
+        &run,
+    ] {
+        std::os::unix::fs::chown(d, Some(UID), Some(UID)).unwrap();
+    }
+    let status = run.join("status");
+    let log = t.root.join("worker.log");
+    let (hog, _) = hog_inotify_instances(UID);
+    let caps = "+sys_admin,+dac_read_search";
+    let mut worker = Command::new("setpriv")
+        .arg(format!("--reuid={UID}"))
+        .arg(format!("--regid={UID}"))
+        .args([
+            "--clear-groups",
+            "--inh-caps",
+            caps,
+            "--ambient-caps",
+            caps,
+            "--",
+        ])
+        .arg(BIN)
+        .args(["--monitor", "fanotify", "-t", "0.1", "-w", "0.1"])
+        .arg("--status-file")
+        .arg(&status)
+        .arg(&t.src)
+        .arg(&t.dst)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(
+        READY_TIMEOUT,
+        "readiness without an inotify instance",
+        || {
+            if let Ok(Some(st)) = worker.try_wait() {
+                return Err(format!("exited: {st}: {}", read_lossy(&log)));
+            }
+            match std::fs::read_to_string(&status) {
+                Ok(s) if s.trim() == "running" => Ok(()),
+                _ => Err("not ready".into()),
+            }
+        },
+    );
+    mkdir_p(&t.s(b"a/b/new/deeper"));
+    write(&t.s(b"a/b/new/deeper/after"), b"2");
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    let text = read_lossy(&log);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let st = worker.wait().unwrap();
+    end_hog(hog);
+    assert!(text.contains("fanotify file-system mark"), "{text}");
+    assert!(st.success(), "{st}: {}", read_lossy(&log));
 }

@@ -35,10 +35,14 @@
 //! ~10 ms of CPU). A path gone by then is deleted at the destination
 //! (`--delete-missing-args`), and a file replacing a directory replaces it (`--delete`).
 //! A name starting with `#` or `;` is listed as `./#name`: rsync reads such a line as a
-//! comment, even NUL-separated. Not where a filter list is needed: a file or a vanished path with rule-excluded paths
-//! known below it (a directory it replaces at the destination keeps them), or an ancestor
-//! that is not a directory at plan time (a symlink: rsync follows it in a listed path; one
-//! swapped in after the `lstat` is sent as a directory, and its own event repairs that).
+//! comment, even NUL-separated. Not where a filter list is needed: a file or a vanished
+//! path with rule-excluded paths known below it (a directory it replaces at the
+//! destination keeps them), or an ancestor that is not a directory at plan time (a
+//! symlink: rsync follows it in a listed path). One swapped in between the `lstat` and
+//! rsync's own is followed: the listed file is copied from where it points, under a
+//! directory (never through a symlink at the destination: implied directories are made
+//! as directories), until the swap's own event replaces that directory by the symlink;
+//! `-a` keeps the file's owner and mode.
 //!
 //! Every entry is preceded by each of its ancestor directories (`/a`, `/a/b`), without which
 //! rsync would never descend to it. Entries are sorted so that siblings share their ancestor

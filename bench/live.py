@@ -132,6 +132,8 @@ CFG = {
     "ratio_target": env_float("RATIO_TARGET", 1.2),
     "rss_target_mib": env_float("RSS_TARGET_MIB", 20.0),
     "rss_vs_lsyncd": env_float("RSS_VS_LSYNCD", 0.5),
+    # time until live <= this x the faster peer's (issue 18: 0.95)
+    "live_vs_peer": env_float("LIVE_VS_PEER", 0.95),
 }
 
 # Everything we start, so the exit path can stop it (by pid / own process group only).
@@ -1624,6 +1626,12 @@ def report(info: dict, results: list[dict], peers: list[str], error: str | None,
                 oks.append(line(f"faster than {row['name']}",
                                 f"live {fmt(live)} vs {fmt(row['live'])}",
                                 "time until live lower", live < row["live"]))
+            if others:
+                f = CFG["live_vs_peer"]
+                best = min(others, key=lambda row: row["live"])
+                oks.append(line(f"live <= {f:g} x faster peer's",
+                                f"{fmt(live)} vs {best['name']} {fmt(best['live'])}",
+                                f"target <= {fmt(f * best['live'])}", live <= f * best["live"]))
             if lsyncd_row:
                 f = CFG["rss_vs_lsyncd"]
                 oks.append(line(f"peak RSS <= {f:g} x lsyncd's",
@@ -1704,7 +1712,7 @@ def report(info: dict, results: list[dict], peers: list[str], error: str | None,
     return rc
 
 
-LAT_TARGET = env_float("LAT_TARGET", 1.5)
+LAT_TARGET = env_float("LAT_TARGET", 1.3)
 BURST_TARGET = env_float("BURST_TARGET", 1.5)
 BURST_RUNS_FRACTION = env_float("BURST_RUNS_FRACTION", 0.1)  # "far fewer" than lsyncd's
 
@@ -1832,6 +1840,12 @@ def report_extra(results: list[dict], owns: list[str], peers: list[str], parts: 
         if "lat_ratio" in c:
             verdicts.append((f"{pre}latency median / plain rsync <= {LAT_TARGET:g}",
                              c["lat_ratio"] <= LAT_TARGET, f"{c['lat_ratio']:.2f}"))
+            for pk in peers:
+                pl = rows[pk].get("lat_med")
+                if pl is not None:
+                    verdicts.append((f"{pre}latency median below {names.get(pk, pk)}'s",
+                                     c["lat_med"] < pl,
+                                     f"{ms(c['lat_med'])} vs {ms(pl)}"))
         if "burst_lost" in c:
             verdicts.append((f"{pre}burst: zero lost", max(c["burst_lost"]) == 0,
                              f"{c['burst_lost']}"))

@@ -392,7 +392,7 @@ fn hard_manager_death(name: &str, lose_state: bool) {
     write(
         &script,
         format!(
-            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in --include-from=*) while [ ! -e '{}' ]; do sleep 0.05; done;; esac; done\nexec rsync \"$@\"\n",
+            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in --include-from=*|--files-from=*) while [ ! -e '{}' ]; do sleep 0.05; done;; esac; done\nexec rsync \"$@\"\n",
             release.display()
         )
         .as_bytes(),

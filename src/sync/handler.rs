@@ -7,7 +7,7 @@ are the original clsync's, so that sites can keep their handler scripts:
 
 | mode | each batch | a recursive entry with `have-recursive-sync` |
 |---|---|---|
-| `rsyncdirect` | `rsync -aH --delete … SRC/ DST/` per part of the plan (written and moved-in files first, with `--checksum`: see plan.rs) | (refused) |
+| `rsyncdirect` | `rsync -aH --delete … SRC/ DST/` per part of the plan (written and moved-in files first, with `--checksum`; existing files and deletions by `--files-from`: see plan.rs) | (refused) |
 | `rsyncshell` | `H rsynclist LABEL INCLUDE-LIST [EXCLUDE-LIST]` per part | (refused) |
 | `shell` | `H synclist LABEL LIST` | `H initialsync LABEL ABSDIR` |
 | `direct` | `H REL… DST/` (root as `.`), split into runs of ≤ 254 paths | `H ABSDIR DST/` |
@@ -240,6 +240,8 @@ struct Vars {
     include_list: Vec<OsString>,
     include_path: Option<PathBuf>,
     exclude_path: Option<PathBuf>,
+    /// A `--files-from` list (sync/plan.rs, `Plan::Files`).
+    files_path: Option<PathBuf>,
     typ: &'static str,
     mask: Option<u32>,
     /// rsync's check for the run (`%RSYNC-ARGS%`).
@@ -426,7 +428,9 @@ impl Handler {
     ) -> Vec<Run> {
         let (src, limit) = (&self.cfg.src, self.cfg.rsync_inclimit);
         if self.own_rsync_args() {
-            plan_runs(src, entries, moves, excludes, limit)
+            // Only our own argv gets a `--files-from` run's options (`rsync_args`).
+            let files_from = self.cfg.args.is_none();
+            plan_runs(src, entries, moves, excludes, limit, files_from)
         } else {
             vec![Run {
                 check: Check::Quick,
@@ -438,22 +442,25 @@ impl Handler {
     /// The rsync modes: one step per part of each run's plan; `verify`: rsyncdirect's
     /// runs itemize what they repair (the other modes' handlers run rsync themselves).
     fn rsync(&mut self, runs: Vec<Run>, verify: bool, out: &mut Steps) -> io::Result<()> {
-        let mut parts: Vec<(Check, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        // (check, exclude list, include list or `--files-from` list, the latter)
+        type Part = (Check, Vec<u8>, Option<Vec<u8>>, bool);
+        let mut parts: Vec<Part> = Vec::new();
         for run in runs {
             match run.plan {
-                Plan::Full { exclude } => parts.push((run.check, exclude, None)),
+                Plan::Full { exclude } => parts.push((run.check, exclude, None, false)),
                 Plan::Targeted(lists) => parts.extend(
                     lists
                         .into_iter()
-                        .map(|l| (run.check, l.exclude, Some(l.include))),
+                        .map(|l| (run.check, l.exclude, Some(l.include), false)),
                 ),
+                Plan::Files(list) => parts.push((run.check, Vec::new(), Some(list), true)),
             }
         }
         let own_argv = self.cfg.mode == Mode::RsyncDirect && self.cfg.args.is_none();
         // Only rsync itself itemizes: an rsyncshell handler keeps its argv (the
         // original's `rsynclist LABEL ...`), and its output is not rsync's.
         let itemize = verify && self.cfg.mode == Mode::RsyncDirect;
-        for (check, exclude, include) in parts {
+        for (check, exclude, include, files) in parts {
             let mut vars = Vars {
                 typ: if include.is_none() && !own_argv {
                     "initialsync"
@@ -473,7 +480,9 @@ impl Handler {
                     vars.exclude_path =
                         Some(self.write_list("exclude", &exclude, &mut out.files)?);
                 }
-                if let Some(include) = include {
+                if let (Some(list), true) = (&include, files) {
+                    vars.files_path = Some(self.write_list("files", list, &mut out.files)?);
+                } else if let Some(include) = include {
                     vars.include_path =
                         Some(self.write_list("include", &include, &mut out.files)?);
                 }
@@ -593,8 +602,18 @@ impl Handler {
                 .filter(|a| !(vars.itemize && *a == PROGRESS))
                 .cloned(),
         );
-        if self.nul && (vars.exclude_path.is_some() || vars.include_path.is_some()) {
+        if self.nul
+            && (vars.exclude_path.is_some()
+                || vars.include_path.is_some()
+                || vars.files_path.is_some())
+        {
             args.push("--from0".into());
+        }
+        if let Some(p) = &vars.files_path {
+            // The listed paths alone (and their ancestors), no directory read; one that
+            // vanished since the plan is deleted at the destination.
+            args.push(prefixed("--files-from=", p));
+            args.push("--delete-missing-args".into());
         }
         if let Some(p) = &vars.exclude_path {
             args.push(prefixed("--exclude-from=", p));

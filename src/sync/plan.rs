@@ -25,6 +25,25 @@
 //!   `rsync -H` can only link names that are in the same transfer, and the other names
 //!   may be anywhere in the tree. The cost falls only on trees that use hard links.
 //!
+//! A group with no directory to sync recursively (existing files, symlinks, directories'
+//! own attributes, vanished paths: the everyday single change) is instead one
+//! `--files-from` list ([`Plan::Files`]) when the caller can run it (rsyncdirect's own
+//! argv: `--from0 --files-from=F --delete-missing-args`, no `-r`): rsync then sends the
+//! listed paths and their ancestor directories (`-R`'s implied directories) and reads no
+//! directory, where a filter list makes both sides list and `lstat` every entry of every
+//! ancestor on the way (bench/live.sh's probe: 200 and 100 entries, ~1.7 ms of rsync's
+//! ~10 ms of CPU). A path gone by then is deleted at the destination
+//! (`--delete-missing-args`), and a file replacing a directory replaces it (`--delete`).
+//! A name starting with `#` or `;` is listed as `./#name`: rsync reads such a line as a
+//! comment, even NUL-separated. Not where a filter list is needed: a file or a vanished
+//! path with rule-excluded paths known below it (a directory it replaces at the
+//! destination keeps them), or an ancestor that is not a directory at plan time (a
+//! symlink: rsync follows it in a listed path). One swapped in between the `lstat` and
+//! rsync's own is followed: the listed file is copied from where it points, under a
+//! directory (never through a symlink at the destination: implied directories are made
+//! as directories), until the swap's own event replaces that directory by the symlink;
+//! `-a` keeps the file's owner and mode.
+//!
 //! Every entry is preceded by each of its ancestor directories (`/a`, `/a/b`), without which
 //! rsync would never descend to it. Entries are sorted so that siblings share their ancestor
 //! lines, entries below a recursive entry are dropped, and the list is split into parts of
@@ -98,6 +117,10 @@ pub enum Plan {
     Full { exclude: Vec<u8> },
     /// One rsync run per part.
     Targeted(Vec<Lists>),
+    /// One rsync run over the paths of this NUL-separated list (relative, no leading
+    /// slash), `--files-from` with `--delete-missing-args`: no directory is listed (see
+    /// the module docs for when).
+    Files(Vec<u8>),
 }
 
 /// How rsync decides that a listed file needs its content sent (see the module docs).
@@ -313,9 +336,20 @@ fn whole_is_cheaper(
 /// rule-excluded paths known below the tree; those under a recursive entry are passed as
 /// excludes of its run.
 pub fn plan(root: &Path, entries: &[Entry], excludes: &BTreeSet<Vec<u8>>, limit: usize) -> Plan {
+    plan_with(root, entries, excludes, limit, false)
+}
+
+/// [`plan`], with a `--files-from` list where the group allows one and `files_from`.
+fn plan_with(
+    root: &Path,
+    entries: &[Entry],
+    excludes: &BTreeSet<Vec<u8>>,
+    limit: usize,
+    files_from: bool,
+) -> Plan {
     let group = entries.iter().map(|e| (e.path.as_slice(), e.recursive));
-    match plan_group(root, group, excludes, limit, false) {
-        Some(g) => Plan::Targeted(g.parts),
+    match plan_group(root, group, excludes, limit, false, files_from) {
+        Some(g) => g.plan(),
         None => full(excludes),
     }
 }
@@ -346,18 +380,21 @@ fn replaced(e: &Entry) -> bool {
 /// written or moved in from outside the tree (`--checksum`), and everything else with the
 /// quick check. `moves` are the batch's renames inside the tree,
 /// in order (empty when not known: then every moved-in file counts as from outside).
-/// Without written or moved-in files this is [`plan`]'s one group.
+/// Without written or moved-in files this is [`plan`]'s one group. `files_from`: a group
+/// of existing files and deletions may be a `--files-from` run ([`Plan::Files`]; the
+/// handler passes the options such a run needs).
 pub fn plan_runs(
     root: &Path,
     entries: &[Entry],
     moves: &[(Vec<u8>, Vec<u8>)],
     excludes: &BTreeSet<Vec<u8>>,
     limit: usize,
+    files_from: bool,
 ) -> Vec<Run> {
     let quick = || {
         vec![Run {
             check: Check::Quick,
-            plan: plan(root, entries, excludes, limit),
+            plan: plan_with(root, entries, excludes, limit, files_from),
         }]
     };
     let candidate =
@@ -431,15 +468,15 @@ pub fn plan_runs(
         return quick();
     }
     let paths = checked.iter().map(|e| (e.path.as_slice(), e.recursive));
-    let Some(g) = plan_group(root, paths, excludes, limit, true) else {
+    let Some(mut g) = plan_group(root, paths, excludes, limit, true, files_from) else {
         // Hard links (or the root): one full run with the quick check, as before.
         return quick();
     };
     // Paths the first run syncs whole: the rest needs no line of its own.
-    let trees: HashSet<Vec<u8>> = g.trees.into_iter().collect();
+    let trees: HashSet<Vec<u8>> = std::mem::take(&mut g.trees).into_iter().collect();
     let mut runs = vec![Run {
         check: Check::Checksum,
-        plan: Plan::Targeted(g.parts),
+        plan: g.plan(),
     }];
     let covered = |p: &[u8]| {
         // The root's own attributes: every run transfers the root directory itself.
@@ -465,7 +502,7 @@ pub fn plan_runs(
     if !rest.is_empty() {
         runs.push(Run {
             check: Check::Quick,
-            plan: plan(root, &rest, excludes, limit),
+            plan: plan_with(root, &rest, excludes, limit, files_from),
         });
     }
     runs
@@ -475,6 +512,17 @@ pub fn plan_runs(
 struct Group {
     parts: Vec<Lists>,
     trees: Vec<Vec<u8>>,
+    /// The group as a `--files-from` list instead of `parts`.
+    files: Option<Vec<u8>>,
+}
+
+impl Group {
+    fn plan(self) -> Plan {
+        match self.files {
+            Some(list) => Plan::Files(list),
+            None => Plan::Targeted(self.parts),
+        }
+    }
 }
 
 /// Plans one group of `(path, recursive)` entries as targeted lists; `None` when the group
@@ -485,6 +533,7 @@ fn plan_group<'a>(
     excludes: &BTreeSet<Vec<u8>>,
     limit: usize,
     strict: bool,
+    files_from: bool,
 ) -> Option<Group> {
     let mut merged: HashMap<&[u8], bool> = HashMap::new();
     for (path, recursive) in entries {
@@ -518,12 +567,17 @@ fn plan_group<'a>(
         false
     };
     let mut forms: BTreeMap<Vec<u8>, u8> = BTreeMap::new();
+    // The paths of a `--files-from` run (as keys), while the group can be one: no
+    // directory synced recursively, nothing of the rules' excluded below a path that may
+    // be deleted, every ancestor a directory.
+    let mut files: Option<BTreeSet<Vec<u8>>> = (files_from && trees.is_empty()).then(BTreeSet::new);
     for (path, recursive) in merged.iter().map(|(p, r)| (*p, *r)) {
         if !trees.is_empty() && covered(path) {
             stat.kind(path);
             continue;
         }
-        let (path, form) = match stat.kind(path) {
+        let kind = stat.kind(path);
+        let (path, form) = match kind {
             Kind::Dir if recursive => (path, TREE),
             Kind::Dir => (path, PLAIN),
             Kind::Other => (path, PLAIN | TREE),
@@ -544,7 +598,18 @@ fn plan_group<'a>(
                 return None;
             }
             forms.entry(Vec::new()).or_insert(PLAIN);
+            files = None;
             continue;
+        }
+        if files.is_some() {
+            // A file or a vanished path may replace a directory at the destination, whose
+            // excluded entries a filter list protects.
+            let below = kind != Kind::Dir && excluded_below(excludes, path);
+            if below || !ancestors_are_dirs(&mut stat, path) {
+                files = None;
+            } else if let Some(f) = files.as_mut() {
+                f.insert(key(path));
+            }
         }
         *forms.entry(key(path)).or_insert(0) |= form;
     }
@@ -553,6 +618,23 @@ fn plan_group<'a>(
         // rsync -H links names it sees in one transfer; the other names of this inode may
         // be anywhere in the tree, so only a full run keeps the destination's links.
         return None;
+    }
+    if let Some(keys) = files {
+        let mut list = Vec::new();
+        for k in &keys {
+            // rsync skips a line that starts with `#` or `;` as a comment, NUL-separated
+            // or not; `./` keeps the name (and its place: `-R` drops the `./`).
+            if matches!(k.first(), Some(b'#' | b';')) {
+                list.extend_from_slice(b"./");
+            }
+            list.extend_from_slice(&unkey(k));
+            list.push(0);
+        }
+        return Some(Group {
+            parts: Vec::new(),
+            trees: Vec::new(),
+            files: Some(list),
+        });
     }
     let trees = forms
         .iter()
@@ -617,7 +699,32 @@ fn plan_group<'a>(
     if cur.lines > 0 || parts.is_empty() {
         parts.push(cur);
     }
-    Some(Group { parts, trees })
+    Some(Group {
+        parts,
+        trees,
+        files: None,
+    })
+}
+
+/// Whether a rule-excluded path is known below `rel`.
+fn excluded_below(excludes: &BTreeSet<Vec<u8>>, rel: &[u8]) -> bool {
+    let mut lo = rel.to_vec();
+    lo.push(b'/');
+    let mut hi = rel.to_vec();
+    hi.push(b'/' + 1);
+    excludes.range(lo..hi).next().is_some()
+}
+
+/// Whether every ancestor of `rel` is a directory now (an `lstat`: not a symlink).
+fn ancestors_are_dirs(stat: &mut Stat, rel: &[u8]) -> bool {
+    let mut cur = rel;
+    while let Some(p) = parent(cur).filter(|p| !p.is_empty()) {
+        if stat.cached_kind(p) != Kind::Dir {
+            return false;
+        }
+        cur = p;
+    }
+    true
 }
 
 #[cfg(test)]

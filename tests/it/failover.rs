@@ -398,7 +398,7 @@ fn two_workers_on_one_pair_do_not_ping_pong() {
     write(
         &wrapper,
         format!(
-            "#!/bin/sh\nL='{}'\nfor x in \"$@\"; do case \"$x\" in --include-from=*) echo \"--list: $(tr '\\0' ' ' < \"${{x#--include-from=}}\")\" >> \"$L\";; esac; done\nrsync -i \"$@\" >> \"$L\"; rc=$?\necho '--end' >> \"$L\"\nexit $rc\n",
+            "#!/bin/sh\nL='{}'\nfor x in \"$@\"; do case \"$x\" in --include-from=*|--files-from=*) echo \"--list: $(tr '\\0' ' ' < \"${{x#*=}}\")\" >> \"$L\";; esac; done\nrsync -i \"$@\" >> \"$L\"; rc=$?\necho '--end' >> \"$L\"\nexit $rc\n",
             log.display()
         )
         .as_bytes(),
@@ -421,7 +421,9 @@ fn two_workers_on_one_pair_do_not_ping_pong() {
             if line.starts_with("--list: ") {
                 cur = format!("{line}\n");
             } else if line == "--end" {
-                if cur.contains(" /f ") {
+                // `/f` in an include list, `f` in a `--files-from` one.
+                let names = cur.lines().next().unwrap_or_default().split(' ');
+                if names.skip(1).any(|n| n == "/f" || n == "f") {
                     run = cur.clone();
                     return Ok(());
                 }

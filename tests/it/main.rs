@@ -29,4 +29,5 @@ mod remote;
 mod safe_files;
 mod sandbox;
 mod strict;
+mod targeted;
 mod threading;

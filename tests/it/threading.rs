@@ -17,7 +17,7 @@ fn wrapper(t: &TestDir) -> PathBuf {
         r#"#!/bin/sh
 T='{root}'
 inc=""
-for a in "$@"; do case "$a" in --include-from=*) inc="${{a#--include-from=}}";; esac; done
+for a in "$@"; do case "$a" in --include-from=*|--files-from=*) inc="${{a#*=}}";; esac; done
 if [ -n "$inc" ] && grep -qa slow "$inc"; then
   mkdir "$T/inflight" 2>/dev/null || echo overlap >> "$T/overlaps"
   touch "$T/started.$$"

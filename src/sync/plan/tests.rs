@@ -21,7 +21,7 @@ fn lines(list: &[u8]) -> Vec<String> {
 fn targeted(p: Plan) -> Vec<Lists> {
     match p {
         Plan::Targeted(v) => v,
-        Plan::Full { .. } => panic!("expected a targeted plan"),
+        p => panic!("expected a targeted plan: {p:?}"),
     }
 }
 
@@ -290,7 +290,14 @@ fn written_and_moved_in_files_get_a_run_that_looks_past_the_quick_check() {
         (b"old".to_vec(), b"renamed".to_vec()),
         (b".tmp".to_vec(), b"from-temp".to_vec()),
     ];
-    let runs = runs_of(plan_runs(t.path(), &entries, &moves, &BTreeSet::new(), 0));
+    let runs = runs_of(plan_runs(
+        t.path(),
+        &entries,
+        &moves,
+        &BTreeSet::new(),
+        0,
+        false,
+    ));
     let want = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(
         runs,
@@ -325,7 +332,7 @@ fn written_and_moved_in_files_get_a_run_that_looks_past_the_quick_check() {
     );
     // Without written or moved-in files: the one quick plan.
     let quiet = [masked("d/chmod", libc::IN_ATTRIB)];
-    let runs = plan_runs(t.path(), &quiet, &[], &BTreeSet::new(), 0);
+    let runs = plan_runs(t.path(), &quiet, &[], &BTreeSet::new(), 0, false);
     assert_eq!(
         runs,
         [Run {
@@ -355,11 +362,25 @@ fn a_new_directory_and_its_written_files_are_one_run() {
         masked("new/f", w),
         masked("new/sub/g", w),
     ];
-    let runs = runs_of(plan_runs(t.path(), &entries, &[], &BTreeSet::new(), 0));
+    let runs = runs_of(plan_runs(
+        t.path(),
+        &entries,
+        &[],
+        &BTreeSet::new(),
+        0,
+        false,
+    ));
     assert_eq!(runs, [(Check::Checksum, vec!["/new/***".to_string()])]);
     // Also with files in it that are not in the batch (written before its watch).
     fs::write(t.path().join("new/unseen"), "x").unwrap();
-    let runs = runs_of(plan_runs(t.path(), &entries, &[], &BTreeSet::new(), 0));
+    let runs = runs_of(plan_runs(
+        t.path(),
+        &entries,
+        &[],
+        &BTreeSet::new(),
+        0,
+        false,
+    ));
     assert_eq!(runs, [(Check::Checksum, vec!["/new/***".to_string()])]);
     // A directory that did not appear: its written files are listed one by one while it
     // holds a file not in the batch (neither sent nor read), and it is synced whole once
@@ -370,12 +391,26 @@ fn a_new_directory_and_its_written_files_are_one_run() {
         fs::write(t.path().join(f), "x").unwrap();
     }
     let entries: Vec<Entry> = names.iter().map(|f| masked(f, w)).collect();
-    let runs = runs_of(plan_runs(t.path(), &entries, &[], &BTreeSet::new(), 0));
+    let runs = runs_of(plan_runs(
+        t.path(),
+        &entries,
+        &[],
+        &BTreeSet::new(),
+        0,
+        false,
+    ));
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].0, Check::Checksum);
     assert_eq!(runs[0].1.len(), 1 + 2 * CROWD_MIN, "{:?}", runs[0].1);
     fs::remove_file(t.path().join("old/unchanged")).unwrap();
-    let runs = runs_of(plan_runs(t.path(), &entries, &[], &BTreeSet::new(), 0));
+    let runs = runs_of(plan_runs(
+        t.path(),
+        &entries,
+        &[],
+        &BTreeSet::new(),
+        0,
+        false,
+    ));
     assert_eq!(runs, [(Check::Checksum, vec!["/old/***".to_string()])]);
 }
 
@@ -397,7 +432,14 @@ fn a_directory_replaced_in_the_batch_is_checked_whole_and_a_renamed_one_is_not()
         masked("gone", libc::IN_MOVED_FROM | libc::IN_ISDIR),
     ];
     let moves = [(b"gone".to_vec(), b"renamed".to_vec())];
-    let runs = runs_of(plan_runs(t.path(), &entries, &moves, &BTreeSet::new(), 0));
+    let runs = runs_of(plan_runs(
+        t.path(),
+        &entries,
+        &moves,
+        &BTreeSet::new(),
+        0,
+        false,
+    ));
     assert_eq!(
         runs,
         [
@@ -421,4 +463,108 @@ fn root_attributes_only_give_an_empty_include_list() {
     let parts = targeted(plan(t.path(), &[entry("", false)], &BTreeSet::new(), 0));
     assert_eq!(parts.len(), 1);
     assert!(parts[0].include.is_empty());
+}
+
+fn files(p: &Plan) -> Vec<String> {
+    match p {
+        Plan::Files(list) => lines(list),
+        p => panic!("expected a --files-from list: {p:?}"),
+    }
+}
+
+/// A file written in a directory with many siblings (the probe of bench/live.sh: its
+/// parents hold 200 and 100 entries) is one `--files-from` line: rsync reads no directory,
+/// neither at the source nor at the destination. Deletions, attribute changes and a
+/// vanished tree's top go in the same kind of list.
+#[test]
+fn existing_files_and_deletions_go_in_a_files_from_list() {
+    let t = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        fs::create_dir_all(t.path().join(format!("d{i:03}/s"))).unwrap();
+        fs::write(t.path().join(format!("d{i:03}/f")), "x").unwrap();
+    }
+    fs::write(t.path().join("d199/s/probe"), "x").unwrap();
+    fs::write(t.path().join("d199/s/chmod"), "x").unwrap();
+    let written = [masked(
+        "d199/s/probe",
+        libc::IN_CREATE | libc::IN_MODIFY | libc::IN_CLOSE_WRITE,
+    )];
+    let runs = plan_runs(t.path(), &written, &[], &BTreeSet::new(), 0, true);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].check, Check::Checksum);
+    assert_eq!(files(&runs[0].plan), ["d199/s/probe"]);
+    // Without: the filter lists of before (rsyncshell, rsyncso, a user's argv).
+    let runs = plan_runs(t.path(), &written, &[], &BTreeSet::new(), 0, false);
+    assert_eq!(
+        lines(&targeted(runs.into_iter().next().unwrap().plan)[0].include),
+        ["/d199", "/d199/s", "/d199/s/probe", "/d199/s/probe/***"]
+    );
+    // A chmod, a deletion, a directory's own attributes, a vanished tree (its top).
+    let quick = [
+        masked("d199/s/chmod", libc::IN_ATTRIB),
+        masked("d199/s/gone", libc::IN_DELETE),
+        masked("d010", libc::IN_ATTRIB | libc::IN_ISDIR),
+        masked("vanished/deep/x", libc::IN_DELETE),
+    ];
+    let runs = plan_runs(t.path(), &quick, &[], &BTreeSet::new(), 0, true);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].check, Check::Quick);
+    assert_eq!(
+        files(&runs[0].plan),
+        ["d010", "d199/s/chmod", "d199/s/gone", "vanished"]
+    );
+    // rsync reads a line starting with `#` or `;` as a comment, NUL-separated or not.
+    let odd = [
+        masked("#hash", libc::IN_DELETE),
+        masked(";semi", libc::IN_DELETE),
+        masked("d199/#deeper", libc::IN_DELETE),
+    ];
+    let runs = plan_runs(t.path(), &odd, &[], &BTreeSet::new(), 0, true);
+    assert_eq!(files(&runs[0].plan), ["./#hash", "./;semi", "d199/#deeper"]);
+    // Both groups of an editor's save: the written file, and its temporary name gone.
+    let save = [
+        masked("d199/s/.probe.swp", libc::IN_CREATE | libc::IN_DELETE),
+        masked("d199/s/probe", libc::IN_MODIFY),
+    ];
+    let runs = plan_runs(t.path(), &save, &[], &BTreeSet::new(), 0, true);
+    let got: Vec<(Check, Vec<String>)> = runs.iter().map(|r| (r.check, files(&r.plan))).collect();
+    assert_eq!(
+        got,
+        [
+            (Check::Checksum, vec!["d199/s/probe".to_string()]),
+            (Check::Quick, vec!["d199/s/.probe.swp".to_string()]),
+        ]
+    );
+}
+
+/// Where rsync has to read a directory, or a filter list protects something, the
+/// include lists stay: a directory synced recursively, a path that may replace a
+/// directory holding rule-excluded entries, an ancestor that is not a directory (a
+/// symlink now: rsync would follow it), the root's own attributes.
+#[test]
+fn a_files_from_list_only_where_no_directory_is_read() {
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir_all(t.path().join("a/new")).unwrap();
+    fs::write(t.path().join("a/f"), "x").unwrap();
+    fs::create_dir_all(t.path().join("real/b")).unwrap();
+    fs::write(t.path().join("real/b/f"), "x").unwrap();
+    std::os::unix::fs::symlink("real", t.path().join("link")).unwrap();
+    let none = BTreeSet::new();
+    let is_files = |entries: &[Entry], excludes: &BTreeSet<Vec<u8>>| {
+        let runs = plan_runs(t.path(), entries, &[], excludes, 0, true);
+        runs.iter().any(|r| matches!(r.plan, Plan::Files(_)))
+    };
+    assert!(is_files(&[masked("a/f", libc::IN_ATTRIB)], &none));
+    assert!(!is_files(
+        &[masked("a/f", libc::IN_ATTRIB), entry("a/new", true)],
+        &none
+    ));
+    let excluded: BTreeSet<Vec<u8>> = [b"gone/x.tmp".to_vec()].into();
+    assert!(is_files(&[masked("gone", libc::IN_DELETE)], &none));
+    assert!(!is_files(&[masked("gone", libc::IN_DELETE)], &excluded));
+    assert!(!is_files(&[masked("link/b/f", libc::IN_ATTRIB)], &none));
+    assert!(!is_files(
+        &[masked("a/f", libc::IN_ATTRIB), entry("", false)],
+        &none
+    ));
 }

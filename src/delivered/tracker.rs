@@ -296,12 +296,18 @@ fn delivered_ops(
                         ops.push((p.clone(), mark(DELETED, pm.mtime())));
                     }
                     _ => {
-                        // Either still there as it was at the start, or deleted.
+                        // Either still there as it was at the start, or deleted: kept as
+                        // an alternative (its state at the start, else a type only), so
+                        // that a warm start deletes it if it is still gone then.
                         ops.push((p.clone(), mark(CLEAR_BELOW, 0)));
                         ops.push((p.clone(), mark(FORGET, 0)));
-                        if let Some(b) = pre.get(p) {
-                            ops.push((p.clone(), also_of(*b)));
-                        }
+                        let kind = if e.recursive || e.mask & libc::IN_ISDIR != 0 {
+                            b'd'
+                        } else {
+                            b'f'
+                        };
+                        let b = pre.get(p).copied().unwrap_or(mark(kind, 0));
+                        ops.push((p.clone(), also_of(b)));
                     }
                 }
             }

@@ -6,6 +6,7 @@
 
 use crate::common::{self, TestDir, Worker};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -318,4 +319,168 @@ fn a_kill_9_then_a_warm_start_loses_nothing() {
     w.wait_synced(SYNC_TIMEOUT);
     w.stop_ok();
     common::assert_synced_now(&t.src, &t.dst, "after the crashes");
+}
+
+/// splitmix64, as in tests/it/random.rs: reproducible everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// One random change below `src` (a small tree: 4 directories of up to 8 files): a write,
+/// a same-size same-mtime rewrite, a deletion, a chmod, a new or removed or renamed
+/// directory.
+fn random_op(rng: &mut Rng, src: &Path, n: &mut usize) {
+    let dir = src.join(format!("d{}", rng.below(4)));
+    let file = dir.join(format!("f{}", rng.below(8)));
+    *n += 1;
+    match rng.below(7) {
+        0 | 1 => {
+            common::mkdir_p(&dir);
+            common::write(&file, format!("content {n} {}", rng.below(1000)).as_bytes());
+        }
+        2 => {
+            if let Ok(m) = std::fs::symlink_metadata(&file) {
+                if m.is_file() {
+                    let len = m.len() as usize;
+                    let data: Vec<u8> = (0..len).map(|i| b'A' + ((i + *n) % 26) as u8).collect();
+                    rewrite_keeping_times(&file, &data);
+                }
+            }
+        }
+        3 => {
+            let _ = std::fs::remove_file(&file);
+        }
+        4 => {
+            if file.exists() {
+                common::chmod(&file, [0o600, 0o644, 0o755][rng.below(3)]);
+            }
+        }
+        5 => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        _ => {
+            let to = src.join(format!("d{}", rng.below(4)));
+            if dir.exists() && !to.exists() {
+                common::rename(&dir, &to);
+            }
+        }
+    }
+}
+
+/// Killed with SIGKILL at random points over many runs (after an rsync succeeded and
+/// before its record, through the wrapper; or after a random delay, mid-sync or with
+/// changes queued), with random changes made while it runs and while it is down: the
+/// final warm start leaves nothing for `rsync -an --delete -i` to do. Seeded:
+/// `CLSYNC_TEST_SEED`; `CLSYNC_CRASH_ROUNDS` rounds (default 30).
+#[test]
+fn kill_9_at_random_points_loses_nothing() {
+    let seed = std::env::var("CLSYNC_TEST_SEED")
+        .ok()
+        .and_then(|s| {
+            let s = s.trim().to_string();
+            match s.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16).ok(),
+                None => s.parse().ok(),
+            }
+        })
+        .unwrap_or(0x0c15_3a9e);
+    let rounds: usize = std::env::var("CLSYNC_CRASH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let again = format!(
+        "CLSYNC_TEST_SEED={seed:#x} cargo test --release --test it warm::kill_9_at_random_points_loses_nothing"
+    );
+    eprintln!("kill_9_at_random_points_loses_nothing: seed {seed:#x}");
+    let t = TestDir::new("warm-crash");
+    let (script, _log) = wrapper(&t);
+    let mut rng = Rng(seed);
+    let mut n = 0;
+    for _ in 0..20 {
+        random_op(&mut rng, &t.src, &mut n);
+    }
+    let kill = t.root.join("kill");
+    let mut warm_starts = 0;
+    for round in 0..rounds {
+        let by_wrapper = rng.below(2) == 0;
+        if by_wrapper {
+            common::write(&kill, b"");
+        }
+        let mut a = args(&t, &script);
+        let standby = t.root.join("standby");
+        if !by_wrapper && rng.below(2) == 0 {
+            // No sync runs while the file exists: killed with changes queued.
+            common::write(&standby, b"");
+            a.extend(["--standby-file".into(), standby.clone().into_os_string()]);
+        }
+        let mut w = Worker::spawn_in(&t.root, &t.src, &t.dst, &a);
+        for _ in 0..rng.below(10) {
+            random_op(&mut rng, &t.src, &mut n);
+        }
+        if by_wrapper {
+            // The wrapper kills it once an rsync succeeded: there is one to come (the
+            // changes just made), unless nothing at all changed.
+            random_op(&mut rng, &t.src, &mut n);
+            common::write(&t.src.join("touched"), format!("{round}").as_bytes());
+            let st = w.wait_exit(SYNC_TIMEOUT);
+            assert_eq!(
+                st.signal(),
+                Some(9),
+                "round {round}: not killed: {st:?}\n{}\n{again}",
+                w.stderr()
+            );
+        } else {
+            // A random point: during the start, the initial sync or a later sync.
+            std::thread::sleep(Duration::from_millis(rng.below(500) as u64));
+            w.signal(nix::sys::signal::Signal::SIGKILL);
+            w.wait_exit(SYNC_TIMEOUT);
+        }
+        let _ = std::fs::remove_file(&kill);
+        let _ = std::fs::remove_file(&standby);
+        if w.stderr().contains("initial sync: from the index (") {
+            warm_starts += 1;
+        }
+        // Changes while it is down.
+        for _ in 0..rng.below(5) {
+            random_op(&mut rng, &t.src, &mut n);
+        }
+    }
+    let mut w = start(&t, &script, &[]);
+    assert!(
+        w.stderr().contains("initial sync: from the index ("),
+        "the final start was not warm:\n{}\n{again}",
+        w.stderr()
+    );
+    common::wait_until(SYNC_TIMEOUT, "the initial sync", || {
+        let out = std::process::Command::new("rsync")
+            .args(["-an", "--delete", "-i"])
+            .arg(format!("{}/", t.src.display()))
+            .arg(format!("{}/", t.dst.display()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "rsync -an --delete -i still has work: {text}\n{again}"
+            ))
+        }
+    });
+    w.stop_ok();
+    common::assert_synced_now(&t.src, &t.dst, &again);
+    eprintln!("{rounds} rounds, {warm_starts} of them started warm");
+    assert!(warm_starts > 0, "no round started warm\n{again}");
 }

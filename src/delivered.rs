@@ -524,6 +524,40 @@ pub fn load(dir: &Path) -> io::Result<Record> {
         .map_err(|e| bad_data(dir, e))
 }
 
+/// The file in an instance's index directory that makes its next start a full sync
+/// (`clsync-manager resync` of a stopped instance); removed once that sync is done.
+pub const RESYNC_MARKER: &str = "resync";
+
+/// Asks for a full sync at the next start of the instance whose index directory is
+/// `dir` (nothing to do when it has none yet: that start is full anyway). The directory
+/// is opened without following a symlink and the marker created in it without following
+/// one either (the directory belongs to the user the worker runs as).
+pub fn request_full(dir: &Path) -> io::Result<()> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let d = match nix::fcntl::open(
+        dir,
+        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+        Mode::empty(),
+    ) {
+        Ok(d) => d,
+        Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    // SAFETY: `open` just returned this descriptor and nothing else owns it.
+    let d = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(d) };
+    let f = nix::fcntl::openat(
+        Some(std::os::fd::AsRawFd::as_raw_fd(&d)),
+        RESYNC_MARKER,
+        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+    let f = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(f) };
+    std::fs::File::from(f).sync_all()?;
+    std::fs::File::from(d).sync_all()
+}
+
 /// Creates `dir` (and its parents) private to this user; an existing one that someone
 /// else owns or may write to is refused (its records decide what a pair deletes).
 pub fn private_dir(dir: &Path) -> io::Result<()> {

@@ -315,6 +315,12 @@ impl Worker {
                 "initial sync done ({:.1}s after start)",
                 self.started.elapsed().as_secs_f64()
             );
+            // A full sync asked for by `clsync-manager resync` is done.
+            if let Some(d) = self.cfg.index_dir.as_ref() {
+                if self.targets.iter().all(|t| t.initial_ok) {
+                    let _ = std::fs::remove_file(d.join(crate::delivered::RESYNC_MARKER));
+                }
+            }
             self.became_ready();
             if self.cfg.initial == Initial::Only && self.phase == Phase::Running {
                 info!("only-initialsync: exiting");
@@ -380,6 +386,11 @@ impl Worker {
         }
         if self.cfg.full_initialsync {
             return Err("full-initialsync".into());
+        }
+        if let Some(d) = &self.cfg.index_dir {
+            if std::fs::symlink_metadata(d.join(crate::delivered::RESYNC_MARKER)).is_ok() {
+                return Err("resync requested".into());
+            }
         }
         let Some(ix) = &self.targets[t].index else {
             return Err(if self.cfg.index_dir.is_none() {

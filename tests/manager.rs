@@ -525,3 +525,39 @@ fn status_shows_each_workers_sandbox() {
     assert_eq!(column("on"), Some(want), "{table}");
     assert_eq!(column("off"), Some("off"), "{table}");
 }
+
+/// `resync` of an instance with no worker makes its next start a full sync instead of
+/// one from its index; the start after that is from the index again.
+#[test]
+fn resync_of_a_stopped_instance_forces_a_full_start() {
+    let t = TestDir::new("mgr-resync-stopped");
+    let m = Mgr::start(&t.root);
+    let index = t.root.join("index");
+    m.profile(
+        "w",
+        &mirror(&t, &format!("index-dir = \"{}\"\n", index.display())),
+    );
+    write(&t.s(b"a"), b"a");
+    let started = |what: &str| {
+        m.ok(&["start", "w"]);
+        m.wait_state("w", "running");
+        let mut logs = String::new();
+        wait_until(SYNC_TIMEOUT, what, || {
+            logs = m.ok(&["logs", "w", "--lines", "500"]);
+            let last = logs.lines().rfind(|l| l.contains("initial sync: "));
+            last.is_some_and(|l| l.contains(what))
+                .then_some(())
+                .ok_or_else(|| logs.clone())
+        });
+        m.ok(&["stop", "w"]);
+    };
+    started("initial sync: full (no index)");
+    started("initial sync: from the index (");
+    assert_eq!(
+        m.ok(&["resync", "w"]).trim(),
+        "full sync at the next start requested"
+    );
+    started("initial sync: full (resync requested)");
+    started("initial sync: from the index (");
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+}

@@ -298,6 +298,9 @@ fn print_response(req: &Request, resp: &Response, json: bool) -> i32 {
                 }
             }
         }
+        "resync" if data["resync"] == "next start" => {
+            println!("full sync at the next start requested");
+        }
         "resync" => println!("full resync requested"),
         "reload" => println!("profiles reloaded"),
         _ => println!("{}", protocol::json_text(&data, false)),

@@ -245,15 +245,24 @@ impl Daemon {
     }
 
     fn cmd_resync(&mut self, name: &str) -> Result<serde_json::Value, String> {
-        let i = self.instance(name)?;
-        let w = i
-            .worker
-            .as_ref()
-            .ok_or_else(|| format!("{}: no worker is running", i.name))?;
-        nix::sys::signal::kill(Pid::from_raw(w.pid), Signal::SIGUSR2)
-            .map_err(|e| format!("{}: {e}", i.name))?;
-        info!("[{}] full resync requested", i.name);
-        Ok(json!({ "name": i.name, "resync": true }))
+        let n = self.canonical(name)?;
+        if let Some(w) = self.instances.get(&n).and_then(|i| i.worker.as_ref()) {
+            nix::sys::signal::kill(Pid::from_raw(w.pid), Signal::SIGUSR2)
+                .map_err(|e| format!("{n}: {e}"))?;
+            info!("[{n}] full resync requested");
+            return Ok(json!({ "name": n, "resync": true }));
+        }
+        // No worker: its next start is a full sync (not one from the index).
+        let profiles = profile::load_dir(&self.opts.profiles_dir).map_err(|e| e.to_string())?;
+        let r = profile::resolve(&profiles, &n, None).map_err(|e| e.to_string())?;
+        let file = profiles[&r.profile].file.clone();
+        let cfg = crate::profile_config::config_of(&r, &file).map_err(|e| e.to_string())?;
+        if let Some(dir) = &cfg.index_dir {
+            crate::delivered::request_full(dir)
+                .map_err(|e| format!("{n}: {}: {e}", dir.display()))?;
+        }
+        info!("[{n}] full sync at the next start requested");
+        Ok(json!({ "name": n, "resync": "next start" }))
     }
 
     fn cmd_logs(&self, name: &str, lines: usize) -> Result<serde_json::Value, String> {

@@ -325,6 +325,20 @@ impl Runner {
                 if let Some(u) = self.cfg.uid {
                     cmd.uid(u);
                 }
+                // A worker killed (SIGKILL) takes its handler with it: an rsync left
+                // running could finish after the next worker's sync of the same paths
+                // and put an older copy over the newer one its index records.
+                // SAFETY: runs in the child between fork and exec; prctl is
+                // async-signal-safe and nothing is allocated.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
                 if e.progress || e.itemize {
                     cmd.stdout(Stdio::piped());
                 }

@@ -621,3 +621,28 @@ fn a_bind_mount_made_after_the_start_is_refused_before_the_next_sync_of_a_change
         w.stderr()
     );
 }
+
+/// `--initial-sync index` with `--full-initialsync`: refused in one line naming both (the
+/// latter syncs what the rules exclude, which the index leaves out); nothing is made.
+#[test]
+fn full_initialsync_with_initial_sync_index_is_refused() {
+    let t = setup("initial_sync_index_full");
+    let index = t.root.join("index");
+    let out = expect_refusal(
+        &t,
+        &[
+            os("--index-dir"),
+            p(&index),
+            os("--initial-sync"),
+            os("index"),
+            os("--full-initialsync"),
+            p(&t.src),
+            p(&t.dst),
+        ],
+        2,
+        &["initial-sync = index", "full-initialsync"],
+        &t.dst,
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.describe());
+    assert!(!index.exists(), "the index directory was made");
+}

@@ -31,3 +31,4 @@ mod sandbox;
 mod strict;
 mod targeted;
 mod threading;
+mod warm;

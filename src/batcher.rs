@@ -110,6 +110,9 @@ pub struct Batch {
     pub verify: bool,
     /// Runs beside the queue ([`Batcher::start_beside`]): live batches do not wait for it.
     pub beside: bool,
+    /// The initial sync of a warm start (what differs from the destination's index): its
+    /// end makes the destination ready, as a full initial sync's does.
+    pub initial: bool,
 }
 
 impl Batch {
@@ -459,6 +462,7 @@ impl Batcher {
             moves: std::mem::take(&mut self.moves),
             verify: false,
             beside: false,
+            initial: false,
         };
         self.start_external(&batch);
         if self.threading != Threading::Off {

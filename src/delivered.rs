@@ -16,13 +16,21 @@ the markers say which deletions the destination already has. That is why the rec
 describes the destination (what it received), not the source, and keeps deletions.
 
 On disk, in one private directory per destination (`PAIR_DIR/pairs/INSTANCE/` for a
-pair):
+pair, `INDEX_DIR/<n>-<hash of the destination>/` for the warm-start index of each
+destination):
 
-- `manifest`: a first line `clsync-delivered 1 GEN ID SEQ`, then NUL-terminated records
-  `T SIZE MTIME PATH` (`T` is `f`, `d`, `l`, `o`, or `-` for a deletion, whose MTIME is
-  the time it was seen). Replaced whole: written to a temporary file, fsync'd, renamed
-  over the old one, and the directory fsync'd. A manifest without the first line (the
-  older format, `find -printf` records) reads as version 0.
+- `manifest`: a first line `clsync-delivered 2 GEN ID SEQ`, a second line `identity
+  src=…<TAB>dst=…<TAB>rules=…` (what the record is true for: [`identity`]), then
+  NUL-terminated records `T MODE SIZE MTIME MNS CTIME CNS INO PATH` (`T` is `f`, `d`, `l`,
+  `o`, or `-` for a deletion, whose MTIME is the time it was seen; MODE in octal; MNS and
+  CNS the nanoseconds of the mtime and of the inode change time). Version 2 adds the
+  fields a warm start compares (a `cp -p` rewrite keeps size and mtime, not the inode
+  change time); version 1 (`clsync-delivered 1 GEN ID SEQ`, records `T SIZE MTIME PATH`)
+  is still read, without them, and is what a failover peer is sent
+  ([`Record::manifest_bytes_v1`]): our inode numbers mean nothing on the peer's tree, and
+  an older peer reads only version 1. Replaced whole: written to a temporary file,
+  fsync'd, renamed over the old one, and the directory fsync'd. A manifest without the
+  first line (the oldest format, `find -printf` records) reads as version 0.
 - `journal`: appended after every successful sync, one frame per sync, `fdatasync`'d
   before the sync counts as recorded. A frame names the agreement (GEN, ID) and its
   sequence number SEQ and holds the sync's records, with two more types: `?` (forget the
@@ -30,8 +38,9 @@ pair):
   given anew). A frame ends with a checksum: a torn last frame (a
   crash during the append) is dropped on load. Frames of another agreement, or already in
   the manifest (a crash between a compaction's rename and its truncation), are skipped.
-  Compaction writes a manifest of manifest + journal and empties the journal: at a clean
-  stop, and when the journal outgrows the manifest.
+  Compaction writes a manifest of manifest + journal and empties the journal: when the
+  journal outgrows the manifest (and, for a pair, at a clean stop). Frames are `CLJ2`
+  with version 2 records; `CLJ1` frames (version 1 records) are still read.
 - `id`: the agreement's identifier `GEN.ID` (as in the manifest's first line; the
   manifest's copy counts), for people and scripts.
 
@@ -49,10 +58,17 @@ both sides are known to have shared.
 Measured (`measure_a_million_paths`, release build, an ext4 disk, 1,000,000 paths of 40
 bytes): the manifest is 55 MiB, written (with its fsyncs) in 0.96 s and read in 0.65 s;
 appending a 10-path frame with its `fdatasync` takes 4.4 ms. The worker holds none of it in
-memory between syncs: it appends, and loads the record only to check or compact it.
+memory between syncs: it appends, and loads the record only to check or compact it, and once at start for a
+warm start's compare ([`Tracker`]). Held in memory a path costs its bytes plus about 130
+bytes (a `BTreeMap` entry of a `Vec` key and a 56-byte [`Meta`]): 1,000,000 paths of 40
+bytes, about 170 MiB while the start compares, freed once it is done.
 */
 
-use crate::pair::{Manifest, Meta};
+mod tracker;
+pub mod warm;
+pub use tracker::{Identity, Tracker};
+
+use crate::pair::{Manifest, Meta, Stat};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -71,8 +87,10 @@ const DELETED_KEPT_SECS: i64 = 30 * 86400;
 /// The journal is compacted once it is larger than the manifest and than this.
 const COMPACT_MIN: u64 = 8 << 20;
 
-const HEADER: &str = "clsync-delivered 1 ";
-const FRAME_MAGIC: &[u8; 4] = b"CLJ1";
+const HEADER: &str = "clsync-delivered 2 ";
+const HEADER_V1: &str = "clsync-delivered 1 ";
+const FRAME_MAGIC: &[u8; 4] = b"CLJ2";
+const FRAME_MAGIC_V1: &[u8; 4] = b"CLJ1";
 
 /// Orders records: generation, then sequence; the random id tells agreements apart.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -124,6 +142,9 @@ pub struct Record {
     pub paths: BTreeMap<Vec<u8>, Meta>,
     /// A second state the destination may have (a path that changed during its sync).
     pub also: BTreeMap<Vec<u8>, Meta>,
+    /// What the record is true for ([`identity`]); empty when not known (version 1 and
+    /// older, or a pair's record).
+    pub identity: String,
 }
 
 /// Whether a record's type letter marks an alternative (upper case).
@@ -205,21 +226,75 @@ impl Record {
         }
     }
 
-    /// The manifest file's bytes.
+    /// The manifest file's bytes (version 2).
     #[must_use]
     pub fn manifest_bytes(&self) -> Vec<u8> {
         let v = self.version;
-        let mut out = format!("{HEADER}{} {:016x} {}\n", v.gen, v.id, v.seq).into_bytes();
+        let mut out = format!(
+            "{HEADER}{} {:016x} {}\nidentity {}\n",
+            v.gen,
+            v.id,
+            v.seq,
+            self.identity.replace('\n', " ")
+        )
+        .into_bytes();
         encode(&mut out, self.paths.iter().map(|(p, m)| (p.as_slice(), m)));
         encode(&mut out, self.also.iter().map(|(p, m)| (p.as_slice(), m)));
         out
+    }
+
+    /// The manifest in version 1 (no identity, no local stat fields): what a failover
+    /// peer is sent.
+    #[must_use]
+    pub fn manifest_bytes_v1(&self) -> Vec<u8> {
+        let v = self.version;
+        let mut out = format!("{HEADER_V1}{} {:016x} {}\n", v.gen, v.id, v.seq).into_bytes();
+        encode_v1(&mut out, self.paths.iter().map(|(p, m)| (p.as_slice(), m)));
+        encode_v1(&mut out, self.also.iter().map(|(p, m)| (p.as_slice(), m)));
+        out
+    }
+
+    /// Why this record cannot serve a warm start of a worker whose [`identity`] is
+    /// `identity` (`None`: it can). Only a record of a completed full sync (generation 1
+    /// or more) in version 2 with the same identity can: a journal without a manifest,
+    /// a version 1 manifest, or one of another source, destination or rules cannot.
+    #[must_use]
+    pub fn unusable(&self, identity: &str) -> Option<String> {
+        if self.version.gen == 0 {
+            return Some("no index".into());
+        }
+        if self.identity.is_empty() {
+            return Some("the index has no identity (an older version)".into());
+        }
+        if self.identity == identity {
+            return None;
+        }
+        let part = |id: &str, key: &str| {
+            id.split('\t')
+                .find(|f| f.starts_with(key))
+                .map(str::to_string)
+        };
+        for (key, what) in [
+            ("src=", "the source"),
+            ("dst=", "the destination"),
+            ("rules=", "the rules"),
+        ] {
+            if part(&self.identity, key) != part(identity, key) {
+                return Some(format!("foreign index: {what} changed"));
+            }
+        }
+        Some("foreign index".into())
     }
 
     /// Reads a manifest and a journal (either may be empty). Returns the record and how
     /// many bytes of the journal are good frames of this record's agreement.
     pub fn parse(manifest: &[u8], journal: &[u8]) -> Result<(Record, usize), String> {
         let mut rec = Record::default();
-        if let Some(rest) = manifest.strip_prefix(HEADER.as_bytes()) {
+        let v2 = manifest.starts_with(HEADER.as_bytes());
+        if let Some(rest) = manifest
+            .strip_prefix(HEADER.as_bytes())
+            .or_else(|| manifest.strip_prefix(HEADER_V1.as_bytes()))
+        {
             let nl = rest
                 .iter()
                 .position(|&b| b == b'\n')
@@ -235,7 +310,20 @@ impl Record {
                 id: u64::from_str_radix(f[1], 16).map_err(|_| bad())?,
                 seq: f[2].parse().map_err(|_| bad())?,
             };
-            for (p, m) in decode_list(&rest[nl + 1..])? {
+            let mut rest = &rest[nl + 1..];
+            if v2 {
+                let nl = rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .ok_or("the manifest's identity line is cut")?;
+                let line = std::str::from_utf8(&rest[..nl]).map_err(|_| "bad identity line")?;
+                rec.identity = line
+                    .strip_prefix("identity ")
+                    .ok_or_else(|| format!("bad identity line {line:?}"))?
+                    .to_string();
+                rest = &rest[nl + 1..];
+            }
+            for (p, m) in decode_list(rest, v2)? {
                 if is_also(m.kind) {
                     rec.also.insert(p, m);
                 } else {
@@ -250,7 +338,7 @@ impl Record {
         let mut good = 0;
         while let Some((frame, len)) = next_frame(&journal[at..]) {
             at += len;
-            let (gen, id, seq, body) = frame;
+            let (gen, id, seq, body, v2) = frame;
             if gen != rec.version.gen || id != rec.version.id {
                 // Another agreement's frames: the journal starts anew with this one.
                 break;
@@ -263,7 +351,7 @@ impl Record {
                 break; // a gap: what follows cannot be applied
             }
             good = at;
-            let ops: Vec<(Vec<u8>, Meta)> = decode_list(body)?;
+            let ops: Vec<(Vec<u8>, Meta)> = decode_list(body, v2)?;
             rec.apply(&ops);
             rec.version.seq = seq;
         }
@@ -271,7 +359,25 @@ impl Record {
     }
 }
 
+/// Version 2 records: `T MODE SIZE MTIME MNS CTIME CNS INO PATH\0`.
 fn encode<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = (&'a [u8], &'a Meta)>) {
+    for (p, m) in items {
+        let x = &m.x;
+        out.push(m.kind);
+        out.extend_from_slice(
+            format!(
+                " {:o} {} {} {} {} {} {} ",
+                x.mode, m.size, m.mtime, x.mtime_ns, x.ctime, x.ctime_ns, x.ino
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(p);
+        out.push(0);
+    }
+}
+
+/// Version 1 records: `T SIZE MTIME PATH\0`.
+fn encode_v1<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = (&'a [u8], &'a Meta)>) {
     for (p, m) in items {
         out.push(m.kind);
         out.extend_from_slice(format!(" {} {} ", m.size, m.mtime).as_bytes());
@@ -280,18 +386,70 @@ fn encode<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = (&'a [u8], &'a Meta
     }
 }
 
-fn decode_list(data: &[u8]) -> Result<Vec<(Vec<u8>, Meta)>, String> {
+fn decode_list(data: &[u8], v2: bool) -> Result<Vec<(Vec<u8>, Meta)>, String> {
     let mut out = Vec::new();
-    for rec in crate::pair::records(data) {
-        let (kind, size, mtime, path, bad) = rec?;
-        let mtime: i64 = mtime.parse().map_err(|_| bad)?;
-        out.push((path.to_vec(), Meta { kind, size, mtime }));
+    if !v2 {
+        for rec in crate::pair::records(data) {
+            let (kind, size, mtime, path, bad) = rec?;
+            let mtime: i64 = mtime.parse().map_err(|_| bad)?;
+            out.push((
+                path.to_vec(),
+                Meta {
+                    kind,
+                    size,
+                    mtime,
+                    x: Stat::default(),
+                },
+            ));
+        }
+        return Ok(out);
+    }
+    for (i, rec) in data
+        .split(|&b| b == 0)
+        .enumerate()
+        .filter(|(_, r)| !r.is_empty())
+    {
+        let bad = || format!("record {}: {:?}", i + 1, String::from_utf8_lossy(rec));
+        let mut parts = rec.splitn(9, |&b| b == b' ');
+        let mut field = || {
+            parts
+                .next()
+                .and_then(|f| std::str::from_utf8(f).ok())
+                .ok_or_else(bad)
+        };
+        let kind = field()?;
+        let &[kind] = kind.as_bytes() else {
+            return Err(bad());
+        };
+        let mode = u32::from_str_radix(field()?, 8).map_err(|_| bad())?;
+        let size: u64 = field()?.parse().map_err(|_| bad())?;
+        let mtime: i64 = field()?.parse().map_err(|_| bad())?;
+        let mtime_ns: u32 = field()?.parse().map_err(|_| bad())?;
+        let ctime: i64 = field()?.parse().map_err(|_| bad())?;
+        let ctime_ns: u32 = field()?.parse().map_err(|_| bad())?;
+        let ino: u64 = field()?.parse().map_err(|_| bad())?;
+        let path = parts.next().ok_or_else(bad)?;
+        out.push((
+            path.to_vec(),
+            Meta {
+                kind,
+                size,
+                mtime,
+                x: Stat {
+                    mode,
+                    mtime_ns,
+                    ctime,
+                    ctime_ns,
+                    ino,
+                },
+            },
+        ));
     }
     Ok(out)
 }
 
 /// FNV-1a, 64 bits: enough to tell a torn frame from a whole one.
-fn checksum(data: &[u8]) -> u64 {
+pub(crate) fn checksum(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in data {
         h ^= u64::from(b);
@@ -300,14 +458,15 @@ fn checksum(data: &[u8]) -> u64 {
     h
 }
 
-type Frame<'a> = ((u64, u64, u64, &'a [u8]), usize);
+type Frame<'a> = ((u64, u64, u64, &'a [u8], bool), usize);
 
-/// The next whole frame: `CLJ1`, payload length (u32 LE), payload (gen, id, seq as u64
+/// The next whole frame: `CLJ2` (or `CLJ1`: version 1 records), payload length (u32 LE), payload (gen, id, seq as u64
 /// LE, then records), checksum of the payload (u64 LE).
 fn next_frame(data: &[u8]) -> Option<Frame<'_>> {
-    if data.len() < 8 || &data[..4] != FRAME_MAGIC {
+    if data.len() < 8 || (&data[..4] != FRAME_MAGIC && &data[..4] != FRAME_MAGIC_V1) {
         return None;
     }
+    let v2 = &data[..4] == FRAME_MAGIC;
     let len = u32::from_le_bytes(data[4..8].try_into().ok()?) as usize;
     let end = 8usize.checked_add(len)?.checked_add(8)?;
     if data.len() < end || len < 24 {
@@ -319,7 +478,7 @@ fn next_frame(data: &[u8]) -> Option<Frame<'_>> {
         return None;
     }
     let n = |i: usize| u64::from_le_bytes(payload[i..i + 8].try_into().expect("8 bytes"));
-    Some(((n(0), n(8), n(16), &payload[24..]), end))
+    Some(((n(0), n(8), n(16), &payload[24..], v2), end))
 }
 
 fn frame(v: Version, ops: &[(Vec<u8>, Meta)]) -> io::Result<Vec<u8>> {
@@ -503,7 +662,134 @@ mod tests {
     use super::*;
 
     fn m(kind: u8, size: u64, mtime: i64) -> Meta {
-        Meta { kind, size, mtime }
+        Meta {
+            kind,
+            size,
+            mtime,
+            x: Stat::default(),
+        }
+    }
+
+    fn full(kind: u8, size: u64, mtime: i64, ino: u64) -> Meta {
+        Meta {
+            kind,
+            size,
+            mtime,
+            x: Stat {
+                mode: 0o100_644,
+                mtime_ns: 123_456_789,
+                ctime: mtime + 1,
+                ctime_ns: 987_654_321,
+                ino,
+            },
+        }
+    }
+
+    /// Version 2 keeps the fields a warm start compares, in the manifest and in journal
+    /// frames; version 1 (an older record, or the copy a peer is sent) still reads, without
+    /// them.
+    #[test]
+    fn v2_round_trip_and_v1_reads_without_stat_fields() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("rec");
+        let (mut j, _) = Journal::open(&dir).unwrap();
+        let mut rec = Record {
+            version: Version::next(Version::default(), Version::default()),
+            identity: "src=1:2:3\tdst=local:4:5:6\trules=00".into(),
+            ..Record::default()
+        };
+        rec.paths
+            .insert(b"a b".to_vec(), full(b'f', 10, 1_700_000_000, 77));
+        rec.paths
+            .insert(b"d".to_vec(), full(b'd', 0, 1_700_000_001, 78));
+        j.replace(&rec).unwrap();
+        j.append(&[(b"d/n\nl".to_vec(), full(b'f', 3, 1_700_000_002, 79))])
+            .unwrap();
+        let back = load(&dir).unwrap();
+        assert_eq!(back.identity, rec.identity);
+        let a = back.paths[&b"a b"[..]];
+        assert!(a.same_stat(&full(b'f', 10, 1_700_000_000, 77)), "{a:?}");
+        assert_eq!(a.x.mode, 0o100_644);
+        assert_eq!(a.x.ctime_ns, 987_654_321);
+        assert!(back.paths[&b"d/n\nl"[..]].same_stat(&full(b'f', 3, 1_700_000_002, 79)));
+        // Another inode change time is another state, though equal for a pair.
+        let mut rewritten = full(b'f', 10, 1_700_000_000, 77);
+        rewritten.x.ctime_ns += 1;
+        assert!(a == rewritten && !a.same_stat(&rewritten));
+        // Version 1: the copy a peer is sent.
+        let v1 = back.manifest_bytes_v1();
+        assert!(v1.starts_with(b"clsync-delivered 1 "), "{v1:?}");
+        assert!(!v1.windows(8).any(|w| w == b"identity"));
+        let (old, _) = Record::parse(&v1, b"").unwrap();
+        assert_eq!(old.paths, back.paths, "same type, size and mtime");
+        assert_eq!(old.version, back.version);
+        assert!(old.identity.is_empty());
+        assert_eq!(old.paths[&b"a b"[..]].x, Stat::default());
+        // A version 1 journal frame over a version 2 manifest still applies.
+        let mut frame_v1 = Vec::new();
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&back.version.gen.to_le_bytes());
+        payload.extend_from_slice(&back.version.id.to_le_bytes());
+        payload.extend_from_slice(&(back.version.seq + 1).to_le_bytes());
+        payload.extend_from_slice(b"f 5 1700000003 old\0");
+        frame_v1.extend_from_slice(b"CLJ1");
+        frame_v1.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
+        frame_v1.extend_from_slice(&payload);
+        frame_v1.extend_from_slice(&checksum(&payload).to_le_bytes());
+        let (r, _) = Record::parse(&back.manifest_bytes(), &frame_v1).unwrap();
+        assert_eq!(r.paths[&b"old"[..]], m(b'f', 5, 1_700_000_003));
+    }
+
+    /// Only a version 2 record of a full sync with this worker's identity can serve a
+    /// warm start.
+    #[test]
+    fn an_index_of_another_destination_is_not_usable() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, dst, other) = (t.path().join("s"), t.path().join("d"), t.path().join("o"));
+        for d in [&src, &dst, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let id = |dst: &Path, rules: u64| {
+            tracker::identity(&Identity {
+                src: src.clone(),
+                dst: crate::dest::Dest::Local(dst.to_path_buf()),
+                rules,
+            })
+        };
+        let mine = id(&dst, 1);
+        let mut rec = Record {
+            version: Version::next(Version::default(), Version::default()),
+            identity: mine.clone(),
+            ..Record::default()
+        };
+        assert_eq!(rec.unusable(&mine), None);
+        assert_eq!(
+            rec.unusable(&id(&other, 1)).as_deref(),
+            Some("foreign index: the destination changed")
+        );
+        assert_eq!(
+            rec.unusable(&id(&dst, 2)).as_deref(),
+            Some("foreign index: the rules changed")
+        );
+        // The same path, made again: another inode.
+        std::fs::remove_dir(&dst).unwrap();
+        std::fs::create_dir(other.join("x")).unwrap();
+        std::fs::create_dir(&dst).unwrap();
+        assert_eq!(
+            rec.unusable(&id(&dst, 1)).as_deref(),
+            Some("foreign index: the destination changed"),
+            "{mine} vs {}",
+            id(&dst, 1)
+        );
+        // A version 1 manifest, or a journal without a manifest.
+        let (v1, _) = Record::parse(&rec.manifest_bytes_v1(), b"").unwrap();
+        assert!(v1.unusable(&mine).is_some());
+        rec.version.seq = 0;
+        let j = frame(rec.version, &[(b"a".to_vec(), m(b'f', 1, 1))]).unwrap();
+        let (only_journal, _) = Record::parse(b"", &j).unwrap();
+        assert_eq!(only_journal.unusable(&mine).as_deref(), Some("no index"));
+        let (zero, _) = Record::parse(b"", b"").unwrap();
+        assert_eq!(zero.unusable(&mine).as_deref(), Some("no index"));
     }
 
     #[test]
@@ -515,8 +801,7 @@ mod tests {
         let v = Version::next(Version::default(), Version::default());
         let mut base = Record {
             version: v,
-            paths: BTreeMap::new(),
-            also: BTreeMap::new(),
+            ..Record::default()
         };
         base.paths.insert(b"d".to_vec(), m(b'd', 0, 1));
         base.paths.insert(b"d/a".to_vec(), m(b'f', 1, 1));
@@ -570,8 +855,7 @@ mod tests {
         j.append(&[(b"z".to_vec(), m(b'f', 1, 1))]).unwrap();
         let newer = Record {
             version: Version::next(v, v),
-            paths: BTreeMap::new(),
-            also: BTreeMap::new(),
+            ..Record::default()
         };
         assert!(newer.version > load(&dir).unwrap().version);
         std::fs::write(dir.join("manifest"), newer.manifest_bytes()).unwrap();
@@ -616,8 +900,7 @@ mod tests {
             .join(format!("clsync-measure-{}", std::process::id()));
         let mut rec = Record {
             version: Version::next(Version::default(), Version::default()),
-            paths: BTreeMap::new(),
-            also: BTreeMap::new(),
+            ..Record::default()
         };
         for i in 0..1_000_000u32 {
             let p = format!("srv/www/site{:03}/htdocs/img/{:06}.jpg", i % 1000, i);

@@ -32,14 +32,14 @@ delivered).
 mod check;
 mod decide;
 mod link;
-mod manifest;
+pub(crate) mod manifest;
 mod peer;
 
 pub use check::{PairSettings, SPLIT_BRAIN_EXIT};
 pub use decide::Decision;
 pub use link::{Link, Step};
 pub(crate) use manifest::records;
-pub use manifest::{Manifest, Meta};
+pub use manifest::{Manifest, Meta, Stat};
 
 #[cfg(test)]
 mod tests;

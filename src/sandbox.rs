@@ -550,6 +550,7 @@ impl Grants {
             g.write.push(parent.to_path_buf());
         }
         g.write.extend(cfg.dump_dir.iter().cloned());
+        g.write.extend(cfg.index_dir.iter().cloned());
         g.read.extend(cfg.rules_file.iter().cloned());
         for (_, file) in cfg.rules_inline.iter() {
             g.read.push(file.clone());

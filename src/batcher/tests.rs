@@ -295,6 +295,7 @@ fn safe_threading_holds_everything_behind_a_running_full_sync() {
         moves: Vec::new(),
         verify: false,
         beside: false,
+        initial: false,
     };
     b.start_external(&initial);
     b.push(t0, b"a".to_vec(), false, Class::Normal);
@@ -457,6 +458,7 @@ fn full_batch_is_recognised() {
         moves: Vec::new(),
         verify: false,
         beside: false,
+        initial: false,
     };
     assert!(batch.is_full());
 }

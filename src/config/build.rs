@@ -99,6 +99,9 @@ pub struct Values {
     pub one_file_system: Option<bool>,
     pub monitor: Option<crate::watch::Monitor>,
     pub full_initialsync: Option<bool>,
+    pub initial_from: Option<super::InitialFrom>,
+    /// The instance's index directory, and whether it is the profile's default.
+    pub index_dir: Option<(PathBuf, bool)>,
     pub exit_on_no_events: Option<bool>,
     pub max_iterations: Option<u32>,
     pub quiet: Option<bool>,
@@ -139,6 +142,7 @@ impl Values {
             delay_sync, threshold_bigfile, globs, label, rsync_inclimit, status_file, debug,
             debug_min, pid_file, ignore_exitcodes, timeout_sync, initial, pre_exit_hook,
             exit_hook, standby_file, retries, one_file_system, monitor, full_initialsync,
+            initial_from, index_dir,
             exit_on_no_events, max_iterations, quiet, output, background, lists_dir,
             dont_unlink_lists, threading, max_parallel_syncs, sandbox_network, sandbox_min, chroot,
             preserve_capabilities, inherit_capabilities;
@@ -228,6 +232,11 @@ pub fn build(v: Values, d: Defaults) -> Result<Config, StartError> {
         Some(RulesFrom::Inline(lines, file)) => (None, Some((lines, file))),
         None => (None, None),
     };
+    if v.initial_from == Some(super::InitialFrom::Index) && v.full_initialsync == Some(true) {
+        return Err(usage(
+            "initial-sync = index and full-initialsync exclude each other (full-initialsync syncs what the rules exclude, which the index leaves out)".into(),
+        ));
+    }
     let nonzero = |d: Option<Duration>| d.filter(|d| !d.is_zero());
     let mut cfg = Config {
         src,
@@ -297,6 +306,9 @@ pub fn build(v: Values, d: Defaults) -> Result<Config, StartError> {
         one_file_system: v.one_file_system == Some(true),
         monitor: v.monitor.unwrap_or_default(),
         full_initialsync: v.full_initialsync == Some(true),
+        initial_from: v.initial_from.unwrap_or_default(),
+        index_dir_default: v.index_dir.as_ref().is_some_and(|(_, d)| *d),
+        index_dir: v.index_dir.map(|(d, _)| d),
         exit_on_no_events: v.exit_on_no_events == Some(true),
         max_iterations: v.max_iterations.unwrap_or(0),
         quiet: v.quiet == Some(true),

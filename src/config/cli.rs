@@ -103,6 +103,15 @@ struct Args {
     /// Ignore the rules' excludes on the initial sync
     #[arg(short = 'F', long = "full-initialsync")]
     full_initialsync: bool,
+    /// Where the initial sync starts from: index (only what differs from the index of
+    /// what each destination received; full without a usable one) or full [default: index
+    /// when a usable one exists]
+    #[arg(long = "initial-sync", value_name = "index|full")]
+    initial_sync: Option<crate::config::InitialFrom>,
+    /// Keep an index of what each destination received in DIR (0700; created if missing),
+    /// for a start without a full rsync
+    #[arg(long = "index-dir", value_name = "DIR")]
+    index_dir: Option<PathBuf>,
     /// After the initial sync, sync what is queued and exit when nothing is left
     #[arg(long = "exit-on-no-events")]
     exit_on_no_events: bool,
@@ -725,6 +734,8 @@ fn layer(a: Args) -> Result<Values, StartError> {
         one_file_system: flag(a.one_file_system || a.exclude_mount_points),
         monitor: a.monitor,
         full_initialsync: flag(a.full_initialsync),
+        initial_from: a.initial_sync,
+        index_dir: a.index_dir.map(|d| (d, false)),
         exit_on_no_events: flag(a.exit_on_no_events),
         max_iterations: a.max_iterations,
         quiet: flag(a.quiet),

@@ -141,6 +141,14 @@ pub struct Config {
     pub monitor: crate::watch::Monitor,
     /// Ignore the rules' excludes on the initial sync (`full-initialsync`).
     pub full_initialsync: bool,
+    /// Where the initial sync starts from (`initial-sync`).
+    pub initial_from: InitialFrom,
+    /// The directory of this instance's index of what each destination received
+    /// (`index-dir`; the profile's default is `/var/lib/clsync/index/INSTANCE`).
+    pub index_dir: Option<PathBuf>,
+    /// `index_dir` is the profile's default, not given: a failure to make it is a
+    /// warning (the worker runs without an index), not a refusal.
+    pub index_dir_default: bool,
     /// After the initial sync, sync what is queued and exit when nothing is left.
     pub exit_on_no_events: bool,
     /// Exit after this many sync iterations (the initial sync counts); 0: no limit.
@@ -165,6 +173,34 @@ pub const PROGRESS_MIN_DIRS: usize = 50_000;
 
 /// The default of `max-parallel-syncs`.
 pub const MAX_PARALLEL_SYNCS: usize = 4;
+
+/// Where the initial sync starts from (`initial-sync`, `--initial-sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitialFrom {
+    /// From the index when a usable one exists, else full.
+    #[default]
+    Auto,
+    /// From the index (full when there is no usable one, said in the log).
+    Index,
+    /// A full rsync of the whole tree, whatever the index says.
+    Full,
+}
+
+impl std::str::FromStr for InitialFrom {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "index" => Ok(InitialFrom::Index),
+            "full" => Ok(InitialFrom::Full),
+            _ => Err(format!(
+                "invalid initial-sync {s:?} (expected index or full)"
+            )),
+        }
+    }
+}
+
+/// The profile's `index-dir` when none is given (one subdirectory per instance).
+pub const DEFAULT_INDEX_DIR: &str = "/var/lib/clsync/index";
 
 /// What happens with the initial full sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -261,6 +297,7 @@ restart_or_reload! {
         one_file_system, monitor, pid_file, output, status_file, sync_handler_uid,
         sync_handler_gid, lists_nul, synclist_simplify, have_recursive_sync,
         rsync_prefer_include, background, initial, full_initialsync, dont_unlink_lists,
+        initial_from, index_dir, index_dir_default,
         sandbox, sandbox_network, sandbox_extra, chroot, preserve_capabilities,
         inherit_capabilities;
     reload: ignore_failures, modification_signature, dump_dir, wait_for_close,

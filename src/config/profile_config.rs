@@ -218,6 +218,14 @@ pub fn layer(r: &Resolved, file: &Path) -> Result<Values, StartError> {
             .then_some(true),
         monitor: parsed(&v.monitor).map_err(err)?,
         full_initialsync: v.full_initialsync,
+        initial_from: parsed(&v.initial_sync).map_err(err)?,
+        index_dir: Some(match &v.index_dir {
+            Some(d) => (PathBuf::from(d).join(&r.instance), false),
+            None => (
+                PathBuf::from(crate::config::DEFAULT_INDEX_DIR).join(&r.instance),
+                true,
+            ),
+        }),
         exit_on_no_events: v.exit_on_no_events,
         max_iterations: v.max_iterations,
         quiet: None,

@@ -12,16 +12,49 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// What is known of one path in a manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Equality is that of what both sides of a pair can list (type, size, whole-second
+/// mtime); [`Meta::same_stat`] also compares the local fields of [`Stat`].
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Meta {
     /// `f` file, `d` directory, `l` symlink, anything else for other types.
     pub kind: u8,
     pub size: u64,
     /// Modification time in whole seconds (listings from other systems round anyway).
     pub mtime: i64,
+    /// What only a local `lstat` tells (all zero when not known: a peer's listing, a
+    /// version 1 record).
+    pub x: Stat,
 }
 
+/// The fields of a local `lstat` a warm start compares besides type, size and mtime:
+/// a rewrite that keeps size and mtime (`cp -p`, `touch -r`, a restore) changes the
+/// inode change time, and a replaced file its inode number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stat {
+    /// `st_mode` (type and permission bits).
+    pub mode: u32,
+    pub mtime_ns: u32,
+    pub ctime: i64,
+    pub ctime_ns: u32,
+    pub ino: u64,
+}
+
+impl PartialEq for Meta {
+    fn eq(&self, other: &Meta) -> bool {
+        self.kind == other.kind && self.size == other.size && self.mtime == other.mtime
+    }
+}
+impl Eq for Meta {}
+
 impl Meta {
+    /// Equal, and equal in every field of [`Stat`] too (and known: a zero inode number is
+    /// never the same).
+    #[must_use]
+    pub fn same_stat(&self, other: &Meta) -> bool {
+        self == other && self.x == other.x && self.x.ino != 0
+    }
+
     /// Whether a change from `self` to `other` is a change of content (directories
     /// change mtime when their entries change; their entries speak for them).
     pub(super) fn differs(&self, other: &Meta) -> bool {
@@ -58,7 +91,7 @@ fn kind_of(ft: std::fs::FileType) -> u8 {
 }
 
 /// The rules' idea of a type letter.
-pub(super) fn rule_kind(kind: u8) -> crate::rules::Kind {
+pub(crate) fn rule_kind(kind: u8) -> crate::rules::Kind {
     match kind {
         b'd' => crate::rules::Kind::Dir,
         b'f' => crate::rules::Kind::File,
@@ -67,16 +100,23 @@ pub(super) fn rule_kind(kind: u8) -> crate::rules::Kind {
 }
 
 /// Whether `m`'s inode changed at or after `since` (seconds, nanoseconds).
-pub(super) fn changed_since(m: &std::fs::Metadata, since: Option<(i64, i64)>) -> bool {
+pub(crate) fn changed_since(m: &std::fs::Metadata, since: Option<(i64, i64)>) -> bool {
     since.is_some_and(|s| (m.ctime(), m.ctime_nsec()) >= s)
 }
 
-pub(super) fn meta_of(m: &std::fs::Metadata) -> Meta {
+pub(crate) fn meta_of(m: &std::fs::Metadata) -> Meta {
     let kind = kind_of(m.file_type());
     Meta {
         kind,
         size: if kind == b'd' { 0 } else { m.size() },
         mtime: m.mtime(),
+        x: Stat {
+            mode: m.mode(),
+            mtime_ns: u32::try_from(m.mtime_nsec()).unwrap_or(0),
+            ctime: m.ctime(),
+            ctime_ns: u32::try_from(m.ctime_nsec()).unwrap_or(0),
+            ino: m.ino(),
+        },
     }
 }
 
@@ -179,6 +219,7 @@ impl Manifest {
                     // Float casts saturate: a bogus mtime stays bogus, whole seconds.
                     #[allow(clippy::cast_possible_truncation)]
                     mtime: mtime.floor() as i64,
+                    x: Stat::default(),
                 },
             );
         }

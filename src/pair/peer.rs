@@ -265,7 +265,9 @@ impl Peer<'_> {
             )
             .as_bytes(),
         );
-        self.remote(script, Some(&rec.manifest_bytes()))
+        // Version 1: the peer needs type, size and mtime only, and an older peer
+        // reads no other.
+        self.remote(script, Some(&rec.manifest_bytes_v1()))
             .map(|_| ())
             .map_err(|e| match e {
                 CheckError::Unreachable(e) | CheckError::Failed(e) => e,

@@ -5,7 +5,12 @@ use std::path::Path;
 use std::time::Duration;
 
 fn m(kind: u8, size: u64, mtime: i64) -> Meta {
-    Meta { kind, size, mtime }
+    Meta {
+        kind,
+        size,
+        mtime,
+        x: Default::default(),
+    }
 }
 
 fn man(entries: &[(&str, Meta)]) -> Manifest {

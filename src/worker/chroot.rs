@@ -184,6 +184,7 @@ fn used_paths(
     v.extend(parent(&cfg.status_file).map(|p| ("status-file directory", p)));
     v.extend(parent(&cfg.pid_file).map(|p| ("pid-file directory", p)));
     v.extend(cfg.dump_dir.clone().map(|p| ("dump-dir", p)));
+    v.extend(cfg.index_dir.clone().map(|p| ("index-dir", p)));
     v.extend(cfg.rules_file.clone().map(|p| ("rules file", p)));
     v.extend(cfg.pre_exit_hook.clone().map(|p| ("pre-exit-hook", p)));
     v.extend(cfg.exit_hook.clone().map(|p| ("exit-hook", p)));

@@ -23,6 +23,7 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
     let (rules, paths) = check(&cfg)?;
     // `_lists` keeps a temporary lists directory alive until the worker ends.
     let (_lists, lists_dir) = list_files_dir(&mut cfg)?;
+    index_dir(&mut cfg)?;
     let control = ssh_control_dir(&cfg)?;
     // `--chroot`: refused here, before anything is watched or forked, when a path the
     // worker uses is not the same file at the same path inside the new root.
@@ -67,7 +68,7 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
         &paths,
         &lists_dir,
         control.as_ref(),
-        watcher.watched(),
+        (watcher.watched(), index_rules_hash(&cfg, watcher.rules())),
         waker,
     )?;
     let mut w = assemble(Parts {
@@ -288,7 +289,7 @@ fn handlers(
     paths: &Paths,
     lists_dir: &std::path::Path,
     control: Option<&tempfile::TempDir>,
-    watched: usize,
+    (watched, rules_hash): (usize, u64),
     waker: Arc<Waker>,
 ) -> Result<(Runner, Vec<Target>), StartError> {
     let Paths { src, dsts, rsync } = paths;
@@ -331,7 +332,7 @@ fn handlers(
     );
     let mut so = so;
     let mut targets = Vec::new();
-    for d in dsts {
+    for (n, d) in dsts.iter().enumerate() {
         let dest = Dest::parse(d.as_os_str());
         let (rsync_extra, mover) = transport(cfg, &dest, control);
         let handler = Handler::new(
@@ -358,11 +359,35 @@ fn handlers(
             },
             so.take(),
         );
-        targets.push(Target::new(
+        let mut target = Target::new(
             dest.show(),
             Batcher::with_threading(cfg.delays, cfg.threading, cfg.max_parallel_syncs),
             handler,
-        ));
+        );
+        // Every destination keeps an index, but a pair's peer: the pair keeps its record.
+        if let Some(base) = cfg
+            .index_dir
+            .as_ref()
+            .filter(|_| n > 0 || cfg.pair.is_none())
+        {
+            let id = crate::delivered::Identity {
+                src: src.clone(),
+                dst: dest.clone(),
+                rules: rules_hash,
+            };
+            match open_index(base, n, d, id) {
+                Ok((ix, rec)) => {
+                    target.index = Some(ix);
+                    target.index_loaded = Some(rec);
+                }
+                Err(e) => error!(
+                    "index of {} in {}: {e}; running without it",
+                    dest.show(),
+                    base.display()
+                ),
+            }
+        }
+        targets.push(target);
     }
     Ok((runner, targets))
 }
@@ -481,13 +506,10 @@ impl Worker {
                 if t == 0 && self.pair.as_ref().is_some_and(|l| l.waiting()) {
                     continue;
                 }
-                info!(
-                    "initial sync of {} to {}",
-                    self.src.display(),
-                    self.targets[t].name
-                );
-                self.start_full(t, false);
+                self.initial_sync_of(t);
             }
+            // Destinations whose index says they are up to date.
+            self.initial_progress();
         }
     }
 
@@ -498,6 +520,11 @@ impl Worker {
         if code == 0 && self.ready && matches!(self.phase, Phase::Stopping { .. }) {
             if let Some(link) = &mut self.pair {
                 link.clean_stop();
+            }
+        }
+        for t in &mut self.targets {
+            if let Some(ix) = &mut t.index {
+                ix.clean_stop();
             }
         }
         self.close_ssh();
@@ -513,6 +540,102 @@ impl Worker {
             }
         }
     }
+}
+
+/// `index-dir`: made here (0700, owned by the user the worker runs as, who writes there
+/// after the drop; missing parents 0711), before the sandbox grants it and the chroot
+/// check looks for it. The profile's default that cannot be made is a warning: the
+/// worker runs without an index (every start is a full sync).
+fn index_dir(cfg: &mut Config) -> Result<(), StartError> {
+    let Some(d) = cfg.index_dir.clone() else {
+        return Ok(());
+    };
+    let d = if d.is_relative() {
+        std::env::current_dir()
+            .map_err(StartError::CurrentDir)?
+            .join(d)
+    } else {
+        d
+    };
+    match make_index_dir(&d, cfg) {
+        Ok(()) => cfg.index_dir = Some(d),
+        Err(e) if cfg.index_dir_default => {
+            warn!("{e}; running without an index (every start is a full sync)");
+            cfg.index_dir = None;
+        }
+        Err(e) => return Err(StartError::Path(e)),
+    }
+    Ok(())
+}
+
+fn make_index_dir(d: &std::path::Path, cfg: &Config) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let fail = |e: std::io::Error| format!("index-dir {}: cannot create it: {e}", d.display());
+    if std::fs::symlink_metadata(d).is_err() {
+        if let Some(parent) = d.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(parent)
+                .map_err(fail)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => {
+                if cfg.uid.is_some() || cfg.gid.is_some() {
+                    nix::unistd::chown(
+                        d,
+                        cfg.uid.map(nix::unistd::Uid::from_raw),
+                        cfg.gid.map(nix::unistd::Gid::from_raw),
+                    )
+                    .map_err(|e| fail(e.into()))?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    crate::safe_file::check_dir(d, "index-dir", cfg.uid)
+}
+
+/// What decides the set of synced paths, hashed into each index's identity: another
+/// rules file, mode, `one-file-system` or rsync options make the index foreign.
+fn index_rules_hash(cfg: &Config, rules: &crate::rules::Rules) -> u64 {
+    let what = format!(
+        "{rules:?}\n{:?}\n{:?}\n{}\n{:?}\n{:?}",
+        cfg.globs, cfg.mode, cfg.one_file_system, cfg.rsync_options, cfg.handler_args
+    );
+    crate::delivered::checksum(what.as_bytes())
+}
+
+/// Opens destination `n`'s index in `base` (a subdirectory named by its number and a
+/// hash of its name, with a `dest` file naming it for people). A record that cannot be
+/// read is started anew (the initial sync is then full): it only ever saves work.
+fn open_index(
+    base: &std::path::Path,
+    n: usize,
+    d: &std::path::Path,
+    id: crate::delivered::Identity,
+) -> std::io::Result<(crate::delivered::Tracker, crate::delivered::Record)> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = d.as_os_str().as_bytes();
+    let dir = base.join(format!("{n}-{:016x}", crate::delivered::checksum(name)));
+    let opened = match crate::delivered::Tracker::open(&dir, Some(id.clone()), "index") {
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            warn!("index {}: {e}; starting it anew", dir.display());
+            for f in ["manifest", "journal"] {
+                match std::fs::remove_file(dir.join(f)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            crate::delivered::Tracker::open(&dir, Some(id), "index")?
+        }
+        r => r?,
+    };
+    let mut text = name.to_vec();
+    text.push(b'\n');
+    crate::delivered::write_atomic(&dir, "dest", &text)?;
+    Ok(opened)
 }
 
 /// An existing dump directory that others may write to is refused at start, not at the

@@ -23,6 +23,10 @@ pub(super) struct Target {
     pub(super) last_ok: Option<std::time::SystemTime>,
     /// When its oldest unsynced change was queued (the lag).
     pub(super) behind_since: Option<std::time::SystemTime>,
+    /// Its index of what it received (`index-dir`), kept current as its syncs end.
+    pub(super) index: Option<crate::delivered::Tracker>,
+    /// The index as loaded at start, until the initial sync has compared it.
+    pub(super) index_loaded: Option<crate::delivered::Record>,
 }
 
 impl Target {
@@ -38,6 +42,8 @@ impl Target {
             last_error: None,
             last_ok: None,
             behind_since: None,
+            index: None,
+            index_loaded: None,
         }
     }
 }
@@ -131,6 +137,9 @@ impl Worker {
         if let (0, Some(l)) = (t, &mut self.pair) {
             l.sync_started(&self.src, &batch);
         }
+        if let Some(ix) = &mut self.targets[t].index {
+            ix.started(&self.src, &batch);
+        }
         let f = match self.targets[t].handler.steps(&batch, &ctx) {
             Ok(steps) => self.runner.start(t, batch, steps),
             Err(e) => Some(Finished {
@@ -159,11 +168,21 @@ impl Worker {
         let ok = f.result.is_ok();
         let ti = f.tag;
         let verify = f.batch.verify;
+        // The warm start's initial sync (what differs from the index).
+        let initial = f.batch.initial;
         if full {
             self.progress_at = None;
         }
         if let (0, Some(l)) = (ti, &mut self.pair) {
             l.sync_finished(&self.src, self.watcher.rules(), &f.batch, ok);
+        }
+        // Recorded (on disk) before the batch leaves the queue: a crash after this
+        // re-sends nothing of it, a crash before re-sends it at the next start.
+        if let Some(ix) = &mut self.targets[ti].index {
+            let rules = self.watcher.rules();
+            if let Some(since) = ix.finished(&self.src, rules, &f.batch, ok) {
+                ix.agree(&self.src, rules, since, None, Default::default());
+            }
         }
         let t = &mut self.targets[ti];
         t.batcher.complete(now, f.batch, ok);
@@ -182,7 +201,7 @@ impl Worker {
                 if t.batcher.is_empty() {
                     t.behind_since = None;
                 }
-                if full {
+                if full || initial {
                     t.initial_ok = true;
                 }
             }
@@ -191,8 +210,18 @@ impl Worker {
                 self.last_error = Some(why.clone());
                 t.last_error = Some(why.clone());
                 t.unreachable = unreachable_code(f.code);
-                if full {
+                if full || initial {
                     t.initial_failed = true;
+                }
+                if initial {
+                    // Retried as a full sync (its end makes the destination ready).
+                    t.batcher.push_event(
+                        now,
+                        Vec::new(),
+                        true,
+                        crate::watch::MASK_FOUND_DIR,
+                        Class::Normal,
+                    );
                 }
             }
         }
@@ -246,23 +275,8 @@ impl Worker {
         {
             self.status.set("running");
         }
-        // Ready once every destination had its initial sync; with several, one that
-        // cannot be reached does not hold back the others (it is retried).
-        let initial_done = self
-            .targets
-            .iter()
-            .all(|t| t.initial_ok || (several && t.initial_failed))
-            && self.targets.iter().any(|t| t.initial_ok);
-        if full && !self.ready && initial_done {
-            info!(
-                "initial sync done ({:.1}s after start)",
-                self.started.elapsed().as_secs_f64()
-            );
-            self.became_ready();
-            if self.cfg.initial == Initial::Only && self.phase == Phase::Running {
-                info!("only-initialsync: exiting");
-                self.exit = Some(0);
-            }
+        if full || initial {
+            self.initial_progress();
         }
         match self.phase {
             Phase::Stopping {
@@ -285,6 +299,115 @@ impl Worker {
             Phase::Aborting { .. } if !self.runner.busy() => self.exit = Some(self.abort_code),
             _ => {}
         }
+    }
+
+    /// Ready once every destination had its initial sync; with several, one that cannot
+    /// be reached does not hold back the others (it is retried).
+    pub(super) fn initial_progress(&mut self) {
+        let several = self.targets.len() > 1;
+        let initial_done = self
+            .targets
+            .iter()
+            .all(|t| t.initial_ok || (several && t.initial_failed))
+            && self.targets.iter().any(|t| t.initial_ok);
+        if !self.ready && initial_done {
+            info!(
+                "initial sync done ({:.1}s after start)",
+                self.started.elapsed().as_secs_f64()
+            );
+            self.became_ready();
+            if self.cfg.initial == Initial::Only && self.phase == Phase::Running {
+                info!("only-initialsync: exiting");
+                self.exit = Some(0);
+            }
+        }
+    }
+
+    /// The initial sync of destination `t`: from its index when a usable one exists
+    /// (only what differs; nothing when nothing does), else the full sync. Logs which,
+    /// and why.
+    pub(super) fn initial_sync_of(&mut self, t: usize) {
+        let to = if self.targets.len() > 1 {
+            format!(" to {}", self.targets[t].name)
+        } else {
+            String::new()
+        };
+        let started = Instant::now();
+        match self.warm(t) {
+            Ok(d) if d.entries.is_empty() => {
+                info!(
+                    "initial sync: from the index (0 differ, 0 deleted, {:.2} s){to}",
+                    started.elapsed().as_secs_f64()
+                );
+                self.targets[t].initial_ok = true;
+            }
+            Ok(d) => {
+                info!(
+                    "initial sync: from the index ({} differ, {} deleted, {:.2} s){to}",
+                    d.differ,
+                    d.deleted,
+                    started.elapsed().as_secs_f64()
+                );
+                let batch = Batch {
+                    entries: d.entries,
+                    initial: true,
+                    ..Batch::default()
+                };
+                self.targets[t].batcher.start_external(&batch);
+                self.start(t, batch);
+            }
+            Err(why) => {
+                info!("initial sync: full ({why}){to}");
+                info!(
+                    "initial sync of {} to {}",
+                    self.src.display(),
+                    self.targets[t].name
+                );
+                self.start_full(t, false);
+            }
+        }
+    }
+
+    /// What differs between the source and destination `t`'s index, or why the full
+    /// sync runs.
+    fn warm(&mut self, t: usize) -> Result<crate::delivered::warm::Differences, String> {
+        let loaded = self.targets[t].index_loaded.take();
+        if t == 0 && self.pair.is_some() {
+            return Err("a failover pair's peer".into());
+        }
+        if self.cfg.initial_from == crate::config::InitialFrom::Full {
+            return Err("initial-sync = full".into());
+        }
+        if self.cfg.full_initialsync {
+            return Err("full-initialsync".into());
+        }
+        let Some(ix) = &self.targets[t].index else {
+            return Err(if self.cfg.index_dir.is_none() {
+                "no index-dir".into()
+            } else {
+                "no index".into()
+            });
+        };
+        if !matches!(
+            self.cfg.mode,
+            Mode::RsyncDirect | Mode::RsyncShell | Mode::RsyncSo
+        ) {
+            return Err(format!("mode {:?} has no warm start", self.cfg.mode));
+        }
+        let rec = loaded.ok_or("no index")?;
+        if let Some(why) = rec.unusable(&ix.identity_now()) {
+            return Err(why);
+        }
+        let d = crate::delivered::warm::compare(&self.src, self.watcher.rules(), rec)
+            .map_err(|e| format!("cannot compare {} with the index: {e}", self.src.display()))?;
+        if d.too_many() {
+            return Err(format!(
+                "{} of {} indexed paths differ, over 25 %",
+                d.differ + d.deleted,
+                d.indexed
+            ));
+        }
+        Ok(d)
     }
 
     /// Starts a sync of the whole tree to destination `t` outside its queue (the initial
@@ -319,5 +442,6 @@ pub(super) fn full_batch(verify: bool) -> Batch {
         moves: Vec::new(),
         verify,
         beside: false,
+        initial: false,
     }
 }

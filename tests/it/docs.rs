@@ -100,6 +100,8 @@ const SAMPLES: &[(&str, &str)] = &[
     ("full-initialsync", "true"),
     ("only-initialsync", "true"),
     ("skip-initialsync", "true"),
+    ("initial-sync", "\"full\""),
+    ("index-dir", "\"/var/lib/clsync/index\""),
     ("exit-on-no-events", "true"),
     ("sync-on-quit", "true"),
     ("one-file-system", "true"),

@@ -30,3 +30,4 @@ mod safe_files;
 mod sandbox;
 mod strict;
 mod threading;
+mod warm;

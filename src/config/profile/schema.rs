@@ -42,6 +42,8 @@ pub const KEYS: &[&str] = &[
     "full-initialsync",
     "only-initialsync",
     "skip-initialsync",
+    "initial-sync",
+    "index-dir",
     "exit-on-no-events",
     "sync-on-quit",
     "one-file-system",
@@ -213,6 +215,12 @@ pub struct ProfileValues {
     pub only_initialsync: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_initialsync: Option<bool>,
+    /// `index` or `full` (not in the original).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_sync: Option<String>,
+    /// The base of the instances' index directories (not in the original).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_on_no_events: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -436,7 +444,7 @@ impl ProfileValues {
             rules, exclude, include, delay_sync, delay_collect, delay_collect_bigfile,
             threshold_bigfile, retries, ignore_exitcode, timeout_sync, threading,
             max_parallel_syncs, label, lists_dir, status_file, pid_file, exit_hook, pre_exit_hook, full_initialsync,
-            only_initialsync, skip_initialsync, exit_on_no_events, sync_on_quit,
+            only_initialsync, skip_initialsync, initial_sync, index_dir, exit_on_no_events, sync_on_quit,
             one_file_system, exclude_mount_points, rsync_prefer_include, dont_unlink_lists,
             have_recursive_sync, synclist_simplify, ignore_failures, max_iterations,
             standby_file, modification_signature, rsync_inclimit, output, debug, uid, gid,

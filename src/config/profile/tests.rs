@@ -170,6 +170,8 @@ fn all_set() -> ProfileValues {
         full_initialsync: Some(true),
         only_initialsync: Some(false),
         skip_initialsync: Some(false),
+        initial_sync: s("full"),
+        index_dir: s("/var/lib/clsync/index"),
         exit_on_no_events: Some(false),
         sync_on_quit: Some(true),
         one_file_system: Some(true),

@@ -43,6 +43,7 @@ fn full_run_of(mode: Mode, tag: &str, verify: bool) -> Exec {
         moves: Vec::new(),
         verify,
         beside: false,
+        initial: false,
     };
     let ctx = Context {
         rules: &Rules::default(),

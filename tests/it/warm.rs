@@ -1,0 +1,321 @@
+//! A warm start from the index of what each destination received (`--index-dir`): what
+//! changed while no worker ran, and only that, is synced at start (no full rsync); a
+//! foreign index (another destination, other rules) runs the full rsync; a worker killed
+//! with SIGKILL at any point loses nothing. Real rsync behind a wrapper (`-S`) that logs
+//! every run's argv and include list, and can kill the worker once its rsync succeeded.
+
+use crate::common::{self, TestDir, Worker};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The wrapper: logs `call ARGV` and `  list: LINE` for each include list line, runs
+/// rsync; when the file `kill` exists next to the log, kills its parent (the worker)
+/// with SIGKILL once rsync exited 0 (after the sync, before its record).
+fn wrapper(t: &TestDir) -> (PathBuf, PathBuf) {
+    let script = t.root.join("rsync-wrapper");
+    let log = t.root.join("rsync.log");
+    let kill = t.root.join("kill");
+    let text = format!(
+        "#!/bin/sh\n\
+         log='{log}'\n\
+         {{ printf 'call'; for a in \"$@\"; do printf ' %s' \"$a\"; done; printf '\\n'; }} >> \"$log\"\n\
+         for a in \"$@\"; do case \"$a\" in --include-from=*) tr '\\000' '\\n' < \"${{a#--include-from=}}\" | sed 's/^/  list: /' >> \"$log\";; esac; done\n\
+         if [ -e '{kill}' ]; then rsync \"$@\"; rc=$?; if [ $rc = 0 ]; then rm -f '{kill}'; kill -9 $PPID; fi; exit $rc; fi\n\
+         exec rsync \"$@\"\n",
+        log = log.display(),
+        kill = kill.display(),
+    );
+    std::fs::write(&script, text).unwrap();
+    common::chmod(&script, 0o755);
+    (script, log)
+}
+
+fn args(t: &TestDir, script: &Path) -> Vec<std::ffi::OsString> {
+    vec![
+        "--index-dir".into(),
+        t.root.join("index").into(),
+        "-S".into(),
+        script.into(),
+    ]
+}
+
+/// The runs the wrapper saw: (argv, include list lines).
+fn runs(log: &Path) -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for l in text.lines() {
+        if let Some(argv) = l.strip_prefix("call") {
+            out.push((argv.to_string(), Vec::new()));
+        } else if let (Some(line), Some(last)) = (l.strip_prefix("  list: "), out.last_mut()) {
+            last.1.push(line.to_string());
+        }
+    }
+    out
+}
+
+/// A full rsync run: no include list.
+fn full_runs(runs: &[(String, Vec<String>)]) -> usize {
+    runs.iter()
+        .filter(|(argv, _)| !argv.contains("--include-from="))
+        .count()
+}
+
+fn start(t: &TestDir, script: &Path, extra: &[&str]) -> Worker {
+    let mut a = args(t, script);
+    a.extend(extra.iter().map(Into::into));
+    Worker::start_in(&t.root, &t.src, &t.dst, &a)
+}
+
+/// Rewrites `p` in place with `data` (same length) and sets its mtime back, to the
+/// nanosecond, as `cp -p` or `touch -r` do: size and mtime as before, only the inode
+/// change time tells.
+fn rewrite_keeping_times(p: &Path, data: &[u8]) {
+    let before = std::fs::metadata(p).unwrap();
+    assert_eq!(before.len(), data.len() as u64);
+    std::fs::write(p, data).unwrap();
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    f.set_times(std::fs::FileTimes::new().set_modified(before.modified().unwrap()))
+        .unwrap();
+    let after = std::fs::metadata(p).unwrap();
+    assert_eq!(
+        (after.len(), after.mtime(), after.mtime_nsec()),
+        (before.len(), before.mtime(), before.mtime_nsec())
+    );
+}
+
+/// What changed while the worker was stopped, and only that, is synced at the next start,
+/// and no full rsync runs: a written file, a same-size same-mtime rewrite, a deletion
+/// (file and directory), a new directory tree.
+#[test]
+fn a_warm_start_sends_only_what_changed_while_stopped() {
+    let t = TestDir::new("warm-only");
+    let (script, log) = wrapper(&t);
+    common::mkdir_p(&t.s(b"d/e"));
+    common::mkdir_p(&t.s(b"gone-dir/x"));
+    for f in ["a", "d/b", "d/e/c", "gone", "gone-dir/x/y"] {
+        common::write(&t.s(f.as_bytes()), f.as_bytes());
+    }
+    for i in 0..50 {
+        common::write(&t.s(format!("keep{i}").as_bytes()), b"kept");
+    }
+    let mut w = start(&t, &script, &[]);
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    assert!(
+        w.stderr().contains("initial sync: full (no index)"),
+        "{}",
+        w.stderr()
+    );
+    // A warm start with nothing changed (files written just before the full sync began
+    // count as possibly changed during it: they may be sent once more here).
+    let mut w = start(&t, &script, &[]);
+    assert!(
+        w.stderr().contains("initial sync: from the index ("),
+        "{}",
+        w.stderr()
+    );
+    w.stop_ok();
+    std::fs::remove_file(&log).unwrap();
+    // While stopped.
+    common::write(&t.s(b"a"), b"a, longer now");
+    rewrite_keeping_times(&t.s(b"d/b"), b"D/B");
+    common::remove_file(&t.s(b"gone"));
+    common::remove_dir_all(&t.s(b"gone-dir"));
+    common::mkdir_p(&t.s(b"new/sub"));
+    common::write(&t.s(b"new/sub/f"), b"f");
+    let mut w = start(&t, &script, &[]);
+    let log_text = w.stderr();
+    assert!(
+        log_text.contains("initial sync: from the index (3 differ, 2 deleted,"),
+        "{log_text}"
+    );
+    w.wait_synced(SYNC_TIMEOUT);
+    assert_eq!(std::fs::read(t.d(b"d/b")).unwrap(), b"D/B");
+    let seen = runs(&log);
+    assert_eq!(full_runs(&seen), 0, "a full rsync ran: {seen:#?}");
+    let listed: Vec<&String> = seen.iter().flat_map(|(_, l)| l).collect();
+    assert!(
+        !listed.iter().any(|l| l.contains("keep")),
+        "unchanged files were listed: {listed:?}"
+    );
+    for p in ["/a", "/d/b", "/new", "/gone", "/gone-dir"] {
+        assert!(
+            listed.iter().any(|l| l.starts_with(p)),
+            "{p} not synced: {listed:?}"
+        );
+    }
+    w.stop_ok();
+    common::assert_synced_now(&t.src, &t.dst, "after the warm start");
+}
+
+/// The record of what each destination received is on disk as its syncs end, with the
+/// fields a warm start compares (ctime, inode), for every destination.
+#[test]
+fn every_destination_records_what_it_delivered() {
+    let t = TestDir::new("warm-record");
+    let dst2 = t.root.join("dst2");
+    common::mkdir(&dst2);
+    let status = t.root.join("status");
+    let index = t.root.join("index");
+    let mut w = Worker::start_raw(
+        &t.root,
+        &t.src,
+        &t.dst,
+        &status,
+        &[
+            "-t".into(),
+            "0.1".into(),
+            "-w".into(),
+            "0.1".into(),
+            "--index-dir".into(),
+            index.clone().into_os_string(),
+            "--status-file".into(),
+            status.clone().into_os_string(),
+            t.src.clone().into_os_string(),
+            t.dst.clone().into_os_string(),
+            dst2.clone().into_os_string(),
+        ],
+    );
+    common::write(&t.s(b"f"), b"hello");
+    common::wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    common::wait_synced(&t.src, &dst2, SYNC_TIMEOUT);
+    let m = std::fs::symlink_metadata(t.s(b"f")).unwrap();
+    let record = format!(
+        "f {:o} 5 {} {} {} {} {} f\0",
+        m.mode(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.ino()
+    );
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&index)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 2, "one index per destination: {dirs:?}");
+    for (dir, dst) in dirs.iter().zip([&t.dst, &dst2]) {
+        assert_eq!(
+            std::fs::read(dir.join("dest")).unwrap(),
+            format!("{}\n", dst.display()).into_bytes()
+        );
+        common::wait_until(SYNC_TIMEOUT, "the record of f", || {
+            let mut all = std::fs::read(dir.join("manifest")).unwrap_or_default();
+            all.extend(std::fs::read(dir.join("journal")).unwrap_or_default());
+            if all.windows(record.len()).any(|w| w == record.as_bytes()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}: no {record:?} in {:?}",
+                    dir.display(),
+                    String::from_utf8_lossy(&all)
+                ))
+            }
+        });
+    }
+    w.stop_ok();
+}
+
+/// An index of another destination (made anew at the same path) or of other rules is
+/// not used: the full rsync runs, and says why.
+#[test]
+fn a_foreign_index_runs_the_full_sync() {
+    let t = TestDir::new("warm-foreign");
+    let (script, log) = wrapper(&t);
+    common::write(&t.s(b"a"), b"a");
+    let mut w = start(&t, &script, &[]);
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    // A warm start first: the index is usable as it is.
+    let mut w = start(&t, &script, &[]);
+    assert!(
+        w.stderr().contains("initial sync: from the index ("),
+        "{}",
+        w.stderr()
+    );
+    w.stop_ok();
+    // Another destination at the same path.
+    common::remove_dir_all(&t.dst);
+    common::mkdir(&t.dst);
+    std::fs::remove_file(&log).unwrap();
+    let mut w = start(&t, &script, &[]);
+    assert!(
+        w.stderr()
+            .contains("initial sync: full (foreign index: the destination changed)"),
+        "{}",
+        w.stderr()
+    );
+    w.wait_synced(SYNC_TIMEOUT);
+    assert_eq!(full_runs(&runs(&log)), 1, "{:#?}", runs(&log));
+    w.stop_ok();
+    // Other rules.
+    let rules = t.root.join("rules");
+    common::write(&rules, b"-f^x$\n");
+    let mut w = start(&t, &script, &["-R", rules.to_str().unwrap()]);
+    assert!(
+        w.stderr()
+            .contains("initial sync: full (foreign index: the rules changed)"),
+        "{}",
+        w.stderr()
+    );
+    w.stop_ok();
+    // Asked for.
+    let mut w = start(
+        &t,
+        &script,
+        &["-R", rules.to_str().unwrap(), "--initial-sync", "full"],
+    );
+    assert!(
+        w.stderr()
+            .contains("initial sync: full (initial-sync = full)"),
+        "{}",
+        w.stderr()
+    );
+    w.stop_ok();
+}
+
+/// Killed (SIGKILL) right after an rsync succeeded and before its record, and again while
+/// changes are queued: the next warm start sends what is missing.
+#[test]
+fn a_kill_9_then_a_warm_start_loses_nothing() {
+    let t = TestDir::new("warm-kill");
+    let (script, _log) = wrapper(&t);
+    for i in 0..20 {
+        common::write(&t.s(format!("f{i}").as_bytes()), b"one");
+    }
+    let mut w = start(&t, &script, &[]);
+    w.wait_synced(SYNC_TIMEOUT);
+    // The next rsync kills the worker once it succeeded.
+    common::write(&t.root.join("kill"), b"");
+    common::write(&t.s(b"f1"), b"two");
+    common::write(&t.s(b"new"), b"new");
+    w.wait_exit(SYNC_TIMEOUT);
+    assert!(!t.root.join("kill").exists(), "the wrapper did not kill it");
+    // Changes while it is down, then a warm start.
+    rewrite_keeping_times(&t.s(b"f2"), b"TWO");
+    common::remove_file(&t.s(b"f3"));
+    let mut w = start(&t, &script, &[]);
+    assert!(
+        w.stderr().contains("initial sync: from the index ("),
+        "{}",
+        w.stderr()
+    );
+    w.wait_synced(SYNC_TIMEOUT);
+    // Killed with changes queued (not yet synced: a long collect delay).
+    let mut w2 = {
+        w.stop_ok();
+        start(&t, &script, &["-t", "60"])
+    };
+    common::write(&t.s(b"f4"), b"queued");
+    common::remove_file(&t.s(b"f5"));
+    w2.signal(nix::sys::signal::Signal::SIGKILL);
+    w2.wait_exit(SYNC_TIMEOUT);
+    let mut w = start(&t, &script, &[]);
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    common::assert_synced_now(&t.src, &t.dst, "after the crashes");
+}

@@ -118,12 +118,61 @@ impl Tracker {
                 self.pre.entry(e.path.clone()).or_insert(meta_of(&m));
             }
         }
+        if self.identity.is_some() {
+            self.in_flight(src, batch);
+        }
         let t = std::time::SystemTime::now()
             .checked_sub(CTIME_SLACK)
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .unwrap_or_default();
         let secs = i64::try_from(t.as_secs()).unwrap_or(i64::MAX);
         self.running.push((secs, i64::from(t.subsec_nanos())));
+    }
+
+    /// Before a sync runs, the index learns what it may deliver: each path the batch
+    /// names gets its state now as an alternative (the destination may hold either once
+    /// rsync has begun), and a directory sent whole loses its record below (anything of
+    /// it may arrive). Without this a kill -9 after rsync delivered a new path and before
+    /// [`Tracker::finished`] recorded it left a path the index did not know at the
+    /// destination: deleted from the source while no worker ran, it was never deleted
+    /// there. A sync of the whole tree makes the index unusable until it ends.
+    fn in_flight(&mut self, src: &Path, batch: &crate::batcher::Batch) {
+        let r = if batch.is_full() {
+            self.journal.invalidate()
+        } else {
+            let mut ops = Vec::new();
+            for e in &batch.entries {
+                if e.path.is_empty() {
+                    continue;
+                }
+                let Ok(m) = std::fs::symlink_metadata(crate::watch::abs_path(src, &e.path)) else {
+                    continue; // a deletion: the record keeps what it knew; compared at start
+                };
+                let meta = meta_of(&m);
+                if e.recursive && meta.kind == b'd' {
+                    ops.push((
+                        e.path.clone(),
+                        Meta {
+                            kind: FORGET,
+                            size: 0,
+                            mtime: 0,
+                            x: Default::default(),
+                        },
+                    ));
+                }
+                ops.push((e.path.clone(), also_of(meta)));
+            }
+            self.journal.append_unsynced(&ops)
+        };
+        if let Err(e) = r {
+            log::error!(
+                "{}: cannot record what a sync is about to send: {e}",
+                self.what
+            );
+            if let Err(e) = self.journal.invalidate() {
+                log::error!("{}: cannot set the index aside: {e}", self.what);
+            }
+        }
     }
 
     /// A sync ended. A partial one that succeeded is recorded here (a journal frame, on

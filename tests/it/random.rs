@@ -617,7 +617,10 @@ fn crash_wrapper(root: &Path) -> PathBuf {
         r#"#!/bin/sh
 T='{root}'
 if [ -e "$T/kill-before" ]; then rm -f "$T/kill-before"; kill -9 $PPID; fi
+for a in "$@"; do case "$a" in --*-from=*) echo "$a: $(tr '\0' ' ' < "${{a#--*-from=}}")" >> "$T/rsync.log";; esac; done
+echo "rsync $*" >> "$T/rsync.log"
 rsync "$@"; rc=$?
+echo "exit $rc" >> "$T/rsync.log"
 if [ $rc -eq 0 ] && [ -e "$T/kill-after" ]; then rm -f "$T/kill-after"; kill -9 $PPID; fi
 exit $rc
 "#,

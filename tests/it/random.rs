@@ -712,7 +712,7 @@ fn kill_9_at_random_points_then_a_warm_start_loses_nothing() {
     };
     f.run_ops(80);
     let mut history: Vec<String> = vec!["# before the first start".into()];
-    history.extend(f.log.drain(..));
+    history.append(&mut f.log);
     for round in 0..rounds {
         let dir = t.root.join(format!("run{round}"));
         mkdir(&dir);
@@ -795,14 +795,14 @@ fn kill_9_at_random_points_then_a_warm_start_loses_nothing() {
         );
         let _ = fs::remove_file(t.root.join("kill-after"));
         let _ = fs::remove_file(t.root.join("kill-before"));
-        history.extend(f.log.drain(..));
+        history.append(&mut f.log);
         // Changes while no worker runs.
         history.push(format!("# stopped after run {round}"));
         let n = f.rng.below(30);
         f.run_ops(n);
         let n = f.rng.below(4);
         f.rewrite_keeping_size_and_mtime(n);
-        history.extend(f.log.drain(..));
+        history.append(&mut f.log);
         write(&t.root.join("ops.log"), history.join("\n").as_bytes());
     }
     let dir = t.root.join("final");

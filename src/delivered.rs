@@ -655,6 +655,38 @@ impl Journal {
         Ok(())
     }
 
+    /// Appends records without waiting for the disk: what a sync is about to send
+    /// ([`crate::delivered::tracker::Tracker::started`]). A killed process loses nothing
+    /// written here (it is in the page cache); a power cut may, as it may lose what rsync
+    /// wrote to a local destination, which does not sync either.
+    pub fn append_unsynced(&mut self, ops: &[(Vec<u8>, Meta)]) -> io::Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let v = Version {
+            seq: self.version.seq + 1,
+            ..self.version
+        };
+        let data = frame(v, ops)?;
+        self.file.write_all(&data)?;
+        self.version = v;
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the record unusable for a warm start until the next agreement
+    /// ([`Journal::replace`]): a sync of the whole tree is about to run, and once it has
+    /// begun the destination may hold any path of the source, also ones the record does
+    /// not name (a start from it would not delete them when they go while no worker runs).
+    pub fn invalidate(&mut self) -> io::Result<()> {
+        match std::fs::remove_file(self.dir.join("manifest")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
     /// Whether the journal has outgrown the manifest.
     #[must_use]
     pub fn wants_compaction(&self) -> bool {

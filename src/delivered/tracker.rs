@@ -80,6 +80,10 @@ pub struct Tracker {
     /// When each running sync started (seconds, nanoseconds), a little early: inode
     /// change times come from a coarse clock.
     running: Vec<(i64, i64)>,
+    /// What the running syncs may deliver, as written before they ran
+    /// ([`Tracker::in_flight`]); written again after a new agreement replaced the journal
+    /// while one of them still ran. Emptied when none runs.
+    pending: Vec<(Vec<u8>, Meta)>,
 }
 
 impl Tracker {
@@ -97,6 +101,7 @@ impl Tracker {
                 what,
                 pre: HashMap::new(),
                 running: Vec::new(),
+                pending: Vec::new(),
             },
             rec,
         ))
@@ -118,12 +123,82 @@ impl Tracker {
                 self.pre.entry(e.path.clone()).or_insert(meta_of(&m));
             }
         }
+        if self.identity.is_some() {
+            self.in_flight(src, batch);
+        }
         let t = std::time::SystemTime::now()
             .checked_sub(CTIME_SLACK)
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .unwrap_or_default();
         let secs = i64::try_from(t.as_secs()).unwrap_or(i64::MAX);
         self.running.push((secs, i64::from(t.subsec_nanos())));
+    }
+
+    /// Before a sync runs, the index learns what it may deliver: each path the batch
+    /// names gets its state now as an alternative (the destination may hold either once
+    /// rsync has begun), and a directory sent whole loses its record below (anything of
+    /// it may arrive). Without this a kill -9 after rsync delivered a new path and before
+    /// [`Tracker::finished`] recorded it left a path the index did not know at the
+    /// destination: deleted from the source while no worker ran, it was never deleted
+    /// there. A sync of the whole tree makes the index unusable until it ends.
+    fn in_flight(&mut self, src: &Path, batch: &crate::batcher::Batch) {
+        let mark = |kind: u8| Meta {
+            kind,
+            size: 0,
+            mtime: 0,
+            x: Default::default(),
+        };
+        // An alternative state "a directory" at a path the source does not have: whatever
+        // the destination has there is deleted whole at the next start.
+        let gone_here = || mark(b'D');
+        let r = if batch.is_full() {
+            self.journal.invalidate()
+        } else {
+            let mut ops = Vec::new();
+            let named: std::collections::HashSet<&[u8]> =
+                batch.entries.iter().map(|e| e.path.as_slice()).collect();
+            // Renames are repeated at the destination first: a kill between two of them
+            // leaves a name there that no entry names (`mv a b; mv b c` in one batch).
+            let moved = batch
+                .moves
+                .iter()
+                .flat_map(|(a, b)| [a, b])
+                .filter(|p| !named.contains(p.as_slice()));
+            let paths = batch.entries.iter().map(|e| (&e.path, e.recursive));
+            for (p, recursive) in paths.chain(moved.map(|p| (p, true))) {
+                if p.is_empty() {
+                    continue;
+                }
+                match std::fs::symlink_metadata(crate::watch::abs_path(src, p)) {
+                    Ok(m) => {
+                        let meta = meta_of(&m);
+                        if recursive && meta.kind == b'd' {
+                            ops.push((p.clone(), mark(FORGET)));
+                        }
+                        ops.push((p.clone(), also_of(meta)));
+                    }
+                    // A deletion. The destination may get the path all the same before
+                    // rsync deletes it: a rename repeated there (`mv a b` in this batch,
+                    // `mv b c` already done here). Deleted at the next start if still gone.
+                    Err(_) => {
+                        ops.push((p.clone(), mark(FORGET)));
+                        ops.push((p.clone(), gone_here()));
+                    }
+                }
+            }
+            let r = self.journal.append_unsynced(&ops);
+            self.pending.extend(ops);
+            r
+        };
+        if let Err(e) = r {
+            log::error!(
+                "{}: cannot record what a sync is about to send: {e}",
+                self.what
+            );
+            if let Err(e) = self.journal.invalidate() {
+                log::error!("{}: cannot set the index aside: {e}", self.what);
+            }
+        }
     }
 
     /// A sync ended. A partial one that succeeded is recorded here (a journal frame, on
@@ -140,6 +215,9 @@ impl Tracker {
         let since = self.running.iter().min().copied();
         if let Some(i) = self.running.iter().position(|t| Some(*t) == since) {
             self.running.swap_remove(i);
+        }
+        if self.running.is_empty() {
+            self.pending.clear();
         }
         let mut pre = HashMap::new();
         for e in &batch.entries {
@@ -207,6 +285,17 @@ impl Tracker {
         if let Err(e) = self.journal.replace(&rec) {
             log::error!("{}: cannot record the agreed state: {e}", self.what);
             return None;
+        }
+        // Syncs of live changes that ran beside the full one and still run: what they may
+        // deliver was in the journal just replaced.
+        if let Err(e) = self.journal.append_unsynced(&self.pending) {
+            log::error!(
+                "{}: cannot record what a sync is about to send: {e}",
+                self.what
+            );
+            if let Err(e) = self.journal.invalidate() {
+                log::error!("{}: cannot set the index aside: {e}", self.what);
+            }
         }
         Some(rec)
     }

@@ -21,6 +21,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// What differs between the source and an index.
+/// A directory the index does not know as one: sent whole, and as a directory that went
+/// and came back (`--checksum`, sync/plan.rs `replaced`). The destination may hold an
+/// older tree at its path: one a sync that was killed before its record delivered, or
+/// moved there by a rename repeated at the destination; its files may have the sizes and
+/// times of the source's and other content, which the quick check would keep.
+const MAYBE_OLD_TREE: u32 = libc::IN_CREATE | libc::IN_DELETE | libc::IN_ISDIR;
+
 #[derive(Debug, Default)]
 pub struct Differences {
     /// The batch: changed and new paths, and deletions.
@@ -90,8 +97,7 @@ pub fn compare(
                 None => {
                     d.differ += 1;
                     if is_dir {
-                        d.entries
-                            .push(entry(rel, true, libc::IN_CREATE | libc::IN_ISDIR));
+                        d.entries.push(entry(rel, true, MAYBE_OLD_TREE));
                     } else {
                         // Compared by content: the destination may hold an older copy.
                         d.entries
@@ -101,8 +107,7 @@ pub fn compare(
                 Some(o) if o.kind != now.kind => {
                     d.differ += 1;
                     if is_dir {
-                        d.entries
-                            .push(entry(rel, true, libc::IN_CREATE | libc::IN_ISDIR));
+                        d.entries.push(entry(rel, true, MAYBE_OLD_TREE));
                     } else {
                         d.entries
                             .push(entry(rel, false, libc::IN_CREATE | libc::IN_MODIFY));

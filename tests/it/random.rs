@@ -599,3 +599,229 @@ cases! { run_seed;
     /// The destination is `root@127.0.0.1:DST` through a real sshd.
     random_seed_9_over_ssh: Seed { seed: 0x5eed_0009, args: &[], over_ssh: true },
 }
+
+// ---------------------------------------------------------------------------
+// Crashes and warm starts
+// ---------------------------------------------------------------------------
+
+/// Rounds of `kill_9_at_random_points_then_a_warm_start_loses_nothing`
+/// (`CLSYNC_CRASH_ROUNDS` overrides: a long run is `CLSYNC_CRASH_ROUNDS=1000`).
+const CRASH_ROUNDS: usize = 12;
+
+/// A sync handler around rsync that, while a flag file exists, kills the worker right
+/// after a successful rsync run (the destination has the batch, the index does not know
+/// it yet), or right before one (the rsync then runs on, orphaned, as after a real crash).
+fn crash_wrapper(root: &Path) -> PathBuf {
+    let script = root.join("crash-rsync.sh");
+    let text = format!(
+        r#"#!/bin/sh
+T='{root}'
+if [ -e "$T/kill-before" ]; then rm -f "$T/kill-before"; kill -9 $PPID; fi
+for a in "$@"; do case "$a" in --*-from=*) echo "$a: $(tr '\0' ' ' < "${{a#--*-from=}}")" >> "$T/rsync.log";; esac; done
+echo "rsync $*" >> "$T/rsync.log"
+rsync "$@"; rc=$?
+echo "exit $rc" >> "$T/rsync.log"
+if [ $rc -eq 0 ] && [ -e "$T/kill-after" ]; then rm -f "$T/kill-after"; kill -9 $PPID; fi
+exit $rc
+"#,
+        root = root.display()
+    );
+    fs::write(&script, text).unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+impl Fuzzer {
+    /// Rewrites up to `n` random files with other bytes of the same length and puts
+    /// their modification time back (what `cp -p`, `touch -r` or a restore from an
+    /// archive do): size and mtime say nothing changed; only ctime and the content do.
+    fn rewrite_keeping_size_and_mtime(&mut self, n: usize) {
+        let t = self.tree();
+        for _ in 0..n {
+            let Some(f) = self.rng.pick(&t.files).cloned() else {
+                return;
+            };
+            let p = self.s(&f);
+            let md = lstat(&p);
+            let len = md.len() as usize;
+            if len == 0 {
+                continue;
+            }
+            let mtime = md.modified().unwrap();
+            let mut c = self.rng.bytes(len);
+            // Other bytes for sure, not just maybe.
+            let old = fs::read(&p).unwrap();
+            for (b, o) in c.iter_mut().zip(&old) {
+                if b == o {
+                    *b = !*o;
+                }
+            }
+            fs::write(&p, &c).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(&p)
+                .and_then(|h| h.set_modified(mtime))
+                .unwrap();
+            self.log
+                .push(format!("rewrite {} ({len} bytes, mtime kept)", show(&f)));
+        }
+    }
+}
+
+/// kill -9 at random points of the worker's life (before, during and right after its
+/// initial sync, between a batch's rsync and its record, mid-rsync with the rsync left
+/// running, while changes arrive), with changes made while no worker runs (content
+/// rewritten with size and mtime kept among them); then a warm start from the index of
+/// what the destination received must leave the destination equal to the source the
+/// moment the worker says `running`: the index never claims what was not delivered.
+#[test]
+fn kill_9_at_random_points_then_a_warm_start_loses_nothing() {
+    let name = "kill_9_at_random_points_then_a_warm_start_loses_nothing";
+    let seed = match std::env::var("CLSYNC_TEST_SEED") {
+        Ok(s) => parse_seed(&s),
+        Err(_) => 0x5eed_0000_0000_0c9a,
+    };
+    let rounds = std::env::var("CLSYNC_CRASH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CRASH_ROUNDS);
+    eprintln!("{name}: seed {seed:#x}, {rounds} rounds");
+    let t = TestDir::new("crash-warm");
+    let index = t.root.join("index");
+    fs::create_dir(&index).unwrap();
+    fs::set_permissions(&index, fs::Permissions::from_mode(0o700)).unwrap();
+    let wrapper = crash_wrapper(&t.root);
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--index-dir".into(),
+        index.clone().into(),
+        "-S".into(),
+        wrapper.into(),
+    ];
+    if fanotify_run() {
+        args.insert(0, "--monitor=fanotify".into());
+    }
+    let mut f = Fuzzer {
+        seed,
+        rng: Rng(seed),
+        src: t.src.clone(),
+        outside: t.outside.clone(),
+        out_dirs: Vec::new(),
+        counter: 0,
+        log: Vec::new(),
+        skipped: 0,
+    };
+    f.run_ops(80);
+    let mut history: Vec<String> = vec!["# before the first start".into()];
+    history.append(&mut f.log);
+    for round in 0..rounds {
+        let dir = t.root.join(format!("run{round}"));
+        mkdir(&dir);
+        let how = if round == 0 { 0 } else { f.rng.below(4) };
+        history.push(format!(
+            "# run {round}: kill {}",
+            [
+                "once running",
+                "on a timer",
+                "after an rsync",
+                "before an rsync"
+            ][how]
+        ));
+        match how {
+            2 => write(&t.root.join("kill-after"), b""),
+            3 => write(&t.root.join("kill-before"), b""),
+            _ => {}
+        }
+        let mut w = Worker::spawn_in(&dir, &t.src, &t.dst, &args);
+        let ctx = |w: &Worker| {
+            format!(
+                "seed {seed:#x} run {round} (rerun: {})\nstderr:\n{}",
+                rerun(seed, name),
+                w.stderr()
+            )
+        };
+        match how {
+            0 => {
+                // The first run completes its initial sync (there is an index to start
+                // from); then changes arrive and it dies among them.
+                wait_until(READY_TIMEOUT, "the first worker to be running", || {
+                    if w.status() == "running" {
+                        Ok(())
+                    } else if let Some(st) = w.try_wait() {
+                        panic!("worker exited: {st:?}\n{}", ctx(&w))
+                    } else {
+                        Err(w.status())
+                    }
+                });
+                let n = f.rng.below(40);
+                f.run_ops(n);
+                std::thread::sleep(Duration::from_millis(f.rng.below(300) as u64));
+            }
+            1 => {
+                std::thread::sleep(Duration::from_millis(f.rng.below(600) as u64));
+                let n = f.rng.below(40);
+                f.run_ops(n);
+                std::thread::sleep(Duration::from_millis(f.rng.below(300) as u64));
+            }
+            _ => {
+                // Changes until the wrapper has killed the worker on an rsync run.
+                let deadline = std::time::Instant::now() + SYNC_TIMEOUT;
+                while w.try_wait().is_none() && std::time::Instant::now() < deadline {
+                    f.run_ops(1);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                assert!(
+                    w.try_wait().is_some(),
+                    "the wrapper did not kill the worker within {SYNC_TIMEOUT:?}\n{}",
+                    ctx(&w)
+                );
+            }
+        }
+        // Whatever is left of the worker's process group dies with it (an rsync the
+        // wrapper left running goes on as after a real crash, but must not outlive the
+        // round: the next round compares trees).
+        let _ = nix::sys::signal::killpg(w.pid(), nix::sys::signal::Signal::SIGKILL);
+        w.wait_exit(STOP_TIMEOUT);
+        wait_until(
+            STOP_TIMEOUT,
+            "the killed worker's children to be gone",
+            || {
+                let left = processes_mentioning(pb(&t.dst));
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{left:?}"))
+                }
+            },
+        );
+        let _ = fs::remove_file(t.root.join("kill-after"));
+        let _ = fs::remove_file(t.root.join("kill-before"));
+        history.append(&mut f.log);
+        // Changes while no worker runs.
+        history.push(format!("# stopped after run {round}"));
+        let n = f.rng.below(30);
+        f.run_ops(n);
+        let n = f.rng.below(4);
+        f.rewrite_keeping_size_and_mtime(n);
+        history.append(&mut f.log);
+        write(&t.root.join("ops.log"), history.join("\n").as_bytes());
+    }
+    let dir = t.root.join("final");
+    mkdir(&dir);
+    let mut w = Worker::start_in(&dir, &t.src, &t.dst, &args);
+    let log = w.stderr();
+    assert!(
+        log.contains("initial sync: from the index"),
+        "seed {seed:#x} (rerun: {}): the last start did not start from the index:\n{log}",
+        rerun(seed, name)
+    );
+    assert_synced_now(
+        &t.src,
+        &t.dst,
+        &format!(
+            "seed {seed:#x} (rerun: {}): right after the warm start said running; history:\n{}",
+            rerun(seed, name),
+            history[history.len().saturating_sub(120)..].join("\n")
+        ),
+    );
+    w.stop_ok();
+}

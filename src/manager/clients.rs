@@ -391,9 +391,13 @@ impl Daemon {
 
     /// Sends `resp` and closes the connection, without waiting: what the socket does not
     /// take now is written as the client reads it.
-    pub(super) fn reply(&mut self, mut stream: UnixStream, resp: &Response) {
-        let line = line_of(resp);
-        let Some(n) = write_some(&mut stream, &line) else {
+    pub(super) fn reply(&mut self, stream: UnixStream, resp: &Response) {
+        self.reply_line(stream, &line_of(resp));
+    }
+
+    /// [`reply`](Self::reply) with the response line written out already.
+    pub(super) fn reply_line(&mut self, mut stream: UnixStream, line: &[u8]) {
+        let Some(n) = write_some(&mut stream, line) else {
             return;
         };
         if n == line.len() {
@@ -510,6 +514,7 @@ impl Daemon {
         debug!("control: {req:?}");
         match self.handle(&req) {
             Handled::Now(resp) => self.reply(c.stream, &resp),
+            Handled::Line(line) => self.reply_line(c.stream, &line),
             Handled::Later { name, restart } => self.waiters.push(Waiter {
                 stream: c.stream,
                 name,

@@ -14,7 +14,7 @@ never block) is in [`super::clients`].
 use super::daemon::{fingerprint, Daemon};
 use super::instance::{Instance, State};
 use super::life::Policy;
-use super::protocol::{InstanceStatus, Request, Response};
+use super::protocol::{status_line, InstanceStatus, Request, Response};
 use crate::profile;
 use log::info;
 use nix::sys::signal::Signal;
@@ -23,7 +23,12 @@ use serde_json::json;
 
 pub(super) enum Handled {
     Now(Response),
-    Later { name: String, restart: bool },
+    /// A response already written out as its line (`status`: see [`status_line`]).
+    Line(Vec<u8>),
+    Later {
+        name: String,
+        restart: bool,
+    },
 }
 
 impl Daemon {
@@ -34,7 +39,12 @@ impl Daemon {
                 .ok_or_else(|| format!("{}: which instance? (give a name)", req.cmd))
         };
         let r = match req.cmd.as_str() {
-            "status" => self.cmd_status(req.name.as_deref()),
+            "status" => {
+                return match self.cmd_status(req.name.as_deref()) {
+                    Ok(list) => Handled::Line(status_line(&list)),
+                    Err(e) => Handled::Now(Response::err(e)),
+                }
+            }
             "list" => self.cmd_list(),
             "start" => name().and_then(|n| self.cmd_start(&n)),
             "stop" => return self.with_name(req, |d, n| d.cmd_stop(n)),
@@ -90,12 +100,11 @@ impl Daemon {
             .ok_or_else(|| format!("{n} is not running (start it with `clsync-manager start {n}`)"))
     }
 
-    fn cmd_status(&self, name: Option<&str>) -> Result<serde_json::Value, String> {
-        let list = match name {
+    fn cmd_status(&self, name: Option<&str>) -> Result<Vec<InstanceStatus>, String> {
+        Ok(match name {
             Some(n) => vec![self.instance(n)?.status()],
             None => self.statuses(),
-        };
-        serde_json::to_value(list).map_err(|e| e.to_string())
+        })
     }
 
     fn cmd_list(&self) -> Result<serde_json::Value, String> {

@@ -232,6 +232,8 @@ pub struct Handler {
     nul: bool,
     so: Option<Arc<Mutex<SoHandler>>>,
     seq: u64,
+    /// The batch's remote moves, until its first rsync run takes them.
+    pending_moves: Option<Vec<u8>>,
 }
 
 /// Values of the per-run placeholders.
@@ -249,6 +251,8 @@ struct Vars {
     /// A verification: the run itemizes what it repairs (`-i` first in the argv) and
     /// reports no progress, its output being the itemized lines.
     itemize: bool,
+    /// `--rsync-path=` carrying the batch's remote moves (the batch's first run only).
+    rsync_path: Option<OsString>,
 }
 
 impl Handler {
@@ -274,6 +278,7 @@ impl Handler {
             nul,
             so: so.map(|s| Arc::new(Mutex::new(s))),
             seq: 0,
+            pending_moves: None,
         }
     }
 
@@ -339,6 +344,10 @@ impl Handler {
                     _ => unreachable!("rsync modes are planned"),
                 }
             }
+        }
+        // Moves no rsync run took (a batch without one) go first, on their own.
+        if let Some(script) = self.pending_moves.take() {
+            out.steps.insert(0, self.moves_step(script));
         }
         // Every child is told the state of the worker and which batch this is.
         for s in &mut out.steps {
@@ -500,6 +509,9 @@ impl Handler {
                         .unwrap_or(-1)
                 })));
             } else {
+                if self.own_rsync_args() {
+                    vars.rsync_path = self.pending_moves.take().map(|m| self.rsync_path(&m));
+                }
                 out.steps.push(self.exec(&vars));
             }
         }
@@ -507,10 +519,12 @@ impl Handler {
     }
 
     /// Repeats the source's renames at the destination: a local `rename(2)` now, or one
-    /// `mv -fT` per move over ssh as the batch's first (optional) step. Neither goes
-    /// through a symlink at the destination. Failures are
-    /// fine: the destination may not have had the old path yet, and rsync follows.
-    fn moves(&self, moves: &[(Vec<u8>, Vec<u8>)], out: &mut Steps) {
+    /// `mv -fT` per move over ssh. Neither goes through a symlink at the destination.
+    /// Failures are fine: the destination may not have had the old path yet, and rsync
+    /// follows. Over ssh the moves ride in the batch's first rsync run (see
+    /// [`Handler::rsync_path`]); a batch without one gets them as a first (optional) step
+    /// of their own.
+    fn moves(&mut self, moves: &[(Vec<u8>, Vec<u8>)], out: &mut Steps) {
         match &self.cfg.mover {
             Mover::None => {}
             Mover::Local(dir) => {
@@ -536,43 +550,59 @@ impl Handler {
                     }
                 }
             }
-            Mover::Ssh { argv, path } => {
-                let mut script = b"cd ".to_vec();
-                script.extend_from_slice(&crate::dest::sh_quote(if path.is_empty() {
-                    b"."
+            Mover::Ssh { path, .. } => {
+                let script = remote_moves(path, moves);
+                if self.own_rsync_args() {
+                    self.pending_moves = Some(script);
                 } else {
-                    path
-                }));
-                script.extend_from_slice(b" || exit 0");
-                // `s P` fails when a directory on the way to P is a symlink (one mirrored
-                // from the source, `d -> /etc`): mv would follow it out of the tree.
-                script.extend_from_slice(
-                    b"; s() { p=$1; while :; do case $p in */*) p=${p%/*}; [ -L \"$p\" ] && return 1;; *) return 0;; esac; done; }",
-                );
-                for (from, to) in moves {
-                    script.extend_from_slice(b"; s ");
-                    script.extend_from_slice(&crate::dest::sh_quote(from));
-                    script.extend_from_slice(b" && s ");
-                    script.extend_from_slice(&crate::dest::sh_quote(to));
-                    script.extend_from_slice(b" && mv -fT -- ");
-                    script.extend_from_slice(&crate::dest::sh_quote(from));
-                    script.push(b' ');
-                    script.extend_from_slice(&crate::dest::sh_quote(to));
-                    script.extend_from_slice(b" 2>/dev/null");
+                    out.steps.push(self.moves_step(script));
                 }
-                script.extend_from_slice(b"; exit 0");
-                let mut args: Vec<OsString> = argv[1..].to_vec();
-                args.push(OsString::from_vec(script));
-                out.steps.push(Step::Exec(Exec {
-                    program: PathBuf::from(&argv[0]),
-                    args,
-                    env: Vec::new(),
-                    progress: false,
-                    itemize: false,
-                    optional: true,
-                }));
             }
         }
+    }
+
+    /// The moves as an ssh run of their own (`sh -c SCRIPT; exit 0` at the remote side).
+    fn moves_step(&self, mut script: Vec<u8>) -> Step {
+        let Mover::Ssh { argv, .. } = &self.cfg.mover else {
+            unreachable!("only ssh moves are scripts")
+        };
+        script.extend_from_slice(b"; exit 0");
+        let mut args: Vec<OsString> = argv[1..].to_vec();
+        args.push(OsString::from_vec(script));
+        Step::Exec(Exec {
+            program: PathBuf::from(&argv[0]),
+            args,
+            env: Vec::new(),
+            progress: false,
+            itemize: false,
+            optional: true,
+        })
+    }
+
+    /// `--rsync-path=(MOVES) >/dev/null 2>&1; rsync`: the remote command of an rsync run
+    /// over ssh is a shell line, `RSYNC-PATH --server ...`, so the moves run in the same
+    /// session right before the remote rsync starts, and a rename costs no ssh session of
+    /// its own (a session over the shared connection is a round trip or two plus the
+    /// remote shell's start). Their output cannot reach rsync's protocol stream and their
+    /// status is not rsync's. A `--rsync-path` among the options is kept as the tail.
+    fn rsync_path(&self, moves: &[u8]) -> OsString {
+        let mut tail: &[u8] = b"rsync";
+        let extra = &self.cfg.rsync_extra;
+        for (i, a) in extra.iter().enumerate() {
+            let a = a.as_bytes();
+            if let Some(v) = a.strip_prefix(b"--rsync-path=") {
+                tail = v;
+            } else if a == b"--rsync-path" {
+                if let Some(v) = extra.get(i + 1) {
+                    tail = v.as_bytes();
+                }
+            }
+        }
+        let mut v = b"--rsync-path=(".to_vec();
+        v.extend_from_slice(moves);
+        v.extend_from_slice(b") >/dev/null 2>&1; ");
+        v.extend_from_slice(tail);
+        OsString::from_vec(v)
     }
 
     /// `%RSYNC-ARGS%`: rsync's options for a run with these lists.
@@ -593,6 +623,9 @@ impl Handler {
                 .filter(|a| !(vars.itemize && *a == PROGRESS))
                 .cloned(),
         );
+        if let Some(p) = &vars.rsync_path {
+            args.push(p.clone());
+        }
         if self.nul && (vars.exclude_path.is_some() || vars.include_path.is_some()) {
             args.push("--from0".into());
         }
@@ -677,6 +710,35 @@ impl Handler {
         }
         OsString::from_vec(out)
     }
+}
+
+/// The remote shell commands that repeat `moves` inside the destination's `path` (its
+/// home for an empty one): `mv -fT` of each, never through a symlinked directory.
+fn remote_moves(path: &[u8], moves: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut script = b"CDPATH= cd -- ".to_vec();
+    script.extend_from_slice(&crate::dest::sh_quote(if path.is_empty() {
+        b"."
+    } else {
+        path
+    }));
+    script.extend_from_slice(b" || exit 0");
+    // `s P` fails when a directory on the way to P is a symlink (one mirrored from the
+    // source, `d -> /etc`): mv would follow it out of the tree.
+    script.extend_from_slice(
+        b"; s() { p=$1; while :; do case $p in */*) p=${p%/*}; [ -L \"$p\" ] && return 1;; *) return 0;; esac; done; }",
+    );
+    for (from, to) in moves {
+        script.extend_from_slice(b"; s ");
+        script.extend_from_slice(&crate::dest::sh_quote(from));
+        script.extend_from_slice(b" && s ");
+        script.extend_from_slice(&crate::dest::sh_quote(to));
+        script.extend_from_slice(b" && mv -fT -- ");
+        script.extend_from_slice(&crate::dest::sh_quote(from));
+        script.push(b' ');
+        script.extend_from_slice(&crate::dest::sh_quote(to));
+        script.extend_from_slice(b" 2>/dev/null");
+    }
+    script
 }
 
 fn prefixed(prefix: &str, p: &Path) -> OsString {

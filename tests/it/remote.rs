@@ -170,6 +170,37 @@ fn remote_moves_do_not_transfer_again() {
     w.stop_ok();
 }
 
+/// A renamed directory costs the remote side one session: the `mv` runs in the shell that
+/// starts the remote rsync (`--rsync-path`), not in an ssh session of its own before it
+/// (each is a round trip or two over the shared connection plus a remote shell's start).
+#[test]
+fn a_remote_rename_rides_in_the_rsync_session() {
+    let t = TestDir::new("ssh-move-session");
+    let sshd = Sshd::start(&t.root.join("sshd"));
+    mkdir(&t.s(b"dir"));
+    for i in 0..100 {
+        write(&t.s(format!("dir/f{i}").as_bytes()), b"x");
+    }
+    let mut w = start(&t, &sshd, &[sshd.dest(&t.dst)], &[]);
+    w.wait_synced(SYNC_TIMEOUT);
+    let inside = lstat(&t.d(b"dir/f50")).ino();
+    let before = sshd.sessions();
+    rename(&t.s(b"dir"), &t.s(b"dir-renamed"));
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    assert_eq!(
+        lstat(&t.d(b"dir-renamed/f50")).ino(),
+        inside,
+        "the directory was sent again"
+    );
+    assert_eq!(
+        sshd.sessions() - before,
+        1,
+        "ssh sessions for one renamed directory\n{}",
+        w.stderr()
+    );
+}
+
 /// Local destinations get the same treatment (a rename at the destination).
 #[test]
 fn local_moves_do_not_copy_again() {

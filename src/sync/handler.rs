@@ -234,6 +234,8 @@ pub struct Handler {
     seq: u64,
     /// The batch's remote moves, until its first rsync run takes them.
     pending_moves: Option<Vec<u8>>,
+    /// Which of the batch's moves must succeed ([`Handler::moved_trees`]).
+    required: Vec<bool>,
 }
 
 /// Values of the per-run placeholders.
@@ -279,6 +281,7 @@ impl Handler {
             so: so.map(|s| Arc::new(Mutex::new(s))),
             seq: 0,
             pending_moves: None,
+            required: Vec::new(),
         }
     }
 
@@ -295,6 +298,8 @@ impl Handler {
     /// The steps for `batch`.
     pub fn steps(&mut self, batch: &Batch, ctx: &Context) -> io::Result<Steps> {
         let mut out = Steps::default();
+        // First: which renamed trees the moves put in place (the moves' script needs it).
+        let moved = self.moved_trees(batch, ctx);
         if !batch.moves.is_empty() {
             self.moves(&batch.moves, &mut out);
         }
@@ -321,7 +326,23 @@ impl Handler {
             self.rsync(runs, false, &mut out)?;
         } else if self.cfg.mode.is_rsync() {
             let started = std::time::Instant::now();
-            let runs = self.plan(&batch.entries, &batch.moves, ctx.excludes);
+            let entries: std::borrow::Cow<[Entry]> = if moved.is_empty() {
+                std::borrow::Cow::Borrowed(&batch.entries)
+            } else {
+                // The remote `mv` puts these trees in place: the run looks at the renamed
+                // directory itself, not at everything below it again.
+                std::borrow::Cow::Owned(
+                    batch
+                        .entries
+                        .iter()
+                        .map(|e| Entry {
+                            recursive: e.recursive && !moved.contains(e.path.as_slice()),
+                            ..e.clone()
+                        })
+                        .collect(),
+                )
+            };
+            let runs = self.plan(&entries, &batch.moves, ctx.excludes);
             log::debug!(
                 "planned {} paths in {:.1} ms ({} groups)",
                 batch.entries.len(),
@@ -551,7 +572,7 @@ impl Handler {
                 }
             }
             Mover::Ssh { path, .. } => {
-                let script = remote_moves(path, moves);
+                let script = remote_moves(path, moves, &self.required);
                 if self.own_rsync_args() {
                     self.pending_moves = Some(script);
                 } else {
@@ -561,12 +582,55 @@ impl Handler {
         }
     }
 
+    /// The destinations of directory renames that the batch's first rsync run will find
+    /// done: the moves ride in that run (ssh, `--rsync-path`), and each of these must
+    /// succeed or that run does not start (see [`Handler::rsync_path`]), so the run need
+    /// not walk the renamed tree again (10,000 entries of file list over the link).
+    /// Only where the destination is known to hold the old tree as it was: the worker is
+    /// `running` (not in its initial sync, no failed batch), the old path did not appear
+    /// in this batch and nothing below it is in the batch, and neither path takes part in
+    /// another move of the batch. The moves are also marked required for the script.
+    fn moved_trees(&mut self, batch: &Batch, ctx: &Context) -> BTreeSet<Vec<u8>> {
+        let mut out = BTreeSet::new();
+        self.required.clear();
+        let riding = matches!(self.cfg.mover, Mover::Ssh { .. })
+            && self.own_rsync_args()
+            && !self.cfg.rsync_prefer_include;
+        if !riding || batch.moves.is_empty() || ctx.status != "running" {
+            return out;
+        }
+        const APPEARED: u32 = libc::IN_CREATE | libc::IN_MOVED_TO;
+        let mut uses: BTreeMap<&[u8], usize> = BTreeMap::new();
+        for (from, to) in &batch.moves {
+            *uses.entry(from).or_default() += 1;
+            *uses.entry(to).or_default() += 1;
+        }
+        let below = |dir: &[u8], p: &[u8]| {
+            dir.is_empty() || (p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/')
+        };
+        for (from, to) in &batch.moves {
+            let once = uses.get(from.as_slice()) == Some(&1) && uses.get(to.as_slice()) == Some(&1);
+            let tree = batch.entries.iter().any(|e| e.recursive && e.path == *to)
+                && std::fs::symlink_metadata(abs_path(&self.cfg.src, to)).is_ok_and(|m| m.is_dir());
+            let unsettled = batch
+                .entries
+                .iter()
+                .any(|e| below(from, &e.path) || (e.path == *from && e.mask & APPEARED != 0));
+            let required = once && tree && !unsettled && !from.is_empty();
+            self.required.push(required);
+            if required {
+                out.insert(to.clone());
+            }
+        }
+        out
+    }
+
     /// The moves as an ssh run of their own (`sh -c SCRIPT; exit 0` at the remote side).
-    fn moves_step(&self, mut script: Vec<u8>) -> Step {
+    fn moves_step(&self, script: Vec<u8>) -> Step {
         let Mover::Ssh { argv, .. } = &self.cfg.mover else {
             unreachable!("only ssh moves are scripts")
         };
-        script.extend_from_slice(b"; exit 0");
+        // Optional: a failure does not fail the batch (no move is required here).
         let mut args: Vec<OsString> = argv[1..].to_vec();
         args.push(OsString::from_vec(script));
         Step::Exec(Exec {
@@ -579,12 +643,15 @@ impl Handler {
         })
     }
 
-    /// `--rsync-path=(MOVES) >/dev/null 2>&1; rsync`: the remote command of an rsync run
-    /// over ssh is a shell line, `RSYNC-PATH --server ...`, so the moves run in the same
-    /// session right before the remote rsync starts, and a rename costs no ssh session of
-    /// its own (a session over the shared connection is a round trip or two plus the
-    /// remote shell's start). Their output cannot reach rsync's protocol stream and their
-    /// status is not rsync's. A `--rsync-path` among the options is kept as the tail.
+    /// `--rsync-path=if (MOVES) >/dev/null 2>&1; then m=; else m=--OPTION; fi; rsync $m`:
+    /// the remote command of an rsync run over ssh is a shell line, `RSYNC-PATH --server
+    /// ...`, so the moves run in the same session right before the remote rsync starts,
+    /// and a rename costs no ssh session of its own (a session over the shared connection
+    /// is a round trip or two plus the remote shell's start). Their output cannot reach
+    /// rsync's protocol stream. When a required move ([`Handler::moved_trees`]) failed,
+    /// the remote rsync is started with an option it does not know ([`MOVE_FAILED`]): it
+    /// says so and exits 1, the batch fails and is queued again without its moves, and
+    /// the retry walks the renamed tree. A `--rsync-path` among the options is kept.
     fn rsync_path(&self, moves: &[u8]) -> OsString {
         let mut tail: &[u8] = b"rsync";
         let extra = &self.cfg.rsync_extra;
@@ -598,10 +665,13 @@ impl Handler {
                 }
             }
         }
-        let mut v = b"--rsync-path=(".to_vec();
+        let mut v = b"--rsync-path=if (".to_vec();
         v.extend_from_slice(moves);
-        v.extend_from_slice(b") >/dev/null 2>&1; ");
+        v.extend_from_slice(b") >/dev/null 2>&1; then m=; else m=");
+        v.extend_from_slice(MOVE_FAILED.as_bytes());
+        v.extend_from_slice(b"; fi; ");
         v.extend_from_slice(tail);
+        v.extend_from_slice(b" $m");
         OsString::from_vec(v)
     }
 
@@ -714,20 +784,27 @@ impl Handler {
 
 /// The remote shell commands that repeat `moves` inside the destination's `path` (its
 /// home for an empty one): `mv -fT` of each, never through a symlinked directory.
-fn remote_moves(path: &[u8], moves: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-    let mut script = b"CDPATH= cd -- ".to_vec();
+/// The script exits 1 when a move flagged in `required` fails (or the destination
+/// directory is not there while one is required), else 0.
+fn remote_moves(path: &[u8], moves: &[(Vec<u8>, Vec<u8>)], required: &[bool]) -> Vec<u8> {
+    let any_required = required.iter().any(|&r| r);
+    let mut script = b"f=0; CDPATH= cd -- ".to_vec();
     script.extend_from_slice(&crate::dest::sh_quote(if path.is_empty() {
         b"."
     } else {
         path
     }));
-    script.extend_from_slice(b" || exit 0");
+    script.extend_from_slice(if any_required {
+        b" || exit 1"
+    } else {
+        b" || exit 0"
+    });
     // `s P` fails when a directory on the way to P is a symlink (one mirrored from the
     // source, `d -> /etc`): mv would follow it out of the tree.
     script.extend_from_slice(
         b"; s() { p=$1; while :; do case $p in */*) p=${p%/*}; [ -L \"$p\" ] && return 1;; *) return 0;; esac; done; }",
     );
-    for (from, to) in moves {
+    for (i, (from, to)) in moves.iter().enumerate() {
         script.extend_from_slice(b"; s ");
         script.extend_from_slice(&crate::dest::sh_quote(from));
         script.extend_from_slice(b" && s ");
@@ -737,9 +814,17 @@ fn remote_moves(path: &[u8], moves: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
         script.push(b' ');
         script.extend_from_slice(&crate::dest::sh_quote(to));
         script.extend_from_slice(b" 2>/dev/null");
+        if required.get(i) == Some(&true) {
+            script.extend_from_slice(b" || f=1");
+        }
     }
+    script.extend_from_slice(b"; exit $f");
     script
 }
+
+/// The option the remote rsync is started with when a required move failed: it refuses
+/// it by name ("--clsync-remote-move-failed: unknown option") and exits 1.
+const MOVE_FAILED: &str = "--clsync-remote-move-failed";
 
 fn prefixed(prefix: &str, p: &Path) -> OsString {
     let mut a = OsString::from(prefix);

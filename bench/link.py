@@ -20,6 +20,8 @@ opened before the part):
             file and not the old one; ssh connections and sessions (sshd's log), bytes
             over the veth; target: <= 3 round trips + plain rsync of the changed parent
             (`rsync -d --delete`, not recursive); reference: `ssh mv` + that rsync.
+  idle      after IDLE_S (65) s without changes, one more change (a ControlPersist of
+            60 s has ended the shared connection by then): its latency, new connections.
   restart   clsync stopped and started again on the mirrored tree with 10 files changed
             meanwhile: full (today's initial rsync) and, if the binary has `--index-dir`,
             warm (`--initial-sync index`); lsyncd's restart (always full).
@@ -129,6 +131,7 @@ BIG = int(E.get("BIG", "10000"))
 BURST = int(E.get("BURST", "20000"))
 LAT_N = int(E.get("LAT_N", "20"))
 TIMEOUT = float(E.get("TIMEOUT", "600"))
+IDLE_S = float(E.get("IDLE_S", "65"))
 RTT = 2 * float(E.get("LINK_DELAY_MS", "10")) / 1000.0
 SSH_OPTS = ["-p", PORT, "-i", KEY, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
@@ -337,9 +340,9 @@ sync {{
     return p, time.monotonic() - t0
 
 
-def latency(src: str, dst: str, rel: str, tag: str, p) -> list:
+def latency(src: str, dst: str, rel: str, tag: str, p, n: int = LAT_N) -> list:
     out = []
-    for i in range(LAT_N):
+    for i in range(n):
         data = f"{tag} change {i} ".encode() * 8
         name = os.path.join(rel, f"lat-{tag}-{i}")
         t0 = time.monotonic()
@@ -359,9 +362,13 @@ def latency_ref(ref: Ref, src: str, dst: str, rel: str) -> list:
         t0 = time.monotonic()
         with open(os.path.join(src, name), "wb") as f:
             f.write(data)
-        sh(["rsync", "-a", "-e", ref.e, os.path.join(src, name), f"{HOST}:{dst}/{rel}/"])
+        # Until the file is there, as for the daemons: rsync's closing exchanges come after.
+        r = subprocess.Popen(["rsync", "-a", "-e", ref.e, os.path.join(src, name),
+                              f"{HOST}:{dst}/{rel}/"])
         wait_until(lambda: has(os.path.join(dst, name), data), "reference probe")
         out.append(time.monotonic() - t0)
+        if r.wait() != 0:
+            raise SystemExit(f"bench: reference rsync failed ({r.returncode})")
         time.sleep(0.1)
     return out
 
@@ -396,6 +403,17 @@ def rename_done(dst: str, old: str, new: str):
         except OSError:
             return False
     return f
+
+
+def quiet(t0: float, still: float = 0.3) -> float:
+    """The last time the veth's byte counters moved, once they stood still for `still` s."""
+    last, seen = t0, veth_bytes()
+    while time.monotonic() - last < still:
+        time.sleep(0.002)
+        b = veth_bytes()
+        if b != seen:
+            seen, last = b, time.monotonic()
+    return last
 
 
 def fmt(s: float) -> str:
@@ -497,13 +515,22 @@ def run() -> int:
         b0 = veth_bytes()
         new = f"big-{tag}"
         os.rename(os.path.join(src, "big"), os.path.join(src, new))
-        d["rename"] = wait_until(rename_done(dst, "big", new), f"{tag} rename", p, 0.002)
-        time.sleep(0.5)  # what follows the arrival (a check run) is counted too
+        t0 = time.monotonic()
+        d["rename_arrived"] = wait_until(rename_done(dst, "big", new), f"{tag} rename", p, 0.002)
+        # Converged = the link is quiet again: what follows the move (a check of the
+        # renamed tree) is part of the cost.
+        d["rename"] = quiet(t0) - t0
         d["rename_bytes"] = veth_bytes() - b0
         d["rename_ssh"] = sshd.since()
         d["rename_same_inode"] = None
         os.rename(os.path.join(src, new), os.path.join(src, "big"))
         wait_until(rename_done(dst, new, "big"), f"{tag} rename back", p, 0.01)
+        if IDLE_S > 0:
+            # One change after a quiet spell longer than a ControlPersist of 60 s.
+            time.sleep(IDLE_S)
+            sshd.mark()
+            d["idle_latency"] = latency(src, dst, deep, f"{tag}-idle", p, 1)[0]
+            d["idle_ssh"] = sshd.since()
         time.sleep(0.5)
         d["exit"] = stop(p)
         # Changes while nothing runs, then a restart.
@@ -574,8 +601,12 @@ def run() -> int:
         lat = statistics.median(d["latency"])
         say(f"{tag}: ssh connections/sessions: initial {d['initial_ssh']}, latency round "
             f"{d['latency_ssh']} for {LAT_N} changes, burst {d['burst_ssh']} (made in "
-            f"{fmt(d['burst_made'])}), rename {d['rename_ssh']}; exit {d['exit']}; "
+            f"{fmt(d['burst_made'])}), rename {d['rename_ssh']} (the new name complete after "
+            f"{fmt(d['rename_arrived'])}); exit {d['exit']}; "
             f"mirror diffs before the restart {d['diffs_before_restart']}, at the end {d['diffs']}")
+        if "idle_latency" in d:
+            say(f"{tag}: one change after {IDLE_S:.0f} s without any: {fmt(d['idle_latency'])}, "
+                f"ssh connections/sessions {d['idle_ssh']}")
         say(f"{tag}: restart full {fmt(d['restart_full'])} (ssh {d['restart_full_ssh']}) "
             f"{d.get('restart_full_log', '')}")
         w = d["restart_warm"]
@@ -595,6 +626,10 @@ def run() -> int:
              f"{d['rename_bytes']:,} vs {r['rename_bytes']:,}"),
             ("mirror diffs at the end == 0", d["diffs"] == 0, f"{d['diffs']}"),
         ]
+        if "idle_latency" in d:
+            checks.append((f"after {IDLE_S:.0f} s idle: no new ssh connection",
+                           d["idle_ssh"][0] == 0,
+                           f"{d['idle_ssh'][0]} ({fmt(d['idle_latency'])})"))
         if not isinstance(w, str):
             checks.append(("warm restart < full restart", w < d["restart_full"],
                            f"{fmt(w)} vs {fmt(d['restart_full'])}"))

@@ -21,7 +21,7 @@
 # peer (as root it is installed with apt-get when missing). Everything it starts is
 # stopped and the namespace, the veth pair and the temp dir are removed on exit, also on
 # Ctrl-C or SIGTERM. Environment: CLSYNC_BIN, DIRS, FILES_PER_DIR, FANOUT, BIG, BURST,
-# LAT_N, DELAY_MS, RATE, LINK, REMOTE_BASHRC, BENCH_DIR, KEEP, BENCH_JSON, LSYNCD_BIN, TIMEOUT.
+# LAT_N, IDLE_S, DELAY_MS, RATE, LINK, REMOTE_BASHRC, BENCH_DIR, KEEP, BENCH_JSON, LSYNCD_BIN, TIMEOUT.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

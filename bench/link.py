@@ -405,9 +405,11 @@ def rename_done(dst: str, old: str, new: str):
     return f
 
 
-def quiet(t0: float, still: float = 0.3) -> float:
-    """The last time the veth's byte counters moved, once they stood still for `still` s."""
-    last, seen = t0, veth_bytes()
+def quiet() -> float:
+    """The last time the veth's byte counters moved (from now on; now if they do not),
+    once they stood still for 0.3 s or 3 round trips."""
+    still = max(0.3, 3 * RTT)
+    last, seen = time.monotonic(), veth_bytes()
     while time.monotonic() - last < still:
         time.sleep(0.002)
         b = veth_bytes()
@@ -519,7 +521,7 @@ def run() -> int:
         d["rename_arrived"] = wait_until(rename_done(dst, "big", new), f"{tag} rename", p, 0.002)
         # Converged = the link is quiet again: what follows the move (a check of the
         # renamed tree) is part of the cost.
-        d["rename"] = quiet(t0) - t0
+        d["rename"] = quiet() - t0
         d["rename_bytes"] = veth_bytes() - b0
         d["rename_ssh"] = sshd.since()
         d["rename_same_inode"] = None

@@ -236,6 +236,8 @@ pub struct Handler {
     pending_moves: Option<Vec<u8>>,
     /// Which of the batch's moves must succeed ([`Handler::moved_trees`]).
     required: Vec<bool>,
+    /// The destination is reached over a link (ssh or an rsync daemon).
+    remote: bool,
 }
 
 /// Values of the per-run placeholders.
@@ -274,6 +276,7 @@ impl Handler {
         // it can always take NUL lists.
         let nul = cfg.lists_nul
             || (cfg.mode == Mode::RsyncDirect && words.iter().any(|w| w == "%RSYNC-ARGS%"));
+        let remote = crate::dest::Dest::parse(cfg.dst.as_os_str()).is_remote();
         Handler {
             cfg,
             words,
@@ -282,6 +285,7 @@ impl Handler {
             seq: 0,
             pending_moves: None,
             required: Vec::new(),
+            remote,
         }
     }
 
@@ -705,6 +709,13 @@ impl Handler {
         if let Some(p) = &vars.include_path {
             args.push(prefixed("--include-from=", p));
             args.push("--exclude=*".into());
+            // Over a link, incremental recursion costs a round trip before the first file
+            // lands (the file list of each directory level follows in turn): a targeted
+            // run sends its whole list at once. A full run keeps it (a huge tree starts
+            // sending before its whole list is built).
+            if self.remote {
+                args.push("--no-inc-recursive".into());
+            }
         }
         args
     }

@@ -232,6 +232,12 @@ pub struct Handler {
     nul: bool,
     so: Option<Arc<Mutex<SoHandler>>>,
     seq: u64,
+    /// The batch's remote moves, until its first rsync run takes them.
+    pending_moves: Option<Vec<u8>>,
+    /// Which of the batch's moves must succeed ([`Handler::moved_trees`]).
+    required: Vec<bool>,
+    /// The destination is reached over a link (ssh or an rsync daemon).
+    remote: bool,
 }
 
 /// Values of the per-run placeholders.
@@ -251,6 +257,8 @@ struct Vars {
     /// A verification: the run itemizes what it repairs (`-i` first in the argv) and
     /// reports no progress, its output being the itemized lines.
     itemize: bool,
+    /// `--rsync-path=` carrying the batch's remote moves (the batch's first run only).
+    rsync_path: Option<OsString>,
 }
 
 impl Handler {
@@ -270,12 +278,16 @@ impl Handler {
         // it can always take NUL lists.
         let nul = cfg.lists_nul
             || (cfg.mode == Mode::RsyncDirect && words.iter().any(|w| w == "%RSYNC-ARGS%"));
+        let remote = crate::dest::Dest::parse(cfg.dst.as_os_str()).is_remote();
         Handler {
             cfg,
             words,
             nul,
             so: so.map(|s| Arc::new(Mutex::new(s))),
             seq: 0,
+            pending_moves: None,
+            required: Vec::new(),
+            remote,
         }
     }
 
@@ -292,6 +304,8 @@ impl Handler {
     /// The steps for `batch`.
     pub fn steps(&mut self, batch: &Batch, ctx: &Context) -> io::Result<Steps> {
         let mut out = Steps::default();
+        // First: which renamed trees the moves put in place (the moves' script needs it).
+        let moved = self.moved_trees(batch, ctx);
         if !batch.moves.is_empty() {
             self.moves(&batch.moves, &mut out);
         }
@@ -318,7 +332,23 @@ impl Handler {
             self.rsync(runs, false, &mut out)?;
         } else if self.cfg.mode.is_rsync() {
             let started = std::time::Instant::now();
-            let runs = self.plan(&batch.entries, &batch.moves, ctx.excludes);
+            let entries: std::borrow::Cow<[Entry]> = if moved.is_empty() {
+                std::borrow::Cow::Borrowed(&batch.entries)
+            } else {
+                // The remote `mv` puts these trees in place: the run looks at the renamed
+                // directory itself, not at everything below it again.
+                std::borrow::Cow::Owned(
+                    batch
+                        .entries
+                        .iter()
+                        .map(|e| Entry {
+                            recursive: e.recursive && !moved.contains(e.path.as_slice()),
+                            ..e.clone()
+                        })
+                        .collect(),
+                )
+            };
+            let runs = self.plan(&entries, &batch.moves, ctx.excludes);
             log::debug!(
                 "planned {} paths in {:.1} ms ({} groups)",
                 batch.entries.len(),
@@ -341,6 +371,10 @@ impl Handler {
                     _ => unreachable!("rsync modes are planned"),
                 }
             }
+        }
+        // Moves no rsync run took (a batch without one) go first, on their own.
+        if let Some(script) = self.pending_moves.take() {
+            out.steps.insert(0, self.moves_step(script));
         }
         // Every child is told the state of the worker and which batch this is.
         for s in &mut out.steps {
@@ -509,6 +543,9 @@ impl Handler {
                         .unwrap_or(-1)
                 })));
             } else {
+                if self.own_rsync_args() {
+                    vars.rsync_path = self.pending_moves.take().map(|m| self.rsync_path(&m));
+                }
                 out.steps.push(self.exec(&vars));
             }
         }
@@ -516,10 +553,12 @@ impl Handler {
     }
 
     /// Repeats the source's renames at the destination: a local `rename(2)` now, or one
-    /// `mv -fT` per move over ssh as the batch's first (optional) step. Neither goes
-    /// through a symlink at the destination. Failures are
-    /// fine: the destination may not have had the old path yet, and rsync follows.
-    fn moves(&self, moves: &[(Vec<u8>, Vec<u8>)], out: &mut Steps) {
+    /// `mv -fT` per move over ssh. Neither goes through a symlink at the destination.
+    /// Failures are fine: the destination may not have had the old path yet, and rsync
+    /// follows. Over ssh the moves ride in the batch's first rsync run (see
+    /// [`Handler::rsync_path`]); a batch without one gets them as a first (optional) step
+    /// of their own.
+    fn moves(&mut self, moves: &[(Vec<u8>, Vec<u8>)], out: &mut Steps) {
         match &self.cfg.mover {
             Mover::None => {}
             Mover::Local(dir) => {
@@ -545,43 +584,108 @@ impl Handler {
                     }
                 }
             }
-            Mover::Ssh { argv, path } => {
-                let mut script = b"cd ".to_vec();
-                script.extend_from_slice(&crate::dest::sh_quote(if path.is_empty() {
-                    b"."
+            Mover::Ssh { path, .. } => {
+                let script = remote_moves(path, moves, &self.required);
+                if self.own_rsync_args() {
+                    self.pending_moves = Some(script);
                 } else {
-                    path
-                }));
-                script.extend_from_slice(b" || exit 0");
-                // `s P` fails when a directory on the way to P is a symlink (one mirrored
-                // from the source, `d -> /etc`): mv would follow it out of the tree.
-                script.extend_from_slice(
-                    b"; s() { p=$1; while :; do case $p in */*) p=${p%/*}; [ -L \"$p\" ] && return 1;; *) return 0;; esac; done; }",
-                );
-                for (from, to) in moves {
-                    script.extend_from_slice(b"; s ");
-                    script.extend_from_slice(&crate::dest::sh_quote(from));
-                    script.extend_from_slice(b" && s ");
-                    script.extend_from_slice(&crate::dest::sh_quote(to));
-                    script.extend_from_slice(b" && mv -fT -- ");
-                    script.extend_from_slice(&crate::dest::sh_quote(from));
-                    script.push(b' ');
-                    script.extend_from_slice(&crate::dest::sh_quote(to));
-                    script.extend_from_slice(b" 2>/dev/null");
+                    out.steps.push(self.moves_step(script));
                 }
-                script.extend_from_slice(b"; exit 0");
-                let mut args: Vec<OsString> = argv[1..].to_vec();
-                args.push(OsString::from_vec(script));
-                out.steps.push(Step::Exec(Exec {
-                    program: PathBuf::from(&argv[0]),
-                    args,
-                    env: Vec::new(),
-                    progress: false,
-                    itemize: false,
-                    optional: true,
-                }));
             }
         }
+    }
+
+    /// The destinations of directory renames that the batch's first rsync run will find
+    /// done: the moves ride in that run (ssh, `--rsync-path`), and each of these must
+    /// succeed or that run does not start (see [`Handler::rsync_path`]), so the run need
+    /// not walk the renamed tree again (10,000 entries of file list over the link).
+    /// Only where the destination is known to hold the old tree as it was: the worker is
+    /// `running` (not in its initial sync, no failed batch), the old path did not appear
+    /// in this batch and nothing below it is in the batch, and neither path takes part in
+    /// another move of the batch. The moves are also marked required for the script.
+    fn moved_trees(&mut self, batch: &Batch, ctx: &Context) -> BTreeSet<Vec<u8>> {
+        let mut out = BTreeSet::new();
+        self.required.clear();
+        let riding = matches!(self.cfg.mover, Mover::Ssh { .. })
+            && self.own_rsync_args()
+            && !self.cfg.rsync_prefer_include;
+        if !riding || batch.moves.is_empty() || ctx.status != "running" {
+            return out;
+        }
+        const APPEARED: u32 = libc::IN_CREATE | libc::IN_MOVED_TO;
+        let mut uses: BTreeMap<&[u8], usize> = BTreeMap::new();
+        for (from, to) in &batch.moves {
+            *uses.entry(from).or_default() += 1;
+            *uses.entry(to).or_default() += 1;
+        }
+        let below = |dir: &[u8], p: &[u8]| {
+            dir.is_empty() || (p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/')
+        };
+        for (from, to) in &batch.moves {
+            let once = uses.get(from.as_slice()) == Some(&1) && uses.get(to.as_slice()) == Some(&1);
+            let tree = batch.entries.iter().any(|e| e.recursive && e.path == *to)
+                && std::fs::symlink_metadata(abs_path(&self.cfg.src, to)).is_ok_and(|m| m.is_dir());
+            let unsettled = batch
+                .entries
+                .iter()
+                .any(|e| below(from, &e.path) || (e.path == *from && e.mask & APPEARED != 0));
+            let required = once && tree && !unsettled && !from.is_empty();
+            self.required.push(required);
+            if required {
+                out.insert(to.clone());
+            }
+        }
+        out
+    }
+
+    /// The moves as an ssh run of their own (`sh -c SCRIPT; exit 0` at the remote side).
+    fn moves_step(&self, script: Vec<u8>) -> Step {
+        let Mover::Ssh { argv, .. } = &self.cfg.mover else {
+            unreachable!("only ssh moves are scripts")
+        };
+        // Optional: a failure does not fail the batch (no move is required here).
+        let mut args: Vec<OsString> = argv[1..].to_vec();
+        args.push(OsString::from_vec(script));
+        Step::Exec(Exec {
+            program: PathBuf::from(&argv[0]),
+            args,
+            env: Vec::new(),
+            progress: false,
+            itemize: false,
+            optional: true,
+        })
+    }
+
+    /// `--rsync-path=if (MOVES) >/dev/null 2>&1; then m=; else m=--OPTION; fi; rsync $m`:
+    /// the remote command of an rsync run over ssh is a shell line, `RSYNC-PATH --server
+    /// ...`, so the moves run in the same session right before the remote rsync starts,
+    /// and a rename costs no ssh session of its own (a session over the shared connection
+    /// is a round trip or two plus the remote shell's start). Their output cannot reach
+    /// rsync's protocol stream. When a required move ([`Handler::moved_trees`]) failed,
+    /// the remote rsync is started with an option it does not know ([`MOVE_FAILED`]): it
+    /// says so and exits 1, the batch fails and is queued again without its moves, and
+    /// the retry walks the renamed tree. A `--rsync-path` among the options is kept.
+    fn rsync_path(&self, moves: &[u8]) -> OsString {
+        let mut tail: &[u8] = b"rsync";
+        let extra = &self.cfg.rsync_extra;
+        for (i, a) in extra.iter().enumerate() {
+            let a = a.as_bytes();
+            if let Some(v) = a.strip_prefix(b"--rsync-path=") {
+                tail = v;
+            } else if a == b"--rsync-path" {
+                if let Some(v) = extra.get(i + 1) {
+                    tail = v.as_bytes();
+                }
+            }
+        }
+        let mut v = b"--rsync-path=if (".to_vec();
+        v.extend_from_slice(moves);
+        v.extend_from_slice(b") >/dev/null 2>&1; then m=; else m=");
+        v.extend_from_slice(MOVE_FAILED.as_bytes());
+        v.extend_from_slice(b"; fi; ");
+        v.extend_from_slice(tail);
+        v.extend_from_slice(b" $m");
+        OsString::from_vec(v)
     }
 
     /// `%RSYNC-ARGS%`: rsync's options for a run with these lists.
@@ -602,6 +706,9 @@ impl Handler {
                 .filter(|a| !(vars.itemize && *a == PROGRESS))
                 .cloned(),
         );
+        if let Some(p) = &vars.rsync_path {
+            args.push(p.clone());
+        }
         if self.nul
             && (vars.exclude_path.is_some()
                 || vars.include_path.is_some()
@@ -621,6 +728,13 @@ impl Handler {
         if let Some(p) = &vars.include_path {
             args.push(prefixed("--include-from=", p));
             args.push("--exclude=*".into());
+            // Over a link, incremental recursion costs a round trip before the first file
+            // lands (the file list of each directory level follows in turn): a targeted
+            // run sends its whole list at once. A full run keeps it (a huge tree starts
+            // sending before its whole list is built).
+            if self.remote {
+                args.push("--no-inc-recursive".into());
+            }
         }
         args
     }
@@ -697,6 +811,50 @@ impl Handler {
         OsString::from_vec(out)
     }
 }
+
+/// The remote shell commands that repeat `moves` inside the destination's `path` (its
+/// home for an empty one): `mv -fT` of each, never through a symlinked directory.
+/// The script exits 1 when a move flagged in `required` fails (or the destination
+/// directory is not there while one is required), else 0.
+fn remote_moves(path: &[u8], moves: &[(Vec<u8>, Vec<u8>)], required: &[bool]) -> Vec<u8> {
+    let any_required = required.iter().any(|&r| r);
+    let mut script = b"f=0; CDPATH= cd -- ".to_vec();
+    script.extend_from_slice(&crate::dest::sh_quote(if path.is_empty() {
+        b"."
+    } else {
+        path
+    }));
+    script.extend_from_slice(if any_required {
+        b" || exit 1"
+    } else {
+        b" || exit 0"
+    });
+    // `s P` fails when a directory on the way to P is a symlink (one mirrored from the
+    // source, `d -> /etc`): mv would follow it out of the tree.
+    script.extend_from_slice(
+        b"; s() { p=$1; while :; do case $p in */*) p=${p%/*}; [ -L \"$p\" ] && return 1;; *) return 0;; esac; done; }",
+    );
+    for (i, (from, to)) in moves.iter().enumerate() {
+        script.extend_from_slice(b"; s ");
+        script.extend_from_slice(&crate::dest::sh_quote(from));
+        script.extend_from_slice(b" && s ");
+        script.extend_from_slice(&crate::dest::sh_quote(to));
+        script.extend_from_slice(b" && mv -fT -- ");
+        script.extend_from_slice(&crate::dest::sh_quote(from));
+        script.push(b' ');
+        script.extend_from_slice(&crate::dest::sh_quote(to));
+        script.extend_from_slice(b" 2>/dev/null");
+        if required.get(i) == Some(&true) {
+            script.extend_from_slice(b" || f=1");
+        }
+    }
+    script.extend_from_slice(b"; exit $f");
+    script
+}
+
+/// The option the remote rsync is started with when a required move failed: it refuses
+/// it by name ("--clsync-remote-move-failed: unknown option") and exits 1.
+const MOVE_FAILED: &str = "--clsync-remote-move-failed";
 
 fn prefixed(prefix: &str, p: &Path) -> OsString {
     let mut a = OsString::from(prefix);

@@ -81,7 +81,7 @@ impl Sshd {
         fs::write(
             &s.config,
             format!(
-                "Port {}\nListenAddress {}\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\nPidFile {}\nLogLevel ERROR\nMaxStartups 100\nMaxSessions 100\n",
+                "Port {}\nListenAddress {}\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\nUsePAM no\nPidFile {}\nLogLevel VERBOSE\nMaxStartups 100\nMaxSessions 100\n",
                 s.port,
                 s.addr,
                 host.display(),
@@ -128,6 +128,15 @@ impl Sshd {
             }
             let _ = c.wait();
         }
+    }
+
+    /// Sessions that ran a command, so far (sshd logs each at `LogLevel VERBOSE`): an
+    /// rsync run, a remote `mv`; not the connections, nor `ssh -O` requests.
+    pub fn sessions(&self) -> usize {
+        fs::read_to_string(self.dir.join("sshd.log"))
+            .unwrap_or_default()
+            .matches("Starting session: command")
+            .count()
     }
 
     /// `root@127.0.0.1:PATH`

@@ -170,6 +170,111 @@ fn remote_moves_do_not_transfer_again() {
     w.stop_ok();
 }
 
+/// A renamed directory costs the remote side one session: the `mv` runs in the shell that
+/// starts the remote rsync (`--rsync-path`), not in an ssh session of its own before it
+/// (each is a round trip or two over the shared connection plus a remote shell's start).
+#[test]
+fn a_remote_rename_rides_in_the_rsync_session() {
+    let t = TestDir::new("ssh-move-session");
+    let sshd = Sshd::start(&t.root.join("sshd"));
+    mkdir(&t.s(b"dir"));
+    for i in 0..100 {
+        write(&t.s(format!("dir/f{i}").as_bytes()), b"x");
+    }
+    let mut w = start(&t, &sshd, &[sshd.dest(&t.dst)], &[]);
+    w.wait_synced(SYNC_TIMEOUT);
+    let inside = lstat(&t.d(b"dir/f50")).ino();
+    let before = sshd.sessions();
+    rename(&t.s(b"dir"), &t.s(b"dir-renamed"));
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    assert_eq!(
+        lstat(&t.d(b"dir-renamed/f50")).ino(),
+        inside,
+        "the directory was sent again"
+    );
+    assert_eq!(
+        sshd.sessions() - before,
+        1,
+        "ssh sessions for one renamed directory\n{}",
+        w.stderr()
+    );
+}
+
+/// An rsync that first copies each include list it is given to `log` (the lists are
+/// removed when the batch ends).
+fn list_keeping_rsync(t: &TestDir, log: &std::path::Path) -> std::path::PathBuf {
+    let wrapper = t.root.join("rsync-lists");
+    write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case $a in --include-from=*) tr '\\0' '\\n' < \"${{a#--include-from=}}\" >> '{}'; echo --- >> '{}';; esac; done\nexec rsync \"$@\"\n",
+            log.display(),
+            log.display()
+        )
+        .as_bytes(),
+    );
+    chmod(&wrapper, 0o755);
+    wrapper
+}
+
+/// A renamed directory whose old tree the destination holds is not walked again: the
+/// remote `mv` puts it in place and the run that follows names the directory itself
+/// (`/dir-renamed`), not its 1,000 entries (`/dir-renamed/***`: a file list of all of
+/// them over the link).
+#[test]
+fn a_renamed_tree_is_not_walked_again() {
+    let t = TestDir::new("ssh-move-walk");
+    let sshd = Sshd::start(&t.root.join("sshd"));
+    mkdir(&t.s(b"dir"));
+    for i in 0..1000 {
+        write(&t.s(format!("dir/f{i}").as_bytes()), b"x");
+    }
+    let log = t.root.join("lists");
+    let rsync = list_keeping_rsync(&t, &log);
+    let rsync = rsync.to_str().unwrap();
+    let mut w = start(&t, &sshd, &[sshd.dest(&t.dst)], &["-S", rsync]);
+    w.wait_synced(SYNC_TIMEOUT);
+    let inside = lstat(&t.d(b"dir/f500")).ino();
+    rename(&t.s(b"dir"), &t.s(b"dir-renamed"));
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    assert_eq!(lstat(&t.d(b"dir-renamed/f500")).ino(), inside);
+    let lists = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        lists.lines().any(|l| l == "/dir-renamed"),
+        "no run named the renamed directory:\n{lists}"
+    );
+    assert!(
+        !lists.lines().any(|l| l.starts_with("/dir-renamed/")),
+        "the renamed tree was walked again:\n{lists}"
+    );
+}
+
+/// When the destination did not hold the old tree after all (removed there by someone
+/// else), the move fails, the run does not start, and the batch's retry walks the renamed
+/// tree: nothing is missing at the destination.
+#[test]
+fn a_failed_remote_move_falls_back_to_a_walk() {
+    let t = TestDir::new("ssh-move-fail");
+    let sshd = Sshd::start(&t.root.join("sshd"));
+    mkdir(&t.s(b"dir"));
+    for i in 0..100 {
+        write(&t.s(format!("dir/f{i}").as_bytes()), b"x");
+    }
+    let mut w = start(&t, &sshd, &[sshd.dest(&t.dst)], &[]);
+    w.wait_synced(SYNC_TIMEOUT);
+    std::fs::remove_dir_all(t.d(b"dir")).unwrap();
+    rename(&t.s(b"dir"), &t.s(b"dir-renamed"));
+    w.wait_synced(SYNC_TIMEOUT);
+    w.stop_ok();
+    assert!(
+        w.stderr().contains("clsync-remote-move-failed"),
+        "the move did not fail as required:\n{}",
+        w.stderr()
+    );
+}
+
 /// Local destinations get the same treatment (a rename at the destination).
 #[test]
 fn local_moves_do_not_copy_again() {

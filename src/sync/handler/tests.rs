@@ -106,3 +106,74 @@ fn rsyncshell_verify_keeps_the_handler_argv() {
         assert!(!run.itemize && !run.progress, "verify {verify}: {run:?}");
     }
 }
+
+/// A targeted run to a destination over a link sends its whole file list at once
+/// (`--no-inc-recursive`: incremental recursion costs a round trip before the first file
+/// lands); a full run keeps incremental recursion, and a local destination is as before.
+#[test]
+fn a_targeted_run_over_a_link_sends_its_list_at_once() {
+    for (dst, tag) in [("root@h:/dst", "ssh"), ("/dst", "local")] {
+        let dir =
+            std::env::temp_dir().join(format!("clsync-handler-inc-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut h = Handler::new(
+            HandlerConfig {
+                mode: Mode::RsyncDirect,
+                program: "/usr/bin/rsync".into(),
+                args: None,
+                src: "/nonexistent-src".into(),
+                dst: dst.into(),
+                label: "t".into(),
+                lists_dir: dir.clone(),
+                lists_mode: 0o600,
+                one_file_system: false,
+                rsync_inclimit: 0,
+                synclist_simplify: false,
+                have_recursive_sync: false,
+                lists_nul: false,
+                rsync_prefer_include: false,
+                rsync_extra: Vec::new(),
+                mover: Mover::None,
+                progress: false,
+            },
+            None,
+        );
+        let ctx = Context {
+            rules: &Rules::default(),
+            excludes: &BTreeSet::new(),
+            status: "running",
+            iteration: 0,
+        };
+        let run = |h: &mut Handler, path: &[u8], recursive: bool| {
+            let batch = Batch {
+                entries: vec![Entry {
+                    path: path.to_vec(),
+                    recursive,
+                    class: crate::batcher::Class::Normal,
+                    mask: libc::IN_ATTRIB,
+                }],
+                moves: Vec::new(),
+                verify: false,
+                beside: false,
+            };
+            let mut steps = h.steps(&batch, &ctx).unwrap();
+            assert_eq!(steps.steps.len(), 1, "{steps:?}");
+            match steps.steps.remove(0) {
+                Step::Exec(e) => e.args,
+                s => panic!("{s:?}"),
+            }
+        };
+        let targeted = run(&mut h, b"a/b", false);
+        let full = run(&mut h, b"", true);
+        let _ = std::fs::remove_dir_all(&dir);
+        let has = |a: &[OsString]| a.iter().any(|w| w == "--no-inc-recursive");
+        assert!(a_has_include(&targeted), "{tag}: {targeted:?}");
+        assert_eq!(has(&targeted), tag == "ssh", "{tag}: {targeted:?}");
+        assert!(!has(&full), "{tag}: {full:?}");
+    }
+}
+
+fn a_has_include(a: &[OsString]) -> bool {
+    a.iter()
+        .any(|w| w.to_string_lossy().starts_with("--include-from="))
+}

@@ -153,8 +153,7 @@ fn a_targeted_run_over_a_link_sends_its_list_at_once() {
                     mask: libc::IN_ATTRIB,
                 }],
                 moves: Vec::new(),
-                verify: false,
-                beside: false,
+                ..Batch::default()
             };
             let mut steps = h.steps(&batch, &ctx).unwrap();
             assert_eq!(steps.steps.len(), 1, "{steps:?}");

@@ -508,6 +508,8 @@ impl Worker {
                 }
                 self.initial_sync_of(t);
             }
+            // The indexes compared are dropped: their pages go back.
+            crate::delivered::give_back_memory();
             // Destinations whose index says they are up to date.
             self.initial_progress();
         }

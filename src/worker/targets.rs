@@ -182,6 +182,7 @@ impl Worker {
             let rules = self.watcher.rules();
             if let Some(since) = ix.finished(&self.src, rules, &f.batch, ok) {
                 ix.agree(&self.src, rules, since, None, Default::default());
+                crate::delivered::give_back_memory();
             }
         }
         let t = &mut self.targets[ti];

@@ -150,7 +150,7 @@ if [[ $at_limit == 0 ]]; then
         notes+="raised fs.inotify.max_user_watches $old_watch -> $need_watch for the run (restored at exit); "
     fi
 fi
-export LIMIT_NOTES="${notes:-limits left as found}"
+export LIMIT_NOTES="${notes:-limits left as found}" NEED_INST=$need_inst NEED_WATCH=$need_watch
 echo "bench: $LIMITS_FOUND; $LIMIT_NOTES" >&2
 
 set +e
@@ -326,6 +326,13 @@ while True:
     for i in st: states.setdefault(i["state"], []).append(i)
     if len(states.get("running", [])) == N:
         break
+    # The sysctls are global: another program (another bench restoring what it found)
+    # may lower them while this one runs. Said, not fought over.
+    for key, need in (("max_user_instances", "NEED_INST"), ("max_user_watches", "NEED_WATCH")):
+        now = int(open(f"/proc/sys/fs/inotify/{key}").read())
+        if not AT_LIMIT and now < int(os.environ[need]) and key not in figures.setdefault("limits_lowered_during_run", {}):
+            figures["limits_lowered_during_run"][key] = now
+            say(f"fs.inotify.{key} was lowered to {now} by another program during the run: instances past it fail")
     if time.monotonic() - t0 > START_TIMEOUT or (AT_LIMIT and not states.get("starting") and not states.get("initsync")):
         break
     time.sleep(0.2)

@@ -1,7 +1,8 @@
 //! A warm start from the index of what each destination received (`--index-dir`): what
 //! changed while no worker ran, and only that, is synced at start (no full rsync); a
 //! foreign index (another destination, other rules) runs the full rsync; a worker killed
-//! with SIGKILL at any point loses nothing. Real rsync behind a wrapper (`-S`) that logs
+//! with SIGKILL at any point loses nothing; a remote (ssh) destination's queue survives a
+//! restart through its index. Real rsync behind a wrapper (`-S`) that logs
 //! every run's argv and include list, and can kill the worker once its rsync succeeded.
 
 use crate::common::{self, TestDir, Worker};
@@ -483,4 +484,80 @@ fn kill_9_at_random_points_loses_nothing() {
     common::assert_synced_now(&t.src, &t.dst, &again);
     eprintln!("{rounds} rounds, {warm_starts} of them started warm");
     assert!(warm_starts > 0, "no round started warm\n{again}");
+}
+
+/// A remote destination that cannot be reached when a change is made: its queue is lost
+/// with the worker (killed), and the next start sends it from the index (the remote's
+/// index never recorded it), without a full rsync to either destination.
+#[test]
+fn a_remote_destinations_queue_survives_a_restart_through_the_index() {
+    let t = TestDir::new("warm-remote");
+    let sshd_dir = t.root.join("sshd");
+    let mut sshd = common::ssh::Sshd::start(&sshd_dir);
+    let remote = t.root.join("remote");
+    common::mkdir(&remote);
+    common::write(&t.s(b"before"), b"before");
+    let run = t.root.join("run");
+    common::mkdir_p(&run);
+    let status = run.join("status");
+    let (ssh_args, remote_dest) = (sshd.worker_args(), sshd.dest(&remote));
+    let start = || {
+        let mut a = ssh_args.clone();
+        a.extend(
+            [
+                "-t",
+                "0.1",
+                "-w",
+                "0.1",
+                "--index-dir",
+                t.root.join("index").to_str().unwrap(),
+                "--status-file",
+                status.to_str().unwrap(),
+                t.src.to_str().unwrap(),
+                t.dst.to_str().unwrap(),
+            ]
+            .map(std::ffi::OsString::from),
+        );
+        a.push(remote_dest.clone().into());
+        Worker::start_raw(&run, &t.src, &t.dst, &status, &a)
+    };
+    let mut w = start();
+    common::wait_synced(&t.src, &remote, SYNC_TIMEOUT);
+    w.stop_ok();
+    // Warm once (files written just before the first full sync may be sent again).
+    let mut w = start();
+    w.stop_ok();
+    // The remote goes away; a change reaches the local destination only.
+    let mut w = start();
+    sshd.down();
+    common::write(&t.s(b"while-down"), b"queued for the remote");
+    common::wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    common::wait_until(SYNC_TIMEOUT, "a failed sync to the remote", || {
+        let log = w.stderr();
+        log.contains("paths stay queued").then_some(()).ok_or(log)
+    });
+    assert!(!remote.join("while-down").exists());
+    w.signal(nix::sys::signal::Signal::SIGKILL);
+    w.wait_exit(SYNC_TIMEOUT);
+    // Back, and a new worker: the remote gets what its queue held.
+    sshd.up();
+    let mut w = start();
+    let log = w.stderr();
+    let to_remote = format!(" to {remote_dest}");
+    assert!(
+        log.lines().any(
+            |l| l.contains("initial sync: from the index (1 differ, 0 deleted,")
+                && l.ends_with(&to_remote)
+        ),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("initial sync: from the index (")
+                && l.ends_with(&format!(" to {}", t.dst.display()))),
+        "{log}"
+    );
+    assert!(!log.contains("initial sync: full"), "{log}");
+    common::wait_synced(&t.src, &remote, SYNC_TIMEOUT);
+    w.stop_ok();
 }

@@ -245,7 +245,7 @@ mod tests {
                 ("d/b".into(), false, libc::IN_MODIFY),
                 ("d/e".into(), true, libc::IN_DELETE | libc::IN_ISDIR),
                 ("gone".into(), false, libc::IN_DELETE),
-                ("new".into(), true, libc::IN_CREATE | libc::IN_ISDIR),
+                ("new".into(), true, MAYBE_OLD_TREE),
             ]
         );
         assert_eq!((d.differ, d.deleted), (4, 2));

@@ -231,7 +231,6 @@ pub struct Handler {
     /// Lists are NUL-terminated.
     nul: bool,
     so: Option<Arc<Mutex<SoHandler>>>,
-    seq: u64,
     /// The batch's remote moves, until its first rsync run takes them.
     pending_moves: Option<Vec<u8>>,
     /// Which of the batch's moves must succeed ([`Handler::moved_trees`]).
@@ -284,7 +283,6 @@ impl Handler {
             words,
             nul,
             so: so.map(|s| Arc::new(Mutex::new(s))),
-            seq: 0,
             pending_moves: None,
             required: Vec::new(),
             remote,
@@ -401,13 +399,16 @@ impl Handler {
     ) -> io::Result<PathBuf> {
         // O_EXCL|O_NOFOLLOW: a file or symlink already at the name is never written
         // through; the next number is taken instead.
+        // One count for the whole worker: each destination has a handler, and their
+        // batches (the warm start's first ones) run at the same time in one directory.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut tries = 0;
         let (path, mut f) = loop {
-            self.seq += 1;
-            let path =
-                self.cfg
-                    .lists_dir
-                    .join(format!("{kind}.{}.{}", std::process::id(), self.seq));
+            let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let path = self
+                .cfg
+                .lists_dir
+                .join(format!("{kind}.{}.{seq}", std::process::id()));
             match crate::safe_file::create_new(&path, self.cfg.lists_mode) {
                 Ok(f) => break (path, f),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 100 => {

@@ -201,15 +201,15 @@ fn a_remote_rename_rides_in_the_rsync_session() {
     );
 }
 
-/// An rsync that first copies each include list it is given to `log` (the lists are
-/// removed when the batch ends).
+/// An rsync that first copies each include or files-from list it is given to `log` (the
+/// lists are removed when the batch ends); a files-from line gets the leading slash of an
+/// include line, so both read alike.
 fn list_keeping_rsync(t: &TestDir, log: &std::path::Path) -> std::path::PathBuf {
     let wrapper = t.root.join("rsync-lists");
     write(
         &wrapper,
         format!(
-            "#!/bin/sh\nfor a in \"$@\"; do case $a in --include-from=*) tr '\\0' '\\n' < \"${{a#--include-from=}}\" >> '{}'; echo --- >> '{}';; esac; done\nexec rsync \"$@\"\n",
-            log.display(),
+            "#!/bin/sh\nfor a in \"$@\"; do case $a in --include-from=*) tr '\\0' '\\n' < \"${{a#--include-from=}}\" >> '{0}'; echo --- >> '{0}';; --files-from=*) tr '\\0' '\\n' < \"${{a#--files-from=}}\" | sed 's|^|/|' >> '{0}'; echo --- >> '{0}';; esac; done\nexec rsync \"$@\"\n",
             log.display()
         )
         .as_bytes(),

@@ -162,7 +162,9 @@ fn a_targeted_run_over_a_link_sends_its_list_at_once() {
                 s => panic!("{s:?}"),
             }
         };
-        let targeted = run(&mut h, b"a/b", false);
+        // A directory synced recursively: the include-list run (a run over a files-from
+        // list does not recurse, so incremental recursion is moot there).
+        let targeted = run(&mut h, b"a/b", true);
         let full = run(&mut h, b"", true);
         let _ = std::fs::remove_dir_all(&dir);
         let has = |a: &[OsString]| a.iter().any(|w| w == "--no-inc-recursive");

@@ -100,6 +100,12 @@ struct Args {
     /// Leave the content of mount points out (the same as --one-file-system here)
     #[arg(short = 'X', long = "exclude-mount-points")]
     exclude_mount_points: bool,
+    /// Leave out what matches GLOB (gitignore style, as the profile key `exclude`; repeatable)
+    #[arg(long = "exclude", value_name = "GLOB", action = clap::ArgAction::Append)]
+    exclude: Vec<String>,
+    /// Keep what matches GLOB although an --exclude matches it (as the profile key `include`)
+    #[arg(long = "include", value_name = "GLOB", action = clap::ArgAction::Append)]
+    include: Vec<String>,
     /// Ignore the rules' excludes on the initial sync
     #[arg(short = 'F', long = "full-initialsync")]
     full_initialsync: bool,
@@ -719,7 +725,8 @@ fn layer(a: Args) -> Result<Values, StartError> {
         delay_sync: a.delay_sync,
         threshold_bigfile: a.threshold_bigfile,
         rules: a.rules_file.map(RulesFrom::File),
-        globs: None,
+        globs: (!a.include.is_empty() || !a.exclude.is_empty())
+            .then(|| (a.include, a.exclude, PathBuf::from("the command line"))),
         label: a.label,
         rsync_inclimit: a.rsync_inclimit,
         status_file: a.status_file,

@@ -984,3 +984,40 @@ fn attribute_changes_and_renames_send_no_content() {
         );
     }
 }
+
+/// The short form takes the profile's globs on the command line: `--exclude GLOB` leaves a
+/// name out at any depth, `--include GLOB` keeps it although an exclude matches; at start
+/// and for live changes. A bad glob is one line naming the command line, exit 2.
+#[test]
+fn exclude_and_include_globs_on_the_command_line() {
+    let t = TestDir::new("cli-globs");
+    write(&t.s(b"x.log"), b"1");
+    mkdir(&t.s(b"a"));
+    write(&t.s(b"a/y.log"), b"2");
+    write(&t.s(b"a/keep.log"), b"3");
+    write(&t.s(b"a/z.txt"), b"4");
+    let mut w = t.start(&["--exclude", "*.log", "--include", "keep.log"]);
+    let excluded = |rel: &[u8], _dir: bool| rel.ends_with(b".log") && !rel.ends_with(b"keep.log");
+    assert_synced_now_filtered(&t.src, &t.dst, "right after readiness", &excluded);
+    assert!(!exists_nofollow(&t.d(b"a/y.log")));
+    write(&t.s(b"a/new.log"), b"5");
+    write(&t.s(b"a/b.txt"), b"6");
+    write(&t.s(b"keep.log"), b"7");
+    w.wait_synced_ctx(SYNC_TIMEOUT, "live changes", &excluded);
+    assert!(!exists_nofollow(&t.d(b"a/new.log")));
+    w.stop_ok();
+    let args: [&std::ffi::OsStr; 5] = [
+        "--exclude".as_ref(),
+        "[".as_ref(),
+        "--only-initialsync".as_ref(),
+        t.src.as_os_str(),
+        t.dst.as_os_str(),
+    ];
+    let bad = run(&t.root, &args, SYNC_TIMEOUT);
+    assert_eq!(bad.code(), Some(2), "{}", bad.describe());
+    assert!(
+        bad.first_line().contains("the command line") && bad.first_line().contains("\"[\""),
+        "{}",
+        bad.describe()
+    );
+}

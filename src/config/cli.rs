@@ -438,10 +438,26 @@ pub fn exit_on_error(e: clap::Error) -> ! {
     std::process::exit(e.exit_code())
 }
 
+/// `clsync help` and `clsync help SUBCOMMAND` as `--help` and `SUBCOMMAND --help` (what
+/// people type after git and cargo). Not a help subcommand of clap's: `clsync help DST`
+/// is a short form whose source is a directory named `help`, and stays one.
+fn help_as_option(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const SUBS: [&str; 3] = ["check", "show-config", "import"];
+    match args.get(1..) {
+        Some([h]) if h == "help" => args[1] = "--help".into(),
+        Some([h, sub]) if h == "help" && SUBS.iter().any(|s| sub == s) => {
+            args.swap(1, 2);
+            args[2] = "--help".into();
+        }
+        _ => {}
+    }
+    args
+}
+
 /// Parses the command line: a subcommand (`check`, `show-config`, `import`) or a worker
 /// run.
 pub fn parse_command(args: Vec<std::ffi::OsString>) -> Result<Command, clap::Error> {
-    let (mut a, argv) = parse_args(args)?;
+    let (mut a, argv) = parse_args(help_as_option(args))?;
     let dir = |d: Option<PathBuf>| crate::profile::profiles_dir(d.as_deref());
     Ok(match a.command.take() {
         Some(Sub::Check {

@@ -265,3 +265,24 @@ fn chroot_and_pivot_root() {
     old.reload_from(std::mem::replace(&mut new, with(&[]).unwrap()));
     assert_eq!(old.chroot, Some(PathBuf::from("/srv/jail")));
 }
+
+/// `clsync help` and `clsync help check` print the help as `--help` would; `clsync help
+/// DST` stays a short form whose source is a directory named `help`.
+#[test]
+fn help_is_the_help_option_and_help_dst_stays_a_mirror() {
+    let os = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(Into::into).collect() };
+    assert_eq!(
+        help_as_option(os(&["clsync", "help"])),
+        os(&["clsync", "--help"])
+    );
+    assert_eq!(
+        help_as_option(os(&["clsync", "help", "check"])),
+        os(&["clsync", "check", "--help"])
+    );
+    assert_eq!(
+        help_as_option(os(&["clsync", "help", "/mnt/mirror"])),
+        os(&["clsync", "help", "/mnt/mirror"])
+    );
+    let e = parse_command(os(&["clsync", "help"])).unwrap_err();
+    assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+}

@@ -640,18 +640,10 @@ impl Journal {
 
     /// Appends one sync's records and waits until they are on disk.
     pub fn append(&mut self, ops: &[(Vec<u8>, Meta)]) -> io::Result<()> {
-        if ops.is_empty() {
-            return Ok(());
+        self.append_unsynced(ops)?;
+        if !ops.is_empty() {
+            self.file.sync_data()?;
         }
-        let v = Version {
-            seq: self.version.seq + 1,
-            ..self.version
-        };
-        let data = frame(v, ops)?;
-        self.file.write_all(&data)?;
-        self.file.sync_data()?;
-        self.version = v;
-        self.len += data.len() as u64;
         Ok(())
     }
 
@@ -681,21 +673,31 @@ impl Journal {
     pub fn invalidate(&mut self) -> io::Result<()> {
         match std::fs::remove_file(self.dir.join("manifest")) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        // No manifest: nothing to compact into one until the next agreement.
+        self.manifest_len = 0;
         std::fs::File::open(&self.dir)?.sync_all()
     }
 
     /// Whether the journal has outgrown the manifest.
     #[must_use]
     pub fn wants_compaction(&self) -> bool {
-        self.len > COMPACT_MIN.max(self.manifest_len)
+        self.manifest_len > 0 && self.len > COMPACT_MIN.max(self.manifest_len)
     }
 
     /// Writes manifest + journal as the new manifest (same version), drops deletion
     /// markers older than 30 days, empties the journal. Returns the record.
     pub fn compact(&mut self) -> io::Result<Record> {
+        if self.manifest_len == 0 {
+            // Set aside (or never agreed): a manifest written from the journal alone
+            // would claim a whole tree from the paths of a few syncs.
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no manifest: the index waits for a full sync",
+            ));
+        }
         let mut rec = load(&self.dir)?;
         let now = now_secs();
         rec.paths
@@ -868,6 +870,33 @@ mod tests {
         assert_eq!(only_journal.unusable(&mine).as_deref(), Some("no index"));
         let (zero, _) = Record::parse(b"", b"").unwrap();
         assert_eq!(zero.unusable(&mine).as_deref(), Some("no index"));
+    }
+
+    /// A sync of the whole tree sets the index aside (no manifest); until the next
+    /// agreement nothing compacts the journal back into a manifest, also after a reopen:
+    /// one made from a few syncs' frames would claim the whole tree.
+    #[test]
+    fn a_set_aside_index_is_not_compacted_back() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("rec");
+        let (mut j, _) = Journal::open(&dir).unwrap();
+        let rec = Record {
+            version: Version::next(Version::default(), Version::default()),
+            ..Record::default()
+        };
+        j.replace(&rec).unwrap();
+        assert!(dir.join("manifest").exists());
+        j.invalidate().unwrap();
+        j.append(&[(b"f".to_vec(), m(b'f', 1, 1))]).unwrap();
+        assert!(!j.wants_compaction());
+        assert!(j.compact().is_err());
+        assert!(!dir.join("manifest").exists());
+        drop(j);
+        let (mut j, _) = Journal::open(&dir).unwrap();
+        assert!(j.compact().is_err());
+        assert!(!dir.join("manifest").exists());
+        j.replace(&rec).unwrap();
+        assert!(j.compact().is_ok());
     }
 
     #[test]

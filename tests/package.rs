@@ -366,7 +366,7 @@ wait_for 30 profile "the TOML profile $B.toml runs: it mirrors into its own dest
 check profile "the block is not run beside it" bash -c "[ \"\$(pgrep -xc clsync)\" = 1 ]"
 wait_for 10 profile "one log line names the profile and the shadowed block" \
     bash -c "journal_after '$cur' -u $U | grep -F '$B.toml' | grep -F '[$B]' | grep -F /etc/clsync/clsync.conf"
-info "profile: $(journal_after "$cur" -u $U | grep -F '[$B]')"
+info "profile: $(journal_after "$cur" -u $U | grep -F shadowed)"
 cur=$(mark)
 timeout 60 systemctl start clsync@nosuch.service
 wait_for 30 neither "clsync@nosuch (no profile, no block) fails" is_ clsync@nosuch.service ActiveState failed

@@ -9,7 +9,8 @@
 //! 1. installs Debian's clsync, puts a block into `/etc/clsync/clsync.conf`, enables
 //!    and starts `clsync@BLOCK` (the C program mirrors it);
 //! 2. installs our .deb over it (`dpkg -i`): an upgrade, not a downgrade; the unit file
-//!    is still there (the `/lib` vs `/usr/lib` trap of a merged /usr), the enabled
+//!    is still there and `dpkg -S` of the path the enabled link names answers `clsync`
+//!    (a unit shipped in /usr/lib would be that file under another name), the enabled
 //!    instance now runs our binary on the same block and mirrors a change; the old init
 //!    script, its runlevel links and the unit systemd generated from it are gone, and so
 //!    is the unmodified `/etc/default/clsync`;
@@ -19,7 +20,8 @@
 //! 4. `dpkg --remove`: nothing of the package is left but its conffiles; `dpkg --purge`:
 //!    nothing at all (a snapshot of /etc, /usr and /var/lib taken before is compared);
 //! 5. again with a site that edited `/etc/default/clsync` and `/etc/init.d/clsync`: the
-//!    edited defaults stay and reach the unit (`CLSYNC_ARGS_SYSTEMD`), the edited init
+//!    edited defaults stay and reach the unit (`CLSYNC_ARGS_SYSTEMD`; `CLSYNC_ENABLE=true`,
+//!    which only the init script read, gets a warning), the edited init
 //!    script is kept as `/etc/init.d/clsync.dpkg-bak` where nothing runs it; purge
 //!    removes both.
 //!
@@ -264,7 +266,7 @@ install_old() {
     write_block
     if [ "$edited" = edited ]; then
         # What a site does: its own arguments for the unit, a line in the init script.
-        sed -i "s/^CLSYNC_ARGS_SYSTEMD=.*/CLSYNC_ARGS_SYSTEMD='-b0 -Ystderr -d1'/" /etc/default/clsync
+        sed -i "s/^CLSYNC_ARGS_SYSTEMD=.*/CLSYNC_ARGS_SYSTEMD='-b0 -Ystderr -d1'/; s/^CLSYNC_ENABLE=.*/CLSYNC_ENABLE=true/" /etc/default/clsync
         echo "# edited by the site" >>/etc/init.d/clsync
     fi
     systemctl daemon-reload
@@ -298,6 +300,8 @@ upgrade() {
         check init-script "the edited init script kept as /etc/init.d/clsync.dpkg-bak" \
             grep -q "edited by the site" /etc/init.d/clsync.dpkg-bak
         check defaults "the edited /etc/default/clsync is kept" grep -q -- "-d1" /etc/default/clsync
+        check defaults "dpkg's output warns that CLSYNC_ENABLE=true no longer starts anything" \
+            bash -c "grep -q 'warning: /etc/default/clsync sets CLSYNC_ENABLE=true' <<<\"\$0\"" "$out"
     else
         check init-script "no copy of the unmodified init script left" bash -c '! ls /etc/init.d/clsync*'
         check defaults "the unmodified /etc/default/clsync is removed" [ ! -e /etc/default/clsync ]

@@ -4,7 +4,8 @@
 #
 #   packaging/build-deb.sh [CARGO-DEB-OPTIONS...]     e.g. --fast, --deb-revision 2
 #
-# Installs cargo-deb first if it is missing (`cargo install cargo-deb`, a few minutes).
+# Installs cargo-deb first if it is missing (`cargo install --locked cargo-deb@3.8.0`,
+# about a minute: the version the package was checked with, see packaging/README.md).
 # Needs: cargo, and on the build machine dpkg-dev (dpkg-shlibdeps, for the libc
 # dependency) and binutils (strip, objcopy).
 set -eu
@@ -23,7 +24,7 @@ done
 
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "build-deb.sh: installing cargo-deb" >&2
-    cargo install --locked cargo-deb
+    cargo install --locked cargo-deb@3.8.0
 fi
 
 cargo deb "$@"

@@ -202,7 +202,11 @@ fn units_pass_systemd_analyze_verify() {
         WORKER_UNIT,
         &worker,
         &[
-            ("ExecStart", "/usr/bin/clsync --profile %i -Y journal"),
+            (
+                "ExecStart",
+                "/usr/bin/clsync --unit-instance %i $CLSYNC_ARGS_SYSTEMD",
+            ),
+            ("EnvironmentFile", "-/etc/default/clsync.d/*"),
             ("Restart", "on-failure"),
             ("KillMode", "mixed"),
             ("RuntimeDirectory", "clsync"),
@@ -539,8 +543,8 @@ for inst in systest-tmpl@one systest-tmpl-two; do
     check template "systemctl start $U exits 0" [ $? = 0 ]
     check template "$U active" is_ "$U" ActiveState active
     p=$(prop "$U" MainPID)
-    check template "$U runs clsync --profile $inst" \
-        bash -c "tr '\0' ' ' </proc/$p/cmdline | grep -q -- '--profile $inst -Y journal'"
+    check template "$U runs clsync --unit-instance $inst" \
+        bash -c "tr '\0' ' ' </proc/$p/cmdline | grep -q -- '--unit-instance $inst'"
     wait_for 30 template "$U status file reads running" grep -qx running /run/clsync/systest-tmpl-$label.status
     echo "$inst" >$S/t.txt
     wait_for 30 template "$U mirrors a change" same_file $S/t.txt $D/t.txt

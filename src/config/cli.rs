@@ -306,6 +306,11 @@ struct Args {
     /// Profiles directory [default: $CLSYNC_PROFILES_DIR or /etc/clsync]
     #[arg(long = "profiles-dir", value_name = "DIR")]
     profiles_dir: Option<PathBuf>,
+    /// What clsync@NAME.service runs: the profile NAME if there is one, else block [NAME]
+    /// of /etc/clsync/clsync.conf (or of -H FILE); logs to the journal unless -Y says
+    /// otherwise
+    #[arg(long = "unit-instance", value_name = "NAME")]
+    unit_instance: Option<String>,
     /// SRC DST [DST...] (short form); with -M/-W/-D: the sync handler's arguments (after --)
     #[arg(value_name = "SRC DST | -- HANDLER-ARGS")]
     paths: Vec<PathBuf>,
@@ -771,6 +776,44 @@ fn layer(a: Args) -> Result<Values, StartError> {
     })
 }
 
+/// `--unit-instance NAME` becomes `--profile NAME` or `-H FILE -K NAME`
+/// ([`crate::config::unit_instance`] decides); the journal is the default output.
+fn unit_instance(a: &mut Args, name: String) -> Result<(), StartError> {
+    use crate::config::unit_instance::{choose, shadow_warning, Choice, DEFAULT_CONFIG_FILE};
+    if a.profile.is_some() || a.config_block.is_some() {
+        return Err(StartError::Usage(
+            "--unit-instance chooses the profile or the block itself; do not give --profile or -K too".into(),
+        ));
+    }
+    if !a.paths.is_empty() || a.watch_dir.is_some() || !a.destination_dir.is_empty() {
+        return Err(StartError::Usage(
+            "--unit-instance takes the directories from the profile or the block; do not give SRC/DST or -W/-D too".into(),
+        ));
+    }
+    let profiles = crate::profile::profiles_dir(a.profiles_dir.as_deref());
+    let ini = a
+        .config_file
+        .take()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+    match choose(&profiles, &ini, &name)? {
+        Choice::Profile { shadowed } => {
+            if let Some(file) = shadowed {
+                crate::logger::warn_soon(shadow_warning(&profiles, &file, &name));
+            }
+            a.profile = Some(name);
+        }
+        Choice::Block { file } => {
+            a.profiles_dir = None;
+            a.config_file = Some(file);
+            a.config_block = Some(name);
+        }
+    }
+    if a.output.is_none() {
+        a.output = Some(crate::logger::Output::Journal);
+    }
+    Ok(())
+}
+
 /// The command line's layers, merged in one order (a profile or an INI block below, the
 /// options on top), built into the worker's configuration.
 fn to_config(mut a: Args) -> Result<Config, StartError> {
@@ -778,6 +821,9 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
     if a.strict_modes == Some(false) {
         // Before any file is read: a key inside a file cannot vouch for that file.
         crate::strict::disable();
+    }
+    if let Some(name) = a.unit_instance.take() {
+        unit_instance(&mut a, name)?;
     }
     if let Some(name) = a.profile.take() {
         if a.config_file.is_some() {

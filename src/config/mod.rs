@@ -17,6 +17,7 @@ pub mod legacy;
 pub(crate) mod preflight;
 pub mod profile;
 pub mod profile_config;
+pub mod unit_instance;
 
 pub use preflight::{
     check_lists_dir, check_overlap, dir_is_empty, dst_is_empty, empty_source_message,

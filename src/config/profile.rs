@@ -59,6 +59,7 @@ pub use load::{
 };
 pub(crate) use schema::edit_distance;
 pub use schema::{keys, parse_values, ProfileValues, KEYS, RESTART_POLICIES, THREADING_MODES};
+pub(crate) use template::split_instance;
 pub(crate) use template::RUNTIME_PLACEHOLDERS;
 pub use template::{check_label, is_template_profile, resolve};
 

@@ -286,3 +286,16 @@ fn help_is_the_help_option_and_help_dst_stays_a_mirror() {
     let e = parse_command(os(&["clsync", "help"])).unwrap_err();
     assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
 }
+
+#[test]
+fn unit_instance_takes_no_profile_block_or_directories() {
+    for args in [
+        &["clsync", "--unit-instance", "a", "--profile", "a"][..],
+        &["clsync", "--unit-instance", "a", "-K", "a"],
+        &["clsync", "--unit-instance", "a", "/src", "/dst"],
+        &["clsync", "--unit-instance", "a", "-W", "/src"],
+    ] {
+        let e = parse(args).expect_err("refused").to_string();
+        assert!(e.contains("--unit-instance"), "{args:?}: {e}");
+    }
+}

@@ -225,7 +225,7 @@ pub fn is_template_profile(profiles: &Profiles, name: &str) -> Result<bool, Prof
 
 /// Splits an instance name into profile and label: `PROFILE@LABEL`, an existing
 /// `PROFILE`, or `TEMPLATE-LABEL` (the longest template name wins).
-fn split_instance(
+pub(crate) fn split_instance(
     profiles: &Profiles,
     name: &str,
 ) -> Result<(String, Option<String>), ProfileError> {

@@ -561,3 +561,107 @@ fn resync_of_a_stopped_instance_forces_a_full_start() {
     started("initial sync: from the index (");
     wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
 }
+
+/// `logs NAME` of an instance that was stopped shows its last run's log (it said "is not
+/// running" before), headed by a line that says the instance is stopped and when and how
+/// the run shown ended; a start after that goes on in the same log.
+#[test]
+fn logs_of_a_stopped_instance_show_its_last_run() {
+    let t = TestDir::new("mgr-logs-stopped");
+    let m = Mgr::start(&t.root);
+    m.profile("m", &mirror(&t, ""));
+    write(&t.s(b"a"), b"a");
+    m.ok(&["start", "m"]);
+    let pid = pid_of(&m.wait_state("m", "running"));
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    let before = std::time::SystemTime::now();
+    assert_eq!(m.ok(&["stop", "m"]).trim(), "m: stopped");
+    assert!(m.instance("m").is_none(), "stopped: not in status");
+    let o = m.cli(&["logs", "m"]);
+    assert_eq!(o.code, Some(0), "{}\nmanager log:\n{}", o.stderr, m.log());
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    let head = lines.first().copied().unwrap_or_default();
+    assert!(
+        head.starts_with("-- m is stopped; the run shown ended at ")
+            && head.ends_with(" ago): exit status 0"),
+        "{}",
+        o.stdout
+    );
+    // The time is UTC, RFC 3339, and the stop's (to the second).
+    let at = head
+        .split_once("ended at ")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .and_then(|s| humantime::parse_rfc3339(s).ok())
+        .unwrap_or_else(|| panic!("no time in {head:?}"));
+    let slack = std::time::Duration::from_secs(1);
+    assert!(
+        at + slack >= before && at <= std::time::SystemTime::now(),
+        "{head}"
+    );
+    assert!(
+        lines.contains(&format!("-- started worker pid {pid}").as_str())
+            && lines.contains(&format!("-- worker pid {pid} ended: exit status 0").as_str())
+            && lines.iter().any(|l| l.contains("final sync")),
+        "the whole run:\n{}",
+        o.stdout
+    );
+    // Started again: the same log goes on, without the stopped line.
+    m.ok(&["start", "m"]);
+    let again = pid_of(&m.wait_state("m", "running"));
+    let logs = m.ok(&["logs", "m", "--lines", "1000"]);
+    assert!(
+        !logs.contains("is stopped")
+            && logs.contains(&format!("-- started worker pid {pid}\n"))
+            && logs.contains(&format!("-- started worker pid {again}\n")),
+        "{logs}"
+    );
+    // An instance that never ran has no log.
+    m.profile("never", &mirror(&t, ""));
+    let o = m.cli(&["logs", "never"]);
+    assert_eq!(o.code, Some(1), "{}", o.stdout);
+    assert!(o.stderr.contains("never has not run"), "{}", o.stderr);
+}
+
+/// A worker killed by a signal: its instance's LAST ERROR says so without a dangling
+/// colon (it was "killed by SIGKILL: "), and LAST SYNC stays the instance's last
+/// successful sync while a new worker has not synced (it was reset to "-").
+#[test]
+fn a_killed_workers_error_and_the_instances_last_sync() {
+    let t = TestDir::new("mgr-last");
+    let m = Mgr::start(&t.root);
+    m.profile(
+        "m",
+        &mirror(&t, "autostart = true\nrestart-delay = \"1h\"\n"),
+    );
+    m.ok(&["reload"]);
+    m.wait_state("m", "running");
+    let mut synced = Value::Null;
+    wait_until(SYNC_TIMEOUT, "a first sync", || {
+        synced = m.instance("m").unwrap_or_default();
+        synced["last_sync_unix"]
+            .as_f64()
+            .map(|_| ())
+            .ok_or_else(|| synced.to_string())
+    });
+    let last_sync = synced["last_sync_unix"].as_f64().unwrap();
+    kill(Pid::from_raw(pid_of(&synced)), Signal::SIGKILL).unwrap();
+    let i = m.wait_state("m", "backoff");
+    assert_eq!(i["last_error"], "killed by SIGKILL", "{i}");
+    let table = m.ok(&["status", "m"]);
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(row.ends_with("  killed by SIGKILL"), "{table}");
+    // A new worker that cannot sync (its source is gone): the instance's last sync stays.
+    std::fs::rename(&t.src, t.root.join("src-away")).unwrap();
+    m.ok(&["restart", "m"]);
+    let mut i = Value::Null;
+    wait_until(SYNC_TIMEOUT, "the new worker's failure", || {
+        i = m.instance("m").unwrap_or_default();
+        (i["state"] == "backoff" && i["last_error"].as_str().is_some_and(|e| e.contains("src")))
+            .then_some(())
+            .ok_or_else(|| i.to_string())
+    });
+    assert_eq!(i["last_sync_unix"].as_f64(), Some(last_sync), "{i}");
+    let table = m.ok(&["status", "m"]);
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(row.contains(" ago "), "LAST SYNC is shown: {table}");
+}

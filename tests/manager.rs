@@ -665,3 +665,147 @@ fn a_killed_workers_error_and_the_instances_last_sync() {
     let row = table.lines().nth(1).unwrap_or_default();
     assert!(row.contains(" ago "), "LAST SYNC is shown: {table}");
 }
+
+/// `promtool check metrics` (Debian package `prometheus`), or `None` after a visible skip
+/// (a failure under CI=true).
+fn promtool() -> Option<&'static str> {
+    let found = Command::new("promtool")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        Some("promtool")
+    } else {
+        skip("promtool not found (apt-get install prometheus)");
+        None
+    }
+}
+
+/// What `promtool check metrics` says of `text`: its exit code and output.
+fn promtool_check(promtool: &str, text: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut c = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code(), said)
+}
+
+/// Prometheus' naming rules that promtool (2.42) does not lint: a unit in a name is its
+/// suffix (before `_total`), `_total` only on counters. The problems found, one a line.
+fn naming_problems(text: &str) -> String {
+    let mut bad = String::new();
+    for l in text.lines() {
+        let Some((name, kind)) = l.strip_prefix("# TYPE ").and_then(|r| r.split_once(' ')) else {
+            continue;
+        };
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        if (kind == "counter") != (base != name) {
+            bad.push_str(&format!(
+                "{name}: a {kind} ends in _total only if a counter\n"
+            ));
+        }
+        for unit in ["seconds", "bytes", "ratio"] {
+            let word = format!("_{unit}");
+            if base.contains(&word) && !base.ends_with(&word) {
+                bad.push_str(&format!("{name}: the unit {unit} is not its suffix\n"));
+            }
+        }
+    }
+    bad
+}
+
+/// The metrics of a manager with a running, a stopped (its worker exited cleanly) and a
+/// failed instance pass `promtool check metrics` without a remark, from the control
+/// socket and from the textfile, and name units as suffixes (the age of the last sync
+/// was `clsync_seconds_since_last_sync`); every instance has its samples, the running
+/// one its last sync as a timestamp.
+#[test]
+fn metrics_pass_promtool_check() {
+    let Some(promtool) = promtool() else { return };
+    let t = TestDir::new("mgr-promtool");
+    let file = t.root.join("clsync.prom");
+    let file_arg = file.display().to_string();
+    let m = Mgr::start_with(&t.root, &["--metrics-textfile", &file_arg]);
+    write(&t.s(b"a"), b"a");
+    m.profile("up", &mirror(&t, "autostart = true\n"));
+    let once = t.root.join("dst-once");
+    m.profile(
+        "once",
+        &common::profiles::mirror(&t.src, &once, "autostart = true\nonly-initialsync = true\n"),
+    );
+    m.profile(
+        "broken",
+        &format!(
+            "watch-dir = \"{}/missing\"\ndestination-dir = \"{}/x\"\nautostart = true\nrestart = \"never\"\n",
+            t.root.display(),
+            t.root.display()
+        ),
+    );
+    m.ok(&["reload"]);
+    m.wait_state("up", "running");
+    m.wait_state("once", "stopped");
+    m.wait_state("broken", "failed");
+    wait_until(SYNC_TIMEOUT, "a sync of up", || {
+        let i = m.instance("up").unwrap_or_default();
+        i["syncs"]
+            .as_u64()
+            .filter(|&n| n > 0)
+            .map(|_| ())
+            .ok_or_else(|| i.to_string())
+    });
+    let text = m.ok(&["metrics"]);
+    let (code, said) = promtool_check(promtool, &text);
+    assert_eq!(
+        (code, said.as_str()),
+        (Some(0), ""),
+        "promtool check metrics:\n{said}\nthe metrics:\n{text}"
+    );
+    assert_eq!(naming_problems(&text), "", "{text}");
+    let synced = m.instance("up").unwrap_or_default()["last_sync_unix"]
+        .as_f64()
+        .unwrap_or_default();
+    let stamp = text
+        .lines()
+        .find_map(|l| l.strip_prefix("clsync_last_sync_timestamp_seconds{instance=\"up\"} "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(stamp, Some(synced), "{text}");
+    for (name, up) in [("up", 1), ("once", 0), ("broken", 0)] {
+        assert!(
+            text.contains(&format!("clsync_up{{instance=\"{name}\"}} {up}\n")),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("clsync_failed{instance=\"broken\"} 1\n")
+            && text.contains("clsync_syncs_total{instance=\"up\"} "),
+        "{text}"
+    );
+    let mut from_file = String::new();
+    wait_until(SYNC_TIMEOUT, "the metrics file with the three", || {
+        from_file = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+        ["up", "once", "broken"]
+            .iter()
+            .all(|n| from_file.contains(&format!("clsync_up{{instance=\"{n}\"}}")))
+            .then_some(())
+            .ok_or_else(|| from_file.clone())
+    });
+    let (code, said) = promtool_check(promtool, &from_file);
+    assert_eq!(
+        (code, said.as_str()),
+        (Some(0), ""),
+        "promtool check metrics of the textfile:\n{said}\n{from_file}"
+    );
+}

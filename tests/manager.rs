@@ -809,3 +809,43 @@ fn metrics_pass_promtool_check() {
         "promtool check metrics of the textfile:\n{said}\n{from_file}"
     );
 }
+
+/// `resync NAME` of a running instance: when the full sync has finished, the instance's
+/// log and the manager's say so, with what it repaired at a destination that drifted (a
+/// file deleted there, one changed there, one added there); the mirror is whole again.
+#[test]
+fn resync_logs_when_it_finished_and_what_it_repaired() {
+    let t = TestDir::new("mgr-resync-log");
+    let m = Mgr::start(&t.root);
+    for name in ["a", "b", "c"] {
+        write(&t.s(name.as_bytes()), name.repeat(10).as_bytes());
+    }
+    m.profile("m", &mirror(&t, "autostart = true\n"));
+    m.ok(&["reload"]);
+    m.wait_state("m", "running");
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    std::fs::remove_file(t.d(b"a")).unwrap();
+    write(&t.d(b"b"), b"changed at the destination");
+    write(&t.d(b"extra"), b"not in the source");
+    assert_eq!(m.ok(&["resync", "m"]).trim(), "full resync requested");
+    let mut line = String::new();
+    wait_until(SYNC_TIMEOUT, "the resync's end in the log", || {
+        let logs = m.ok(&["logs", "m", "--lines", "1000"]);
+        line = logs
+            .lines()
+            .find(|l| l.starts_with("full resync done in "))
+            .unwrap_or_default()
+            .to_string();
+        (!line.is_empty()).then_some(()).ok_or(logs)
+    });
+    assert!(
+        line.contains(": repaired 2 transferred, 1 deleted, "),
+        "{line}"
+    );
+    assert!(
+        m.log().contains(&format!("[m] {line}")),
+        "in the manager's log too:\n{}",
+        m.log()
+    );
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+}

@@ -561,3 +561,291 @@ fn resync_of_a_stopped_instance_forces_a_full_start() {
     started("initial sync: from the index (");
     wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
 }
+
+/// `logs NAME` of an instance that was stopped shows its last run's log (it said "is not
+/// running" before), headed by a line that says the instance is stopped and when and how
+/// the run shown ended; a start after that goes on in the same log.
+#[test]
+fn logs_of_a_stopped_instance_show_its_last_run() {
+    let t = TestDir::new("mgr-logs-stopped");
+    let m = Mgr::start(&t.root);
+    m.profile("m", &mirror(&t, ""));
+    write(&t.s(b"a"), b"a");
+    m.ok(&["start", "m"]);
+    let pid = pid_of(&m.wait_state("m", "running"));
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    let before = std::time::SystemTime::now();
+    assert_eq!(m.ok(&["stop", "m"]).trim(), "m: stopped");
+    assert!(m.instance("m").is_none(), "stopped: not in status");
+    let o = m.cli(&["logs", "m"]);
+    assert_eq!(o.code, Some(0), "{}\nmanager log:\n{}", o.stderr, m.log());
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    let head = lines.first().copied().unwrap_or_default();
+    assert!(
+        head.starts_with("-- m is stopped; the run shown ended at ")
+            && head.ends_with(" ago): exit status 0"),
+        "{}",
+        o.stdout
+    );
+    // The time is UTC, RFC 3339, and the stop's (to the second).
+    let at = head
+        .split_once("ended at ")
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .and_then(|s| humantime::parse_rfc3339(s).ok())
+        .unwrap_or_else(|| panic!("no time in {head:?}"));
+    let slack = std::time::Duration::from_secs(1);
+    assert!(
+        at + slack >= before && at <= std::time::SystemTime::now(),
+        "{head}"
+    );
+    assert!(
+        lines.contains(&format!("-- started worker pid {pid}").as_str())
+            && lines.contains(&format!("-- worker pid {pid} ended: exit status 0").as_str())
+            && lines.iter().any(|l| l.contains("final sync")),
+        "the whole run:\n{}",
+        o.stdout
+    );
+    // Started again: the same log goes on, without the stopped line.
+    m.ok(&["start", "m"]);
+    let again = pid_of(&m.wait_state("m", "running"));
+    let logs = m.ok(&["logs", "m", "--lines", "1000"]);
+    assert!(
+        !logs.contains("is stopped")
+            && logs.contains(&format!("-- started worker pid {pid}\n"))
+            && logs.contains(&format!("-- started worker pid {again}\n")),
+        "{logs}"
+    );
+    // An instance that never ran has no log.
+    m.profile("never", &mirror(&t, ""));
+    let o = m.cli(&["logs", "never"]);
+    assert_eq!(o.code, Some(1), "{}", o.stdout);
+    assert!(o.stderr.contains("never has not run"), "{}", o.stderr);
+}
+
+/// A worker killed by a signal: its instance's LAST ERROR says so without a dangling
+/// colon (it was "killed by SIGKILL: "), and LAST SYNC stays the instance's last
+/// successful sync while a new worker has not synced (it was reset to "-").
+#[test]
+fn a_killed_workers_error_and_the_instances_last_sync() {
+    let t = TestDir::new("mgr-last");
+    let m = Mgr::start(&t.root);
+    m.profile(
+        "m",
+        &mirror(&t, "autostart = true\nrestart-delay = \"1h\"\n"),
+    );
+    m.ok(&["reload"]);
+    m.wait_state("m", "running");
+    let mut synced = Value::Null;
+    wait_until(SYNC_TIMEOUT, "a first sync", || {
+        synced = m.instance("m").unwrap_or_default();
+        synced["last_sync_unix"]
+            .as_f64()
+            .map(|_| ())
+            .ok_or_else(|| synced.to_string())
+    });
+    let last_sync = synced["last_sync_unix"].as_f64().unwrap();
+    kill(Pid::from_raw(pid_of(&synced)), Signal::SIGKILL).unwrap();
+    let i = m.wait_state("m", "backoff");
+    assert_eq!(i["last_error"], "killed by SIGKILL", "{i}");
+    let table = m.ok(&["status", "m"]);
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(row.ends_with("  killed by SIGKILL"), "{table}");
+    // A new worker that cannot sync (its source is gone): the instance's last sync stays.
+    std::fs::rename(&t.src, t.root.join("src-away")).unwrap();
+    m.ok(&["restart", "m"]);
+    let mut i = Value::Null;
+    wait_until(SYNC_TIMEOUT, "the new worker's failure", || {
+        i = m.instance("m").unwrap_or_default();
+        (i["state"] == "backoff" && i["last_error"].as_str().is_some_and(|e| e.contains("src")))
+            .then_some(())
+            .ok_or_else(|| i.to_string())
+    });
+    assert_eq!(i["last_sync_unix"].as_f64(), Some(last_sync), "{i}");
+    let table = m.ok(&["status", "m"]);
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(row.contains(" ago "), "LAST SYNC is shown: {table}");
+}
+
+/// `promtool check metrics` (Debian package `prometheus`), or `None` after a visible skip
+/// (a failure under CI=true).
+fn promtool() -> Option<&'static str> {
+    let found = Command::new("promtool")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        Some("promtool")
+    } else {
+        skip("promtool not found (apt-get install prometheus)");
+        None
+    }
+}
+
+/// What `promtool check metrics` says of `text`: its exit code and output.
+fn promtool_check(promtool: &str, text: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut c = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code(), said)
+}
+
+/// Prometheus' naming rules that promtool (2.42) does not lint: a unit in a name is its
+/// suffix (before `_total`), `_total` only on counters. The problems found, one a line.
+fn naming_problems(text: &str) -> String {
+    let mut bad = String::new();
+    for l in text.lines() {
+        let Some((name, kind)) = l.strip_prefix("# TYPE ").and_then(|r| r.split_once(' ')) else {
+            continue;
+        };
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        if (kind == "counter") != (base != name) {
+            bad.push_str(&format!(
+                "{name}: a {kind} ends in _total only if a counter\n"
+            ));
+        }
+        for unit in ["seconds", "bytes", "ratio"] {
+            let word = format!("_{unit}");
+            if base.contains(&word) && !base.ends_with(&word) {
+                bad.push_str(&format!("{name}: the unit {unit} is not its suffix\n"));
+            }
+        }
+    }
+    bad
+}
+
+/// The metrics of a manager with a running, a stopped (its worker exited cleanly) and a
+/// failed instance pass `promtool check metrics` without a remark, from the control
+/// socket and from the textfile, and name units as suffixes (the age of the last sync
+/// was `clsync_seconds_since_last_sync`); every instance has its samples, the running
+/// one its last sync as a timestamp.
+#[test]
+fn metrics_pass_promtool_check() {
+    let Some(promtool) = promtool() else { return };
+    let t = TestDir::new("mgr-promtool");
+    let file = t.root.join("clsync.prom");
+    let file_arg = file.display().to_string();
+    let m = Mgr::start_with(&t.root, &["--metrics-textfile", &file_arg]);
+    write(&t.s(b"a"), b"a");
+    m.profile("up", &mirror(&t, "autostart = true\n"));
+    let once = t.root.join("dst-once");
+    m.profile(
+        "once",
+        &common::profiles::mirror(&t.src, &once, "autostart = true\nonly-initialsync = true\n"),
+    );
+    m.profile(
+        "broken",
+        &format!(
+            "watch-dir = \"{}/missing\"\ndestination-dir = \"{}/x\"\nautostart = true\nrestart = \"never\"\n",
+            t.root.display(),
+            t.root.display()
+        ),
+    );
+    m.ok(&["reload"]);
+    m.wait_state("up", "running");
+    m.wait_state("once", "stopped");
+    m.wait_state("broken", "failed");
+    wait_until(SYNC_TIMEOUT, "a sync of up", || {
+        let i = m.instance("up").unwrap_or_default();
+        i["syncs"]
+            .as_u64()
+            .filter(|&n| n > 0)
+            .map(|_| ())
+            .ok_or_else(|| i.to_string())
+    });
+    let text = m.ok(&["metrics"]);
+    let (code, said) = promtool_check(promtool, &text);
+    assert_eq!(
+        (code, said.as_str()),
+        (Some(0), ""),
+        "promtool check metrics:\n{said}\nthe metrics:\n{text}"
+    );
+    assert_eq!(naming_problems(&text), "", "{text}");
+    let synced = m.instance("up").unwrap_or_default()["last_sync_unix"]
+        .as_f64()
+        .unwrap_or_default();
+    let stamp = text
+        .lines()
+        .find_map(|l| l.strip_prefix("clsync_last_sync_timestamp_seconds{instance=\"up\"} "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(stamp, Some(synced), "{text}");
+    for (name, up) in [("up", 1), ("once", 0), ("broken", 0)] {
+        assert!(
+            text.contains(&format!("clsync_up{{instance=\"{name}\"}} {up}\n")),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("clsync_failed{instance=\"broken\"} 1\n")
+            && text.contains("clsync_syncs_total{instance=\"up\"} "),
+        "{text}"
+    );
+    let mut from_file = String::new();
+    wait_until(SYNC_TIMEOUT, "the metrics file with the three", || {
+        from_file = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+        ["up", "once", "broken"]
+            .iter()
+            .all(|n| from_file.contains(&format!("clsync_up{{instance=\"{n}\"}}")))
+            .then_some(())
+            .ok_or_else(|| from_file.clone())
+    });
+    let (code, said) = promtool_check(promtool, &from_file);
+    assert_eq!(
+        (code, said.as_str()),
+        (Some(0), ""),
+        "promtool check metrics of the textfile:\n{said}\n{from_file}"
+    );
+}
+
+/// `resync NAME` of a running instance: when the full sync has finished, the instance's
+/// log and the manager's say so, with what it repaired at a destination that drifted (a
+/// file deleted there, one changed there, one added there); the mirror is whole again.
+#[test]
+fn resync_logs_when_it_finished_and_what_it_repaired() {
+    let t = TestDir::new("mgr-resync-log");
+    let m = Mgr::start(&t.root);
+    for name in ["a", "b", "c"] {
+        write(&t.s(name.as_bytes()), name.repeat(10).as_bytes());
+    }
+    m.profile("m", &mirror(&t, "autostart = true\n"));
+    m.ok(&["reload"]);
+    m.wait_state("m", "running");
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    std::fs::remove_file(t.d(b"a")).unwrap();
+    write(&t.d(b"b"), b"changed at the destination");
+    write(&t.d(b"extra"), b"not in the source");
+    assert_eq!(m.ok(&["resync", "m"]).trim(), "full resync requested");
+    let mut line = String::new();
+    wait_until(SYNC_TIMEOUT, "the resync's end in the log", || {
+        let logs = m.ok(&["logs", "m", "--lines", "1000"]);
+        line = logs
+            .lines()
+            .find(|l| l.starts_with("full resync done in "))
+            .unwrap_or_default()
+            .to_string();
+        (!line.is_empty()).then_some(()).ok_or(logs)
+    });
+    assert!(
+        line.contains(": repaired 2 transferred, 1 deleted, "),
+        "{line}"
+    );
+    assert!(
+        m.log().contains(&format!("[m] {line}")),
+        "in the manager's log too:\n{}",
+        m.log()
+    );
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+}

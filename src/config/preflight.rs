@@ -38,7 +38,7 @@ pub fn find_executable(prog: &Path) -> Option<PathBuf> {
 
 /// Canonicalizes a path that may not exist yet: the longest existing prefix is resolved,
 /// the rest appended (`..` in the missing part is refused).
-fn canonical_maybe_missing(p: &Path) -> Result<PathBuf, String> {
+pub(crate) fn canonical_maybe_missing(p: &Path) -> Result<PathBuf, String> {
     let abs = if p.is_absolute() {
         p.to_path_buf()
     } else {

@@ -384,26 +384,78 @@ pub fn import(file: &Path, dir: &Path) -> Result<Vec<PathBuf>, StartError> {
     Ok(written)
 }
 
+/// The file that sets `watch-dir` for `r`: the profile's own, or the nearest it inherits
+/// from that sets it.
+fn watch_dir_file(profiles: &Profiles, r: &Resolved) -> PathBuf {
+    let mut name = r.profile.as_str();
+    // Bounded: an inheritance loop is refused by resolve, but stay safe.
+    for _ in 0..=profiles.len() {
+        let Some(p) = profiles.get(name) else { break };
+        if p.values.watch_dir.is_some() {
+            return p.file.clone();
+        }
+        match p.values.inherits.as_deref() {
+            Some(parent) => name = parent,
+            None => break,
+        }
+    }
+    file_of(profiles, r)
+}
+
+/// What `check` names of a valid profile: its source and destinations, resolved
+/// (`/srv/www -> /mnt/www`; a remote destination as given). A watch-dir that does not
+/// exist, or is not a directory, is an error naming the file, the key and the value: the
+/// worker would refuse it at start.
+fn checked_dirs(cfg: &Config, file: &Path) -> Result<String, String> {
+    let bad = |why: String| {
+        format!(
+            "{}: watch-dir = {:?}: {why}",
+            file.display(),
+            cfg.src.to_string_lossy()
+        )
+    };
+    let src = match std::fs::metadata(&cfg.src) {
+        Ok(m) if m.is_dir() => cfg.src.canonicalize().map_err(|e| bad(e.to_string()))?,
+        Ok(_) => return Err(bad("not a directory".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(bad("no such directory".into()))
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let dsts: Vec<String> = std::iter::once(&cfg.dst)
+        .chain(&cfg.more_dsts)
+        .map(|d| match crate::dest::Dest::parse(d.as_os_str()) {
+            crate::dest::Dest::Local(_) => crate::config::preflight::canonical_maybe_missing(d)
+                .unwrap_or_else(|_| d.clone())
+                .display()
+                .to_string(),
+            _ => d.display().to_string(),
+        })
+        .collect();
+    Ok(format!("{} -> {}", src.display(), dsts.join(", ")))
+}
+
 /// `clsync check [PROFILE|FILE…]`: validates without running. Prints one line per
-/// profile; returns false if any failed. Templates are checked with the label `check`.
+/// profile, `NAME: ok (SOURCE -> DESTINATION)` or its error; returns false if any failed.
+/// Templates are checked with the label `check` (their directories depend on the label:
+/// not looked at).
 pub fn check(dir: &Path, targets: &[String], out: &mut dyn std::io::Write) -> bool {
     let mut ok = true;
-    let mut report = |what: String, r: Result<(), String>| match r {
-        Ok(()) => {
-            let _ = writeln!(out, "{what}: ok");
+    let mut report = |what: String, r: Result<String, String>| match r {
+        Ok(checked) => {
+            let _ = writeln!(out, "{what}: ok ({checked})");
         }
         Err(e) => {
             ok = false;
             let _ = writeln!(out, "{e}");
         }
     };
-    let check_one = |profiles: &Profiles, name: &str| -> Result<(), String> {
-        let label = profile::is_template_profile(profiles, name)
-            .map_err(|e| e.to_string())?
-            .then_some("check");
-        let r = profile::resolve(profiles, name, label).map_err(|e| e.to_string())?;
+    let check_one = |profiles: &Profiles, name: &str| -> Result<String, String> {
+        let template = profile::is_template_profile(profiles, name).map_err(|e| e.to_string())?;
+        let r = profile::resolve(profiles, name, template.then_some("check"))
+            .map_err(|e| e.to_string())?;
         let result = config_of(&r, &file_of(profiles, &r))
-            .and_then(|c| crate::config::preflight::check_strict(&c));
+            .and_then(|c| crate::config::preflight::check_strict(&c).map(|()| c));
         // A base profile that others inherit from need not run on its own: it only has
         // to parse and resolve; its heirs are checked in full.
         let heirs = profiles
@@ -411,9 +463,13 @@ pub fn check(dir: &Path, targets: &[String], out: &mut dyn std::io::Write) -> bo
             .any(|p| p.values.inherits.as_deref() == Some(name));
         let incomplete = r.values.watch_dir.is_none() || r.values.destination_dir.is_none();
         if heirs && incomplete {
-            return Ok(());
+            return Ok("inherited by others, which are checked".into());
         }
-        result.map_err(|e| e.to_string())
+        let cfg = result.map_err(|e| e.to_string())?;
+        if template {
+            return Ok("template: each instance's directories are checked at its start".into());
+        }
+        checked_dirs(&cfg, &watch_dir_file(profiles, &r))
     };
     let (files, names): (Vec<&String>, Vec<&String>) = targets
         .iter()
@@ -513,9 +569,9 @@ mod tests {
         let d = dir(&[
             (
                 "good.toml",
-                "watch-dir = \"/a\"\ndestination-dir = \"/b\"\n",
+                "watch-dir = \"/usr\"\ndestination-dir = \"/b\"\n",
             ),
-            ("bad.toml", "watch-dir = \"/a\"\ndelay-colect = 3\n"),
+            ("bad.toml", "watch-dir = \"/usr\"\ndelay-colect = 3\n"),
         ]);
         let mut out = Vec::new();
         assert!(!check(d.path(), &[], &mut out));
@@ -527,7 +583,7 @@ mod tests {
         fs::remove_file(d.path().join("bad.toml")).unwrap();
         let mut out = Vec::new();
         assert!(check(d.path(), &["good".to_string()], &mut out));
-        assert_eq!(String::from_utf8(out).unwrap(), "good: ok\n");
+        assert_eq!(String::from_utf8(out).unwrap(), "good: ok (/usr -> /b)\n");
     }
 
     #[test]
@@ -536,7 +592,7 @@ mod tests {
             ("base.toml", "delay-sync = 5\n"),
             (
                 "web.toml",
-                "inherits = \"base\"\nwatch-dir = \"/a\"\ndestination-dir = \"/b\"\n",
+                "inherits = \"base\"\nwatch-dir = \"/usr\"\ndestination-dir = \"/b\"\n",
             ),
             ("lonely.toml", "delay-sync = 5\n"),
         ]);
@@ -548,6 +604,56 @@ mod tests {
             out.contains("watch-dir is not set"),
             "a profile nobody inherits must run: {out}"
         );
+    }
+
+    /// `check` names the directories it checked, resolved (a symlink followed, the
+    /// template's label substituted by none), and a watch-dir that does not exist is an
+    /// error naming the file that sets it, the key and the value (it was "NAME: ok").
+    #[test]
+    fn check_names_the_directories_and_refuses_a_missing_watch_dir() {
+        let d = dir(&[
+            ("base.toml", "watch-dir = \"/nonexistent/clsync-check\"\n"),
+            (
+                "heir.toml",
+                "inherits = \"base\"\ndestination-dir = \"/b\"\n",
+            ),
+            (
+                "tpl.toml",
+                "watch-dir = \"/nonexistent/%label%\"\ndestination-dir = \"/b/%label%\"\n",
+            ),
+        ]);
+        let real = d.path().join("real");
+        fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, d.path().join("link")).unwrap();
+        fs::write(
+            d.path().join("good.toml"),
+            format!(
+                "watch-dir = \"{}/link\"\ndestination-dir = \"{}/link/../out\"\n",
+                d.path().display(),
+                d.path().display()
+            ),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        assert!(!check(d.path(), &[], &mut out));
+        let out = String::from_utf8(out).unwrap();
+        let base = d.path().join("base.toml");
+        let want = [
+            "base: ok (inherited by others, which are checked)".to_string(),
+            format!(
+                "good: ok ({} -> {})",
+                real.canonicalize().unwrap().display(),
+                d.path().canonicalize().unwrap().join("out").display()
+            ),
+            format!(
+                "{}: watch-dir = \"/nonexistent/clsync-check\": no such directory",
+                base.display()
+            ),
+            "tpl: ok (template: each instance's directories are checked at its start)".into(),
+        ];
+        assert_eq!(out.lines().collect::<Vec<_>>(), want, "{out}");
+        let mut out = Vec::new();
+        assert!(check(d.path(), &["good".into()], &mut out));
     }
 
     #[test]

@@ -293,6 +293,9 @@ fn print_response(req: &Request, resp: Response, json: bool) -> i32 {
             );
         }
         "logs" => {
+            if let Some(head) = logs_head(&data) {
+                println!("{}", esc(&head));
+            }
             for l in data["lines"].as_array().into_iter().flatten() {
                 println!("{}", esc(l.as_str().unwrap_or_default()));
             }
@@ -333,6 +336,25 @@ fn print_response(req: &Request, resp: Response, json: bool) -> i32 {
         _ => println!("{}", protocol::json_text(&data, false)),
     }
     0
+}
+
+/// The line above the log of an instance that has no worker: its state, and when and how
+/// the run shown ended (`-- web is stopped; the run shown ended at 2026-12-05T20:31:07Z
+/// (12s ago): exit status 0`).
+fn logs_head(data: &serde_json::Value) -> Option<String> {
+    let at = data["ended_unix"].as_f64()?;
+    let since = std::time::UNIX_EPOCH + Duration::from_secs_f64(at.max(0.0));
+    let ago = std::time::SystemTime::now()
+        .duration_since(since)
+        .unwrap_or_default();
+    Some(format!(
+        "-- {} is {}; the run shown ended at {} ({} ago): {}",
+        data["name"].as_str().unwrap_or_default(),
+        data["state"].as_str().unwrap_or_default(),
+        humantime::format_rfc3339_seconds(since),
+        human(ago.as_secs_f64()),
+        data["ended"].as_str().unwrap_or_default()
+    ))
 }
 
 /// What the daemon sent, fit for a terminal: names, labels, paths and errors come from

@@ -194,7 +194,7 @@ impl Daemon {
             i.state = State::Stopped;
             i.restart_at = None;
             let st = i.status();
-            self.instances.remove(name);
+            self.forget(name);
             self.save();
             return Ok(Handled::Now(Response::ok(
                 serde_json::to_value(st).unwrap_or_default(),
@@ -274,10 +274,37 @@ impl Daemon {
         Ok(json!({ "name": n, "resync": "next start" }))
     }
 
+    /// The last `lines` of an instance's log: of its worker, or of its last run once it
+    /// has none (stopped and forgotten, failed, waiting for a restart), with its state and
+    /// how and when that run ended.
     fn cmd_logs(&self, name: &str, lines: usize) -> Result<serde_json::Value, String> {
-        let i = self.instance(name)?;
-        let skip = i.logs.len().saturating_sub(lines);
-        Ok(json!({ "name": i.name, "lines": i.logs.iter().skip(skip).collect::<Vec<_>>() }))
+        let known = |n: &str| self.instances.contains_key(n) || self.stopped.get(n).is_some();
+        let n = if known(name) {
+            name.to_string()
+        } else {
+            self.canonical(name)?
+        };
+        let (logs, state, ended) = match (self.instances.get(&n), self.stopped.get(&n)) {
+            (Some(i), _) => (
+                &i.logs,
+                i.state_name(),
+                i.ended.filter(|_| i.worker.is_none()),
+            ),
+            (None, Some(r)) => (&r.logs, "stopped".to_string(), r.ended),
+            (None, None) => {
+                return Err(format!(
+                    "{n} has not run since clsync-manager started: no log (start it with `clsync-manager start {n}`)"
+                ))
+            }
+        };
+        let skip = logs.len().saturating_sub(lines);
+        Ok(json!({
+            "name": n,
+            "state": state,
+            "ended_unix": ended.map(|e| e.at_unix),
+            "ended": ended.map(|e| e.exit.to_string()),
+            "lines": logs.iter().skip(skip).collect::<Vec<_>>(),
+        }))
     }
 
     /// Replies to clients waiting for `name` to stop or to start again: with its status

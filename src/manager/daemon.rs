@@ -31,7 +31,7 @@ final sync), so a client's `stop` returns when nothing is left running.
 */
 
 use super::clients::{spare_fd, Client, Limits, Waiter};
-use super::instance::{alive_worker, instance_held, Instance, State, ABORT_GRACE};
+use super::instance::{alive_worker, instance_held, Instance, State, Stopped, ABORT_GRACE};
 use super::life::Policy;
 use super::metrics::METRICS_REFRESH;
 use crate::profile::{self, Profiles};
@@ -73,6 +73,8 @@ pub(super) struct Daemon {
     pub(super) opts: Options,
     pub(super) poll: Poll,
     pub(super) instances: BTreeMap<String, Instance>,
+    /// The last run of instances stopped and forgotten, for `logs`.
+    pub(super) stopped: Stopped,
     /// Worker pipes: token → instance.
     pub(super) pipes: HashMap<Token, String>,
     pub(super) clients: HashMap<Token, Client>,
@@ -143,6 +145,7 @@ pub fn run(opts: Options) -> Result<i32, String> {
         opts,
         poll,
         instances: BTreeMap::new(),
+        stopped: Stopped::default(),
         pipes: HashMap::new(),
         clients: HashMap::new(),
         waiters: Vec::new(),
@@ -444,7 +447,7 @@ impl Daemon {
                     if !i.then_remove && !self.stopping {
                         self.start(&name);
                     } else {
-                        self.instances.remove(&name);
+                        self.forget(&name);
                     }
                     self.answer_waiters(&name, ended);
                 }

@@ -9,7 +9,7 @@ Apart from the loop so that what happens to one worker reads in one place.
 
 use super::daemon::Daemon;
 use super::instance_lock::{self, Taken};
-use super::life::{Exit, Life, Next, Policy};
+use super::life::{ended_with, Exit, Life, Next, Policy};
 use super::protocol::InstanceStatus;
 use crate::report::{Latest, Phase, Report};
 use log::{debug, error, info, warn};
@@ -89,7 +89,72 @@ pub(super) struct Instance {
     pub(super) last_error: Option<String>,
     /// What the worker reported (empty until its first report).
     pub(super) report: Latest,
+    /// The instance's last successful sync (Unix time): the latest any of its workers
+    /// reported, kept when a new worker starts (which has not synced yet).
+    pub(super) last_sync_unix: Option<f64>,
+    /// How and when its last worker ended (none while the first one runs).
+    pub(super) ended: Option<Ended>,
     pub(super) logs: VecDeque<String>,
+}
+
+/// How and when a worker ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Ended {
+    pub(super) at_unix: f64,
+    pub(super) exit: Exit,
+}
+
+/// What is kept of an instance once it is stopped and forgotten (`stop`, a removed
+/// profile): its last runs' log, how the last one ended, its last sync. `logs NAME` shows
+/// it; a start of the instance takes it up again.
+pub(super) struct LastRun {
+    pub(super) logs: VecDeque<String>,
+    pub(super) ended: Option<Ended>,
+    pub(super) last_sync_unix: Option<f64>,
+}
+
+/// Stopped instances whose last run is kept, at most: the oldest stop is forgotten first.
+/// With [`LOG_LINES`] lines each, the log of a busy instance (~100 bytes a line) is ~100 KB:
+/// at most ~6 MB for all of them.
+pub(super) const KEPT_STOPPED: usize = 64;
+
+/// The last runs of stopped instances, bounded by [`KEPT_STOPPED`].
+#[derive(Default)]
+pub(super) struct Stopped {
+    runs: HashMap<String, LastRun>,
+    /// Names, the oldest stop first.
+    order: VecDeque<String>,
+}
+
+impl Stopped {
+    pub(super) fn keep(&mut self, name: &str, run: LastRun) {
+        if self.runs.insert(name.to_string(), run).is_some() {
+            self.order.retain(|n| n != name);
+        }
+        self.order.push_back(name.to_string());
+        while self.order.len() > KEPT_STOPPED {
+            if let Some(old) = self.order.pop_front() {
+                self.runs.remove(&old);
+            }
+        }
+    }
+
+    pub(super) fn take(&mut self, name: &str) -> Option<LastRun> {
+        let run = self.runs.remove(name)?;
+        self.order.retain(|n| n != name);
+        Some(run)
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&LastRun> {
+        self.runs.get(name)
+    }
+}
+
+/// Now as Unix time.
+pub(super) fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Instance {
@@ -109,7 +174,18 @@ impl Instance {
             resolve: None,
             last_error: None,
             report: Latest::default(),
+            last_sync_unix: None,
+            ended: None,
             logs: VecDeque::new(),
+        }
+    }
+
+    /// What is kept of it once it is forgotten.
+    pub(super) fn last_run(&mut self) -> LastRun {
+        LastRun {
+            logs: std::mem::take(&mut self.logs),
+            ended: self.ended,
+            last_sync_unix: self.last_sync_unix,
         }
     }
 
@@ -142,7 +218,7 @@ impl Instance {
                 .as_ref()
                 .map(|w| w.started.elapsed().as_secs_f64()),
             restarts: self.life.restarts,
-            last_sync_unix: r.last_sync_unix,
+            last_sync_unix: self.last_sync_unix,
             queued: num(r.queued),
             events: r.events,
             syncs: r.syncs,
@@ -178,7 +254,16 @@ impl Daemon {
         if i.worker.is_some() {
             self.stop(name);
         } else {
-            self.instances.remove(name);
+            self.forget(name);
+        }
+    }
+
+    /// Forgets `name` (it has no worker), keeping its last run for `logs`.
+    pub(super) fn forget(&mut self, name: &str) {
+        if let Some(mut i) = self.instances.remove(name) {
+            if !i.logs.is_empty() {
+                self.stopped.keep(name, i.last_run());
+            }
         }
     }
 
@@ -192,6 +277,17 @@ impl Daemon {
         }
         i.restart_at = None;
         i.report = Latest::default();
+        // Stopped before: its log and last sync go on.
+        if let Some(last) = self.stopped.take(name) {
+            let mut logs = last.logs;
+            logs.append(&mut i.logs);
+            i.logs = logs;
+            while i.logs.len() > LOG_LINES {
+                i.logs.pop_front();
+            }
+            i.last_sync_unix = i.last_sync_unix.or(last.last_sync_unix);
+            i.ended = i.ended.or(last.ended);
+        }
         let lock = match instance_lock::take(&self.opts.state_dir, name) {
             Ok(Taken::Free(lock)) => lock,
             Ok(Taken::Held(pid)) => {
@@ -412,6 +508,10 @@ impl Daemon {
                 .cloned()
                 .unwrap_or_default();
             i.log_line(format!("-- worker pid {pid} ended: {exit}"));
+            i.ended = Some(Ended {
+                at_unix: now_unix(),
+                exit,
+            });
             i.stop_at = None;
             let next = if exit == Exit::Code(crate::pair::SPLIT_BRAIN_EXIT) && !stopping {
                 Next::Failed(String::new())
@@ -443,7 +543,7 @@ impl Daemon {
             let then_start = std::mem::take(&mut i.then_start);
             let ended = i.status();
             if i.then_remove {
-                self.instances.remove(&name);
+                self.forget(&name);
             } else if then_start && !self.stopping {
                 let i = self.instances.get_mut(&name).expect("listed");
                 i.state = State::Stopped;
@@ -553,7 +653,7 @@ fn drain(i: &mut Instance, t: Token) -> (bool, bool) {
 fn after_exit(next: &Next, exit: Exit, why: &str) -> (State, Option<Instant>, Option<String>) {
     match next {
         Next::Stopped => (State::Stopped, None, None),
-        Next::Restart(at) => (State::Backoff, Some(*at), Some(format!("{exit}: {why}"))),
+        Next::Restart(at) => (State::Backoff, Some(*at), Some(ended_with(exit, why))),
         Next::Failed(_) if exit == Exit::Code(crate::pair::SPLIT_BRAIN_EXIT) => {
             (State::SplitBrain, None, Some(why.to_string()))
         }
@@ -574,6 +674,9 @@ fn take_report(i: &mut Instance, line: &str) -> bool {
     }
     // Steps carry a few fields: laid over the state, the counters kept.
     i.report.update(report);
+    if let Some(t) = i.report.last_sync_unix {
+        i.last_sync_unix = Some(i.last_sync_unix.map_or(t, |l| l.max(t)));
+    }
     true
 }
 
@@ -683,6 +786,52 @@ mod tests {
             after_exit(&Next::Failed(String::new()), split, why),
             (State::SplitBrain, None, Some(why.into()))
         );
+    }
+
+    /// The last runs of stopped instances are bounded: the oldest stop goes first, and a
+    /// name stopped again counts from its new stop.
+    #[test]
+    fn stopped_runs_are_bounded_oldest_first() {
+        let run = |line: &str| LastRun {
+            logs: VecDeque::from([line.to_string()]),
+            ended: None,
+            last_sync_unix: None,
+        };
+        let mut s = Stopped::default();
+        for n in 0..KEPT_STOPPED {
+            s.keep(&format!("i{n}"), run("first"));
+        }
+        s.keep("i0", run("again"));
+        s.keep("new", run("new"));
+        assert!(s.get("i1").is_none(), "the oldest stop is forgotten");
+        assert_eq!(s.get("i0").map(|r| r.logs[0].as_str()), Some("again"));
+        assert!(s.get("i2").is_some() && s.get("new").is_some());
+        assert_eq!(s.runs.len(), KEPT_STOPPED);
+        assert!(s.take("i0").is_some() && s.take("i0").is_none());
+        assert_eq!(
+            (s.runs.len(), s.order.len()),
+            (KEPT_STOPPED - 1, KEPT_STOPPED - 1)
+        );
+    }
+
+    /// The instance's last sync is the latest any of its workers reported: a new worker's
+    /// first state (no sync yet) does not reset it.
+    #[test]
+    fn the_last_sync_is_the_instances() {
+        let mut i = Instance::new("web", "web", String::new(), Policy::default());
+        i.state = State::Starting;
+        let state = |t: &str| {
+            format!(
+                r#"{{"consecutive_failures":0,"destinations":[],"events":0,"iterations":0,"last_error":null,"last_sync_unix":{t},"phase":"running","queued":0,"ready":true,"running_syncs":0,"standby":false,"sync_failures":0,"syncing":false,"syncs":0,"unwatched_dirs":0,"uptime_s":0.5,"watches":1}}"#
+            )
+        };
+        assert!(take_report(&mut i, &state("7.5")));
+        assert_eq!(i.status().last_sync_unix, Some(7.5));
+        i.report = Latest::default();
+        assert!(take_report(&mut i, &state("null")));
+        assert_eq!(i.status().last_sync_unix, Some(7.5));
+        assert!(take_report(&mut i, &state("9.0")));
+        assert_eq!(i.status().last_sync_unix, Some(9.0));
     }
 
     /// A split-brain step's message is the instance's error until the manager has its own.

@@ -101,6 +101,19 @@ impl std::fmt::Display for Exit {
     }
 }
 
+/// How a worker ended, with its own last error line when it left one: `exit status 3:
+/// error: ...`, or `killed by SIGKILL` alone (a worker killed says nothing, and a dangling
+/// `: ` reads as if something was cut off).
+#[must_use]
+pub fn ended_with(exit: Exit, why: &str) -> String {
+    let why = why.trim();
+    if why.is_empty() {
+        exit.to_string()
+    } else {
+        format!("{exit}: {why}")
+    }
+}
+
 /// What to do after a worker ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
@@ -161,7 +174,11 @@ impl Life {
             return Next::Stopped;
         }
         if exit == Exit::Code(2) {
-            return Next::Failed(format!("configuration error ({exit}): {why}"));
+            let what = format!("configuration error ({exit})");
+            return Next::Failed(match why.trim() {
+                "" => what,
+                why => format!("{what}: {why}"),
+            });
         }
         let restart = match self.policy.restart {
             Restart::Never => false,
@@ -172,7 +189,7 @@ impl Life {
             return if exit.clean() {
                 Next::Stopped
             } else {
-                Next::Failed(format!("{exit}: {why}"))
+                Next::Failed(ended_with(exit, why))
             };
         }
         let recent = self
@@ -182,8 +199,9 @@ impl Life {
             .count();
         if recent >= self.policy.burst as usize {
             return Next::Failed(format!(
-                "start limit reached: {recent} starts within {}s (last: {exit}: {why})",
-                self.policy.interval.as_secs()
+                "start limit reached: {recent} starts within {}s (last: {})",
+                self.policy.interval.as_secs(),
+                ended_with(exit, why)
             ));
         }
         if ran > self.policy.max_delay {
@@ -304,7 +322,31 @@ mod tests {
         });
         assert!(matches!(
             never.ended(now, secs(0), Exit::Signal(9), false, ""),
-            Next::Failed(w) if w.starts_with("killed by SIGKILL")
+            Next::Failed(w) if w == "killed by SIGKILL"
+        ));
+    }
+
+    /// A worker that said nothing before it ended: its end alone, no dangling colon.
+    #[test]
+    fn an_end_without_words_has_no_dangling_colon() {
+        assert_eq!(ended_with(Exit::Signal(9), ""), "killed by SIGKILL");
+        assert_eq!(ended_with(Exit::Code(1), " \n"), "exit status 1");
+        assert_eq!(
+            ended_with(Exit::Code(3), "error: source /x: gone"),
+            "exit status 3: error: source /x: gone"
+        );
+        let mut l = Life::new(policy());
+        let now = Instant::now();
+        assert_eq!(
+            l.ended(now, secs(0), Exit::Code(2), false, ""),
+            Next::Failed("configuration error (exit status 2)".into())
+        );
+        for _ in 0..5 {
+            l.started(now);
+        }
+        assert!(matches!(
+            l.ended(now, secs(0), Exit::Signal(15), false, ""),
+            Next::Failed(w) if w.ends_with("(last: killed by SIGTERM)")
         ));
     }
 }

@@ -4,6 +4,11 @@ node_exporter's textfile collector), made from the instances' status.
 
 Apart from the loop because the text is a pure function of the status list; the loop only
 decides when the file is rewritten.
+
+The text passes `promtool check metrics` (tests/manager.rs scrapes a manager with running,
+stopped and failed instances through it) and Prometheus' naming rules: `_total` on
+counters only, a unit as the name's suffix (`clsync_last_sync_age_seconds`; it was
+`clsync_seconds_since_last_sync` before).
 */
 
 use super::daemon::Daemon;
@@ -76,10 +81,18 @@ pub fn text(list: &[InstanceStatus]) -> String {
     family("clsync_watches", "gauge", "Directories watched.", &|s| {
         s.watches.map(|v| v as f64)
     });
+    // Prometheus' own advice is the time of the last success (an alert computes the age
+    // with time()); the age itself is kept for dashboards, named with its unit last.
     family(
-        "clsync_seconds_since_last_sync",
+        "clsync_last_sync_timestamp_seconds",
         "gauge",
-        "Seconds since the last successful sync.",
+        "Unix time of the instance's last successful sync.",
+        &|s| s.last_sync_unix,
+    );
+    family(
+        "clsync_last_sync_age_seconds",
+        "gauge",
+        "Seconds since the instance's last successful sync.",
         &|s| s.last_sync_unix.map(|t| (now - t).max(0.0)),
     );
     out

@@ -108,6 +108,25 @@ pub struct RunConfig {
 pub struct Itemized {
     pub count: usize,
     pub first: Vec<String>,
+    /// Of those, files whose data was sent (rsync's `>f`/`<f` lines).
+    pub transferred: usize,
+    /// Of those, paths deleted at the destination (`*deleting`).
+    pub deleted: usize,
+}
+
+impl Itemized {
+    /// Counts one line of `rsync -i` (`YXcstpoguax path`, or `*deleting path`).
+    pub fn add(&mut self, line: String, keep: usize) {
+        self.count += 1;
+        if line.starts_with("*deleting") {
+            self.deleted += 1;
+        } else if line.starts_with(['>', '<']) {
+            self.transferred += 1;
+        }
+        if self.first.len() < keep {
+            self.first.push(line);
+        }
+    }
 }
 
 /// The outcome of a finished batch.

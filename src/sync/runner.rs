@@ -144,10 +144,7 @@ fn read_output(
                         *l = Some(rec);
                     }
                 } else if !rec.is_empty() && !rec.contains('%') {
-                    itemized.count += 1;
-                    if itemized.first.len() < ITEMIZED_KEPT {
-                        itemized.first.push(rec);
-                    }
+                    itemized.add(rec, ITEMIZED_KEPT);
                 }
                 cur.clear();
             } else {
@@ -439,6 +436,8 @@ impl Runner {
             if let Some(it) = done.itemized {
                 let sum = job.itemized.get_or_insert_with(Itemized::default);
                 sum.count += it.count;
+                sum.transferred += it.transferred;
+                sum.deleted += it.deleted;
                 for l in it.first {
                     if sum.first.len() < ITEMIZED_KEPT {
                         sum.first.push(l);

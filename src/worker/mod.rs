@@ -366,6 +366,15 @@ impl Worker {
                 }
                 Phase::Aborting { .. } => {}
             },
+            // Once running, each destination gets its own full run when it is idle, whose
+            // end is logged with what it repaired (targets.rs); before, the initial sync
+            // is still to come or running, and a full sync is queued after it.
+            SIGUSR2 if self.ready && self.phase == Phase::Running => {
+                info!("signal USR2: full resync");
+                for t in &mut self.targets {
+                    t.resync_asked = true;
+                }
+            }
             SIGUSR2 => {
                 info!("signal USR2: full resync");
                 for t in &mut self.targets {
@@ -527,6 +536,16 @@ impl Worker {
                 }
                 if self.verify_at.is_some_and(|v| now >= v) {
                     self.verify(now);
+                }
+                for t in 0..self.targets.len() {
+                    if self.targets[t].resync_asked
+                        && !self.targets[t].batcher.is_busy()
+                        && self.exit.is_none()
+                    {
+                        self.targets[t].resync_asked = false;
+                        self.targets[t].resyncing = Some(now);
+                        self.start_full(t, true);
+                    }
                 }
                 if self
                     .pair

@@ -27,6 +27,11 @@ pub(super) struct Target {
     pub(super) index: Option<crate::delivered::Tracker>,
     /// The index as loaded at start, until the initial sync has compared it.
     pub(super) index_loaded: Option<crate::delivered::Record>,
+    /// A full resync was asked for (SIGUSR2, `clsync-manager resync`): it starts once
+    /// the destination is idle.
+    pub(super) resync_asked: bool,
+    /// When the running full resync started: its end is logged with what it repaired.
+    pub(super) resyncing: Option<Instant>,
 }
 
 impl Target {
@@ -44,6 +49,8 @@ impl Target {
             behind_since: None,
             index: None,
             index_loaded: None,
+            resync_asked: false,
+            resyncing: None,
         }
     }
 }
@@ -226,6 +233,12 @@ impl Worker {
                 }
             }
         }
+        // A full resync is a verification run that was asked for.
+        let resync = if verify {
+            self.targets[ti].resyncing.take()
+        } else {
+            None
+        };
         let several = self.targets.len() > 1;
         let t = &self.targets[ti];
         let to = if several {
@@ -233,7 +246,9 @@ impl Worker {
         } else {
             String::new()
         };
-        if let (true, Ok(()), Some(it)) = (verify, &f.result, &f.itemized) {
+        if let Some(since) = resync {
+            resync_done(&to, since.elapsed(), &f.result, f.itemized.as_ref());
+        } else if let (true, Ok(()), Some(it)) = (verify, &f.result, &f.itemized) {
             if it.count == 0 {
                 info!("verify{to}: no drift");
             } else {
@@ -439,6 +454,35 @@ impl Worker {
             self.targets[t].batcher.start_external(&batch);
         }
         self.start(t, batch);
+    }
+}
+
+/// The end of a full resync, in the log (and so in the manager's and `clsync-manager logs`):
+/// how long it took and what it repaired, from rsync's itemized changes (files sent,
+/// deleted, others such as directories, links and attributes); a sync handler of its own
+/// does not say.
+fn resync_done(
+    to: &str,
+    took: Duration,
+    result: &Result<(), String>,
+    itemized: Option<&crate::sync::Itemized>,
+) {
+    let secs = took.as_secs_f64();
+    match (result, itemized) {
+        (Err(why), _) => error!("full resync{to} failed after {secs:.1}s: {why}"),
+        (Ok(()), Some(it)) if it.count == 0 => {
+            info!("full resync{to} done in {secs:.1}s: nothing to repair");
+        }
+        (Ok(()), Some(it)) => info!(
+            "full resync{to} done in {secs:.1}s: repaired {} transferred, {} deleted, {} other changes (for example: {})",
+            it.transferred,
+            it.deleted,
+            it.count - it.transferred - it.deleted,
+            it.first.join(", ")
+        ),
+        (Ok(()), None) => info!(
+            "full resync{to} done in {secs:.1}s (the sync handler does not say what it changed)"
+        ),
     }
 }
 

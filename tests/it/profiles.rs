@@ -8,29 +8,91 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
+/// The watch directories the shipped profiles name (a site's: /srv/data, /var/www) that
+/// do not exist here, which `check` refuses; templates aside (their label decides).
+fn shipped_watch_dirs_missing(dir: &Path) -> Vec<std::path::PathBuf> {
+    let profiles = clsync::profile::load_dir(dir).unwrap();
+    let mut missing = Vec::new();
+    for name in profiles.keys() {
+        if clsync::profile::is_template_profile(&profiles, name).unwrap_or(true) {
+            continue;
+        }
+        let r = clsync::profile::resolve(&profiles, name, None).unwrap();
+        if let Some(w) = r.values.watch_dir.map(std::path::PathBuf::from) {
+            if !w.exists() && !missing.contains(&w) {
+                missing.push(w);
+            }
+        }
+    }
+    missing
+}
+
 #[test]
 fn shipped_profiles_pass_check() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
-    // run() keeps the child's output in files in the directory it is given.
     let t = TestDir::new("check-shipped");
-    let f = run(
-        &t.root,
-        &[OsString::from("check"), "--profiles-dir".into(), dir.into()],
-        Duration::from_secs(30),
+    // `check` refuses a watch-dir that does not exist: the examples' are made in a
+    // private mount namespace, on a tmpfs over their nearest existing ancestor, so that
+    // nothing of this machine's tree is touched.
+    let missing = shipped_watch_dirs_missing(&dir);
+    let mut tops: Vec<&Path> = missing
+        .iter()
+        .map(|m| m.ancestors().find(|a| a.exists()).unwrap())
+        .collect();
+    tops.sort();
+    tops.dedup();
+    let mut script = String::from("set -e\n");
+    for top in &tops {
+        assert_ne!(*top, Path::new("/"), "{missing:?}");
+        script.push_str(&format!(
+            "mkdir -p '{0}'; mount -t tmpfs clsync-check '{0}'\n",
+            top.display()
+        ));
+    }
+    for m in &missing {
+        script.push_str(&format!("mkdir -p '{}'\n", m.display()));
+    }
+    script.push_str("exec \"$0\" \"$@\"\n");
+    let probe = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip("unshare -m (a private mount namespace) is not permitted here");
+        return;
+    }
+    let o = std::process::Command::new("unshare")
+        .args([
+            "-m",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            &script,
+            BIN,
+        ])
+        .arg("check")
+        .arg("--profiles-dir")
+        .arg(&dir)
+        .current_dir(&t.root)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
     );
     assert_eq!(
-        f.status.code(),
+        o.status.code(),
         Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        f.stdout,
-        f.stderr
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     for p in shipped_profiles() {
         let name = p.file_stem().unwrap().to_string_lossy().into_owned();
         assert!(
-            f.stdout.lines().any(|l| l == format!("{name}: ok")),
-            "{name} not reported ok:\n{}",
-            f.stdout
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}: ok ("))),
+            "{name} not reported ok:\n{stdout}"
         );
     }
 }
@@ -462,8 +524,17 @@ fn one_broken_profile_does_not_stop_the_others() {
     assert_ne!(f.status.code(), Some(0), "{}", f.describe());
     let lines: Vec<&str> = f.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "one line per profile:\n{}", f.stdout);
+    let ok = |name: &str, s: &Path, d: &Path| {
+        // The destination may not exist yet: its parent does.
+        let real = |p: &Path| {
+            let parent = p.parent().unwrap().canonicalize().unwrap();
+            parent.join(p.file_name().unwrap()).display().to_string()
+        };
+        format!("{name}: ok ({} -> {})", real(s), real(d))
+    };
     assert!(
-        lines.contains(&"good: ok") && lines.contains(&"mirror: ok"),
+        lines.contains(&ok("good", &t.src, &t.dst).as_str())
+            && lines.contains(&ok("mirror", &src2, &dst2).as_str()),
         "{}",
         f.stdout
     );
@@ -764,4 +835,57 @@ fn subcommands_have_help() {
     );
     assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
     assert!(bad.stderr.starts_with("clsync: error: "), "{}", bad.stderr);
+}
+
+/// `clsync check` names the directories it checked (resolved: through a symlink), and a
+/// profile whose watch-dir does not exist fails it: one line naming the file, the key and
+/// the value, exit 2 (it said "NAME: ok" and exited 0; only the start refused it);
+/// `clsync-manager check` says the same.
+#[test]
+fn check_names_its_directories_and_fails_on_a_missing_watch_dir() {
+    let t = TestDir::new("check-dirs");
+    let prof = t.root.join("profiles");
+    mkdir(&prof);
+    let link = t.root.join("via-link");
+    std::os::unix::fs::symlink(&t.src, &link).unwrap();
+    write(
+        &prof.join("good.toml"),
+        common::profiles::mirror(&link, &t.dst, "").as_bytes(),
+    );
+    let dir: [OsString; 3] = ["check".into(), "--profiles-dir".into(), prof.clone().into()];
+    let f = run(&t.root, &dir, Duration::from_secs(30));
+    let real = |p: &Path| p.canonicalize().unwrap().display().to_string();
+    assert_eq!(f.status.code(), Some(0), "{}", f.describe());
+    assert_eq!(
+        f.stdout,
+        format!("good: ok ({} -> {})\n", real(&t.src), real(&t.dst))
+    );
+    let gone = t.root.join("gone");
+    write(
+        &prof.join("gone.toml"),
+        common::profiles::mirror(&gone, &t.dst, "").as_bytes(),
+    );
+    let want = format!(
+        "{}: watch-dir = \"{}\": no such directory",
+        prof.join("gone.toml").display(),
+        gone.display()
+    );
+    let f = run(&t.root, &dir, Duration::from_secs(30));
+    assert_eq!(f.status.code(), Some(2), "{}", f.describe());
+    let lines: Vec<&str> = f.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", f.stdout);
+    assert_eq!(lines[0], want, "{}", f.stdout);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_clsync-manager"))
+        .args(dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l == want),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(!gone.exists(), "check made nothing");
 }

@@ -389,7 +389,17 @@ is_() { local v; v=$(prop "$1" "$2"); [ "$v" = "$3" ] || { echo "$2=$v"; return 
 now() { date +%s.%N; }
 # Journal position now; `journal_after CURSOR [journalctl options]` shows what came after.
 mark() { journalctl -q -n 0 --show-cursor | sed -n 's/^-- cursor: //p'; }
-journal_after() { journalctl -q --no-pager -o short-monotonic --after-cursor="$1" "${@:2}"; }
+# Not `--after-cursor=CURSOR -u UNIT`: journalctl before 255 (systemd issue 30288) then
+# skips the first entry that matches -u when the cursor's own entry does not, so a line
+# looked for is lost whenever another unit logged last before the mark. Instead: the
+# entry right after CURSOR (no match given, so the skip is exact), and from that entry
+# on (--cursor includes it) what matches the options.
+journal_after() {
+    local next
+    next=$(journalctl -q --after-cursor="$1" -o export | sed -n '1{s/^__CURSOR=//p;q}')
+    [ -n "$next" ] || return 0
+    journalctl -q --no-pager -o short-monotonic --cursor="$next" "${@:2}"
+}
 no_failure_logged() { ! grep -E 'Failed with result|Main process exited'; }
 nothing_killed() { ! grep -Ei 'SIGKILL|left-over|remains running|killing'; }
 export -f journal_after
@@ -409,6 +419,17 @@ has_pid() { [ "$(prop "$1" MainPID)" != 0 ]; }
 no_clsync_left() { ! pgrep -x clsync >/dev/null && ! pgrep -x clsync-manager >/dev/null; }
 
 info "systemd $(systemctl --version | head -1); cgroup fs $(stat -fc %T /sys/fs/cgroup); kernel $(uname -r)"
+
+# --- 0. journal_after: the first matching line after the mark is shown even when the
+#        entry the mark points at matches nothing (another unit logged last: on a machine
+#        with more packages, a timer's "Finished ..." just before the watchdog's kill).
+echo "before the mark" | systemd-cat -t clsync-probe-other
+wait_for 30 journal-after "the line before the mark is in the journal" \
+    bash -c "journalctl -q -o cat -t clsync-probe-other | grep -qx 'before the mark'"
+cur=$(mark)
+echo "after the mark" | systemd-cat -t clsync-probe-match
+wait_for 30 journal-after "the first matching line after a mark on another's entry is shown" \
+    bash -c "journal_after '$cur' -t clsync-probe-match | grep -q 'after the mark'"
 
 M=clsync-manager.service
 FS=/srv/clsync-test/fast/src FD=/srv/clsync-test/fast/dst
@@ -498,7 +519,7 @@ restarted() {
 }
 wait_for 60 watchdog-restart "a SIGSTOPped manager is restarted by the watchdog (NRestarts up, new MainPID)" restarted
 info "watchdog restart took $(elapsed $t0)s; NRestarts $n0 -> $(prop $M NRestarts)"
-check watchdog-restart "the journal says why" bash -c "journal_after '$cur' -u $M | grep -q 'Watchdog timeout'"
+wait_for 30 watchdog-restart "the journal says why" bash -c "journal_after '$cur' -u $M | grep -q 'Watchdog timeout'"
 check watchdog-restart "the hung manager is gone" bash -c "! kill -0 $mp 2>/dev/null"
 wait_for 30 watchdog-restart "the new manager runs systest-fast again" \
     bash -c "clsync-manager status systest-fast | grep -q running"
@@ -574,6 +595,7 @@ systemctl --no-block poweroff
 
 /// Probe checks that must appear as PASS lines (a check that never ran is a failure too).
 const REQUIRED: &[&str] = &[
+    "journal-after",
     "start",
     "ready",
     "status-text",

@@ -8,7 +8,10 @@
 //!   `systemd-nspawn` container on a throwaway overlay of this machine's root file
 //!   system, with the cargo-built binaries installed as `/usr/bin/clsync` and
 //!   `/usr/bin/clsync-manager`, the units in `/etc/systemd/system` and test profiles in
-//!   `/etc/clsync`. A probe unit started at boot drives `systemctl` (readiness, a sync,
+//!   `/etc/clsync`. What this machine's packages and earlier runs left is hidden in the
+//!   overlay, so the boot does not depend on it: `/etc/systemd/system` (units enabled
+//!   here, such as timers run at boot), the journal (`/var/log/journal`, journald.conf.d)
+//!   and `/var/lib/clsync`. A probe unit started at boot drives `systemctl` (readiness, a sync,
 //!   reload, the watchdog, a clean stop, the worker template) and writes its findings
 //!   into a directory bound into the container; then it powers the container off.
 //!
@@ -346,6 +349,15 @@ Wants=clsync-probe.service
 AllowIsolate=yes
 ";
 
+/// The container's journald: the probe's checks read the journal, so it must hold all
+/// of this boot and nothing else, whatever this machine's journald.conf says. Volatile:
+/// in the container's own /run, never flushed to the (hidden) /var/log/journal.
+const JOURNALD_CONF: &str = "[Journal]
+Storage=volatile
+RateLimitIntervalSec=0
+MaxLevelStore=debug
+";
+
 const PROBE_UNIT: &str = "[Unit]
 Description=clsync systemd test probe
 After=basic.target
@@ -463,6 +475,12 @@ check worker-env "NOTIFY_SOCKET and WATCHDOG_* are not passed to workers" \
     bash -c "[ -n '$wp' ] && ! grep -qzE '^(NOTIFY_SOCKET|WATCHDOG_USEC|WATCHDOG_PID)=' /proc/$wp/environ"
 check runtime-dir "RuntimeDirectory /run/clsync holds the control socket" [ -S /run/clsync/manager.sock ]
 check state-dir "StateDirectory /var/lib/clsync holds the state file" [ -f /var/lib/clsync/state.json ]
+# A fresh container: no delivered index of an earlier run (this machine's /var/lib/clsync).
+for w in systest-fast systest-slow; do
+    wait_for 30 fresh "the first start of $w is a full initial sync (no index)" \
+        bash -c "journalctl -q -o cat -u $M | grep -F '[$w] initial sync:' | head -1 | grep -qF 'initial sync: full (no index)'"
+done
+info "timers: $(systemctl list-units --type=timer --all --plain --no-legend | awk '{print $1}' | tr '\n' ' ')"
 # -Y journal: journald takes the <N> priority prefixes off (and keeps the priority).
 check journal "no raw <N> priority prefix in the manager's journal lines" \
     bash -c "! journalctl -q --no-pager -u $M | grep -E ': <[0-7]>'"
@@ -596,6 +614,7 @@ systemctl --no-block poweroff
 /// Probe checks that must appear as PASS lines (a check that never ran is a failure too).
 const REQUIRED: &[&str] = &[
     "journal-after",
+    "fresh",
     "start",
     "ready",
     "status-text",
@@ -700,6 +719,20 @@ fn install(path: &Path, data: &[u8], mode: u32) {
     chmod(path, mode);
 }
 
+/// Hide what this machine has at `path` (a path in the overlay; the host keeps it).
+/// Checked: a container that silently kept the host's state would make the test
+/// depend on what ran or was installed here before.
+fn remove_host_state(path: &Path) {
+    if path.symlink_metadata().is_ok() {
+        remove_dir_all(path);
+    }
+    assert!(
+        path.symlink_metadata().is_err(),
+        "{} still exists in the container's overlay after removing it",
+        path.display()
+    );
+}
+
 fn symlink_force(target: &str, link: &Path) {
     if let Some(d) = link.parent() {
         mkdir_p(d);
@@ -772,7 +805,22 @@ fn units_under_a_real_systemd() {
         &fs::read(MANAGER_BIN).expect("read clsync-manager"),
         0o755,
     );
+    // The container boots this project's units on a plain systemd, not what this
+    // machine's packages and admin enabled, aliased, masked or drop-in'd in
+    // /etc/systemd/system: basic.target pulls in timers.target, and a timer enabled
+    // here (e.g. prometheus-node-exporter-apt.timer, OnBootSec=0) ran at boot and
+    // logged in the middle of the watchdog check.
     let sys = root.join("etc/systemd/system");
+    remove_host_state(&sys);
+    // The journal: only this boot's (see JOURNALD_CONF).
+    remove_host_state(&root.join("var/log/journal"));
+    let journald_d = root.join("etc/systemd/journald.conf.d");
+    remove_host_state(&journald_d);
+    install(
+        &journald_d.join("clsync-test.conf"),
+        JOURNALD_CONF.as_bytes(),
+        0o644,
+    );
     for u in [MANAGER_UNIT, WORKER_UNIT] {
         install(&sys.join(u), read_unit(u).as_bytes(), 0o644);
     }
@@ -818,9 +866,10 @@ fn units_under_a_real_systemd() {
     for (name, text) in PROFILES {
         install(&etc_clsync.join(name), text.as_bytes(), 0o644);
     }
-    // No state of a manager that may have run on this machine.
-    let _ = fs::remove_dir_all(root.join("var/lib/clsync"));
-    let _ = fs::remove_dir_all(root.join("run/clsync"));
+    // No state of a manager or worker that ran on this machine (other tests leave
+    // delivered indexes in /var/lib/clsync/index): the first start must be a fresh one.
+    remove_host_state(&root.join("var/lib/clsync"));
+    remove_host_state(&root.join("run/clsync"));
     fs::set_permissions(&findings, fs::Permissions::from_mode(0o777)).expect("chmod findings");
 
     // Boot. --register=no and --keep-unit: no machined, no systemd on the host to ask

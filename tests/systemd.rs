@@ -8,7 +8,10 @@
 //!   `systemd-nspawn` container on a throwaway overlay of this machine's root file
 //!   system, with the cargo-built binaries installed as `/usr/bin/clsync` and
 //!   `/usr/bin/clsync-manager`, the units in `/etc/systemd/system` and test profiles in
-//!   `/etc/clsync`. A probe unit started at boot drives `systemctl` (readiness, a sync,
+//!   `/etc/clsync`. What this machine's packages and earlier runs left is hidden in the
+//!   overlay, so the boot does not depend on it: `/etc/systemd/system` (units enabled
+//!   here, such as timers run at boot), the journal (`/var/log/journal`, journald.conf.d)
+//!   and `/var/lib/clsync`. A probe unit started at boot drives `systemctl` (readiness, a sync,
 //!   reload, the watchdog, a clean stop, the worker template) and writes its findings
 //!   into a directory bound into the container; then it powers the container off.
 //!
@@ -346,6 +349,15 @@ Wants=clsync-probe.service
 AllowIsolate=yes
 ";
 
+/// The container's journald: the probe's checks read the journal, so it must hold all
+/// of this boot and nothing else, whatever this machine's journald.conf says. Volatile:
+/// in the container's own /run, never flushed to the (hidden) /var/log/journal.
+const JOURNALD_CONF: &str = "[Journal]
+Storage=volatile
+RateLimitIntervalSec=0
+MaxLevelStore=debug
+";
+
 const PROBE_UNIT: &str = "[Unit]
 Description=clsync systemd test probe
 After=basic.target
@@ -389,7 +401,17 @@ is_() { local v; v=$(prop "$1" "$2"); [ "$v" = "$3" ] || { echo "$2=$v"; return 
 now() { date +%s.%N; }
 # Journal position now; `journal_after CURSOR [journalctl options]` shows what came after.
 mark() { journalctl -q -n 0 --show-cursor | sed -n 's/^-- cursor: //p'; }
-journal_after() { journalctl -q --no-pager -o short-monotonic --after-cursor="$1" "${@:2}"; }
+# Not `--after-cursor=CURSOR -u UNIT`: journalctl before 255 (systemd issue 30288) then
+# skips the first entry that matches -u when the cursor's own entry does not, so a line
+# looked for is lost whenever another unit logged last before the mark. Instead: the
+# entry right after CURSOR (no match given, so the skip is exact), and from that entry
+# on (--cursor includes it) what matches the options.
+journal_after() {
+    local next
+    next=$(journalctl -q --after-cursor="$1" -o export | sed -n '1{s/^__CURSOR=//p;q}')
+    [ -n "$next" ] || return 0
+    journalctl -q --no-pager -o short-monotonic --cursor="$next" "${@:2}"
+}
 no_failure_logged() { ! grep -E 'Failed with result|Main process exited'; }
 nothing_killed() { ! grep -Ei 'SIGKILL|left-over|remains running|killing'; }
 export -f journal_after
@@ -409,6 +431,17 @@ has_pid() { [ "$(prop "$1" MainPID)" != 0 ]; }
 no_clsync_left() { ! pgrep -x clsync >/dev/null && ! pgrep -x clsync-manager >/dev/null; }
 
 info "systemd $(systemctl --version | head -1); cgroup fs $(stat -fc %T /sys/fs/cgroup); kernel $(uname -r)"
+
+# --- 0. journal_after: the first matching line after the mark is shown even when the
+#        entry the mark points at matches nothing (another unit logged last: on a machine
+#        with more packages, a timer's "Finished ..." just before the watchdog's kill).
+echo "before the mark" | systemd-cat -t clsync-probe-other
+wait_for 30 journal-after "the line before the mark is in the journal" \
+    bash -c "journalctl -q -o cat -t clsync-probe-other | grep -qx 'before the mark'"
+cur=$(mark)
+echo "after the mark" | systemd-cat -t clsync-probe-match
+wait_for 30 journal-after "the first matching line after a mark on another's entry is shown" \
+    bash -c "journal_after '$cur' -t clsync-probe-match | grep -q 'after the mark'"
 
 M=clsync-manager.service
 FS=/srv/clsync-test/fast/src FD=/srv/clsync-test/fast/dst
@@ -442,6 +475,12 @@ check worker-env "NOTIFY_SOCKET and WATCHDOG_* are not passed to workers" \
     bash -c "[ -n '$wp' ] && ! grep -qzE '^(NOTIFY_SOCKET|WATCHDOG_USEC|WATCHDOG_PID)=' /proc/$wp/environ"
 check runtime-dir "RuntimeDirectory /run/clsync holds the control socket" [ -S /run/clsync/manager.sock ]
 check state-dir "StateDirectory /var/lib/clsync holds the state file" [ -f /var/lib/clsync/state.json ]
+# A fresh container: no delivered index of an earlier run (this machine's /var/lib/clsync).
+for w in systest-fast systest-slow; do
+    wait_for 30 fresh "the first start of $w is a full initial sync (no index)" \
+        bash -c "journalctl -q -o cat -u $M | grep -F '[$w] initial sync:' | head -1 | grep -qF 'initial sync: full (no index)'"
+done
+info "timers: $(systemctl list-units --type=timer --all --plain --no-legend | awk '{print $1}' | tr '\n' ' ')"
 # -Y journal: journald takes the <N> priority prefixes off (and keeps the priority).
 check journal "no raw <N> priority prefix in the manager's journal lines" \
     bash -c "! journalctl -q --no-pager -u $M | grep -E ': <[0-7]>'"
@@ -498,7 +537,7 @@ restarted() {
 }
 wait_for 60 watchdog-restart "a SIGSTOPped manager is restarted by the watchdog (NRestarts up, new MainPID)" restarted
 info "watchdog restart took $(elapsed $t0)s; NRestarts $n0 -> $(prop $M NRestarts)"
-check watchdog-restart "the journal says why" bash -c "journal_after '$cur' -u $M | grep -q 'Watchdog timeout'"
+wait_for 30 watchdog-restart "the journal says why" bash -c "journal_after '$cur' -u $M | grep -q 'Watchdog timeout'"
 check watchdog-restart "the hung manager is gone" bash -c "! kill -0 $mp 2>/dev/null"
 wait_for 30 watchdog-restart "the new manager runs systest-fast again" \
     bash -c "clsync-manager status systest-fast | grep -q running"
@@ -574,6 +613,8 @@ systemctl --no-block poweroff
 
 /// Probe checks that must appear as PASS lines (a check that never ran is a failure too).
 const REQUIRED: &[&str] = &[
+    "journal-after",
+    "fresh",
     "start",
     "ready",
     "status-text",
@@ -678,6 +719,20 @@ fn install(path: &Path, data: &[u8], mode: u32) {
     chmod(path, mode);
 }
 
+/// Hide what this machine has at `path` (a path in the overlay; the host keeps it).
+/// Checked: a container that silently kept the host's state would make the test
+/// depend on what ran or was installed here before.
+fn remove_host_state(path: &Path) {
+    if path.symlink_metadata().is_ok() {
+        remove_dir_all(path);
+    }
+    assert!(
+        path.symlink_metadata().is_err(),
+        "{} still exists in the container's overlay after removing it",
+        path.display()
+    );
+}
+
 fn symlink_force(target: &str, link: &Path) {
     if let Some(d) = link.parent() {
         mkdir_p(d);
@@ -750,7 +805,22 @@ fn units_under_a_real_systemd() {
         &fs::read(MANAGER_BIN).expect("read clsync-manager"),
         0o755,
     );
+    // The container boots this project's units on a plain systemd, not what this
+    // machine's packages and admin enabled, aliased, masked or drop-in'd in
+    // /etc/systemd/system: basic.target pulls in timers.target, and a timer enabled
+    // here (e.g. prometheus-node-exporter-apt.timer, OnBootSec=0) ran at boot and
+    // logged in the middle of the watchdog check.
     let sys = root.join("etc/systemd/system");
+    remove_host_state(&sys);
+    // The journal: only this boot's (see JOURNALD_CONF).
+    remove_host_state(&root.join("var/log/journal"));
+    let journald_d = root.join("etc/systemd/journald.conf.d");
+    remove_host_state(&journald_d);
+    install(
+        &journald_d.join("clsync-test.conf"),
+        JOURNALD_CONF.as_bytes(),
+        0o644,
+    );
     for u in [MANAGER_UNIT, WORKER_UNIT] {
         install(&sys.join(u), read_unit(u).as_bytes(), 0o644);
     }
@@ -796,9 +866,10 @@ fn units_under_a_real_systemd() {
     for (name, text) in PROFILES {
         install(&etc_clsync.join(name), text.as_bytes(), 0o644);
     }
-    // No state of a manager that may have run on this machine.
-    let _ = fs::remove_dir_all(root.join("var/lib/clsync"));
-    let _ = fs::remove_dir_all(root.join("run/clsync"));
+    // No state of a manager or worker that ran on this machine (other tests leave
+    // delivered indexes in /var/lib/clsync/index): the first start must be a fresh one.
+    remove_host_state(&root.join("var/lib/clsync"));
+    remove_host_state(&root.join("run/clsync"));
     fs::set_permissions(&findings, fs::Permissions::from_mode(0o777)).expect("chmod findings");
 
     // Boot. --register=no and --keep-unit: no machined, no systemd on the host to ask

@@ -351,8 +351,10 @@ enum Sub {
         #[arg(value_name = "CLSYNC.CONF")]
         file: PathBuf,
     },
-    /// Print the shell completion script for bash, zsh or fish (the package installs
-    /// them; by hand: `clsync completions bash > ~/.local/share/bash-completion/completions/clsync`)
+    /// Print the shell completion script for bash, zsh or fish
+    ///
+    /// The package installs them; by hand, e.g.
+    /// `clsync completions bash > ~/.local/share/bash-completion/completions/clsync`.
     Completions {
         /// The shell
         #[arg(value_name = "SHELL")]

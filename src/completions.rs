@@ -278,14 +278,20 @@ impl Context {
     }
 }
 
-/// The value of `--NAME VALUE` or `--NAME=VALUE` among `words` (the last one given).
+/// The value of `--NAME VALUE` or `--NAME=VALUE` among `words` (the last one given);
+/// bash splits `--NAME=VALUE` into three words at the `=` (`COMP_WORDBREAKS`).
 fn option_value(words: &[OsString], name: &str) -> Option<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     let mut found = None;
     for (i, w) in words.iter().enumerate() {
         let b = w.as_bytes();
         if b == name.as_bytes() {
-            found = words.get(i + 1).map(PathBuf::from).or(found);
+            let at = if words.get(i + 1).is_some_and(|n| n == "=") {
+                i + 2
+            } else {
+                i + 1
+            };
+            found = words.get(at).map(PathBuf::from).or(found);
         } else if let Some(v) = b
             .strip_prefix(name.as_bytes())
             .and_then(|r| r.strip_prefix(b"="))
@@ -504,6 +510,13 @@ mod tests {
         assert_eq!(
             option_value(&w(&["clsync", "--profiles-dir"]), "--profiles-dir"),
             None
+        );
+        assert_eq!(
+            option_value(
+                &w(&["clsync", "--profiles-dir", "=", "/z", "--profile", ""]),
+                "--profiles-dir"
+            ),
+            Some(PathBuf::from("/z"))
         );
     }
 

@@ -301,6 +301,13 @@ fn profile_names_complete_in_bash_zsh_and_fish() {
             names(&["elsewhere"]),
             "{shell:?}"
         );
+        // `--profiles-dir=DIR`, which bash's line editor splits into three words at the `=`.
+        let joined = format!("--profiles-dir={o}");
+        let words: Vec<&str> = match shell {
+            Sh::Bash => vec!["clsync", "--profiles-dir", "=", o, "--profile", ""],
+            _ => vec!["clsync", &joined, "--profile", ""],
+        };
+        assert_eq!(got(&words), names(&["elsewhere"]), "{shell:?}");
         // Without a manager (no socket there), the manager's commands offer the profiles.
         assert_eq!(
             no_options(got(&["clsync-manager", "start", ""])),

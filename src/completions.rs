@@ -62,12 +62,27 @@ struct BashScript;
 
 /// zsh: clap's registration, which also completes when it is autoloaded from `fpath` as
 /// `_clsync` (the package's vendor-completions file): the first TAB runs the file's body,
-/// which only defines the completer unless the body calls it too.
+/// which only defines the completer unless the body calls it too. And, as in bash, no
+/// space after a template's `NAME@`. (fish adds none after `@` by itself.)
 struct ZshScript;
 
 /// Fragments of clap_complete's scripts that [`BashScript`] and [`ZshScript`] edit; a
 /// unit test fails if a new clap_complete no longer writes them.
 const BASH_NOSPACE: (&str, &str) = ("=~ [=/:]$ ]]", "=~ [=/:@]$ ]]");
+const ZSH_NOSPACE: (&str, &str) = (
+    "        [[ -n $other ]] && _describe -V 'values' other\n",
+    r#"        local -a at=() rest=()
+        for completion in $other; do
+            if [[ "${completion%%:*}" == *@ ]]; then
+                at+=("$completion")
+            else
+                rest+=("$completion")
+            fi
+        done
+        [[ -n $at ]] && _describe -V 'values' at -S ''
+        [[ -n $rest ]] && _describe -V 'values' rest
+"#,
+);
 
 impl EnvCompleter for BashScript {
     fn name(&self) -> &'static str {
@@ -115,7 +130,10 @@ impl EnvCompleter for ZshScript {
         completer: &str,
         buf: &mut dyn std::io::Write,
     ) -> std::io::Result<()> {
-        Zsh.write_registration(var, name, bin, completer, buf)?;
+        let mut script = Vec::new();
+        Zsh.write_registration(var, name, bin, completer, &mut script)?;
+        let script = String::from_utf8_lossy(&script).replace(ZSH_NOSPACE.0, ZSH_NOSPACE.1);
+        buf.write_all(script.as_bytes())?;
         let f = name.replace('-', "_");
         writeln!(
             buf,
@@ -469,6 +487,8 @@ mod tests {
             "{z}"
         );
         assert!(z.starts_with("#compdef clsync-manager"), "{z}");
+        assert!(z.contains(ZSH_NOSPACE.0), "{z}");
+        assert!(script(Program::Clsync, Shell::Zsh).contains("at -S ''"));
     }
 
     #[test]

@@ -73,6 +73,9 @@ fn shells_missing() -> Option<String> {
 
 const BASH_COMPLETION: &str = "/usr/share/bash-completion/bash_completion";
 
+/// What the shell drivers print when the shell was told to add no space after a match.
+const NOSPACE: &str = "<nospace>";
+
 impl Installed {
     /// The scripts installed under `root`, or `None` when a shell is missing (the test
     /// has said so: `return` then).
@@ -116,6 +119,18 @@ impl Installed {
     /// What `shell` offers for the command line `words` (the last one is the word being
     /// completed, maybe empty), values only; the shell must print nothing else.
     fn complete(&self, shell: Sh, env: &[(&str, &OsString)], words: &[&str]) -> Vec<String> {
+        self.complete_spaced(shell, env, words).0
+    }
+
+    /// [`complete`](Self::complete), and whether the shell was told to add no space after
+    /// the match (bash: `compopt -o nospace`; zsh: `_describe … -S ''`; fish decides by
+    /// itself, from the last character, and is not asked).
+    fn complete_spaced(
+        &self,
+        shell: Sh,
+        env: &[(&str, &OsString)],
+        words: &[&str],
+    ) -> (Vec<String>, bool) {
         let (out, took) = self.run(shell, env, words);
         assert!(
             out.status.success() && out.stderr.is_empty(),
@@ -125,9 +140,11 @@ impl Installed {
             took < SHELL_WAIT,
             "{shell:?} completing {words:?} took {took:?}"
         );
-        let mut got: Vec<String> = String::from_utf8(out.stdout)
-            .unwrap()
+        let text = String::from_utf8(out.stdout).unwrap();
+        let nospace = text.lines().any(|l| l == NOSPACE);
+        let mut got: Vec<String> = text
             .lines()
+            .filter(|l| *l != NOSPACE)
             .map(|l| match shell {
                 Sh::Bash => l.to_string(),
                 // `value:description`, a `:` in the value escaped.
@@ -138,7 +155,7 @@ impl Installed {
             })
             .collect();
         got.sort();
-        got
+        (got, nospace)
     }
 
     fn run(&self, shell: Sh, env: &[(&str, &OsString)], words: &[&str]) -> (Output, Duration) {
@@ -155,8 +172,11 @@ impl Installed {
                         "f=$(complete -p \"$1\" | sed -n 's/.* -F \\([^ ]*\\) .*/\\1/p')\n",
                         "COMP_WORDS=(\"$@\"); COMP_CWORD=$(($# - 1)); COMP_LINE=\"$*\"\n",
                         "COMP_POINT=${#COMP_LINE}; COMP_TYPE=9; COMP_KEY=9\n",
+                        // compopt works only under readline: record what it is told (IFS is \\013 there).
+                        "nospace=; compopt() { [[ $1 == -o && $2 == nospace ]] && nospace=1; return 0; }\n",
                         "\"$f\" \"$1\" \"${COMP_WORDS[COMP_CWORD]}\" \"${COMP_WORDS[COMP_CWORD-1]}\"\n",
                         "(( ${#COMPREPLY[@]} )) && printf '%s\\n' \"${COMPREPLY[@]}\"\n",
+                        "[[ -n $nospace ]] && echo '<nospace>'\n",
                         "exit 0\n"
                     ))
                     .arg("bash")
@@ -175,7 +195,7 @@ impl Installed {
                     .arg(concat!(
                         "fpath=($1 $fpath); shift\n",
                         "autoload -Uz compinit && compinit -u -D || exit 9\n",
-                        "_describe() { print -rl -- \"${(@P)3}\" }\n",
+                        "_describe() { [[ $4 == -S && -z $5 ]] && print '<nospace>'; print -rl -- \"${(@P)3}\" }\n",
                         "words=(\"$@\"); CURRENT=$#\n",
                         "${_comps[$1]:?no completion for $1}\n",
                         "exit 0\n"
@@ -278,11 +298,15 @@ fn profile_names_complete_in_bash_zsh_and_fish() {
             names(&["a", "b", "lxc@"]),
             "{shell:?}"
         );
-        assert_eq!(
-            got(&["clsync", "--profile", "l"]),
-            names(&["lxc@"]),
-            "{shell:?}"
+        // A template's label comes right after the @: no space (fish: its own rule).
+        let (m, nospace) = sh.complete_spaced(shell, &env, &["clsync", "--profile", "l"]);
+        assert_eq!(m, names(&["lxc@"]), "{shell:?}");
+        assert!(
+            nospace || matches!(shell, Sh::Fish),
+            "{shell:?}: a space after lxc@"
         );
+        let (m, nospace) = sh.complete_spaced(shell, &env, &["clsync", "--profile", "a"]);
+        assert_eq!((m, nospace), (names(&["a"]), false), "{shell:?}");
         assert_eq!(
             no_options(got(&["clsync", "show-config", ""])),
             names(&["a", "b", "lxc@"]),

@@ -27,8 +27,12 @@ if ! cargo deb --version >/dev/null 2>&1; then
 fi
 
 # Shell completions, printed by the programs themselves (assets target/completions/* in
-# Cargo.toml; tests/it/completions.rs tries them in bash, zsh and fish).
-cargo build --release --bins
+# Cargo.toml; tests/it/completions.rs tries them in bash, zsh and fish), from the release
+# binaries that `cargo deb` packages: built here, or already there with --no-build.
+case " $* " in
+    *" --no-build "*) ;;
+    *) cargo build --release --bins ;;
+esac
 mkdir -p target/completions
 for prog in clsync clsync-manager; do
     for shell in bash zsh fish; do

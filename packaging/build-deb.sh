@@ -27,6 +27,26 @@ if ! cargo deb --version >/dev/null 2>&1; then
     cargo install --locked cargo-deb@3.8.0
 fi
 
+# Shell completions, printed by the programs themselves (assets target/completions/* in
+# Cargo.toml; tests/it/completions.rs tries them in bash, zsh and fish), from the release
+# binaries that `cargo deb` packages: built here, or already there with --no-build.
+case " $* " in
+    *" --no-build "*) ;;
+    *) cargo build --release --bins ;;
+esac
+mkdir -p target/completions
+for prog in clsync clsync-manager; do
+    for shell in bash zsh fish; do
+        case $shell in
+            bash) out=target/completions/$prog.bash ;;
+            zsh) out=target/completions/_$prog ;;
+            fish) out=target/completions/$prog.fish ;;
+        esac
+        "${CARGO_TARGET_DIR:-target}/release/$prog" completions $shell > "$out.tmp"
+        mv "$out.tmp" "$out"
+    done
+done
+
 cargo deb "$@"
 
 echo

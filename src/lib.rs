@@ -4,6 +4,7 @@ changed paths into batches and mirrors them with rsync; see docs/architecture.md
 */
 
 pub(crate) mod batcher;
+pub mod completions;
 pub mod config;
 pub(crate) mod delivered;
 pub(crate) mod dest;

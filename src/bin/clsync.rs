@@ -4,6 +4,9 @@
 use clsync::cli::Command;
 
 fn main() {
+    // A shell asking for completions (COMPLETE=bash clsync -- WORDS): answered and exited
+    // before anything else runs.
+    clsync::completions::complete_if_asked(clsync::completions::Program::Clsync);
     let cmd = match clsync::cli::parse_command(std::env::args_os().collect()) {
         Ok(c) => c,
         Err(e) => clsync::cli::exit_on_error(e),
@@ -34,6 +37,12 @@ fn main() {
                 std::process::exit(e.exit_code());
             }
         },
+        Command::Completions(shell) => {
+            print!(
+                "{}",
+                clsync::completions::script(clsync::completions::Program::Clsync, shell)
+            );
+        }
         Command::ShowConfig { dir, name, label } => {
             match clsync::profile_config::show(&dir, &name, label.as_deref()) {
                 Ok(text) => print!("{text}"),

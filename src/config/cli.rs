@@ -356,6 +356,20 @@ enum Sub {
         #[arg(value_name = "CLSYNC.CONF")]
         file: PathBuf,
     },
+    /// Print the shell completion script for bash, zsh or fish
+    ///
+    /// The package installs them; by hand, e.g.
+    /// `clsync completions bash > ~/.local/share/bash-completion/completions/clsync`.
+    Completions {
+        /// The shell
+        #[arg(value_name = "SHELL")]
+        shell: crate::completions::Shell,
+    },
+}
+
+/// The command line's clap command, for the completions ([`crate::completions`]).
+pub(crate) fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
 }
 
 /// Options of the original clsync that this version does not support, with the reason:
@@ -416,6 +430,8 @@ pub enum Command {
         name: String,
         label: Option<String>,
     },
+    /// `clsync completions SHELL`
+    Completions(crate::completions::Shell),
 }
 
 /// Reports a command-line error as one line on standard error (`clsync: error: ...`,
@@ -447,7 +463,7 @@ pub fn exit_on_error(e: clap::Error) -> ! {
 /// people type after git and cargo). Not a help subcommand of clap's: `clsync help DST`
 /// is a short form whose source is a directory named `help`, and stays one.
 fn help_as_option(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    const SUBS: [&str; 3] = ["check", "show-config", "import"];
+    const SUBS: [&str; 4] = ["check", "show-config", "import", "completions"];
     match args.get(1..) {
         Some([h]) if h == "help" => args[1] = "--help".into(),
         Some([h, sub]) if h == "help" && SUBS.iter().any(|s| sub == s) => {
@@ -491,6 +507,7 @@ pub fn parse_command(args: Vec<std::ffi::OsString>) -> Result<Command, clap::Err
             file,
             dir: dir(profiles_dir),
         },
+        Some(Sub::Completions { shell }) => Command::Completions(shell),
         None => Command::Run(Box::new(run_config(a, argv)?)),
     })
 }
@@ -565,7 +582,7 @@ fn run_config(a: Args, argv: Vec<std::ffi::OsString>) -> Result<Config, clap::Er
         |e: String| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n"));
     if a.command.is_some() {
         return Err(invalid(
-            "check, show-config and import are commands of their own, not a worker's options"
+            "check, show-config, import and completions are commands of their own, not a worker's options"
                 .into(),
         ));
     }

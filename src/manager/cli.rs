@@ -118,6 +118,17 @@ enum Cmd {
     },
     /// Prometheus metrics of every instance
     Metrics,
+    /// Print the shell completion script for bash, zsh or fish
+    Completions {
+        /// The shell
+        #[arg(value_name = "SHELL")]
+        shell: crate::completions::Shell,
+    },
+}
+
+/// The command line's clap command, for the completions ([`crate::completions`]).
+pub(crate) fn command() -> clap::Command {
+    <Args as clap::CommandFactory>::command()
 }
 
 /// Runs `clsync-manager` with `args`; returns the exit code.
@@ -207,6 +218,11 @@ pub fn main(args: Vec<std::ffi::OsString>) -> i32 {
             false,
         ),
         Cmd::Metrics => (req("metrics", None), false),
+        Cmd::Completions { shell } => {
+            let program = crate::completions::Program::Manager;
+            print!("{}", crate::completions::script(program, shell));
+            return 0;
+        }
     };
     // A stop waits for the worker's final sync.
     let line = match protocol::call_line(&socket, &req, Duration::from_secs(3600)) {

@@ -288,6 +288,48 @@ fn every_long_option_is_in_clsync_1() {
     );
 }
 
+/// The commands `PROGRAM --help` lists under `Commands:`.
+fn commands(program: &str) -> Vec<String> {
+    let out = std::process::Command::new(program)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success(), "{program} --help: {out:?}");
+    let help = String::from_utf8(out.stdout).expect("--help output is UTF-8");
+    let list: Vec<String> = help
+        .lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    assert!(!list.is_empty(), "no commands in {program} --help:\n{help}");
+    list
+}
+
+#[test]
+fn every_command_has_an_entry_in_its_man_page() {
+    for (program, page) in [
+        (env!("CARGO_BIN_EXE_clsync"), "clsync.1"),
+        (env!("CARGO_BIN_EXE_clsync-manager"), "clsync-manager.8"),
+    ] {
+        let text = man_page(page);
+        let entries: Vec<String> = section(&text, "COMMANDS")
+            .iter()
+            .filter_map(|l| l.strip_prefix(".B "))
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect();
+        let missing: Vec<String> = commands(program)
+            .into_iter()
+            .filter(|c| !entries.contains(c))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "commands of {program} --help without an entry in COMMANDS of man/{page}: {missing:?}"
+        );
+    }
+}
+
 /// Every option of the original's man page (clsync 0.4, OPTIONS), short and long.
 const ORIGINAL_OPTIONS: &[(Option<char>, &str)] = &[
     (None, "add-permitted-hook-files"),

@@ -14,6 +14,7 @@
 mod common;
 
 mod bad_input;
+mod completions;
 mod docs;
 mod failover;
 mod failures;

@@ -23,7 +23,10 @@ use std::time::Duration;
     about = "Live mirror of a directory tree: inotify + rsync",
     after_help = "Short form: clsync [OPTIONS] SRC DST\nClassic form: clsync -M rsyncdirect -W SRC -D DST [OPTIONS]\nExit codes: 0 ok, 1 runtime failure, 2 usage, 3 bad source/destination, 4 rsync not found, 5 tree cannot be watched, 7 split-brain of a failover pair.",
     args_conflicts_with_subcommands = true,
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    // As getopt in the original: an option given again replaces the earlier value
+    // (clsync(1)'s "two directories synchronous" example gives -M twice).
+    args_override_self = true
 )]
 struct Args {
     #[command(subcommand)]
@@ -551,7 +554,16 @@ where
             _ => parsed.push(a.clone()),
         }
     }
-    Ok((Args::try_parse_from(parsed)?, argv))
+    match Args::try_parse_from(parsed) {
+        Ok(a) => Ok((a, argv)),
+        // A command line of clsync 0.1 (`clsync [OPTIONS] WATCH-DIR HANDLER [RULES
+        // [DEST]]`, the original's README): only tried when today's form refuses it.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Err(e),
+        Err(e) => match crate::legacy::argv01::translate(&argv) {
+            Some(today) => Ok((Args::try_parse_from(&today).map_err(|_| e)?, today)),
+            None => Err(e),
+        },
+    }
 }
 
 /// The worker's configuration from parsed options; `argv` is kept for SIGHUP.

@@ -65,6 +65,7 @@ Why it is shaped this way (the original's behaviour is taken from its source, `m
 - Errors are one line, `FILE:LINE: message`, quoting the offending value.
 */
 
+pub mod argv01;
 mod import;
 mod options;
 mod reader;

@@ -23,6 +23,7 @@
 
 use crate::common;
 
+use common::manager::Mgr;
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -1125,5 +1126,234 @@ fn readme_recommended_configuration() {
             );
         }
         r.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Our man pages' EXAMPLES: the same four situations in this clsync's syntax
+// ---------------------------------------------------------------------------
+
+/// The `.nf` lines of the EXAMPLES section of `man/NAME`, by `.SS` subsection, with
+/// roff's `\-` and `\(aq` turned into `-` and `'`.
+fn man_examples(name: &str) -> Vec<(String, Vec<String>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(name);
+    let page = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .replace("\\-", "-")
+        .replace("\\(aq", "'");
+    let mut out: Vec<(String, Vec<String>)> = vec![(String::new(), Vec::new())];
+    let mut in_section = false;
+    let mut in_nf = false;
+    for line in page.lines() {
+        if line.starts_with(".SH ") {
+            in_section = line == ".SH EXAMPLES";
+            continue;
+        }
+        if !in_section {
+            continue;
+        }
+        if let Some(title) = line.strip_prefix(".SS ") {
+            out.push((title.to_string(), Vec::new()));
+        } else if line == ".nf" {
+            in_nf = true;
+        } else if line == ".fi" {
+            in_nf = false;
+        } else if in_nf {
+            out.last_mut().expect("one").1.push(line.to_string());
+        }
+    }
+    out.retain(|(_, lines)| !lines.is_empty());
+    assert!(!out.is_empty(), "{name}: no EXAMPLES");
+    out
+}
+
+/// clsync(1) EXAMPLES: every `clsync` line of the four situations, with the files it
+/// shows (`# cat FILE` and the lines under it), starts and mirrors.
+#[test]
+fn our_clsync_1_examples_run_as_written() {
+    let examples = man_examples("clsync.1");
+    let titles: Vec<&str> = examples.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        titles,
+        [
+            "A simple mirror",
+            "A backup over a slow channel",
+            "A web server over a fast (1 Gb/s) link",
+            "A few files out of a huge tree"
+        ],
+        "the README's four situations"
+    );
+    let mut ran = 0;
+    for (title, lines) in &examples {
+        // `# cat FILE` and its lines.
+        let mut files: Vec<(String, String)> = Vec::new();
+        let mut commands = Vec::new();
+        for l in lines {
+            let cmd = l.strip_prefix("# ").or_else(|| l.strip_prefix("$ "));
+            match cmd {
+                Some(c) if c.starts_with("cat ") => {
+                    files.push((c["cat ".len()..].to_string(), String::new()));
+                }
+                Some(c) if c.starts_with("clsync ") => commands.push(c.to_string()),
+                Some(c) => panic!("{title}: a line that is neither cat nor clsync: {c}"),
+                None => {
+                    let (_, text) = files.last_mut().unwrap_or_else(|| panic!("{title}: {l}"));
+                    text.push_str(l);
+                    text.push('\n');
+                }
+            }
+        }
+        assert!(!commands.is_empty(), "{title}: no clsync line");
+        for line in commands {
+            ran += 1;
+            let t = TestDir::new("mig-ours");
+            seed(&t.src);
+            mkdir_p(&t.s(b"cache"));
+            write(&t.s(b"cache/page"), b"cached\n");
+            for f in [
+                "passwd",
+                "group",
+                "shadow",
+                "hosts",
+                "ssh/sshd_config",
+                "ssh/ssh_config",
+            ] {
+                mkdir_p(&t.s(b"ssh"));
+                write(&t.s(f.as_bytes()), f.as_bytes());
+            }
+            let paths = [
+                ("/etc/clsync", t.root.clone()),
+                ("/tmp/fromdir", t.src.clone()),
+                ("/tmp/todir", t.dst.clone()),
+                ("/home/user", t.src.clone()),
+                ("/mnt/backup/user", t.dst.clone()),
+                ("/var/www", t.src.clone()),
+                ("/srv/mirror/www", t.dst.clone()),
+                ("/srv/etc-mirror", t.dst.clone()),
+                ("/etc", t.src.clone()),
+            ];
+            for (file, text) in &files {
+                let to = rewrite(&format!("clsync {file}"), &paths);
+                write(Path::new(&to[0]), text.as_bytes());
+            }
+            let mut r = start(&t, Via::Line, &line, &paths, Opts::default());
+            if line.contains(" -R ") {
+                let want = ["group", "passwd", "shadow", "ssh", "ssh/sshd_config"];
+                let dst = t.dst.clone();
+                r.wait_for(title, SYNC_TIMEOUT, || {
+                    let got = walkdir(&dst);
+                    if got == want {
+                        Ok(())
+                    } else {
+                        Err(format!("{got:?}"))
+                    }
+                });
+                assert_eq!(lstat(&t.d(b"shadow")).len(), 6, "{title}");
+            } else {
+                let cache = line.contains("--exclude /cache/");
+                r.wait_synced_filtered(&t.src, &t.dst, &|rel, _| {
+                    cache && (rel == b"cache" || rel.starts_with(b"cache/"))
+                });
+                if cache {
+                    assert!(!t.d(b"cache").exists(), "{title}: the cache is left out");
+                }
+            }
+            r.stop();
+        }
+    }
+    assert!(ran >= 5, "{ran} lines");
+}
+
+/// clsync-manager(8) EXAMPLES: the shipped profiles of the four situations, checked and
+/// started as the page shows (their directories changed to the test's), each mirrors.
+#[test]
+fn our_clsync_manager_8_examples_run_as_written() {
+    let examples = man_examples("clsync-manager.8");
+    let lines: Vec<&String> = examples.iter().flat_map(|(_, l)| l).collect();
+    let started: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("# clsync-manager start "))
+        .filter(|n| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("profiles/{n}.toml"))
+                .exists()
+        })
+        .collect();
+    assert_eq!(
+        started,
+        ["mirror", "backup", "web-mirror", "sparse-include"]
+    );
+    let checked: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("# clsync check "))
+        .collect();
+    assert!(!checked.is_empty(), "a clsync check line");
+    for name in started {
+        let t = TestDir::new("mig-mgr");
+        seed(&t.src);
+        for f in ["passwd", "group", "shadow", "hosts", "ssh/sshd_config"] {
+            mkdir_p(&t.s(b"ssh"));
+            write(&t.s(f.as_bytes()), f.as_bytes());
+        }
+        mkdir_p(&t.root.join("profiles"));
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("profiles/{name}.toml")),
+        )
+        .expect("shipped profile");
+        let mut text = shipped.clone();
+        for (from, to) in [
+            ("/srv/mirror/data", &t.dst),
+            ("/srv/mirror/www", &t.dst),
+            ("/mnt/backup/data", &t.dst),
+            ("/srv/etc-mirror", &t.dst),
+            ("/srv/data", &t.src),
+            ("/var/www", &t.src),
+            (
+                "\"/etc\"",
+                &PathBuf::from(format!("\"{}\"", t.src.display())),
+            ),
+            ("/run/clsync", &t.root),
+        ] {
+            text = text.replace(from, &to.display().to_string());
+        }
+        assert_ne!(text, shipped);
+        write(
+            &t.root.join(format!("profiles/{name}.toml")),
+            text.as_bytes(),
+        );
+        for c in &checked {
+            let said = run(
+                &t.root,
+                &[
+                    "check",
+                    "--profiles-dir",
+                    t.root.join("profiles").to_str().unwrap(),
+                    name,
+                ],
+                Duration::from_secs(30),
+            );
+            assert_eq!(
+                (said.code(), said.stdout.trim()),
+                (Some(0), format!("{name}: ok").as_str()),
+                "clsync check {c} -> {name}: {}",
+                said.describe()
+            );
+        }
+        let mgr = Mgr::start(&t.root);
+        mgr.ok(&["start", name]);
+        mgr.wait_state(name, "running");
+        if name == "sparse-include" {
+            wait_until(SYNC_TIMEOUT, "the few files", || {
+                let got = walkdir(&t.dst);
+                if got == ["group", "passwd", "shadow", "ssh", "ssh/sshd_config"] {
+                    Ok(())
+                } else {
+                    Err(format!("{got:?}"))
+                }
+            });
+        } else {
+            wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+        }
+        mgr.ok(&["stop", name]);
     }
 }

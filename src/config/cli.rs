@@ -67,8 +67,8 @@ struct Args {
     /// Write the status (starting, initsync, running, terminating, exiting) to this file
     #[arg(long = "status-file", value_name = "FILE")]
     status_file: Option<PathBuf>,
-    /// Debug level: 0 info, 1 debug, 2 trace [default: 0]
-    #[arg(short = 'd', long = "debug", value_name = "LEVEL")]
+    /// Debug level: 0 info, 1 debug, 2 trace; -d alone: 1 [default: 0]
+    #[arg(short = 'd', long = "debug", value_name = "LEVEL", num_args = 0..=1, default_missing_value = "1")]
     debug: Option<u8>,
     /// Write the pid here; refuse to start if it names a live process
     #[arg(short = 'z', long = "pid-file", value_name = "FILE")]
@@ -808,6 +808,12 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         let options = layer(a)?;
         return build(options.over(profile), Defaults::PROFILE)
             .map_err(|e| crate::profile_config::in_file(e, &file));
+    }
+    if a.config_file.is_none() && a.config_block.is_some() {
+        // -K alone: the original's files, ~/.clsync.conf or /etc/clsync/clsync.conf.
+        a.config_file = Some(crate::legacy::default_config_file().ok_or_else(|| {
+            usage("-K BLOCK without -H FILE reads ~/.clsync.conf or /etc/clsync/clsync.conf, and neither exists")
+        })?);
     }
     match a.config_file.take() {
         Some(f) if f.as_os_str() != crate::legacy::NULL_CONFIG => {

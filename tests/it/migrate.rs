@@ -16,10 +16,11 @@
 //!   original's `examples/clsync-actionscript.sh` of that time (renamed
 //!   `clsync-synchandler-rsync.sh` in upstream commit d805381).
 //!
-//! Every fixture runs three ways ([`Via`]): the command line as written; the same options
-//! as a block of a clsync.conf run with `-H FILE -K BLOCK` (the original's option names
-//! as keys, the handler's words as `--`, the way the original reads a block); and that
-//! file after `clsync import`, run with `--profile`: the imported profile must do the same.
+//! Every man page fixture runs three ways ([`Via`]): the command line as written; the same
+//! options as a block of a clsync.conf (the original's option names as keys, the
+//! handler's words as `--`) in `~/.clsync.conf`, run with `-K BLOCK` as the
+//! original reads it; and that block after `clsync import`, run with `--profile`: the
+//! imported profile must do the same.
 
 use crate::common;
 
@@ -41,7 +42,8 @@ use std::time::{Duration, Instant};
 enum Via {
     /// The command line as documented.
     Line,
-    /// Its options as a block of a clsync.conf: `clsync -H clsync.conf -K fixture`.
+    /// Its options as a block of a clsync.conf, `~/.clsync.conf` (HOME is the test's
+    /// directory): `clsync -K fixture`, as the original reads it.
     Block,
     /// That clsync.conf after `clsync import`: `clsync --profile fixture`.
     Import,
@@ -286,10 +288,15 @@ fn start_named(
                 "# From: {line}\n[{name}]\n{}\n",
                 block_lines(&given).join("\n")
             );
-            write(&conf, text.as_bytes());
             if via == Via::Block {
-                ["-H".into(), conf.into(), "-K".into(), name.into()].into()
+                // As the original reads it: `-K BLOCK` alone takes ~/.clsync.conf.
+                let home_conf = t.root.join(".clsync.conf");
+                let mut all = std::fs::read(&home_conf).unwrap_or_default();
+                all.extend_from_slice(text.as_bytes());
+                write(&home_conf, &all);
+                ["-K".into(), name.into()].into()
             } else {
+                write(&conf, text.as_bytes());
                 let profiles = t.root.join("profiles");
                 mkdir_p(&profiles);
                 let imported = run(
@@ -336,6 +343,8 @@ fn start_named(
             cmd.stdin(Stdio::null());
         }
     }
+    // ~/.clsync.conf of the Block way (and nobody's else).
+    cmd.env("HOME", &t.root);
     if let Some(bin) = &o.bin {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut p = bin.clone().into_os_string();

@@ -35,6 +35,19 @@ fn an_option_given_again_replaces_the_earlier_value() {
     assert_eq!(c.delays.sync, Duration::from_secs(2));
 }
 
+/// The original's -d takes its level attached or not at all (`-d5`, `-d -d`).
+#[test]
+fn debug_without_a_level() {
+    assert_eq!(
+        parse(["clsync", "-d", "-Mrsyncdirect", "-W/a", "-D/b"])
+            .unwrap()
+            .debug,
+        1
+    );
+    assert_eq!(parse(["clsync", "-d5", "-W/a", "-D/b"]).unwrap().debug, 5);
+    assert_eq!(parse(["clsync", "-d", "2", "/a", "/b"]).unwrap().debug, 2);
+}
+
 /// The original README's recommended lines, in clsync 0.1's form.
 #[test]
 fn command_lines_of_clsync_0_1() {

@@ -157,6 +157,8 @@ const OPTIONS: &[(Option<char>, &str, u8)] = &[
     (None, "pre-exit-hook", 1),
     (None, "exit-hook", 1),
     (None, "have-recursive-sync", 0),
+    (None, "rsync-prefer-include", 0),
+    (None, "skip-initialsync", 0),
     (None, "ignore-failures", 0),
 ];
 
@@ -251,6 +253,9 @@ struct Opts {
     stdin: Option<Vec<u8>>,
     /// A directory put first in `PATH` (stand-ins of programs that are not installed).
     bin: Option<PathBuf>,
+    /// A line of clsync 0.1 (the README's): its block and profile are made of the
+    /// classic line it is read as (0.1's configuration keys are not the original's since).
+    line01: bool,
 }
 
 /// A started fixture: the clsync process the test started (which may have gone to the
@@ -279,7 +284,13 @@ fn start_named(
     paths: &[(&str, PathBuf)],
     o: Opts,
 ) -> Started {
-    let given = rewrite(line, paths);
+    let mut given = rewrite(line, paths);
+    if o.line01 && via != Via::Line {
+        let mut argv = vec![OsString::from("clsync")];
+        argv.append(&mut given);
+        given =
+            clsync::legacy::argv01::translate(&argv).expect("a line of clsync 0.1")[1..].to_vec();
+    }
     let args: Vec<OsString> = match via {
         Via::Line => given.clone(),
         Via::Block | Via::Import => {
@@ -1052,7 +1063,8 @@ exit $?
 const README_RULES: &[u8] = b"-d^[Dd]ont[Ss]ync$\n+*.*\n";
 
 /// The README's four recommended lines: each starts, and its first sync mirrors the
-/// tree (what the rules leave out excepted).
+/// tree (what the rules leave out excepted). As a block and as an imported profile they
+/// are the classic line each is read as, in the original's (0.4.5) option names.
 #[test]
 fn readme_recommended_configuration() {
     let rsync = String::from_utf8(
@@ -1075,7 +1087,7 @@ fn readme_recommended_configuration() {
         // Syncing only few files from huge file tree (with a great lot of excludes).
         "clsync -l mirror -p -R -d /dev/shm/clsync -I /home/user /home/clsync/bin/clsync-actionscript.sh /home/clsync/clsync-rules".into(),
     ];
-    for line in &lines {
+    for (line, via) in lines.iter().flat_map(|l| VIAS.map(|v| (l, v))) {
         let t = TestDir::new("mig-readme");
         seed(&t.src);
         mkdir_p(&t.s(b"DontSync/deep"));
@@ -1084,7 +1096,7 @@ fn readme_recommended_configuration() {
         actionscript(&t);
         let mut r = start(
             &t,
-            Via::Line,
+            via,
             line,
             &[
                 ("/tmp/fromdir", t.src.clone()),
@@ -1095,7 +1107,10 @@ fn readme_recommended_configuration() {
                 ("/home/clsync/bin", t.root.clone()),
                 ("/home/clsync", t.root.clone()),
             ],
-            Opts::default(),
+            Opts {
+                line01: true,
+                ..Opts::default()
+            },
         );
         let rules = !line.contains("/dev/zero");
         if line.contains(" -I ") {

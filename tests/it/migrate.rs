@@ -1381,3 +1381,102 @@ fn our_clsync_manager_8_examples_run_as_written() {
         mgr.ok(&["stop", name]);
     }
 }
+
+// ---------------------------------------------------------------------------
+// clsync(1), RULES: its rules files as they are written
+// ---------------------------------------------------------------------------
+
+/// clsync(1) RULES, "Syncing pwdb files and sshd_config" in its non-rsync and rsync
+/// forms, and "Syncing /srv/lxc tree (rsync case)": each rules file with the EXAMPLES
+/// line of its kind (the direct mode's `cp --parents` of the authorized_keys example,
+/// rsyncdirect's "Mirroring a directory") and `-R` naming it.
+#[test]
+fn man_rules_files() {
+    let pwdb = ["group", "passwd", "shadow", "ssh", "ssh/sshd_config"];
+    // Everything but the files below a tmp/ and the sessions directories.
+    let lxc = [
+        "X11",
+        "X11/Xsession",
+        "c1",
+        "c1/rootfs",
+        "c1/rootfs/etc",
+        "c1/rootfs/etc/hostname",
+        "c1/rootfs/tmp",
+        "c1/rootfs/var",
+        "c1/rootfs/var/lib",
+        "c1/rootfs/var/lib/php",
+        "group",
+        "hosts",
+        "passwd",
+        "shadow",
+        "ssh",
+        "ssh/ssh_host_key",
+        "ssh/sshd_config",
+    ];
+    let cases: [(&str, &str, &[&str]); 3] = [
+        (
+            "# which files to sync:\n+f^passwd$\n+f^group$\n+f^shadow$\n+f^ssh/sshd_config$\n\n# walk and monitor next directories:\n+W^$\n+W^ssh$\n\n# forbid the rest:\n-*\n",
+            "clsync -Mdirect -Scp -W/mnt/master/home/ -D/home -R/etc/clsync/rules/authorized_files_only -- -Pfp --parents %INCLUDE-LIST% %destination-dir%",
+            &pwdb,
+        ),
+        (
+            "+f^passwd$\n+f^group$\n+f^shadow$\n+f^ssh/sshd_config$\n+d^$\n+d^ssh$\n-*\n",
+            "clsync -Mrsyncdirect -W/path/to/source_dir -D/path/to/destination_dir -R/etc/clsync/rules/authorized_files_only",
+            &pwdb,
+        ),
+        (
+            "-d/sess(ion)?s?$\n-f/tmp/\n+*\n",
+            "clsync -Mrsyncdirect -W/path/to/source_dir -D/path/to/destination_dir -R/etc/clsync/rules/authorized_files_only",
+            &lxc,
+        ),
+    ];
+    for (rules, line, want) in cases {
+        for via in VIAS {
+            let t = TestDir::new("mig-rules");
+            mkdir_p(&t.root.join("rules"));
+            write(
+                &t.root.join("rules/authorized_files_only"),
+                rules.as_bytes(),
+            );
+            for f in [
+                "passwd",
+                "group",
+                "shadow",
+                "hosts",
+                "ssh/sshd_config",
+                "ssh/ssh_host_key",
+                "X11/Xsession",
+                "c1/rootfs/etc/hostname",
+                "c1/rootfs/tmp/scratch",
+                "c1/rootfs/var/lib/php/sessions/sess_1",
+            ] {
+                let p = t.s(f.as_bytes());
+                mkdir_p(p.parent().unwrap());
+                write(&p, f.as_bytes());
+            }
+            let mut r = start(
+                &t,
+                via,
+                line,
+                &[
+                    ("/mnt/master/home", t.src.clone()),
+                    ("/home", t.dst.clone()),
+                    ("/path/to/source_dir", t.src.clone()),
+                    ("/path/to/destination_dir", t.dst.clone()),
+                    ("/etc/clsync/rules", t.root.join("rules")),
+                ],
+                Opts::default(),
+            );
+            let dst = t.dst.clone();
+            r.wait_for("what the rules permit", SYNC_TIMEOUT, || {
+                let got = walkdir(&dst);
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!("{got:?}"))
+                }
+            });
+            r.stop();
+        }
+    }
+}

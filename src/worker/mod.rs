@@ -510,6 +510,11 @@ impl Worker {
                         self.iterations,
                         self.queued()
                     );
+                    // As in the original: the pre-exit hook once the limit is reached.
+                    if let Some(hook) = self.cfg.pre_exit_hook.clone() {
+                        self.status.set("preexit");
+                        self.run_hook(&hook, "preexit", None);
+                    }
                     self.exit = Some(0);
                     return;
                 }

@@ -1480,3 +1480,43 @@ fn man_rules_files() {
         }
     }
 }
+
+/// clsync(1) of the original, --pre-exit-hook: "executed before the last sync iteration
+/// (see --max-iterations, --exit-on-no-events and SIGNALS)"; its sync loop runs the hook
+/// when --max-iterations is reached, then exits.
+#[test]
+fn pre_exit_hook_when_max_iterations_is_reached() {
+    let t = TestDir::new("mig-maxit");
+    seed(&t.src);
+    let hooks = t.root.join("hooks.log");
+    for name in ["stop-here.sh", "start-there.sh"] {
+        script(
+            &t.root.join(name),
+            &format!(
+                "#!/bin/sh\necho \"{name} $* $CLSYNC_STATUS\" >> '{}'\n",
+                hooks.display()
+            ),
+        );
+    }
+    let mut r = start(
+        &t,
+        Via::Line,
+        "clsync -w0 -t0 -T0 --max-iterations=2 --pre-exit-hook=/root/stop-here.sh --exit-hook=/root/start-there.sh -Mrsyncdirect -W/path/to/source_dir -D/path/to/destination_dir",
+        &[
+            ("/path/to/source_dir", t.src.clone()),
+            ("/path/to/destination_dir", t.dst.clone()),
+            ("/root", t.root.clone()),
+        ],
+        Opts::default(),
+    );
+    r.wait_mirrored(&t.src, &t.dst);
+    write(&t.s(b"a/second"), b"the second iteration\n");
+    let st = r.wait_exit();
+    assert_eq!(st.code(), Some(0), "{}", r.context());
+    assert_eq!(
+        read_lossy(&hooks),
+        "stop-here.sh nolabel preexit\nstart-there.sh nolabel exiting\n",
+        "{}",
+        r.context()
+    );
+}

@@ -754,6 +754,16 @@ fn man_atomic_sync() {
     }
 }
 
+/// A helper process of a test, killed when the test ends however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A free TCP port on the loopback.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -781,13 +791,15 @@ fn man_moving_a_web_server() {
             )
             .as_bytes(),
         );
-        let mut daemon = Command::new("rsync")
+        let daemon = Command::new("rsync")
             .args(["--daemon", "--no-detach", "--address=127.0.0.1"])
             .arg(format!("--port={port}"))
             .arg(format!("--config={}", conf.display()))
             .stdin(Stdio::null())
             .spawn()
             .expect("rsync --daemon");
+        // Killed on every way out, a failed assertion included.
+        let mut daemon = KillOnDrop(daemon);
         wait_until(SYNC_TIMEOUT, "the rsync daemon", || {
             std::net::TcpStream::connect(("127.0.0.1", port))
                 .map(drop)
@@ -815,8 +827,8 @@ fn man_moving_a_web_server() {
             Opts::default(),
         );
         let st = r.wait_exit();
-        let _ = daemon.kill();
-        let _ = daemon.wait();
+        let _ = daemon.0.kill();
+        let _ = daemon.0.wait();
         assert_eq!(st.code(), Some(0), "{}", r.context());
         assert_synced_now_filtered(&t.src, &remote.join("www"), "at the other host", &|_, _| {
             false

@@ -12,7 +12,12 @@ path and names that action: walk (`w`, `W`, `d`, `*`), monitor (`m`, `W`, `d`, `
 sync (`s`, `d`, `*`). In the rsync modes walking and syncing cannot be separated (rsync
 descends into what it syncs), so a directory whose walk or sync is excluded is neither
 watched nor synced; one whose monitoring alone is excluded is synced (at start, and when
-an ancestor is synced recursively) but gets no inotify watch. Anything that is not a
+an ancestor is synced recursively) but gets no inotify watch. The modes that hand paths
+to their handler (shell, direct, simple, so) decide the two apart, as the original does
+([`Rules::walk_apart`]): a directory whose walk is permitted and whose sync is not is
+walked (and watched, if monitoring is permitted) but is not itself in the handler's
+lists, so `+w^$`, `+w^[^/]+$`, `+W^[^/]+/.ssh$`, `+f^[^/]+/.ssh/authorized_keys$`, `-*`
+(clsync(1)'s authorized_keys example) hands `cp --parents` the key files alone. Anything that is not a
 directory is typed by `lstat`, as in the original: a regular file is matched by `f` and
 `*` rules, a symlink, device, fifo or socket only by `*` rules.
 
@@ -43,6 +48,18 @@ fn compile(pattern: &str) -> Result<Regex, regex::Error> {
         } else {
             Err(e)
         }
+    })
+}
+
+/// Whether `path` is the null or the zero device (by its device number, through
+/// symlinks): a rules file that holds no rules.
+#[must_use]
+pub(crate) fn is_empty_device(path: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::metadata(path).is_ok_and(|m| {
+        m.file_type().is_char_device()
+            && libc::major(m.rdev()) == 1
+            && matches!(libc::minor(m.rdev()), 3 | 5)
     })
 }
 
@@ -101,6 +118,8 @@ struct Rule {
 #[derive(Debug, Default)]
 pub struct Rules {
     rules: Vec<Rule>,
+    /// A directory's walk and sync are decided apart ([`Rules::walk_apart`]).
+    walk_apart: bool,
 }
 
 /// A rules file that could not be read or parsed; names the file, line and value.
@@ -197,7 +216,21 @@ impl Rules {
                 regex: Matcher::Regex(regex),
             });
         }
-        Ok(Rules { rules })
+        Ok(Rules {
+            rules,
+            walk_apart: false,
+        })
+    }
+
+    /// For the modes that hand paths to their handler (shell, direct, simple, so): a
+    /// directory whose sync is excluded but whose walk is permitted is still walked and
+    /// watched, and left out of the handler's lists only ([`Rules::listed`]). Without it
+    /// (the rsync modes, whose rsync descends into what it syncs) either exclusion leaves
+    /// the directory out.
+    #[must_use]
+    pub(crate) fn walk_apart(mut self, yes: bool) -> Self {
+        self.walk_apart = yes;
+        self
     }
 
     /// Puts gitignore-style `include` and `exclude` globs in front of the rules (includes
@@ -260,14 +293,24 @@ impl Rules {
     }
 
     /// Whether the path (relative, no leading slash) is excluded: for a directory, when
-    /// walking or syncing it is excluded.
+    /// walking or syncing it is excluded (walking alone with [`Rules::walk_apart`]).
     #[must_use]
     pub fn excluded(&self, rel: &[u8], kind: Kind) -> bool {
         match kind {
             Kind::File => !self.permits(rel, |r| r.files),
             Kind::Other => !self.permits(rel, |r| r.other),
-            Kind::Dir => !self.permits(rel, |r| r.walk) || !self.permits(rel, |r| r.sync),
+            Kind::Dir => {
+                !self.permits(rel, |r| r.walk)
+                    || (!self.walk_apart && !self.permits(rel, |r| r.sync))
+            }
         }
+    }
+
+    /// Whether a path goes into the handler's lists: not excluded, and for a directory
+    /// its sync permitted too.
+    #[must_use]
+    pub(crate) fn listed(&self, rel: &[u8], kind: Kind) -> bool {
+        !self.excluded(rel, kind) && (kind != Kind::Dir || self.permits(rel, |r| r.sync))
     }
 
     /// Whether a (not excluded) directory gets an inotify watch.
@@ -335,6 +378,39 @@ mod tests {
         assert!(r.monitored(b"walked"));
         assert!(r.excluded(b"walked", Kind::Dir));
         assert!(r.monitored(b"other") && !r.excluded(b"other", Kind::Dir));
+    }
+
+    /// clsync(1)'s authorized_keys example: in the modes that take paths, a directory
+    /// walked but not synced is entered (and watched where monitoring is permitted)
+    /// without being listed; in the rsync modes it is left out.
+    #[test]
+    fn walk_apart_walks_what_it_does_not_list() {
+        let text = "+w^$\n+w^[^/]+$\n+W^[^/]+/.ssh$\n+f^[^/]+/.ssh/authorized_keys$\n-*";
+        let r = rules(text).walk_apart(true);
+        for dir in [&b""[..], b"alice", b"alice/.ssh"] {
+            assert!(!r.excluded(dir, Kind::Dir), "{dir:?} is walked");
+            assert!(!r.listed(dir, Kind::Dir), "{dir:?} is not listed");
+        }
+        assert!(r.monitored(b"alice/.ssh") && !r.monitored(b"alice"));
+        assert!(
+            r.excluded(b"alice/docs", Kind::Dir),
+            "-* forbids walking the rest"
+        );
+        assert!(r.listed(b"alice/.ssh/authorized_keys", Kind::File));
+        assert!(!r.listed(b"alice/.ssh/id_ed25519", Kind::File));
+        let r = rules(text);
+        assert!(
+            r.excluded(b"alice", Kind::Dir),
+            "rsync modes: sync excluded, left out"
+        );
+    }
+
+    #[test]
+    fn null_and_zero_are_empty_rules_files() {
+        assert!(is_empty_device(Path::new("/dev/null")));
+        assert!(is_empty_device(Path::new("/dev/zero")));
+        assert!(!is_empty_device(Path::new("/dev/urandom")));
+        assert!(!is_empty_device(Path::new("/etc/passwd")));
     }
 
     #[test]

@@ -228,6 +228,9 @@ pub fn build(v: Values, d: Defaults) -> Result<Config, StartError> {
         }
     }
     let (rules_file, rules_inline) = match v.rules {
+        // The original's README names /dev/zero as the rules file of a mirror without
+        // rules: /dev/null and /dev/zero are no rules (reading /dev/zero never ends).
+        Some(RulesFrom::File(f)) if crate::rules::is_empty_device(&f) => (None, None),
         Some(RulesFrom::File(f)) => (Some(f), None),
         Some(RulesFrom::Inline(lines, file)) => (None, Some((lines, file))),
         None => (None, None),

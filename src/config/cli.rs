@@ -23,7 +23,10 @@ use std::time::Duration;
     about = "Live mirror of a directory tree: inotify + rsync",
     after_help = "Short form: clsync [OPTIONS] SRC DST\nClassic form: clsync -M rsyncdirect -W SRC -D DST [OPTIONS]\nExit codes: 0 ok, 1 runtime failure, 2 usage, 3 bad source/destination, 4 rsync not found, 5 tree cannot be watched, 7 split-brain of a failover pair.",
     args_conflicts_with_subcommands = true,
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    // As getopt in the original: an option given again replaces the earlier value
+    // (clsync(1)'s "two directories synchronous" example gives -M twice).
+    args_override_self = true
 )]
 struct Args {
     #[command(subcommand)]
@@ -64,8 +67,8 @@ struct Args {
     /// Write the status (starting, initsync, running, terminating, exiting) to this file
     #[arg(long = "status-file", value_name = "FILE")]
     status_file: Option<PathBuf>,
-    /// Debug level: 0 info, 1 debug, 2 trace [default: 0]
-    #[arg(short = 'd', long = "debug", value_name = "LEVEL")]
+    /// Debug level: 0 info, 1 debug, 2 trace; -d alone: 1 [default: 0]
+    #[arg(short = 'd', long = "debug", value_name = "LEVEL", num_args = 0..=1, default_missing_value = "1")]
     debug: Option<u8>,
     /// Write the pid here; refuse to start if it names a live process
     #[arg(short = 'z', long = "pid-file", value_name = "FILE")]
@@ -573,7 +576,16 @@ where
             _ => parsed.push(a.clone()),
         }
     }
-    Ok((Args::try_parse_from(parsed)?, argv))
+    match Args::try_parse_from(parsed) {
+        Ok(a) => Ok((a, argv)),
+        // A command line of clsync 0.1 (`clsync [OPTIONS] WATCH-DIR HANDLER [RULES
+        // [DEST]]`, the original's README): only tried when today's form refuses it.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Err(e),
+        Err(e) => match crate::legacy::argv01::translate(&argv) {
+            Some(today) => Ok((Args::try_parse_from(&today).map_err(|_| e)?, today)),
+            None => Err(e),
+        },
+    }
 }
 
 /// The worker's configuration from parsed options; `argv` is kept for SIGHUP.
@@ -859,6 +871,12 @@ fn to_config(mut a: Args) -> Result<Config, StartError> {
         let options = layer(a)?;
         return build(options.over(profile), Defaults::PROFILE)
             .map_err(|e| crate::profile_config::in_file(e, &file));
+    }
+    if a.config_file.is_none() && a.config_block.is_some() {
+        // -K alone: the original's files, ~/.clsync.conf or /etc/clsync/clsync.conf.
+        a.config_file = Some(crate::legacy::default_config_file().ok_or_else(|| {
+            usage("-K BLOCK without -H FILE reads ~/.clsync.conf or /etc/clsync/clsync.conf, and neither exists")
+        })?);
     }
     match a.config_file.take() {
         Some(f) if f.as_os_str() != crate::legacy::NULL_CONFIG => {

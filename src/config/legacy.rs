@@ -65,6 +65,7 @@ Why it is shaped this way (the original's behaviour is taken from its source, `m
 - Errors are one line, `FILE:LINE: message`, quoting the offending value.
 */
 
+pub mod argv01;
 mod import;
 mod options;
 mod reader;
@@ -78,6 +79,19 @@ use std::path::PathBuf;
 
 /// The file name that means "no configuration file" (`--config-file=/NULL/`).
 pub const NULL_CONFIG: &str = "/NULL/";
+
+/// The configuration file the original reads when `-K` is given without `-H`:
+/// `~/.clsync.conf` if it exists, else `/etc/clsync/clsync.conf` if it exists
+/// (Debian's clsync@.service runs `clsync -K %i`).
+#[must_use]
+pub fn default_config_file() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".clsync.conf"));
+    home.into_iter()
+        .chain([PathBuf::from("/etc/clsync/clsync.conf")])
+        .find(|p| p.exists())
+}
 
 /// One `[block]` of an original configuration file, converted.
 #[derive(Debug, Clone, PartialEq)]

@@ -447,6 +447,7 @@ impl Config {
             (None, Some((lines, file))) => Rules::parse(&lines.join("\n"), file)?,
             (None, None) => Rules::none(),
         };
+        let rules = rules.walk_apart(!self.mode.is_rsync());
         match &self.globs {
             Some((include, exclude, file)) => rules.with_globs(include, exclude, file),
             None => Ok(rules),

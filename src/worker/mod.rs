@@ -519,6 +519,11 @@ impl Worker {
                         self.iterations,
                         self.queued()
                     );
+                    // As in the original: the pre-exit hook once the limit is reached.
+                    if let Some(hook) = self.cfg.pre_exit_hook.clone() {
+                        self.status.set("preexit");
+                        self.run_hook(&hook, "preexit", None);
+                    }
                     self.exit = Some(0);
                     return;
                 }
@@ -529,8 +534,20 @@ impl Worker {
                 {
                     self.drain();
                     if self.queued() == 0 && self.exit.is_none() {
-                        info!("exit-on-no-events: nothing left to sync; exiting");
-                        self.exit = Some(0);
+                        let Some(hook) = self.cfg.pre_exit_hook.clone() else {
+                            info!("exit-on-no-events: nothing left to sync; exiting");
+                            self.exit = Some(0);
+                            return;
+                        };
+                        // As in the original: the pre-exit hook, then one more sync of
+                        // what changed meanwhile (clsync(1)'s "Moving a web-server").
+                        info!("exit-on-no-events: nothing left to sync; the pre-exit hook, a last sync, then exit");
+                        self.status.set("preexit");
+                        self.run_hook(&hook, "preexit", None);
+                        self.status.set("terminating");
+                        self.phase = Phase::Stopping {
+                            final_started: false,
+                        };
                         return;
                     }
                 }

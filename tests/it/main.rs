@@ -20,6 +20,7 @@ mod failover;
 mod failures;
 mod lifecycle;
 mod limits;
+mod migrate;
 mod mirror;
 mod modes;
 mod no_panic;

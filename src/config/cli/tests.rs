@@ -17,6 +17,65 @@ fn classic_form_keeps_the_original_defaults() {
     assert_eq!(c.dst, PathBuf::from("/b"));
 }
 
+/// As getopt in the original: an option given again replaces the earlier value
+/// (clsync(1)'s "Making two directories synchronous" gives -M twice).
+#[test]
+fn an_option_given_again_replaces_the_earlier_value() {
+    let c = parse([
+        "clsync",
+        "-Mshell",
+        "-Mrsyncdirect",
+        "-W/a",
+        "-D/b",
+        "-w1",
+        "-w2",
+    ])
+    .unwrap();
+    assert_eq!(c.mode, crate::sync::handler::Mode::RsyncDirect);
+    assert_eq!(c.delays.sync, Duration::from_secs(2));
+}
+
+/// The original's -d takes its level attached or not at all (`-d5`, `-d -d`).
+#[test]
+fn debug_without_a_level() {
+    assert_eq!(
+        parse(["clsync", "-d", "-Mrsyncdirect", "-W/a", "-D/b"])
+            .unwrap()
+            .debug,
+        1
+    );
+    assert_eq!(parse(["clsync", "-d5", "-W/a", "-D/b"]).unwrap().debug, 5);
+    assert_eq!(parse(["clsync", "-d", "2", "/a", "/b"]).unwrap().debug, 2);
+}
+
+/// The original README's recommended lines, in clsync 0.1's form.
+#[test]
+fn command_lines_of_clsync_0_1() {
+    let c = parse([
+        "clsync",
+        "-R2",
+        "-d",
+        "/l",
+        "/a",
+        "/usr/bin/rsync",
+        "/dev/zero",
+        "/b",
+    ])
+    .unwrap();
+    assert_eq!(c.mode, crate::sync::handler::Mode::RsyncDirect);
+    assert_eq!(
+        (c.src.as_path(), c.dst.as_path()),
+        (std::path::Path::new("/a"), std::path::Path::new("/b"))
+    );
+    assert_eq!(c.lists_dir, Some(PathBuf::from("/l")));
+    assert_eq!(c.rules_file, None, "/dev/zero: no rules");
+    // Today's message for a line that is not 0.1's.
+    assert!(parse(["clsync", "-d", "x", "/a", "/b"])
+        .unwrap_err()
+        .to_string()
+        .contains("invalid value 'x'"));
+}
+
 #[test]
 fn unimplemented_things_are_errors() {
     assert!(parse(["clsync", "-M", "shell", "-W/a", "-D/b"])

@@ -18,6 +18,9 @@ impl Handler {
         let mut trees = Vec::new();
         for e in entries {
             if !e.recursive {
+                if !rules.is_empty() && !self.listed_dir(&e.path, rules) {
+                    continue;
+                }
                 *paths.entry(e.path.clone()).or_default() |= e.mask;
             } else if self.cfg.have_recursive_sync {
                 trees.push(e.path.clone());
@@ -43,7 +46,9 @@ impl Handler {
             *out.entry(rel.to_vec()).or_default() |= mask;
             return;
         };
-        *out.entry(rel.to_vec()).or_default() |= mask | MASK_FOUND_DIR;
+        if rules.is_empty() || rules.listed(rel, Kind::of(m.file_type())) {
+            *out.entry(rel.to_vec()).or_default() |= mask | MASK_FOUND_DIR;
+        }
         let dev = m.dev();
         let mut stack = vec![rel.to_vec()];
         while let Some(dir) = stack.pop() {
@@ -63,7 +68,9 @@ impl Handler {
                     continue;
                 }
                 if ft.is_dir() {
-                    *out.entry(child.clone()).or_default() |= MASK_FOUND_DIR;
+                    if rules.is_empty() || rules.listed(&child, kind) {
+                        *out.entry(child.clone()).or_default() |= MASK_FOUND_DIR;
+                    }
                     let same_fs =
                         !self.cfg.one_file_system || ent.metadata().is_ok_and(|m| m.dev() == dev);
                     if same_fs {
@@ -73,6 +80,15 @@ impl Handler {
                     *out.entry(child).or_default() |= MASK_FOUND;
                 }
             }
+        }
+    }
+
+    /// False for a directory the rules walk but do not sync (its events are not the
+    /// handler's); true for anything else, a path gone since included.
+    fn listed_dir(&self, rel: &[u8], rules: &Rules) -> bool {
+        match std::fs::symlink_metadata(abs_path(&self.cfg.src, rel)) {
+            Ok(m) if m.is_dir() => rules.listed(rel, Kind::Dir),
+            _ => true,
         }
     }
 

@@ -1370,7 +1370,10 @@ fn our_clsync_manager_8_examples_run_as_written() {
             );
             assert_eq!(
                 (said.code(), said.stdout.trim()),
-                (Some(0), format!("{name}: ok").as_str()),
+                (
+                    Some(0),
+                    format!("{name}: ok ({} -> {})", t.src.display(), t.dst.display()).as_str()
+                ),
                 "clsync check {c} -> {name}: {}",
                 said.describe()
             );

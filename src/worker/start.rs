@@ -475,6 +475,7 @@ fn assemble(p: Parts) -> Worker {
         failed: false,
         reporter,
         progress_at: None,
+        start_progress: super::progress::StartProgress::new(super::progress::Timing::from_env()),
         verify_at: None,
         open_files: Default::default(),
         events: 0,

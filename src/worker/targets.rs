@@ -76,7 +76,11 @@ impl Worker {
 
     /// Starts a batch for destination `t`.
     pub(super) fn start(&mut self, t: usize, batch: Batch) {
-        if batch.is_full() {
+        if !self.ready && (batch.initial || (batch.is_full() && !batch.verify)) {
+            // The start-up's progress lines (progress.rs).
+            let first = (self.start_progress).first_at(self.started, Instant::now());
+            self.progress_at = Some(self.progress_at.map_or(first, |t| t.min(first)));
+        } else if batch.is_full() {
             self.progress_at = Some(Instant::now() + PROGRESS_EVERY);
         }
         debug!(
@@ -148,6 +152,7 @@ impl Worker {
                 result: Err(format!("cannot write the list files: {e}")),
                 code: None,
                 itemized: None,
+                progress: None,
             }),
         };
         if let Some(f) = f {
@@ -162,6 +167,7 @@ impl Worker {
     }
 
     pub(super) fn finish_batch(&mut self, f: Finished) {
+        self.startup_progress_done(&f);
         let now = Instant::now();
         let full = f.batch.is_full();
         let n = f.batch.entries.len();
@@ -170,7 +176,8 @@ impl Worker {
         let verify = f.batch.verify;
         // The warm start's initial sync (what differs from the index).
         let initial = f.batch.initial;
-        if full {
+        // Another destination's full sync may still run: it keeps its lines.
+        if full && !self.runner.busy() {
             self.progress_at = None;
         }
         if let (0, Some(l)) = (ti, &mut self.pair) {

@@ -183,6 +183,11 @@ pub(super) fn thousands(n: u64) -> String {
     out
 }
 
+/// `1 path`, `1,234 paths`.
+fn paths(n: u64) -> String {
+    format!("{} path{}", thousands(n), if n == 1 { "" } else { "s" })
+}
+
 /// Bytes in binary units: `512 B`, `1.2 KiB`, `3.4 GiB`.
 pub(super) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -229,7 +234,7 @@ impl Worker {
             let what = if b.is_full() {
                 "the whole tree".to_string()
             } else {
-                format!("{} paths from the index", thousands(b.entries.len() as u64))
+                format!("{} from the index", paths(b.entries.len() as u64))
             };
             let desc = if let Some(rec) = job.record.as_deref().and_then(Record::parse) {
                 let rate = self.start_progress.rate(job.tag, now, job.began, rec.bytes);
@@ -244,9 +249,9 @@ impl Worker {
             } else {
                 let queued = self.targets[job.tag].batcher.len();
                 format!(
-                    "{what} handed over to {}, {} paths queued since, {elapsed} s",
+                    "{what} handed over to {}, {} queued since, {elapsed} s",
                     self.runner.name(),
-                    thousands(queued as u64)
+                    paths(queued as u64)
                 )
             };
             lines.push((desc, to));

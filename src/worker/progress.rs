@@ -205,12 +205,38 @@ pub(super) fn bytes(n: u64) -> String {
 
 /// The bytes a process has read so far (`rchar` of `/proc/PID/io`): for rsync run by the
 /// worker, the sender, that is the source's data read. None when it cannot be read (gone,
-/// another user's, a confinement without `/proc`).
+/// another user's, or inside the sandbox: it grants no `/proc`, and reading the progress
+/// is no reason to widen it).
 fn read_bytes(pid: nix::unistd::Pid) -> Option<u64> {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
     io.lines()
         .find_map(|l| l.strip_prefix("rchar:"))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The progress callback of the warm start's compare with the index (a walk of the whole
+/// source, before any rsync): `initial sync: comparing with the index: N paths compared
+/// (M in the index), 12 s` on the start-up's schedule. It runs in the loop's thread, so it tells
+/// itself.
+pub(super) fn comparing(
+    started: Instant,
+    timing: Timing,
+    to: &str,
+) -> impl FnMut(usize, usize) + '_ {
+    let mut next = started + timing.after;
+    move |compared, indexed| {
+        let now = Instant::now();
+        if now < next {
+            return;
+        }
+        next = now + timing.every;
+        info!(
+            "initial sync: comparing with the index: {} paths compared ({} in the index), {} s{to}",
+            thousands(compared as u64),
+            thousands(indexed as u64),
+            now.saturating_duration_since(started).as_secs()
+        );
+    }
 }
 
 impl Worker {

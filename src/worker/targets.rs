@@ -386,6 +386,11 @@ impl Worker {
     /// sync runs.
     fn warm(&mut self, t: usize) -> Result<crate::delivered::warm::Differences, String> {
         let loaded = self.targets[t].index_loaded.take();
+        let to_dest = if self.targets.len() > 1 {
+            format!(" to {}", self.targets[t].name)
+        } else {
+            String::new()
+        };
         if t == 0 && self.pair.is_some() {
             return Err("a failover pair's peer".into());
         }
@@ -417,8 +422,13 @@ impl Worker {
         if let Some(why) = rec.unusable(&ix.identity_now()) {
             return Err(why);
         }
-        let d = crate::delivered::warm::compare(&self.src, self.watcher.rules(), rec)
-            .map_err(|e| format!("cannot compare {} with the index: {e}", self.src.display()))?;
+        let d = crate::delivered::warm::compare_reporting(
+            &self.src,
+            self.watcher.rules(),
+            rec,
+            &mut progress::comparing(self.started, self.start_progress.timing, &to_dest),
+        )
+        .map_err(|e| format!("cannot compare {} with the index: {e}", self.src.display()))?;
         if d.too_many() {
             return Err(format!(
                 "{} of {} indexed paths differ, over 25 %",

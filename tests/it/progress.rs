@@ -275,3 +275,30 @@ fn a_quick_start_logs_no_progress_line() {
     );
     assert_eq!(progress_lines(&log), Vec::<String>::new(), "{log}");
 }
+
+/// A warm start compares the source with the index before any rsync: on a big tree that
+/// walk is part of the start-up, and tells how far it is (here at its 4,096th entry of
+/// 10,000, the threshold being zero).
+///
+/// Failed before: the compare said nothing until its result (`from the index (…)`).
+#[test]
+fn the_compare_with_the_index_tells_how_far_it_is() {
+    let t = TestDir::new("progress-compare");
+    for d in 0..20 {
+        common::mkdir(&t.s(format!("d{d}").as_bytes()));
+        for f in 0..500 {
+            common::write(&t.s(format!("d{d}/f{f}").as_bytes()), b"x");
+        }
+    }
+    let index = t.root.join("index");
+    let first = Run::start(&t, None, &["--index-dir", index.to_str().unwrap()]).finish();
+    assert!(first.contains("initial sync: full (no index)"), "{first}");
+    common::write(&t.s(b"d0/new"), b"new");
+    let log = Run::start(&t, Some("0,50"), &["--index-dir", index.to_str().unwrap()]).finish();
+    assert!(
+        log.contains("initial sync: comparing with the index: 4,096 paths compared ("),
+        "{log}"
+    );
+    assert!(log.contains("initial sync: from the index ("), "{log}");
+    common::assert_synced_now(&t.src, &t.dst, "after the warm start");
+}

@@ -78,7 +78,7 @@ impl Worker {
     pub(super) fn start(&mut self, t: usize, batch: Batch) {
         if !self.ready && (batch.initial || (batch.is_full() && !batch.verify)) {
             // The start-up's progress lines (progress.rs).
-            let first = (self.start_progress).first_at(self.started, Instant::now());
+            let first = self.start_progress.first_at(self.started, Instant::now());
             self.progress_at = Some(self.progress_at.map_or(first, |t| t.min(first)));
         } else if batch.is_full() {
             self.progress_at = Some(Instant::now() + PROGRESS_EVERY);

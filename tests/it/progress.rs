@@ -302,3 +302,68 @@ fn the_compare_with_the_index_tells_how_far_it_is() {
     assert!(log.contains("initial sync: from the index ("), "{log}");
     common::assert_synced_now(&t.src, &t.dst, "after the warm start");
 }
+
+/// Two destinations sync in parallel, each with its own line (` to DST`), each telling
+/// its own rsync's numbers: the first runs to its totals while the second is held (its
+/// lines say the whole tree, with no record yet), then the second ends at its totals too.
+///
+/// Failed before: no start-up lines (and the runner kept one progress record for all
+/// runs, so two destinations' numbers would have mixed).
+#[test]
+fn each_destination_tells_its_own_progress() {
+    let t = TestDir::new("progress-two");
+    tree(&t.src);
+    let dst2 = t.root.join("dst2");
+    common::mkdir(&dst2);
+    let go = t.root.join("go");
+    let script = t.root.join("handler");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *'{}'*) while [ ! -e '{}' ]; do sleep 0.05; done;; esac\nexec rsync --bwlimit=1000 \"$@\"\n",
+            dst2.display(),
+            go.display()
+        ),
+    )
+    .unwrap();
+    common::chmod(&script, 0o755);
+    let args: Vec<std::ffi::OsString> = vec![
+        "--progress=yes".into(),
+        "-S".into(),
+        script.into(),
+        "-W".into(),
+        t.src.clone().into(),
+        "-D".into(),
+        t.dst.clone().into(),
+        "-D".into(),
+        dst2.clone().into(),
+    ];
+    let run = Run::start_raw(&t, Some("200,200"), &args);
+    let to1 = format!(" to {}", t.dst.display());
+    let to2 = format!(" to {}", dst2.display());
+    wait_until(TIMEOUT, "the first destination at its totals", || {
+        progress_lines(&run.log())
+            .iter()
+            .any(|l| l.starts_with("21 of 21 paths, 1.9 MiB of 1.9 MiB, ") && l.ends_with(&to1))
+            .then_some(())
+            .ok_or_else(|| run.log())
+    });
+    let held = progress_lines(&run.log());
+    let second: Vec<&String> = held.iter().filter(|l| l.ends_with(&to2)).collect();
+    assert!(
+        !second.is_empty() && second.iter().all(|l| l.starts_with("the whole tree, ")),
+        "the held destination has lines of its own, without numbers of the other's:\n{}",
+        run.log()
+    );
+    common::write(&go, b"");
+    let log = run.finish();
+    let last2 = progress_lines(&log)
+        .into_iter()
+        .rfind(|l| l.ends_with(&to2))
+        .unwrap();
+    assert!(
+        last2.starts_with("21 of 21 paths, 1.9 MiB of 1.9 MiB, "),
+        "the second ends at its totals: {last2}\n{log}"
+    );
+    common::assert_synced_now(&t.src, &dst2, "the second destination");
+}

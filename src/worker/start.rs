@@ -213,8 +213,17 @@ fn watch(
     started: Instant,
     reporter: &mut crate::report::Reporter,
 ) -> Result<(Watcher, Changes), StartError> {
+    // The start-up's schedule (worker/progress.rs): once it has run a while, every few
+    // seconds.
+    let timing = super::progress::Timing::from_env();
+    let mut next = started + timing.after;
     let (watcher, init) =
         Watcher::new(src, rules, cfg.one_file_system, cfg.monitor, &mut |dirs| {
+            let now = Instant::now();
+            if now < next {
+                return;
+            }
+            next = now + timing.every;
             info!(
                 "setting watches: {dirs} directories so far ({:.0}s)",
                 started.elapsed().as_secs_f64()

@@ -367,3 +367,35 @@ fn each_destination_tells_its_own_progress() {
     );
     common::assert_synced_now(&t.src, &dst2, "the second destination");
 }
+
+/// The watch set-up of a big tree tells the directories watched so far on the same
+/// schedule (here from the start, every 1,024 directories of 3,000).
+///
+/// Failed before: the set-up told only every 5 s of its own, whatever the start-up's.
+#[test]
+fn the_watch_set_up_tells_the_directories_watched() {
+    let t = TestDir::new("progress-watch");
+    for a in 0..30 {
+        for b in 0..100 {
+            common::mkdir_p(&t.s(format!("a{a}/b{b}").as_bytes()));
+        }
+    }
+    let log = Run::start(&t, Some("0,1"), &[]).finish();
+    let counts: Vec<u64> = log
+        .lines()
+        .filter_map(|l| {
+            l.split_once("setting watches: ")?
+                .1
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(!counts.is_empty(), "{log}");
+    assert!(
+        counts.windows(2).all(|w| w[1] > w[0]) && counts.iter().all(|&n| n <= 3031),
+        "{counts:?}\n{log}"
+    );
+    assert!(log.contains("watching 3031 directories"), "{log}");
+}

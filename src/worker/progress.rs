@@ -8,7 +8,7 @@ src/watch/); this module makes the lines of the initial sync that follows, one p
 destination every [`Timing::every`]:
 
 ```text
-initial sync: 41,230 of 200,000 paths, 1.2 GiB of ~3.4 GiB, 18.0 MiB/s, 12 s
+initial sync: 41,230 of 200,000 paths, 1.2 GiB of ~3.4 GiB, 18.0 MiB/s, 0:02:10 left, 12 s
 ```
 
 Only what the worker knows already goes in, so that a small tree is not made slower:
@@ -106,10 +106,12 @@ impl StartProgress {
 
 /// An `--info=progress2` record, read: `1,234,567  45%  12.34MB/s  0:00:12 (xfr#12,
 /// to-chk=100/2000)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Record {
     pub(super) bytes: u64,
     pub(super) percent: u64,
+    /// rsync's estimate of the time left (`0:00:12`).
+    pub(super) left: Option<String>,
     /// Paths checked and those known so far (`to-chk` / `ir-chk`), when told.
     pub(super) paths: Option<(u64, u64)>,
     /// Incremental recursion still reads the tree (`ir-chk`): the total grows.
@@ -121,9 +123,15 @@ impl Record {
         let mut f = rec.split_whitespace();
         let bytes = f.next()?.replace(',', "").parse().ok()?;
         let percent = f.next()?.strip_suffix('%')?.parse().ok()?;
+        let _rate = f.next();
+        let left = f
+            .next()
+            .filter(|t| t.contains(':') && t.bytes().all(|b| b == b':' || b.is_ascii_digit()))
+            .map(str::to_string);
         let mut r = Record {
             bytes,
             percent,
+            left,
             paths: None,
             scanning: false,
         };
@@ -167,6 +175,14 @@ impl Record {
             None => {}
         }
         s
+    }
+
+    /// `, 0:01:54 left` while rsync can tell (the tree read, not done yet).
+    fn left(&self) -> String {
+        match &self.left {
+            Some(l) if !self.scanning && self.percent < 100 => format!(", {l} left"),
+            _ => String::new(),
+        }
     }
 }
 
@@ -264,7 +280,12 @@ impl Worker {
             };
             let desc = if let Some(rec) = job.record.as_deref().and_then(Record::parse) {
                 let rate = self.start_progress.rate(job.tag, now, job.began, rec.bytes);
-                format!("{}, {}/s, {elapsed} s", rec.describe(), bytes(rate as u64))
+                format!(
+                    "{}, {}/s{}, {elapsed} s",
+                    rec.describe(),
+                    bytes(rate as u64),
+                    rec.left()
+                )
             } else if let Some(read) = job.pid.filter(|_| own_rsync).and_then(read_bytes) {
                 let rate = self.start_progress.rate(job.tag, now, job.began, read);
                 format!(
@@ -331,17 +352,20 @@ mod tests {
             Record {
                 bytes: 1_000_000,
                 percent: 50,
+                left: Some("0:00:01".into()),
                 paths: Some((11, 22)),
                 scanning: false
             }
         );
         assert_eq!(r.describe(), "11 of 22 paths, 976.6 KiB of ~1.9 MiB");
+        assert_eq!(r.left(), ", 0:00:01 left");
         let r =
             Record::parse("32,768   0%    0.00kB/s    0:00:00 (xfr#1, ir-chk=1009/1011)").unwrap();
         assert_eq!(r.describe(), "2 of 1,011 paths found so far, 32.0 KiB");
         let r =
             Record::parse("2,000,000 100%  492.47kB/s    0:00:03 (xfr#20, to-chk=0/22)").unwrap();
         assert_eq!(r.describe(), "22 of 22 paths, 1.9 MiB of 1.9 MiB");
+        assert_eq!(r.left(), "");
         assert_eq!(Record::parse("odd"), None);
     }
 

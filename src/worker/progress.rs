@@ -3,8 +3,9 @@ Start-up progress: a person who starts the worker on a big tree learns every few
 how far the start-up is, once it has run for more than a few seconds; a start that ends
 sooner prints nothing of it.
 
-The watch set-up reports the directories watched so far itself (`setting watches: …`,
-src/watch/); this module makes the lines of the initial sync that follows, one per
+Three stages, one schedule ([`Timing`]): the watch set-up (`setting watches: N
+directories so far`, start.rs, the scan calling back every 1,024 directories), a warm
+start's compare with the index ([`comparing`]), and the initial sync, one line per
 destination every [`Timing::every`]:
 
 ```text
@@ -232,8 +233,8 @@ fn read_bytes(pid: nix::unistd::Pid) -> Option<u64> {
 
 /// The progress callback of the warm start's compare with the index (a walk of the whole
 /// source, before any rsync): `initial sync: comparing with the index: N paths compared
-/// (M in the index), 12 s` on the start-up's schedule. It runs in the loop's thread, so it tells
-/// itself.
+/// (M in the index), 12 s` on the start-up's schedule. It runs in the loop's thread, so
+/// it tells itself.
 pub(super) fn comparing(
     started: Instant,
     timing: Timing,

@@ -72,8 +72,10 @@ pub(super) struct StartProgress {
     pub(super) timing: Timing,
     /// A line was printed: the end of each initial sync gets its totals.
     pub(super) shown: bool,
+    /// The last line (the first destination's), for the state (`progress`).
+    pub(super) last: Option<String>,
     /// The last sample of each destination's bytes (for the rate), and when.
-    last: HashMap<usize, (Instant, u64)>,
+    samples: HashMap<usize, (Instant, u64)>,
 }
 
 impl StartProgress {
@@ -81,7 +83,8 @@ impl StartProgress {
         StartProgress {
             timing,
             shown: false,
-            last: HashMap::new(),
+            last: None,
+            samples: HashMap::new(),
         }
     }
 
@@ -94,8 +97,8 @@ impl StartProgress {
 
     /// The bytes rate since the last sample of destination `tag` (or since `began`).
     fn rate(&mut self, tag: usize, now: Instant, began: Instant, bytes: u64) -> f64 {
-        let (t0, b0) = self.last.get(&tag).copied().unwrap_or((began, 0));
-        self.last.insert(tag, (now, bytes));
+        let (t0, b0) = self.samples.get(&tag).copied().unwrap_or((began, 0));
+        self.samples.insert(tag, (now, bytes));
         let dt = now.saturating_duration_since(t0).as_secs_f64();
         if dt <= 0.0 {
             0.0
@@ -305,6 +308,9 @@ impl Worker {
             lines.push((desc, to));
         }
         let report = lines.first().map(|(d, _)| d.clone());
+        if report.is_some() {
+            self.start_progress.last.clone_from(&report);
+        }
         for (desc, to) in lines {
             info!("initial sync: {desc}{to}");
             self.start_progress.shown = true;

@@ -399,3 +399,32 @@ fn the_watch_set_up_tells_the_directories_watched() {
     );
     assert!(log.contains("watching 3031 directories"), "{log}");
 }
+
+/// The worker's state (SIGUSR1's `state:` line, the dump, the supervisor's report) holds
+/// the last progress line while a long start-up runs: `clsync-manager status` and a dump
+/// say how far it is too.
+///
+/// Failed before: the state had no `progress` key.
+#[test]
+fn the_state_tells_the_progress_of_a_long_start() {
+    let t = TestDir::new("progress-state");
+    common::write(&t.s(b"a"), b"a");
+    let (script, go) = gated(&t, "exec rsync");
+    let run = Run::start(&t, Some("200,200"), &["-S", script.to_str().unwrap()]);
+    wait_until(TIMEOUT, "a progress line while the handler waits", || {
+        (!progress_lines(&run.log()).is_empty())
+            .then_some(())
+            .ok_or_else(|| run.log())
+    });
+    let pid = nix::unistd::Pid::from_raw(run.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+    wait_until(TIMEOUT, "the state with the progress", || {
+        run.log()
+            .lines()
+            .any(|l| l.contains("state: {") && l.contains(r#""progress":"the whole tree"#))
+            .then_some(())
+            .ok_or_else(|| run.log())
+    });
+    common::write(&go, b"");
+    run.finish();
+}

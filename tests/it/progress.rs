@@ -17,8 +17,8 @@ use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A worker started with the progress timing in its environment (the common helpers
-/// give it none); `--only-initialsync`: it exits once ready.
+/// A worker started with the progress timing in its environment (common::Worker
+/// passes none); `--only-initialsync`: it exits once ready.
 struct Run {
     child: Child,
     log: PathBuf,

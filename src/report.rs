@@ -132,6 +132,10 @@ pub struct State {
     pub last_error: Option<String>,
     pub last_sync_unix: Option<f64>,
     pub phase: Phase,
+    /// While a long start-up runs: its last progress line (src/worker/progress.rs);
+    /// absent otherwise, and in the reports of a worker before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
     /// The most paths waiting for any destination.
     pub queued: usize,
     pub ready: bool,
@@ -277,6 +281,7 @@ mod tests {
             last_error: None,
             last_sync_unix: Some(1_700_000_000.125),
             phase: Phase::Running,
+            progress: None,
             queued: 3,
             ready: true,
             running_syncs: 0,

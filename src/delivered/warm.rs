@@ -52,11 +52,23 @@ impl Differences {
 
 /// Compares the tree at `src` (below what `rules` exclude, not following symlinks) with
 /// `rec`, consumed on the way (its memory is given back as the walk goes).
-pub fn compare(
+#[cfg(test)]
+pub fn compare(src: &Path, rules: &crate::rules::Rules, rec: Record) -> io::Result<Differences> {
+    compare_reporting(src, rules, rec, &mut |_, _| {})
+}
+
+/// How many source entries are compared between two calls of the progress callback.
+const PROGRESS_STEP: usize = 4096;
+
+/// [`compare`], calling `progress(compared, indexed)` every few thousand entries (the
+/// start-up's progress lines on a big tree; the callback decides whether to tell).
+pub fn compare_reporting(
     src: &Path,
     rules: &crate::rules::Rules,
     mut rec: Record,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> io::Result<Differences> {
+    let mut compared = 0usize;
     let mut d = Differences {
         indexed: rec.paths.values().filter(|m| m.kind != DELETED).count(),
         ..Differences::default()
@@ -78,6 +90,10 @@ pub fn compare(
         };
         for ent in rd.flatten() {
             use std::os::unix::ffi::OsStrExt;
+            compared += 1;
+            if compared % PROGRESS_STEP == 0 {
+                progress(compared, d.indexed);
+            }
             let mut rel = dir.clone();
             if !rel.is_empty() {
                 rel.push(b'/');

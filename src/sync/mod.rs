@@ -139,4 +139,6 @@ pub struct Finished {
     pub code: Option<i32>,
     /// What its runs itemized, when they were asked to (`Exec::itemize`).
     pub itemized: Option<Itemized>,
+    /// The last `--info=progress2` record of its run (the totals), when it printed them.
+    pub progress: Option<String>,
 }

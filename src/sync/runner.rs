@@ -65,11 +65,27 @@ struct Job {
     timed_out: Option<Instant>,
     /// What the batch's steps itemized, summed.
     itemized: Option<Itemized>,
+    /// The latest progress record of its run that prints one (kept after the run's
+    /// end: the last one holds the totals).
+    progress: Arc<std::sync::Mutex<Option<String>>>,
+    /// When the batch started (its first step).
+    began: Instant,
+}
+
+/// A running batch as the worker's progress lines see it ([`Runner::jobs`]).
+pub struct JobView<'a> {
+    /// The caller's tag (the destination).
+    pub tag: usize,
+    pub batch: &'a Batch,
+    /// The latest `--info=progress2` record of its run, if it prints them.
+    pub record: Option<String>,
+    /// The process group of its current step (None for a call, or between steps).
+    pub pid: Option<Pid>,
+    /// When the batch started.
+    pub began: Instant,
 }
 
 pub struct Runner {
-    /// The latest progress record of a run that prints one.
-    progress: Arc<std::sync::Mutex<Option<String>>>,
     cfg: RunConfig,
     tx: Sender<Done>,
     rx: Receiver<Done>,
@@ -115,8 +131,9 @@ fn read_stderr(err: std::process::ChildStderr, name: &str) -> Option<String> {
 }
 
 /// Reads a run's output: keeps the latest `--info=progress2` record (they end with `\r`
-/// and hold a `%`) for [`Runner::progress`], and counts the other lines (`rsync -i`'s
-/// itemized changes), keeping the first few.
+/// and hold a `%`) for [`Runner::progress`] and [`Runner::jobs`] (the last one stays
+/// after the run's end: it holds the totals, for [`Finished::progress`]), and counts the
+/// other lines (`rsync -i`'s itemized changes), keeping the first few.
 fn read_output(
     mut out: std::process::ChildStdout,
     latest: &std::sync::Mutex<Option<String>>,
@@ -130,10 +147,6 @@ fn read_output(
     }
     while let Ok(n) = out.read(&mut buf) {
         if n == 0 {
-            // The run is over: its progress is no news any more.
-            if let Ok(mut l) = latest.lock() {
-                *l = None;
-            }
             break;
         }
         for &b in &buf[..n] {
@@ -219,7 +232,6 @@ impl Runner {
     pub fn new(cfg: RunConfig, waker: Arc<Waker>) -> Self {
         let (tx, rx) = channel();
         Runner {
-            progress: Default::default(),
             cfg,
             tx,
             rx,
@@ -239,7 +251,25 @@ impl Runner {
 
     /// The latest progress record of a running full rsync (`--info=progress2`).
     pub fn progress(&self) -> Option<String> {
-        self.progress.lock().ok().and_then(|p| p.clone())
+        self.jobs
+            .iter()
+            .find_map(|j| j.progress.lock().ok().and_then(|p| p.clone()))
+    }
+
+    /// The running batches, with what is known of their progress.
+    pub fn jobs(&self) -> impl Iterator<Item = JobView<'_>> {
+        self.jobs.iter().map(|j| JobView {
+            tag: j.tag,
+            batch: &j.batch,
+            record: j.progress.lock().ok().and_then(|p| p.clone()),
+            pid: j.pid,
+            began: j.began,
+        })
+    }
+
+    /// What the runs are called in messages ("rsync", "sync handler /x").
+    pub fn name(&self) -> &str {
+        &self.cfg.name
     }
 
     /// True while any batch runs.
@@ -272,6 +302,8 @@ impl Runner {
             started: Instant::now(),
             timed_out: None,
             itemized: None,
+            progress: Default::default(),
+            began: Instant::now(),
         });
         self.next_step(self.next_id)
     }
@@ -348,7 +380,7 @@ impl Runner {
                         #[allow(clippy::cast_possible_wrap)]
                         let pid = Pid::from_raw(child.id() as i32);
                         let reader = child.stdout.take().map(|out| {
-                            let latest = self.progress.clone();
+                            let latest = self.jobs[i].progress.clone();
                             std::thread::spawn(move || read_output(out, &latest))
                         });
                         let said = child.stderr.take().map(|err| {
@@ -411,12 +443,14 @@ impl Runner {
                 let _ = std::fs::remove_file(f);
             }
         }
+        let progress = job.progress.lock().ok().and_then(|mut p| p.take());
         Some(Finished {
             tag: job.tag,
             batch: job.batch,
             result,
             code,
             itemized: job.itemized,
+            progress,
         })
     }
 

@@ -35,9 +35,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// How often the first scan of a big tree reports its progress.
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
 const MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::DELETE)
     .union(WatchMask::MODIFY)
@@ -85,8 +82,8 @@ pub struct InotifyWatcher {
 
 impl InotifyWatcher {
     /// Watches the tree below `root`; returns the watcher and the paths the rules exclude
-    /// (for the initial sync). `progress` gets the number of watched directories every few
-    /// seconds while that takes long (a tree of millions).
+    /// (for the initial sync). `progress` gets the number of watched directories every
+    /// 1,024 directories scanned (it decides when to tell: a tree of millions takes long).
     pub fn new(
         root: &Path,
         rules: Rules,
@@ -340,17 +337,13 @@ impl InotifyWatcher {
     ) -> Result<(), WatchError> {
         out.dirty(self.tree.path(id), true);
         let mut stack = vec![id];
-        let mut next_progress = std::time::Instant::now() + PROGRESS_EVERY;
         let mut n = 0u32;
         while let Some(cur) = stack.pop() {
             n = n.wrapping_add(1);
+            // The callback decides whether to tell (the start-up's schedule).
             if n % 1024 == 0 {
                 if let Some(p) = startup.as_mut() {
-                    let now = std::time::Instant::now();
-                    if now >= next_progress {
-                        p(self.tree.watched());
-                        next_progress = now + PROGRESS_EVERY;
-                    }
+                    p(self.tree.watched());
                 }
             }
             let startup = startup.is_some();

@@ -182,6 +182,9 @@ impl Worker {
             last_error: self.last_error.clone(),
             destinations,
             sandbox: Some(self.sandbox.clone()),
+            progress: (!self.ready)
+                .then(|| self.start_progress.last.clone())
+                .flatten(),
         }
     }
 

@@ -23,6 +23,7 @@ chores (pid file, status, hooks, dump) in `chores`.
 
 mod chores;
 mod chroot;
+mod progress;
 mod reload;
 mod start;
 mod targets;
@@ -111,6 +112,8 @@ struct Worker {
     pair: Option<crate::pair::Link>,
     /// While a full sync runs: when its progress is logged and reported next.
     progress_at: Option<Instant>,
+    /// The start-up's progress lines (before ready).
+    start_progress: progress::StartProgress,
     /// When the next verification runs (`verify-interval`).
     verify_at: Option<Instant>,
     /// Files written but not closed yet, held back from the batchers.
@@ -429,7 +432,18 @@ impl Worker {
         if self.exit.is_some() {
             return;
         }
-        if self.progress_at.is_some_and(|t| now >= t) {
+        if self.progress_at.is_some_and(|t| now >= t) && !self.ready {
+            let every = self.start_progress.timing.every;
+            self.progress_at = self.runner.busy().then_some(now + every);
+            if let Some(desc) = self.startup_progress(now) {
+                self.reporter.send(&Report::Step(Step {
+                    phase: ReportPhase::Initsync,
+                    watches: Some(self.watcher.watched()),
+                    progress: Some(desc),
+                    last_error: None,
+                }));
+            }
+        } else if self.progress_at.is_some_and(|t| now >= t) {
             self.progress_at = self.runner.busy().then_some(now + PROGRESS_EVERY);
             if let Some(rec) = self.runner.progress() {
                 let what = if self.ready { "full" } else { "initial" };

@@ -46,7 +46,8 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
         Pairing::SplitBrain => return Ok(crate::pair::SPLIT_BRAIN_EXIT),
     };
     let started = Instant::now();
-    let (mut watcher, init) = watch(&cfg, &paths.src, rules, started, &mut reporter)?;
+    let timing = super::progress::Timing::from_env();
+    let (mut watcher, init) = watch(&cfg, &paths.src, rules, (started, timing), &mut reporter)?;
     go_background(&cfg)?;
     // After the fork, so the file names the process that stays.
     let _pid_file = match &cfg.pid_file {
@@ -83,6 +84,7 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
         status,
         reporter,
         started,
+        timing,
         sandbox,
     });
     w.initial_sync();
@@ -210,11 +212,19 @@ fn watch(
     cfg: &Config,
     src: &std::path::Path,
     rules: crate::rules::Rules,
-    started: Instant,
+    (started, timing): (Instant, super::progress::Timing),
     reporter: &mut crate::report::Reporter,
 ) -> Result<(Watcher, Changes), StartError> {
+    // The start-up's schedule (worker/progress.rs): once it has run a while, every few
+    // seconds.
+    let mut next = started + timing.after;
     let (watcher, init) =
         Watcher::new(src, rules, cfg.one_file_system, cfg.monitor, &mut |dirs| {
+            let now = Instant::now();
+            if now < next {
+                return;
+            }
+            next = now + timing.every;
             info!(
                 "setting watches: {dirs} directories so far ({:.0}s)",
                 started.elapsed().as_secs_f64()
@@ -432,6 +442,8 @@ struct Parts {
     status: Status,
     reporter: crate::report::Reporter,
     started: Instant,
+    /// The start-up progress lines' schedule.
+    timing: super::progress::Timing,
     sandbox: crate::report::Sandbox,
 }
 
@@ -449,6 +461,7 @@ fn assemble(p: Parts) -> Worker {
         status,
         reporter,
         started,
+        timing,
         sandbox,
     } = p;
     let signatures = (cfg.modification_signature != 0)
@@ -475,6 +488,7 @@ fn assemble(p: Parts) -> Worker {
         failed: false,
         reporter,
         progress_at: None,
+        start_progress: super::progress::StartProgress::new(timing),
         verify_at: None,
         open_files: Default::default(),
         events: 0,

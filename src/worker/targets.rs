@@ -83,7 +83,11 @@ impl Worker {
 
     /// Starts a batch for destination `t`.
     pub(super) fn start(&mut self, t: usize, batch: Batch) {
-        if batch.is_full() {
+        if !self.ready && (batch.initial || (batch.is_full() && !batch.verify)) {
+            // The start-up's progress lines (progress.rs).
+            let first = self.start_progress.first_at(self.started, Instant::now());
+            self.progress_at = Some(self.progress_at.map_or(first, |t| t.min(first)));
+        } else if batch.is_full() {
             self.progress_at = Some(Instant::now() + PROGRESS_EVERY);
         }
         debug!(
@@ -155,6 +159,7 @@ impl Worker {
                 result: Err(format!("cannot write the list files: {e}")),
                 code: None,
                 itemized: None,
+                progress: None,
             }),
         };
         if let Some(f) = f {
@@ -169,6 +174,7 @@ impl Worker {
     }
 
     pub(super) fn finish_batch(&mut self, f: Finished) {
+        self.startup_progress_done(&f);
         let now = Instant::now();
         let full = f.batch.is_full();
         let n = f.batch.entries.len();
@@ -177,7 +183,8 @@ impl Worker {
         let verify = f.batch.verify;
         // The warm start's initial sync (what differs from the index).
         let initial = f.batch.initial;
-        if full {
+        // Another destination's full sync may still run: it keeps its lines.
+        if full && !self.runner.busy() {
             self.progress_at = None;
         }
         if let (0, Some(l)) = (ti, &mut self.pair) {
@@ -394,6 +401,11 @@ impl Worker {
     /// sync runs.
     fn warm(&mut self, t: usize) -> Result<crate::delivered::warm::Differences, String> {
         let loaded = self.targets[t].index_loaded.take();
+        let to_dest = if self.targets.len() > 1 {
+            format!(" to {}", self.targets[t].name)
+        } else {
+            String::new()
+        };
         if t == 0 && self.pair.is_some() {
             return Err("a failover pair's peer".into());
         }
@@ -425,8 +437,13 @@ impl Worker {
         if let Some(why) = rec.unusable(&ix.identity_now()) {
             return Err(why);
         }
-        let d = crate::delivered::warm::compare(&self.src, self.watcher.rules(), rec)
-            .map_err(|e| format!("cannot compare {} with the index: {e}", self.src.display()))?;
+        let d = crate::delivered::warm::compare_reporting(
+            &self.src,
+            self.watcher.rules(),
+            rec,
+            &mut progress::comparing(self.started, self.start_progress.timing, &to_dest),
+        )
+        .map_err(|e| format!("cannot compare {} with the index: {e}", self.src.display()))?;
         if d.too_many() {
             return Err(format!(
                 "{} of {} indexed paths differ, over 25 %",

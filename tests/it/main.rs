@@ -26,6 +26,7 @@ mod modes;
 mod no_panic;
 mod original_sandbox;
 mod profiles;
+mod progress;
 mod random;
 mod remote;
 mod safe_files;

@@ -91,7 +91,7 @@ pub fn compare_reporting(
         for ent in rd.flatten() {
             use std::os::unix::ffi::OsStrExt;
             compared += 1;
-            if compared % PROGRESS_STEP == 0 {
+            if compared.is_multiple_of(PROGRESS_STEP) {
                 progress(compared, d.indexed);
             }
             let mut rel = dir.clone();

@@ -341,7 +341,7 @@ impl InotifyWatcher {
         while let Some(cur) = stack.pop() {
             n = n.wrapping_add(1);
             // The callback decides whether to tell (the start-up's schedule).
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 if let Some(p) = startup.as_mut() {
                     p(self.tree.watched());
                 }

@@ -583,7 +583,6 @@ fn warm_counts(log: &str) -> Option<(usize, usize)> {
 /// before the start), the odd ones with a directory changed during the full sync by the
 /// rsync wrapper, which makes the case certain.
 #[test]
-#[ignore = "fails: the warm compare counts the files below a directory the index lacks as deleted"]
 fn a_directory_changed_during_the_full_sync_loses_nothing_below_it() {
     for round in 0..6 {
         let t = TestDir::new("warm-fresh");

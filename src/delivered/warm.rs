@@ -80,6 +80,9 @@ pub fn compare_reporting(
         class: Class::Normal,
         mask,
     };
+    // Directories sent whole: what the index has below them is theirs, neither compared
+    // nor deleted.
+    let mut whole: HashSet<Vec<u8>> = HashSet::new();
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(dir) = stack.pop() {
         let rd = match std::fs::read_dir(crate::watch::abs_path(src, &dir)) {
@@ -113,6 +116,7 @@ pub fn compare_reporting(
                 None => {
                     d.differ += 1;
                     if is_dir {
+                        whole.insert(rel.clone());
                         d.entries.push(entry(rel, true, MAYBE_OLD_TREE));
                     } else {
                         // Compared by content: the destination may hold an older copy.
@@ -123,6 +127,7 @@ pub fn compare_reporting(
                 Some(o) if o.kind != now.kind => {
                     d.differ += 1;
                     if is_dir {
+                        whole.insert(rel.clone());
                         d.entries.push(entry(rel, true, MAYBE_OLD_TREE));
                     } else {
                         d.entries
@@ -151,6 +156,7 @@ pub fn compare_reporting(
                             // Another file system below the source: not indexed, synced
                             // whole.
                             d.differ += 1;
+                            whole.insert(rel.clone());
                             d.entries
                                 .push(entry(rel, true, libc::IN_CREATE | libc::IN_ISDIR));
                         }
@@ -160,13 +166,18 @@ pub fn compare_reporting(
         }
     }
     // What the index has and the source lacks: deleted at the destination (the top of
-    // each gone directory only).
+    // each gone directory only). Not what it has below a directory sent whole, which the
+    // walk did not enter: such records are there when the directory itself has none, only
+    // an alternative — changed while the full sync that made the agreement ran (a tree
+    // made a moment before it), or sent whole by a sync killed before its record. They
+    // were counted as deletions (a fresh tree's directory of 500 files: "500 deleted"),
+    // each an entry that the plan then dropped below the directory's own.
     let mut gone_dirs: HashSet<Vec<u8>> = HashSet::new();
-    let under_gone = |p: &[u8], gone: &HashSet<Vec<u8>>| {
+    let under = |p: &[u8], set: &HashSet<Vec<u8>>| {
         p.iter()
             .enumerate()
             .filter(|(_, &b)| b == b'/')
-            .any(|(i, _)| gone.contains(&p[..i]))
+            .any(|(i, _)| set.contains(&p[..i]))
     };
     let left: Vec<(Vec<u8>, u8)> = {
         let mut v: Vec<(Vec<u8>, u8)> = rec
@@ -185,7 +196,7 @@ pub fn compare_reporting(
         v
     };
     for (p, kind) in left {
-        if under_gone(&p, &gone_dirs) {
+        if under(&p, &gone_dirs) || under(&p, &whole) {
             continue;
         }
         d.deleted += 1;
@@ -265,5 +276,36 @@ mod tests {
             ]
         );
         assert_eq!((d.differ, d.deleted), (4, 2));
+    }
+
+    /// A directory the index knows only as an alternative (changed while the full sync
+    /// ran) while it holds its files: the directory is sent whole, once, and nothing below
+    /// it counts as deleted; a file gone below it is the whole sync's to delete.
+    #[test]
+    fn nothing_below_a_directory_sent_whole_counts_as_deleted() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path();
+        std::fs::create_dir_all(src.join("d/e")).unwrap();
+        for f in ["a", "d/b", "d/c", "d/e/f", "d/gone"] {
+            std::fs::write(src.join(f), f).unwrap();
+        }
+        let w = crate::pair::manifest::walk(src, b"", &crate::rules::Rules::none(), None).unwrap();
+        let mut rec = Record {
+            version: Version::next(Version::default(), Version::default()),
+            paths: w.manifest.0,
+            ..Record::default()
+        };
+        let dir = rec.paths.remove(b"d".as_slice()).unwrap();
+        rec.also
+            .insert(b"d".to_vec(), crate::delivered::tracker::also_of(dir));
+        std::fs::remove_file(src.join("d/gone")).unwrap();
+        let d = compare(src, &crate::rules::Rules::none(), rec).unwrap();
+        let got: Vec<(&[u8], bool, u32)> = d
+            .entries
+            .iter()
+            .map(|e| (e.path.as_slice(), e.recursive, e.mask))
+            .collect();
+        assert_eq!(got, vec![(b"d".as_slice(), true, MAYBE_OLD_TREE)]);
+        assert_eq!((d.differ, d.deleted), (1, 0));
     }
 }

@@ -136,8 +136,9 @@ impl Tracker {
 
     /// Before a sync runs, the index learns what it may deliver: each path the batch
     /// names gets its state now as an alternative (the destination may hold either once
-    /// rsync has begun), and a directory sent whole loses its record below (anything of
-    /// it may arrive). Without this a kill -9 after rsync delivered a new path and before
+    /// rsync has begun), and a directory sent whole loses its own record (anything of it
+    /// may arrive: the next start sends it whole again, and the compare ignores what the
+    /// index has below a directory it sends whole, `warm::compare`). Without this a kill -9 after rsync delivered a new path and before
     /// [`Tracker::finished`] recorded it left a path the index did not know at the
     /// destination: deleted from the source while no worker ran, it was never deleted
     /// there. A sync of the whole tree makes the index unusable until it ends.

@@ -73,8 +73,10 @@ fn after_a_kill_9_the_next_worker_starts_at_once_and_warm_starts() {
     next.stop_ok();
 }
 
-/// The worker is killed while its handler (a shell that sleeps, then runs rsync) runs:
-/// the orphaned handler lives on, and a new worker on the same index starts anyway.
+/// The worker is killed while its handler (a shell that waits for a `sleep` it started,
+/// then runs rsync) runs: the handler itself gets SIGTERM from the worker's death
+/// (`PR_SET_PDEATHSIG`), but the child it started lives on, orphaned, with every
+/// descriptor the handler inherited; a new worker on the same index starts anyway.
 #[test]
 fn a_handler_that_outlives_its_worker_does_not_hold_the_lock() {
     let t = TestDir::new("lock-orphan");
@@ -84,7 +86,7 @@ fn a_handler_that_outlives_its_worker_does_not_hold_the_lock() {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nif [ ! -e '{s}' ]; then echo $$ > '{s}.tmp'; mv '{s}.tmp' '{s}'; sleep 120; fi\nexec rsync \"$@\"\n",
+            "#!/bin/sh\nif [ ! -e '{s}' ]; then sleep 120 & echo $! > '{s}.tmp'; mv '{s}.tmp' '{s}'; wait; fi\nexec rsync \"$@\"\n",
             s = started.display()
         ),
     )
@@ -106,10 +108,10 @@ fn a_handler_that_outlives_its_worker_does_not_hold_the_lock() {
         .unwrap();
     first.signal(Signal::SIGKILL);
     first.wait_exit(SYNC_TIMEOUT);
-    // The handler outlives its worker (it is what could have kept the lock).
+    // The handler's child outlives the worker (it is what could have kept the lock).
     assert!(
         kill(Pid::from_raw(orphan), None).is_ok(),
-        "handler {orphan} gone"
+        "the handler's child {orphan} is gone"
     );
     let r = std::panic::catch_unwind(|| {
         let mut next = Worker::start_in(&t.root, &t.src, &t.dst, &a);

@@ -627,7 +627,7 @@ fn the_backup_profile_retries_a_failed_sync() {
     ];
     let stderr = t.root.join("backup.stderr");
     let mut child = std::process::Command::new(BIN)
-        .args(&args)
+        .args(common::own_index(&t.root, &args))
         .stdin(std::process::Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()

@@ -1355,7 +1355,7 @@ fn our_clsync_manager_8_examples_run_as_written() {
         assert_ne!(text, shipped);
         write(
             &t.root.join(format!("profiles/{name}.toml")),
-            text.as_bytes(),
+            common::profiles::with_own_index(&t.root, &text).as_bytes(),
         );
         for c in &checked {
             let said = run(

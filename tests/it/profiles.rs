@@ -476,7 +476,9 @@ fn one_broken_profile_does_not_stop_the_others() {
     let dst2 = t.root.join("dst2");
     mkdir(&src2);
     write(&src2.join("file2"), b"content 2");
-    let pair = |s: &Path, d: &Path| common::profiles::mirror(s, d, "");
+    let pair = |s: &Path, d: &Path| {
+        common::profiles::with_own_index(&t.root, &common::profiles::mirror(s, d, ""))
+    };
     write(&prof.join("good.toml"), pair(&t.src, &t.dst).as_bytes());
     write(&prof.join("mirror.toml"), pair(&src2, &dst2).as_bytes());
     write(

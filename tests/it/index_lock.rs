@@ -123,3 +123,47 @@ fn a_handler_that_outlives_its_worker_does_not_hold_the_lock() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// Kills the daemon (by the pid its pid file gave) when the test ends, passed or not.
+struct Daemon(i32);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}
+
+/// With `-b` the worker that holds the lock is the process that stays after the fork:
+/// the refusal names its pid (the one in its pid file), not the parent's that exited.
+#[test]
+fn the_refusal_names_the_daemon_that_stays_after_the_fork() {
+    let t = TestDir::new("lock-daemon");
+    let index = t.root.join("index");
+    let pid_file = t.root.join("pid");
+    let mut a: Vec<OsString> = vec!["-b".into(), "--pid-file".into(), pid_file.clone().into()];
+    a.extend(index_args(&index));
+    a.extend(["-t".into(), "0.1".into(), "-w".into(), "0.1".into()]);
+    a.extend([t.src.clone().into(), t.dst.clone().into()]);
+    let r = common::run(&t.root, &a, SYNC_TIMEOUT);
+    assert_eq!(r.code(), Some(0), "{}", r.describe());
+    let mut pid = 0;
+    common::wait_until(SYNC_TIMEOUT, "the pid file", || {
+        pid = std::fs::read_to_string(&pid_file)
+            .map_err(|e| e.to_string())?
+            .trim()
+            .parse()
+            .map_err(|e: std::num::ParseIntError| e.to_string())?;
+        Ok(())
+    });
+    let _daemon = Daemon(pid);
+    let dst2 = t.root.join("dst2");
+    common::mkdir(&dst2);
+    let r = second(&t, &dst2, &index);
+    assert_eq!(r.code(), Some(2), "{}", r.describe());
+    assert!(
+        r.stderr
+            .contains(&format!("is in use by another worker (pid {pid});")),
+        "daemon {pid}: {}",
+        r.describe()
+    );
+}

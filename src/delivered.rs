@@ -64,6 +64,7 @@ bytes (a `BTreeMap` entry of a `Vec` key and a 56-byte [`Meta`]): 1,000,000 path
 bytes, about 170 MiB while the start compares, freed once it is done.
 */
 
+pub mod lock;
 mod tracker;
 pub mod warm;
 pub use tracker::{Identity, Tracker};

@@ -63,6 +63,9 @@ pub enum StartError {
     /// The source or a destination.
     #[error("{0}")]
     Path(String),
+    /// Another worker holds the lock of the index directory (`index-dir`).
+    #[error("index-dir {} is in use by another worker (pid {}); not starting a second one on the same index: stop that worker, or give this one its own index-dir", dir.display(), pid.map_or("unknown".into(), |p| p.to_string()))]
+    IndexBusy { dir: PathBuf, pid: Option<i32> },
     /// The sync handler or the shared object.
     #[error("{0}")]
     Handler(String),
@@ -121,6 +124,7 @@ pub enum StartError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Usage,
+    IndexBusy,
     Path,
     Handler,
     Watch,
@@ -139,8 +143,9 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Usage,
+        Kind::IndexBusy,
         Kind::Path,
         Kind::Handler,
         Kind::Watch,
@@ -160,7 +165,7 @@ impl Kind {
     /// The documented exit code (docs/cli.md).
     pub fn exit_code(self) -> ExitCode {
         match self {
-            Kind::Usage => ExitCode::Usage,
+            Kind::Usage | Kind::IndexBusy => ExitCode::Usage,
             Kind::Path => ExitCode::Path,
             Kind::Handler => ExitCode::Handler,
             Kind::Watch => ExitCode::Watch,
@@ -182,6 +187,7 @@ impl Kind {
     pub fn documented_as(self) -> &'static str {
         match self {
             Kind::Usage => "invalid command line or option value",
+            Kind::IndexBusy => "the index directory is in use by another worker",
             Kind::Path => "bad source or destination",
             Kind::Handler => "sync handler (rsync) not found or not executable",
             Kind::Watch => "the tree cannot be watched",
@@ -207,6 +213,7 @@ impl StartError {
     pub fn kind(&self) -> Kind {
         match self {
             StartError::Usage(_) => Kind::Usage,
+            StartError::IndexBusy { .. } => Kind::IndexBusy,
             StartError::Path(_) => Kind::Path,
             StartError::Handler(_) => Kind::Handler,
             StartError::Watch(_) => Kind::Watch,
@@ -241,6 +248,14 @@ mod tests {
         let io = || io::Error::from_raw_os_error(libc::EACCES);
         let cases: Vec<(StartError, &str, i32)> = vec![
             (StartError::Usage("u".into()), "u", 2),
+            (
+                StartError::IndexBusy {
+                    dir: "/i".into(),
+                    pid: Some(7),
+                },
+                "index-dir /i is in use by another worker (pid 7); not starting a second one on the same index: stop that worker, or give this one its own index-dir",
+                2,
+            ),
             (StartError::Path("p".into()), "p", 3),
             (StartError::Handler("h".into()), "h", 4),
             (

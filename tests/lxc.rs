@@ -605,7 +605,9 @@ delay-collect-bigfile = "1h"
 lists-dir = "{run}/%label%"
 status-file = "{run}/lxc-%label%.status"
 stop-timeout = "60s"
+index-dir = "{index}"
 "#,
+            index = t.root.join("index").display(),
             lxc = lxcpath.display(),
             dst = t.dst.display(),
             run = run.display(),

@@ -849,3 +849,44 @@ fn resync_logs_when_it_finished_and_what_it_repaired() {
     );
     wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
 }
+
+/// An instance whose index directory another worker holds (the same profile run by
+/// `clsync@NAME.service`, say): its worker refuses with exit status 2, so the instance
+/// is failed at once, without restarts, and LAST ERROR names the directory and the pid
+/// holding it.
+#[test]
+fn an_instance_whose_index_dir_is_held_elsewhere_is_failed_with_the_holder_named() {
+    let t = TestDir::new("mgr-index-busy");
+    let index = t.root.join("index").join("busy");
+    let other = t.root.join("other-dst");
+    mkdir(&other);
+    let mut holder = Worker::start_in(
+        &t.root,
+        &t.src,
+        &other,
+        &["--index-dir", index.to_str().unwrap()],
+    );
+    let m = Mgr::start(&t.root);
+    // `Mgr::profile` gives it ROOT/index, so this instance's is ROOT/index/busy.
+    m.profile(
+        "busy",
+        &mirror(&t, "autostart = true\nrestart-delay = \"50ms\"\n"),
+    );
+    m.ok(&["reload"]);
+    let i = m.wait_state("busy", "failed");
+    assert_eq!(i["restarts"], 0, "{i}");
+    let line = format!(
+        "configuration error (exit status 2): error: index-dir {} is in use by another worker (pid {})",
+        index.display(),
+        holder.pid()
+    );
+    let why = i["last_error"].as_str().unwrap_or_default();
+    assert!(why.starts_with(&line), "{why}\nwanted: {line}");
+    let table = m.ok(&["status", "busy"]);
+    assert!(
+        table.contains(&format!("in use by another worker (pid {})", holder.pid())),
+        "{table}"
+    );
+    holder.assert_alive();
+    holder.stop_ok();
+}

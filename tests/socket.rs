@@ -239,10 +239,13 @@ fn non_reading_client_does_not_stall_status() {
     std::fs::create_dir_all(&profiles).unwrap();
     std::fs::write(
         profiles.join("big.toml"),
-        format!(
-            "watch-dir = \"{}\"\ndestination-dir = \"{}\"\nautostart = true\n",
-            t.src.display(),
-            t.dst.display()
+        common::profiles::with_own_index(
+            &t.root,
+            &format!(
+                "watch-dir = \"{}\"\ndestination-dir = \"{}\"\nautostart = true\n",
+                t.src.display(),
+                t.dst.display()
+            ),
         ),
     )
     .unwrap();
@@ -588,7 +591,10 @@ fn a_worker_beyond_the_descriptor_budget_is_refused_with_the_reason() {
         write(&src.join("f"), b"x");
         std::fs::write(
             profiles.join(format!("{name}.toml")),
-            common::profiles::mirror(&src, &dst, "autostart = true\n"),
+            common::profiles::with_own_index(
+                &t.root,
+                &common::profiles::mirror(&src, &dst, "autostart = true\n"),
+            ),
         )
         .unwrap();
     }

@@ -23,7 +23,8 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
     let (rules, paths) = check(&cfg)?;
     // `_lists` keeps a temporary lists directory alive until the worker ends.
     let (_lists, lists_dir) = list_files_dir(&mut cfg)?;
-    index_dir(&mut cfg)?;
+    // Kept until the worker ends: one worker per index directory.
+    let mut index_lock = index_dir(&mut cfg)?;
     let control = ssh_control_dir(&cfg)?;
     // `--chroot`: refused here, before anything is watched or forked, when a path the
     // worker uses is not the same file at the same path inside the new root.
@@ -49,7 +50,10 @@ pub fn run(mut cfg: Config) -> Result<i32, StartError> {
     let timing = super::progress::Timing::from_env();
     let (mut watcher, init) = watch(&cfg, &paths.src, rules, (started, timing), &mut reporter)?;
     go_background(&cfg)?;
-    // After the fork, so the file names the process that stays.
+    // After the fork, so the files name the process that stays.
+    if let Some(l) = &mut index_lock {
+        let _ = l.note_pid();
+    }
     let _pid_file = match &cfg.pid_file {
         Some(p) => Some(PidFile::create(p)?),
         None => None,
@@ -561,10 +565,13 @@ impl Worker {
 /// `index-dir`: made here (0700, owned by the user the worker runs as, who writes there
 /// after the drop; missing parents 0711), before the sandbox grants it and the chroot
 /// check looks for it. The profile's default that cannot be made is a warning: the
-/// worker runs without an index (every start is a full sync).
-fn index_dir(cfg: &mut Config) -> Result<(), StartError> {
+/// worker runs without an index (every start is a full sync). Its lock is taken here,
+/// before anything reads or writes the index and before the fork, chroot and uid drop
+/// (see [`crate::delivered::lock`]): a second worker on the same directory is refused.
+fn index_dir(cfg: &mut Config) -> Result<Option<crate::delivered::lock::IndexLock>, StartError> {
+    use crate::delivered::lock::{take, LockError};
     let Some(d) = cfg.index_dir.clone() else {
-        return Ok(());
+        return Ok(None);
     };
     let d = if d.is_relative() {
         std::env::current_dir()
@@ -573,15 +580,23 @@ fn index_dir(cfg: &mut Config) -> Result<(), StartError> {
     } else {
         d
     };
-    match make_index_dir(&d, cfg) {
-        Ok(()) => cfg.index_dir = Some(d),
-        Err(e) if cfg.index_dir_default => {
+    let made = make_index_dir(&d, cfg)
+        .map_err(LockError::Io)
+        .and_then(|()| take(&d, (cfg.uid, cfg.gid)));
+    match made {
+        Ok(l) => {
+            cfg.index_dir = Some(d);
+            Ok(Some(l))
+        }
+        // Even the profile's default: two workers on one index must not both run.
+        Err(LockError::Held { dir, pid }) => Err(StartError::IndexBusy { dir, pid }),
+        Err(LockError::Io(e)) if cfg.index_dir_default => {
             warn!("{e}; running without an index (every start is a full sync)");
             cfg.index_dir = None;
+            Ok(None)
         }
-        Err(e) => return Err(StartError::Path(e)),
+        Err(LockError::Io(e)) => Err(StartError::Path(e)),
     }
-    Ok(())
 }
 
 fn make_index_dir(d: &std::path::Path, cfg: &Config) -> Result<(), String> {

@@ -222,8 +222,10 @@ impl Mgr {
         last.unwrap()
     }
 
-    /// Writes `profiles/NAME.toml`.
+    /// Writes `profiles/NAME.toml`, with the test's own index directory
+    /// ([`super::profiles::with_own_index`]).
     pub fn profile(&self, name: &str, text: &str) {
+        let text = super::profiles::with_own_index(&self.root, text);
         write(&self.profiles.join(format!("{name}.toml")), text.as_bytes());
     }
 

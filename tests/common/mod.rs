@@ -265,8 +265,9 @@ fn spawn(dir: &Path, tag: &str, args: &[OsString]) -> (Child, PathBuf, PathBuf) 
     let stderr_path = dir.join(format!("{tag}.stderr"));
     let stdout = File::create(&stdout_path).expect("create stdout file");
     let stderr = File::create(&stderr_path).expect("create stderr file");
+    let args = own_index(dir, args);
     let mut cmd = Command::new(BIN);
-    cmd.args(args)
+    cmd.args(&args)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
@@ -280,6 +281,56 @@ fn spawn(dir: &Path, tag: &str, args: &[OsString]) -> (Child, PathBuf, PathBuf) 
     }
     let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
     (child, stdout_path, stderr_path)
+}
+
+/// `args` with `--index-dir DIR/index/INSTANCE` first when they run a profile
+/// (`--profile`) or a block of the original's file (`-H`/`-K`) without an `--index-dir`:
+/// the index would otherwise be the machine's /var/lib/clsync/index/INSTANCE, outliving
+/// the test and held (one worker per index directory) by any other test that runs an
+/// instance of the same name at the same time. Subcommands are left as they are.
+pub fn own_index(dir: &Path, args: &[OsString]) -> Vec<OsString> {
+    let named = |a: &OsString, opts: &[&str]| {
+        let a = a.to_string_lossy();
+        opts.iter().any(|o| {
+            a == *o
+                || a.starts_with(&format!("{o}="))
+                || (o.len() == 2 && a.starts_with(o) && !o.starts_with("--"))
+        })
+    };
+    let instance = ["--profile", "-H", "--config-file", "-K", "--config-block"];
+    let sub = args.first().is_some_and(|a| {
+        ["check", "import", "show-config", "completions", "help"].contains(&&*a.to_string_lossy())
+    });
+    if sub
+        || !args.iter().any(|a| named(a, &instance))
+        || args.iter().any(|a| a == "/NULL/")
+        || args.iter().any(|a| named(a, &["--index-dir"]))
+    {
+        return args.to_vec();
+    }
+    // The instance's name: the values of --profile, -K and -l, to keep two instances of
+    // one template (or two blocks) of a test apart.
+    let mut name = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        let a = a.to_string_lossy();
+        for o in ["--profile", "-K", "--config-block", "-l", "--label"] {
+            if a == o {
+                name.extend(args.get(i + 1).map(|v| v.to_string_lossy().into_owned()));
+            } else if let Some(v) = a.strip_prefix(&format!("{o}=")) {
+                name.push(v.to_string());
+            } else if o.len() == 2 && a.len() > 2 && a.starts_with(o) && !a.starts_with("--") {
+                name.push(a[2..].to_string());
+            }
+        }
+    }
+    let name = if name.is_empty() {
+        "default".to_string()
+    } else {
+        name.join("@").replace('/', "_")
+    };
+    let mut out: Vec<OsString> = vec!["--index-dir".into(), dir.join("index").join(name).into()];
+    out.extend(args.iter().cloned());
+    out
 }
 
 pub fn read_lossy(path: &Path) -> String {

@@ -38,3 +38,15 @@ pub fn mirror(src: &Path, dst: &Path, extra: &str) -> String {
         dst.display()
     )
 }
+
+/// `text` (a TOML profile) with `index-dir = "ROOT/index"` first, unless it names its
+/// own: a test's instances keep their index in its temp dir, not in the machine's
+/// /var/lib/clsync/index/INSTANCE, which would outlive the test and which another test
+/// running an instance of the same name at the same time would hold (one worker per
+/// index directory).
+pub fn with_own_index(root: &Path, text: &str) -> String {
+    if text.contains("index-dir") {
+        return text.to_string();
+    }
+    format!("index-dir = \"{}/index\"\n{text}", root.display())
+}

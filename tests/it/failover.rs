@@ -49,7 +49,7 @@ fn pair(name: &str, extra: &str) -> Pair {
     for (me, other, other_sshd) in [(&a, &b, &sb), (&b, &a, &sa)] {
         write(
             &me.profiles.join("ct.toml"),
-            format!(
+            common::profiles::with_own_index(&me.state, &format!(
                 "watch-dir = \"{}\"\npeer = \"{}\"\npair-dir = \"{}\"\npeer-pair-dir = \"{}\"\nstatus-file = \"{}\"\ndelay-collect = 0.1\ndelay-sync = 0.1\nssh-identity = \"{}\"\nssh-port = {}\nssh-options = [\"-oStrictHostKeyChecking=no\", \"-oUserKnownHostsFile=/dev/null\", \"-oLogLevel=ERROR\"]\n{extra}",
                 me.tree.display(),
                 other_sshd.dest(&other.tree),
@@ -58,7 +58,7 @@ fn pair(name: &str, extra: &str) -> Pair {
                 me.status.display(),
                 sa.key.display(),
                 sa.port,
-            )
+            ))
             .as_bytes(),
         );
     }

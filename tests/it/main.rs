@@ -18,6 +18,7 @@ mod completions;
 mod docs;
 mod failover;
 mod failures;
+mod index_lock;
 mod lifecycle;
 mod limits;
 mod migrate;

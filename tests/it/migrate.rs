@@ -339,7 +339,7 @@ fn start_named(
     let log = t.root.join(format!("{via:?}-{name}.log"));
     let out = File::create(&log).expect("log");
     let mut cmd = Command::new(BIN);
-    cmd.args(&args)
+    cmd.args(common::own_index(&t.root, &args))
         .current_dir(o.cwd.as_deref().unwrap_or(&t.root))
         .stdout(out.try_clone().expect("dup"))
         .stderr(out)
@@ -1355,7 +1355,7 @@ fn our_clsync_manager_8_examples_run_as_written() {
         assert_ne!(text, shipped);
         write(
             &t.root.join(format!("profiles/{name}.toml")),
-            text.as_bytes(),
+            common::profiles::with_own_index(&t.root, &text).as_bytes(),
         );
         for c in &checked {
             let said = run(

@@ -476,7 +476,9 @@ fn one_broken_profile_does_not_stop_the_others() {
     let dst2 = t.root.join("dst2");
     mkdir(&src2);
     write(&src2.join("file2"), b"content 2");
-    let pair = |s: &Path, d: &Path| common::profiles::mirror(s, d, "");
+    let pair = |s: &Path, d: &Path| {
+        common::profiles::with_own_index(&t.root, &common::profiles::mirror(s, d, ""))
+    };
     write(&prof.join("good.toml"), pair(&t.src, &t.dst).as_bytes());
     write(&prof.join("mirror.toml"), pair(&src2, &dst2).as_bytes());
     write(
@@ -627,7 +629,7 @@ fn the_backup_profile_retries_a_failed_sync() {
     ];
     let stderr = t.root.join("backup.stderr");
     let mut child = std::process::Command::new(BIN)
-        .args(&args)
+        .args(common::own_index(&t.root, &args))
         .stdin(std::process::Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()

@@ -55,14 +55,15 @@ fn script(path: &Path, marker: &Path) {
 /// A shell-mode profile that runs `handler` for its initial sync, then `hook`, and ends.
 /// The scripts' markers are in `marks`, which the (default) sandbox lets them write.
 fn profile_text(t: &TestDir, handler: &Path, hook: &Path, extra: &str) -> String {
-    format!(
+    let text = format!(
         "watch-dir = \"{}\"\ndestination-dir = \"{}\"\nmode = \"shell\"\nsync-handler = \"{}\"\nexit-hook = \"{}\"\nonly-initialsync = true\nautostart = true\nrestart = \"never\"\nsandbox-write = [\"{}\"]\n{extra}",
         showp(&t.src),
         showp(&t.dst),
         showp(handler),
         showp(hook),
         showp(&t.root.join("marks")),
-    )
+    );
+    common::profiles::with_own_index(&t.root, &text)
 }
 
 fn os<S: AsRef<std::ffi::OsStr>>(s: S) -> OsString {

@@ -194,9 +194,11 @@ fn every_destination_records_what_it_delivered() {
         m.ctime_nsec(),
         m.ino()
     );
+    // Beside the lock file (one worker per index directory).
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&index)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
     assert_eq!(dirs.len(), 2, "one index per destination: {dirs:?}");

@@ -34,13 +34,13 @@
 
 mod common;
 
+use common::nspawn::*;
 use common::*;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -427,108 +427,6 @@ Type=oneshot
 TimeoutStartSec=15min
 ExecStart=/bin/bash /usr/local/sbin/pkgtest-probe
 ";
-
-/// Mounts, the container process and the temp dir; undone on drop, panic or not.
-struct Container {
-    mounts: Vec<PathBuf>,
-    child: Option<Child>,
-    tmp: Option<tempfile::TempDir>,
-}
-
-impl Container {
-    fn mount(&mut self, fstype: &str, source: &str, target: &Path, data: &str) {
-        use std::ffi::CString;
-        let c = |s: &[u8]| CString::new(s).expect("no NUL");
-        let (src, ty, tgt, d) = (
-            c(source.as_bytes()),
-            c(fstype.as_bytes()),
-            c(target.as_os_str().as_bytes()),
-            c(data.as_bytes()),
-        );
-        // SAFETY: valid NUL-terminated strings that outlive the call.
-        let r = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                tgt.as_ptr(),
-                ty.as_ptr(),
-                0,
-                d.as_ptr() as *const libc::c_void,
-            )
-        };
-        if r != 0 {
-            panic!(
-                "mount -t {fstype} -o {data} {source} {}: {}",
-                target.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-        self.mounts.push(target.to_path_buf());
-    }
-
-    fn stop_child(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        // SIGTERM makes systemd-nspawn power the container off; then SIGKILL.
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        self.stop_child();
-        for m in self.mounts.drain(..).rev() {
-            let c = std::ffi::CString::new(m.as_os_str().as_bytes()).expect("no NUL");
-            // SAFETY: a NUL-terminated path. Lazy, so a busy mount cannot make it fail.
-            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-                eprintln!(
-                    "umount {}: {}",
-                    m.display(),
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
-        drop(self.tmp.take());
-    }
-}
-
-fn install(path: &Path, data: &[u8], mode: u32) {
-    if let Some(d) = path.parent() {
-        mkdir_p(d);
-    }
-    let _ = fs::remove_file(path);
-    write(path, data);
-    chmod(path, mode);
-}
-
-fn symlink_force(target: &str, link: &Path) {
-    if let Some(d) = link.parent() {
-        mkdir_p(d);
-    }
-    let _ = fs::remove_file(link);
-    symlink(target.as_bytes(), link);
-}
-
-fn tail_lines(s: &str, n: usize) -> String {
-    let v: Vec<&str> = s.lines().collect();
-    let start = v.len().saturating_sub(n);
-    let mut out = v[start..].join("\n");
-    out.push('\n');
-    out
-}
 
 /// One file of a .deb, extracted.
 fn file_of_deb(deb: &Path, path: &str, into: &Path) -> Vec<u8> {

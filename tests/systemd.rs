@@ -21,14 +21,14 @@
 
 mod common;
 
+use common::nspawn::*;
 use common::*;
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The manager binary under test.
@@ -631,116 +631,6 @@ const REQUIRED: &[&str] = &[
     "template",
 ];
 
-/// Mounts, the container process and the temp dir; undone on drop, panic or not.
-struct Container {
-    mounts: Vec<PathBuf>,
-    child: Option<Child>,
-    tmp: Option<tempfile::TempDir>,
-}
-
-impl Container {
-    fn mount(&mut self, fstype: &str, source: &str, target: &Path, data: &str) {
-        use std::ffi::CString;
-        let c = |s: &[u8]| CString::new(s).expect("no NUL");
-        let (src, ty, tgt, d) = (
-            c(source.as_bytes()),
-            c(fstype.as_bytes()),
-            c(target.as_os_str().as_bytes()),
-            c(data.as_bytes()),
-        );
-        // SAFETY: valid NUL-terminated strings that outlive the call.
-        let r = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                tgt.as_ptr(),
-                ty.as_ptr(),
-                0,
-                d.as_ptr() as *const libc::c_void,
-            )
-        };
-        if r != 0 {
-            panic!(
-                "mount -t {fstype} -o {data} {source} {}: {}",
-                target.display(),
-                std::io::Error::last_os_error()
-            );
-        }
-        self.mounts.push(target.to_path_buf());
-    }
-
-    fn stop_child(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        // SIGTERM makes systemd-nspawn power the container off; then SIGKILL.
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        self.stop_child();
-        for m in self.mounts.drain(..).rev() {
-            let c = std::ffi::CString::new(m.as_os_str().as_bytes()).expect("no NUL");
-            // SAFETY: a NUL-terminated path. Lazy, so a busy mount cannot make it fail.
-            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-                eprintln!(
-                    "umount {}: {}",
-                    m.display(),
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
-        // The temp dir (now an empty mount point again) is removed with `tmp`.
-        drop(self.tmp.take());
-    }
-}
-
-fn install(path: &Path, data: &[u8], mode: u32) {
-    if let Some(d) = path.parent() {
-        mkdir_p(d);
-    }
-    // Replace whatever the host has there (a symlink would be followed by a write).
-    let _ = fs::remove_file(path);
-    write(path, data);
-    chmod(path, mode);
-}
-
-/// Hide what this machine has at `path` (a path in the overlay; the host keeps it).
-/// Checked: a container that silently kept the host's state would make the test
-/// depend on what ran or was installed here before.
-fn remove_host_state(path: &Path) {
-    if path.symlink_metadata().is_ok() {
-        remove_dir_all(path);
-    }
-    assert!(
-        path.symlink_metadata().is_err(),
-        "{} still exists in the container's overlay after removing it",
-        path.display()
-    );
-}
-
-fn symlink_force(target: &str, link: &Path) {
-    if let Some(d) = link.parent() {
-        mkdir_p(d);
-    }
-    let _ = fs::remove_file(link);
-    symlink(target.as_bytes(), link);
-}
-
 #[test]
 fn units_under_a_real_systemd() {
     if std::env::var_os("CLSYNC_TEST_SYSTEMD").is_none_or(|v| v != "1") {
@@ -986,12 +876,4 @@ fn parse_seconds(v: &str) -> u64 {
             }
         })
         .sum()
-}
-
-fn tail_lines(s: &str, n: usize) -> String {
-    let v: Vec<&str> = s.lines().collect();
-    let start = v.len().saturating_sub(n);
-    let mut out = v[start..].join("\n");
-    out.push('\n');
-    out
 }

@@ -703,10 +703,10 @@ fn child_exited() -> bool {
 }
 
 pub(super) fn set_nonblocking(f: &File) {
-    // SAFETY: fcntl on an open descriptor.
-    unsafe {
-        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    if let Ok(fl) = fcntl(f.as_raw_fd(), FcntlArg::F_GETFL) {
+        let fl = OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK;
+        let _ = fcntl(f.as_raw_fd(), FcntlArg::F_SETFL(fl));
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod load;
 pub mod manager;
+pub mod nspawn;
 pub mod profiles;
 pub mod ssh;
 

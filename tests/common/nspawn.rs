@@ -1,0 +1,132 @@
+/*!
+The throwaway systemd-nspawn container the unit and package tests boot: this machine's
+root under an overlay whose upper layer is a tmpfs, its mounts and the nspawn process
+undone on drop (panic or not), and the small file helpers they write into it with.
+*/
+
+use super::*;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// Mounts, the container process and the temp dir; undone on drop, panic or not.
+pub struct Container {
+    pub mounts: Vec<PathBuf>,
+    pub child: Option<Child>,
+    pub tmp: Option<tempfile::TempDir>,
+}
+
+impl Container {
+    pub fn mount(&mut self, fstype: &str, source: &str, target: &Path, data: &str) {
+        use std::ffi::CString;
+        let c = |s: &[u8]| CString::new(s).expect("no NUL");
+        let (src, ty, tgt, d) = (
+            c(source.as_bytes()),
+            c(fstype.as_bytes()),
+            c(target.as_os_str().as_bytes()),
+            c(data.as_bytes()),
+        );
+        // SAFETY: valid NUL-terminated strings that outlive the call.
+        let r = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                tgt.as_ptr(),
+                ty.as_ptr(),
+                0,
+                d.as_ptr() as *const libc::c_void,
+            )
+        };
+        if r != 0 {
+            panic!(
+                "mount -t {fstype} -o {data} {source} {}: {}",
+                target.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        self.mounts.push(target.to_path_buf());
+    }
+
+    pub fn stop_child(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        // SIGTERM makes systemd-nspawn power the container off; then SIGKILL.
+        // SAFETY: kill(2) takes no pointers; the child has not been waited for, so its
+        // pid (a zombie at worst) cannot have been reused by another process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.stop_child();
+        for m in self.mounts.drain(..).rev() {
+            let c = std::ffi::CString::new(m.as_os_str().as_bytes()).expect("no NUL");
+            // SAFETY: a NUL-terminated path. Lazy, so a busy mount cannot make it fail.
+            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+                eprintln!(
+                    "umount {}: {}",
+                    m.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        // The temp dir (now an empty mount point again) is removed with `tmp`.
+        drop(self.tmp.take());
+    }
+}
+
+pub fn install(path: &Path, data: &[u8], mode: u32) {
+    if let Some(d) = path.parent() {
+        mkdir_p(d);
+    }
+    // Replace whatever the host has there (a symlink would be followed by a write).
+    let _ = fs::remove_file(path);
+    write(path, data);
+    chmod(path, mode);
+}
+
+/// Hide what this machine has at `path` (a path in the overlay; the host keeps it).
+/// Checked: a container that silently kept the host's state would make the test
+/// depend on what ran or was installed here before.
+pub fn remove_host_state(path: &Path) {
+    if path.symlink_metadata().is_ok() {
+        remove_dir_all(path);
+    }
+    assert!(
+        path.symlink_metadata().is_err(),
+        "{} still exists in the container's overlay after removing it",
+        path.display()
+    );
+}
+
+pub fn symlink_force(target: &str, link: &Path) {
+    if let Some(d) = link.parent() {
+        mkdir_p(d);
+    }
+    let _ = fs::remove_file(link);
+    symlink(target.as_bytes(), link);
+}
+
+/// The last `n` lines of `s` (a container's console, for a failure message).
+pub fn tail_lines(s: &str, n: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    let start = v.len().saturating_sub(n);
+    let mut out = v[start..].join("\n");
+    out.push('\n');
+    out
+}

@@ -38,9 +38,8 @@ use common::nspawn::*;
 use common::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -58,23 +57,6 @@ fn enabled() -> bool {
     true
 }
 
-fn describe(st: ExitStatus) -> String {
-    match (st.code(), st.signal()) {
-        (Some(c), _) => format!("exit code {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => format!("{st:?}"),
-    }
-}
-
-/// A program in `$PATH` (or the usual sbin directories, which root's PATH may lack).
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd
         .stdin(Stdio::null())
@@ -83,7 +65,7 @@ fn run(cmd: &mut Command) -> std::process::Output {
     assert!(
         out.status.success(),
         "{cmd:?}: {}\nstdout:\n{}\nstderr:\n{}",
-        describe(out.status),
+        describe_status(out.status),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -168,7 +150,7 @@ fn old_deb(dir: &Path) -> Option<PathBuf> {
         let said = match out {
             Ok(o) => format!(
                 "{}: {}",
-                describe(o.status),
+                describe_status(o.status),
                 String::from_utf8_lossy(&o.stderr).trim()
             ),
             Err(e) => e.to_string(),
@@ -593,40 +575,13 @@ fn package_replaces_debians_clsync() {
         ));
         s
     };
-    let deadline = Instant::now() + NSPAWN_TIMEOUT;
-    let status = loop {
-        if let Some(st) = c.child.as_mut().unwrap().try_wait().expect("try_wait") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            c.stop_child();
-            panic!(
-                "the container did not power off within {NSPAWN_TIMEOUT:?}\n{}",
-                show("timeout")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    c.child = None;
-    let text = read_lossy(&findings.join("findings"));
-    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
-    let missing: Vec<&&str> = REQUIRED
-        .iter()
-        .filter(|r| !text.lines().any(|l| l.starts_with(&format!("PASS {r}:"))))
-        .collect();
-    let done = text.lines().any(|l| l == "DONE");
-    assert!(
-        failed.is_empty() && missing.is_empty() && done,
-        "package test failed: {} FAIL lines, checks without a PASS: {missing:?}, probe finished: {done}; systemd-nspawn {}\n{}",
-        failed.len(),
-        describe(status),
-        show("failure")
-    );
-    assert!(
-        status.success(),
-        "systemd-nspawn: {} after a complete probe\n{}",
-        describe(status),
-        show("nspawn failed")
+    let text = judge(
+        &mut c,
+        &findings,
+        NSPAWN_TIMEOUT,
+        REQUIRED,
+        "package",
+        &show,
     );
     eprintln!(
         "package_replaces_debians_clsync: {} checks passed in {:.1}s (the .deb built in {:.1}s)\n{}",
@@ -661,7 +616,7 @@ fn package_passes_lintian() {
     assert!(
         errors.is_empty() && out.status.success(),
         "lintian: {} ({} errors)\n{text}\nstderr:\n{}",
-        describe(out.status),
+        describe_status(out.status),
         errors.len(),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -26,9 +26,8 @@ use common::*;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The manager binary under test.
@@ -73,15 +72,6 @@ fn setting<'a>(s: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .rev()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
-}
-
-/// A program in `$PATH` (or the usual sbin directories, which root's PATH may lack).
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// The unit with `/usr/bin/clsync-manager` and `/usr/bin/clsync` in `ExecStart=` replaced
@@ -276,16 +266,8 @@ fn units_pass_systemd_analyze_verify() {
     assert!(
         out.status.success() && stderr.trim().is_empty(),
         "systemd-analyze verify: {}\nstderr:\n{stderr}\nstdout:\n{stdout}{hint}\nverified copies:\n--- {MANAGER_UNIT}\n{manager_t}\n--- {WORKER_UNIT}\n{worker_t}",
-        describe(out.status)
+        describe_status(out.status)
     );
-}
-
-fn describe(st: ExitStatus) -> String {
-    match (st.code(), st.signal()) {
-        (Some(c), _) => format!("exit code {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => format!("{st:?}"),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -813,40 +795,13 @@ fn units_under_a_real_systemd() {
         ));
         s
     };
-    let deadline = Instant::now() + NSPAWN_TIMEOUT;
-    let status = loop {
-        if let Some(st) = c.child.as_mut().unwrap().try_wait().expect("try_wait") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            c.stop_child();
-            panic!(
-                "the container did not power off within {NSPAWN_TIMEOUT:?}\n{}",
-                show("timeout")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    c.child = None;
-    let text = read_lossy(&findings.join("findings"));
-    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
-    let missing: Vec<&&str> = REQUIRED
-        .iter()
-        .filter(|r| !text.lines().any(|l| l.starts_with(&format!("PASS {r}:"))))
-        .collect();
-    let done = text.lines().any(|l| l == "DONE");
-    assert!(
-        failed.is_empty() && missing.is_empty() && done,
-        "systemd test failed: {} FAIL lines, checks without a PASS: {missing:?}, probe finished: {done}; systemd-nspawn {}\n{}",
-        failed.len(),
-        describe(status),
-        show("failure")
-    );
-    assert!(
-        status.success(),
-        "systemd-nspawn: {} after a complete probe\n{}",
-        describe(status),
-        show("nspawn failed")
+    let text = judge(
+        &mut c,
+        &findings,
+        NSPAWN_TIMEOUT,
+        REQUIRED,
+        "systemd",
+        &show,
     );
     eprintln!(
         "units_under_a_real_systemd: {} checks passed in {:.1}s\n{}",

@@ -355,7 +355,8 @@ fn tail(s: &str, lines: usize) -> String {
     out
 }
 
-fn describe_status(st: ExitStatus) -> String {
+/// How a process ended, in words: `exit code 2`, `killed by signal 9`.
+pub fn describe_status(st: ExitStatus) -> String {
     match (st.code(), st.signal()) {
         (Some(c), _) => format!("exit code {c}"),
         (None, Some(s)) => format!("killed by signal {s}"),

@@ -8,7 +8,7 @@ use super::*;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// Mounts, the container process and the temp dir; undone on drop, panic or not.
@@ -129,4 +129,63 @@ pub fn tail_lines(s: &str, n: usize) -> String {
     let mut out = v[start..].join("\n");
     out.push('\n');
     out
+}
+
+/// A program in `$PATH` (or the usual sbin directories, which root's PATH may lack).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Waits (up to `timeout`) for the container to power off, then judges what its probe
+/// wrote to `findings/findings`: no `FAIL` line, a `PASS NAME:` line for every check in
+/// `required`, and `DONE` (the probe ran to its end); then systemd-nspawn's own exit.
+/// `show(why)` renders the logs for a failure message. Returns the findings.
+pub fn judge(
+    c: &mut Container,
+    findings: &Path,
+    timeout: Duration,
+    required: &[&str],
+    test: &str,
+    show: &dyn Fn(&str) -> String,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    let status: ExitStatus = loop {
+        if let Some(st) = c.child.as_mut().unwrap().try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            c.stop_child();
+            panic!(
+                "the container did not power off within {timeout:?}\n{}",
+                show("timeout")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    c.child = None;
+    let text = read_lossy(&findings.join("findings"));
+    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    let missing: Vec<&&str> = required
+        .iter()
+        .filter(|r| !text.lines().any(|l| l.starts_with(&format!("PASS {r}:"))))
+        .collect();
+    let done = text.lines().any(|l| l == "DONE");
+    assert!(
+        failed.is_empty() && missing.is_empty() && done,
+        "{test} test failed: {} FAIL lines, checks without a PASS: {missing:?}, probe finished: {done}; systemd-nspawn {}\n{}",
+        failed.len(),
+        describe_status(status),
+        show("failure")
+    );
+    assert!(
+        status.success(),
+        "systemd-nspawn: {} after a complete probe\n{}",
+        describe_status(status),
+        show("nspawn failed")
+    );
+    text
 }

@@ -194,6 +194,11 @@ pub struct Batcher {
     /// Paths synced by live batches while a sync ran beside: that sync may have written
     /// what it read before their change over them, so they are synced once more after it.
     resync: HashMap<Vec<u8>, Meta>,
+    /// A sync that ran beside the queue and failed (the initial sync, say a handler that
+    /// could not be run for a moment): tried again beside the queue once the backoff has
+    /// passed. Queued as live changes it would run as an ordinary batch, and every live
+    /// change would wait for the whole copy it makes.
+    beside_retry: Option<Batch>,
     /// `safe`: everything due is held back by running batches; nothing is due until one
     /// ends or a new path arrives.
     held: bool,
@@ -223,6 +228,7 @@ impl Batcher {
             in_flight: HashMap::new(),
             beside: 0,
             resync: HashMap::new(),
+            beside_retry: None,
             held: false,
             failures: 0,
             retry_at: None,
@@ -302,9 +308,11 @@ impl Batcher {
         false
     }
 
-    /// Number of queued paths.
+    /// Number of queued paths (those of a failed sync waiting to run beside again too).
     pub fn len(&self) -> usize {
-        self.normal.paths.len() + self.big.paths.len()
+        self.normal.paths.len()
+            + self.big.paths.len()
+            + self.beside_retry.as_ref().map_or(0, |b| b.entries.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -380,22 +388,34 @@ impl Batcher {
     /// limit is reached, or everything due is held back by running batches) or nothing
     /// is queued.
     pub fn deadline(&self) -> Option<Instant> {
+        // A failed sync beside the queue needs no free slot: it runs beside it.
+        let beside = self
+            .beside_retry
+            .as_ref()
+            .map(|_| self.not_before().unwrap_or_else(Instant::now));
         if self.full() || self.held {
-            return None;
+            return beside;
         }
-        match (
+        [
+            beside,
             self.queue_deadline(Class::Normal),
             self.queue_deadline(Class::Big),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Takes every queue whose deadline has passed, as one batch, and counts it running
     /// until [`complete`](Self::complete). With `safe` threading, paths that overlap a
     /// running batch stay queued.
     pub fn take_due(&mut self, now: Instant) -> Option<Batch> {
+        if self.beside_retry.is_some() && self.not_before().is_none_or(|t| t <= now) {
+            let mut batch = self.beside_retry.take()?;
+            batch.beside = true;
+            self.beside += 1;
+            return Some(batch);
+        }
         if self.full() || self.held {
             return None;
         }
@@ -413,7 +433,7 @@ impl Batcher {
         if self.full() || self.is_empty() {
             return None;
         }
-        let mut entries = Vec::new();
+        let mut entries = (self.beside_retry.take()).map_or_else(Vec::new, |b| b.entries);
         self.take_queue(Class::Normal, &mut entries);
         self.take_queue(Class::Big, &mut entries);
         self.begin(now, entries)
@@ -449,7 +469,7 @@ impl Batcher {
         if entries.is_empty() {
             return None;
         }
-        if self.beside > 0 {
+        if self.beside > 0 || self.beside_retry.is_some() {
             for e in &entries {
                 self.resync.entry(e.path.clone()).or_default().merge(Meta {
                     recursive: e.recursive,
@@ -496,12 +516,31 @@ impl Batcher {
         self.beside += 1;
     }
 
+    /// Runs `batch` beside the queue once the backoff of the last failure has passed (a
+    /// warm start's initial sync failed: the full sync that replaces it). With `safe`
+    /// threading its paths are queued instead, as [`start_beside`](Self::start_beside)
+    /// would run it there.
+    pub fn defer_beside(&mut self, now: Instant, batch: Batch) {
+        if self.threading == Threading::Safe {
+            for e in batch.entries {
+                self.push_event(now, e.path, e.recursive, e.mask, e.class);
+            }
+            return;
+        }
+        match &mut self.beside_retry {
+            Some(b) => b.entries.extend(batch.entries),
+            None => self.beside_retry = Some(batch),
+        }
+    }
+
     /// Ends a running sync. On failure the batch's paths are queued again (as if their
     /// events had just happened) and the next sync waits for the backoff.
-    pub fn complete(&mut self, now: Instant, batch: Batch, ok: bool) {
+    pub fn complete(&mut self, now: Instant, mut batch: Batch, ok: bool) {
+        let retry_beside = batch.beside && !ok;
         if batch.beside {
             self.beside = self.beside.saturating_sub(1);
-            if self.beside == 0 {
+            // The paths synced meanwhile wait for the retry's end when it failed.
+            if self.beside == 0 && !retry_beside {
                 for (path, m) in std::mem::take(&mut self.resync) {
                     self.push_event(now, path, m.recursive, m.mask, Class::Normal);
                 }
@@ -524,6 +563,14 @@ impl Batcher {
         self.failures = self.failures.saturating_add(1);
         let backoff = self.backoff();
         self.retry_at = Some(now + backoff);
+        if retry_beside {
+            batch.beside = false;
+            match &mut self.beside_retry {
+                Some(b) => b.entries.append(&mut batch.entries),
+                None => self.beside_retry = Some(batch),
+            }
+            return;
+        }
         for e in batch.entries {
             // The retry is governed by retry_at; the collect delay does not start anew.
             let first = now.checked_sub(self.delays.collect_bigfile.max(self.delays.collect));

@@ -462,3 +462,79 @@ fn full_batch_is_recognised() {
     };
     assert!(batch.is_full());
 }
+
+#[test]
+fn a_failed_initial_sync_is_tried_again_beside_the_queue() {
+    let t0 = Instant::now();
+    let mut b = Batcher::new(quick());
+    let mut initial = root_batch();
+    b.start_beside(&mut initial);
+    b.push(t0, b"a".to_vec(), false, Class::Normal);
+    let live = b.take_due(t0 + secs(1)).expect("a live batch");
+    // The initial sync fails while the live batch runs.
+    b.complete(t0 + secs(2), initial, false);
+    assert_eq!(b.len(), 1, "the whole tree stays queued");
+    let retry_at = t0 + secs(2) + b.backoff();
+    assert_eq!(
+        b.deadline(),
+        Some(retry_at),
+        "no slot is needed to try again"
+    );
+    assert!(b.take_due(retry_at - Duration::from_millis(1)).is_none());
+    let again = b
+        .take_due(retry_at)
+        .expect("tried again while a live batch runs");
+    assert!(again.beside && again.is_full(), "{again:?}");
+    b.complete(retry_at, live, true);
+    // Live changes keep going while it runs.
+    b.push(retry_at, b"b".to_vec(), false, Class::Normal);
+    let live = b
+        .take_due(retry_at + secs(1))
+        .expect("a live batch beside the retry");
+    assert_eq!(paths(&live), ["b"]);
+    b.complete(retry_at + secs(1), live, true);
+    assert!(b.take_due(retry_at + secs(5)).is_none());
+    b.complete(retry_at + secs(9), again, true);
+    // What live batches synced since the first try is synced once more after it.
+    let mut after = paths(&b.take_due(retry_at + secs(10)).unwrap());
+    after.sort();
+    assert_eq!(after, ["a", "b"]);
+}
+
+#[test]
+fn a_failed_initial_sync_pending_a_retry_is_part_of_the_final_sync() {
+    let t0 = Instant::now();
+    let mut b = Batcher::new(quick());
+    let mut initial = root_batch();
+    b.start_beside(&mut initial);
+    b.complete(t0, initial, false);
+    b.push(t0, b"a".to_vec(), false, Class::Normal);
+    let last = b.take_all(t0).expect("the final sync");
+    assert!(last.is_full() && !last.beside, "{last:?}");
+    assert!(b.is_empty());
+}
+
+#[test]
+fn a_deferred_full_sync_runs_beside_after_the_backoff() {
+    let t0 = Instant::now();
+    let mut b = Batcher::new(quick());
+    let mut warm = root_batch();
+    warm.entries[0].path = b"changed".to_vec();
+    b.start_external(&warm);
+    b.complete(t0, warm, false);
+    // Its replacement, the full sync, runs beside the queue after the backoff.
+    b.defer_beside(t0, root_batch());
+    let retry_at = t0 + b.backoff();
+    assert!(b.take_due(retry_at - Duration::from_millis(1)).is_none());
+    let full = b.take_due(retry_at).expect("the full sync, beside");
+    assert!(full.beside && full.is_full(), "{full:?}");
+    // The failed batch's own paths are queued as live changes.
+    assert_eq!(paths(&b.take_due(retry_at + secs(1)).unwrap()), ["changed"]);
+    // Under safe threading nothing runs beside: it is queued.
+    let mut s = Batcher::with_threading(quick(), Threading::Safe, 4);
+    s.defer_beside(t0, root_batch());
+    let full = s
+        .take_due(t0 + secs(1))
+        .expect("queued under safe threading");
+    assert!(!full.beside && full.is_full(), "{full:?}");
+}

@@ -13,7 +13,8 @@ The worker loop: one thread, one `mio::Poll`, four sources of wake-ups.
 Start-up order matters: the watches are set first, then the initial full sync runs, so a
 change made while it runs is an event like any other. With rsyncdirect (threading off or
 full) the initial sync runs beside the queue ([`Batcher::start_beside`]): such a change is
-synced at once, not after a first copy that may take hours, and once more after it.
+synced at once, not after a first copy that may take hours, and once more after it. A
+failed initial sync is tried again beside the queue too.
 Ready (log line and status file) means both the watches and the initial sync are done.
 
 This file holds the loop's state and what each tick does; start-up is in `start`, the

@@ -183,6 +183,7 @@ impl Worker {
         let verify = f.batch.verify;
         // The warm start's initial sync (what differs from the index).
         let initial = f.batch.initial;
+        let beside = self.initial_beside();
         // Another destination's full sync may still run: it keeps its lines.
         if full && !self.runner.busy() {
             self.progress_at = None;
@@ -229,14 +230,20 @@ impl Worker {
                     t.initial_failed = true;
                 }
                 if initial {
-                    // Retried as a full sync (its end makes the destination ready).
-                    t.batcher.push_event(
-                        now,
-                        Vec::new(),
-                        true,
-                        crate::watch::MASK_FOUND_DIR,
-                        Class::Normal,
-                    );
+                    // Retried as a full sync (its end makes the destination ready),
+                    // beside the queue where the initial sync may run there: live
+                    // changes need not wait for a whole copy.
+                    if beside {
+                        t.batcher.defer_beside(now, full_batch(false));
+                    } else {
+                        t.batcher.push_event(
+                            now,
+                            Vec::new(),
+                            true,
+                            crate::watch::MASK_FOUND_DIR,
+                            Class::Normal,
+                        );
+                    }
                 }
             }
         }
@@ -454,18 +461,22 @@ impl Worker {
         Ok(d)
     }
 
+    /// Whether an initial sync runs beside the queue (see the module doc of `worker`):
+    /// before ready, rsync of our own only (a handler script may not expect two runs at
+    /// once), not for a failover pair's peer, nor when the initial sync is all there is.
+    fn initial_beside(&self) -> bool {
+        !self.ready
+            && self.pair.is_none()
+            && self.cfg.mode == Mode::RsyncDirect
+            && self.cfg.initial != Initial::Only
+    }
+
     /// Starts a sync of the whole tree to destination `t` outside its queue (the initial
     /// sync, or a verification).
     pub(super) fn start_full(&mut self, t: usize, verify: bool) {
         let mut batch = full_batch(verify);
-        if !verify
-            && !self.ready
-            && self.pair.is_none()
-            && self.cfg.mode == Mode::RsyncDirect
-            && self.cfg.initial != Initial::Only
-        {
-            // Changes made during a long initial copy are synced meanwhile (rsync of our
-            // own only: a handler script may not expect two runs at once).
+        if !verify && self.initial_beside() {
+            // Changes made during a long initial copy are synced meanwhile.
             self.targets[t].batcher.start_beside(&mut batch);
         } else {
             self.targets[t].batcher.start_external(&batch);

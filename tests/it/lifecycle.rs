@@ -610,6 +610,18 @@ fn a_file_open_for_writing_waits_for_its_close_or_the_cap() {
 /// everything converges.
 #[test]
 fn changes_during_the_initial_sync_are_synced_without_waiting_for_it() {
+    live_during_a_held_initial_sync(false);
+}
+
+/// The same when the first try of the initial sync fails (a destination not reachable
+/// for a moment, a handler that could not be run): it is tried again beside the queue,
+/// not as an ordinary batch that every live change would wait for.
+#[test]
+fn changes_during_a_retried_initial_sync_are_synced_without_waiting_for_it() {
+    live_during_a_held_initial_sync(true);
+}
+
+fn live_during_a_held_initial_sync(fail_first: bool) {
     use std::os::unix::fs::PermissionsExt;
     let t = TestDir::new("live-during-initial");
     mkdir(&t.s(b"old"));
@@ -617,14 +629,18 @@ fn changes_during_the_initial_sync_are_synced_without_waiting_for_it() {
         write(&t.s(format!("old/f{i}").as_bytes()), b"old");
     }
     let script = t.root.join("hold-full.sh");
+    // The whole-tree runs (no list) log their start; the first fails at once when asked,
+    // the next ones wait for the release file.
     std::fs::write(
         &script,
         format!(
             r#"#!/bin/sh
 T='{root}'
 case "$*" in *--include-from=*|*--files-from=*) exec rsync "$@";; esac
+echo full >> "$T/full.log"
+if [ {fail_first} = true ] && [ ! -e "$T/failed" ]; then : > "$T/failed"; exit 12; fi
 touch "$T/full.started"
-i=0; while [ ! -e "$T/release" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
+i=0; while [ ! -e "$T/release" ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done
 exec rsync "$@"
 "#,
             root = t.root.display()
@@ -643,7 +659,7 @@ exec rsync "$@"
             .join("full.started")
             .exists()
             .then_some(())
-            .ok_or_else(|| "not yet".into())
+            .ok_or_else(|| format!("not yet\n{}", w.stderr()))
     });
     mkdir_p(&t.s(b"new/deep"));
     write(&t.s(b"new/deep/during"), b"written during the initial sync");
@@ -658,8 +674,19 @@ exec rsync "$@"
                 .ok_or_else(|| format!("not there yet\n{}", w.stderr()))
         },
     );
-    assert!(!t.d(b"old/f0").exists(), "the initial sync is still held");
+    assert!(
+        !t.d(b"old/f0").exists(),
+        "the initial sync is still held\n{}",
+        w.stderr()
+    );
     assert_ne!(w.status(), "running", "ready before the initial sync ended");
+    let tries = std::fs::read_to_string(t.root.join("full.log")).unwrap();
+    assert_eq!(
+        tries.lines().count(),
+        if fail_first { 2 } else { 1 },
+        "whole-tree runs so far:\n{tries}\n{}",
+        w.stderr()
+    );
     write(&t.root.join("release"), b"");
     wait_until(SYNC_TIMEOUT, "readiness", || {
         (w.status() == "running")

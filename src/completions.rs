@@ -56,17 +56,37 @@ pub enum Shell {
     Fish,
 }
 
+/// One of clap's completers whose registration script is edited: `edit.0` replaced by
+/// `edit.1`, then `tail` (of the command's name and the binary's) appended. The
+/// completion itself is clap's.
+struct Edited<S: 'static> {
+    shell: S,
+    edit: (&'static str, &'static str),
+    tail: fn(name: &str, bin: &str) -> String,
+}
+
 /// bash: clap's registration, with a candidate ending in `@` (a template, `NAME@`, whose
 /// label comes next) left without a space after it, as one ending in `=`, `/` or `:`.
-struct BashScript;
+const BASH: Edited<Bash> = Edited {
+    shell: Bash,
+    edit: BASH_NOSPACE,
+    tail: |_, _| String::new(),
+};
 
 /// zsh: clap's registration, which also completes when it is autoloaded from `fpath` as
 /// `_clsync` (the package's vendor-completions file): the first TAB runs the file's body,
 /// which only defines the completer unless the body calls it too. And, as in bash, no
 /// space after a template's `NAME@`. (fish adds none after `@` by itself.)
-struct ZshScript;
+const ZSH: Edited<Zsh> = Edited {
+    shell: Zsh,
+    edit: ZSH_NOSPACE,
+    tail: |name, bin| {
+        let f = name.replace('-', "_");
+        format!("if [ \"$funcstack[1]\" = \"_{bin}\" ]; then\n    _clap_dynamic_completer_{f} \"$@\"\nfi\n")
+    },
+};
 
-/// Fragments of clap_complete's scripts that [`BashScript`] and [`ZshScript`] edit; a
+/// Fragments of clap_complete's scripts that [`BASH`] and [`ZSH`] edit; a
 /// unit test fails if a new clap_complete no longer writes them.
 const BASH_NOSPACE: (&str, &str) = ("=~ [=/:]$ ]]", "=~ [=/:@]$ ]]");
 const ZSH_NOSPACE: (&str, &str) = (
@@ -84,12 +104,12 @@ const ZSH_NOSPACE: (&str, &str) = (
 "#,
 );
 
-impl EnvCompleter for BashScript {
+impl<S: EnvCompleter> EnvCompleter for Edited<S> {
     fn name(&self) -> &'static str {
-        Bash.name()
+        self.shell.name()
     }
     fn is(&self, name: &str) -> bool {
-        Bash.is(name)
+        self.shell.is(name)
     }
     fn write_registration(
         &self,
@@ -100,45 +120,10 @@ impl EnvCompleter for BashScript {
         buf: &mut dyn std::io::Write,
     ) -> std::io::Result<()> {
         let mut script = Vec::new();
-        Bash.write_registration(var, name, bin, completer, &mut script)?;
-        let script = String::from_utf8_lossy(&script).replace(BASH_NOSPACE.0, BASH_NOSPACE.1);
-        buf.write_all(script.as_bytes())
-    }
-    fn write_complete(
-        &self,
-        cmd: &mut clap::Command,
-        args: Vec<OsString>,
-        current_dir: Option<&Path>,
-        buf: &mut dyn std::io::Write,
-    ) -> std::io::Result<()> {
-        Bash.write_complete(cmd, args, current_dir, buf)
-    }
-}
-
-impl EnvCompleter for ZshScript {
-    fn name(&self) -> &'static str {
-        Zsh.name()
-    }
-    fn is(&self, name: &str) -> bool {
-        Zsh.is(name)
-    }
-    fn write_registration(
-        &self,
-        var: &str,
-        name: &str,
-        bin: &str,
-        completer: &str,
-        buf: &mut dyn std::io::Write,
-    ) -> std::io::Result<()> {
-        let mut script = Vec::new();
-        Zsh.write_registration(var, name, bin, completer, &mut script)?;
-        let script = String::from_utf8_lossy(&script).replace(ZSH_NOSPACE.0, ZSH_NOSPACE.1);
+        (self.shell).write_registration(var, name, bin, completer, &mut script)?;
+        let script = String::from_utf8_lossy(&script).replace(self.edit.0, self.edit.1);
         buf.write_all(script.as_bytes())?;
-        let f = name.replace('-', "_");
-        writeln!(
-            buf,
-            "if [ \"$funcstack[1]\" = \"_{bin}\" ]; then\n    _clap_dynamic_completer_{f} \"$@\"\nfi"
-        )
+        buf.write_all((self.tail)(name, bin).as_bytes())
     }
     fn write_complete(
         &self,
@@ -147,11 +132,11 @@ impl EnvCompleter for ZshScript {
         current_dir: Option<&Path>,
         buf: &mut dyn std::io::Write,
     ) -> std::io::Result<()> {
-        Zsh.write_complete(cmd, args, current_dir, buf)
+        self.shell.write_complete(cmd, args, current_dir, buf)
     }
 }
 
-const SHELLS: Shells<'static> = Shells(&[&BashScript, &ZshScript, &Fish]);
+const SHELLS: Shells<'static> = Shells(&[&BASH, &ZSH, &Fish]);
 
 /// Whether `value` of [`VAR`] names a shell of [`SHELLS`] (`bash`, or a path to it as in
 /// `$SHELL`): anything else (unset, empty, `0`, `yes`) is no completion request, and the
@@ -205,8 +190,8 @@ fn silence_stderr() {
 pub fn script(program: Program, shell: Shell) -> String {
     let name = program.name();
     let shell: &dyn EnvCompleter = match shell {
-        Shell::Bash => &BashScript,
-        Shell::Zsh => &ZshScript,
+        Shell::Bash => &BASH,
+        Shell::Zsh => &ZSH,
         Shell::Fish => &Fish,
     };
     let mut buf = Vec::new();

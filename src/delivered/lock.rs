@@ -77,6 +77,10 @@ pub fn take(dir: &Path, owner: (Option<u32>, Option<u32>)) -> Result<IndexLock, 
             path.display()
         )));
     }
+    // libc's flock, not nix's `Flock`: that one unlocks (LOCK_UN) when dropped, and the
+    // lock belongs to the open file the process forked to the background shares with
+    // its parent, which exits after the fork: an unlock there would free the directory
+    // under the worker that stays. Closing a descriptor leaves the lock to the other.
     // SAFETY: flock on a descriptor we own; no memory is involved.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = io::Error::last_os_error();

@@ -49,6 +49,39 @@ done
 
 cargo deb "$@"
 
+# dpkg --verify and debsums check the installed files against DEBIAN/md5sums, which
+# cargo-deb does not write: added here (conffiles left out, as dh_md5sums does: dpkg
+# keeps their sums itself), the package rebuilt with the same files, owners (root),
+# times (no later than the newest file's, as cargo-deb set them) and compression.
+for deb in target/debian/*.deb; do
+    [ -e "$deb" ] || continue
+    if dpkg-deb --info "$deb" md5sums >/dev/null 2>&1; then
+        continue
+    fi
+    tmp=$(mktemp -d target/debian/md5sums.XXXXXX)
+    dpkg-deb --raw-extract "$deb" "$tmp/root"
+    touch "$tmp/root/DEBIAN/conffiles"
+    (cd "$tmp/root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' |
+        LC_ALL=C sort -z | xargs -0r md5sum) |
+        awk 'NR == FNR { sub(/^\//, ""); conf[$0] = 1; next }
+             { path = substr($0, 35) } !(path in conf)' "$tmp/root/DEBIAN/conffiles" - \
+        > "$tmp/md5sums"
+    [ -s "$tmp/root/DEBIAN/conffiles" ] || rm -f "$tmp/root/DEBIAN/conffiles"
+    newest=$(find "$tmp/root" -path "$tmp/root/DEBIAN" -prune -o -type f -printf '%T@\n' |
+        sort -n | tail -n 1 | cut -d. -f1)
+    install -m 0644 "$tmp/md5sums" "$tmp/root/DEBIAN/md5sums"
+    comp=$(ar t "$deb" | sed -n 's/^data\.tar\.//p')
+    case $comp in
+        xz) z=xz ;;
+        zst) z=zstd ;;
+        gz) z=gzip ;;
+        *) z=xz ;;
+    esac
+    SOURCE_DATE_EPOCH=$newest dpkg-deb --root-owner-group -Z"$z" --build "$tmp/root" "$tmp/new.deb" >/dev/null
+    mv "$tmp/new.deb" "$deb"
+    rm -rf "$tmp"
+done
+
 echo
 for deb in target/debian/*.deb; do
     [ -e "$deb" ] || continue

@@ -269,6 +269,11 @@ upgrade() {
     check upgrade "dpkg says it upgrades, not downgrades ($edited)" bash -c "! grep -qi downgrad <<<\"\$0\"" "$out"
     check upgrade "our version is installed ($edited)" bash -c "installed_version | grep -qx 'install ok installed $NEW'"
     check upgrade "our version sorts above Debian's $OLD" dpkg --compare-versions "$NEW" gt "$OLD"
+    info "dpkg --verify clsync ($edited): $(dpkg --verify clsync 2>&1 | tr '\n' ' ')"
+    check verify "dpkg has the sums of the installed files (md5sums) ($edited)" \
+        [ -s /var/lib/dpkg/info/clsync.md5sums ]
+    check verify "dpkg --verify finds every file but conffiles as packaged ($edited)" \
+        bash -c '[ -z "$(dpkg --verify clsync 2>&1 | grep -v "^..5...... c /")" ]'
     check unit-file "a unit file for $U is still there after dpkg removed the old package's files ($edited)" \
         bash -c "f=\$(systemctl show -p FragmentPath --value $U); [ -n \"\$f\" ] && [ -f \"\$f\" ] && cmp \"\$f\" $D/new-unit"
     check unit-file "the path the enabled link names belongs to the package (dpkg -S) ($edited)" \
@@ -383,6 +388,7 @@ const REQUIRED: &[&str] = &[
     "old-install",
     "old-unit",
     "upgrade",
+    "verify",
     "unit-file",
     "init-script",
     "defaults",

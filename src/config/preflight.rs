@@ -71,8 +71,26 @@ pub(crate) fn canonical_maybe_missing(p: &Path) -> Result<PathBuf, String> {
     }
 }
 
+/// Where a sync handler named by a relative path with a slash (`./sync.sh`, `bin/sync`)
+/// is: in the current directory at start when it is there, as the original takes it (it
+/// resolves the path before it moves to the watch directory), as `lists-dir` is taken;
+/// else in the watch directory `src`, where the handler runs. A bare name is looked up in
+/// `$PATH` and an absolute path is itself: both are returned as they are.
+#[must_use]
+pub fn handler_path(h: &Path, src: &Path) -> PathBuf {
+    if h.is_absolute() || h.components().count() < 2 {
+        return h.to_path_buf();
+    }
+    if let Ok(here) = std::env::current_dir().map(|d| d.join(h)) {
+        if here.symlink_metadata().is_ok() {
+            return here;
+        }
+    }
+    src.join(h)
+}
+
 /// Finds the sync handler: an executable, or the shared object of the so modes.
-fn find_handler(cfg: &Config) -> Result<PathBuf, StartError> {
+fn find_handler(cfg: &Config, src: &Path) -> Result<PathBuf, StartError> {
     let h = &cfg.rsync;
     if cfg.mode.is_so() {
         return match std::fs::metadata(h) {
@@ -87,16 +105,24 @@ fn find_handler(cfg: &Config) -> Result<PathBuf, StartError> {
             ))),
         };
     }
-    find_executable(h).ok_or_else(|| {
+    let found = handler_path(h, src);
+    find_executable(&found).ok_or_else(|| {
+        let cwd = std::env::current_dir().unwrap_or_default();
         StartError::Handler(format!(
             "sync handler {}: not found or not executable{}",
             h.display(),
             if h.as_os_str() == "rsync" {
-                " in $PATH (install rsync: apt-get install rsync)"
+                " in $PATH (install rsync: apt-get install rsync)".to_string()
             } else if h.components().count() == 1 {
-                " in $PATH"
+                " in $PATH".to_string()
+            } else if h.is_relative() {
+                format!(
+                    " (looked for in the current directory {} and in the watch directory {})",
+                    cwd.display(),
+                    src.display()
+                )
             } else {
-                ""
+                String::new()
             }
         ))
     })
@@ -123,7 +149,7 @@ pub fn check_strict(cfg: &Config) -> Result<(), StartError> {
         crate::strict::check_named_if(on, f, "rules file").map_err(StartError::Usage)?;
     }
     if !cfg.mode.is_so() {
-        in_src(&cfg.rsync, "sync handler")?;
+        in_src(&handler_path(&cfg.rsync, &cfg.src), "sync handler")?;
     }
     for (hook, what) in [
         (&cfg.pre_exit_hook, "pre-exit hook"),
@@ -171,7 +197,7 @@ pub fn preflight(cfg: &Config) -> Result<(PathBuf, Vec<PathBuf>, PathBuf), Start
     };
     cfg.check_mode().map_err(StartError::Usage)?;
     check_strict(cfg)?;
-    let handler = find_handler(cfg)?;
+    let handler = find_handler(cfg, &src)?;
     if cfg.mode != crate::sync::handler::Mode::RsyncDirect || cfg.handler_args.is_some() {
         // The handler decides what the destination is (a host, a path, nothing): it is
         // passed on as given, never created or deleted here.

@@ -862,3 +862,54 @@ cases! { rsyncdirect_with_rsync_args;
     rsyncdirect_with_rsync_args_placeholder_mirrors: false,
     rsyncdirect_with_rsync_args_placeholder_mirrors_sandboxed: true,
 }
+
+/// A sync handler named by a relative path (`./sync.sh`) is taken from the directory the
+/// worker was started in, as the original takes it (it resolves the path before moving
+/// to the watch directory), not from the watch directory the handler runs in: found at
+/// start, it must be the one each sync runs. One found in neither place is refused at
+/// start, naming both.
+#[test]
+fn a_relative_sync_handler_is_taken_from_the_start_directory() {
+    use std::process::Command;
+    let t = TestDir::new("relative-handler");
+    write(&t.s(b"file"), b"data");
+    let ran = t.root.join("ran");
+    std::fs::write(
+        t.root.join("sync.sh"),
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\nexec rsync \"$@\"\n",
+            ran.display()
+        ),
+    )
+    .unwrap();
+    chmod(&t.root.join("sync.sh"), 0o755);
+    let (status, err) = run_within(
+        Command::new(BIN)
+            .current_dir(&t.root)
+            .args(["--exit-on-no-events", "-S", "./sync.sh"])
+            .arg(&t.src)
+            .arg(&t.dst),
+        SYNC_TIMEOUT,
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
+    assert!(ran.exists(), "the handler did not run:\n{err}");
+    assert_synced_now(&t.src, &t.dst, "after the initial sync");
+
+    let (status, err) = run_within(
+        Command::new(BIN)
+            .current_dir(&t.root)
+            .args(["--exit-on-no-events", "-S", "./nowhere.sh"])
+            .arg(&t.src)
+            .arg(&t.dst),
+        SYNC_TIMEOUT,
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(4), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    for want in [
+        "sync handler ./nowhere.sh: not found",
+        &t.root.display().to_string(),
+        &t.src.display().to_string(),
+    ] {
+        assert!(err.contains(want), "{want:?} not in: {err}");
+    }
+}

@@ -113,6 +113,9 @@ pub struct Batch {
     /// The initial sync of a warm start (what differs from the destination's index): its
     /// end makes the destination ready, as a full initial sync's does.
     pub initial: bool,
+    /// Its runs itemize what they change, as a verification's do, without being one (the
+    /// full sync of a start after `clsync-manager resync`: its end tells what it repaired).
+    pub itemize: bool,
 }
 
 impl Batch {
@@ -483,6 +486,7 @@ impl Batcher {
             verify: false,
             beside: false,
             initial: false,
+            itemize: false,
         };
         self.start_external(&batch);
         if self.threading != Threading::Off {

@@ -527,7 +527,8 @@ fn status_shows_each_workers_sandbox() {
 }
 
 /// `resync` of an instance with no worker makes its next start a full sync instead of
-/// one from its index; the start after that is from the index again.
+/// one from its index, whose end tells what it repaired; the start after that is from
+/// the index again.
 #[test]
 fn resync_of_a_stopped_instance_forces_a_full_start() {
     let t = TestDir::new("mgr-resync-stopped");
@@ -557,7 +558,23 @@ fn resync_of_a_stopped_instance_forces_a_full_start() {
         m.ok(&["resync", "w"]).trim(),
         "full sync at the next start requested"
     );
+    // Drift at the destination while stopped: the full sync repairs it and says so, as
+    // a resync of a running instance does.
+    std::fs::remove_file(t.d(b"a")).unwrap();
     started("initial sync: full (resync requested)");
+    let mut done = String::new();
+    wait_until(SYNC_TIMEOUT, "the end of the resync in the log", || {
+        let logs = m.ok(&["logs", "w", "--lines", "500"]);
+        done = (logs.lines())
+            .rfind(|l| l.starts_with("full resync done in "))
+            .unwrap_or_default()
+            .to_string();
+        (!done.is_empty()).then_some(()).ok_or(logs)
+    });
+    assert!(
+        done.contains(": repaired 1 transferred, 0 deleted, "),
+        "{done}"
+    );
     started("initial sync: from the index (");
     wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
 }

@@ -296,6 +296,7 @@ fn safe_threading_holds_everything_behind_a_running_full_sync() {
         verify: false,
         beside: false,
         initial: false,
+        itemize: false,
     };
     b.start_external(&initial);
     b.push(t0, b"a".to_vec(), false, Class::Normal);
@@ -459,6 +460,7 @@ fn full_batch_is_recognised() {
         verify: false,
         beside: false,
         initial: false,
+        itemize: false,
     };
     assert!(batch.is_full());
 }

@@ -327,7 +327,7 @@ impl Handler {
                 .collect();
             let none = BTreeSet::new();
             let runs = self.plan(&entries, &batch.moves, &none);
-            self.rsync(runs, false, &mut out)?;
+            self.rsync(runs, false, false, &mut out)?;
         } else if self.cfg.mode.is_rsync() {
             let started = std::time::Instant::now();
             let entries: std::borrow::Cow<[Entry]> = if moved.is_empty() {
@@ -354,7 +354,7 @@ impl Handler {
                 runs.len()
             );
             // A verification reports what it had to repair.
-            self.rsync(runs, batch.verify, &mut out)?;
+            self.rsync(runs, batch.verify, batch.itemize, &mut out)?;
         } else {
             let (paths, trees) = self.expand(&batch.entries, ctx.rules);
             for dir in trees {
@@ -474,9 +474,16 @@ impl Handler {
         }
     }
 
-    /// The rsync modes: one step per part of each run's plan; `verify`: rsyncdirect's
-    /// runs itemize what they repair (the other modes' handlers run rsync themselves).
-    fn rsync(&mut self, runs: Vec<Run>, verify: bool, out: &mut Steps) -> io::Result<()> {
+    /// The rsync modes: one step per part of each run's plan; `verify` (or `itemize`
+    /// alone, which keeps the progress records): rsyncdirect's runs itemize what they
+    /// repair (the other modes' handlers run rsync themselves).
+    fn rsync(
+        &mut self,
+        runs: Vec<Run>,
+        verify: bool,
+        itemize: bool,
+        out: &mut Steps,
+    ) -> io::Result<()> {
         // (check, exclude list, include list or `--files-from` list, the latter)
         type Part = (Check, Vec<u8>, Option<Vec<u8>>, bool);
         let mut parts: Vec<Part> = Vec::new();
@@ -494,7 +501,7 @@ impl Handler {
         let own_argv = self.cfg.mode == Mode::RsyncDirect && self.cfg.args.is_none();
         // Only rsync itself itemizes: an rsyncshell handler keeps its argv (the
         // original's `rsynclist LABEL ...`), and its output is not rsync's.
-        let itemize = verify && self.cfg.mode == Mode::RsyncDirect;
+        let itemize = (verify || itemize) && self.cfg.mode == Mode::RsyncDirect;
         for (check, exclude, include, files) in parts {
             let mut vars = Vars {
                 typ: if include.is_none() && !own_argv {

@@ -183,6 +183,7 @@ impl Worker {
         let verify = f.batch.verify;
         // The warm start's initial sync (what differs from the index).
         let initial = f.batch.initial;
+        let itemized_full = full && f.batch.itemize;
         let beside = self.initial_beside();
         // Another destination's full sync may still run: it keeps its lines.
         if full && !self.runner.busy() {
@@ -247,8 +248,9 @@ impl Worker {
                 }
             }
         }
-        // A full resync is a verification run that was asked for.
-        let resync = if verify {
+        // A full resync is a verification run that was asked for, or the itemized full
+        // sync of a start after one was asked for while the instance was stopped.
+        let resync = if verify || itemized_full {
             self.targets[ti].resyncing.take()
         } else {
             None
@@ -399,7 +401,13 @@ impl Worker {
                     self.src.display(),
                     self.targets[t].name
                 );
-                self.start_full(t, false);
+                // After `clsync-manager resync`: its end tells what it repaired, as a
+                // resync of a running worker does.
+                let resync = why == RESYNC_REQUESTED;
+                if resync {
+                    self.targets[t].resyncing = Some(Instant::now());
+                }
+                self.start_full_itemized(t, false, resync);
             }
         }
     }
@@ -424,7 +432,7 @@ impl Worker {
         }
         if let Some(d) = &self.cfg.index_dir {
             if std::fs::symlink_metadata(d.join(crate::delivered::RESYNC_MARKER)).is_ok() {
-                return Err("resync requested".into());
+                return Err(RESYNC_REQUESTED.into());
             }
         }
         let Some(ix) = &self.targets[t].index else {
@@ -474,7 +482,14 @@ impl Worker {
     /// Starts a sync of the whole tree to destination `t` outside its queue (the initial
     /// sync, or a verification).
     pub(super) fn start_full(&mut self, t: usize, verify: bool) {
+        self.start_full_itemized(t, verify, false);
+    }
+
+    /// [`start_full`](Self::start_full), its runs itemizing what they change when
+    /// `itemize` (rsync of our own only).
+    fn start_full_itemized(&mut self, t: usize, verify: bool, itemize: bool) {
         let mut batch = full_batch(verify);
+        batch.itemize = itemize;
         if !verify && self.initial_beside() {
             // Changes made during a long initial copy are synced meanwhile.
             self.targets[t].batcher.start_beside(&mut batch);
@@ -484,6 +499,9 @@ impl Worker {
         self.start(t, batch);
     }
 }
+
+/// Why the initial sync is full after `clsync-manager resync` of a stopped instance.
+const RESYNC_REQUESTED: &str = "resync requested";
 
 /// The end of a full resync, in the log (and so in the manager's and `clsync-manager logs`):
 /// how long it took and what it repaired, from rsync's itemized changes (files sent,
@@ -527,5 +545,6 @@ pub(super) fn full_batch(verify: bool) -> Batch {
         verify,
         beside: false,
         initial: false,
+        itemize: false,
     }
 }

@@ -44,6 +44,7 @@ fn full_run_of(mode: Mode, tag: &str, verify: bool) -> Exec {
         verify,
         beside: false,
         initial: false,
+        itemize: false,
     };
     let ctx = Context {
         rules: &Rules::default(),

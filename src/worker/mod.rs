@@ -177,10 +177,19 @@ impl Worker {
                 t = Some(t.map_or(d, |t| t.min(d)));
             }
         };
-        if self.phase == Phase::Running {
+        // On standby the batches and verifications that are due wait for the standby
+        // file's next check (`standby_check`, below), and once max-iterations are used up
+        // for the running sync's end (the runner wakes the loop): a deadline already
+        // passed would wake it at once, again and again, a core busy for as long as that
+        // lasts.
+        let may_start = self.phase == Phase::Running
+            && self.standby_check.is_none()
+            && !self.iterations_used_up();
+        if may_start {
             for t in &self.targets {
                 consider(t.batcher.deadline());
             }
+            consider(self.verify_at);
         }
         consider(self.next_poll);
         consider(self.pair.as_ref().and_then(|l| l.retry_at()));
@@ -188,9 +197,6 @@ impl Worker {
         consider(self.standby_check);
         consider(self.progress_at);
         consider(self.open_files.next_due());
-        if self.phase == Phase::Running {
-            consider(self.verify_at);
-        }
         if let Phase::Aborting { since, .. } = self.phase {
             consider(Some(since + KILL_GRACE));
         }
@@ -201,6 +207,13 @@ impl Worker {
             return Some(Duration::ZERO);
         }
         t.map(|t| t.saturating_duration_since(now))
+    }
+
+    /// `max-iterations`: the syncs done and running have reached it (no further one
+    /// starts; the worker exits once none runs).
+    fn iterations_used_up(&self) -> bool {
+        let started = self.iterations + self.runner.running() as u32;
+        self.cfg.max_iterations > 0 && started >= self.cfg.max_iterations
     }
 
     fn drain(&mut self) {
@@ -515,17 +528,19 @@ impl Worker {
                 }
             }
             Phase::Running => {
-                // The standby file is looked at only when a sync is due (or was held).
+                // The standby file is looked at only when a sync is due (or was held): a
+                // batch, a verification, or a full resync asked for.
                 let due = self
                     .targets
                     .iter()
-                    .any(|t| t.batcher.deadline().is_some_and(|d| d <= now));
+                    .any(|t| t.batcher.deadline().is_some_and(|d| d <= now))
+                    || self.verify_at.is_some_and(|v| now >= v)
+                    || (self.targets.iter()).any(|t| t.resync_asked && !t.batcher.is_busy());
                 let recheck = self.standby_check.is_some_and(|t| now >= t);
                 if (due || recheck) && self.on_standby(now) {
                     return;
                 }
-                let started = self.iterations + self.runner.running() as u32;
-                if self.cfg.max_iterations > 0 && started >= self.cfg.max_iterations {
+                if self.iterations_used_up() {
                     if self.runner.busy() {
                         return;
                     }

@@ -151,6 +151,25 @@ fn pre_exit_and_exit_hooks_run_with_the_label() {
     assert_synced_now(&t.src, &t.dst, "after the stop");
 }
 
+/// Clock ticks of CPU (user and system) process `pid` uses over the next `window` (a
+/// measurement, not a wait for anything: a worker with nothing to do uses next to none,
+/// a busy loop about 100 a second).
+fn cpu_ticks_over(pid: nix::unistd::Pid, window: std::time::Duration) -> u64 {
+    let ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // After the command name in parentheses: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let before = ticks();
+    let start = std::time::Instant::now();
+    while start.elapsed() < window {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    ticks() - before
+}
+
 #[test]
 fn standby_file_holds_syncs_and_events_keep_queuing() {
     let t = TestDir::new("standby");
@@ -181,6 +200,14 @@ fn standby_file_holds_syncs_and_events_keep_queuing() {
         }
     });
     assert_eq!(state(&mut w)["syncs"], syncs, "no sync on standby");
+    // Waiting, not spinning: over two seconds of standby with overdue batches the worker
+    // uses next to no CPU (it used a whole core: the overdue deadline woke its loop
+    // again and again).
+    let used = cpu_ticks_over(w.pid(), std::time::Duration::from_secs(2));
+    assert!(
+        used < 20,
+        "{used} clock ticks of CPU in 2 s on standby (a busy loop)"
+    );
     assert!(!exists_nofollow(&t.d(b"held")), "held synced on standby");
     assert!(
         !exists_nofollow(&t.d(b"probe")),
@@ -189,6 +216,39 @@ fn standby_file_holds_syncs_and_events_keep_queuing() {
     std::fs::remove_file(&standby).unwrap();
     w.wait_synced(SYNC_TIMEOUT);
     assert_eq!(w.status(), "running");
+    w.stop_ok();
+}
+
+/// No verification runs while the standby file exists either (it is a full rsync to the
+/// destination): with nothing queued, the verification that comes due finds the worker
+/// on standby ("hold on") and leaves the drift alone; it repairs it once the file is
+/// gone. (It ran, standby or not, when no batch was due.)
+#[test]
+fn a_verification_waits_while_on_standby() {
+    let t = TestDir::new("standby-verify");
+    write(&t.s(b"f"), b"data");
+    let standby = t.root.join("standby");
+    let mut w = t.start(&[
+        OsString::from("--standby-file"),
+        standby.clone().into(),
+        "--verify-interval".into(),
+        "1s".into(),
+    ]);
+    write(&standby, b"");
+    std::fs::remove_file(t.d(b"f")).unwrap();
+    wait_until(SYNC_TIMEOUT, "status hold on", || {
+        match w.status().as_str() {
+            "hold on" => Ok(()),
+            s => Err(format!("{s}\n{}", w.stderr())),
+        }
+    });
+    assert!(
+        !exists_nofollow(&t.d(b"f")),
+        "repaired on standby:\n{}",
+        w.stderr()
+    );
+    std::fs::remove_file(&standby).unwrap();
+    w.wait_synced(SYNC_TIMEOUT);
     w.stop_ok();
 }
 
@@ -621,16 +681,13 @@ fn changes_during_a_retried_initial_sync_are_synced_without_waiting_for_it() {
     live_during_a_held_initial_sync(true);
 }
 
-fn live_during_a_held_initial_sync(fail_first: bool) {
+/// A wrapper of rsync that holds the whole-tree runs (those with no list): each logs its
+/// start in ROOT/full.log, the first fails at once when `fail_first`, the next ones touch
+/// ROOT/full.started and wait for ROOT/release (at most two minutes). Runs with a list
+/// (live changes) go through at once.
+fn hold_script(t: &TestDir, fail_first: bool) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let t = TestDir::new("live-during-initial");
-    mkdir(&t.s(b"old"));
-    for i in 0..20 {
-        write(&t.s(format!("old/f{i}").as_bytes()), b"old");
-    }
     let script = t.root.join("hold-full.sh");
-    // The whole-tree runs (no list) log their start; the first fails at once when asked,
-    // the next ones wait for the release file.
     std::fs::write(
         &script,
         format!(
@@ -648,6 +705,16 @@ exec rsync "$@"
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+fn live_during_a_held_initial_sync(fail_first: bool) {
+    let t = TestDir::new("live-during-initial");
+    mkdir(&t.s(b"old"));
+    for i in 0..20 {
+        write(&t.s(format!("old/f{i}").as_bytes()), b"old");
+    }
+    let script = hold_script(&t, fail_first);
     let mut w = Worker::spawn_in(
         &t.root,
         &t.src,
@@ -695,6 +762,54 @@ exec rsync "$@"
     });
     w.wait_synced(SYNC_TIMEOUT);
     w.stop_ok();
+}
+
+/// `--max-iterations 1` reached by the initial sync while it runs, with a change queued:
+/// the worker waits for the sync's end without spinning (the overdue batch woke its loop
+/// again and again, a core busy for the whole initial copy), then exits 0 with the
+/// change still queued (no further sync).
+#[test]
+fn max_iterations_reached_during_a_sync_waits_for_it_without_spinning() {
+    let t = TestDir::new("maxit-wait");
+    write(&t.s(b"old"), b"old");
+    let script = hold_script(&t, false);
+    let mut w = Worker::spawn_in(
+        &t.root,
+        &t.src,
+        &t.dst,
+        &[
+            OsString::from("-S"),
+            script.into(),
+            "--max-iterations".into(),
+            "1".into(),
+        ],
+    );
+    wait_until(SYNC_TIMEOUT, "the initial sync starts", || {
+        (t.root.join("full.started").exists())
+            .then_some(())
+            .ok_or_else(|| format!("not yet\n{}", w.stderr()))
+    });
+    write(&t.s(b"new"), b"queued, never synced");
+    wait_until(SYNC_TIMEOUT, "the change queued", || {
+        let s = state(&mut w);
+        (s["queued"] == 1)
+            .then_some(())
+            .ok_or_else(|| s.to_string())
+    });
+    let used = cpu_ticks_over(w.pid(), std::time::Duration::from_secs(2));
+    assert!(
+        used < 20,
+        "{used} clock ticks of CPU in 2 s waiting for the sync (a busy loop)"
+    );
+    write(&t.root.join("release"), b"");
+    let st = w.wait_exit(SYNC_TIMEOUT);
+    assert_eq!(st.code(), Some(0), "{}", w.stderr());
+    assert!(t.d(b"old").exists(), "the initial sync ran");
+    let log = w.stderr();
+    assert!(
+        log.contains("max-iterations: 1 sync iterations done; exiting (1 paths queued)"),
+        "no sync after the last iteration:\n{log}"
+    );
 }
 
 /// At zero delays a new file costs one rsync run, not one for its creation and another

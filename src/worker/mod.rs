@@ -190,9 +190,10 @@ impl Worker {
                 consider(t.batcher.deadline());
             }
             consider(self.verify_at);
+            // The next pair check, which leads to the peer's initial sync.
+            consider(self.pair.as_ref().and_then(|l| l.retry_at()));
         }
         consider(self.next_poll);
-        consider(self.pair.as_ref().and_then(|l| l.retry_at()));
         consider(self.runner.deadline());
         consider(self.standby_check);
         consider(self.progress_at);
@@ -529,13 +530,17 @@ impl Worker {
             }
             Phase::Running => {
                 // The standby file is looked at only when a sync is due (or was held): a
-                // batch, a verification, or a full resync asked for.
+                // batch, a verification, a full resync asked for, or the failover pair's
+                // next check (which leads to the peer's initial sync).
                 let due = self
                     .targets
                     .iter()
                     .any(|t| t.batcher.deadline().is_some_and(|d| d <= now))
                     || self.verify_at.is_some_and(|v| now >= v)
-                    || (self.targets.iter()).any(|t| t.resync_asked && !t.batcher.is_busy());
+                    || (self.targets.iter()).any(|t| t.resync_asked && !t.batcher.is_busy())
+                    || (self.pair.as_ref())
+                        .and_then(|l| l.retry_at())
+                        .is_some_and(|t| now >= t);
                 let recheck = self.standby_check.is_some_and(|t| now >= t);
                 if (due || recheck) && self.on_standby(now) {
                     return;

@@ -67,7 +67,7 @@ bytes, about 170 MiB while the start compares, freed once it is done.
 pub mod lock;
 mod tracker;
 pub mod warm;
-pub use tracker::{Identity, Tracker};
+pub use tracker::{dir_id, Identity, Tracker};
 
 use crate::pair::{Manifest, Meta, Stat};
 use std::collections::BTreeMap;

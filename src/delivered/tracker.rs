@@ -33,8 +33,8 @@ pub struct Identity {
 
 /// `dev:ino:btime` of a directory (followed: rsync follows a destination that is a
 /// symlink to a directory). The birth time tells a directory made again with a reused
-/// inode number; 0 where the file system does not keep it.
-fn dir_id(p: &Path) -> String {
+/// inode number; 0 where the file system does not keep it. `missing` when it is gone.
+pub fn dir_id(p: &Path) -> String {
     match std::fs::metadata(p) {
         Ok(m) => {
             let born = m

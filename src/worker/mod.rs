@@ -24,6 +24,7 @@ chores (pid file, status, hooks, dump) in `chores`.
 
 mod chores;
 mod chroot;
+mod dst_guard;
 mod progress;
 mod reload;
 mod start;

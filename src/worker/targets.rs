@@ -32,6 +32,8 @@ pub(super) struct Target {
     pub(super) resync_asked: bool,
     /// When the running full resync started: its end is logged with what it repaired.
     pub(super) resyncing: Option<Instant>,
+    /// A local destination's identity, checked before each sync (see `dst_guard`).
+    pub(super) dst_guard: super::dst_guard::DstGuard,
 }
 
 impl Target {
@@ -51,6 +53,7 @@ impl Target {
             index_loaded: None,
             resync_asked: false,
             resyncing: None,
+            dst_guard: Default::default(),
         }
     }
 }
@@ -82,7 +85,7 @@ impl Worker {
     }
 
     /// Starts a batch for destination `t`.
-    pub(super) fn start(&mut self, t: usize, batch: Batch) {
+    pub(super) fn start(&mut self, t: usize, mut batch: Batch) {
         if !self.ready && (batch.initial || (batch.is_full() && !batch.verify)) {
             // The start-up's progress lines (progress.rs).
             let first = self.start_progress.first_at(self.started, Instant::now());
@@ -124,6 +127,19 @@ impl Worker {
                 .complete(Instant::now(), batch, false);
             self.abort(3);
             return;
+        }
+        // A local destination that is not the directory synced before gets the whole
+        // tree (dst_guard.rs).
+        if self.cfg.mode == Mode::RsyncDirect && self.cfg.handler_args.is_none() {
+            if let crate::dest::Dest::Local(d) = crate::dest::Dest::parse(dst.as_os_str()) {
+                let guard = &mut self.targets[t].dst_guard;
+                if let Some(w) = guard.check(&d) {
+                    warn!("{w}");
+                }
+                if guard.full_needed && !batch.is_full() {
+                    batch.entries.extend(full_batch(false).entries);
+                }
+            }
         }
         let none = BTreeSet::new();
         let excludes =
@@ -220,6 +236,10 @@ impl Worker {
                 }
                 if full || initial {
                     t.initial_ok = true;
+                }
+                if full {
+                    let dst = t.handler.dst().to_path_buf();
+                    t.dst_guard.full_done(&dst);
                 }
             }
             Err(why) => {

@@ -1021,3 +1021,58 @@ fn exclude_and_include_globs_on_the_command_line() {
         bad.describe()
     );
 }
+
+/// The destination directory replaced while the worker runs (deleted and made again, a
+/// file system mounted on it, then unmounted from it: the old directory shows again)
+/// holds nothing of what was synced to it before: the next change is not synced alone
+/// but with the whole tree, so the destination is a whole mirror each time, and the log
+/// says why. (Only the changes were sent: a partial mirror, and nothing said so.)
+#[test]
+fn a_destination_replaced_while_running_gets_the_whole_tree() {
+    if !nix::unistd::geteuid().is_root() {
+        return skip("needs root (a tmpfs is mounted on the destination)");
+    }
+    let t = TestDir::new("dst-replaced");
+    mkdir(&t.s(b"d"));
+    for i in 0..10 {
+        write(&t.s(format!("d/f{i}").as_bytes()), b"before");
+    }
+    let mut w = t.start(NO_ARGS);
+    assert_synced_now(&t.src, &t.dst, "right after readiness");
+    let said = |w: &Worker, n: usize| {
+        let log = w.stderr();
+        let got = log.matches("so the whole tree is synced to it").count();
+        assert_eq!(got, n, "warnings about the destination:\n{log}");
+    };
+
+    // Deleted and made again (empty).
+    std::fs::remove_dir_all(&t.dst).unwrap();
+    mkdir(&t.dst);
+    write(&t.s(b"after-remake"), b"1");
+    w.wait_synced_ctx(
+        SYNC_TIMEOUT,
+        "after the destination was made again",
+        &|_, _| false,
+    );
+    said(&w, 1);
+
+    // A file system mounted on it.
+    let mounted = Tmpfs::mount(&t.dst, "");
+    write(&t.s(b"after-mount"), b"2");
+    w.wait_synced_ctx(SYNC_TIMEOUT, "after a mount on the destination", &|_, _| {
+        false
+    });
+    said(&w, 2);
+
+    // And unmounted: the directory below shows again, without the change made meanwhile.
+    drop(mounted);
+    write(&t.s(b"after-umount"), b"3");
+    w.wait_synced_ctx(SYNC_TIMEOUT, "after the unmount", &|_, _| false);
+    said(&w, 3);
+
+    // From then on a change is sent alone again.
+    write(&t.s(b"later"), b"4");
+    w.wait_synced(SYNC_TIMEOUT);
+    said(&w, 3);
+    w.stop_ok();
+}

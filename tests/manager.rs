@@ -562,15 +562,7 @@ fn resync_of_a_stopped_instance_forces_a_full_start() {
     // a resync of a running instance does.
     std::fs::remove_file(t.d(b"a")).unwrap();
     started("initial sync: full (resync requested)");
-    let mut done = String::new();
-    wait_until(SYNC_TIMEOUT, "the end of the resync in the log", || {
-        let logs = m.ok(&["logs", "w", "--lines", "500"]);
-        done = (logs.lines())
-            .rfind(|l| l.starts_with("full resync done in "))
-            .unwrap_or_default()
-            .to_string();
-        (!done.is_empty()).then_some(()).ok_or(logs)
-    });
+    let done = resync_done_line(&m, "w");
     assert!(
         done.contains(": repaired 1 transferred, 0 deleted, "),
         "{done}"
@@ -827,6 +819,20 @@ fn metrics_pass_promtool_check() {
     );
 }
 
+/// The `full resync done in ...` line of instance `name`'s log, once it is there.
+fn resync_done_line(m: &Mgr, name: &str) -> String {
+    let mut line = String::new();
+    wait_until(SYNC_TIMEOUT, "the resync's end in the log", || {
+        let logs = m.ok(&["logs", name, "--lines", "1000"]);
+        line = (logs.lines())
+            .rfind(|l| l.starts_with("full resync done in "))
+            .unwrap_or_default()
+            .to_string();
+        (!line.is_empty()).then_some(()).ok_or(logs)
+    });
+    line
+}
+
 /// `resync NAME` of a running instance: when the full sync has finished, the instance's
 /// log and the manager's say so, with what it repaired at a destination that drifted (a
 /// file deleted there, one changed there, one added there); the mirror is whole again.
@@ -845,16 +851,7 @@ fn resync_logs_when_it_finished_and_what_it_repaired() {
     write(&t.d(b"b"), b"changed at the destination");
     write(&t.d(b"extra"), b"not in the source");
     assert_eq!(m.ok(&["resync", "m"]).trim(), "full resync requested");
-    let mut line = String::new();
-    wait_until(SYNC_TIMEOUT, "the resync's end in the log", || {
-        let logs = m.ok(&["logs", "m", "--lines", "1000"]);
-        line = logs
-            .lines()
-            .find(|l| l.starts_with("full resync done in "))
-            .unwrap_or_default()
-            .to_string();
-        (!line.is_empty()).then_some(()).ok_or(logs)
-    });
+    let line = resync_done_line(&m, "m");
     assert!(
         line.contains(": repaired 2 transferred, 1 deleted, "),
         "{line}"

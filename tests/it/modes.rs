@@ -883,27 +883,25 @@ fn a_relative_sync_handler_is_taken_from_the_start_directory() {
     )
     .unwrap();
     chmod(&t.root.join("sync.sh"), 0o755);
-    let (status, err) = run_within(
-        Command::new(BIN)
-            .current_dir(&t.root)
-            .args(["--exit-on-no-events", "-S", "./sync.sh"])
-            .arg(&t.src)
-            .arg(&t.dst),
-        SYNC_TIMEOUT,
-    );
-    assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
+    // A one-shot worker started in ROOT with `-S handler`: its exit code and log.
+    let run = |handler: &str| {
+        let (status, err) = run_within(
+            Command::new(BIN)
+                .current_dir(&t.root)
+                .args(["--exit-on-no-events", "-S", handler])
+                .arg(&t.src)
+                .arg(&t.dst),
+            SYNC_TIMEOUT,
+        );
+        (status.and_then(|s| s.code()), err)
+    };
+    let (code, err) = run("./sync.sh");
+    assert_eq!(code, Some(0), "{err}");
     assert!(ran.exists(), "the handler did not run:\n{err}");
     assert_synced_now(&t.src, &t.dst, "after the initial sync");
 
-    let (status, err) = run_within(
-        Command::new(BIN)
-            .current_dir(&t.root)
-            .args(["--exit-on-no-events", "-S", "./nowhere.sh"])
-            .arg(&t.src)
-            .arg(&t.dst),
-        SYNC_TIMEOUT,
-    );
-    assert_eq!(status.and_then(|s| s.code()), Some(4), "{err}");
+    let (code, err) = run("./nowhere.sh");
+    assert_eq!(code, Some(4), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     for want in [
         "sync handler ./nowhere.sh: not found",

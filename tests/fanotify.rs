@@ -63,7 +63,7 @@ fn without_permission_it_falls_back_to_inotify() {
     assert!(
         text.contains("monitor = fanotify cannot be used for")
             && text.contains("watching with inotify instead")
-            && text.contains("directories with inotify"),
+            && text.contains("watching 1 directory with inotify"),
         "{text}"
     );
     write(&t.s(b"after"), b"2");

@@ -152,10 +152,15 @@ impl Watcher {
         }
     }
 
-    /// What is watched, for the log: "20001 directories (inotify)".
+    /// What is watched, for the log: "20001 directories with inotify", "1 directory
+    /// with inotify".
     pub fn describe(&self) -> String {
         match &self.0 {
-            Backend::Inotify(w) => format!("{} directories with inotify", w.watched()),
+            Backend::Inotify(w) => format!(
+                "{} director{} with inotify",
+                w.watched(),
+                if w.watched() == 1 { "y" } else { "ies" }
+            ),
             Backend::Fanotify(f) => format!(
                 "the whole tree with {} fanotify file-system mark{}",
                 f.marks(),

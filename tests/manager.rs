@@ -904,3 +904,79 @@ fn an_instance_whose_index_dir_is_held_elsewhere_is_failed_with_the_holder_named
     holder.assert_alive();
     holder.stop_ok();
 }
+
+/// A restart of the manager (a package upgrade restarts it) keeps each instance's last
+/// run: `logs NAME` still shows what its worker wrote before, and LAST SYNC stays the one
+/// of before until the instance syncs again. Both were gone: the logs and LAST SYNC lived
+/// in the manager's memory only. (The second worker's full initial sync is held by a
+/// wrapper, so no new sync can stand in for the kept one.)
+#[test]
+fn a_manager_restart_keeps_the_logs_and_the_last_sync() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = TestDir::new("mgr-restart-keeps");
+    write(&t.s(b"a"), b"a");
+    let release = t.root.join("release");
+    // In the destination: the sandboxed worker's wrapper may write there (the full sync
+    // deletes it once released).
+    let held = t.d(b".held");
+    let wrapper = t.root.join("hold.sh");
+    write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ -e '{r}' ] || : > '{h}'\nwhile [ ! -e '{r}' ]; do sleep 0.05; done\nexec rsync \"$@\"\n",
+            r = release.display(),
+            h = held.display()
+        )
+        .as_bytes(),
+    );
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write(&release, b"");
+    let mut m = Mgr::start(&t.root);
+    m.profile(
+        "w",
+        &mirror(
+            &t,
+            &format!(
+                "autostart = true\ninitial-sync = \"full\"\nsync-handler = \"{}\"\n",
+                wrapper.display()
+            ),
+        ),
+    );
+    m.ok(&["reload"]);
+    m.wait_state("w", "running");
+    wait_synced(&t.src, &t.dst, SYNC_TIMEOUT);
+    let mut before = Value::Null;
+    wait_until(SYNC_TIMEOUT, "a last sync", || {
+        before = (m.instance("w").map(|i| i["last_sync_unix"].clone())).unwrap_or_default();
+        before
+            .is_f64()
+            .then_some(())
+            .ok_or_else(|| before.to_string())
+    });
+    assert_eq!(m.terminate().code(), Some(0), "{}", m.log());
+    drop(m);
+    assert_eq!(
+        std::fs::metadata(t.root.join("state/last-runs.json"))
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok(),
+        Some(0o600),
+        "the last runs are left private"
+    );
+
+    std::fs::remove_file(&release).unwrap();
+    let m = Mgr::start(&t.root);
+    wait_until(SYNC_TIMEOUT, "the second initial sync held", || {
+        held.exists().then_some(()).ok_or_else(|| m.log())
+    });
+    let i = m.instance("w").expect("w in status");
+    assert_eq!(i["last_sync_unix"], before, "LAST SYNC of before: {i}");
+    let logs = m.ok(&["logs", "w", "--lines", "1000"]);
+    let first = logs.find("initial sync done");
+    let second = logs.rfind("-- started worker pid");
+    assert!(
+        first.is_some() && second.is_some() && first < second,
+        "the first run's log, then the second's:\n{logs}"
+    );
+    write(&release, b"");
+    m.wait_state("w", "running");
+}

@@ -201,6 +201,7 @@ pub fn run(opts: Options) -> Result<i32, String> {
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     d.save();
+    d.save_last_runs();
     // Every instance is down now; say so rather than leave the last figures behind.
     d.write_metrics();
     let _ = std::fs::remove_file(&d.opts.socket);

@@ -98,7 +98,7 @@ pub(super) struct Instance {
 }
 
 /// How and when a worker ended.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Ended {
     pub(super) at_unix: f64,
     pub(super) exit: Exit,
@@ -106,7 +106,9 @@ pub(super) struct Ended {
 
 /// What is kept of an instance once it is stopped and forgotten (`stop`, a removed
 /// profile): its last runs' log, how the last one ended, its last sync. `logs NAME` shows
-/// it; a start of the instance takes it up again.
+/// it; a start of the instance takes it up again. Also what a manager leaves the next one
+/// of each instance (state_file.rs).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct LastRun {
     pub(super) logs: VecDeque<String>,
     pub(super) ended: Option<Ended>,
@@ -127,6 +129,11 @@ pub(super) struct Stopped {
 }
 
 impl Stopped {
+    /// The kept runs, the oldest stop first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&String, &LastRun)> {
+        (self.order.iter()).filter_map(|n| self.runs.get(n).map(|r| (n, r)))
+    }
+
     pub(super) fn keep(&mut self, name: &str, run: LastRun) {
         if self.runs.insert(name.to_string(), run).is_some() {
             self.order.retain(|n| n != name);

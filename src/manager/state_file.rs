@@ -4,11 +4,18 @@ demand (they run again after a manager restart) and the pids of running workers 
 manager waits for them to exit before it starts their instance again, so an instance never
 has two workers).
 
+And, at a clean exit, in `STATE_DIR/last-runs.json` (0600: logs name files): each instance's
+last run (its log, how it ended, its last sync). A restart of the manager (a package
+upgrade restarts it) would otherwise forget them: `clsync-manager logs NAME` would have
+nothing to show and LAST SYNC (and its metric) would be empty until the next sync, which
+after a warm start with nothing to send may be long. The next manager keeps them as it
+keeps stopped instances' (the 64 most recent); a start of the instance takes them up.
+
 Apart because it is the only state that outlives the process.
 */
 
 use super::daemon::{fingerprint, Daemon};
-use super::instance::{alive_worker, Instance, State};
+use super::instance::{alive_worker, Instance, LastRun, State};
 use super::life::Policy;
 use crate::profile::{self, Profiles};
 use log::{error, warn};
@@ -23,9 +30,85 @@ struct Saved {
     pub(super) workers: BTreeMap<String, i32>,
 }
 
+/// The file of the last runs a manager leaves at exit.
+const LAST_RUNS: &str = "last-runs.json";
+
+/// A last-runs file larger than this is not read (1,000 lines of each of 64 instances are
+/// about 6 MB).
+const LAST_RUNS_MAX: u64 = 64 << 20;
+
+/// One instance's last run in [`LAST_RUNS`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedRun {
+    name: String,
+    #[serde(flatten)]
+    run: LastRun,
+}
+
 impl Daemon {
-    /// Reads the state file of a previous manager: on-demand instances, live workers.
+    /// At a clean exit (every worker stopped): each instance's last run, for the next
+    /// manager's `logs` and LAST SYNC, the most recently ended last.
+    pub(super) fn save_last_runs(&self) {
+        let mut live: Vec<SavedRun> = (self.instances.values())
+            .filter(|i| !i.logs.is_empty() || i.last_sync_unix.is_some())
+            .map(|i| SavedRun {
+                name: i.name.clone(),
+                run: LastRun {
+                    logs: i.logs.clone(),
+                    ended: i.ended,
+                    last_sync_unix: i.last_sync_unix,
+                },
+            })
+            .collect();
+        live.sort_by(|a, b| {
+            let at = |r: &SavedRun| r.run.ended.map_or(0.0, |e| e.at_unix);
+            at(a).total_cmp(&at(b))
+        });
+        let kept = (self.stopped.iter())
+            .filter(|(n, _)| !self.instances.contains_key(*n))
+            .map(|(n, r)| SavedRun {
+                name: n.clone(),
+                run: LastRun {
+                    logs: r.logs.clone(),
+                    ended: r.ended,
+                    last_sync_unix: r.last_sync_unix,
+                },
+            });
+        let runs: Vec<SavedRun> = kept.chain(live).collect();
+        let path = self.opts.state_dir.join(LAST_RUNS);
+        let text = serde_json::to_vec(&runs).unwrap_or_default();
+        if let Err(e) = crate::safe_file::write_atomic(&path, &text, 0o600) {
+            error!("{}: {e}", path.display());
+        }
+    }
+
+    /// The last runs the previous manager left: kept as stopped instances' are.
+    fn restore_last_runs(&mut self) {
+        let path = self.opts.state_dir.join(LAST_RUNS);
+        let Ok(f) = std::fs::File::open(&path) else {
+            return;
+        };
+        if f.metadata().is_ok_and(|m| m.len() > LAST_RUNS_MAX) {
+            warn!(
+                "{}: ignored: larger than {LAST_RUNS_MAX} bytes",
+                path.display()
+            );
+            return;
+        }
+        match serde_json::from_reader::<_, Vec<SavedRun>>(std::io::BufReader::new(f)) {
+            Ok(runs) => {
+                for r in runs {
+                    self.stopped.keep(&r.name, r.run);
+                }
+            }
+            Err(e) => warn!("{}: ignored: {e}", path.display()),
+        }
+    }
+
+    /// Reads the state file of a previous manager: on-demand instances, live workers, and
+    /// the last runs it left.
     pub(super) fn restore(&mut self, profiles: &Profiles) {
+        self.restore_last_runs();
         let path = self.opts.state_dir.join("state.json");
         let Ok(text) = std::fs::read_to_string(&path) else {
             return;

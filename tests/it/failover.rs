@@ -312,11 +312,16 @@ fn manual_stops_until_an_operator_resolves_through_the_manager() {
             .output()
             .unwrap()
     };
+    // The STATE column: while the worker still runs, its split-brain report is already
+    // in LAST ERROR of a row that says `starting` (and `resolve` is refused then).
     wait_until(SYNC_TIMEOUT, "split-brain in status", || {
         let o = cli(&["status"]);
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
         out.lines()
-            .any(|l| l.starts_with("ct ") && l.contains("split-brain"))
+            .any(|l| {
+                let mut cols = l.split_whitespace();
+                cols.next() == Some("ct") && cols.next() == Some("split-brain")
+            })
             .then_some(())
             .ok_or(out)
     });

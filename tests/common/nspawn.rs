@@ -56,9 +56,11 @@ impl Container {
             return;
         }
         // SIGTERM makes systemd-nspawn power the container off; then SIGKILL.
-        // SAFETY: kill(2) takes no pointers; the child has not been waited for, so its
-        // pid (a zombie at worst) cannot have been reused by another process.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // The child has not been waited for, so its pid (a zombie at worst) cannot have
+        // been reused by another process.
+        #[allow(clippy::cast_possible_wrap)]
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if child.try_wait().ok().flatten().is_some() {

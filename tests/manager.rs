@@ -912,7 +912,6 @@ fn an_instance_whose_index_dir_is_held_elsewhere_is_failed_with_the_holder_named
 /// wrapper, so no new sync can stand in for the kept one.)
 #[test]
 fn a_manager_restart_keeps_the_logs_and_the_last_sync() {
-    use std::os::unix::fs::PermissionsExt as _;
     let t = TestDir::new("mgr-restart-keeps");
     write(&t.s(b"a"), b"a");
     let release = t.root.join("release");
@@ -920,16 +919,14 @@ fn a_manager_restart_keeps_the_logs_and_the_last_sync() {
     // deletes it once released).
     let held = t.d(b".held");
     let wrapper = t.root.join("hold.sh");
-    write(
+    write_script(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\n[ -e '{r}' ] || : > '{h}'\nwhile [ ! -e '{r}' ]; do sleep 0.05; done\nexec rsync \"$@\"\n",
             r = release.display(),
             h = held.display()
-        )
-        .as_bytes(),
+        ),
     );
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     write(&release, b"");
     let mut m = Mgr::start(&t.root);
     m.profile(

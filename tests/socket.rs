@@ -9,7 +9,6 @@ use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -229,12 +228,7 @@ fn non_reading_client_does_not_stall_status() {
     let t = TestDir::new("socket-slow");
     // A worker that writes 1000 lines of 4 KB (the `logs` ring) and then waits.
     let worker = t.root.join("fake-clsync");
-    std::fs::write(
-        &worker,
-        "#!/bin/sh\nline=$(printf '%04000d' 0)\ni=0\nwhile [ $i -lt 1000 ]; do echo \"$i $line\"; i=$((i+1)); done\nwhile sleep 1; do :; done\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(&worker, "#!/bin/sh\nline=$(printf '%04000d' 0)\ni=0\nwhile [ $i -lt 1000 ]; do echo \"$i $line\"; i=$((i+1)); done\nwhile sleep 1; do :; done\n");
     let profiles = t.root.join("profiles");
     std::fs::create_dir_all(&profiles).unwrap();
     std::fs::write(

@@ -121,6 +121,12 @@ pub fn remove_dir_all(path: &Path) {
 }
 
 #[track_caller]
+/// Writes an executable script (0755) at `path`.
+pub fn write_script(path: &Path, text: &str) {
+    write(path, text.as_bytes());
+    chmod(path, 0o755);
+}
+
 pub fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", showp(path)));

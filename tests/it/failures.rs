@@ -6,7 +6,6 @@
 use crate::common;
 
 use common::*;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Writes a handler script that counts its calls in `calls` (the call number is `$n`,
@@ -18,8 +17,7 @@ fn script(t: &TestDir, body: &str) -> (PathBuf, PathBuf) {
         "#!/bin/sh\nn=$(cat '{calls}' 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > '{calls}'\n{body}\n",
         calls = calls.display(),
     );
-    std::fs::write(&script, text).unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(&script, &text);
     (script, calls)
 }
 

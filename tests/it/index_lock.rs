@@ -83,15 +83,10 @@ fn a_handler_that_outlives_its_worker_does_not_hold_the_lock() {
     let index = t.root.join("index");
     let started = t.root.join("handler-started");
     let script = t.root.join("slow-rsync");
-    std::fs::write(
-        &script,
-        format!(
+    common::write_script(&script, &format!(
             "#!/bin/sh\nif [ ! -e '{s}' ]; then sleep 120 & echo $! > '{s}.tmp'; mv '{s}.tmp' '{s}'; wait; fi\nexec rsync \"$@\"\n",
             s = started.display()
-        ),
-    )
-    .unwrap();
-    common::chmod(&script, 0o755);
+        ));
     common::write(&t.s(b"a"), b"a");
     let mut a = index_args(&index);
     a.extend(["-S".into(), script.clone().into()]);

@@ -686,11 +686,10 @@ fn changes_during_a_retried_initial_sync_are_synced_without_waiting_for_it() {
 /// ROOT/full.started and wait for ROOT/release (at most two minutes). Runs with a list
 /// (live changes) go through at once.
 fn hold_script(t: &TestDir, fail_first: bool) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
     let script = t.root.join("hold-full.sh");
-    std::fs::write(
+    write_script(
         &script,
-        format!(
+        &format!(
             r#"#!/bin/sh
 T='{root}'
 case "$*" in *--include-from=*|*--files-from=*) exec rsync "$@";; esac
@@ -702,9 +701,7 @@ exec rsync "$@"
 "#,
             root = t.root.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     script
 }
 
@@ -818,19 +815,16 @@ fn max_iterations_reached_during_a_sync_waits_for_it_without_spinning() {
 #[test]
 fn a_new_file_costs_one_rsync_run_at_zero_delays() {
     use std::io::Write as _;
-    use std::os::unix::fs::PermissionsExt;
     let t = TestDir::new("one-run-per-file");
     let runs = t.root.join("runs.log");
     let script = t.root.join("count-rsync.sh");
-    std::fs::write(
+    write_script(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\necho run >> '{}'\nexec rsync \"$@\"\n",
             runs.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let mut w = t.start(&[
         OsString::from("-t"),
         "0".into(),

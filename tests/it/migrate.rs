@@ -506,12 +506,6 @@ fn seed(root: &Path) {
     symlink(b"../index.html", &root.join("a/link"));
 }
 
-/// An executable script.
-fn script(path: &Path, text: &str) {
-    write(path, text.as_bytes());
-    chmod(path, 0o755);
-}
-
 // ---------------------------------------------------------------------------
 // clsync(1), EXAMPLES
 // ---------------------------------------------------------------------------
@@ -807,7 +801,7 @@ fn man_moving_a_web_server() {
         });
         let hooks = t.root.join("hooks.log");
         for name in ["stop-here.sh", "start-there.sh"] {
-            script(
+            write_script(
                 &t.root.join(name),
                 &format!("#!/bin/sh\necho \"{name} $*\" >> '{}'\n", hooks.display()),
             );
@@ -849,7 +843,7 @@ fn stand_ins(t: &TestDir, names: &[&str]) -> (PathBuf, PathBuf) {
     mkdir_p(&bin);
     let log = t.root.join("calls.log");
     for n in names {
-        script(
+        write_script(
             &bin.join(n),
             &format!("#!/bin/sh\necho \"$*\" >> '{}'\n", log.display()),
         );
@@ -1028,7 +1022,7 @@ fn man_make_build_when_a_c_file_changes() {
 /// directories (`./testdir/from` and `./testdir/to` there).
 fn actionscript(t: &TestDir) -> PathBuf {
     let path = t.root.join("clsync-actionscript.sh");
-    script(
+    write_script(
         &path,
         &format!(
             r#"#!/bin/bash -x
@@ -1505,7 +1499,7 @@ fn pre_exit_hook_when_max_iterations_is_reached() {
     seed(&t.src);
     let hooks = t.root.join("hooks.log");
     for name in ["stop-here.sh", "start-there.sh"] {
-        script(
+        write_script(
             &t.root.join(name),
             &format!(
                 "#!/bin/sh\necho \"{name} $* $CLSYNC_STATUS\" >> '{}'\n",

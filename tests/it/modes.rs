@@ -79,8 +79,7 @@ exit 0
 "#,
         dir = dir.display()
     );
-    std::fs::write(&script, text).unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(&script, &text);
     Recorder { script, dir }
 }
 

@@ -92,15 +92,13 @@ fn progress_lines(log: &str) -> Vec<String> {
 fn gated(t: &TestDir, program: &str) -> (PathBuf, PathBuf) {
     let go = t.root.join("go");
     let script = t.root.join("gated-handler");
-    std::fs::write(
+    common::write_script(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\nwhile [ ! -e '{}' ]; do sleep 0.05; done\n{program} \"$@\"\n",
             go.display()
         ),
-    )
-    .unwrap();
-    common::chmod(&script, 0o755);
+    );
     (script, go)
 }
 
@@ -317,16 +315,11 @@ fn each_destination_tells_its_own_progress() {
     common::mkdir(&dst2);
     let go = t.root.join("go");
     let script = t.root.join("handler");
-    std::fs::write(
-        &script,
-        format!(
+    common::write_script(&script, &format!(
             "#!/bin/sh\ncase \"$*\" in *'{}'*) while [ ! -e '{}' ]; do sleep 0.05; done;; esac\nexec rsync --bwlimit=1000 \"$@\"\n",
             dst2.display(),
             go.display()
-        ),
-    )
-    .unwrap();
-    common::chmod(&script, 0o755);
+        ));
     let args: Vec<std::ffi::OsString> = vec![
         "--progress=yes".into(),
         "-S".into(),

@@ -8,7 +8,6 @@
 use crate::common;
 
 use common::*;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 fn wrapper(t: &TestDir) -> PathBuf {
@@ -30,8 +29,7 @@ exec rsync "$@"
 "#,
         root = t.root.display()
     );
-    std::fs::write(&script, text).unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(&script, &text);
     script
 }
 

@@ -30,8 +30,7 @@ fn wrapper(t: &TestDir) -> (PathBuf, PathBuf) {
         log = log.display(),
         kill = kill.display(),
     );
-    std::fs::write(&script, text).unwrap();
-    common::chmod(&script, 0o755);
+    common::write_script(&script, &text);
     (script, log)
 }
 
@@ -591,9 +590,7 @@ fn a_directory_changed_during_the_full_sync_loses_nothing_below_it() {
         let script = t.root.join("rsync-poke");
         let poke = t.root.join("poke");
         let log = t.root.join("rsync.log");
-        std::fs::write(
-            &script,
-            format!(
+        common::write_script(&script, &format!(
                 "#!/bin/sh\n\
                  {{ printf 'call'; for a in \"$@\"; do printf ' %s' \"$a\"; done; printf '\\n'; }} >> '{log}'\n\
                  if [ -e '{poke}' ]; then rm -f '{poke}'; : > '{dir}/.poke'; rm -f '{dir}/.poke'; fi\n\
@@ -601,10 +598,7 @@ fn a_directory_changed_during_the_full_sync_loses_nothing_below_it() {
                 log = log.display(),
                 poke = poke.display(),
                 dir = t.s(b"d3").display(),
-            ),
-        )
-        .unwrap();
-        common::chmod(&script, 0o755);
+            ));
         if round % 2 == 1 {
             common::write(&poke, b"");
         }

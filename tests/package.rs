@@ -539,30 +539,13 @@ fn package_replaces_debians_clsync() {
     fs::set_permissions(&findings, fs::Permissions::from_mode(0o777)).expect("chmod findings");
 
     let console = base.join("console.log");
-    let console_f = fs::File::create(&console).expect("console log");
-    let mut cmd = Command::new(&nspawn);
-    cmd.arg("--quiet")
-        .arg("--register=no")
-        .arg("--keep-unit")
-        .arg("--private-network")
-        .arg("--console=pipe")
-        .arg(format!("--machine=clsync-pkgtest-{}", std::process::id()))
-        .arg("--directory")
-        .arg(&root)
-        .arg(format!("--bind={}:/clsync-findings", findings.display()))
-        .arg(
-            "--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self",
-        )
-        .arg("--boot")
-        .arg("--")
-        .arg("systemd.unit=pkgtest.target")
-        .arg("systemd.log_color=0")
-        .stdin(Stdio::null())
-        .stdout(console_f.try_clone().expect("dup"))
-        .stderr(console_f);
-    c.child = Some(
-        cmd.spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", nspawn.display())),
+    c.boot(
+        &nspawn,
+        &root,
+        &findings,
+        &format!("clsync-pkgtest-{}", std::process::id()),
+        "pkgtest.target",
+        &console,
     );
     let show = |what: &str| -> String {
         let mut s = format!("--- findings ({what}):\n");

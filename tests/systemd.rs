@@ -748,33 +748,14 @@ fn units_under_a_real_systemd() {
     // for a scope (this machine's PID 1 need not be systemd). --private-network: the
     // container's services cannot touch the host's interfaces.
     let console = base.join("console.log");
-    let console_f = fs::File::create(&console).expect("console log");
     let machine = format!("clsync-test-{}", std::process::id());
-    let mut cmd = Command::new(&nspawn);
-    cmd.arg("--quiet")
-        .arg("--register=no")
-        .arg("--keep-unit")
-        .arg("--private-network")
-        .arg("--console=pipe")
-        .arg(format!("--machine={machine}"))
-        .arg("--directory")
-        .arg(&root)
-        .arg(format!("--bind={}:/clsync-findings", findings.display()))
-        // systemd-nspawn 252's own system call filter has no landlock_* calls (they
-        // would fail with EPERM, and the workers' Landlock show as "none").
-        .arg(
-            "--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self",
-        )
-        .arg("--boot")
-        .arg("--")
-        .arg("systemd.unit=clsync-test.target")
-        .arg("systemd.log_color=0")
-        .stdin(Stdio::null())
-        .stdout(console_f.try_clone().expect("dup"))
-        .stderr(console_f);
-    c.child = Some(
-        cmd.spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", nspawn.display())),
+    c.boot(
+        &nspawn,
+        &root,
+        &findings,
+        &machine,
+        "clsync-test.target",
+        &console,
     );
     let show = |what: &str| -> String {
         let mut s = format!("--- findings ({what}):\n");

@@ -48,6 +48,47 @@ impl Container {
         self.mounts.push(target.to_path_buf());
     }
 
+    /// Boots systemd in `root` (`nspawn` is systemd-nspawn) as machine `machine` with
+    /// `unit` as its default target, `findings` bound at /clsync-findings, no network,
+    /// and the console written to `console`.
+    pub fn boot(
+        &mut self,
+        nspawn: &Path,
+        root: &Path,
+        findings: &Path,
+        machine: &str,
+        unit: &str,
+        console: &Path,
+    ) {
+        let console_f = std::fs::File::create(console).expect("console log");
+        let mut cmd = std::process::Command::new(nspawn);
+        cmd.arg("--quiet")
+            .arg("--register=no")
+            .arg("--keep-unit")
+            .arg("--private-network")
+            .arg("--console=pipe")
+            .arg(format!("--machine={machine}"))
+            .arg("--directory")
+            .arg(root)
+            .arg(format!("--bind={}:/clsync-findings", findings.display()))
+            // systemd-nspawn 252's own system call filter has no landlock_* calls (they
+            // would fail with EPERM, and the workers' Landlock show as "none").
+            .arg(
+                "--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self",
+            )
+            .arg("--boot")
+            .arg("--")
+            .arg(format!("systemd.unit={unit}"))
+            .arg("systemd.log_color=0")
+            .stdin(std::process::Stdio::null())
+            .stdout(console_f.try_clone().expect("dup"))
+            .stderr(console_f);
+        self.child = Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", nspawn.display())),
+        );
+    }
+
     pub fn stop_child(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;

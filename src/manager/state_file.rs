@@ -85,9 +85,20 @@ impl Daemon {
     /// The last runs the previous manager left: kept as stopped instances' are.
     fn restore_last_runs(&mut self) {
         let path = self.opts.state_dir.join(LAST_RUNS);
-        let Ok(f) = std::fs::File::open(&path) else {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Not through a symlink, and not waiting on a FIFO: a regular file of root's, in
+        // the private state directory.
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&path)
+        else {
             return;
         };
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            warn!("{}: ignored: not a regular file", path.display());
+            return;
+        }
         if f.metadata().is_ok_and(|m| m.len() > LAST_RUNS_MAX) {
             warn!(
                 "{}: ignored: larger than {LAST_RUNS_MAX} bytes",

@@ -13,6 +13,8 @@ kernel → tree → rules → batcher → **plan → runner**
 - [`runner`]: starts the steps of a batch one after another, each child in its own
   process group, and reports each finished batch ([`Finished`]).
 - [`so`]: the C ABI of shared-object handlers.
+- `stall`: beside each run, wakes an rsync (3.5) whose receiver missed the signal that
+  ends its run, which would otherwise sleep a minute before exiting.
 
 This file holds the types the stages pass to each other: what to run ([`Exec`], [`Step`],
 [`Steps`]), how every run is started and judged ([`RunConfig`]), and what came of a batch
@@ -27,6 +29,7 @@ pub mod handler;
 pub mod plan;
 mod runner;
 pub mod so;
+mod stall;
 
 pub use runner::{describe_progress, Runner, KILL_GRACE};
 

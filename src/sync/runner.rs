@@ -392,11 +392,16 @@ impl Runner {
                             rx
                         });
                         let itemize = e.itemize;
+                        // Beside the run: wakes an rsync stalled at its end (stall.rs).
+                        let (ended, watching) = channel::<()>();
+                        let name = self.cfg.name.clone();
+                        std::thread::spawn(move || super::stall::watch(pid, &name, &watching));
                         std::thread::spawn(move || {
                             let outcome = match child.wait() {
                                 Ok(st) => Outcome::Exited(st),
                                 Err(e) => Outcome::Failed(e),
                             };
+                            drop(ended);
                             let itemized = reader.and_then(|r| r.join().ok()).filter(|_| itemize);
                             // A grandchild that keeps standard error open (a daemon a
                             // script started) must not hold the result back.

@@ -490,10 +490,11 @@ impl Worker {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "worker not ready after {READY_TIMEOUT:?} (status file: {:?})\nargs: {:?}\nstderr:\n{}",
+                    "worker not ready after {READY_TIMEOUT:?} (status file: {:?})\nargs: {:?}\nstderr:\n{}\nprocesses:\n{}",
                     self.status(),
                     self.args,
-                    self.stderr()
+                    self.stderr(),
+                    process_tree(self.pid())
                 );
             }
             std::thread::sleep(POLL);
@@ -1121,6 +1122,78 @@ pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> Resu
 // ---------------------------------------------------------------------------
 
 /// Processes (other than this one) whose command line contains `needle`.
+/// The process `root` and its descendants, one line each (pid, parent, state, where the
+/// kernel has it waiting, command line) and, readable by root, the kernel stack of each:
+/// what a test prints when a worker or its children make no progress, so a hang seen once
+/// on a loaded machine says where it was.
+pub fn process_tree(root: Pid) -> String {
+    let mut procs = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // comm is in parentheses and may hold spaces: the fields after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let (Some(state), Some(ppid)) = (f.first(), f.get(1).and_then(|p| p.parse::<i32>().ok()))
+        else {
+            continue;
+        };
+        procs.push((pid, ppid, state.to_string()));
+    }
+    let mut out = String::new();
+    let mut todo = vec![(root.as_raw(), 0usize)];
+    while let Some((pid, depth)) = todo.pop() {
+        let Some((_, ppid, state)) = procs.iter().find(|p| p.0 == pid) else {
+            continue;
+        };
+        let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        let args = fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:indent$}{pid} (parent {ppid}) {state} wchan={wchan} {}\n",
+            "",
+            args.trim_end(),
+            indent = depth * 2
+        ));
+        if let Ok(stack) = fs::read_to_string(format!("/proc/{pid}/stack")) {
+            for l in stack.lines().take(12) {
+                out.push_str(&format!("{:indent$}  | {l}\n", "", indent = depth * 2));
+            }
+        }
+        // The threads of a process that has more than one: which of them waits where.
+        let tasks: Vec<_> = fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        if tasks.len() > 1 {
+            for t in tasks {
+                let dir = t.path();
+                let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
+                let wchan = fs::read_to_string(dir.join("wchan")).unwrap_or_default();
+                out.push_str(&format!(
+                    "{:indent$}  thread {} {} wchan={wchan}\n",
+                    "",
+                    t.file_name().to_string_lossy(),
+                    comm.trim_end(),
+                    indent = depth * 2
+                ));
+            }
+        }
+        for c in procs.iter().filter(|p| p.1 == pid) {
+            todo.push((c.0, depth + 1));
+        }
+    }
+    out
+}
+
 pub fn processes_mentioning(needle: &[u8]) -> Vec<(i32, String)> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();

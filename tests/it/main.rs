@@ -32,6 +32,7 @@ mod random;
 mod remote;
 mod safe_files;
 mod sandbox;
+mod stall;
 mod strict;
 mod targeted;
 mod threading;

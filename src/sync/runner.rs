@@ -393,9 +393,12 @@ impl Runner {
                         });
                         let itemize = e.itemize;
                         // Beside the run: wakes an rsync stalled at its end (stall.rs).
+                        // Optional: a thread that cannot be started only goes without.
                         let (ended, watching) = channel::<()>();
                         let name = self.cfg.name.clone();
-                        std::thread::spawn(move || super::stall::watch(pid, &name, &watching));
+                        let _ = std::thread::Builder::new()
+                            .name("run-watch".into())
+                            .spawn(move || super::stall::watch(pid, &name, &watching));
                         std::thread::spawn(move || {
                             let outcome = match child.wait() {
                                 Ok(st) => Outcome::Exited(st),

@@ -611,7 +611,14 @@ impl Worker {
     ) {
         let (src, dst) = (self.src.clone(), self.dst.clone());
         let pid = self.pid();
-        let diagnose = || unwatched_report(pid, &src, exclude);
+        // What the worker's watches miss, and where it and its children wait.
+        let diagnose = || {
+            format!(
+                "{}\nprocesses:\n{}",
+                unwatched_report(pid, &src, exclude),
+                process_tree(pid)
+            )
+        };
         wait_synced_impl(
             &src,
             &dst,

@@ -30,12 +30,19 @@ use nix::unistd::Pid;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_clsync");
 
+/// How long one rsync run may stay alive after its work is done: rsync 3.5's end-of-run
+/// race (src/sync/stall.rs) leaves its receiver asleep in poll() for 60 s. The worker wakes
+/// a local run's receiver, but not one on the other end of ssh (the tests' sshd runs it) nor
+/// inside --sandbox (no /proc): such a run is a minute late, not lost. The deadlines below
+/// are that much longer than the work they wait for needs, so that the race, which strikes
+/// now and then on a loaded machine, makes a test slow instead of failed.
+const RSYNC_END_STALL: Duration = Duration::from_secs(60);
 /// How long a worker may take to become ready (status file reads `running`).
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30 + RSYNC_END_STALL.as_secs());
 /// Default deadline for a small change to be mirrored.
-pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a worker may take to exit after SIGTERM.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30 + RSYNC_END_STALL.as_secs());
+/// How long a worker may take to exit after SIGTERM (its final sync included).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(60 + RSYNC_END_STALL.as_secs());
 /// Pause between two polls.
 const POLL: Duration = Duration::from_millis(20);
 

@@ -5,13 +5,11 @@
 //! restart through its index. Real rsync behind a wrapper (`-S`) that logs
 //! every run's argv and include list, and can kill the worker once its rsync succeeded.
 
-use crate::common::{self, TestDir, Worker};
+use crate::common::{self, TestDir, Worker, SYNC_TIMEOUT};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The wrapper: logs `call ARGV` and `  list: LINE` for each include list line, runs
 /// rsync; when the file `kill` exists next to the log, kills its parent (the worker)

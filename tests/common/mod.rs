@@ -134,6 +134,29 @@ pub fn write_script(path: &Path, text: &str) {
     chmod(path, 0o755);
 }
 
+/// Builds the C source `tests/data/NAME` into the shared object `out` (mode 0755) with
+/// gcc, `extra` after the source (libraries); panics with gcc's output if it fails.
+#[allow(dead_code)]
+pub fn build_shared_object(name: &str, out: &Path, extra: &[&str]) {
+    let c = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    let res = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(out)
+        .arg(&c)
+        .args(extra)
+        .output()
+        .expect("gcc (.ci/run installs it)");
+    assert!(
+        res.status.success(),
+        "gcc {}: {}",
+        c.display(),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    chmod(out, 0o755);
+}
+
 pub fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", showp(path)));

@@ -654,19 +654,7 @@ fn shared_object_handler(name: &str, case: So) {
     let mode = case.mode;
     let t = TestDir::new(name);
     let so = t.root.join("handler.so");
-    let c = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/so_handler.c");
-    let out = std::process::Command::new("gcc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&so)
-        .arg(&c)
-        .output()
-        .expect("gcc");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).unwrap();
+    build_shared_object("so_handler.c", &so, &[]);
     write(&t.s(b"before"), b"1");
     let status = status_file(&t);
     let mut args: Vec<OsString> = [

@@ -19,19 +19,7 @@ const WITHIN: Duration = Duration::from_secs(15);
 
 fn build_shim(t: &TestDir) -> PathBuf {
     let so = t.root.join("rsync_end_stall.so");
-    let c = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rsync_end_stall.c");
-    let out = Command::new("gcc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&so)
-        .arg(&c)
-        .arg("-ldl")
-        .output()
-        .expect("gcc");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    build_shared_object("rsync_end_stall.c", &so, &["-ldl"]);
     so
 }
 

@@ -142,7 +142,7 @@ fn doing(pid: i32) -> Doing {
         if let Some(nr) = s
             .split_whitespace()
             .next()
-            .and_then(|n| n.parse::<i64>().ok())
+            .and_then(|n| n.parse::<libc::c_long>().ok())
         {
             return if nr == libc::SYS_nanosleep || nr == libc::SYS_clock_nanosleep {
                 Doing::Sleeping
@@ -161,12 +161,12 @@ fn doing(pid: i32) -> Doing {
 }
 
 #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
-fn is_poll(nr: i64) -> bool {
+fn is_poll(nr: libc::c_long) -> bool {
     nr == libc::SYS_poll || nr == libc::SYS_ppoll
 }
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
-fn is_poll(nr: i64) -> bool {
+fn is_poll(nr: libc::c_long) -> bool {
     nr == libc::SYS_ppoll
 }
 

@@ -44,6 +44,10 @@ const EVERY: Duration = Duration::from_millis(500);
 /// script that runs rsync adds a level or two).
 const MAX_DEPTH: usize = 5;
 
+/// At most this many processes are read per look: a handler script that runs a crowd of
+/// children costs the watch no more than a few hundred small reads a second.
+const MAX_PROCS: usize = 64;
+
 /// What a process was doing when looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Doing {
@@ -170,11 +174,14 @@ fn is_poll(nr: libc::c_long) -> bool {
     nr == libc::SYS_ppoll
 }
 
-/// The run's process and its descendants (to [`MAX_DEPTH`]).
+/// The run's process and its descendants (to [`MAX_DEPTH`], at most [`MAX_PROCS`]).
 fn look(root: Pid) -> Vec<Proc> {
     let mut out = Vec::new();
     let mut todo = vec![(root.as_raw(), 0usize)];
     while let Some((pid, depth)) = todo.pop() {
+        if out.len() >= MAX_PROCS {
+            break;
+        }
         let Some(p) = read_proc(pid) else { continue };
         out.push(p);
         if depth >= MAX_DEPTH {
@@ -281,6 +288,37 @@ mod tests {
         let mut before = stalled(40, 7);
         before[2].parent = 99;
         assert_eq!(stalled_receiver(&before, &stalled(90, 7)), None);
+    }
+
+    #[test]
+    fn a_real_run_is_read_with_its_children_and_where_they_sleep() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; :"])
+            .spawn()
+            .expect("sh");
+        let root = Pid::from_raw(i32::try_from(child.id()).unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            let procs = look(root);
+            let sleeper = procs.iter().find(|p| p.parent == root.as_raw()).cloned();
+            match sleeper {
+                Some(s) if s.doing == Doing::Sleeping => break (procs, s),
+                _ if std::time::Instant::now() > deadline => {
+                    panic!("no sleeping child seen: {procs:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let (procs, sleeper) = seen;
+        let sh = procs
+            .iter()
+            .find(|p| p.pid == root.as_raw())
+            .expect("the run");
+        assert_eq!(sh.doing, Doing::Other, "sh waits in wait4: {procs:?}");
+        assert!(!sh.rsync && !sleeper.rsync);
+        let _ = kill(Pid::from_raw(sleeper.pid), Signal::SIGKILL);
     }
 
     #[test]

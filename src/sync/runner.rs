@@ -7,7 +7,8 @@ each its own `Job`.
 Each child process runs in its own process group (so a stop or a timeout can kill rsync
 together with whatever a wrapper script forked), with its argv built by the handler, never
 a shell line. A small thread per step waits for it and wakes the event loop through a mio
-`Waker`; the loop itself only ever polls.
+`Waker`; the loop itself only ever polls. A second one looks at the step's processes every
+half second for rsync's end-of-run race (`stall.rs`).
 
 Exit codes: for rsync 0 and 24 ("some files vanished before they could be transferred",
 which is normal on a live tree: the vanishing is an event of its own) are success; for a

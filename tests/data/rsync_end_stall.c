@@ -7,17 +7,21 @@
  * loop. A signal that lands between the check and the poll() is noticed only when the
  * poll() times out (60 s). Here every blocking poll() of the receiver waits 200 ms first
  * (inside that window) and the SIGUSR2 is sent 50 ms late, so that it lands there.
+ * RSYNC_END_STALL_LOG names a file that is told of each (see note_hit).
  *
  * Build: gcc -shared -fPIC -o rsync_end_stall.so rsync_end_stall.c -ldl
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The parent of process `pid`, and its name into `comm`; -1 when unreadable. */
@@ -58,17 +62,47 @@ static int is_receiver(void)
 	return known;
 }
 
+static long now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* With RSYNC_END_STALL_LOG set: a line "hit MS" in that file each time a signal landed
+ * in the window, MS being how long the poll() after it slept. An rsync with the race
+ * sleeps there until the poll() times out or someone signals it again; a fixed one
+ * would return at once. */
+static void note_hit(long ms)
+{
+	const char *log = getenv("RSYNC_END_STALL_LOG");
+	if (!log)
+		return;
+	int fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	dprintf(fd, "hit %ld\n", ms);
+	close(fd);
+}
+
 int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
 	static int (*real)(struct pollfd *, nfds_t, int);
 	if (!real)
 		real = (int (*)(struct pollfd *, nfds_t, int))dlsym(RTLD_NEXT, "poll");
-	if (timeout != 0 && is_receiver()) {
-		int e = errno;
-		usleep(200000);
-		errno = e;
-	}
-	return real(fds, n, timeout);
+	if (timeout == 0 || !is_receiver())
+		return real(fds, n, timeout);
+	int e = errno;
+	int hit = usleep(200000) < 0 && errno == EINTR;
+	errno = e;
+	long began = now_ms();
+	int r = real(fds, n, timeout);
+	e = errno;
+	long slept = now_ms() - began;
+	if (hit)
+		note_hit(slept);
+	errno = e;
+	return r;
 }
 
 int kill(pid_t pid, int sig)

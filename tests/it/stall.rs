@@ -23,15 +23,28 @@ fn build_shim(t: &TestDir) -> PathBuf {
     so
 }
 
-/// Whether this rsync has the race: with the shim a run of its own, given `--timeout=4`
-/// (its poll() then times out after two seconds, not sixty), takes those two seconds.
+/// The poll() sleeps after a signal that landed in the window, in milliseconds, as the
+/// shim logged them in `log`.
+fn hits(log: &Path) -> Vec<u64> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("hit ")?.parse().ok())
+        .collect()
+}
+
+/// Whether this rsync has the race: a run of its own with the shim, given `--timeout=4`
+/// (its poll() then times out after two seconds, not sixty), where the receiver slept on
+/// in poll() after its signal had come. A machine's load cannot fake that; an rsync
+/// without the race returns from poll() at the signal.
 fn rsync_has_the_race(t: &TestDir, so: &Path) -> bool {
     let (src, dst) = (t.root.join("probe-src"), t.root.join("probe-dst"));
+    let log = t.root.join("probe.log");
     mkdir_p(&src.join("d"));
     write(&src.join("d/f"), b"probe");
-    let began = Instant::now();
     let mut cmd = Command::new("rsync");
     cmd.env("LD_PRELOAD", so)
+        .env("RSYNC_END_STALL_LOG", &log)
         .arg("-a")
         .arg("--timeout=4")
         .arg(format!("{}/", src.display()))
@@ -41,7 +54,13 @@ fn rsync_has_the_race(t: &TestDir, so: &Path) -> bool {
         st.is_some_and(|s| s.success()),
         "rsync with the shim: {out}"
     );
-    began.elapsed() >= Duration::from_millis(1500)
+    hits(&log).iter().any(|&ms| ms >= 1500)
+}
+
+/// The worker's child processes (its running sync), from /proc.
+fn children(w: &Worker) -> String {
+    let pid = w.pid();
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default()
 }
 
 #[test]
@@ -55,11 +74,13 @@ fn a_run_whose_receiver_missed_its_end_signal_is_woken() {
         mkdir_p(&t.s(format!("d{i}").as_bytes()));
         write(&t.s(format!("d{i}/f").as_bytes()), b"before");
     }
+    let log = t.root.join("stalls.log");
     let script = t.root.join("rsync.sh");
     write_script(
         &script,
         &format!(
-            "#!/bin/sh\nLD_PRELOAD='{}' exec rsync \"$@\"\n",
+            "#!/bin/sh\nRSYNC_END_STALL_LOG='{}' LD_PRELOAD='{}' exec rsync \"$@\"\n",
+            log.display(),
             so.display()
         ),
     );
@@ -75,8 +96,8 @@ fn a_run_whose_receiver_missed_its_end_signal_is_woken() {
             .then_some(())
             .ok_or_else(|| format!("status {:?}\n{}", w.status(), w.stderr()))
     });
-    let initial = began.elapsed();
-    // Live changes, one sync each.
+    eprintln!("initial sync: {:?}", began.elapsed());
+    // Live changes, one sync each; each run must have ended before the next change.
     for i in 0..3 {
         let name = format!("d{i}/live");
         let began = Instant::now();
@@ -86,16 +107,35 @@ fn a_run_whose_receiver_missed_its_end_signal_is_woken() {
                 .then_some(())
                 .ok_or_else(|| w.stderr())
         });
-        // Its rsync has ended (the next change must not find it still running).
-        wait_until(WITHIN, "the sync's end", || {
-            let woken = w.stderr().matches("missed the signal").count();
-            (woken >= i + 2)
+        wait_until(WITHIN, "the sync's run to end", || {
+            let running = children(&w);
+            running
+                .trim()
+                .is_empty()
                 .then_some(())
-                .ok_or_else(|| format!("{woken} runs woken\n{}", w.stderr()))
+                .ok_or_else(|| format!("still running: {running}\n{}", w.stderr()))
         });
-        eprintln!("change {i}: synced and ended in {:?}", began.elapsed());
+        eprintln!(
+            "change {i}: synced and its run ended in {:?}",
+            began.elapsed()
+        );
     }
-    eprintln!("initial sync: {initial:?}");
     w.wait_synced(WITHIN);
+    // The race was forced (the shim saw its signal land in the window) and every run it
+    // caught was woken long before its poll() would have timed out.
+    let slept = hits(&log);
+    let woken = w.stderr().matches("missed the signal").count();
+    eprintln!("poll() sleeps after a missed signal (ms): {slept:?}; woken: {woken}");
+    assert!(
+        slept.len() >= 2 && woken >= 2,
+        "the race was caught {} times and woken {woken} times (of 4 runs)\n{}",
+        slept.len(),
+        w.stderr()
+    );
+    assert!(
+        slept.iter().all(|&ms| ms < 10_000),
+        "a run slept {slept:?} ms after its signal\n{}",
+        w.stderr()
+    );
     w.stop_ok();
 }

@@ -505,7 +505,15 @@ impl Worker {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        self.wait_ready_within(READY_TIMEOUT);
+    }
+
+    /// Waits until the status file reads `running` (for a worker started without waiting,
+    /// [`spawn_in`](Self::spawn_in)); panics with its output and process tree after
+    /// `timeout`, or at once if it exits.
+    #[track_caller]
+    pub fn wait_ready_within(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         loop {
             if self.status() == "running" {
                 return;
@@ -520,7 +528,7 @@ impl Worker {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "worker not ready after {READY_TIMEOUT:?} (status file: {:?})\nargs: {:?}\nstderr:\n{}\nprocesses:\n{}",
+                    "worker not ready after {timeout:?} (status file: {:?})\nargs: {:?}\nstderr:\n{}\nprocesses:\n{}",
                     self.status(),
                     self.args,
                     self.stderr(),

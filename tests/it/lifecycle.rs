@@ -752,11 +752,7 @@ fn live_during_a_held_initial_sync(fail_first: bool) {
         w.stderr()
     );
     write(&t.root.join("release"), b"");
-    wait_until(SYNC_TIMEOUT, "readiness", || {
-        (w.status() == "running")
-            .then_some(())
-            .ok_or_else(|| w.status())
-    });
+    w.wait_ready_within(SYNC_TIMEOUT);
     w.wait_synced(SYNC_TIMEOUT);
     w.stop_ok();
 }

@@ -95,11 +95,7 @@ fn a_run_whose_receiver_missed_its_end_signal_is_woken() {
         &t.dst,
         &[OsString::from("-S"), script.into()],
     );
-    wait_until(WITHIN, "readiness (the initial sync's end)", || {
-        (w.status() == "running")
-            .then_some(())
-            .ok_or_else(|| format!("status {:?}\n{}", w.status(), w.stderr()))
-    });
+    w.wait_ready_within(WITHIN);
     eprintln!("initial sync: {:?}", began.elapsed());
     // Live changes, one sync each; each run must have ended before the next change.
     for i in 0..3 {

@@ -108,7 +108,7 @@ pub(super) struct Ended {
 /// profile): its last runs' log, how the last one ended, its last sync. `logs NAME` shows
 /// it; a start of the instance takes it up again. Also what a manager leaves the next one
 /// of each instance (state_file.rs).
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct LastRun {
     pub(super) logs: VecDeque<String>,
     pub(super) ended: Option<Ended>,

@@ -47,17 +47,14 @@ struct SavedRun {
 
 impl Daemon {
     /// At a clean exit (every worker stopped): each instance's last run, for the next
-    /// manager's `logs` and LAST SYNC, the most recently ended last.
-    pub(super) fn save_last_runs(&self) {
-        let mut live: Vec<SavedRun> = (self.instances.values())
+    /// manager's `logs` and LAST SYNC, the most recently ended last. The instances' logs
+    /// are taken (the manager is about to exit).
+    pub(super) fn save_last_runs(&mut self) {
+        let mut live: Vec<SavedRun> = (self.instances.values_mut())
             .filter(|i| !i.logs.is_empty() || i.last_sync_unix.is_some())
             .map(|i| SavedRun {
                 name: i.name.clone(),
-                run: LastRun {
-                    logs: i.logs.clone(),
-                    ended: i.ended,
-                    last_sync_unix: i.last_sync_unix,
-                },
+                run: i.last_run(),
             })
             .collect();
         live.sort_by(|a, b| {
@@ -68,11 +65,7 @@ impl Daemon {
             .filter(|(n, _)| !self.instances.contains_key(*n))
             .map(|(n, r)| SavedRun {
                 name: n.clone(),
-                run: LastRun {
-                    logs: r.logs.clone(),
-                    ended: r.ended,
-                    last_sync_unix: r.last_sync_unix,
-                },
+                run: r.clone(),
             });
         let runs: Vec<SavedRun> = kept.chain(live).collect();
         let path = self.opts.state_dir.join(LAST_RUNS);

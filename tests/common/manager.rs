@@ -279,17 +279,13 @@ pub fn pid_of(i: &Value) -> i32 {
 /// No live process (zombies waiting for a reaper aside) is left in group `pgid`.
 pub fn group_gone(pgid: i32) -> Result<(), String> {
     let mut live = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+    for pid in super::all_pids() {
+        // state ppid pgrp ...
+        let Some(f) = super::stat_fields(pid) else {
             continue;
         };
-        // pid (comm) state ppid pgrp ...: comm may contain spaces; split after ')'.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
         if f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z" {
-            live.push(stat.trim().to_string());
+            live.push(format!("{pid} {}", f.join(" ")));
         }
     }
     if live.is_empty() {

@@ -1167,29 +1167,38 @@ pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> Resu
 // ---------------------------------------------------------------------------
 
 /// Processes (other than this one) whose command line contains `needle`.
+/// The pids of every process, from /proc.
+pub fn all_pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The fields of /proc/PID/stat after the command name, state first (the name is in
+/// parentheses and may hold spaces and parentheses: the fields after the last `)`).
+/// None when the process is gone.
+pub fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
 /// The process `root` and its descendants, one line each (pid, parent, state, where the
 /// kernel has it waiting, command line) and, readable by root, the kernel stack of each:
 /// what a test prints when a worker or its children make no progress, so a hang seen once
 /// on a loaded machine says where it was.
 pub fn process_tree(root: Pid) -> String {
     let mut procs = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // comm is in parentheses and may hold spaces: the fields after the last ')'.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
+    for pid in all_pids() {
+        let Some(f) = stat_fields(pid) else { continue };
         let (Some(state), Some(ppid)) = (f.first(), f.get(1).and_then(|p| p.parse::<i32>().ok()))
         else {
             continue;
         };
-        procs.push((pid, ppid, state.to_string()));
+        procs.push((pid, ppid, state.clone()));
     }
     let mut out = String::new();
     let mut todo = vec![(root.as_raw(), 0usize)];

@@ -168,17 +168,8 @@ impl Drop for Sshd {
 /// Every process below `pid` (children, their children, ...).
 fn descendants(pid: i32) -> Vec<i32> {
     let mut parent: Vec<(i32, i32)> = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if let Some(pp) = rest.split_whitespace().nth(1).and_then(|x| x.parse().ok()) {
+    for p in all_pids() {
+        if let Some(pp) = stat_fields(p).and_then(|f| f.get(1)?.parse().ok()) {
             parent.push((p, pp));
         }
     }

@@ -8,7 +8,6 @@ use crate::common;
 use common::ssh::Sshd;
 use common::*;
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// One node: its container tree, its records, its profiles directory.
@@ -235,8 +234,7 @@ fn split_brain_by_policy_keeps_the_losers_versions() {
 
 fn script(p: &Pair, name: &str, body: &str) -> PathBuf {
     let s = p.t.root.join(name);
-    write(&s, format!("#!/bin/sh\n{body}\n").as_bytes());
-    std::fs::set_permissions(&s, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(&s, &format!("#!/bin/sh\n{body}\n"));
     s
 }
 
@@ -400,15 +398,13 @@ fn two_workers_on_one_pair_do_not_ping_pong() {
     write(&a.join("f0"), b"before");
     let log = t.root.join("b-rsync.log");
     let wrapper = t.root.join("b-rsync.sh");
-    write(
+    write_script(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\nL='{}'\nfor x in \"$@\"; do case \"$x\" in --include-from=*|--files-from=*) echo \"--list: $(tr '\\0' ' ' < \"${{x#*=}}\")\" >> \"$L\";; esac; done\nrsync -i \"$@\" >> \"$L\"; rc=$?\necho '--end' >> \"$L\"\nexit $rc\n",
             log.display()
-        )
-        .as_bytes(),
+        ),
     );
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     mkdir(&t.root.join("wa"));
     mkdir(&t.root.join("wb"));
     let mut wa = Worker::start_in(&t.root.join("wa"), &a, &b, NO_ARGS);

@@ -107,18 +107,15 @@ fn skip_initialsync_mirrors_only_changes() {
 
 /// A hook that records its arguments and environment.
 fn recording_hook(t: &TestDir, name: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
     let hook = t.root.join(name);
     let log = t.root.join(format!("{name}.log"));
-    write(
+    write_script(
         &hook,
-        format!(
+        &format!(
             "#!/bin/sh\necho \"$0 $* status=$CLSYNC_STATUS code=$CLSYNC_EXIT_CODE cwd=$(pwd)\" >> '{}'\n",
             log.display()
-        )
-        .as_bytes(),
+        ),
     );
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     hook
 }
 
@@ -156,10 +153,8 @@ fn pre_exit_and_exit_hooks_run_with_the_label() {
 /// a busy loop about 100 a second).
 fn cpu_ticks_over(pid: nix::unistd::Pid, window: std::time::Duration) -> u64 {
     let ticks = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        // After the command name in parentheses: state is field 3, utime 14, stime 15.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
+        // After the command name: state, ..., utime (the 12th), stime.
+        let f = stat_fields(pid.as_raw()).expect("the worker's /proc/PID/stat");
         f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
     };
     let before = ticks();
@@ -558,11 +553,9 @@ fn drops_to_nobody_and_syncs(name: &str, extra: &[OsString]) -> TestDir {
 /// rate, time left). The handler is rsync slowed down by --bwlimit.
 #[test]
 fn a_long_initial_sync_reports_its_progress() {
-    use std::os::unix::fs::PermissionsExt;
     let t = TestDir::new("progress");
     let slow = t.root.join("slow-rsync.sh");
-    write(&slow, b"#!/bin/sh\nexec rsync --bwlimit=2m \"$@\"\n");
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(&slow, "#!/bin/sh\nexec rsync --bwlimit=2m \"$@\"\n");
     write(&t.s(b"big"), &vec![7u8; 14 << 20]);
     let args: Vec<OsString> = vec![
         "--progress".into(),

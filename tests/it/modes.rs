@@ -518,15 +518,13 @@ fn a_failed_handler_ends_the_worker_with_its_code_and_the_exit_hook_hears_why() 
     let rec = recorder(&t);
     let hook_log = t.root.join("hook.log");
     let hook = t.root.join("hook.sh");
-    write(
+    write_script(
         &hook,
-        format!(
+        &format!(
             "#!/bin/sh\necho \"$1 $CLSYNC_STATUS $CLSYNC_EXIT_CODE\" >> '{}'\n",
             hook_log.display()
-        )
-        .as_bytes(),
+        ),
     );
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     rec.fail(2, "3");
     let mut w = start(&t, &rec, "shell", &["--exit-hook", &s(&hook)], &[]);
     write(&t.s(b"f"), b"x");
@@ -861,15 +859,13 @@ fn a_relative_sync_handler_is_taken_from_the_start_directory() {
     let t = TestDir::new("relative-handler");
     write(&t.s(b"file"), b"data");
     let ran = t.root.join("ran");
-    std::fs::write(
-        t.root.join("sync.sh"),
-        format!(
+    write_script(
+        &t.root.join("sync.sh"),
+        &format!(
             "#!/bin/sh\necho \"$@\" >> '{}'\nexec rsync \"$@\"\n",
             ran.display()
         ),
-    )
-    .unwrap();
-    chmod(&t.root.join("sync.sh"), 0o755);
+    );
     // A one-shot worker started in ROOT with `-S handler`: its exit code and log.
     let run = |handler: &str| {
         let (status, err) = run_within(
